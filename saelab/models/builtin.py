@@ -1,0 +1,46 @@
+"""The models that ship with saelab."""
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from saelab.models.registry import BundledModel, get_bundled, register_model
+from saelab.models.tokenizer import byte_level_tokenizer, wrap_tokenizer
+from saelab.paths import data_dir
+
+RANDOM_MODEL_CONFIG = dict(
+    n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=128, d_vocab=257,
+    act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
+    default_prepend_bos=True, seed=0,
+)
+
+
+def build_random_model() -> HookedTransformer:
+    """A small GPT-2-style model with fixed random weights (seed 0) and a byte-level tokenizer."""
+    torch.manual_seed(RANDOM_MODEL_CONFIG["seed"])
+    cfg = HookedTransformerConfig(**RANDOM_MODEL_CONFIG)
+    tokenizer = wrap_tokenizer(byte_level_tokenizer(), name="saelab-random")
+    return HookedTransformer(cfg, tokenizer=tokenizer)
+
+
+def register_builtin_models() -> None:
+    if get_bundled("saelab-random") is not None:
+        return
+    register_model(BundledModel(
+        name="saelab-random",
+        description="2 layers, d_model 64, 4 heads, d_mlp 256, byte tokenizer (≈0.1M params)",
+        trained_on="random initialisation (seed 0): for tests and plumbing",
+        build=build_random_model,
+    ))
+    models_dir = data_dir() / "models"
+    register_model(BundledModel(
+        name="saelab-tiny",
+        description="4 layers, d_model 256, 8 heads, d_mlp 1024, own BPE tokenizer",
+        trained_on="Python standard library source + IOI, greater-than and docstring text",
+        directory=models_dir / "saelab-tiny",
+    ))
+    register_model(BundledModel(
+        name="saelab-tiny-attn",
+        description="attention-only, 4 layers, d_model 256, 8 heads, own BPE tokenizer",
+        trained_on="Python standard library source + IOI, greater-than and docstring text",
+        directory=models_dir / "saelab-tiny-attn",
+    ))

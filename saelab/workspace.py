@@ -1,0 +1,51 @@
+"""A workspace: the one directory saelab writes to (`saelab.duckdb`, activations, SAEs, checkpoints)."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKSPACE = "saelab-workspace"
+WORKSPACE_ENV = "SAELAB_WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths inside one workspace. Building the value touches no disk; `create()` makes the folders."""
+
+    root: Path
+    """The workspace directory; every file saelab writes lies below it."""
+
+    @classmethod
+    def resolve(cls, explicit: str | os.PathLike | None = None) -> "Workspace":
+        """`explicit` if given, else `$SAELAB_WORKSPACE`, else `./saelab-workspace`."""
+        chosen = explicit or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "saelab.duckdb"
+
+    @property
+    def activations_dir(self) -> Path:
+        return self.root / "activations"
+
+    @property
+    def saes_dir(self) -> Path:
+        return self.root / "saes"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def create(self) -> "Workspace":
+        for folder in (self.root, self.activations_dir, self.saes_dir, self.checkpoints_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """A workspace-relative path for storing in the results store."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def absolute(self, relative_path: str) -> Path:
+        """The absolute path of a workspace-relative path read from the store."""
+        return self.root / relative_path
