@@ -1,0 +1,23 @@
+"""Circuit tasks (IOI, greater-than, docstring): prompts, corruptions, positive/negative sets, metrics.
+
+    task = get_task("ioi")
+    data = task.generate(model.tokenizer, n=64, seed=0)                  # canonical (GPT-2) word lists
+    task.metric(model(data.clean_tokens), data)                          # logit(IO) − logit(S) per prompt
+    texts = task.corpus_texts(1000, seed=0, vocabulary="tiny")           # training text
+"""
+
+from saelab.tasks.base import PosNeg, Prompt, PromptPair, TaskDataset, TaskVocabulary
+from saelab.tasks.docstring import DOCSTRING, DocstringSetting
+from saelab.tasks.gpt2 import gpt2_tokenizer
+from saelab.tasks.greater_than import GREATER_THAN
+from saelab.tasks.ioi import IOI
+from saelab.tasks.registry import TASKS, get_task, list_tasks, register_task
+from saelab.tasks.task import Task
+
+for _task in (IOI, GREATER_THAN, DOCSTRING):
+    register_task(_task)
+
+__all__ = [
+    "TASKS", "DocstringSetting", "PosNeg", "Prompt", "PromptPair", "Task", "TaskDataset", "TaskVocabulary",
+    "get_task", "gpt2_tokenizer", "list_tasks", "register_task",
+]

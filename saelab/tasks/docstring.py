@@ -1,0 +1,216 @@
+"""Docstring (Heimersheim & Janiak 2023): predict the next `:param` name from the function's signature."""
+
+import random
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from saelab.tasks import metrics, words
+from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
+from saelab.tasks.build import Piece, compose
+from saelab.tasks.task import Task
+
+INDENT = "    "
+
+
+@dataclass(frozen=True)
+class DocstringSetting:
+    """How a docstring prompt is laid out (defaults: the published setting)."""
+
+    n_prefix: int = 2
+    """Signature args before the matching ones (not documented)."""
+    n_matching: int = 3
+    """Signature args the docstring documents in order; the prompt stops before the last one's name."""
+    n_suffix: int = 1
+    """Signature args after the matching ones (not documented)."""
+    desc_words: int = 2
+    """Words describing each documented arg."""
+    method_desc_words: int = 3
+    """Words in the method description line."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_prefix", "n_suffix", "desc_words", "method_desc_words"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not 2 <= self.n_matching <= len(string.ascii_uppercase):
+            raise ValueError(f"n_matching must be in 2..26, got {self.n_matching}")
+
+    @property
+    def answer_index(self) -> int:
+        return self.n_prefix + self.n_matching - 1
+
+
+PUBLISHED = DocstringSetting()
+
+
+def _slot(index: int, where: str, n_matching: int) -> str | None:
+    """Slot names "A_def", "B_def", ... for the matching args (None outside them)."""
+    return f"{string.ascii_uppercase[index]}_{where}" if 0 <= index < n_matching else None
+
+
+def docstring_prompt(
+    method: str,
+    method_desc: Sequence[str],
+    def_args: Sequence[str],
+    doc_args: Sequence[str],
+    arg_descs: Sequence[Sequence[str]],
+    setting: DocstringSetting = PUBLISHED,
+) -> Prompt:
+    """The prompt: signature, description, one `:param` line per doc arg, then a bare `:param`."""
+    pieces: list[Piece] = [(f"\ndef {method}(self", None)]
+    for i, arg in enumerate(def_args):
+        pieces += [(",", None), (f" {arg}", _slot(i - setting.n_prefix, "def", setting.n_matching))]
+    pieces.append((f'):\n{INDENT}"""{" ".join(method_desc)}\n', None))
+    for i, (arg, desc) in enumerate(zip(doc_args, arg_descs, strict=True)):
+        pieces += [(f"\n{INDENT}:param", None), (f" {arg}", _slot(i, "doc", setting.n_matching)),
+                   (f": {' '.join(desc)}", None)]
+    pieces.append((f"\n{INDENT}:param", None))
+    text, slots = compose(pieces)
+    answer = def_args[setting.answer_index]
+    return Prompt(
+        text=text,
+        slots=slots,
+        answer=f" {answer}",
+        wrong=tuple(f" {a}" for a in def_args if a != answer),
+        candidates=tuple(f" {a}" for a in def_args),
+        attributes={"method": method, "args": list(def_args), "doc_args": list(doc_args), "answer": answer},
+    )
+
+
+class _Draw(NamedTuple):
+    """Everything one prompt pair is made of (all names distinct)."""
+
+    method: str
+    method_desc: list[str]
+    arg_descs: list[list[str]]
+    prefix: list[str]
+    matching: list[str]
+    suffix: list[str]
+    not_matching: list[str]
+    random_answer: str
+    random_def_mid: list[str]
+    random_doc_mid: list[str]
+
+
+def _draw(rng: random.Random, vocab: TaskVocabulary, setting: DocstringSetting) -> _Draw:
+    m = setting.n_matching
+    sizes = (1, 1, setting.n_prefix, m, setting.n_suffix, m - 1, m, m - 1)
+    names = rng.sample(vocab.words["variables"], sum(sizes))
+    (method,), (random_answer,), prefix, matching, suffix, not_matching, def_mid, doc_mid = _split(names, sizes)
+    nouns = vocab.words["descriptions"]
+    return _Draw(
+        method=method,
+        method_desc=rng.sample(nouns, setting.method_desc_words),
+        arg_descs=[rng.sample(nouns, setting.desc_words) for _ in range(m - 1)],
+        prefix=prefix, matching=matching, suffix=suffix, not_matching=not_matching,
+        random_answer=random_answer, random_def_mid=def_mid, random_doc_mid=doc_mid,
+    )
+
+
+def _split(items: list[str], sizes: Sequence[int]) -> list[list[str]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(items[start : start + size])
+        start += size
+    return out
+
+
+# Each corruption is a (signature variant, docstring variant) pair; "clean" keeps that part unchanged.
+_DEF_VARIANTS: dict[str, Callable[[_Draw], list[str]]] = {
+    "clean": lambda d: d.prefix + d.matching + d.suffix,
+    "random_def": lambda d: d.prefix + d.not_matching + d.matching[-1:] + d.suffix,
+    "random_answer": lambda d: d.prefix + d.matching[:-1] + [d.random_answer] + d.suffix,
+    "random_random": lambda d: d.prefix + d.random_def_mid + d.suffix,
+}
+_DOC_VARIANTS: dict[str, Callable[[_Draw], list[str]]] = {
+    "clean": lambda d: d.matching[:-1],
+    "random_doc": lambda d: d.not_matching,
+    "random_random": lambda d: d.random_doc_mid,
+}
+CORRUPTIONS: dict[str, tuple[str, str]] = {
+    "random_random": ("random_random", "random_random"),
+    "random_doc": ("clean", "random_doc"),
+    "random_def": ("random_def", "clean"),
+    "random_answer": ("random_answer", "clean"),
+    "random_def_doc": ("random_def", "random_doc"),
+    "random_answer_doc": ("random_answer", "random_doc"),
+}
+
+
+def _prompt(draw: _Draw, def_variant: str, doc_variant: str, setting: DocstringSetting) -> Prompt:
+    return docstring_prompt(
+        draw.method, draw.method_desc, _DEF_VARIANTS[def_variant](draw), _DOC_VARIANTS[doc_variant](draw),
+        draw.arg_descs, setting,
+    )
+
+
+def sample_pairs(rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str) -> list[PromptPair]:
+    pairs = []
+    for _ in range(n):
+        draw = _draw(rng, vocab, PUBLISHED)
+        clean = _prompt(draw, "clean", "clean", PUBLISHED)
+        pairs.append(PromptPair(clean, _prompt(draw, *CORRUPTIONS[corruption], PUBLISHED)))
+    return pairs
+
+
+def _corpus_setting(rng: random.Random) -> DocstringSetting:
+    if rng.random() < 0.5:
+        return PUBLISHED
+    return DocstringSetting(
+        n_prefix=rng.randint(0, 2), n_matching=rng.randint(2, 4), n_suffix=rng.randint(0, 2),
+        desc_words=rng.randint(1, 3), method_desc_words=rng.randint(2, 5),
+    )
+
+
+def corpus_function(draw: _Draw, setting: DocstringSetting, return_arg: str) -> str:
+    """A whole function: every arg from the first matching one on is documented, then a body."""
+    args = draw.prefix + draw.matching + draw.suffix
+    documented = draw.matching + draw.suffix
+    lines = [f"\ndef {draw.method}(self, {', '.join(args)}):", f'{INDENT}"""{" ".join(draw.method_desc)}', ""]
+    lines += [f"{INDENT}:param {arg}: {' '.join(desc)}" for arg, desc in zip(documented, draw.arg_descs, strict=True)]
+    lines += [f'{INDENT}"""', f"{INDENT}return {return_arg}", ""]
+    return "\n".join(lines)
+
+
+def corpus(rng: random.Random, n: int, vocab: TaskVocabulary) -> list[str]:
+    """Whole functions; half in the published setting, whose prompts are prefixes of these texts."""
+    texts = []
+    for _ in range(n):
+        setting = _corpus_setting(rng)
+        draw = _draw(rng, vocab, setting)
+        nouns = vocab.words["descriptions"]
+        extra = [rng.sample(nouns, setting.desc_words) for _ in range(setting.n_suffix + 1)]
+        draw = draw._replace(arg_descs=draw.arg_descs + extra)
+        texts.append(corpus_function(draw, setting, rng.choice(draw.matching)))
+    return texts
+
+
+def docstring_metric(logits, data: TaskDataset):
+    """logit(correct arg) − max logit over the other signature args, at "end"."""
+    return metrics.logit_diff(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.wrong_ids)
+
+
+def docstring_accuracy(logits, data: TaskDataset):
+    """Whether the correct arg is the top-1 among the signature args at "end"."""
+    return metrics.top1_among(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.candidate_ids)
+
+
+def _vocabulary(kind: str) -> TaskVocabulary:
+    variables = words.DOCSTRING_VARIABLES
+    return TaskVocabulary(
+        kind=kind,
+        words={"variables": variables, "descriptions": words.DOCSTRING_NOUNS},
+        single_tokens=tuple(f" {v}" for v in variables),
+    )
+
+
+DOCSTRING = Task(
+    name="docstring",
+    vocabularies={"canonical": _vocabulary("canonical"), "tiny": _vocabulary("tiny")},
+    corruptions=tuple(CORRUPTIONS),
+    sample_pairs=sample_pairs,
+    corpus=corpus,
+    metric_fn=docstring_metric,
+    accuracy_fn=docstring_accuracy,
+)

@@ -1,0 +1,119 @@
+"""Greater-than (Hanna, Liu & Variengien 2023): "The war lasted from the year 1732 to the year 17" → YY' > 32."""
+
+import random
+
+import torch
+
+from saelab.tasks import metrics, words
+from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
+from saelab.tasks.build import compose, tokenizer_name
+from saelab.tasks.task import Task
+
+CENTURIES: tuple[int, ...] = tuple(range(11, 18))
+"""Years 1100–1799."""
+START_YY: tuple[int, ...] = tuple(range(2, 99))
+"""Start years end in 02..98, so both a later and an earlier-or-equal end year exist."""
+TWO_DIGITS: tuple[str, ...] = tuple(f"{k:02d}" for k in range(100))
+CORRUPT_YY = 1
+
+# Training-text variants; the first is the evaluation template.
+CORPUS_TEMPLATES: tuple[str, ...] = (
+    "The {noun} lasted from the year {start} to the year {end}.",
+    "The {noun} lasted from the year {start} to {end}.",
+    "The {noun} lasted from {start} to {end}.",
+    "The {noun} started in the year {start} and ended in the year {end}.",
+    "The {noun} began in {start} and ended in {end}.",
+    "The {noun} ran from the year {start} until the year {end}.",
+)
+
+
+def valid_years(tokenizer) -> list[tuple[int, int]]:
+    """(century, YY) pairs whose " XXYY" tokenises as [" XX", "YY"], as does the corrupted " XX01"."""
+    centuries = [xx for xx in CENTURIES if _splits(tokenizer, xx, CORRUPT_YY)]
+    keep = [(xx, yy) for xx in centuries for yy in START_YY if _splits(tokenizer, xx, yy)]
+    if not keep:
+        raise ValueError(
+            f"no year 1102–1798 tokenises as [' XX', 'YY'] under tokenizer {tokenizer_name(tokenizer)!r}"
+        )
+    return keep
+
+
+def _splits(tokenizer, xx: int, yy: int) -> bool:
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    return encode(f" {xx}{yy:02d}") == encode(f" {xx}") + encode(f"{yy:02d}")
+
+
+def greater_than_prompt(noun: str, xx: int, yy: int, answer_yy: int) -> Prompt:
+    text, slots = compose(
+        [(f"The {noun} lasted from the year", None), (f" {xx}", "XX"), (f"{yy:02d}", "YY"),
+         (f" to the year {xx}", None)]
+    )
+    return Prompt(
+        text=text,
+        slots=slots,
+        answer=f"{answer_yy:02d}",
+        wrong=(),
+        candidates=TWO_DIGITS,
+        attributes={"YY": yy, "XX": xx, "noun": noun, "answer_YY": answer_yy},
+    )
+
+
+def sample_pairs(rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str) -> list[PromptPair]:
+    years = valid_years(tokenizer)
+    pairs = []
+    for _ in range(n):
+        noun = rng.choice(vocab.words["nouns"])
+        xx, yy = rng.choice(years)
+        answer_yy = rng.randint(yy + 1, 99)
+        pairs.append(PromptPair(greater_than_prompt(noun, xx, yy, answer_yy),
+                                greater_than_prompt(noun, xx, CORRUPT_YY, answer_yy)))
+    return pairs
+
+
+def corpus(rng: random.Random, n: int, vocab: TaskVocabulary) -> list[str]:
+    """Whole sentences with a later end year; half use the evaluation template."""
+    nouns = vocab.words["nouns"] + words.GREATER_THAN_EXTRA_NOUNS
+    texts = []
+    for _ in range(n):
+        template = CORPUS_TEMPLATES[0] if rng.random() < 0.5 else rng.choice(CORPUS_TEMPLATES[1:])
+        xx, yy = rng.choice(CENTURIES), rng.choice(START_YY)
+        end = f"{xx}{rng.randint(yy + 1, 99):02d}"
+        texts.append(template.format(noun=rng.choice(nouns), start=f"{xx}{yy:02d}", end=end))
+    return texts
+
+
+def _start_yy(data: TaskDataset) -> torch.Tensor:
+    return torch.tensor(data.attributes["YY"], dtype=torch.long)
+
+
+def greater_than_metric(logits, data: TaskDataset):
+    """Σ_{YY' > YY} p(YY') − Σ_{YY' ≤ YY} p(YY') at "end", over the 100 two-digit tokens."""
+    end_logits = metrics.logits_at(logits, data.positions["end"])
+    return metrics.year_prob_diff(end_logits, data.candidate_ids, _start_yy(data))
+
+
+def greater_than_accuracy(logits, data: TaskDataset):
+    """Whether the most likely two-digit token at "end" is later than YY."""
+    end_logits = metrics.logits_at(logits, data.positions["end"])
+    return metrics.year_argmax_later(end_logits, data.candidate_ids, _start_yy(data))
+
+
+def _vocabulary(kind: str) -> TaskVocabulary:
+    return TaskVocabulary(
+        kind=kind,
+        words={"nouns": words.GREATER_THAN_NOUNS, "centuries": tuple(str(c) for c in CENTURIES)},
+        single_tokens=tuple(f" {c}" for c in CENTURIES) + TWO_DIGITS,
+    )
+
+
+GREATER_THAN = Task(
+    name="greater_than",
+    vocabularies={"canonical": _vocabulary("canonical"), "tiny": _vocabulary("tiny")},
+    corruptions=("01",),
+    sample_pairs=sample_pairs,
+    corpus=corpus,
+    metric_fn=greater_than_metric,
+    accuracy_fn=greater_than_accuracy,
+)
