@@ -15,6 +15,7 @@ __all__ = [
     "BundledModel",
     "ModelFiles",
     "bundled_models",
+    "get_default_model_name",
     "load_model",
     "model_files",
     "read_model_card",
@@ -24,6 +25,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 register_builtin_models()
+
+
+def get_default_model_name() -> str:
+    """The bundled model `saelab demo` uses: saelab-tiny once trained, else the random plumbing model."""
+    tiny = get_bundled("saelab-tiny")
+    return tiny.name if tiny is not None and tiny.available else "saelab-random"
 
 
 def load_model(name_or_path: str, device: str = "cpu") -> HookedTransformer:

@@ -19,7 +19,7 @@ def build_random_model() -> HookedTransformer:
     torch.manual_seed(RANDOM_MODEL_CONFIG["seed"])
     cfg = HookedTransformerConfig(**RANDOM_MODEL_CONFIG)
     tokenizer = wrap_tokenizer(byte_level_tokenizer(), name="saelab-random")
-    return HookedTransformer(cfg, tokenizer=tokenizer)
+    return HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
 
 
 def register_builtin_models() -> None:

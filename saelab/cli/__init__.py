@@ -1,0 +1,5 @@
+"""The `saelab` command."""
+
+from saelab.cli.main import main
+
+__all__ = ["main"]

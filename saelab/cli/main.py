@@ -1,0 +1,98 @@
+"""`saelab` command line: a thin layer that parses arguments and calls library functions.
+
+Subcommands live in a registry (name -> Command); each module under saelab/cli adds its own.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import NamedTuple, NoReturn
+
+from saelab.errors import SaelabError
+from saelab.workspace import Workspace
+
+
+class UsageError(Exception):
+    """A bad flag or value on the command line (exit status 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+class Command(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Workspace], int]
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Register `run(args, workspace) -> exit code` as the subcommand `name`."""
+
+    def register(run: Callable[[argparse.Namespace, Workspace], int]):
+        if name in _COMMANDS:
+            raise ValueError(f"subcommand {name!r} is already registered")
+        _COMMANDS[name] = Command(name, help, add_arguments, run)
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from saelab.cli import commands  # noqa: F401 - registers the subcommands
+
+    parser = OneLineParser(
+        prog="saelab",
+        description="saelab: train sparse autoencoders, browse their features, identify circuits.",
+    )
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="workspace directory (default: $SAELAB_WORKSPACE or ./saelab-workspace)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for cmd in _COMMANDS.values():
+        subparser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        # --workspace is accepted before or after the subcommand; SUPPRESS keeps the global value otherwise.
+        subparser.add_argument("--workspace", metavar="DIR", default=argparse.SUPPRESS, help="workspace directory")
+        cmd.add_arguments(subparser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    workspace = Workspace.resolve(args.workspace)
+    try:
+        return _COMMANDS[args.command].run(args, workspace)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    except SaelabError as exc:
+        sys.stderr.write(f"saelab {args.command}: error: {exc}\n")
+        return 1
+    except ValueError as exc:
+        # Library validation errors name the bad value; show them as one line, not a traceback.
+        sys.stderr.write(f"saelab {args.command}: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"saelab {args.command}: interrupted\n")
+        return 130
+
+
+def _exit() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,65 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saelab.cli import main
+
+SUBCOMMANDS = ["demo", "models", "cache", "train", "eval", "circuits", "app"]
+
+
+def run_cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "saelab", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name} " in out
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["demo", "--tokens", "many"], ["nosuchcommand"],
+                                  ["demo", "--tokens", "-5"]])
+def test_usage_errors_are_one_line_with_status_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "saelab" in err
+
+
+def test_models_lists_bundled_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "saelab-random" in out and "saelab-tiny" in out and "saelab-tiny-attn" in out
+
+
+def test_reserved_subcommands_say_so(tmp_path, capsys):
+    assert main(["app", "--workspace", str(tmp_path / "ws")]) == 1
+    assert "not available" in capsys.readouterr().err
+
+
+def test_demo_writes_only_under_workspace(tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = run_cli("demo", "--model", "saelab-random", "--workspace", str(tmp_path / "ws"), "--no-app", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "ws" / "saelab.duckdb").exists()
+    assert "recorded in" in result.stdout
+
+    from saelab.db import ResultsStore
+
+    runs = ResultsStore(tmp_path / "ws" / "saelab.duckdb").runs()
+    assert list(runs["status"]) == ["done"] and list(runs["kind"]) == ["demo"]
+
+
+def test_workspace_from_environment(tmp_path):
+    result = run_cli("demo", "--model", "saelab-random", "--no-app", cwd=tmp_path,
+                     env={"SAELAB_WORKSPACE": str(tmp_path / "envws")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "envws" / "saelab.duckdb").exists()
+    assert not (tmp_path / "saelab-workspace").exists()

@@ -1,0 +1,142 @@
+import hashlib
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+from saelab.db import MIGRATIONS, SCHEMA_VERSION, ResultsStore
+from saelab.errors import StoreError
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_schema_created_at_current_version(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    assert store.schema_version() == SCHEMA_VERSION
+    assert {"runs", "saes", "training_metrics", "eval_metrics", "features", "feature_examples",
+            "circuit_runs", "circuit_scores", "circuit_evals", "cached_sites", "task_prompts"} <= set(store.tables())
+
+
+def test_migrates_previous_version_and_keeps_rows(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for statement in MIGRATIONS[0].statements:  # a store written by schema version 1
+        con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute("INSERT INTO runs (run_id, kind, status) VALUES ('r1', 'train', 'done')")
+    con.close()
+    store = ResultsStore(path)
+    assert store.schema_version() == 1
+    store.initialize()
+    assert store.schema_version() == SCHEMA_VERSION
+    assert "task_prompts" in store.tables()
+    assert list(store.runs()["run_id"]) == ["r1"]
+    store.initialize()  # idempotent
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    with store.connect(read_only=False) as con:
+        con.execute("UPDATE schema_version SET version = 999")
+    with pytest.raises(StoreError, match="newer than this saelab"):
+        store.initialize()
+
+
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 200, b"\x00" * 4096])
+def test_foreign_file_is_clear_error_and_untouched(tmp_path, content):
+    path = tmp_path / "saelab.duckdb"
+    path.write_bytes(content)
+    before = sha256(path)
+    with pytest.raises(StoreError) as info:
+        ResultsStore(path).initialize()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert sha256(path) == before
+
+
+def test_truncated_store_is_clear_error_and_untouched(tmp_path):
+    path = tmp_path / "saelab.duckdb"
+    store = ResultsStore(path).initialize()
+    store.start_run("train")
+    path.write_bytes(path.read_bytes()[:5000])
+    before = sha256(path)
+    with pytest.raises(StoreError, match="not a usable saelab results store"):
+        ResultsStore(path).initialize()
+    assert sha256(path) == before
+
+
+def test_values_are_parameters_not_sql(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    nasty = "x'); DROP TABLE runs; --"
+    run_id = store.start_run("train", name=nasty, config={"q": "'\""})
+    rows = store.select("runs", where={"name": nasty})
+    assert list(rows["run_id"]) == [run_id]
+    assert "runs" in store.tables()
+
+
+def test_unknown_columns_and_tables_are_refused(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    with pytest.raises(ValueError, match="no column"):
+        store.insert("runs", [{"run_id": "a", "kind": "k", "status": "s", "evil": 1}])
+    with pytest.raises(ValueError, match="no table"):
+        store.select("nope")
+    with pytest.raises(ValueError, match="no column"):
+        store.select("runs", order_by=["1; DROP TABLE runs"])
+
+
+def test_reading_a_missing_store_is_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no results store"):
+        ResultsStore(tmp_path / "absent.duckdb").runs()
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from saelab.db import ResultsStore
+    store = ResultsStore(sys.argv[1])
+    for step in range(int(sys.argv[2])):
+        store.insert("training_metrics", [
+            {"run_id": "r", "sae_id": "s", "step": step, "tokens": step * 10, "metric": m, "value": float(step)}
+            for m in ("loss", "l0", "fvu")
+        ])
+        time.sleep(0.005)
+    print("writer done")
+""")
+
+READER = textwrap.dedent("""
+    import sys, time
+    from saelab.db import ResultsStore
+    store = ResultsStore(sys.argv[1])
+    seen, reads, expected = -1, 0, int(sys.argv[2]) * 3
+    deadline = time.monotonic() + 120
+    while seen < expected and time.monotonic() < deadline:
+        rows = store.select("training_metrics", where={"sae_id": "s"})
+        count = len(rows)
+        assert count >= seen, (count, seen)          # committed rows never disappear
+        assert count % 3 == 0, count                 # never a half-written transaction
+        seen, reads = count, reads + 1
+    print(f"reader saw {seen} rows in {reads} reads")
+""")
+
+
+@pytest.mark.slow
+def test_concurrent_writer_and_reader_processes(tmp_path):
+    path = tmp_path / "s.duckdb"
+    ResultsStore(path).initialize()
+    n_steps = 150
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n_steps)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(n_steps)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    w_out, w_err = writer.communicate(timeout=300)
+    r_out, r_err = reader.communicate(timeout=300)
+    assert writer.returncode == 0, w_err
+    assert reader.returncode == 0, r_err
+    assert f"reader saw {3 * n_steps} rows" in r_out
+    reads = int(r_out.split(" in ")[1].split()[0])
+    assert reads > 5, r_out  # the reader really interleaved with the writer
+    assert len(ResultsStore(path).select("training_metrics")) == 3 * n_steps
