@@ -1,8 +1,10 @@
-"""Subcommands whose implementation lands with later issues: listed in --help, refuse to run."""
+"""Subcommands whose implementation lands with later issues: listed in --help, refuse to run.
+
+A module that implements one registers it with @command and is imported before this one in commands.py."""
 
 import argparse
 
-from saelab.cli.main import command
+from saelab.cli.main import _COMMANDS, command
 from saelab.errors import SaelabError
 from saelab.workspace import Workspace
 
@@ -23,4 +25,5 @@ def _reserved(name: str):
 
 
 for _name, _help in _RESERVED.items():
-    command(_name, f"{_help} (not available yet)")(_reserved(_name))
+    if _name not in _COMMANDS:
+        command(_name, f"{_help} (not available yet)")(_reserved(_name))
