@@ -246,11 +246,8 @@ def _parse_hub(rest: str) -> HubSource:
 
 
 def _parse_bundled(rest: str) -> TextSource:
-    try:
-        from saelab import corpus  # noqa: F401
-    except ImportError:
-        raise DataSourceError("the bundled corpus (saelab.corpus) is not available in this version; "
-                              "pass text files instead") from None
+    if rest:
+        raise DataSourceError(f"source 'bundled:{rest}' takes no argument; write 'bundled'")
     return bundled_source()
 
 
@@ -270,7 +267,7 @@ def source_from_spec(spec: str) -> TextSource:
 
 
 def bundled_source() -> TextSource:
-    """The bundled training corpus (Python source mixed with task narratives), from `saelab.corpus`."""
-    raise DataSourceError("the bundled corpus (saelab.corpus) is not available in this version; "
-                          "pass text files instead")
+    """The bundled training corpus (standard-library source mixed with task texts), from `saelab.corpus`."""
+    from saelab.corpus import CORPUS_NAME, bundled_corpus
 
+    return GeneratorSource(bundled_corpus, name=CORPUS_NAME)
