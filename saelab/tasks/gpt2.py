@@ -29,7 +29,8 @@ def _gpt2_backend() -> Tokenizer:
 def gpt2_tokenizer() -> PreTrainedTokenizerFast:
     """GPT-2's tokenizer (as `HookedTransformer("gpt2").tokenizer` tokenises): bos = eos = pad = id 50256.
 
-    No special token is added on encoding; callers that need BOS prepend it themselves.
+    Like TransformerLens' own GPT-2 tokenizer it has `add_bos_token=True` (so TransformerLens uses it as is
+    instead of re-fetching "gpt2" from the hub); pass `add_special_tokens=False` for the bare token ids.
     """
     backend = _gpt2_backend()
     if backend.token_to_id(GPT2_EOS) != GPT2_EOS_ID:
@@ -40,5 +41,6 @@ def gpt2_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=GPT2_EOS,
         pad_token=GPT2_EOS,
         unk_token=GPT2_EOS,
+        add_bos_token=True,
         name_or_path="gpt2",
     )
