@@ -1,0 +1,72 @@
+"""`saelab cache`: cache activations of hook sites to the workspace and record them in the store."""
+
+import argparse
+import re
+from pathlib import Path
+
+from saelab.cli.main import UsageError, command
+from saelab.workspace import Workspace
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model name or directory (default: the bundled model)")
+    parser.add_argument("--sites", required=True, help="comma-separated hook sites, e.g. 1.resid_post,1.attn_z")
+    parser.add_argument("--tokens", default="1M", help="tokens to cache, e.g. 500k, 2M (default 1M)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--source", default="bundled",
+                        help="token source: bundled, files:GLOB[,GLOB], hub:NAME[:SPLIT], or paths (default bundled)")
+    parser.add_argument("--context-len", type=int, default=128, help="tokens per context, BOS included")
+    parser.add_argument("--batch-size", type=int, default=32, help="contexts per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the token order")
+    parser.add_argument("--worker", type=int, default=None, help="this worker's index (with --num-workers)")
+    parser.add_argument("--num-workers", type=int, default=None, help="independent workers splitting the shards")
+
+
+def activations_dir(workspace: Workspace, model: str) -> Path:
+    """The folder one model's cached sites live in (one function names it)."""
+    return workspace.activations_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_")
+
+
+@command("cache", "cache activations of hook sites to disk (resumes where a killed run stopped)", _arguments)
+def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from saelab.activations import cache_activations
+    from saelab.data.counts import parse_token_count
+    from saelab.data.sources import source_from_spec
+    from saelab.db import ResultsStore
+    from saelab.models import get_default_model_name
+
+    try:
+        n_tokens = parse_token_count(args.tokens)
+    except ValueError as exc:
+        raise UsageError(f"saelab cache: --tokens: {exc}") from None
+    model = args.model or get_default_model_name()
+    source = source_from_spec(args.source)
+    store = ResultsStore(workspace.create().db_path).initialize()
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
+    run_id = store.start_run("cache", name=model, config={**config, "model": model, "n_tokens": n_tokens})
+    try:
+        result = cache_activations(model, args.sites, n_tokens, dtype=args.dtype,
+                                   out_dir=activations_dir(workspace, model), source=source, seed=args.seed,
+                                   context_len=args.context_len, batch_size=args.batch_size,
+                                   worker=args.worker, num_workers=args.num_workers)
+    except Exception as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.insert("cached_sites", [
+        {"run_id": run_id, "model": model, "site": site.site, "dtype": site.dtype, "d": site.d,
+         "n_tokens": site.n_tokens, "manifest_path": workspace.relative(site.manifest_path)}
+        for site in result.sites.values()
+    ])
+    store.finish_run(run_id, "done", f"{result.n_tokens} tokens, {len(result.sites)} sites")
+    table = Table("site", "width", "tokens", "dtype", "manifest", title=f"cached activations of {model}")
+    for site in result.sites.values():
+        table.add_row(site.site, str(site.d), f"{site.n_tokens:,}", site.dtype, workspace.relative(site.manifest_path))
+    console = Console()
+    console.print(table)
+    rate = result.tokens_written / max(result.seconds, 1e-9)
+    console.print(f"{result.tokens_written:,} tokens computed in {result.seconds:.1f} s ({rate:,.0f} tok/s); "
+                  f"run {run_id}")
+    return 0

@@ -1,0 +1,41 @@
+import json
+
+from saelab.cli import main
+from saelab.db import ResultsStore
+
+
+def write_corpus(folder):
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"doc{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x + {j}\n" for j in range(60)))
+    return folder
+
+
+def test_cache_command_records_sites_in_store(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    code = main(["cache", "--workspace", str(ws), "--model", "saelab-random", "--sites", "1.resid_post,0.attn_z",
+                 "--tokens", "1024", "--source", str(corpus), "--context-len", "64", "--batch-size", "4"])
+    assert code == 0, capsys.readouterr().err
+    rows = ResultsStore(ws / "saelab.duckdb").select("cached_sites", order_by=["site"])
+    assert list(rows["site"]) == ["0.attn_z", "1.resid_post"]
+    assert all(rows["n_tokens"] >= 1024)
+    for path in rows["manifest_path"]:
+        manifest = json.loads((ws / path).read_text())
+        assert manifest["model"] == "saelab-random"
+    runs = ResultsStore(ws / "saelab.duckdb").runs()
+    assert list(runs["status"]) == ["done"]
+
+
+def test_cache_bad_site_is_one_line_error(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    code = main(["cache", "--workspace", str(tmp_path / "ws"), "--model", "saelab-random", "--sites", "7.resid_post",
+                 "--tokens", "256", "--source", str(corpus)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "7.resid_post" in err
+
+
+def test_cache_bad_token_count_is_usage_error(tmp_path, capsys):
+    assert main(["cache", "--workspace", str(tmp_path / "ws"), "--sites", "0.resid_pre", "--tokens", "-3"]) == 2
+    assert "-3" in capsys.readouterr().err
