@@ -7,7 +7,18 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from saelab.tasks import IOI, TASKS, get_task, gpt2_tokenizer, list_tasks, register_task
+from saelab.tasks import (
+    IOI,
+    TASKS,
+    Prompt,
+    PromptPair,
+    get_task,
+    gpt2_tokenizer,
+    list_tasks,
+    register_task,
+    required_single_tokens,
+)
+from saelab.tasks.build import build_dataset
 from saelab.tasks.docstring import CORRUPTIONS
 from saelab.tasks.task import check_seed
 
@@ -44,6 +55,14 @@ def test_registry_names_and_unknown_task():
     with pytest.raises(ValueError, match="already registered"):
         register_task(IOI)
     assert TASKS["ioi"] is IOI
+    with pytest.raises(ValueError, match="already registered"):
+        TASKS.update({"ioi": IOI})
+
+
+def test_required_single_tokens_cover_all_tasks():
+    strings = required_single_tokens("tiny")
+    assert {" Mary", " John", " 17", " 11", "32", "00", "99", " files", " size"} <= set(strings)
+    assert len(strings) == len(set(strings)) == 99 + 7 + 100 + 111
 
 
 @pytest.mark.parametrize("task", list_tasks())
@@ -190,3 +209,20 @@ def test_ioi_covers_all_templates_and_orders(gpt2):
     data = get_task("ioi").generate(gpt2, 200, seed=0)
     assert set(data.attributes["template"]) == set(range(15))
     assert {(t, o) for t, o in zip(data.attributes["template"], data.attributes["pos"], strict=True)} >= {(0, "ABB"), (0, "BAB")}
+
+
+def _prompt(text: str, name: str) -> Prompt:
+    start = text.index(" " + name)
+    return Prompt(text, {"IO": (start, start + len(name) + 1)}, " " + name, (), (" " + name,), {"IO": name})
+
+
+def test_build_refuses_misaligned_or_split_slots(gpt2):
+    aligned = PromptPair(_prompt("Then, Mary and John", "John"), _prompt("Then, Mary and Paul", "Paul"))
+    data = build_dataset("ioi", "ABC", gpt2, [aligned])
+    assert data.positions["IO"].tolist() == [5] and data.positions["end"].tolist() == [5]
+    longer = PromptPair(aligned.clean, _prompt("Then, Mary and Paul went", "Paul"))
+    with pytest.raises(ValueError, match="does not align with clean prompt"):
+        build_dataset("ioi", "ABC", gpt2, [longer])
+    split = PromptPair(aligned.clean, _prompt("Then, Mary and Zyxwv", "Zyxwv"))
+    with pytest.raises(ValueError, match=r"' Zyxwv' \(slot IO\) is not a single token under tokenizer 'gpt2'"):
+        build_dataset("ioi", "ABC", gpt2, [split])

@@ -28,7 +28,7 @@ def test_ioi_metric_and_accuracy_by_hand(gpt2):
     logits = _noise_logits(data)
     for i, (io, s) in enumerate(zip(data.attributes["IO"], data.attributes["S"], strict=True)):
         end = int(data.positions["end"][i])
-        io_id, s_id = gpt2.encode(" " + io)[0], gpt2.encode(" " + s)[0]
+        io_id, s_id = gpt2.convert_tokens_to_ids("Ġ" + io), gpt2.convert_tokens_to_ids("Ġ" + s)
         logits[i, end, io_id], logits[i, end, s_id] = [(2.0, -1.0), (0.5, 0.5), (-3.0, 1.0), (10.0, 9.75)][i]
     assert task.metric(logits, data).tolist() == pytest.approx([3.0, 0.0, -4.0, 0.25])
     assert task.accuracy(logits, data).tolist() == [True, False, False, True]
@@ -67,7 +67,7 @@ def test_docstring_metric_is_answer_minus_best_wrong(gpt2):
     expected, top1 = [], []
     for i, args in enumerate(data.attributes["args"]):
         row = logits[i, int(data.positions["end"][i])]
-        scores = {a: row[gpt2.encode(" " + a)[0]].item() for a in args}
+        scores = {a: row[gpt2.convert_tokens_to_ids("Ġ" + a)].item() for a in args}
         answer = data.attributes["answer"][i]
         expected.append(scores[answer] - max(v for a, v in scores.items() if a != answer))
         top1.append(max(scores, key=scores.get) == answer)

@@ -12,7 +12,7 @@ from saelab.tasks.gpt2 import gpt2_tokenizer
 from saelab.tasks.greater_than import GREATER_THAN
 from saelab.tasks.ioi import IOI
 from saelab.tasks.published import published_circuit, published_heads
-from saelab.tasks.registry import TASKS, get_task, list_tasks, register_task
+from saelab.tasks.registry import TASKS, get_task, list_tasks, register_task, required_single_tokens
 from saelab.tasks.serialize import dataset_from_jsonl, dataset_from_rows, dataset_rows, dataset_to_jsonl
 from saelab.tasks.task import Task
 
@@ -22,5 +22,5 @@ for _task in (IOI, GREATER_THAN, DOCSTRING):
 __all__ = [
     "TASKS", "DocstringSetting", "PosNeg", "Prompt", "PromptPair", "Task", "TaskDataset", "TaskVocabulary",
     "dataset_from_jsonl", "dataset_from_rows", "dataset_rows", "dataset_to_jsonl", "get_task", "gpt2_tokenizer",
-    "list_tasks", "published_circuit", "published_heads", "register_task",
+    "list_tasks", "published_circuit", "published_heads", "register_task", "required_single_tokens",
 ]

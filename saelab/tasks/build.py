@@ -120,9 +120,11 @@ def build_dataset(
     corrupted = encode_prompts(tokenizer, [p.corrupted for p in pairs])
     for c, k, pair in zip(clean, corrupted, pairs, strict=True):
         _check_aligned(c, k, pair)
+    names = clean[0].positions.keys()
+    if any(e.positions.keys() != names for e in clean):
+        raise ValueError(f"task {task!r}: prompts name different slots; every prompt needs {sorted(names)}")
     length = max(len(e.ids) for e in clean)
     answer_ids, wrong_ids, candidate_ids = _answer_tensors(tokenizer, [p.clean for p in pairs])
-    names = clean[0].positions.keys()
     positions = {name: torch.tensor([e.positions[name] for e in clean], dtype=torch.long) for name in names}
     attribute_keys = pairs[0].clean.attributes.keys()
     return TaskDataset(

@@ -11,6 +11,15 @@ class TaskRegistry(dict[str, Task]):
             raise ValueError(f"task {name!r} is already registered")
         super().__setitem__(name, task)
 
+    def update(self, *args, **kwargs) -> None:
+        for name, task in dict(*args, **kwargs).items():
+            self[name] = task
+
+    def setdefault(self, name: str, task: Task) -> Task:
+        if name not in self:
+            self[name] = task
+        return self[name]
+
 
 TASKS = TaskRegistry()
 
@@ -29,3 +38,13 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[str]:
     return sorted(TASKS)
+
+
+def required_single_tokens(kind: str = "tiny") -> tuple[str, ...]:
+    """Every string (leading space included) that some task needs as one token under a `kind` tokenizer.
+
+    A tokenizer for the bundled model must keep these whole; for greater-than it must also split a year
+    " XXYY" into " XX" + "YY" (digits merged no further than pairs), or the task has no valid years.
+    """
+    strings = (s for name in list_tasks() for s in TASKS[name].vocabulary(kind).single_tokens)
+    return tuple(dict.fromkeys(strings))

@@ -69,7 +69,9 @@ class Task:
         rng = random.Random(check_seed(seed))
         return self.corpus(rng, check_count(n), self.vocabulary(vocabulary))
 
-    def _pairs(self, tokenizer, n: int, seed: int, vocabulary: str, corruption: str | None) -> Sequence[PromptPair]:
+    def _pairs(
+        self, tokenizer: PreTrainedTokenizerBase, n: int, seed: int, vocabulary: str, corruption: str | None
+    ) -> Sequence[PromptPair]:
         corruption = self.default_corruption if corruption is None else corruption
         if corruption not in self.corruptions:
             raise ValueError(f"corruption {corruption!r} is not one of {list(self.corruptions)} for task {self.name!r}")
@@ -86,14 +88,21 @@ class Task:
         vocabulary: str = "canonical",
         corruption: str | None = None,
     ) -> TaskDataset:
-        """n clean/corrupted pairs tokenised by `tokenizer`; deterministic per seed."""
+        """n clean/corrupted pairs tokenised by `tokenizer`; deterministic per seed.
+
+        `vocabulary` picks the word lists ("canonical": GPT-2's published lists; "tiny": the bundled
+        tokenizer's); every word a slot uses must be one token under `tokenizer` (ValueError otherwise).
+        `corruption` is one of `self.corruptions` (default: the first).
+        """
         pairs = self._pairs(tokenizer, n, seed, vocabulary, corruption)
         return build_dataset(self.name, corruption or self.default_corruption, tokenizer, pairs)
 
     def positive_negative(
         self, tokenizer: PreTrainedTokenizerBase, n: int, seed: int, vocabulary: str = "canonical"
     ) -> PosNeg:
-        """Positive prompts (the answer is inferable) and their negatives (the default corruption), paired."""
+        """O'Neill & Bui's sets: positives are `generate(...)` with the default corruption; the negatives are
+        the same pairs swapped, so `negative.clean_prompts == positive.corrupted_prompts` (same template, the
+        answer not inferable) and the negatives' answers and attributes describe their own prompts."""
         pairs = self._pairs(tokenizer, n, seed, vocabulary, None)
         swapped = [PromptPair(clean=p.corrupted, corrupted=p.clean) for p in pairs]
         corruption = self.default_corruption
