@@ -1,0 +1,148 @@
+"""Plotly figures of the app's pages (drawing only; the numbers come from saelab)."""
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from saelab.app_support import HeadGrid
+from saelab.app_support.frontier import pareto_frontier
+from saelab.app_support.render import HistogramBars, LogitEntry
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
+def _compact(fig: go.Figure, height: int) -> go.Figure:
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def training_curves(curves: pd.DataFrame, metrics: list[str]) -> go.Figure:
+    """One panel per metric, one line per SAE, against training tokens."""
+    cols = min(2, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=metrics, horizontal_spacing=0.08)
+    colours = {sae: PALETTE[i % len(PALETTE)] for i, sae in enumerate(curves["sae_id"].unique())}
+    for i, metric in enumerate(metrics):
+        part = curves[curves["metric"] == metric]
+        for sae_id, line in part.groupby("sae_id", sort=False):
+            fig.add_trace(go.Scatter(x=line["tokens"], y=line["value"], mode="lines", name=sae_id,
+                                     line={"color": colours[sae_id]}, legendgroup=sae_id, showlegend=i == 0),
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="tokens")
+    return _compact(fig, 280 * rows)
+
+
+def frontier(points: pd.DataFrame) -> go.Figure:
+    """FVU against L0 for every SAE, coloured by architecture, with each architecture's Pareto frontier."""
+    fig = go.Figure()
+    for i, (arch, group) in enumerate(points.groupby("architecture")):
+        colour = PALETTE[i % len(PALETTE)]
+        best = pareto_frontier(group)
+        fig.add_trace(go.Scatter(x=best["l0"], y=best["fvu"], mode="lines", line={"color": colour, "width": 1},
+                                 legendgroup=arch, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=group["l0"], y=group["fvu"], mode="markers", name=arch, legendgroup=arch,
+                                 marker={"color": colour, "size": 10}, text=group["sae_id"],
+                                 hovertemplate="%{text}<br>L0 %{x:.2f}<br>FVU %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title_text="L0 (active latents per token)", type="log")
+    fig.update_yaxes(title_text="fraction of variance unexplained")
+    return _compact(fig, 420)
+
+
+def histogram(bars: HistogramBars, title: str) -> go.Figure:
+    fig = go.Figure(go.Bar(x=bars.centers, y=bars.counts, width=bars.widths, marker_color="#ff6a00"))
+    fig.update_layout(title=title, bargap=0)
+    fig.update_xaxes(title_text="activation")
+    return _compact(fig, 240)
+
+
+def logit_bars(entries: list[LogitEntry], title: str, colour: str) -> go.Figure:
+    labels = [repr(e.token) for e in entries]
+    fig = go.Figure(go.Bar(x=[e.value for e in entries], y=labels, orientation="h", marker_color=colour))
+    fig.update_layout(title=title)
+    fig.update_yaxes(autorange="reversed")
+    return _compact(fig, 60 + 22 * max(len(entries), 1))
+
+
+def head_attribution(values: list[float]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[f"h{h}" for h in range(len(values))], y=values, marker_color="#1f77b4"))
+    fig.update_layout(title="decoder weight by head (‖W_dec[i, head]‖ share)")
+    fig.update_yaxes(range=[0, 1])
+    return _compact(fig, 240)
+
+
+def head_heatmap(grid: HeadGrid, title: str, colorscale: str = "Viridis") -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=grid.values, x=[f"h{h}" for h in range(grid.n_heads)],
+                               y=[f"L{layer}" for layer in range(grid.n_layers)], colorscale=colorscale,
+                               hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title)
+    fig.update_yaxes(autorange="reversed")
+    return _compact(fig, 120 + 40 * grid.n_layers)
+
+
+def roc_curves(curves: dict[str, tuple[list[float], list[float], float]]) -> go.Figure:
+    """curves: method -> (fpr, tpr, auc)."""
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999"},
+                               showlegend=False, hoverinfo="skip"))
+    for i, (method, (fpr, tpr, auc)) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{method} (AUC {auc:.2f})",
+                                 line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"}))
+    fig.update_xaxes(title_text="false positive rate", range=[0, 1])
+    fig.update_yaxes(title_text="true positive rate", range=[0, 1.02])
+    return _compact(fig, 380)
+
+
+def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:
+    """Heads at (layer, head) coloured by node score, MLPs/input/logits where `position` puts them, and the
+    given edges as lines whose width follows the score."""
+    fig = go.Figure()
+    top = float(edges["score"].abs().max()) if not edges.empty else 1.0
+    others: dict[str, tuple[float, float]] = {}
+    for edge in edges.itertuples():
+        a, b = position(str(edge.node)), position(str(edge.target))
+        if a is None or b is None:
+            continue
+        for name, xy in ((str(edge.node), a), (str(edge.target), b)):
+            if "." not in name:
+                others[name] = xy
+        fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines", hoverinfo="text",
+                                 text=f"{edge.node} → {edge.target}: {edge.score:.3f}", showlegend=False,
+                                 line={"width": 1 + 5 * abs(float(edge.score)) / (top or 1.0), "color": "#999"}))
+    xs, ys, zs, names = [], [], [], []
+    for layer, row in enumerate(grid.values):
+        for head, value in enumerate(row):
+            xs.append(layer)
+            ys.append(head)
+            zs.append(0.0 if math.isnan(value) else value)
+            names.append(f"{layer}.{head}")
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition="top center",
+                             hovertext=[f"{n}: {z:.3f}" for n, z in zip(names, zs, strict=True)], hoverinfo="text",
+                             showlegend=False, marker={"size": 22, "color": zs, "colorscale": "Viridis",
+                                                       "showscale": True, "line": {"width": 1, "color": "#333"}}))
+    if others:
+        fig.add_trace(go.Scatter(x=[xy[0] for xy in others.values()], y=[xy[1] for xy in others.values()],
+                                 mode="markers+text", text=list(others), textposition="top center",
+                                 showlegend=False, marker={"size": 18, "symbol": "square", "color": "#ddd",
+                                                           "line": {"width": 1, "color": "#333"}}))
+    fig.update_xaxes(title_text="layer", dtick=1)
+    fig.update_yaxes(title_text="head", dtick=1, autorange="reversed")
+    return _compact(fig, 160 + 45 * grid.n_heads)
+
+
+def dfa_heatmap(contributions, str_tokens: list[str], position: int) -> go.Figure:
+    """Direct feature attribution: source position × head."""
+    labels = [f"{i}: {t!r}" for i, t in enumerate(str_tokens[: position + 1])]
+    values = contributions[: position + 1].tolist()
+    fig = go.Figure(go.Heatmap(z=values, y=labels, x=[f"h{h}" for h in range(len(values[0]))],
+                               colorscale="RdBu", zmid=0.0))
+    fig.update_layout(title=f"DFA at position {position}: source position × head")
+    fig.update_yaxes(autorange="reversed")
+    return _compact(fig, 120 + 22 * len(labels))
+
+
+def metric_bars(table: pd.DataFrame, metric: str) -> go.Figure:
+    fig = go.Figure(go.Bar(x=table.index.astype(str), y=table[metric], marker_color="#1f77b4"))
+    fig.update_layout(title=metric)
+    return _compact(fig, 320)

@@ -1,0 +1,104 @@
+"""Shared pieces of the app's pages: the workspace context, the one-line error guard, cached model and SAE
+loading, SAE pickers and links to feature pages. Analysis lives in `saelab`; this module only wires it to
+Streamlit.
+"""
+
+import sys
+from collections.abc import Callable
+
+import duckdb
+import streamlit as st
+
+from saelab.app_support import AppContext, open_context, resolve_sae_dir, workspace_from_argv
+from saelab.db import ResultsStore
+from saelab.db import queries as q
+from saelab.errors import SaelabError
+
+FEATURES_PAGE = "views/features.py"
+FILL_HINT = {
+    "store": "run `saelab demo` (or `saelab cache`, `saelab train`, `saelab eval`) to fill it",
+    "saes": "train one with `saelab train`",
+    "features": "compute dashboards with `saelab eval` on this SAE",
+    "circuits": "run `saelab circuits` on a task",
+    "evals": "run `saelab eval`",
+}
+
+
+def context() -> AppContext:
+    """The workspace named on the app's command line (`-- --workspace DIR`) and its store."""
+    return open_context(workspace_from_argv(sys.argv[1:]))
+
+
+def require_store() -> ResultsStore:
+    """The store, or a message saying how to create it (and the page stops)."""
+    ctx = context()
+    if ctx.store is None:
+        st.info(f"No results store in the workspace {ctx.workspace.root} yet: {FILL_HINT['store']}.")
+        st.stop()
+    return ctx.store
+
+
+def run_page(render: Callable[[], None]) -> None:
+    """Run a page body; user-facing errors (a missing file, a locked or foreign store, a bad value) become
+    one line on the page instead of a traceback."""
+    try:
+        render()
+    except SaelabError as exc:
+        st.error(str(exc))
+    except ValueError as exc:
+        st.error(f"{exc}")
+    except duckdb.Error as exc:
+        st.error(f"the results store could not be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                 "it may have been written by another saelab version")
+    except OSError as exc:
+        st.error(f"a file could not be read: {exc}")
+
+
+@st.cache_resource(show_spinner="loading the model…", max_entries=2)
+def load_model_cached(name: str):
+    from saelab.models import load_model
+
+    return load_model(name)
+
+
+@st.cache_resource(show_spinner="loading the SAE…", max_entries=4)
+def _load_sae_cached(directory: str, mtime_ns: int):
+    from saelab.sae import load_sae
+
+    return load_sae(directory)
+
+
+def load_sae_for(sae: q.SaeRow):
+    """The SAE behind a row (cached; reloaded when its weights file changes)."""
+    directory = resolve_sae_dir(context().workspace, sae)
+    weights = directory / "sae.safetensors"
+    if not weights.is_file():
+        raise SaelabError(f"SAE {sae.sae_id!r}: no weights at {weights}; train it again with `saelab train`")
+    return _load_sae_cached(str(directory), weights.stat().st_mtime_ns)
+
+
+def pick_sae(store: ResultsStore, label: str = "SAE", only_with_features: bool = False) -> q.SaeRow | None:
+    """A select box over the store's SAEs, in step with the `sae` query parameter (shareable URLs)."""
+    saes = q.list_saes(store)
+    if saes.empty:
+        st.info(f"The results store has no SAEs yet: {FILL_HINT['saes']}.")
+        return None
+    ids = list(saes["sae_id"])
+    wanted = st.query_params.get("sae")
+    if wanted is not None and wanted not in ids:
+        st.warning(f"There is no SAE {wanted!r} in this workspace; showing {ids[0]!r} instead.")
+    index = ids.index(wanted) if wanted in ids else 0
+    labels = {row.sae_id: f"{row.sae_id}  ·  {row.architecture}, {row.site}, {row.d_sae} latents"
+              for row in saes.itertuples()}
+    chosen = st.selectbox(label, ids, index=index, format_func=labels.__getitem__)
+    if chosen != wanted:
+        st.query_params["sae"] = chosen
+        if wanted is not None:
+            st.query_params.pop("latent", None)
+    return q.get_sae(store, chosen)
+
+
+def feature_link(sae_id: str, latent: int, label: str | None = None) -> None:
+    """A link to a latent's feature page (the URL carries `sae` and `latent`)."""
+    st.page_link(FEATURES_PAGE, label=label or f"latent {latent}", icon=":material/open_in_new:",
+                 query_params={"sae": sae_id, "latent": str(latent)})

@@ -1,0 +1,100 @@
+"""Circuits: scores of one method on a layer × head grid beside the ground truth, ROC curves and AUC/time of
+every method, and the circuit graph."""
+
+import charts
+import pandas as pd
+import streamlit as st
+import ui
+
+from saelab.app_support import ground_truth_heads, head_grid, roc_points
+from saelab.app_support.circuits import membership_grid, node_position
+from saelab.db import queries as q
+
+GROUND_TRUTH_METHOD = "ground_truth"
+
+
+def _choose(runs: pd.DataFrame) -> tuple[str, str, str]:
+    c1, c2, c3 = st.columns(3)
+    task = c1.selectbox("task", sorted(runs["task"].unique()))
+    models = sorted(runs.loc[runs["task"] == task, "model"].unique())
+    model = c2.selectbox("model", models)
+    methods = sorted(set(runs.loc[(runs["task"] == task) & (runs["model"] == model), "method"])
+                     - {GROUND_TRUTH_METHOD})
+    if not methods:
+        st.info(f"Only a ground-truth run for {task} on {model}: {ui.FILL_HINT['circuits']} with a method.")
+        st.stop()
+    method = c3.selectbox("method", methods, index=methods.index("discrete_sae") if "discrete_sae" in methods else 0)
+    return task, model, method
+
+
+def _latest(runs: pd.DataFrame, task: str, model: str, method: str) -> str | None:
+    chosen = runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] == method)]
+    return None if chosen.empty else str(chosen.sort_values("created_at").iloc[-1]["circuit_run_id"])
+
+
+def _heatmaps(store, runs, task, model, method) -> None:
+    scores = q.circuit_scores(store, _latest(runs, task, model, method), "node")
+    truth_run = _latest(runs, task, model, GROUND_TRUTH_METHOD)
+    truth_scores = q.circuit_scores(store, truth_run, "node") if truth_run else None
+    grid = head_grid(scores)
+    left, right = st.columns(2)
+    left.plotly_chart(charts.head_heatmap(grid, f"{method}: node scores"))
+    truth = ground_truth_heads(task, model, truth_scores)
+    if truth is None:
+        right.info(f"No ground truth for {task} on {model} (neither a stored ground-truth run nor a published "
+                   "circuit for this model).")
+    else:
+        n_layers = max(grid.n_layers, max((layer for layer, _ in truth), default=-1) + 1)
+        n_heads = max(grid.n_heads, max((h for _, h in truth), default=-1) + 1)
+        right.plotly_chart(charts.head_heatmap(membership_grid(truth, n_layers, n_heads),
+                                               "ground truth (1 = in the circuit)", "Greys"))
+    _graph(store, runs, task, model, method, grid)
+
+
+def _graph(store, runs, task, model, method, grid) -> None:
+    st.subheader("Circuit graph")
+    edges = q.circuit_scores(store, _latest(runs, task, model, method), "edge")
+    if edges.empty:
+        st.caption("this run stored no edge scores")
+        return
+    n_top = st.slider("top edges", 1, max(1, len(edges)), min(10, len(edges)))
+    st.plotly_chart(charts.circuit_graph(
+        grid, edges.head(n_top), lambda name: node_position(name, grid.n_layers, grid.n_heads)))
+
+
+def _comparison(store, runs, task, model) -> None:
+    st.subheader("All methods")
+    chosen = runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] != GROUND_TRUTH_METHOD)]
+    evals = q.circuit_evals(store, list(chosen["circuit_run_id"]))
+    if evals.empty:
+        st.info(f"No evaluations of these runs against a ground truth yet: {ui.FILL_HINT['circuits']}.")
+        return
+    curves = {}
+    for row in evals[evals["metric"] == "node_auc"].itertuples():
+        points = roc_points(row.curve)
+        if points is not None:
+            curves[f"{row.method} vs {row.ground_truth}"] = (points.fpr, points.tpr, float(row.value))
+    if curves:
+        st.plotly_chart(charts.roc_curves(curves))
+    table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
+    cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
+    st.dataframe(table.merge(cost, on="method", how="left"), hide_index=True)
+
+
+def render() -> None:
+    st.title("Circuits")
+    store = ui.require_store()
+    runs = q.circuit_runs(store)
+    if runs.empty:
+        st.info(f"No circuit runs in the store yet: {ui.FILL_HINT['circuits']}.")
+        return
+    task, model, method = _choose(runs)
+    _heatmaps(store, runs, task, model, method)
+    _comparison(store, runs, task, model)
+    examples = q.task_prompts(store, task, limit=5)
+    if not examples.empty:
+        with st.expander(f"example {task} prompts"):
+            st.dataframe(examples, hide_index=True)
+
+
+ui.run_page(render)

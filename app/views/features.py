@@ -1,0 +1,152 @@
+"""Features: search an SAE's latents, and one latent's dashboard (shareable as ?sae=ID&latent=N)."""
+
+import charts
+import pandas as pd
+import streamlit as st
+import ui
+
+from saelab.app_support import histogram_bars, logit_entries, strongest_heads, token_spans_html
+from saelab.db import queries as q
+
+SORTS = {"max_act": "max activation", "density": "density", "mean_act": "mean activation",
+         "top_logit": "top logit effect", "head_attribution": "attribution to one head", "latent": "latent id"}
+PAGE_SIZE = 100
+
+
+def _latent_from_url(sae: q.SaeRow) -> int | None:
+    raw = st.query_params.get("latent")
+    if raw is None:
+        return None
+    try:
+        latent = int(raw)
+    except ValueError:
+        st.error(f"latent {raw!r} in the URL is not a whole number; pick a latent below.")
+        return None
+    if not 0 <= latent < sae.d_sae:
+        st.error(f"latent {latent} is out of range: SAE {sae.sae_id!r} has latents 0..{sae.d_sae - 1}.")
+        return None
+    return latent
+
+
+def _search_controls(sae: q.SaeRow) -> q.FeatureQuery:
+    attn = sae.site is not None and sae.site.endswith("attn_z")
+    sorts = [s for s in SORTS if attn or s != "head_attribution"]
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 2, 1, 1])
+    sort_by = c1.selectbox("sort by", sorts, format_func=SORTS.__getitem__)
+    head = c1.number_input("head", 0, 64, 0) if sort_by == "head_attribution" else None
+    descending = c2.toggle("largest first", value=sort_by != "latent")
+    token = c3.text_input("top logit token contains", max_chars=100, placeholder="e.g. def")
+    min_density = c4.number_input("min density", 0.0, 1.0, 0.0, format="%.5f")
+    max_density = c5.number_input("max density", 0.0, 1.0, 1.0, format="%.5f")
+    page = max(1, int(st.session_state.get("feature_page", 1)))
+    return q.FeatureQuery(sae.sae_id, sort_by, descending, min_density or None, max_density, token.strip(),
+                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+
+
+def _search(store, sae: q.SaeRow) -> None:
+    query = _search_controls(sae)
+    result = q.search_features(store, query)
+    if result.total == 0:
+        hint = "" if q.feature_count(store, sae.sae_id) else f" (this SAE has no dashboard rows: {ui.FILL_HINT['features']})"
+        st.info(f"No latent matches{hint}.")
+        return
+    if query.offset >= result.total:  # the filters shrank the result below the current page
+        st.session_state["feature_page"] = 1
+        st.rerun()
+    rows = result.rows
+    table = pd.DataFrame({
+        "latent": rows["latent"], "density": rows["density"], "max act": rows["max_act"],
+        "mean act": rows["mean_act"],
+        "top logits": [" ".join(repr(e.token) for e in logit_entries(v)[:3]) for v in rows["top_logits"]],
+        "heads": [strongest_heads(v) for v in rows["head_attribution"]],
+    })
+    st.caption(f"{result.total:,} latents match; click a row to open its dashboard.")
+    event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key=f"feature_table_{sae.sae_id}", height=300,
+                         column_config={"density": st.column_config.NumberColumn(format="%.2e")})
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    if pages > 1:
+        st.number_input("page", 1, pages, key="feature_page")
+    selected = event.selection.rows if event is not None else []
+    if selected:
+        latent = int(table.iloc[selected[0]]["latent"])
+        if st.session_state.get("feature_table_opened") != (sae.sae_id, latent):
+            st.session_state["feature_table_opened"] = (sae.sae_id, latent)
+            st.query_params["latent"] = str(latent)
+            st.rerun()
+
+
+def _contexts(examples: list[q.FeatureExample], scale: float) -> str:
+    return "".join(token_spans_html(e.tokens, e.activations, scale, e.center) for e in examples)
+
+
+def _examples(examples: list[q.FeatureExample], scale: float) -> None:
+    top = [e for e in examples if e.kind == "top"]
+    st.markdown("**Top activations**")
+    if top:
+        st.html(_contexts(top, scale))
+    else:
+        st.caption("no top examples stored")
+    quantiles = sorted({e.kind for e in examples if e.kind != "top"}, reverse=True)
+    for kind in quantiles:
+        group = [e for e in examples if e.kind == kind]
+        label = kind.replace("_", " ")
+        with st.expander(f"{label} (activation ≈ {max(e.activation for e in group):.2f})", expanded=False):
+            st.html(_contexts(group, scale))
+
+
+def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
+    feature = q.get_feature(store, sae.sae_id, latent)
+    examples = q.feature_examples(store, sae.sae_id, latent)
+    st.header(f"Latent {latent}")
+    st.caption(f"SAE {sae.sae_id} · {sae.architecture} · site {sae.site} · link: ?sae={sae.sae_id}&latent={latent}")
+    if feature is None and not examples:
+        st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.FILL_HINT['features']}.")
+        return
+    if feature is not None:
+        c1, c2, c3 = st.columns(3)
+        density = feature.density or 0.0
+        c1.metric("density", f"{density:.3%}", help="fraction of tokens the latent fires on")
+        c2.metric("max activation", f"{feature.max_act or 0:.3f}")
+        c3.metric("mean activation (when active)", f"{feature.mean_act or 0:.3f}")
+    left, right = st.columns([2, 3])
+    with left:
+        _statistics(feature)
+    with right:
+        scale = (feature.max_act if feature and feature.max_act else None) or max(
+            (e.activation for e in examples), default=1.0)
+        _examples(examples, scale)
+
+
+def _statistics(feature: q.FeatureRow | None) -> None:
+    if feature is None:
+        st.caption("no statistics stored for this latent")
+        return
+    bars = histogram_bars(feature.histogram)
+    if bars is not None:
+        st.plotly_chart(charts.histogram(bars, "activation histogram (active tokens)"))
+    top, bottom = logit_entries(feature.top_logits), logit_entries(feature.bottom_logits)
+    if top:
+        st.plotly_chart(charts.logit_bars(top, "top logit effects", "#2ca02c"))
+    if bottom:
+        st.plotly_chart(charts.logit_bars(bottom, "bottom logit effects", "#d62728"))
+    if feature.head_attribution:
+        st.plotly_chart(charts.head_attribution([float(a) for a in feature.head_attribution]))
+
+
+def render() -> None:
+    st.title("Features")
+    store = ui.require_store()
+    sae = ui.pick_sae(store)
+    if sae is None:
+        return
+    latent = _latent_from_url(sae)
+    with st.expander("Search latents", expanded=latent is None):
+        _search(store, sae)
+    if latent is None:
+        st.info("Pick a latent in the table above (or open one from the prompt explorer).")
+        return
+    _dashboard(store, sae, latent)
+
+
+ui.run_page(render)

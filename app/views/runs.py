@@ -1,0 +1,67 @@
+"""Runs: runs and SAEs with their configs, training curves, core metrics, the FVU–L0 frontier."""
+
+import charts
+import streamlit as st
+import ui
+
+from saelab.app_support import frontier_points
+from saelab.db import queries as q
+
+CURVE_DEFAULTS = ("loss", "fvu", "l0", "dead_fraction")
+
+
+def _curves(store, saes) -> None:
+    st.subheader("Training curves")
+    chosen = st.multiselect("SAEs", list(saes["sae_id"]), default=list(saes["sae_id"])[:3])
+    names = q.training_metric_names(store, chosen)
+    if not names:
+        st.info(f"No training metrics logged for these SAEs: {ui.FILL_HINT['saes']}.")
+        return
+    metrics = st.multiselect("metrics", names, default=[m for m in CURVE_DEFAULTS if m in names] or names[:4])
+    if metrics:
+        st.plotly_chart(charts.training_curves(q.training_curves(store, chosen, metrics), metrics))
+
+
+def _core(store) -> None:
+    st.subheader("Core metrics")
+    if "core" not in q.eval_kinds(store):
+        st.info(f"No core metrics yet: {ui.FILL_HINT['evals']}.")
+        return
+    core = q.eval_metrics(store, "core")
+    wide = core.pivot_table(index=["sae_id", "architecture", "site", "d_sae"], columns="metric", values="value",
+                            dropna=False).reset_index()
+    st.dataframe(wide, hide_index=True)
+    st.subheader("Compare SAEs: sparsity against fidelity")
+    points = frontier_points(core)
+    if points.empty:
+        st.info("The core metrics have no FVU and L0 pair to plot.")
+        return
+    st.caption("Lower left is better; lines join each architecture's Pareto-optimal SAEs. Discrete SAEs "
+               "(argmax codes, VQ) sit at L0 = number of codes.")
+    st.plotly_chart(charts.frontier(points))
+
+
+def render() -> None:
+    st.title("Runs")
+    store = ui.require_store()
+    counts = q.table_counts(store)
+    cols = st.columns(4)
+    for col, table in zip(cols, ("runs", "saes", "features", "circuit_runs"), strict=True):
+        col.metric(table.replace("_", " "), f"{counts.get(table, 0):,}")
+    runs = q.list_runs(store)
+    st.subheader("Runs")
+    if runs.empty:
+        st.info(f"No runs recorded yet: {ui.FILL_HINT['store']}.")
+    else:
+        st.dataframe(runs, hide_index=True)
+    saes = q.list_saes(store)
+    st.subheader("SAEs")
+    if saes.empty:
+        st.info(f"No SAEs yet: {ui.FILL_HINT['saes']}.")
+        return
+    st.dataframe(saes, hide_index=True)
+    _curves(store, saes)
+    _core(store)
+
+
+ui.run_page(render)

@@ -1,0 +1,60 @@
+"""Helpers behind the web app (`app/`): pure functions the pages call, kept out of `app/` so they are
+testable and the pages stay a thin shell.
+
+Where the library lacks a piece a page needs (per-token top latents of a prompt, direct feature attribution
+of attention SAEs), a small function here composes the library pieces that exist.
+"""
+
+from saelab.app_support.circuits import HeadGrid, ground_truth_heads, head_grid, parse_head_node, roc_points
+from saelab.app_support.demo_workspace import build_demo_workspace
+from saelab.app_support.frontier import frontier_points, pareto_frontier
+from saelab.app_support.launch import app_main_script, streamlit_command
+from saelab.app_support.prompts import (
+    DirectFeatureAttribution,
+    PromptLatents,
+    PromptTooLongError,
+    attn_z_dfa,
+    prompt_top_latents,
+)
+from saelab.app_support.render import (
+    histogram_bars,
+    logit_entries,
+    strongest_heads,
+    token_spans_html,
+    visible_token,
+)
+from saelab.app_support.resources import (
+    AppContext,
+    MissingArtifactError,
+    open_context,
+    resolve_sae_dir,
+    workspace_from_argv,
+)
+
+__all__ = [
+    "AppContext",
+    "DirectFeatureAttribution",
+    "HeadGrid",
+    "MissingArtifactError",
+    "PromptLatents",
+    "PromptTooLongError",
+    "app_main_script",
+    "attn_z_dfa",
+    "build_demo_workspace",
+    "frontier_points",
+    "ground_truth_heads",
+    "head_grid",
+    "histogram_bars",
+    "logit_entries",
+    "open_context",
+    "pareto_frontier",
+    "parse_head_node",
+    "prompt_top_latents",
+    "resolve_sae_dir",
+    "roc_points",
+    "streamlit_command",
+    "strongest_heads",
+    "token_spans_html",
+    "visible_token",
+    "workspace_from_argv",
+]

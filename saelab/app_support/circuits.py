@@ -1,0 +1,106 @@
+"""The circuits page's shaping of stored results: head nodes on a layer × head grid, ROC curves, ground truth.
+
+Node names are the ones `saelab.circuits.graph` writes: heads "L.H", MLPs "mlpL", "input", "logits";
+edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"). The head forms "a{L}.h{H}" (ACDC) and "L{L}H{H}"
+are accepted too.
+"""
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from saelab.tasks.published import published_circuit
+
+_HEAD_FORMS = (
+    re.compile(r"(\d+)\.(\d+)(?:\.[qkv])?"),
+    re.compile(r"a(\d+)\.h(\d+)"),
+    re.compile(r"[Ll](\d+)[Hh](\d+)"),
+)
+_MLP_FORM = re.compile(r"mlp(\d+)")
+_MODEL_ALIASES = {"gpt2-small": "gpt2"}
+
+
+def parse_head_node(node: str) -> tuple[int, int] | None:
+    """(layer, head) of an attention-head node name; None for other nodes (MLPs, embeddings, logits)."""
+    for form in _HEAD_FORMS:
+        match = form.fullmatch(node.strip())
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    return None
+
+
+def node_position(node: str, n_layers: int, n_heads: int) -> tuple[float, float] | None:
+    """Where the circuit graph draws a node (or a receiver): heads at (layer, head), an MLP after its layer's
+    heads, the input before layer 0 and the logits after the last layer; None for names it does not know."""
+    head = parse_head_node(node)
+    if head is not None:
+        return float(head[0]), float(head[1])
+    middle = (n_heads - 1) / 2
+    if match := _MLP_FORM.fullmatch(node.strip()):
+        return int(match.group(1)) + 0.5, middle
+    return {"input": (-1.0, middle), "logits": (float(n_layers), middle)}.get(node.strip())
+
+
+class HeadGrid(NamedTuple):
+    """Scores on a layer × head grid (NaN where a head has no score)."""
+
+    values: list[list[float]]
+    """values[layer][head]."""
+    n_layers: int
+    n_heads: int
+
+
+def head_grid(node_scores: pd.DataFrame, n_layers: int | None = None, n_heads: int | None = None) -> HeadGrid:
+    """The head nodes of (node, score) rows on a grid sized to the model (or to the largest head seen)."""
+    heads = {}
+    for node, score in zip(node_scores["node"], node_scores["score"], strict=True):
+        parsed = parse_head_node(str(node))
+        if parsed is not None:
+            heads[parsed] = float(score) if score is not None else math.nan
+    n_layers = n_layers or (max((layer for layer, _ in heads), default=-1) + 1)
+    n_heads = n_heads or (max((h for _, h in heads), default=-1) + 1)
+    values = [[heads.get((layer, head), math.nan) for head in range(n_heads)] for layer in range(n_layers)]
+    return HeadGrid(values, n_layers, n_heads)
+
+
+def membership_grid(heads: Iterable[tuple[int, int]], n_layers: int, n_heads: int) -> HeadGrid:
+    """1 for heads in the set, 0 elsewhere."""
+    members = set(heads)
+    values = [[1.0 if (layer, head) in members else 0.0 for head in range(n_heads)] for layer in range(n_layers)]
+    return HeadGrid(values, n_layers, n_heads)
+
+
+class RocPoints(NamedTuple):
+    fpr: list[float]
+    tpr: list[float]
+
+
+def roc_points(curve: Any) -> RocPoints | None:
+    """An ROC curve from {"fpr": [...], "tpr": [...]} or [[fpr, tpr], ...] JSON; None when absent."""
+    if not curve:
+        return None
+    if isinstance(curve, dict):
+        fpr, tpr = curve.get("fpr"), curve.get("tpr")
+        if fpr is None or tpr is None or len(fpr) != len(tpr):
+            raise ValueError("an ROC curve needs 'fpr' and 'tpr' lists of equal length")
+        return RocPoints([float(v) for v in fpr], [float(v) for v in tpr])
+    return RocPoints([float(p[0]) for p in curve], [float(p[1]) for p in curve])
+
+
+def ground_truth_heads(task: str, model: str, stored: pd.DataFrame | None = None) -> set[tuple[int, int]] | None:
+    """The ground-truth heads of `task` on `model`: the positive-score head nodes of a stored ground-truth run
+    (`stored`: its node scores) when there is one, else the published circuit when it was found on `model`,
+    else None."""
+    if stored is not None and not stored.empty:
+        return {parsed for node, score in zip(stored["node"], stored["score"], strict=True)
+                if score is not None and score > 0 and (parsed := parse_head_node(str(node))) is not None}
+    try:
+        circuit = published_circuit(task)
+    except ValueError:
+        return None
+    if _MODEL_ALIASES.get(model, model) != circuit.get("model"):
+        return None
+    return {(h["layer"], h["head"]) for h in circuit["heads"]}

@@ -1,0 +1,225 @@
+"""A small workspace with synthetic rows in every table of the results store, and real (untrained) SAE
+directories behind the SAE rows, for the app's tests, screenshots and benchmark.
+
+The numbers are made up but shaped like the real thing (densities spanning decades, peaked contexts, a
+frontier per architecture), so every page has something to draw. Deterministic for a seed.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from saelab.db import ResultsStore
+from saelab.workspace import Workspace
+
+DEMO_MODEL = "saelab-random"
+"""The bundled model whose sites the demo SAEs read (2 layers, d_model 64, 4 heads of 16)."""
+N_LAYERS, N_HEADS, D_MODEL = 2, 4, 64
+
+VOCAB = (" def", " return", " self", " the", " if", " for", " in", " x", " =", "(", ")", ":", "\n", "    ",
+         " Mary", " John", " gave", " a", " drink", " to", " import", " class", " None", " True", " 0", " 1",
+         "\"\"\"", " <", " >", " &", ".", ",", " value", " list", " while", " print", " year", " 17", " 18")
+
+
+class DemoSae(NamedTuple):
+    sae_id: str
+    architecture: str
+    site: str
+    k: int
+    quality: float
+    """Where on the frontier it sits (larger: worse reconstruction)."""
+
+
+DEMO_SAES = (
+    DemoSae("random-0.attn_z-topk-k8", "topk", "0.attn_z", 8, 0.0),
+    DemoSae("random-1.resid_post-topk-k4", "topk", "1.resid_post", 4, 0.0),
+    DemoSae("random-1.resid_post-topk-k8", "topk", "1.resid_post", 8, 0.0),
+    DemoSae("random-1.resid_post-topk-k16", "topk", "1.resid_post", 16, 0.0),
+    DemoSae("random-1.resid_post-batchtopk-k8", "batchtopk", "1.resid_post", 8, 0.03),
+    DemoSae("random-1.resid_post-relu_l1-a", "relu_l1", "1.resid_post", 6, 0.08),
+    DemoSae("random-1.resid_post-relu_l1-b", "relu_l1", "1.resid_post", 14, 0.06),
+    DemoSae("random-1.resid_post-jumprelu-a", "jumprelu", "1.resid_post", 7, 0.02),
+    DemoSae("random-1.resid_post-gated-a", "gated", "1.resid_post", 9, 0.04),
+    DemoSae("random-1.resid_post-vq-k1", "vq", "1.resid_post", 1, 0.25),
+    DemoSae("random-1.resid_post-vq-k2", "vq", "1.resid_post", 2, 0.18),
+)
+
+
+def _context(rng: np.random.Generator, length: int, peak: float, center: int) -> tuple[list[str], list[float]]:
+    tokens = [VOCAB[i] for i in rng.integers(0, len(VOCAB), length)]
+    distance = np.abs(np.arange(length) - center)
+    acts = peak * np.exp(-distance / 1.5) * (rng.random(length) < 0.6)
+    acts[center] = peak
+    return tokens, [round(float(a), 4) for a in acts]
+
+
+def _logits(rng: np.random.Generator, n: int, sign: float) -> list[dict[str, Any]]:
+    picks = rng.choice(len(VOCAB), size=n, replace=False)
+    values = np.sort(rng.gamma(2.0, 0.6, n))[::-1] * sign
+    return [{"token": VOCAB[i], "value": round(float(v), 4)} for i, v in zip(picks, values, strict=True)]
+
+
+def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.random.Generator) -> list[dict]:
+    """Dashboard statistics of `latents` (one `features` row each)."""
+    rows = []
+    for latent in latents:
+        density = 0.0 if latent % 29 == 28 else float(10 ** rng.uniform(-4, -0.7))
+        max_act = float(rng.uniform(1.0, 10.0)) if density > 0 else 0.0
+        edges = np.linspace(0.0, max(max_act, 1e-3), 21)
+        counts = np.round(1000 * density * np.exp(-np.arange(20) / rng.uniform(2, 6)) + rng.random(20))
+        attribution = rng.dirichlet(np.full(n_heads, 0.5)).round(4).tolist() if n_heads else None
+        rows.append({"sae_id": sae_id, "latent": latent, "density": density, "mean_act": 0.3 * max_act,
+                     "max_act": max_act, "histogram": {"edges": edges.round(4).tolist(), "counts": counts.tolist()},
+                     "top_logits": _logits(rng, 8, 1.0), "bottom_logits": _logits(rng, 8, -1.0),
+                     "head_attribution": attribution})
+    return rows
+
+
+def example_rows(sae_id: str, latents: range, rng: np.random.Generator, n_top: int = 8, n_quantiles: int = 4,
+                 per_quantile: int = 3, length: int = 24) -> list[dict]:
+    """Top and quantile contexts of `latents` (`feature_examples` rows)."""
+    rows = []
+    for latent in latents:
+        max_act = float(rng.uniform(2.0, 10.0))
+        kinds = [("top", r, max_act * (1 - 0.04 * r)) for r in range(n_top)]
+        kinds += [(f"quantile_{q}", r, max_act * (q + 0.5) / (n_quantiles + 1))
+                  for q in range(n_quantiles) for r in range(per_quantile)]
+        for kind, rank, peak in kinds:
+            center = int(rng.integers(length // 3, length - 2))
+            tokens, acts = _context(rng, length, peak, center)
+            rows.append({"sae_id": sae_id, "latent": latent, "kind": kind, "rank": rank, "activation": acts[center],
+                         "tokens": tokens, "activations": acts, "center": center})
+    return rows
+
+
+def _save_sae_dirs(workspace: Workspace, d_sae: int) -> None:
+    from saelab.sae import SAE, SAEConfig, save_sae
+
+    for i, demo in enumerate(DEMO_SAES):
+        cfg = SAEConfig(architecture=demo.architecture, d_in=D_MODEL, d_sae=d_sae, k=demo.k, seed=i,
+                        hook_site=demo.site, model_name=DEMO_MODEL, normalize_activations=False)
+        save_sae(SAE(cfg), workspace.saes_dir / demo.sae_id)
+
+
+def _sae_rows(d_sae: int) -> list[dict]:
+    return [{"sae_id": d.sae_id, "run_id": "train-demo", "model": DEMO_MODEL, "site": d.site,
+             "architecture": d.architecture, "d_in": D_MODEL, "d_sae": d_sae, "k": d.k,
+             "config": {"architecture": d.architecture, "k": d.k, "lr": 4e-4, "n_tokens": 2_000_000},
+             "path": f"saes/{d.sae_id}"} for d in DEMO_SAES]
+
+
+def _curves(rng: np.random.Generator) -> Iterator[dict]:
+    for demo in DEMO_SAES:
+        for step in range(0, 1001, 50):
+            t = step / 1000
+            fvu = 0.08 + demo.quality + 0.6 * np.exp(-6 * t) + 0.004 * rng.standard_normal()
+            values = {"loss": fvu * 1.2, "fvu": fvu, "l0": demo.k * (1 + 3 * np.exp(-8 * t)) if demo.architecture
+                      not in ("topk", "vq") else demo.k, "dead_fraction": 0.02 + 0.3 * t * np.exp(-4 * t)}
+            for metric, value in values.items():
+                yield {"run_id": "train-demo", "sae_id": demo.sae_id, "step": step, "tokens": step * 2048,
+                       "metric": metric, "value": float(value)}
+
+
+def _eval_rows(rng: np.random.Generator) -> list[dict]:
+    rows = []
+    for demo in DEMO_SAES:
+        fvu = 0.05 + demo.quality + 0.8 / (demo.k + 4) + 0.01 * rng.random()
+        core = {"fvu": fvu, "l0": float(demo.k), "mse": fvu * 0.9, "dead_fraction": 0.01 * rng.random(),
+                "ce_loss_score": 1 - 1.5 * fvu, "kl_div": 0.3 * fvu}
+        rows += [{"run_id": "eval-demo", "sae_id": demo.sae_id, "eval_kind": "core", "metric": m, "value": v}
+                 for m, v in core.items()]
+    dictionaries = {"supervised:ioi": 0.0, DEMO_SAES[0].sae_id: 0.15, "random-1.resid_post-topk-k8": 0.25}
+    for sae_id, gap in dictionaries.items():
+        metrics = {"sufficiency": 0.92 - gap, "necessity": 0.88 - gap, "edit_accuracy": 0.95 - 1.5 * gap,
+                   "edit_magnitude": 1.0 + 2 * gap, "f1_io_name": 0.9 - gap, "f1_s_name": 0.85 - gap,
+                   "f1_position": 0.97 - gap / 2, "occlusion": gap / 2, "over_splitting": 1 + 4 * gap}
+        rows += [{"run_id": "eval-demo", "sae_id": sae_id, "eval_kind": "supervised_ioi", "metric": m,
+                  "value": round(v, 4)} for m, v in metrics.items()]
+    return rows
+
+
+CIRCUIT_METHODS = {"discrete_sae": (0.4, 0.9), "activation_patching": (35.0, 0.8), "eap": (2.0, 0.7),
+                   "eap_ig": (9.0, 0.75), "acdc": (120.0, 0.65)}
+"""Method -> (seconds, how well its scores separate the ground truth)."""
+TRUTH = {"ioi": {(0, 1), (1, 0), (1, 2)}, "greater_than": {(0, 3), (1, 1)}}
+
+
+def _roc(scores: dict[tuple[int, int], float], truth: set[tuple[int, int]]) -> tuple[float, dict]:
+    ranked = sorted(scores, key=lambda h: -scores[h])
+    positives, negatives = len(truth), len(scores) - len(truth)
+    fpr, tpr, tp, fp = [0.0], [0.0], 0, 0
+    for head in ranked:
+        tp, fp = tp + (head in truth), fp + (head not in truth)
+        fpr.append(fp / negatives)
+        tpr.append(tp / positives)
+    auc = sum((fpr[i + 1] - fpr[i]) * (tpr[i + 1] + tpr[i]) / 2 for i in range(len(fpr) - 1))
+    return auc, {"fpr": fpr, "tpr": tpr}
+
+
+def _circuit_rows(rng: np.random.Generator) -> dict[str, list[dict]]:
+    runs, scores, evals = [], [], []
+    heads = [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS)]
+    for task, truth in TRUTH.items():
+        methods = {"ground_truth": (60.0, 1.0), **CIRCUIT_METHODS}
+        for method, (seconds, separation) in methods.items():
+            run_id = f"{task}-{method}"
+            runs.append({"circuit_run_id": run_id, "run_id": "circuits-demo", "task": task, "model": DEMO_MODEL,
+                         "method": method, "config": {"n_prompts": 20}, "seed": 0, "seconds": seconds,
+                         "peak_memory_mb": float(rng.uniform(50, 400))})
+            node_scores = {h: (float(h in truth) if method == "ground_truth" else
+                               separation * (h in truth) + (1 - separation) * float(rng.random())) for h in heads}
+            scores += [{"circuit_run_id": run_id, "level": "node", "node": f"{h[0]}.{h[1]}", "target": None,
+                        "score": round(s, 4)} for h, s in node_scores.items()]
+            scores += [{"circuit_run_id": run_id, "level": "edge", "node": f"0.{a}", "target": f"1.{b}.{c}",
+                        "score": round(float(rng.random()) * node_scores[(0, a)] * node_scores[(1, b)], 4)}
+                       for a in range(N_HEADS) for b in range(N_HEADS) for c in "qkv"]
+            scores += [{"circuit_run_id": run_id, "level": "edge", "node": f"1.{b}", "target": "logits",
+                        "score": round(node_scores[(1, b)] * float(rng.uniform(0.5, 1)), 4)} for b in range(N_HEADS)]
+            if method != "ground_truth":
+                auc, curve = _roc(node_scores, truth)
+                evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": "node_auc",
+                              "value": round(auc, 4), "curve": curve})
+                evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": "edge_auc",
+                              "value": round(auc * 0.95, 4), "curve": None})
+    return {"circuit_runs": runs, "circuit_scores": scores, "circuit_evals": evals}
+
+
+def _small_tables() -> dict[str, list[dict]]:
+    runs = [{"run_id": r, "kind": r.split("-")[0], "name": f"{r} ({DEMO_MODEL})", "config": {"model": DEMO_MODEL},
+             "status": "done", "message": "synthetic demo rows"}
+            for r in ("cache-demo", "train-demo", "eval-demo", "circuits-demo")]
+    sites = [{"run_id": "cache-demo", "model": DEMO_MODEL, "site": site, "dtype": "float32", "d": D_MODEL,
+              "n_tokens": 2_000_000, "manifest_path": f"activations/{site}/manifest.json"}
+             for site in ("0.attn_z", "1.resid_post")]
+    prompts = [{"dataset_id": "ioi-demo", "task": "ioi", "seed": 0, "idx": i, "kind": kind, "prompt": text,
+                "answer": answer, "attributes": {"template": "ABBA"}}
+               for i, (kind, text, answer) in enumerate([
+                   ("positive", "When Mary and John went to the store, John gave a drink to", " Mary"),
+                   ("negative", "When Mary and John went to the store, Anna gave a drink to", None),
+                   ("positive", "When Tom and Sue went to the park, Sue gave a ball to", " Tom")])]
+    return {"runs": runs, "cached_sites": sites, "task_prompts": prompts}
+
+
+def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_files: bool = True) -> Workspace:
+    """Create a workspace at `root` holding synthetic rows in every table (and real SAE directories behind
+    the `saes` rows unless `sae_files` is False). Returns it. Refuses a root that already has a store."""
+    workspace = Workspace(Path(root).resolve()).create()
+    if workspace.db_path.exists():
+        raise ValueError(f"{workspace.db_path} already exists; build the demo workspace in an empty directory")
+    store = ResultsStore(workspace.db_path).initialize()
+    rng = np.random.default_rng(seed)
+    for table, rows in {**_small_tables(), "saes": _sae_rows(d_sae)}.items():
+        store.insert(table, rows)
+    store.insert("training_metrics", list(_curves(rng)))
+    store.insert("eval_metrics", _eval_rows(rng))
+    for demo in DEMO_SAES:
+        n_heads = N_HEADS if demo.site.endswith("attn_z") else None
+        store.insert("features", feature_rows(demo.sae_id, range(d_sae), n_heads, rng))
+        store.insert("feature_examples", example_rows(demo.sae_id, range(d_sae), rng))
+    for table, rows in _circuit_rows(rng).items():
+        store.insert(table, rows)
+    if sae_files:
+        _save_sae_dirs(workspace, d_sae)
+    return workspace

@@ -1,0 +1,36 @@
+"""How `saelab app` starts Streamlit."""
+
+import sys
+from pathlib import Path
+
+from saelab.errors import SaelabError
+from saelab.workspace import Workspace
+
+
+def app_main_script() -> Path:
+    """`app/main.py` of the saelab source tree (next to the `saelab` package)."""
+    script = Path(__file__).resolve().parents[2] / "app" / "main.py"
+    if not script.is_file():
+        raise SaelabError(
+            f"the web app is not installed next to the saelab package (looked for {script}); "
+            "install saelab from a source checkout with `pip install -e .`"
+        )
+    return script
+
+
+def streamlit_command(workspace: Workspace, host: str = "127.0.0.1", port: int = 8501,
+                      python: str = sys.executable) -> list[str]:
+    """The command line that serves the app over `workspace` on host:port, headless, without telemetry."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    if not host or any(ch.isspace() for ch in host):
+        raise ValueError(f"host must be an address such as 127.0.0.1, got {host!r}")
+    return [
+        python, "-m", "streamlit", "run", str(app_main_script()),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--",
+        "--workspace", str(workspace.root),
+    ]

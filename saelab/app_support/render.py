@@ -1,0 +1,91 @@
+"""Presentation helpers of the feature dashboard: token shading as escaped HTML, logit tables, histograms.
+
+The JSON shapes read here are the ones `saelab.evals` writes into `features` (see /work/notes/app-formats.md);
+older or foreign shapes (pairs instead of objects) are accepted too.
+"""
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+_SHADE = "255, 106, 0"  # orange, as in the usual feature dashboards
+
+
+def visible_token(token: str) -> str:
+    """A token with its invisible characters drawn (newline, tab) so contexts read on one line."""
+    return "".join(_VISIBLE.get(ch, ch) for ch in token)
+
+
+def _alpha(value: float, scale: float) -> float:
+    if scale <= 0 or not math.isfinite(value):
+        return 0.0
+    return max(0.0, min(1.0, value / scale))
+
+
+def token_spans_html(tokens: Sequence[str], activations: Sequence[float], scale: float,
+                     center: int | None = None) -> str:
+    """One context as HTML: each token a <span> shaded by activation / scale; the `center` token underlined.
+
+    Every token is HTML-escaped (text and tooltip), so a context containing markup shows as text.
+    """
+    if len(tokens) != len(activations):
+        raise ValueError(f"{len(tokens)} tokens but {len(activations)} activations in one context")
+    spans = []
+    for i, (token, act) in enumerate(zip(tokens, activations, strict=True)):
+        style = f"background-color: rgba({_SHADE}, {_alpha(float(act), scale):.2f});"
+        if i == center:
+            style += " border-bottom: 2px solid #333;"
+        tip = html.escape(f"{token!r}: {float(act):.3f}", quote=True)
+        spans.append(f'<span style="{style}" title="{tip}">{html.escape(visible_token(token))}</span>')
+    return ('<div style="font-family: monospace; white-space: pre-wrap; line-height: 1.7; '
+            'margin-bottom: 0.3em;">' + "".join(spans) + "</div>")
+
+
+class LogitEntry(NamedTuple):
+    token: str
+    value: float
+
+
+def logit_entries(raw: Any) -> list[LogitEntry]:
+    """Top/bottom logit effects as (token, value): from [{"token", "value"}] or [[token, value]] JSON."""
+    entries = []
+    for item in raw or []:
+        if isinstance(item, dict):
+            token, value = item.get("token", ""), item.get("value", item.get("logit"))
+        elif isinstance(item, (list, tuple)) and len(item) >= 2:
+            token, value = item[0], item[1]
+        else:
+            raise ValueError(f"logit entry {item!r} is neither {{'token', 'value'}} nor [token, value]")
+        entries.append(LogitEntry(str(token), float(value)))
+    return entries
+
+
+class HistogramBars(NamedTuple):
+    """Bars of an activation histogram: bin centres, widths and counts."""
+
+    centers: list[float]
+    widths: list[float]
+    counts: list[float]
+
+
+def histogram_bars(raw: Any) -> HistogramBars | None:
+    """{"edges": [n+1], "counts": [n]} (or "bin_edges") as bars; None when there is no histogram."""
+    if not raw:
+        return None
+    edges = raw.get("edges", raw.get("bin_edges")) if isinstance(raw, dict) else None
+    counts = raw.get("counts") if isinstance(raw, dict) else None
+    if edges is None or counts is None or len(edges) != len(counts) + 1:
+        raise ValueError("histogram must be {'edges': [n+1 numbers], 'counts': [n numbers]}")
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return HistogramBars(centers, widths, [float(c) for c in counts])
+
+
+def strongest_heads(attribution: Any, top: int = 2) -> str:
+    """"h2 0.61, h0 0.20": the heads a latent's decoder writes most through (attn_z SAEs)."""
+    if not attribution:
+        return ""
+    ranked = sorted(enumerate(float(a) for a in attribution), key=lambda p: -p[1])[:top]
+    return ", ".join(f"h{h} {a:.2f}" for h, a in ranked)

@@ -1,0 +1,291 @@
+"""Read queries behind the web app's pages. Every query is parameterised: values a user types (search text,
+ids, thresholds) travel as `?` parameters; the only SQL fragments chosen at run time are fixed strings picked
+from `FEATURE_SORTS` by name.
+
+Each function opens its own short read-only connection through `ResultsStore.connect`, so the app keeps
+working while a trainer writes (the store retries while the writer holds the file).
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from saelab.db.store import ResultsStore
+
+
+def _frame(store: ResultsStore, sql: str, params: list[Any] | tuple = ()) -> pd.DataFrame:
+    with store.connect(read_only=True) as con:
+        return con.execute(sql, list(params)).fetchdf()
+
+
+def _loads(text: Any) -> Any:
+    """A JSON column value (text, or None) as Python data."""
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return None
+    return json.loads(text) if isinstance(text, str) else text
+
+
+# ---------------------------------------------------------------- overview, runs, SAEs
+
+_TABLES = ("runs", "cached_sites", "saes", "training_metrics", "eval_metrics", "features", "feature_examples",
+           "circuit_runs", "circuit_scores", "circuit_evals", "task_prompts")
+
+
+def table_counts(store: ResultsStore) -> dict[str, int]:
+    """Rows per table (tables a store of an older schema lacks are left out)."""
+    with store.connect(read_only=True) as con:
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        # table names come from the fixed tuple above, never from users
+        return {t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in _TABLES if t in present}
+
+
+def list_runs(store: ResultsStore) -> pd.DataFrame:
+    """All runs, newest first."""
+    return _frame(store, "SELECT run_id, kind, name, status, message, created_at, updated_at, config "
+                         "FROM runs ORDER BY created_at DESC, run_id")
+
+
+def list_saes(store: ResultsStore) -> pd.DataFrame:
+    """All SAEs with their configs, by model, site, architecture and size."""
+    return _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, path, created_at, config "
+                         "FROM saes ORDER BY model, site, architecture, d_sae, sae_id")
+
+
+class SaeRow(NamedTuple):
+    """One row of `saes`, with its config parsed."""
+
+    sae_id: str
+    run_id: str | None
+    model: str | None
+    site: str | None
+    architecture: str
+    d_in: int
+    d_sae: int
+    k: int | None
+    config: dict
+    path: str
+
+
+def get_sae(store: ResultsStore, sae_id: str) -> SaeRow | None:
+    """The SAE called `sae_id`, or None."""
+    frame = _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, config, path "
+                          "FROM saes WHERE sae_id = ?", [sae_id])
+    if frame.empty:
+        return None
+    row = frame.iloc[0].to_dict()
+    k = row["k"]
+    return SaeRow(row["sae_id"], row["run_id"], row["model"], row["site"], row["architecture"], int(row["d_in"]),
+                  int(row["d_sae"]), None if pd.isna(k) else int(k), _loads(row["config"]) or {}, row["path"])
+
+
+# ---------------------------------------------------------------- metrics
+
+def training_metric_names(store: ResultsStore, sae_ids: list[str]) -> list[str]:
+    """Metric names logged while training any of `sae_ids`."""
+    if not sae_ids:
+        return []
+    frame = _frame(store, "SELECT DISTINCT metric FROM training_metrics WHERE list_contains(?, sae_id) "
+                          "ORDER BY metric", [list(sae_ids)])
+    return list(frame["metric"])
+
+
+def training_curves(store: ResultsStore, sae_ids: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Long-format curves (sae_id, step, tokens, metric, value) of `metrics` for `sae_ids`."""
+    if not sae_ids or not metrics:
+        return pd.DataFrame(columns=["sae_id", "step", "tokens", "metric", "value"])
+    return _frame(store, "SELECT sae_id, step, tokens, metric, value FROM training_metrics "
+                         "WHERE list_contains(?, sae_id) AND list_contains(?, metric) "
+                         "ORDER BY sae_id, metric, step", [list(sae_ids), list(metrics)])
+
+
+def eval_kinds(store: ResultsStore) -> list[str]:
+    """The kinds of evaluation recorded in `eval_metrics`."""
+    return list(_frame(store, "SELECT DISTINCT eval_kind FROM eval_metrics ORDER BY eval_kind")["eval_kind"])
+
+
+def eval_metrics(store: ResultsStore, eval_kind: str) -> pd.DataFrame:
+    """The latest value of every (sae_id, metric) of one evaluation kind, joined with the SAE's description
+    (model, site, architecture, d_sae, k; null for dictionaries that are not rows of `saes`)."""
+    return _frame(store, """
+        SELECT m.sae_id, s.model, s.site, s.architecture, s.d_sae, s.k, m.metric, m.value
+        FROM (SELECT sae_id, metric, arg_max(value, created_at) AS value FROM eval_metrics
+              WHERE eval_kind = ? GROUP BY sae_id, metric) AS m
+        LEFT JOIN saes AS s USING (sae_id)
+        ORDER BY m.sae_id, m.metric""", [eval_kind])
+
+
+# ---------------------------------------------------------------- features
+
+FEATURE_SORTS: dict[str, str] = {
+    "latent": "latent",
+    "density": "density",
+    "max_act": "max_act",
+    "mean_act": "mean_act",
+    "top_logit": "TRY_CAST(json_extract_string(top_logits, '$[0].value') AS DOUBLE)",
+    "head_attribution": "TRY_CAST(json_extract_string(head_attribution, ?) AS DOUBLE)",
+}
+"""Sort keys of a feature search -> the fixed SQL expression each sorts by (`?` is the head's JSON path)."""
+
+
+@dataclass(frozen=True)
+class FeatureQuery:
+    """A search over one SAE's latents (the feature browser's controls)."""
+
+    sae_id: str
+    """The SAE whose latents to search."""
+    sort_by: str = "max_act"
+    """A key of FEATURE_SORTS."""
+    descending: bool = True
+    """Largest first."""
+    min_density: float | None = None
+    """Keep latents firing on at least this fraction of tokens."""
+    max_density: float | None = None
+    """Keep latents firing on at most this fraction of tokens."""
+    logit_token: str = ""
+    """Keep latents one of whose top logit tokens contains this text (case-insensitive); empty keeps all."""
+    head: int | None = None
+    """Attention head for sort_by="head_attribution" (attn_z SAEs)."""
+    limit: int = 100
+    """Rows per page."""
+    offset: int = 0
+    """Rows skipped (paging)."""
+
+    def __post_init__(self) -> None:
+        if self.sort_by not in FEATURE_SORTS:
+            raise ValueError(f"unknown feature sort {self.sort_by!r}; choose one of: {', '.join(FEATURE_SORTS)}")
+        if self.sort_by == "head_attribution" and (self.head is None or self.head < 0):
+            raise ValueError(f"sorting by head attribution needs a head index >= 0, got {self.head!r}")
+        if not 1 <= self.limit <= 10_000:
+            raise ValueError(f"limit must be between 1 and 10000, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be non-negative, got {self.offset}")
+        for name in ("min_density", "max_density"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a fraction between 0 and 1, got {value}")
+
+
+class FeatureSearch(NamedTuple):
+    """One page of a feature search and how many latents matched in all."""
+
+    rows: pd.DataFrame
+    """latent, density, mean_act, max_act, top_logits and head_attribution (parsed JSON, None if absent)."""
+    total: int
+
+
+def _feature_filter(query: FeatureQuery) -> tuple[str, list[Any]]:
+    clauses, params = ["sae_id = ?"], [query.sae_id]
+    if query.min_density is not None:
+        clauses.append("density >= ?")
+        params.append(query.min_density)
+    if query.max_density is not None:
+        clauses.append("density <= ?")
+        params.append(query.max_density)
+    if query.logit_token:
+        # unit separator between tokens so a search cannot match across two of them
+        clauses.append("contains(lower(array_to_string(json_extract_string(top_logits, '$[*].token'), chr(31))), "
+                       "lower(?))")
+        params.append(query.logit_token)
+    return " AND ".join(clauses), params
+
+
+def search_features(store: ResultsStore, query: FeatureQuery) -> FeatureSearch:
+    """Latents of `query.sae_id` that pass its filters, sorted, one page of them."""
+    where, params = _feature_filter(query)
+    order = FEATURE_SORTS[query.sort_by]
+    order_params: list[Any] = [f"$[{int(query.head)}]"] if query.sort_by == "head_attribution" else []
+    direction = "DESC" if query.descending else "ASC"
+    sql = (f"SELECT latent, density, mean_act, max_act, top_logits, head_attribution FROM features "
+           f"WHERE {where} ORDER BY {order} {direction} NULLS LAST, latent LIMIT ? OFFSET ?")
+    with store.connect(read_only=True) as con:
+        rows = con.execute(sql, [*params, *order_params, query.limit, query.offset]).fetchdf()
+        total = con.execute(f"SELECT count(*) FROM features WHERE {where}", params).fetchone()[0]
+    for column in ("top_logits", "head_attribution"):
+        rows[column] = [_loads(v) for v in rows[column]]
+    return FeatureSearch(rows, int(total))
+
+
+def feature_count(store: ResultsStore, sae_id: str) -> int:
+    """How many latents of `sae_id` have dashboard rows."""
+    with store.connect(read_only=True) as con:
+        return int(con.execute("SELECT count(*) FROM features WHERE sae_id = ?", [sae_id]).fetchone()[0])
+
+
+class FeatureRow(NamedTuple):
+    """One latent's dashboard statistics, JSON columns parsed (None where absent)."""
+
+    sae_id: str
+    latent: int
+    density: float | None
+    mean_act: float | None
+    max_act: float | None
+    histogram: Any
+    top_logits: Any
+    bottom_logits: Any
+    head_attribution: Any
+
+
+def get_feature(store: ResultsStore, sae_id: str, latent: int) -> FeatureRow | None:
+    """The dashboard row of one latent, or None."""
+    frame = _frame(store, "SELECT * FROM features WHERE sae_id = ? AND latent = ?", [sae_id, int(latent)])
+    if frame.empty:
+        return None
+    row = frame.iloc[0].to_dict()
+    number = {k: (None if pd.isna(row[k]) else float(row[k])) for k in ("density", "mean_act", "max_act")}
+    return FeatureRow(row["sae_id"], int(row["latent"]), number["density"], number["mean_act"], number["max_act"],
+                      *(_loads(row[k]) for k in ("histogram", "top_logits", "bottom_logits", "head_attribution")))
+
+
+class FeatureExample(NamedTuple):
+    """One context of a latent: tokens, the latent's activation on each, the token it was ranked by."""
+
+    kind: str
+    rank: int
+    activation: float
+    tokens: list[str]
+    activations: list[float]
+    center: int | None
+
+
+def feature_examples(store: ResultsStore, sae_id: str, latent: int) -> list[FeatureExample]:
+    """Top and quantile examples of one latent, by kind then rank."""
+    frame = _frame(store, "SELECT kind, rank, activation, tokens, activations, center FROM feature_examples "
+                          "WHERE sae_id = ? AND latent = ? ORDER BY kind, rank", [sae_id, int(latent)])
+    return [FeatureExample(r.kind, int(r.rank), float(r.activation), _loads(r.tokens) or [],
+                           _loads(r.activations) or [], None if pd.isna(r.center) else int(r.center))
+            for r in frame.itertuples(index=False)]
+
+
+# ---------------------------------------------------------------- circuits
+
+def circuit_runs(store: ResultsStore) -> pd.DataFrame:
+    """Every circuit-identification run with its time and memory."""
+    return _frame(store, "SELECT circuit_run_id, run_id, task, model, method, seed, seconds, peak_memory_mb, "
+                         "created_at, config FROM circuit_runs ORDER BY task, model, method, created_at")
+
+
+def circuit_scores(store: ResultsStore, circuit_run_id: str, level: str) -> pd.DataFrame:
+    """Scores (node, target, score) of one run at one level ('node' or 'edge')."""
+    return _frame(store, "SELECT node, target, score FROM circuit_scores WHERE circuit_run_id = ? AND level = ? "
+                         "ORDER BY score DESC NULLS LAST, node", [circuit_run_id, level])
+
+
+def circuit_evals(store: ResultsStore, circuit_run_ids: list[str]) -> pd.DataFrame:
+    """Evaluations (metric values, curves as parsed JSON) of the given runs, with each run's method and time."""
+    if not circuit_run_ids:
+        return pd.DataFrame(columns=["circuit_run_id", "method", "seconds", "ground_truth", "metric", "value",
+                                     "curve"])
+    return _frame(store, """
+        SELECT e.circuit_run_id, r.method, r.seconds, e.ground_truth, e.metric, e.value, e.curve
+        FROM circuit_evals AS e JOIN circuit_runs AS r USING (circuit_run_id)
+        WHERE list_contains(?, e.circuit_run_id)
+        ORDER BY r.method, e.ground_truth, e.metric""", [list(circuit_run_ids)]).assign(
+        curve=lambda frame: [_loads(v) for v in frame["curve"]])
+
+
+def task_prompts(store: ResultsStore, task: str, limit: int = 20) -> pd.DataFrame:
+    """A few stored prompts of `task` (for examples on the circuits page)."""
+    return _frame(store, "SELECT dataset_id, idx, kind, prompt, answer FROM task_prompts WHERE task = ? "
+                         "ORDER BY dataset_id, idx LIMIT ?", [task, int(limit)])
