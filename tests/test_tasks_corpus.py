@@ -30,12 +30,23 @@ def test_ioi_texts_end_with_the_indirect_object():
 
 def test_greater_than_texts_end_later_than_they_start():
     texts = get_task("greater_than").corpus_texts(300, seed=0)
-    assert sum(t.startswith("The ") and " lasted from the year " in t and " to the year " in t for t in texts) > 100
+    assert (
+        sum(t.startswith("The ") and " lasted from the year " in t and " to the year " in t for t in texts)
+        > 100
+    )
     for text in texts:
         start, end = map(int, re.findall(r"\b1\d{3}\b", text))
         assert start // 100 == end // 100 and 2 <= start % 100 < end % 100 <= 99
-        assert any(re.fullmatch(re.escape(t).replace(r"\{noun\}", r"\w+").replace(r"\{start\}", str(start))
-                                .replace(r"\{end\}", str(end)), text) for t in CORPUS_TEMPLATES)
+        assert any(
+            re.fullmatch(
+                re.escape(t)
+                .replace(r"\{noun\}", r"\w+")
+                .replace(r"\{start\}", str(start))
+                .replace(r"\{end\}", str(end)),
+                text,
+            )
+            for t in CORPUS_TEMPLATES
+        )
 
 
 def test_docstring_texts_are_python_documenting_args_in_order():
@@ -51,7 +62,8 @@ def test_docstring_texts_are_python_documenting_args_in_order():
 
 
 EVAL_PROMPT = re.compile(
-    r'\ndef \w+\(self(?:, \w+){6}\):\n    """\w+ \w+ \w+\n\n    :param \w+: \w+ \w+\n    :param \w+: \w+ \w+\n    :param'
+    r'\ndef \w+\(self(?:, \w+){6}\):\n    """\w+ \w+ \w+\n\n'
+    r"    :param \w+: \w+ \w+\n    :param \w+: \w+ \w+\n    :param"
 )
 
 

@@ -94,7 +94,9 @@ def test_bad_count_corruption_and_vocabulary(gpt2):
         task.generate(gpt2, 2, seed=0, vocabulary="huge")
 
 
-@pytest.mark.parametrize("task,example", [("ioi", "' Michael'"), ("docstring", "' data'"), ("greater_than", "' 11'")])
+@pytest.mark.parametrize(
+    "task,example", [("ioi", "' Michael'"), ("docstring", "' data'"), ("greater_than", "' 11'")]
+)
 def test_multi_token_words_are_refused_by_name(bytes_tokenizer, task, example):
     with pytest.raises(ValueError, match=rf"{example} is not a single token under tokenizer 'bytes-only'"):
         get_task(task).generate(bytes_tokenizer, 2, seed=0)
@@ -108,7 +110,9 @@ def test_clean_and_corrupted_are_aligned(gpt2, task):
     assert (data.clean_tokens[:, 0] == gpt2.bos_token_id).all()
     for i in range(len(data)):
         end = int(data.positions["end"][i])
-        assert (data.clean_tokens[i, end + 1 :] == pad).all() and (data.clean_tokens[i, 1 : end + 1] != pad).all()
+        assert (data.clean_tokens[i, end + 1 :] == pad).all() and (
+            data.clean_tokens[i, 1 : end + 1] != pad
+        ).all()
         assert (data.corrupted_tokens[i, end + 1 :] == pad).all()
         assert gpt2.decode(data.clean_tokens[i, 1 : end + 1]) == data.clean_prompts[i]
         assert gpt2.decode(data.corrupted_tokens[i, 1 : end + 1]) == data.corrupted_prompts[i]
@@ -125,7 +129,11 @@ def test_ioi_positions_and_abc_corruption(gpt2):
     for i in range(len(data)):
         io, s = attr["IO"][i], attr["S"][i]
         assert _token(gpt2, data.clean_tokens, i, p["IO"]) == " " + io
-        assert _token(gpt2, data.clean_tokens, i, p["S1"]) == _token(gpt2, data.clean_tokens, i, p["S2"]) == " " + s
+        assert (
+            _token(gpt2, data.clean_tokens, i, p["S1"])
+            == _token(gpt2, data.clean_tokens, i, p["S2"])
+            == " " + s
+        )
         assert (int(p["IO"][i]) < int(p["S1"][i])) == (attr["pos"][i] == "ABB")
         assert gpt2.decode(data.answer_ids[i]) == " " + io and gpt2.decode(data.wrong_ids[i, 0]) == " " + s
         assert data.clean_prompts[i].endswith(" to") and data.clean_prompts[i].count(io) == 1
@@ -141,9 +149,15 @@ def test_greater_than_positions_and_01_corruption(gpt2):
     for i in range(len(data)):
         yy, xx = data.attributes["YY"][i], data.attributes["XX"][i]
         assert 2 <= yy <= 98 and 11 <= xx <= 17
-        assert re.fullmatch(rf"The \w+ lasted from the year {xx}{yy:02d} to the year {xx}", data.clean_prompts[i])
+        assert re.fullmatch(
+            rf"The \w+ lasted from the year {xx}{yy:02d} to the year {xx}", data.clean_prompts[i]
+        )
         assert _token(gpt2, data.clean_tokens, i, p["YY"]) == f"{yy:02d}"
-        assert _token(gpt2, data.clean_tokens, i, p["XX"]) == _token(gpt2, data.clean_tokens, i, p["end"]) == f" {xx}"
+        assert (
+            _token(gpt2, data.clean_tokens, i, p["XX"])
+            == _token(gpt2, data.clean_tokens, i, p["end"])
+            == f" {xx}"
+        )
         assert _token(gpt2, data.corrupted_tokens, i, p["YY"]) == "01"
         assert int(gpt2.decode(data.answer_ids[i])) > yy
         differ = (data.clean_tokens[i] != data.corrupted_tokens[i]).nonzero().flatten().tolist()
@@ -159,10 +173,16 @@ def test_docstring_positions_and_answers(gpt2):
     for i in range(len(data)):
         args = data.attributes["args"][i]
         assert len(args) == 6 and data.attributes["answer"][i] == args[4]
-        assert _token(gpt2, data.clean_tokens, i, p["A_def"]) == _token(gpt2, data.clean_tokens, i, p["A_doc"])
-        assert _token(gpt2, data.clean_tokens, i, p["C_def"]) == " " + args[4] == gpt2.decode(data.answer_ids[i])
+        assert _token(gpt2, data.clean_tokens, i, p["A_def"]) == _token(
+            gpt2, data.clean_tokens, i, p["A_doc"]
+        )
+        assert (
+            _token(gpt2, data.clean_tokens, i, p["C_def"]) == " " + args[4] == gpt2.decode(data.answer_ids[i])
+        )
         assert _token(gpt2, data.clean_tokens, i, p["end"]) == "param"
-        assert sorted(gpt2.decode(t) for t in data.wrong_ids[i]) == sorted(" " + a for a in args if a != args[4])
+        assert sorted(gpt2.decode(t) for t in data.wrong_ids[i]) == sorted(
+            " " + a for a in args if a != args[4]
+        )
         prompt = data.clean_prompts[i]
         assert prompt.endswith("\n    :param") and f":param {args[4]}" not in prompt
         assert 0 < prompt.index(f":param {args[2]}: ") < prompt.index(f":param {args[3]}: ")
@@ -172,7 +192,13 @@ def test_docstring_positions_and_answers(gpt2):
 def test_docstring_corruptions_change_only_their_part(gpt2, corruption):
     data = get_task("docstring").generate(gpt2, 6, seed=1, corruption=corruption)
     assert data.corruption == corruption
-    changed_def = corruption in ("random_random", "random_def", "random_answer", "random_def_doc", "random_answer_doc")
+    changed_def = corruption in (
+        "random_random",
+        "random_def",
+        "random_answer",
+        "random_def_doc",
+        "random_answer_doc",
+    )
     changed_doc = corruption in ("random_random", "random_doc", "random_def_doc", "random_answer_doc")
     for pair in data.pairs:
         clean, bad = pair.clean.attributes, pair.corrupted.attributes
@@ -182,7 +208,9 @@ def test_docstring_corruptions_change_only_their_part(gpt2, corruption):
         answer_changed = clean["answer"] != bad["answer"]
         assert answer_changed == (corruption in ("random_random", "random_answer", "random_answer_doc"))
         if corruption == "random_random":
-            assert not set(bad["doc_args"]) & set(bad["args"]) and not set(bad["doc_args"]) & set(clean["args"])
+            assert not set(bad["doc_args"]) & set(bad["args"]) and not set(bad["doc_args"]) & set(
+                clean["args"]
+            )
 
 
 @pytest.mark.parametrize("task", list_tasks())
@@ -190,7 +218,9 @@ def test_positive_negative_differ_exactly_by_the_corruption(gpt2, task):
     t = get_task(task)
     pos, neg = t.positive_negative(gpt2, 8, seed=5)
     reference = t.generate(gpt2, 8, seed=5)
-    assert pos.clean_prompts == reference.clean_prompts and pos.corrupted_prompts == reference.corrupted_prompts
+    assert (
+        pos.clean_prompts == reference.clean_prompts and pos.corrupted_prompts == reference.corrupted_prompts
+    )
     assert neg.clean_prompts == pos.corrupted_prompts and neg.corrupted_prompts == pos.clean_prompts
     assert torch.equal(neg.clean_tokens, pos.corrupted_tokens)
     assert all(torch.equal(neg.positions[k], pos.positions[k]) for k in pos.positions)
@@ -208,7 +238,10 @@ def test_positive_negative_differ_exactly_by_the_corruption(gpt2, task):
 def test_ioi_covers_all_templates_and_orders(gpt2):
     data = get_task("ioi").generate(gpt2, 200, seed=0)
     assert set(data.attributes["template"]) == set(range(15))
-    assert {(t, o) for t, o in zip(data.attributes["template"], data.attributes["pos"], strict=True)} >= {(0, "ABB"), (0, "BAB")}
+    assert {(t, o) for t, o in zip(data.attributes["template"], data.attributes["pos"], strict=True)} >= {
+        (0, "ABB"),
+        (0, "BAB"),
+    }
 
 
 def _prompt(text: str, name: str) -> Prompt:
@@ -224,5 +257,7 @@ def test_build_refuses_misaligned_or_split_slots(gpt2):
     with pytest.raises(ValueError, match="does not align with clean prompt"):
         build_dataset("ioi", "ABC", gpt2, [longer])
     split = PromptPair(aligned.clean, _prompt("Then, Mary and Zyxwv", "Zyxwv"))
-    with pytest.raises(ValueError, match=r"' Zyxwv' \(slot IO\) is not a single token under tokenizer 'gpt2'"):
+    with pytest.raises(
+        ValueError, match=r"' Zyxwv' \(slot IO\) is not a single token under tokenizer 'gpt2'"
+    ):
         build_dataset("ioi", "ABC", gpt2, [split])

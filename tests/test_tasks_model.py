@@ -10,7 +10,15 @@ from saelab.tasks import get_task, gpt2_tokenizer, list_tasks
 @pytest.fixture(scope="module")
 def tiny_gpt2_vocab_model():
     cfg = HookedTransformerConfig(
-        n_layers=1, d_model=8, n_ctx=128, d_head=4, n_heads=2, d_vocab=50257, act_fn="gelu", attn_only=True, seed=0
+        n_layers=1,
+        d_model=8,
+        n_ctx=128,
+        d_head=4,
+        n_heads=2,
+        d_vocab=50257,
+        act_fn="gelu",
+        attn_only=True,
+        seed=0,
     )
     return HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
 

@@ -43,7 +43,9 @@ def test_rows_are_flat_json_with_positions(gpt2):
     assert [r["index"] for r in rows] == [0, 1, 2]
     row = json.loads(json.dumps(rows[1]))
     assert row["task"] == "ioi" and row["corruption"] == "ABC"
-    assert row["clean_prompt"] == data.clean_prompts[1] and row["clean_answer"] == " " + data.attributes["IO"][1]
+    assert (
+        row["clean_prompt"] == data.clean_prompts[1] and row["clean_answer"] == " " + data.attributes["IO"][1]
+    )
     assert row["clean_attributes"]["S"] == data.attributes["S"][1]
     assert row["positions"] == {k: int(v[1]) for k, v in data.positions.items()}
 
@@ -66,12 +68,24 @@ def test_published_circuits():
     classes = {h["class"] for h in ioi["heads"]}
     assert {e["src"] for e in ioi["class_edges"]} <= classes | {"input"}
     gt = published_circuit("greater_than")
-    assert set(published_heads("greater_than")) == {(0, 1), (0, 3), (0, 5), (5, 5), (6, 1), (6, 9), (7, 10), (8, 11), (9, 1)}
+    assert set(published_heads("greater_than")) == {
+        (0, 1),
+        (0, 3),
+        (0, 5),
+        (5, 5),
+        (6, 1),
+        (6, 9),
+        (7, 10),
+        (8, 11),
+        (9, 1),
+    }
     assert [m["layer"] for m in gt["mlps"]] == [0, 1, 2, 3, 8, 9, 10, 11]
     doc = published_circuit("docstring")
     assert published_heads("docstring") == [(0, 5), (1, 2), (1, 4), (2, 0), (3, 0), (3, 6)]
     heads = {f"{h['layer']}.{h['head']}" for h in doc["heads"]}
-    assert {e["src"] for e in doc["edges"]} <= heads | {"input"} and {e["dst"] for e in doc["edges"]} <= heads | {"output"}
+    assert {e["src"] for e in doc["edges"]} <= heads | {"input"} and {
+        e["dst"] for e in doc["edges"]
+    } <= heads | {"output"}
     assert all(c["sources"] for c in (ioi, gt, doc))
     with pytest.raises(ValueError, match="no published circuit for task 'induction'"):
         published_circuit("induction")

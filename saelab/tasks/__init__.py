@@ -1,9 +1,11 @@
 """Circuit tasks (IOI, greater-than, docstring): prompts, corruptions, positive/negative sets, metrics.
 
+Example::
+
     task = get_task("ioi")
-    data = task.generate(model.tokenizer, n=64, seed=0)                  # canonical (GPT-2) word lists
-    task.metric(model(data.clean_tokens), data)                          # logit(IO) − logit(S) per prompt
-    texts = task.corpus_texts(1000, seed=0, vocabulary="tiny")           # training text
+    data = task.generate(model.tokenizer, n=64, seed=0)  # canonical (GPT-2) word lists
+    task.metric(model(data.clean_tokens), data)  # logit(IO) − logit(S) per prompt
+    texts = task.corpus_texts(1000, seed=0, vocabulary="tiny")  # training text
 """
 
 from saelab.tasks.base import PosNeg, Prompt, PromptPair, TaskDataset, TaskVocabulary
@@ -20,7 +22,23 @@ for _task in (IOI, GREATER_THAN, DOCSTRING):
     register_task(_task)
 
 __all__ = [
-    "TASKS", "DocstringSetting", "PosNeg", "Prompt", "PromptPair", "Task", "TaskDataset", "TaskVocabulary",
-    "dataset_from_jsonl", "dataset_from_rows", "dataset_rows", "dataset_to_jsonl", "get_task", "gpt2_tokenizer",
-    "list_tasks", "published_circuit", "published_heads", "register_task", "required_single_tokens",
+    "TASKS",
+    "DocstringSetting",
+    "PosNeg",
+    "Prompt",
+    "PromptPair",
+    "Task",
+    "TaskDataset",
+    "TaskVocabulary",
+    "dataset_from_jsonl",
+    "dataset_from_rows",
+    "dataset_rows",
+    "dataset_to_jsonl",
+    "get_task",
+    "gpt2_tokenizer",
+    "list_tasks",
+    "published_circuit",
+    "published_heads",
+    "register_task",
+    "required_single_tokens",
 ]

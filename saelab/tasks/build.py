@@ -68,9 +68,7 @@ def _slot_position(offsets: Sequence[tuple[int, int]], span: Span) -> int | None
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[Encoded]:
     """Tokenise prompts (no special tokens, then BOS prepended) and locate their slots."""
-    batch = tokenizer(
-        [p.text for p in prompts], add_special_tokens=False, return_offsets_mapping=True
-    )
+    batch = tokenizer([p.text for p in prompts], add_special_tokens=False, return_offsets_mapping=True)
     encoded = []
     for prompt, ids, offsets in zip(prompts, batch["input_ids"], batch["offset_mapping"], strict=True):
         positions = {}
@@ -100,7 +98,9 @@ def _pad(rows: Sequence[list[int]], length: int, fill: int) -> torch.Tensor:
     return torch.tensor([row + [fill] * (length - len(row)) for row in rows], dtype=torch.long)
 
 
-def _answer_tensors(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, ...]:
+def _answer_tensors(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]
+) -> tuple[torch.Tensor, ...]:
     strings = [s for p in prompts for s in (p.answer, *p.wrong, *p.candidates)]
     ids = require_single_tokens(tokenizer, strings)
     answer = torch.tensor([ids[p.answer] for p in prompts], dtype=torch.long)

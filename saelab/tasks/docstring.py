@@ -6,6 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from jaxtyping import Bool, Float
+from torch import Tensor
+
 from saelab.tasks import metrics, words
 from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
 from saelab.tasks.build import Piece, compose
@@ -63,8 +66,11 @@ def docstring_prompt(
         pieces += [(",", None), (f" {arg}", _slot(i - setting.n_prefix, "def", setting.n_matching))]
     pieces.append((f'):\n{INDENT}"""{" ".join(method_desc)}\n', None))
     for i, (arg, desc) in enumerate(zip(doc_args, arg_descs, strict=True)):
-        pieces += [(f"\n{INDENT}:param", None), (f" {arg}", _slot(i, "doc", setting.n_matching)),
-                   (f": {' '.join(desc)}", None)]
+        pieces += [
+            (f"\n{INDENT}:param", None),
+            (f" {arg}", _slot(i, "doc", setting.n_matching)),
+            (f": {' '.join(desc)}", None),
+        ]
     pieces.append((f"\n{INDENT}:param", None))
     text, slots = compose(pieces)
     answer = def_args[setting.answer_index]
@@ -97,14 +103,21 @@ def _draw(rng: random.Random, vocab: TaskVocabulary, setting: DocstringSetting) 
     m = setting.n_matching
     sizes = (1, 1, setting.n_prefix, m, setting.n_suffix, m - 1, m, m - 1)
     names = rng.sample(vocab.words["variables"], sum(sizes))
-    (method,), (random_answer,), prefix, matching, suffix, not_matching, def_mid, doc_mid = _split(names, sizes)
+    (method,), (random_answer,), prefix, matching, suffix, not_matching, def_mid, doc_mid = _split(
+        names, sizes
+    )
     nouns = vocab.words["descriptions"]
     return _Draw(
         method=method,
         method_desc=rng.sample(nouns, setting.method_desc_words),
         arg_descs=[rng.sample(nouns, setting.desc_words) for _ in range(m - 1)],
-        prefix=prefix, matching=matching, suffix=suffix, not_matching=not_matching,
-        random_answer=random_answer, random_def_mid=def_mid, random_doc_mid=doc_mid,
+        prefix=prefix,
+        matching=matching,
+        suffix=suffix,
+        not_matching=not_matching,
+        random_answer=random_answer,
+        random_def_mid=def_mid,
+        random_doc_mid=doc_mid,
     )
 
 
@@ -140,12 +153,18 @@ CORRUPTIONS: dict[str, tuple[str, str]] = {
 
 def _prompt(draw: _Draw, def_variant: str, doc_variant: str, setting: DocstringSetting) -> Prompt:
     return docstring_prompt(
-        draw.method, draw.method_desc, _DEF_VARIANTS[def_variant](draw), _DOC_VARIANTS[doc_variant](draw),
-        draw.arg_descs, setting,
+        draw.method,
+        draw.method_desc,
+        _DEF_VARIANTS[def_variant](draw),
+        _DOC_VARIANTS[doc_variant](draw),
+        draw.arg_descs,
+        setting,
     )
 
 
-def sample_pairs(rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str) -> list[PromptPair]:
+def sample_pairs(
+    rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str
+) -> list[PromptPair]:
     pairs = []
     for _ in range(n):
         draw = _draw(rng, vocab, PUBLISHED)
@@ -158,8 +177,11 @@ def _corpus_setting(rng: random.Random) -> DocstringSetting:
     if rng.random() < 0.5:
         return PUBLISHED
     return DocstringSetting(
-        n_prefix=rng.randint(0, 2), n_matching=rng.randint(2, 4), n_suffix=rng.randint(0, 2),
-        desc_words=rng.randint(1, 3), method_desc_words=rng.randint(2, 5),
+        n_prefix=rng.randint(0, 2),
+        n_matching=rng.randint(2, 4),
+        n_suffix=rng.randint(0, 2),
+        desc_words=rng.randint(1, 3),
+        method_desc_words=rng.randint(2, 5),
     )
 
 
@@ -168,7 +190,10 @@ def corpus_function(draw: _Draw, setting: DocstringSetting, return_arg: str) -> 
     args = draw.prefix + draw.matching + draw.suffix
     documented = draw.matching + draw.suffix
     lines = [f"\ndef {draw.method}(self, {', '.join(args)}):", f'{INDENT}"""{" ".join(draw.method_desc)}', ""]
-    lines += [f"{INDENT}:param {arg}: {' '.join(desc)}" for arg, desc in zip(documented, draw.arg_descs, strict=True)]
+    lines += [
+        f"{INDENT}:param {arg}: {' '.join(desc)}"
+        for arg, desc in zip(documented, draw.arg_descs, strict=True)
+    ]
     lines += [f'{INDENT}"""', f"{INDENT}return {return_arg}", ""]
     return "\n".join(lines)
 
@@ -186,14 +211,22 @@ def corpus(rng: random.Random, n: int, vocab: TaskVocabulary) -> list[str]:
     return texts
 
 
-def docstring_metric(logits, data: TaskDataset):
+def docstring_metric(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Float[Tensor, " batch"]:
     """logit(correct arg) − max logit over the other signature args, at "end"."""
-    return metrics.logit_diff(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.wrong_ids)
+    return metrics.logit_diff(
+        metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.wrong_ids
+    )
 
 
-def docstring_accuracy(logits, data: TaskDataset):
+def docstring_accuracy(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Bool[Tensor, " batch"]:
     """Whether the correct arg is the top-1 among the signature args at "end"."""
-    return metrics.top1_among(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.candidate_ids)
+    return metrics.top1_among(
+        metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.candidate_ids
+    )
 
 
 def _vocabulary(kind: str) -> TaskVocabulary:

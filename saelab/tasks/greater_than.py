@@ -1,8 +1,10 @@
-"""Greater-than (Hanna, Liu & Variengien 2023): "The war lasted from the year 1732 to the year 17" → YY' > 32."""
+"""Greater-than (Hanna, Liu & Variengien 2023): "...from the year 1732 to the year 17" → a YY above 32."""
 
 import random
 
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 
 from saelab.tasks import metrics, words
 from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
@@ -47,8 +49,12 @@ def _splits(tokenizer, xx: int, yy: int) -> bool:
 
 def greater_than_prompt(noun: str, xx: int, yy: int, answer_yy: int) -> Prompt:
     text, slots = compose(
-        [(f"The {noun} lasted from the year", None), (f" {xx}", "XX"), (f"{yy:02d}", "YY"),
-         (f" to the year {xx}", None)]
+        [
+            (f"The {noun} lasted from the year", None),
+            (f" {xx}", "XX"),
+            (f"{yy:02d}", "YY"),
+            (f" to the year {xx}", None),
+        ]
     )
     return Prompt(
         text=text,
@@ -60,15 +66,21 @@ def greater_than_prompt(noun: str, xx: int, yy: int, answer_yy: int) -> Prompt:
     )
 
 
-def sample_pairs(rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str) -> list[PromptPair]:
+def sample_pairs(
+    rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str
+) -> list[PromptPair]:
     years = valid_years(tokenizer)
     pairs = []
     for _ in range(n):
         noun = rng.choice(vocab.words["nouns"])
         xx, yy = rng.choice(years)
         answer_yy = rng.randint(yy + 1, 99)
-        pairs.append(PromptPair(greater_than_prompt(noun, xx, yy, answer_yy),
-                                greater_than_prompt(noun, xx, CORRUPT_YY, answer_yy)))
+        pairs.append(
+            PromptPair(
+                greater_than_prompt(noun, xx, yy, answer_yy),
+                greater_than_prompt(noun, xx, CORRUPT_YY, answer_yy),
+            )
+        )
     return pairs
 
 
@@ -88,13 +100,17 @@ def _start_yy(data: TaskDataset) -> torch.Tensor:
     return torch.tensor(data.attributes["YY"], dtype=torch.long)
 
 
-def greater_than_metric(logits, data: TaskDataset):
+def greater_than_metric(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Float[Tensor, " batch"]:
     """Σ_{YY' > YY} p(YY') − Σ_{YY' ≤ YY} p(YY') at "end", over the 100 two-digit tokens."""
     end_logits = metrics.logits_at(logits, data.positions["end"])
     return metrics.year_prob_diff(end_logits, data.candidate_ids, _start_yy(data))
 
 
-def greater_than_accuracy(logits, data: TaskDataset):
+def greater_than_accuracy(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Bool[Tensor, " batch"]:
     """Whether the most likely two-digit token at "end" is later than YY."""
     end_logits = metrics.logits_at(logits, data.positions["end"])
     return metrics.year_argmax_later(end_logits, data.candidate_ids, _start_yy(data))

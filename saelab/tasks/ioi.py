@@ -3,6 +3,9 @@
 import random
 import re
 
+from jaxtyping import Bool, Float
+from torch import Tensor
+
 from saelab.tasks import metrics, words
 from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
 from saelab.tasks.build import Piece, compose
@@ -77,8 +80,15 @@ def ioi_prompt(template_index: int, order: str, names: tuple[str, str, str], pla
         answer=" " + io,
         wrong=(" " + s1,),
         candidates=(" " + io, " " + s1),
-        attributes={"IO": io, "S": s1, "S2": s2, "pos": order, "template": template_index, "place": place,
-                    "object": obj},
+        attributes={
+            "IO": io,
+            "S": s1,
+            "S2": s2,
+            "pos": order,
+            "template": template_index,
+            "place": place,
+            "object": obj,
+        },
     )
 
 
@@ -93,7 +103,9 @@ def _sample_pair(rng: random.Random, vocab: TaskVocabulary) -> PromptPair:
     return PromptPair(clean, corrupted)
 
 
-def sample_pairs(rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str) -> list[PromptPair]:
+def sample_pairs(
+    rng: random.Random, n: int, vocab: TaskVocabulary, tokenizer, corruption: str
+) -> list[PromptPair]:
     return [_sample_pair(rng, vocab) for _ in range(n)]
 
 
@@ -111,14 +123,18 @@ def corpus(rng: random.Random, n: int, vocab: TaskVocabulary) -> list[str]:
     return texts
 
 
-def ioi_metric(logits, data: TaskDataset):
+def ioi_metric(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
     """logit(IO) − logit(S) at "end"."""
-    return metrics.logit_diff(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.wrong_ids)
+    return metrics.logit_diff(
+        metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.wrong_ids
+    )
 
 
-def ioi_accuracy(logits, data: TaskDataset):
+def ioi_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
     """Whether logit(IO) > logit(S) at "end"."""
-    return metrics.top1_among(metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.candidate_ids)
+    return metrics.top1_among(
+        metrics.logits_at(logits, data.positions["end"]), data.answer_ids, data.candidate_ids
+    )
 
 
 def _vocabulary(kind: str) -> TaskVocabulary:

@@ -35,7 +35,7 @@ def top1_among(
     others = logits_BV.gather(1, candidate_ids).masked_fill(
         candidate_ids == answer_ids[:, None].to(logits_BV.device), float("-inf")
     )
-    return (answer[:, 0] > others.max(dim=1).values)
+    return answer[:, 0] > others.max(dim=1).values
 
 
 def year_prob_diff(
@@ -48,7 +48,9 @@ def year_prob_diff(
     `year_ids[:, k]` is the token of the two-digit year k ("00".."99").
     """
     probs = logits_BV.float().softmax(dim=-1).gather(1, year_ids.to(logits_BV.device))
-    later = torch.arange(year_ids.shape[1], device=logits_BV.device)[None, :] > start_yy[:, None].to(logits_BV.device)
+    later = torch.arange(year_ids.shape[1], device=logits_BV.device)[None, :] > start_yy[:, None].to(
+        logits_BV.device
+    )
     return (probs * later).sum(dim=1) - (probs * ~later).sum(dim=1)
 
 

@@ -51,7 +51,9 @@ class Task:
 
     def __post_init__(self) -> None:
         if set(self.vocabularies) != set(VOCABULARY_KINDS):
-            raise ValueError(f"task {self.name!r} needs vocabularies {VOCABULARY_KINDS}, got {list(self.vocabularies)}")
+            raise ValueError(
+                f"task {self.name!r} needs vocabularies {VOCABULARY_KINDS}, got {list(self.vocabularies)}"
+            )
         if not self.corruptions:
             raise ValueError(f"task {self.name!r} needs at least one corruption")
 
@@ -74,7 +76,9 @@ class Task:
     ) -> Sequence[PromptPair]:
         corruption = self.default_corruption if corruption is None else corruption
         if corruption not in self.corruptions:
-            raise ValueError(f"corruption {corruption!r} is not one of {list(self.corruptions)} for task {self.name!r}")
+            raise ValueError(
+                f"corruption {corruption!r} is not one of {list(self.corruptions)} for task {self.name!r}"
+            )
         vocab = self.vocabulary(vocabulary)
         require_single_tokens(tokenizer, vocab.single_tokens)
         rng = random.Random(check_seed(seed))
@@ -111,11 +115,15 @@ class Task:
             negative=build_dataset(self.name, corruption, tokenizer, swapped),
         )
 
-    def metric(self, logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
+    def metric(
+        self, logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+    ) -> Float[Tensor, " batch"]:
         self._check(logits, data)
         return self.metric_fn(logits, data)
 
-    def accuracy(self, logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
+    def accuracy(
+        self, logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+    ) -> Bool[Tensor, " batch"]:
         self._check(logits, data)
         return self.accuracy_fn(logits, data)
 
@@ -123,4 +131,6 @@ class Task:
         if data.task != self.name:
             raise ValueError(f"dataset is for task {data.task!r}, not {self.name!r}")
         if logits.ndim != 3 or logits.shape[0] != len(data):
-            raise ValueError(f"logits of shape {tuple(logits.shape)} do not match {len(data)} prompts (batch pos d_vocab)")
+            raise ValueError(
+                f"logits of shape {tuple(logits.shape)} do not match {len(data)} prompts (batch pos d_vocab)"
+            )
