@@ -1,0 +1,1 @@
+"""Evaluations of SAEs: core metrics, feature dashboards, supervised dictionaries (IOI), attention SAEs."""
