@@ -5,7 +5,15 @@ import pickle
 import pytest
 import torch
 
-from saelab.activations import SITE_KINDS, HookSite, Positions, SiteKind, collect, parse_sites, register_site_kind
+from saelab.activations import (
+    SITE_KINDS,
+    HookSite,
+    Positions,
+    SiteKind,
+    collect,
+    parse_sites,
+    register_site_kind,
+)
 from saelab.activations.sites import stop_layer
 
 
