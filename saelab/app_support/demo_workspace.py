@@ -210,15 +210,14 @@ def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_f
         raise ValueError(f"{workspace.db_path} already exists; build the demo workspace in an empty directory")
     store = ResultsStore(workspace.db_path).initialize()
     rng = np.random.default_rng(seed)
-    for table, rows in {**_small_tables(), "saes": _sae_rows(d_sae)}.items():
-        store.insert(table, rows)
-    store.insert("training_metrics", list(_curves(rng)))
-    store.insert("eval_metrics", _eval_rows(rng))
+    tables = {**_small_tables(), "saes": _sae_rows(d_sae), "training_metrics": list(_curves(rng)),
+              "eval_metrics": _eval_rows(rng), "features": [], "feature_examples": []}
     for demo in DEMO_SAES:
         n_heads = N_HEADS if demo.site.endswith("attn_z") else None
-        store.insert("features", feature_rows(demo.sae_id, range(d_sae), n_heads, rng))
-        store.insert("feature_examples", example_rows(demo.sae_id, range(d_sae), rng))
-    for table, rows in _circuit_rows(rng).items():
+        tables["features"] += feature_rows(demo.sae_id, range(d_sae), n_heads, rng)
+        tables["feature_examples"] += example_rows(demo.sae_id, range(d_sae), rng)
+    tables.update(_circuit_rows(rng))
+    for table, rows in tables.items():
         store.insert(table, rows)
     if sae_files:
         _save_sae_dirs(workspace, d_sae)

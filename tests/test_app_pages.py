@@ -1,0 +1,172 @@
+"""The Streamlit app's pages under streamlit.testing (AppTest): the demo workspace, an empty workspace, an
+empty store, missing SAE files, shareable feature URLs, bad latents and over-long prompts."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from saelab.app_support import build_demo_workspace
+from saelab.app_support.demo_workspace import DEMO_SAES
+from saelab.db import ResultsStore
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGES = ["views/runs.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
+ATTN, RESID = DEMO_SAES[0].sae_id, DEMO_SAES[2].sae_id
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return build_demo_workspace(tmp_path_factory.mktemp("demo"), d_sae=16)
+
+
+def _app(monkeypatch, workspace_root, page: str, **params) -> AppTest:
+    monkeypatch.setenv("SAELAB_WORKSPACE", str(workspace_root))
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.switch_page(page)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, _texts(at.exception)
+    assert not at.error, _texts(at.error)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_the_demo_workspace(monkeypatch, demo, page):
+    at = _app(monkeypatch, demo.root, page)
+    _clean(at)
+    assert at.title and not at.warning
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_an_empty_workspace(monkeypatch, tmp_path, page):
+    at = _app(monkeypatch, tmp_path / "nothing-here", page)
+    _clean(at)
+    assert any("No results store" in t and "saelab demo" in t for t in _texts(at.info)), _texts(at.info)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_an_empty_store(monkeypatch, tmp_path, page):
+    ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    at = _app(monkeypatch, tmp_path, page)
+    _clean(at)
+    assert any("saelab" in t for t in _texts(at.info)), _texts(at.info)
+
+
+def test_runs_page_draws_curves_core_metrics_and_frontier(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/runs.py")
+    assert {"Training curves", "Core metrics", "Compare SAEs: sparsity against fidelity"} <= set(_texts(at.subheader))
+    assert len(at.get("plotly_chart")) == 2
+    at.multiselect[0].set_value([]).run()  # no SAE chosen: a message, not a crash
+    _clean(at)
+    assert any("No training metrics" in t for t in _texts(at.info))
+
+
+def test_feature_page_opens_from_query_params(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
+    _clean(at)
+    assert _texts(at.header) == ["Latent 5"]
+    html = "".join(h.proto.body for h in at.get("html"))
+    assert html.count("<span") >= 8 * 24  # top contexts, one span per token
+    assert at.selectbox[0].value == ATTN
+    # histogram, top and bottom logits, head attribution (an attn_z SAE)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_feature_page_without_head_attribution_for_residual_sae(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=RESID, latent="0")
+    _clean(at)
+    assert len(at.get("plotly_chart")) == 3
+
+
+@pytest.mark.parametrize("latent, message", [("16", "latent 16 is out of range"), ("-1", "out of range"),
+                                             ("abc", "not a whole number")])
+def test_bad_latent_in_url_is_a_message(monkeypatch, demo, latent, message):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent=latent)
+    assert not at.exception
+    assert any(message in t for t in _texts(at.error)), _texts(at.error)
+    assert not at.header
+
+
+def test_unknown_sae_in_url_falls_back_with_a_warning(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae="no-such-sae", latent="1")
+    assert not at.exception
+    assert any("no-such-sae" in t for t in _texts(at.warning))
+
+
+def test_latent_without_dashboard_rows_says_which_command_fills_it(monkeypatch, tmp_path):
+    store = ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    store.insert("saes", [{"sae_id": "bare", "architecture": "topk", "d_in": 8, "d_sae": 4, "path": "saes/bare",
+                           "site": "0.resid_post", "model": "saelab-random"}])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="bare", latent="2")
+    _clean(at)
+    assert any("saelab eval" in t for t in _texts(at.warning) + _texts(at.info))
+
+
+def test_feature_search_takes_hostile_text_as_a_value(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN)
+    at.text_input[0].input("'; DROP TABLE features; --").run()
+    _clean(at)
+    assert any("No latent matches" in t for t in _texts(at.info))
+    at.text_input[0].input("").run()
+    assert any("latents match" in t for t in _texts(at.caption))
+
+
+def test_feature_search_sorts_by_head_attribution(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN)
+    sort = next(s for s in at.selectbox if s.label == "sort by")
+    sort.select("head_attribution").run()
+    _clean(at)
+    assert any(n.label == "head" for n in at.number_input)
+
+
+def test_prompt_explorer_lists_latents_and_dfa_for_attn_sae(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/prompts.py", sae=ATTN)
+    _clean(at)
+    assert len(at.get("page_link")) >= 1  # links to the feature pages of the active latents
+    assert "Direct feature attribution" in _texts(at.subheader)
+    at.text_area[0].input("x" * 300)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("reads at most" in t and "shorten" in t for t in _texts(at.error)), _texts(at.error)
+
+
+def test_prompt_explorer_residual_sae_has_no_dfa(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/prompts.py", sae=RESID)
+    _clean(at)
+    assert "Direct feature attribution" not in _texts(at.subheader)
+
+
+def test_prompt_explorer_names_missing_sae_files(monkeypatch, tmp_path):
+    workspace = build_demo_workspace(tmp_path / "ws", d_sae=8, sae_files=False)
+    at = _app(monkeypatch, workspace.root, "views/prompts.py", sae=ATTN)
+    assert not at.exception
+    assert any("no saved SAE" in t and "saelab train" in t for t in _texts(at.error)), _texts(at.error)
+
+
+def test_circuits_page_switches_task_and_method(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/circuits.py")
+    _clean(at)
+    assert len(at.get("plotly_chart")) == 4  # scores, ground truth, graph, ROC
+    at.selectbox[0].select("greater_than").run()
+    at.selectbox[2].select("eap").run()
+    _clean(at)
+    assert at.dataframe[0].value["method"].tolist() == ["acdc", "activation_patching", "discrete_sae", "eap",
+                                                        "eap_ig"]
+
+
+def test_evaluations_page_shows_supervised_comparison_first(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/evaluations.py")
+    _clean(at)
+    assert at.selectbox[0].value == "supervised_ioi"
+    assert "supervised:ioi" in at.dataframe[0].value.index
+    at.selectbox[0].select("core").run()
+    _clean(at)
+    assert "fvu" in at.dataframe[0].value.columns

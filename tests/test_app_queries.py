@@ -1,0 +1,116 @@
+"""saelab.db.queries: the app's read queries, on small hand-written stores and the demo workspace."""
+
+import pytest
+
+from saelab.app_support import build_demo_workspace
+from saelab.app_support.demo_workspace import DEMO_SAES
+from saelab.db import ResultsStore
+from saelab.db import queries as q
+
+ATTN = DEMO_SAES[0].sae_id
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    workspace = build_demo_workspace(tmp_path_factory.mktemp("demo"), d_sae=16, sae_files=False)
+    return ResultsStore(workspace.db_path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    store.insert("features", [
+        {"sae_id": "s", "latent": 0, "density": 0.5, "max_act": 1.0, "top_logits": [{"token": " the", "value": 3}],
+         "head_attribution": [0.9, 0.1]},
+        {"sae_id": "s", "latent": 1, "density": 0.01, "max_act": 5.0, "top_logits": [{"token": "def", "value": 1}],
+         "head_attribution": [0.2, 0.8]},
+        {"sae_id": "s", "latent": 2, "density": 0.001, "max_act": 2.0, "top_logits": [["O'Brien", 2]],
+         "head_attribution": None},
+        {"sae_id": "other", "latent": 0, "density": 0.9, "max_act": 9.0, "top_logits": [{"token": "def", "value": 1}]},
+    ])
+    return store
+
+
+def _latents(store, **kwargs):
+    return list(q.search_features(store, q.FeatureQuery("s", **kwargs)).rows["latent"])
+
+
+def test_search_sorts_by_each_key(store):
+    assert _latents(store, sort_by="max_act") == [1, 2, 0]
+    assert _latents(store, sort_by="density", descending=False) == [2, 1, 0]
+    assert _latents(store, sort_by="top_logit") == [0, 1, 2]  # pairs have no "value" key: sorted last
+    assert _latents(store, sort_by="head_attribution", head=1) == [1, 0, 2]
+    assert _latents(store, sort_by="latent", descending=False) == [0, 1, 2]
+
+
+def test_search_filters_by_density_and_logit_token(store):
+    assert _latents(store, min_density=0.005) == [1, 0]
+    assert _latents(store, max_density=0.005) == [2]
+    assert _latents(store, logit_token="DEF") == [1]
+    assert _latents(store, logit_token="th") == [0]
+    result = q.search_features(store, q.FeatureQuery("s", logit_token="def"))
+    assert result.total == 1 and result.rows["top_logits"][0] == [{"token": "def", "value": 1}]
+
+
+@pytest.mark.parametrize("text", ["' OR 1=1 --", "%", "_", "\"; DROP TABLE features; --", "$[0]"])
+def test_search_text_is_a_parameter_not_sql(store, text):
+    assert q.search_features(store, q.FeatureQuery("s", logit_token=text)).total == 0
+    assert q.feature_count(store, "s") == 3  # nothing was dropped
+
+
+def test_search_pages_and_counts(store):
+    page = q.search_features(store, q.FeatureQuery("s", sort_by="latent", descending=False, limit=2, offset=2))
+    assert list(page.rows["latent"]) == [2] and page.total == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sort_by": "density; DROP TABLE x"}, "unknown feature sort"),
+    ({"sort_by": "head_attribution"}, "needs a head index"),
+    ({"limit": 0}, "limit must be"),
+    ({"offset": -1}, "offset must be"),
+    ({"min_density": 2.0}, "min_density must be"),
+])
+def test_feature_query_validates(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        q.FeatureQuery("s", **kwargs)
+
+
+def test_get_feature_parses_json_and_returns_none_when_absent(store):
+    row = q.get_feature(store, "s", 1)
+    assert row.latent == 1 and row.head_attribution == [0.2, 0.8] and row.histogram is None
+    assert row.mean_act is None
+    assert q.get_feature(store, "s", 99) is None
+    assert q.get_sae(store, "nope") is None
+
+
+def test_eval_metrics_keep_latest_value(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    store.insert("eval_metrics", [{"sae_id": "a", "eval_kind": "core", "metric": "fvu", "value": 0.5,
+                                   "created_at": "2024-01-01 00:00:00"},
+                                  {"sae_id": "a", "eval_kind": "core", "metric": "fvu", "value": 0.2,
+                                   "created_at": "2024-06-01 00:00:00"}])
+    frame = q.eval_metrics(store, "core")
+    assert frame["value"].tolist() == [0.2] and frame["architecture"].isna().all()
+
+
+def test_demo_workspace_fills_every_table(demo_store):
+    counts = q.table_counts(demo_store)
+    assert set(counts) == set(q._TABLES)
+    assert all(n > 0 for n in counts.values()), counts
+    assert counts["features"] == 16 * len(DEMO_SAES)
+
+
+def test_demo_queries_read_curves_examples_and_circuits(demo_store):
+    assert set(q.training_metric_names(demo_store, [ATTN])) >= {"loss", "fvu", "l0", "dead_fraction"}
+    curves = q.training_curves(demo_store, [ATTN], ["fvu"])
+    assert (curves["metric"] == "fvu").all() and curves["step"].is_monotonic_increasing
+    examples = q.feature_examples(demo_store, ATTN, 3)
+    assert {e.kind for e in examples} >= {"top", "quantile_0"}
+    assert all(len(e.tokens) == len(e.activations) for e in examples)
+    runs = q.circuit_runs(demo_store)
+    assert {"discrete_sae", "ground_truth"} <= set(runs["method"])
+    evals = q.circuit_evals(demo_store, list(runs["circuit_run_id"]))
+    assert isinstance(evals.loc[evals["metric"] == "node_auc", "curve"].iloc[0], dict)
+    assert set(q.circuit_scores(demo_store, "ioi-eap", "edge")["target"]) >= {"logits", "1.0.q"}
+    assert q.eval_kinds(demo_store) == ["core", "supervised_ioi"]
+    assert len(q.task_prompts(demo_store, "ioi", limit=2)) == 2

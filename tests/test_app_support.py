@@ -1,0 +1,221 @@
+"""saelab.app_support: the pure helpers behind the web app (rendering, shaping, prompts, DFA, launching)."""
+
+import math
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from saelab.activations.collect import collect
+from saelab.activations.sites import HookSite
+from saelab.app_support import (
+    PromptTooLongError,
+    app_main_script,
+    attn_z_dfa,
+    ground_truth_heads,
+    head_grid,
+    histogram_bars,
+    logit_entries,
+    pareto_frontier,
+    parse_head_node,
+    prompt_top_latents,
+    roc_points,
+    streamlit_command,
+    strongest_heads,
+    token_spans_html,
+    workspace_from_argv,
+)
+from saelab.app_support.circuits import node_position
+from saelab.app_support.frontier import frontier_points
+from saelab.app_support.resources import MissingArtifactError, resolve_sae_dir
+from saelab.db.queries import SaeRow
+from saelab.errors import SaelabError
+from saelab.sae import SAE, SAEConfig
+from saelab.workspace import Workspace
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_token_spans_escape_markup_and_shade_by_activation():
+    html = token_spans_html(["<script>alert(1)</script>", " a&b", '"q"'], [2.0, 1.0, 0.0], scale=2.0, center=0)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "a&amp;b" in html and "&quot;q&quot;" in html
+    assert "rgba(255, 106, 0, 1.00)" in html and "rgba(255, 106, 0, 0.50)" in html
+    assert "rgba(255, 106, 0, 0.00)" in html
+    assert html.count("border-bottom") == 1  # only the center token is underlined
+
+
+def test_token_spans_clamp_and_survive_zero_scale_and_nan():
+    html = token_spans_html(["a", "b"], [5.0, float("nan")], scale=0.0)
+    assert "rgba(255, 106, 0, 0.00)" in html and "1.00" not in html
+    assert "rgba(255, 106, 0, 1.00)" in token_spans_html(["a"], [9.0], scale=1.0)
+
+
+def test_token_spans_draw_newlines_and_refuse_length_mismatch():
+    assert "↵" in token_spans_html(["\n"], [0.0], 1.0)
+    with pytest.raises(ValueError, match="2 tokens but 1 activations"):
+        token_spans_html(["a", "b"], [1.0], 1.0)
+
+
+def test_logit_entries_accept_objects_and_pairs():
+    assert logit_entries([{"token": " the", "value": 1.5}]) == [(" the", 1.5)]
+    assert logit_entries([["def", -2]]) == [("def", -2.0)]
+    assert logit_entries(None) == []
+    with pytest.raises(ValueError, match="logit entry"):
+        logit_entries([3.0])
+
+
+def test_histogram_bars_from_edges_and_counts():
+    bars = histogram_bars({"edges": [0.0, 1.0, 3.0], "counts": [4, 2]})
+    assert bars.centers == [0.5, 2.0] and bars.widths == [1.0, 2.0] and bars.counts == [4.0, 2.0]
+    assert histogram_bars(None) is None
+    with pytest.raises(ValueError, match="edges"):
+        histogram_bars({"edges": [0.0, 1.0], "counts": [1, 2]})
+
+
+def test_strongest_heads_ranks_attribution():
+    assert strongest_heads([0.1, 0.6, 0.3]) == "h1 0.60, h2 0.30"
+    assert strongest_heads(None) == ""
+
+
+# ---------------------------------------------------------------- circuits and frontier
+
+
+@pytest.mark.parametrize("name, expected", [("3.7", (3, 7)), ("3.7.q", (3, 7)), ("a1.h2", (1, 2)),
+                                            ("L10H4", (10, 4)), ("mlp3", None), ("logits", None)])
+def test_parse_head_node(name, expected):
+    assert parse_head_node(name) == expected
+
+
+def test_node_position_places_non_head_nodes_around_the_heads():
+    assert node_position("1.2.k", n_layers=2, n_heads=4) == (1.0, 2.0)
+    assert node_position("input", 2, 4) == (-1.0, 1.5)
+    assert node_position("logits", 2, 4) == (2.0, 1.5)
+    assert node_position("mlp0", 2, 4) == (0.5, 1.5)
+    assert node_position("something", 2, 4) is None
+
+
+def test_head_grid_places_scores_and_leaves_gaps_nan():
+    grid = head_grid(pd.DataFrame({"node": ["0.1", "1.0", "mlp0"], "score": [0.5, 2.0, 9.0]}))
+    assert (grid.n_layers, grid.n_heads) == (2, 2)
+    assert grid.values[0][1] == 0.5 and grid.values[1][0] == 2.0 and math.isnan(grid.values[0][0])
+
+
+def test_roc_points_both_shapes():
+    assert roc_points({"fpr": [0, 1], "tpr": [0, 1]}) == ([0.0, 1.0], [0.0, 1.0])
+    assert roc_points([[0, 0], [0.5, 1]]) == ([0.0, 0.5], [0.0, 1.0])
+    assert roc_points(None) is None
+    with pytest.raises(ValueError, match="equal length"):
+        roc_points({"fpr": [0], "tpr": [0, 1]})
+
+
+def test_ground_truth_prefers_stored_run_then_published_circuit():
+    stored = pd.DataFrame({"node": ["0.1", "1.2", "1.3"], "score": [1.0, 0.0, 1.0]})
+    assert ground_truth_heads("ioi", "saelab-random", stored) == {(0, 1), (1, 3)}
+    published = ground_truth_heads("ioi", "gpt2")
+    assert (9, 9) in published and (10, 0) in published  # name movers
+    assert ground_truth_heads("ioi", "saelab-random") is None
+    assert ground_truth_heads("no-such-task", "gpt2") is None
+
+
+def test_pareto_frontier_keeps_only_undominated_points():
+    points = pd.DataFrame({"l0": [1, 2, 3, 4], "fvu": [0.5, 0.6, 0.3, 0.3]})
+    assert pareto_frontier(points)[["l0", "fvu"]].values.tolist() == [[1, 0.5], [3, 0.3]]
+
+
+def test_frontier_points_pivot_core_metrics_and_skip_incomplete():
+    core = pd.DataFrame({"sae_id": ["a", "a", "b"], "architecture": ["topk", "topk", "vq"],
+                         "d_sae": [8, 8, 8], "metric": ["fvu", "l0", "fvu"], "value": [0.2, 4.0, 0.5]})
+    points = frontier_points(core)
+    assert points.to_dict("records") == [{"sae_id": "a", "architecture": "topk", "d_sae": 8, "l0": 4.0,
+                                          "fvu": 0.2}]
+
+
+# ---------------------------------------------------------------- launching and resources
+
+
+def test_streamlit_command_binds_localhost_headless_and_passes_workspace(tmp_path):
+    cmd = streamlit_command(Workspace(tmp_path), port=8765)
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert cmd[4] == str(app_main_script()) and app_main_script().name == "main.py"
+    for flag, value in [("--server.address", "127.0.0.1"), ("--server.port", "8765"),
+                        ("--server.headless", "true"), ("--browser.gatherUsageStats", "false")]:
+        assert cmd[cmd.index(flag) + 1] == value
+    assert cmd[-3:] == ["--", "--workspace", str(tmp_path)]
+
+
+@pytest.mark.parametrize("port", [0, 70000])
+def test_streamlit_command_refuses_bad_port(tmp_path, port):
+    with pytest.raises(ValueError, match=f"port must be between 1 and 65535, got {port}"):
+        streamlit_command(Workspace(tmp_path), port=port)
+
+
+def test_workspace_from_argv_ignores_foreign_arguments(tmp_path, monkeypatch):
+    assert workspace_from_argv(["-q", "--workspace", str(tmp_path), "x"]).root == tmp_path.resolve()
+    monkeypatch.setenv("SAELAB_WORKSPACE", str(tmp_path / "env"))
+    assert workspace_from_argv(["-q"]).root == (tmp_path / "env").resolve()
+
+
+def test_resolve_sae_dir_names_missing_directory(tmp_path):
+    row = SaeRow("s1", None, "m", "0.attn_z", "topk", 8, 16, 2, {}, "saes/s1")
+    with pytest.raises(MissingArtifactError, match="saelab train") as info:
+        resolve_sae_dir(Workspace(tmp_path), row)
+    assert str(tmp_path / "saes" / "s1") in str(info.value)
+
+
+# ---------------------------------------------------------------- prompt explorer and DFA
+
+
+def _sae(site: str, d_in: int, d_sae: int = 32) -> SAE:
+    return SAE(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=4, hook_site=site, seed=1))
+
+
+def test_prompt_top_latents_match_encoding_the_site(random_model):
+    site = HookSite.parse("1.resid_post")
+    sae = _sae(str(site), random_model.cfg.d_model)
+    result = prompt_top_latents(random_model, sae, site, "def f(x): return x", k=3)
+    assert len(result.str_tokens) == result.tokens.shape[0] == result.latent_ids.shape[0]
+    acts = collect(random_model, result.tokens[None], [site])[site][0]
+    expected = sae.encode(acts).topk(3, dim=-1)
+    torch.testing.assert_close(result.latent_acts, expected.values)
+    assert torch.equal(result.latent_ids, expected.indices)
+
+
+def test_prompt_over_context_and_empty_prompt_are_clear_errors(random_model):
+    site = HookSite.parse("0.resid_post")
+    sae = _sae(str(site), random_model.cfg.d_model)
+    with pytest.raises(PromptTooLongError, match=f"at most {random_model.cfg.n_ctx}"):
+        prompt_top_latents(random_model, sae, site, "x" * (random_model.cfg.n_ctx + 5))
+    with pytest.raises(SaelabError, match="empty"):
+        prompt_top_latents(random_model, sae, site, "   ")
+
+
+def test_prompt_refuses_sae_of_another_width(random_model):
+    site = HookSite.parse("0.resid_post")
+    with pytest.raises(SaelabError, match="d_in=7"):
+        prompt_top_latents(random_model, _sae(str(site), 7), site, "abc")
+
+
+def test_dfa_sums_to_the_encoders_reading_of_z(random_model):
+    site = HookSite.parse("0.attn_z")
+    cfg = random_model.cfg
+    sae = _sae(str(site), cfg.n_heads * cfg.d_head)
+    text, latent, position = "When Mary and John went", 5, 9
+    dfa = attn_z_dfa(random_model, sae, site, text, latent, position)
+    assert dfa.contributions.shape == (len(dfa.str_tokens), cfg.n_heads)
+    assert torch.all(dfa.contributions[position + 1:] == 0)  # causal: no later sources
+    tokens = random_model.to_tokens(text)
+    z = collect(random_model, tokens, [site])[site][0, position]
+    torch.testing.assert_close(dfa.contributions.sum(), z @ sae.W_enc[:, latent], atol=1e-5, rtol=1e-4)
+
+
+def test_dfa_refuses_other_sites_and_bad_latents(random_model):
+    cfg = random_model.cfg
+    with pytest.raises(SaelabError, match="attn_z"):
+        attn_z_dfa(random_model, _sae("0.resid_post", cfg.d_model), HookSite.parse("0.resid_post"), "ab", 0, 0)
+    site = HookSite.parse("0.attn_z")
+    with pytest.raises(SaelabError, match="latent 99 is out of range"):
+        attn_z_dfa(random_model, _sae(str(site), cfg.n_heads * cfg.d_head), site, "ab", 99, 0)
+    with pytest.raises(SaelabError, match="position 50 is out of range"):
+        attn_z_dfa(random_model, _sae(str(site), cfg.n_heads * cfg.d_head), site, "ab", 0, 50)
