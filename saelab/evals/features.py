@@ -1,0 +1,343 @@
+"""Feature dashboards: per-latent statistics and examples over a token corpus, computed in one streaming pass.
+
+For every latent: density (fraction of tokens it fires on), mean activation *when firing*, max activation, a
+histogram of its non-zero activations (fixed log-spaced bins, so batches add up without a second pass), the
+top-`n_top` activating tokens with ±`window` tokens of context and the latent's activation on each, examples
+from quantiles of its non-zero activation distribution, top and bottom logit effects, and (attn_z SAEs)
+weight-based head attribution.
+
+Streaming: each batch's latents are transposed to [d_sae, tokens]; `torch.topk` along the token axis gives
+each latent's best candidates, which are merged with the running buffer by one more `topk` over the
+concatenation. Context windows are gathered for the candidates while their batch is in memory. Quantile
+examples come from a uniform random sample of each latent's firing tokens (random priority keys kept by the
+same top-k merge), sorted by activation and split into `n_quantiles` groups at the end. No Python loop runs
+over latents or tokens while streaming.
+
+Logit effects follow the direct path: the latent's decoder direction mapped into the residual stream (through
+W_O for attn_z, W_out for mlp_post, the sum over heads for head_result), through the final LayerNorm taken as
+linear (centred and scaled by its weight, the per-token normalisation ignored, as dashboards do), then W_U.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from saelab.activations.sites import HookSite
+from saelab.evals.attention import head_attribution
+from saelab.evals.core import keep_mask
+from saelab.evals.splice import capturing_hook, sae_site
+from saelab.sae import SAE
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """What the dashboards collect."""
+
+    n_top: int = 20
+    """Top-activating examples kept per latent."""
+    window: int = 8
+    """Context tokens kept on each side of an example's token."""
+    n_quantiles: int = 5
+    """Groups the firing-activation distribution is split into for quantile examples."""
+    per_quantile: int = 5
+    """Examples shown per quantile group."""
+    sample_size: int = 50
+    """Firing tokens sampled uniformly per latent to draw the quantile examples from."""
+    bins_per_decade: int = 8
+    """Histogram resolution (log-spaced bins)."""
+    histogram_range: tuple[float, float] = (1e-4, 1e4)
+    """Activations outside this range fall into the first / last bin."""
+    n_logits: int = 10
+    """Top and bottom logit effects kept per latent."""
+    batch_size: int = 16
+    """Contexts per forward pass."""
+    skip_bos: bool = True
+    """Treat activations on BOS tokens as zero (BOS activations are outliers that would crowd every top list)."""
+    seed: int = 0
+    """Seed of the quantile sampling."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_top", "n_quantiles", "per_quantile", "sample_size", "bins_per_decade", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.window < 0 or self.n_logits < 0:
+            raise ValueError(f"window and n_logits must be ≥ 0, got {self.window}, {self.n_logits}")
+        low, high = self.histogram_range
+        if not 0 < low < high:
+            raise ValueError(f"histogram_range must be 0 < low < high, got {self.histogram_range}")
+
+    @property
+    def width(self) -> int:
+        return 2 * self.window + 1
+
+    def histogram_edges(self) -> Float[Tensor, " n_bins_plus_1"]:
+        low, high = (math.log10(v) for v in self.histogram_range)
+        n_bins = max(1, round((high - low) * self.bins_per_decade))
+        return torch.logspace(low, high, n_bins + 1, dtype=torch.float64)
+
+
+class ExampleBuffer(NamedTuple):
+    """Per latent, the examples kept so far, best `score` first along the second axis."""
+
+    score: Float[Tensor, "d_sae n"]
+    """What the buffer ranks by: the activation (top examples) or a random key (quantile sample; −1 = empty)."""
+    activation: Float[Tensor, "d_sae n"]
+    token_index: Int[Tensor, "d_sae n"]
+    """Flat index into the [n_contexts, pos] token set."""
+    window: Float[Tensor, "d_sae n width"]
+    """The latent's activation on the tokens index − window .. index + window (0 outside the context)."""
+
+
+class DashboardState(NamedTuple):
+    """Running sums and buffers of the streaming pass."""
+
+    n_tokens: int
+    fire_counts: Int[Tensor, " d_sae"]
+    act_sum: Float[Tensor, " d_sae"]
+    act_max: Float[Tensor, " d_sae"]
+    histogram: Int[Tensor, "d_sae n_bins"]
+    top: ExampleBuffer
+    sample: ExampleBuffer
+
+
+class LogitEffects(NamedTuple):
+    """Top and bottom direct logit effects per latent, largest magnitude first."""
+
+    top_values: Float[Tensor, "d_sae n"]
+    top_ids: Int[Tensor, "d_sae n"]
+    bottom_values: Float[Tensor, "d_sae n"]
+    bottom_ids: Int[Tensor, "d_sae n"]
+
+
+class FeatureDashboards(NamedTuple):
+    """Everything the dashboards show, as tensors; `feature_rows` / `example_rows` turn it into store rows."""
+
+    n_tokens: int
+    density: Float[Tensor, " d_sae"]
+    mean_act: Float[Tensor, " d_sae"]
+    """Mean activation over the tokens the latent fires on (NaN for latents that never fire)."""
+    max_act: Float[Tensor, " d_sae"]
+    histogram_edges: Float[Tensor, " n_bins_plus_1"]
+    histogram: Int[Tensor, "d_sae n_bins"]
+    top: ExampleBuffer
+    sample: ExampleBuffer
+    tokens: Int[Tensor, "n_contexts pos"]
+    logits: LogitEffects | None
+    logits_skipped: str
+    """Why there are no logit effects ("" when there are)."""
+    head_attribution: Float[Tensor, "d_sae n_heads"] | None
+
+
+# ---------------------------------------------------------------- streaming top-k
+
+
+def empty_buffer(d_sae: int, size: int, width: int) -> ExampleBuffer:
+    return ExampleBuffer(
+        torch.full((d_sae, size), -1.0), torch.zeros(d_sae, size), torch.zeros(d_sae, size, dtype=torch.long),
+        torch.zeros(d_sae, size, width),
+    )
+
+
+def windows(
+    latents_T: Float[Tensor, "d_sae n_tokens"], index: Int[Tensor, "d_sae k"], context_len: int, window: int
+) -> Float[Tensor, "d_sae k width"]:
+    """Each latent's activations around its selected tokens (0 where the window leaves the context)."""
+    offsets = torch.arange(-window, window + 1, device=index.device)
+    position = (index % context_len)[..., None] + offsets
+    inside = (position >= 0) & (position < context_len)
+    flat = (index[..., None] + offsets).clamp(0, latents_T.shape[1] - 1)
+    gathered = latents_T.gather(1, flat.flatten(1)).view(*flat.shape)
+    return gathered * inside
+
+
+def candidates(
+    latents_T: Float[Tensor, "d_sae n_tokens"], score: Float[Tensor, "d_sae n_tokens"], k: int,
+    offset: int, context_len: int, window: int,
+) -> ExampleBuffer:
+    """The k best tokens of this batch for each latent by `score`, with their windows; indices global."""
+    k = min(k, latents_T.shape[1])
+    best, index = score.topk(k, dim=1)
+    return ExampleBuffer(best, latents_T.gather(1, index), index + offset,
+                         windows(latents_T, index, context_len, window))
+
+
+def merge(buffer: ExampleBuffer, new: ExampleBuffer) -> ExampleBuffer:
+    """Keep, per latent, the best `buffer`-many examples of both (one topk over the concatenation)."""
+    joined = ExampleBuffer(*(torch.cat([a, b], dim=1) for a, b in zip(buffer, new, strict=True)))
+    _, order = joined.score.topk(buffer.score.shape[1], dim=1)
+    return ExampleBuffer(
+        joined.score.gather(1, order), joined.activation.gather(1, order), joined.token_index.gather(1, order),
+        joined.window.gather(1, order[..., None].expand(-1, -1, joined.window.shape[2])),
+    )
+
+
+def histogram_counts(
+    latents_T: Float[Tensor, "d_sae n_tokens"], edges: Float[Tensor, " n_bins_plus_1"]
+) -> Int[Tensor, "d_sae n_bins"]:
+    """Counts of non-zero activations per latent in log-spaced bins (outliers clamped into the end bins)."""
+    n_bins = len(edges) - 1
+    latent, token = latents_T.nonzero(as_tuple=True)
+    values = latents_T[latent, token].double()
+    bins = (torch.bucketize(values, edges.to(values.device), right=True) - 1).clamp(0, n_bins - 1)
+    flat = torch.bincount(latent * n_bins + bins, minlength=latents_T.shape[0] * n_bins)
+    return flat.view(latents_T.shape[0], n_bins)
+
+
+def init_state(d_sae: int, cfg: DashboardConfig) -> DashboardState:
+    n_bins = len(cfg.histogram_edges()) - 1
+    return DashboardState(
+        0, torch.zeros(d_sae, dtype=torch.long), torch.zeros(d_sae, dtype=torch.float64), torch.zeros(d_sae),
+        torch.zeros(d_sae, n_bins, dtype=torch.long), empty_buffer(d_sae, cfg.n_top, cfg.width),
+        empty_buffer(d_sae, cfg.sample_size, cfg.width),
+    )
+
+
+def update_state(
+    state: DashboardState, latents: Float[Tensor, "n_tokens d_sae"], offset: int, context_len: int,
+    cfg: DashboardConfig, generator: torch.Generator,
+) -> DashboardState:
+    """Fold one batch of latents (tokens of whole contexts, flattened; flat indices start at `offset`)."""
+    latents_T = latents.t().contiguous().clamp_min(0)
+    firing = latents_T > 0
+    keys = torch.where(firing, torch.rand(latents_T.shape, generator=generator).to(latents_T.device), -1.0)
+    top = candidates(latents_T, latents_T, cfg.n_top, offset, context_len, cfg.window)
+    sample = candidates(latents_T, keys, cfg.sample_size, offset, context_len, cfg.window)
+    return DashboardState(
+        n_tokens=state.n_tokens + latents_T.shape[1],
+        fire_counts=state.fire_counts + firing.sum(1),
+        act_sum=state.act_sum + latents_T.double().sum(1),
+        act_max=torch.maximum(state.act_max, latents_T.max(1).values),
+        histogram=state.histogram + histogram_counts(latents_T, cfg.histogram_edges()),
+        top=merge(state.top, top),
+        sample=merge(state.sample, sample),
+    )
+
+
+# ---------------------------------------------------------------- logit effects
+
+ResidualMap = Callable[[Float[Tensor, "d_sae d_in"], HookedTransformer, int], Float[Tensor, "d_sae d_model"]]
+"""(W_dec, model, layer) -> the latents' decoder directions written into the residual stream."""
+
+RESIDUAL_MAPS: dict[str, ResidualMap] = {}
+
+
+def register_residual_map(kind: str, residual_map: ResidualMap) -> ResidualMap:
+    """Say how a site kind's decoder directions reach the residual stream; twice for one kind is an error."""
+    if kind in RESIDUAL_MAPS:
+        raise ValueError(f"a residual map for site kind {kind!r} is already registered")
+    RESIDUAL_MAPS[kind] = residual_map
+    return residual_map
+
+
+def _in_residual(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return W_dec
+
+
+def _through_W_O(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    W_O = model.blocks[layer].attn.W_O  # n_heads d_head d_model
+    z = einops.rearrange(W_dec, "d_sae (n_heads d_head) -> d_sae n_heads d_head", n_heads=model.cfg.n_heads)
+    return einops.einsum(z, W_O.to(W_dec.dtype), "s h d, h d m -> s m")
+
+
+def _through_W_out(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return W_dec @ model.blocks[layer].mlp.W_out.to(W_dec.dtype)
+
+
+def _sum_heads(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return einops.reduce(W_dec, "d_sae (n_heads d_model) -> d_sae d_model", "sum", n_heads=model.cfg.n_heads)
+
+
+for _kind in ("resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out"):
+    register_residual_map(_kind, _in_residual)
+register_residual_map("attn_z", _through_W_O)
+register_residual_map("mlp_post", _through_W_out)
+register_residual_map("head_result", _sum_heads)
+
+
+def unembed_directions(model: HookedTransformer, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
+    """Residual directions through the final LayerNorm taken as linear (centred, times its weight), then W_U."""
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        directions = directions - directions.mean(-1, keepdim=True)
+    weight = getattr(model.ln_final, "w", None)
+    if weight is not None:
+        directions = directions * weight.to(directions.dtype)
+    return directions @ model.W_U.to(directions.dtype)
+
+
+@torch.no_grad()
+def logit_effects(
+    model: HookedTransformer, sae: SAE, site: HookSite, n: int, chunk: int = 512
+) -> tuple[LogitEffects | None, str]:
+    """Top and bottom `n` direct logit effects of each latent, or None and the reason they are skipped."""
+    if site.kind.name not in RESIDUAL_MAPS:
+        return None, f"site kind {site.kind.name!r} has no registered path to the residual stream"
+    if n == 0:
+        return None, "n_logits is 0"
+    directions = RESIDUAL_MAPS[site.kind.name](sae.W_dec.detach().float(), model, site.layer)
+    n = min(n, model.cfg.d_vocab)
+    parts = []
+    for block in directions.split(chunk):
+        effects = unembed_directions(model, block)
+        top, bottom = effects.topk(n, dim=1), effects.topk(n, dim=1, largest=False)
+        parts.append((top.values, top.indices, bottom.values, bottom.indices))
+    return LogitEffects(*(torch.cat(column) for column in zip(*parts, strict=True))), ""
+
+
+# ---------------------------------------------------------------- the pass
+
+
+@torch.no_grad()
+def batch_latents(
+    model: HookedTransformer, sae: SAE, site: HookSite, tokens: Int[Tensor, "batch pos"], skip_bos: bool
+) -> Float[Tensor, "batch_pos d_sae"]:
+    """Inference latents of every token of the batch (BOS tokens zeroed if `skip_bos`), flattened."""
+    captured: dict[HookSite, Tensor] = {}
+    model.run_with_hooks(tokens, fwd_hooks=[capturing_hook(site, model, captured)], stop_at_layer=site.layer + 1)
+    latents = sae.encode(captured[site].flatten(0, 1).to(sae.cfg.torch_dtype)).float()
+    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    return latents * keep_mask(tokens, bos, skip_bos).flatten()[:, None]
+
+
+@torch.no_grad()
+def stream_dashboards(
+    model: HookedTransformer, sae: SAE, site: HookSite, tokens: Int[Tensor, "n_contexts pos"], cfg: DashboardConfig
+) -> DashboardState:
+    """The streaming pass over `tokens`."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state = init_state(sae.cfg.d_sae, cfg)
+    context_len = tokens.shape[1]
+    for start in range(0, tokens.shape[0], cfg.batch_size):
+        part = tokens[start:start + cfg.batch_size].to(model.cfg.device)
+        latents = batch_latents(model, sae, site, part, cfg.skip_bos).cpu()
+        state = update_state(state, latents, start * context_len, context_len, cfg, generator)
+    return state
+
+
+def compute_dashboards(
+    model: HookedTransformer,
+    sae: SAE,
+    tokens: Int[Tensor, "n_contexts pos"],
+    cfg: DashboardConfig = DashboardConfig(),
+    site: "HookSite | str | None" = None,
+) -> FeatureDashboards:
+    """Dashboards of every latent of `sae` over `tokens` (packed contexts), at its config's site unless given."""
+    site = sae_site(sae, model, site)
+    tokens = tokens.cpu()
+    state = stream_dashboards(model, sae, site, tokens, cfg)
+    logits, skipped = logit_effects(model, sae, site, cfg.n_logits)
+    attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if site.kind.name == "attn_z" else None
+    fires = state.fire_counts.double()
+    return FeatureDashboards(
+        n_tokens=state.n_tokens, density=(fires / max(state.n_tokens, 1)).float(),
+        mean_act=(state.act_sum / fires).float(), max_act=state.act_max, histogram_edges=cfg.histogram_edges(),
+        histogram=state.histogram, top=state.top, sample=state.sample, tokens=tokens,
+        logits=None if logits is None else LogitEffects(*(t.cpu() for t in logits)), logits_skipped=skipped,
+        head_attribution=attribution,
+    )
