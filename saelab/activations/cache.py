@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from saelab.activations.background import OrderedCommits, prefetched
 from saelab.activations.collect import forward_sites
 from saelab.activations.sites import HookSite, parse_sites
 from saelab.activations.store import (
@@ -148,28 +149,31 @@ class SiteWriter:
         self.manifest_path = (self.paths.worker_manifest(config.worker, config.num_workers)
                               if config.num_workers > 1 else self.paths.manifest)
         self.manifest = _resumable(self.paths, self.manifest_path, manifest, config)
-        self._acts: np.memmap | None = None
+        self._open: dict[int, np.memmap] = {}
+        """Shards being written, by index: the one being computed and the one being committed."""
 
     def completed(self) -> set[int]:
         return {s.index for s in self.manifest.shards}
 
     def begin(self, shard: ShardInfo) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        self._acts = np.lib.format.open_memmap(temp_path(self.paths.shard(shard.index).acts), mode="w+",
-                                               dtype=store_dtype(self.config.dtype).numpy_dtype,
-                                               shape=(shard.n_tokens, self.manifest.d))
+        path = temp_path(self.paths.shard(shard.index).acts)
+        self._open[shard.index] = np.lib.format.open_memmap(
+            path, mode="w+", dtype=store_dtype(self.config.dtype).numpy_dtype, shape=(shard.n_tokens, self.manifest.d))
 
     def write(self, act: Tensor, shard: ShardInfo, first_row: int) -> None:
         """Store activations [batch, pos, *feature] at rows first_row.. of the open shard."""
-        rows = act.reshape(act.shape[0] * act.shape[1], -1).to(self.torch_dtype).cpu()
+        rows = act.reshape(act.shape[0] * act.shape[1], -1)
         check_finite(rows, str(self.site), shard, first_row, self.config)
-        self._acts[first_row:first_row + rows.shape[0]] = to_disk_array(rows, self.config.dtype)
+        rows = rows.to(self.torch_dtype).cpu()
+        self._open[shard.index][first_row:first_row + rows.shape[0]] = to_disk_array(rows, self.config.dtype)
 
     def finish(self, shard: ShardInfo, meta: np.ndarray) -> None:
         """Commit the shard's two files, then list it in the manifest."""
         files = self.paths.shard(shard.index)
-        self._acts.flush()
-        self._acts = None
+        acts = self._open.pop(shard.index)
+        acts.flush()
+        del acts
         with open(temp_path(files.meta), "wb") as handle:
             np.save(handle, meta)
         commit_file(temp_path(files.acts), files.acts)
@@ -206,14 +210,18 @@ def _resumable(paths, manifest_path: Path, fresh: Manifest, config: CacheConfig)
 
 
 def check_finite(rows: Tensor, site: str, shard: ShardInfo, first_row: int, config: CacheConfig) -> None:
-    """Stop on the first NaN or infinite value, naming where it is in the token stream."""
-    finite = torch.isfinite(rows)
-    if bool(finite.all()):
+    """Stop on the first NaN, infinite or (in the stored dtype) overflowing value, naming where it is.
+
+    One min/max pass decides (NaN propagates through both); the element-wise search runs only on failure.
+    """
+    limit = torch.finfo(store_dtype(config.dtype).torch_dtype).max
+    low, high = torch.aminmax(rows)
+    if bool(low >= -limit) and bool(high <= limit):
         return
-    row, feature = (~finite).nonzero()[0].tolist()
+    row, feature = (~(rows.abs() <= limit)).nonzero()[0].tolist()
     context, position = divmod(shard.first_context * config.context_len + first_row + row, config.context_len)
     value = rows[row, feature].item()
-    hint = f" (overflows {config.dtype}; cache as float32 or bfloat16)" if config.dtype == "float16" else ""
+    hint = f" (overflows {config.dtype}; cache as float32 or bfloat16)" if math.isfinite(value) else ""
     raise NonFiniteActivationError(
         f"site {site}: activation {value} in shard {shard.index} at context {context}, position {position}, "
         f"feature {feature}{hint}"
@@ -315,28 +323,41 @@ def cache_activations(
 def run_shards(model: HookedTransformer, sites: list[HookSite], config: CacheConfig,
                contexts: Iterable[PackedContext], writers: list[SiteWriter], todo: list[ShardInfo],
                progress: bool) -> int:
-    """Compute and write the shards in `todo`; returns the number of tokens written."""
-    device = model.cfg.device
+    """Compute and write the shards in `todo`; returns the number of tokens written.
+
+    Tokenising runs ahead on one helper thread and each shard's files are committed on another while the
+    next shard is computed; a shard is listed in a manifest only after its files are committed.
+    """
     bar = tqdm(total=sum(s.n_tokens for s in todo), unit="tok", unit_scale=True, disable=not progress,
                desc=f"caching {len(sites)} site(s)")
-    written = 0
-    for shard, group in shard_groups(contexts, config, todo):
-        for writer in writers:
-            writer.begin(shard)
-        for offset in range(0, len(group), config.batch_size):
-            batch = group[offset:offset + config.batch_size]
-            tokens = torch.from_numpy(np.stack([c.tokens for c in batch])).to(device)
-            with torch.inference_mode():
-                acts = forward_sites(model, tokens, sites)
-                for writer in writers:
-                    writer.write(acts[writer.site], shard, offset * config.context_len)
-            bar.update(tokens.numel())
-        meta = shard_meta(group, config.context_len)
-        for writer in writers:
-            writer.finish(shard, meta)
-        written += shard.n_tokens
-    bar.close()
+    commits, written = OrderedCommits(), 0
+    try:
+        for shard, group in prefetched(shard_groups(contexts, config, todo)):
+            for writer in writers:
+                writer.begin(shard)
+            compute_shard(model, sites, config, shard, group, writers, bar)
+            meta = shard_meta(group, config.context_len)
+            commits.barrier()  # at most one shard is being committed while the next is computed
+            for writer in writers:
+                commits.submit(writer.finish, shard, meta)
+            written += shard.n_tokens
+    finally:
+        commits.close()
+        bar.close()
     return written
+
+
+def compute_shard(model: HookedTransformer, sites: list[HookSite], config: CacheConfig, shard: ShardInfo,
+                  group: list[PackedContext], writers: list[SiteWriter], bar: tqdm) -> None:
+    """Run the shard's contexts through the model in batches and hand each site's rows to its writer."""
+    for offset in range(0, len(group), config.batch_size):
+        batch = group[offset:offset + config.batch_size]
+        tokens = torch.from_numpy(np.stack([c.tokens for c in batch])).to(model.cfg.device)
+        with torch.inference_mode():
+            acts = forward_sites(model, tokens, sites)
+            for writer in writers:
+                writer.write(acts[writer.site], shard, offset * config.context_len)
+        bar.update(tokens.numel())
 
 
 def merge_worker_manifests(out_dir: str | os.PathLike, sites: "Iterable[HookSite | str] | None" = None

@@ -60,8 +60,10 @@ def pack_contexts(
     body = context_len - 1
     tokens, docs = np.empty(0, np.int32), np.empty(0, np.int64)
     index, doc_index = 0, 0
-    texts = iter(documents)
-    while chunk := list(islice(texts, docs_per_call)):
+    texts, per_call = iter(documents), 1
+    # Few documents per call at first, so a short run does not tokenise far more text than it uses.
+    while chunk := list(islice(texts, per_call)):
+        per_call = min(2 * per_call, docs_per_call)
         pieces, owners = [tokens], [docs]
         for ids in encode(chunk):
             if ids:

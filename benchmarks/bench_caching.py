@@ -1,0 +1,289 @@
+"""Caching and reading throughput of saelab.activations.
+
+1. Caching (tokens/s, disk writes included) for 1, 3 and 6 sites against a bare forward of the same model
+   truncated at the same layer, on a randomly initialised GPT-2-small-shaped model and on saelab-random.
+   Each caching run is paired with a bare run just before it, so the ratio is robust to machine load.
+2. Optionally SAELens (if installed): its ActivationsStore streaming batches and CacheActivationsRunner.
+3. Reading: shuffled batches from a synthetic store much larger than the mixing buffer, with peak RSS
+   (measured in a child process).
+
+    .venv/bin/python benchmarks/bench_caching.py            # ~5-10 minutes on 2 shared cores
+    .venv/bin/python benchmarks/bench_caching.py --quick    # smaller token counts
+
+Prints a table and writes benchmarks/results/bench_caching.json.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from saelab.activations import cache_activations, parse_sites, stop_layer
+from saelab.activations.batches import BatchConfig, store_batches
+from saelab.activations.store import META_DTYPE, Manifest, ShardInfo, store_paths, write_manifest
+from saelab.data import TextsSource, batch_contexts, iter_contexts
+from saelab.models import load_model
+
+RESULTS = Path(__file__).parent / "results" / "bench_caching.json"
+SITE_SETS = {
+    "gpt2-small-random": ["5.resid_post", "5.resid_post,5.attn_z,5.mlp_out",
+                          "5.resid_post,5.attn_z,5.mlp_out,5.resid_mid,5.attn_out,5.mlp_post"],
+    "saelab-random": ["1.resid_post", "1.resid_post,1.attn_z,1.mlp_out",
+                      "1.resid_post,1.attn_z,1.mlp_out,1.resid_mid,1.attn_out,1.mlp_post"],
+}
+
+
+def gpt2_small_random() -> HookedTransformer:
+    """GPT-2 small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072) with random weights."""
+    from saelab.tasks.gpt2 import gpt2_tokenizer
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
+                                  d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0)
+    return HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
+
+
+def corpus() -> TextsSource:
+    """Standard-library source held in memory (so the numbers measure steady state, not file opening)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for folder in ("json", "email", "asyncio", "logging", "unittest") for p in (root / folder).glob("*.py"))
+    return TextsSource(tuple(p.read_text(encoding="utf-8") for p in files), name="stdlib-sample")
+
+
+def bare_forward(model, source, n_tokens, context_len, batch_size, stop) -> float:
+    """Tokens/s of the truncated forward alone, on pre-tokenised batches of the same stream."""
+    n_contexts = -(-n_tokens // context_len)
+    contexts = list(islice(iter_contexts(source, model.tokenizer, context_len, 0), n_contexts))
+    batches = [b.tokens.long() for b in batch_contexts(contexts, batch_size)]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for tokens in batches:
+            model(tokens, stop_at_layer=stop)
+    return sum(b.numel() for b in batches) / (time.perf_counter() - start)
+
+
+def caching(model, name, sites, source, n_tokens, context_len, batch_size, dtype, shard_tokens) -> float:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as out:
+        result = cache_activations(name, sites, n_tokens, dtype, out, source, context_len=context_len,
+                                   batch_size=batch_size, shard_tokens=shard_tokens, model=model, progress=False)
+    return result.tokens_written / result.seconds
+
+
+def bench_model(name, model, source, n_tokens, context_len, batch_size, shard_tokens, dtypes, site_sets,
+                repeats) -> list[dict]:
+    """Bare and caching runs alternate `repeats` times per configuration; the best of each is reported
+    (the usual estimator on a machine shared with other jobs)."""
+    rows = []
+    caching(model, name, site_sets[0], source, context_len * batch_size, context_len, batch_size,
+            "float32", shard_tokens)  # warm-up
+    for sites in site_sets:
+        for dtype in dtypes:
+            stop = stop_layer(parse_sites(sites))
+            bare, cached = [], []
+            for _ in range(repeats):
+                bare.append(bare_forward(model, source, n_tokens, context_len, batch_size, stop))
+                cached.append(caching(model, name, sites, source, n_tokens, context_len, batch_size, dtype,
+                                      shard_tokens))
+            rows.append({"model": name, "n_sites": len(sites.split(",")), "sites": sites, "dtype": dtype,
+                         "tokens": n_tokens, "context_len": context_len, "batch_size": batch_size,
+                         "shard_tokens": shard_tokens, "bare_tok_s": max(bare), "cache_tok_s": max(cached),
+                         "ratio": max(cached) / max(bare), "bare_all": bare, "cache_all": cached})
+            print(f"  {name:18s} {rows[-1]['n_sites']} sites {dtype:8s} bare {max(bare):9,.0f} tok/s  "
+                  f"cache {max(cached):9,.0f} tok/s  ratio {max(cached) / max(bare):.3f}", flush=True)
+    return rows
+
+
+def saelens_streaming(model, hook_name, d_in, source, n_tokens, context_len, batch_size) -> float | None:
+    """Tokens/s of SAELens' ActivationsStore producing training batches (streaming, no disk)."""
+    try:
+        from datasets import Dataset
+        from sae_lens.training.activations_store import ActivationsStore
+    except ImportError:
+        return None
+    dataset = Dataset.from_dict({"text": list(source.texts)})
+    store = ActivationsStore(
+        model=model, dataset=dataset, streaming=False, hook_name=hook_name, hook_head_index=None,
+        context_size=context_len, d_in=d_in, n_batches_in_buffer=32, total_training_tokens=n_tokens * 10,
+        store_batch_size_prompts=batch_size, train_batch_size_tokens=1024, prepend_bos=True,
+        normalize_activations="none", device=torch.device("cpu"), dtype="float32",
+    )
+    start, produced = time.perf_counter(), 0
+    while produced < n_tokens:
+        produced += store.next_batch().shape[0]
+    return produced / (time.perf_counter() - start)
+
+
+def saelab_streaming(model, sites, source, n_tokens, context_len, batch_size) -> float:
+    from saelab.activations.batches import stream_batches
+
+    buffer = 4 * batch_size * context_len
+    start, produced = time.perf_counter(), 0
+    batches = stream_batches(model, sites, source, BatchConfig(1024, buffer_tokens=buffer), context_len,
+                             model_batch_size=batch_size)
+    while produced < n_tokens:
+        produced += next(batches)[sites.split(",")[0]].shape[0]
+    return produced / (time.perf_counter() - start)
+
+
+def saelens_cache_runner(model, hook_name, d_in, source, n_tokens, context_len, batch_size) -> float | None:
+    """Tokens/s of SAELens' CacheActivationsRunner (it loads models by name, so we hand it ours)."""
+    try:
+        import sae_lens.cache_activations_runner as runner_module
+        from datasets import Dataset
+        from sae_lens.config import CacheActivationsRunnerConfig
+    except ImportError:
+        return None
+    runner_module.load_model = lambda **kwargs: model
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as out:
+        cfg = CacheActivationsRunnerConfig(
+            dataset_path="in-memory", model_name="gpt2", model_batch_size=batch_size, hook_name=hook_name,
+            d_in=d_in, training_tokens=n_tokens, context_size=context_len, device="cpu", shuffle=False,
+            new_cached_activations_path=str(Path(out) / "cache"), streaming=False,
+        )
+        runner = runner_module.CacheActivationsRunner(cfg, override_dataset=Dataset.from_dict({"text": list(source.texts)}))
+        start = time.perf_counter()
+        runner.run()
+        return n_tokens / (time.perf_counter() - start)
+
+
+def write_synthetic_store(out_dir: Path, site: str, n_tokens: int, d: int, shard_tokens: int) -> None:
+    """A float16 store of random activations laid out exactly as caching writes it."""
+    paths = store_paths(out_dir, site)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shards = []
+    for index, first in enumerate(range(0, n_tokens, shard_tokens)):
+        n = min(shard_tokens, n_tokens - first)
+        acts = np.lib.format.open_memmap(paths.shard(index).acts, "w+", np.float16, (n, d))
+        for row in range(0, n, 8192):
+            acts[row:row + 8192] = rng.standard_normal((min(8192, n - row), d), dtype=np.float32)
+        acts.flush()
+        del acts
+        np.save(paths.shard(index).meta, np.zeros(n, META_DTYPE))
+        shards.append(ShardInfo(index, first // 128, n // 128, n))
+    write_manifest(paths.manifest, Manifest(
+        model="synthetic", site=site, hook_name="-", dtype="float16", d=d, feature_shape=(d,), context_len=128,
+        contexts_per_shard=shard_tokens // 128, n_contexts=n_tokens // 128, source={"kind": "synthetic"},
+        seed=0, shards=tuple(shards), complete=True))
+
+
+def memory_status() -> dict[str, float]:
+    """Peak and current resident memory of this process in MiB (VmHWM restarts at exec, unlike ru_maxrss)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def read_child(store_dir: str, site: str, batch_size: int, buffer_tokens: int, n_tokens: int) -> dict:
+    """Runs in a fresh process: reads one epoch of shuffled batches and reports throughput and peak RSS."""
+    before = memory_status()
+    batches = store_batches(store_dir, site, BatchConfig(batch_size, buffer_tokens, seed=0, epochs=1))
+    start, rows = time.perf_counter(), 0
+    for batch in batches:
+        rows += batch[site].shape[0]
+    seconds = time.perf_counter() - start
+    after = memory_status()
+    return {"rows": rows, "tok_s": rows / seconds, "seconds": seconds, "store_tokens": n_tokens,
+            "rss_before_mib": before["VmRSS"], "peak_rss_mib": after["VmHWM"], "end_rss_anon_mib": after["RssAnon"],
+            "end_rss_file_mib": after["RssFile"]}
+
+
+def bench_reading(n_tokens, d, buffer_tokens, batch_size) -> dict:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as out:
+        start = time.perf_counter()
+        write_synthetic_store(Path(out), "0.resid_post", n_tokens, d, shard_tokens=131072)
+        written = time.perf_counter() - start
+        child = subprocess.run([sys.executable, __file__, "--read-child", out, str(batch_size), str(buffer_tokens),
+                                str(n_tokens)], capture_output=True, text=True, check=True)
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+    result.update(d=d, dtype="float16", store_mib=n_tokens * d * 2 / 2**20, buffer_tokens=buffer_tokens,
+                  buffer_mib_float32=buffer_tokens * d * 4 / 2**20, batch_size=batch_size, write_seconds=written)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-saelens", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared-machine noise low)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating bare/caching runs per configuration")
+    parser.add_argument("--read-child", nargs=4)
+    args = parser.parse_args()
+    if args.read_child:
+        store_dir, batch, buffer, n = args.read_child
+        print(json.dumps(read_child(store_dir, "0.resid_post", int(batch), int(buffer), int(n))))
+        return
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    scale = 4 if args.quick else 1
+    source = corpus()
+    report = {"machine": {"torch_threads": args.threads, "cpus": os.cpu_count(), "python": platform.python_version(),
+                          "torch": torch.__version__, "platform": platform.platform(),
+                          "load_average": os.getloadavg()}, "caching": []}
+    print(f"caching throughput (paired with a bare truncated forward; torch threads {args.threads}, "
+          f"load average {os.getloadavg()[0]:.1f})")
+    gpt2 = gpt2_small_random()
+    sets = SITE_SETS["gpt2-small-random"]
+    report["caching"] += bench_model("gpt2-small-random", gpt2, source, 3072 // scale, 128, 8, 1024, ["float16"],
+                                     sets, args.repeats)
+    report["caching"] += bench_model("gpt2-small-random", gpt2, source, 3072 // scale, 128, 8, 1024, ["float32"],
+                                     sets[2:], args.repeats)
+    small = load_model("saelab-random")
+    report["caching"] += bench_model("saelab-random", small, source, 65536 // scale, 128, 64, 8192,
+                                     ["float16", "float32"], SITE_SETS["saelab-random"], args.repeats)
+    stream = saelab_streaming(gpt2, "5.resid_post", source, 4096 // scale, 128, 8)
+    report["streaming"] = {"saelab_stream_tok_s": stream}
+    print(f"  saelab stream_batches gpt2 5.resid_post: {stream:,.0f} tok/s")
+    if not args.skip_saelens:
+        bench_saelens(report, gpt2, source, 4096 // scale)
+    print("reading shuffled batches from a synthetic float16 store")
+    report["reading"] = bench_reading(1_048_576 // scale, 768, 65536, 4096)
+    r = report["reading"]
+    print(f"  store {r['store_mib']:,.0f} MiB, buffer {r['buffer_tokens']} tokens ({r['buffer_mib_float32']:.0f} MiB "
+          f"as float32): {r['tok_s']:,.0f} tok/s, peak RSS {r['peak_rss_mib']:,.0f} MiB "
+          f"(after imports {r['rss_before_mib']:,.0f} MiB; at the end anonymous {r['end_rss_anon_mib']:,.0f} MiB, "
+          f"file-backed {r['end_rss_file_mib']:,.0f} MiB)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1))
+    print(f"wrote {RESULTS}")
+
+
+def bench_saelens(report, gpt2, source, n_tokens) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        streaming = saelens_streaming(gpt2, "blocks.5.hook_resid_post", 768, source, n_tokens, 128, 8)
+        runner = saelens_cache_runner(gpt2, "blocks.5.hook_resid_post", 768, source, n_tokens, 128, 8)
+    except Exception as exc:  # noqa: BLE001 - an optional comparison must not sink the benchmark
+        report["saelens"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"  SAELens comparison failed: {type(exc).__name__}: {exc}")
+        return
+    import sae_lens
+
+    report["saelens"] = {"version": sae_lens.__version__, "activations_store_stream_tok_s": streaming,
+                         "cache_activations_runner_tok_s": runner}
+    ours = next(r for r in report["caching"] if r["model"] == "gpt2-small-random" and r["n_sites"] == 1)
+    print(f"  SAELens {sae_lens.__version__} ActivationsStore stream: {streaming:,.0f} tok/s "
+          f"(saelab stream {report['streaming']['saelab_stream_tok_s']:,.0f}); CacheActivationsRunner "
+          f"{runner:,.0f} tok/s (saelab cache 1 site {ours['dtype']} {ours['cache_tok_s']:,.0f})")
+
+
+if __name__ == "__main__":
+    main()
