@@ -1,0 +1,157 @@
+"""Microbenchmark: one TopK SAE training step (forward, loss, backward, Adam) on CPU, in tokens per second.
+
+    .venv/bin/python benchmarks/bench_sae_step.py            # d_in 256 and 768, width 16 x d_in, k 32, batch 4096
+    .venv/bin/python benchmarks/bench_sae_step.py --quick    # small sizes, a smoke test
+
+Compares saelab's sparse TopK step with a plain dense PyTorch TopK step and, when installed, EleutherAI
+sparsify's SparseCoder and SAELens' TopKTrainingSAE. Every implementation uses the same optimiser
+(torch.optim.Adam) and no dead-latent mask (so no AuxK pass). Steps are timed in interleaved rounds and the
+median is reported, which keeps the comparison fair on a machine shared with other jobs.
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from saelab.sae import SAE, SAEConfig
+
+Step = Callable[[], None]
+
+
+def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
+    sae = SAE(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=k))
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = sae(x)
+        loss = sae.loss(x, out)
+        opt.zero_grad(set_to_none=True)
+        loss.total.backward()
+        opt.step()
+        sae.post_step_(out)
+
+    return step
+
+
+def dense_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
+    """The textbook TopK step: dense latents, dense decoder matmul, autograd everywhere."""
+    W_dec = torch.nn.Parameter(F.normalize(torch.randn(d_sae, d_in), dim=-1))
+    W_enc = torch.nn.Parameter(W_dec.detach().t().clone())
+    b_enc = torch.nn.Parameter(torch.zeros(d_sae))
+    b_dec = torch.nn.Parameter(torch.zeros(d_in))
+    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-4)
+
+    def step() -> None:
+        pre = (x - b_dec) @ W_enc + b_enc
+        values, indices = pre.topk(k, dim=-1, sorted=False)
+        acts = torch.zeros_like(pre).scatter(1, indices, values.relu())
+        loss = ((acts @ W_dec + b_dec - x) ** 2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=-1, keepdim=True))
+
+    return step
+
+
+def sparsify_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k))
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = sae(x)
+        opt.zero_grad(set_to_none=True)
+        out.fvu.backward()
+        opt.step()
+        sae.set_decoder_norm_to_unit_norm()
+
+    return step
+
+
+def saelens_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    step_input = TrainStepInput(
+        sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
+    )
+
+    def step() -> None:
+        out = sae.training_forward_pass(step_input)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+IMPLEMENTATIONS: dict[str, Callable[[int, int, int, torch.Tensor], Step]] = {
+    "saelab": saelab_step,
+    "dense torch": dense_step,
+    "sparsify": sparsify_step,
+    "sae-lens": saelens_step,
+}
+
+
+def build_steps(d_in: int, expansion: int, k: int, batch: int) -> dict[str, Step]:
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(0))
+    steps = {}
+    for name, make in IMPLEMENTATIONS.items():
+        try:
+            steps[name] = make(d_in, expansion * d_in, k, x)
+        except ImportError as error:
+            print(f"  {name}: skipped ({error.name} is not installed)")
+    return steps
+
+
+def time_rounds(steps: dict[str, Step], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per step of each implementation, timing them in interleaved rounds."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--d-in", type=int, nargs="+", default=[256, 768])
+    parser.add_argument("--expansion", type=int, default=16)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="d_in 64, batch 512, 3 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.d_in, args.batch, args.rounds, args.warmup = [64], 512, 3, 1
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, k {args.k}")
+    for d_in in args.d_in:
+        print(f"d_in {d_in}, d_sae {args.expansion * d_in}:")
+        medians = time_rounds(build_steps(d_in, args.expansion, args.k, args.batch), args.rounds, args.warmup)
+        ours = medians["saelab"]
+        for name, seconds in medians.items():
+            print(
+                f"  {name:12s} {seconds * 1000:8.1f} ms/step {args.batch / seconds:10.0f} tokens/s"
+                f"   saelab speed-up x{seconds / ours:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Configuration of one sparse autoencoder."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+DTypeName = Literal["float32", "float64", "float16", "bfloat16"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Everything needed to build (and rebuild on load) one SAE. Never mutated after construction."""
+
+    architecture: str
+    """Key in `saelab.sae.registry.ARCHITECTURES`, e.g. "topk", "relu_l1", "jumprelu", "gated", "vq"."""
+
+    d_in: int
+    """Width of the input activations."""
+
+    d_sae: int
+    """Number of latents (dictionary size / codebook size)."""
+
+    k: int = 32
+    """Active latents per input for "topk", mean active latents per input for "batchtopk", codes per input
+    for "vq"."""
+
+    l1_coefficient: float = 1.0
+    """Weight of the L1 sparsity penalty ("relu_l1", "relu_l1_anthropic", "gated")."""
+
+    l0_coefficient: float = 1.0
+    """Weight of the L0 sparsity penalty ("jumprelu")."""
+
+    jumprelu_bandwidth: float = 0.05
+    """Width of the rectangle kernel of the straight-through estimator for the JumpReLU threshold."""
+
+    jumprelu_init_threshold: float = 0.01
+    """Initial JumpReLU threshold of every latent."""
+
+    auxk_k: int | None = None
+    """Dead latents used by the AuxK loss ("topk", "batchtopk"); None means d_in // 2 (as in OpenAI's paper)."""
+
+    auxk_coefficient: float = 1 / 32
+    """Weight of the AuxK loss."""
+
+    vq_commitment: float = 0.25
+    """Weight of the commitment loss of the "vq" architecture."""
+
+    normalize_activations: bool = True
+    """Train on inputs scaled so that the mean norm is sqrt(d_in); the scale is folded into the weights on save."""
+
+    hook_site: str = ""
+    """Where the input activations come from, as saelab writes a hook site (e.g. "2.resid_post"). Metadata."""
+
+    hook_name: str = ""
+    """The TransformerLens hook name of that site (e.g. "blocks.2.hook_resid_post"). Metadata."""
+
+    model_name: str = ""
+    """Name of the model whose activations the SAE reads. Metadata."""
+
+    dtype: DTypeName = "float32"
+    """Parameter dtype."""
+
+    seed: int = 0
+    """Seed of the parameter initialisation."""
+
+    def __post_init__(self) -> None:
+        from saelab.sae.registry import ARCHITECTURES  # the registry imports nothing from here at import time
+
+        if self.architecture not in ARCHITECTURES:
+            known = ", ".join(sorted(ARCHITECTURES))
+            raise ValueError(f"unknown SAE architecture {self.architecture!r}; choose one of: {known}")
+        if self.d_in <= 0:
+            raise ValueError(f"d_in must be positive, got {self.d_in}")
+        if self.d_sae <= 0:
+            raise ValueError(f"d_sae must be positive, got {self.d_sae}")
+        if not 1 <= self.k <= self.d_sae:
+            raise ValueError(f"k must be between 1 and d_sae={self.d_sae}, got {self.k}")
+        if self.auxk_k is not None and self.auxk_k < 1:
+            raise ValueError(f"auxk_k must be positive or None, got {self.auxk_k}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
+        for name in ("l1_coefficient", "l0_coefficient", "auxk_coefficient", "vq_commitment"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def n_auxk(self) -> int:
+        """Number of dead latents the AuxK loss reconstructs the residual with."""
+        return min(self.auxk_k if self.auxk_k is not None else max(self.d_in // 2, 1), self.d_sae)

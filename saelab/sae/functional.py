@@ -1,0 +1,262 @@
+"""Shared SAE math: initialisation, the sparse TopK encoder/decoder with sparse backward passes, metrics.
+
+The TopK step is dominated by the dense encoder matmul. Everything after it touches only the k selected
+latents of each input: the decoder is an `embedding_bag` over the selected rows of W_dec, and the custom
+backward passes compute weight gradients as per-latent sums over the inputs that selected the latent
+(a sorted `embedding_bag`) and activation gradients as sampled dot products (`torch.sparse.sampled_addmm`),
+so no (batch, d_sae) gradient is ever formed.
+"""
+
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int64
+from torch import Tensor
+
+from saelab.sae.types import SAEOutput
+
+if TYPE_CHECKING:
+    from saelab.sae.model import SAE
+
+# ---------------------------------------------------------------- initialisation
+
+
+def random_unit_rows(n_rows: int, n_cols: int, generator: torch.Generator) -> Float[Tensor, "n_rows n_cols"]:
+    """Rows drawn uniformly on the unit sphere."""
+    rows = torch.randn(n_rows, n_cols, generator=generator)
+    return rows / rows.norm(dim=-1, keepdim=True)
+
+
+def tied_init(
+    d_in: int, d_sae: int, generator: torch.Generator, decoder_norm: float = 1.0
+) -> dict[str, Tensor]:
+    """W_dec rows in random directions with norm `decoder_norm`, W_enc = W_dec^T, zero biases."""
+    W_dec = random_unit_rows(d_sae, d_in, generator) * decoder_norm
+    return {
+        "W_enc": W_dec.t().clone(),
+        "b_enc": torch.zeros(d_sae),
+        "W_dec": W_dec,
+        "b_dec": torch.zeros(d_in),
+    }
+
+
+@torch.no_grad()
+def unit_norm_rows_(W: Float[Tensor, "rows cols"]) -> None:
+    """Rescale each row of W to unit norm, in place."""
+    W.div_(W.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(W.dtype).eps))
+
+
+def unit_norm_decoder_(sae: "SAE", out: SAEOutput) -> None:
+    """Post-step of architectures whose decoder rows stay at unit norm."""
+    unit_norm_rows_(sae.W_dec)
+
+
+def no_post_step(sae: "SAE", out: SAEOutput) -> None:
+    """Post-step of architectures that need nothing after an optimiser step."""
+
+
+# ---------------------------------------------------------------- sparse TopK encoder and decoder
+
+
+def latent_major_sum(
+    indices: Int64[Tensor, "batch k"],
+    weights: Float[Tensor, "batch k"],
+    rows: Float[Tensor, "batch d"],
+    n_latents: int,
+) -> Float[Tensor, "n_latents d"]:
+    """out[m] = sum over (b, j) with indices[b, j] == m of weights[b, j] * rows[b].
+
+    Sorting the (b, j) pairs by latent turns this scatter into one `embedding_bag` whose bags are latents,
+    which is the weight gradient of a sparse encoder or decoder without any (batch, d_sae) intermediate.
+    """
+    k = indices.shape[1]
+    flat = indices.flatten()
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_latents)
+    offsets = counts.cumsum(0) - counts
+    inputs = torch.div(order, k, rounding_mode="floor")
+    return F.embedding_bag(
+        inputs, rows, offsets, mode="sum", per_sample_weights=weights.flatten()[order].to(rows.dtype)
+    )
+
+
+def sampled_row_dots(
+    grad: Float[Tensor, "batch d"], W: Float[Tensor, "n_latents d"], indices: Int64[Tensor, "batch k"]
+) -> Float[Tensor, "batch k"]:
+    """out[b, j] = <grad[b], W[indices[b, j]]>, the activation gradient of a sparse decoder."""
+    batch, k = indices.shape
+    if grad.dtype not in (torch.float32, torch.float64) or k == 0:
+        return torch.einsum("bkd,bd->bk", W[indices], grad)
+    crow = torch.arange(0, batch * k + 1, k, device=grad.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            crow,
+            indices.flatten(),
+            torch.ones(batch * k, dtype=grad.dtype, device=grad.device),
+            (batch, W.shape[0]),
+        )
+        dots = torch.sparse.sampled_addmm(pattern, grad, W.t(), beta=0.0)
+    return dots.values().view(batch, k)
+
+
+class _SparseDecode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, acts: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(acts, indices, W_dec)
+        return F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=acts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # type: ignore[override]
+        acts, indices, W_dec = ctx.saved_tensors
+        grad_acts = sampled_row_dots(grad, W_dec, indices) if ctx.needs_input_grad[0] else None
+        grad_W_dec = (
+            latent_major_sum(indices, acts, grad, W_dec.shape[0]) if ctx.needs_input_grad[2] else None
+        )
+        return grad_acts, None, grad_W_dec
+
+
+def sparse_decode(
+    acts: Float[Tensor, "batch k"], indices: Int64[Tensor, "batch k"], W_dec: Float[Tensor, "d_sae d_in"]
+) -> Float[Tensor, "batch d_in"]:
+    """sum_j acts[b, j] * W_dec[indices[b, j]] (no bias), with a sparse backward."""
+    if indices.shape[1] == 0:
+        return acts.new_zeros(acts.shape[0], W_dec.shape[1])
+    return _SparseDecode.apply(acts.to(W_dec.dtype), indices, W_dec)
+
+
+class TopKSelection(NamedTuple):
+    """The latents a sparse TopK encoder selected."""
+
+    acts: Float[Tensor, "batch k"]
+    indices: Int64[Tensor, "batch k"]
+    aux_acts: Float[Tensor, "batch n_aux"]
+    aux_indices: Int64[Tensor, "batch n_aux"]
+    pre_acts: Float[Tensor, "batch d_sae"]
+
+
+def top_dead_latents(
+    pre: Float[Tensor, "batch d_sae"], dead_mask: Bool[Tensor, " d_sae"] | None, n_aux: int
+) -> tuple[Tensor, Tensor]:
+    """Top-n_aux pre-activations among the dead latents (empty when none is dead)."""
+    empty = (
+        pre.new_zeros(pre.shape[0], 0),
+        torch.zeros(pre.shape[0], 0, dtype=torch.long, device=pre.device),
+    )
+    if dead_mask is None or n_aux == 0:
+        return empty
+    dead_ids = dead_mask.nonzero().squeeze(1)
+    if dead_ids.numel() == 0:
+        return empty
+    values, columns = pre.index_select(1, dead_ids).topk(min(n_aux, dead_ids.numel()), dim=-1, sorted=False)
+    return values, dead_ids[columns]
+
+
+class _TopKEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux):  # type: ignore[override]
+        x_in = x - b_dec
+        pre = torch.addmm(b_enc, x_in, W_enc)
+        top_pre, top_idx = pre.topk(k, dim=-1, sorted=False)
+        aux_pre, aux_idx = top_dead_latents(pre, dead_mask, n_aux)
+        acts, aux_acts = top_pre.relu(), aux_pre.relu()
+        all_idx = torch.cat([top_idx, aux_idx], dim=1)
+        ctx.save_for_backward(x_in, W_enc, all_idx, torch.cat([acts, aux_acts], dim=1) > 0)
+        ctx.mark_non_differentiable(top_idx, aux_idx, pre)
+        return acts, top_idx, aux_acts, aux_idx, pre
+
+    @staticmethod
+    def backward(ctx: Any, g_acts, _g_idx, g_aux, _g_aux_idx, _g_pre):  # type: ignore[override]
+        x_in, W_enc, all_idx, active = ctx.saved_tensors
+        grad_pre = torch.cat([g_acts, g_aux], dim=1) * active  # ReLU gradient at the selected latents
+        d_sae = W_enc.shape[1]
+        grad_b_enc = torch.zeros(d_sae, dtype=W_enc.dtype, device=W_enc.device)
+        grad_b_enc.index_add_(0, all_idx.flatten(), grad_pre.flatten().to(W_enc.dtype))
+        grad_W_enc = latent_major_sum(all_idx, grad_pre, x_in, d_sae).t() if ctx.needs_input_grad[2] else None
+        grad_x_in = None
+        if ctx.needs_input_grad[0]:
+            grad_x_in = F.embedding_bag(
+                all_idx, W_enc.t().contiguous(), mode="sum", per_sample_weights=grad_pre
+            )
+        # b_dec only shifts the input: its gradient is -sum_b grad_x_in[b] = -W_enc @ grad_b_enc.
+        grad_b_dec = -(W_enc @ grad_b_enc) if ctx.needs_input_grad[1] else None
+        return grad_x_in, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None
+
+
+def sparse_topk_encode(
+    x: Float[Tensor, "batch d_in"],
+    b_dec: Float[Tensor, " d_in"],
+    W_enc: Float[Tensor, "d_in d_sae"],
+    b_enc: Float[Tensor, " d_sae"],
+    k: int,
+    dead_mask: Bool[Tensor, " d_sae"] | None = None,
+    n_aux: int = 0,
+) -> TopKSelection:
+    """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc, and of the top-n_aux dead ones.
+
+    The backward pass only reads the selected latents; `pre_acts` carries no gradient.
+    """
+    return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux))
+
+
+# ---------------------------------------------------------------- losses and metrics
+
+
+def mse_loss(x_hat: Float[Tensor, "batch d_in"], x: Float[Tensor, "batch d_in"]) -> Float[Tensor, ""]:
+    """Squared error summed over features, averaged over the batch."""
+    return (x_hat - x).pow(2).sum(-1).mean()
+
+
+def fraction_of_variance_unexplained(
+    x_hat: Float[Tensor, "batch d_in"], x: Float[Tensor, "batch d_in"]
+) -> Float[Tensor, ""]:
+    """Squared error over the total variance of x around its batch mean."""
+    return (x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def auxk_loss(
+    x: Float[Tensor, "batch d_in"], out: SAEOutput, W_dec: Float[Tensor, "d_sae d_in"]
+) -> Float[Tensor, ""]:
+    """AuxK (OpenAI, 2024): the top dead latents reconstruct the main reconstruction's residual.
+
+    Squared error summed over features and averaged over the batch, like `mse_loss`; zero without dead
+    latents.
+    """
+    if out.aux_indices.shape[1] == 0:
+        return x.new_zeros(())
+    residual = (x - out.x_hat).detach()
+    residual_hat = sparse_decode(out.aux_acts, out.aux_indices, W_dec)
+    return (residual_hat - residual).pow(2).sum(-1).mean()
+
+
+def all_latents(batch: int, d_sae: int, device: torch.device) -> Int64[Tensor, "batch d_sae"]:
+    """Indices of a dense architecture's SAEOutput: every latent, in order (a broadcast view)."""
+    return torch.arange(d_sae, device=device).expand(batch, d_sae)
+
+
+def no_latents(batch: int, like: Tensor) -> tuple[Float[Tensor, "batch 0"], Int64[Tensor, "batch 0"]]:
+    """Empty (acts, indices) pair, for architectures without AuxK."""
+    return like.new_zeros(batch, 0), torch.zeros(batch, 0, dtype=torch.long, device=like.device)
+
+
+def dense_latents(out: SAEOutput, d_sae: int) -> Float[Tensor, "batch d_sae"]:
+    """The latent activations of a forward output as a dense (batch, d_sae) matrix."""
+    return out.acts.new_zeros(out.acts.shape[0], d_sae).scatter_add(1, out.indices, out.acts)
+
+
+def latent_fire_counts(out: SAEOutput, d_sae: int) -> Int64[Tensor, " d_sae"]:
+    """How many inputs of the batch each latent fired (activation > 0) on."""
+    fired = out.indices[out.acts.detach() > 0]
+    return torch.bincount(fired, minlength=d_sae)
+
+
+def mean_l0(out: SAEOutput) -> Float[Tensor, ""]:
+    """Mean number of active latents per input."""
+    return (out.acts.detach() > 0).sum(-1).float().mean()
+
+
+def rectangle(u: Tensor) -> Tensor:
+    """The rectangle kernel: 1 on (-1/2, 1/2), else 0."""
+    return (u.abs() < 0.5).to(u.dtype)

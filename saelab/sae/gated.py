@@ -1,0 +1,80 @@
+"""Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders").
+
+A gate path decides which latents fire, a magnitude path (sharing W_enc up to a per-latent rescale exp(r_mag))
+says how strongly; the L1 penalty and an auxiliary reconstruction through a frozen decoder train the gate.
+"""
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from saelab.sae.config import SAEConfig
+from saelab.sae.functional import all_latents, mse_loss, no_latents, random_unit_rows, unit_norm_decoder_
+from saelab.sae.model import SAE
+from saelab.sae.registry import register_architecture
+from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
+
+
+def gated_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
+    W_dec = random_unit_rows(cfg.d_sae, cfg.d_in, generator)
+    params = {
+        "W_enc": W_dec.t().clone(),
+        "b_gate": torch.zeros(cfg.d_sae),
+        "r_mag": torch.zeros(cfg.d_sae),
+        "b_mag": torch.zeros(cfg.d_sae),
+        "W_dec": W_dec,
+        "b_dec": torch.zeros(cfg.d_in),
+    }
+    return InitialState(params, {})
+
+
+def _gate_and_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> tuple[Tensor, Tensor]:
+    """(pi_gate, f): gate pre-activations and the gated magnitudes."""
+    projected = (x - sae.b_dec) @ sae.W_enc
+    pi_gate = projected + sae.b_gate
+    pi_mag = projected * sae.r_mag.exp() + sae.b_mag
+    return pi_gate, (pi_gate > 0).to(x.dtype) * pi_mag.relu()
+
+
+def gated_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+    return _gate_and_acts(sae, x)[1]
+
+
+def gated_forward(
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+) -> SAEOutput:
+    pi_gate, acts = _gate_and_acts(sae, x)
+    aux_acts, aux_indices = no_latents(x.shape[0], x)
+    return SAEOutput(
+        x_hat=acts @ sae.W_dec + sae.b_dec,
+        acts=acts,
+        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
+        pre_acts=pi_gate,
+        aux_acts=aux_acts,
+        aux_indices=aux_indices,
+    )
+
+
+def gated_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+) -> LossOutput:
+    mse = mse_loss(out.x_hat, x)
+    gate = out.pre_acts.relu()
+    l1 = (gate * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+    aux = mse_loss(gate @ sae.W_dec.detach() + sae.b_dec.detach(), x)
+    total = mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1 + aux
+    return LossOutput(total, {"mse": mse, "l1": l1, "aux": aux})
+
+
+GATED = register_architecture(
+    Architecture(
+        name="gated",
+        init=gated_init,
+        encode=gated_encode,
+        forward=gated_forward,
+        loss=gated_loss,
+        post_step_=unit_norm_decoder_,
+        apply_b_dec_to_input=True,
+        unit_norm_decoder=True,
+    )
+)

@@ -1,0 +1,237 @@
+"""Saving and loading SAEs: saelab's directory format and SAELens' on-disk format.
+
+saelab format: a directory with `cfg.json` (the SAEConfig fields and a format version) and
+`sae.safetensors` (parameters and buffers under their module names). Saved SAEs take raw activations:
+an input scale used in training is folded in first (`fold_input_scale`).
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from saelab.sae.batchtopk import batchtopk_to_jumprelu
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
+from saelab.sae.registry import get_architecture
+
+FORMAT_VERSION = 1
+
+
+class SAEPaths(NamedTuple):
+    """The files of one saved SAE."""
+
+    directory: Path
+    cfg: Path
+    weights: Path
+
+
+def sae_paths(directory: str | os.PathLike[str]) -> SAEPaths:
+    """Where saelab's format keeps an SAE inside `directory`."""
+    directory = Path(directory)
+    return SAEPaths(directory, directory / "cfg.json", directory / "sae.safetensors")
+
+
+def saelens_paths(directory: str | os.PathLike[str]) -> SAEPaths:
+    """Where SAELens' format keeps an SAE inside `directory`."""
+    directory = Path(directory)
+    return SAEPaths(directory, directory / "cfg.json", directory / "sae_weights.safetensors")
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Call write(temporary_path) in path's directory, then rename it onto path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+
+    _write_atomic(path, write)
+
+
+def _write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    _write_atomic(path, lambda tmp: save_file(contiguous, tmp))
+
+
+def save_sae(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
+    """Write `sae` to `directory` (created if needed) in saelab's format."""
+    paths = sae_paths(directory)
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    _write_tensors(paths.weights, dict(sae.state_dict()))
+    _write_json(paths.cfg, {**dataclasses.asdict(sae.cfg), "format_version": FORMAT_VERSION})
+    return paths
+
+
+def _config_from_json(path: Path) -> SAEConfig:
+    if not path.is_file():
+        raise ValueError(f"no SAE config at {path}; expected a directory written by saelab.sae.save_sae")
+    fields = json.loads(path.read_text())
+    version = fields.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {version!r}; this saelab reads version {FORMAT_VERSION}")
+    unknown = set(fields) - {f.name for f in dataclasses.fields(SAEConfig)}
+    if unknown:
+        raise ValueError(f"{path} has unknown field(s) {sorted(unknown)}; was it written by a newer saelab?")
+    return SAEConfig(**fields)
+
+
+def _sae_from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], source: Path) -> SAE:
+    sae = SAE(cfg)
+    expected = set(sae.state_dict())
+    if set(tensors) != expected:
+        raise ValueError(
+            f"{source} holds tensors {sorted(tensors)}; a {cfg.architecture!r} SAE needs {sorted(expected)}"
+        )
+    for name, tensor in sae.state_dict().items():
+        if tensors[name].shape != tensor.shape:
+            raise ValueError(
+                f"{source}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(tensor.shape)}"
+            )
+    sae.load_state_dict({name: t.to(cfg.torch_dtype) for name, t in tensors.items()})
+    return sae
+
+
+def load_sae(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> SAE:
+    """Read an SAE written by `save_sae`."""
+    paths = sae_paths(directory)
+    cfg = _config_from_json(paths.cfg)
+    if not paths.weights.is_file():
+        raise ValueError(f"no SAE weights at {paths.weights}")
+    return _sae_from_tensors(cfg, load_file(paths.weights), paths.weights).to(device)
+
+
+# ---------------------------------------------------------------- SAELens on-disk format
+
+SAELENS_ARCHITECTURES = {
+    "relu_l1": "standard",
+    "relu_l1_anthropic": "standard",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+}
+"""saelab architecture -> SAELens architecture. "batchtopk" is exported as "jumprelu"; "vq" has no equivalent."""
+
+
+def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
+    return {name: t.detach() for name, t in sae.named_parameters()}
+
+
+def _saelens_cfg(sae: SAE) -> dict[str, Any]:
+    cfg = sae.cfg
+    fields: dict[str, Any] = {
+        "architecture": SAELENS_ARCHITECTURES[cfg.architecture],
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": sae.architecture.apply_b_dec_to_input,
+        "normalize_activations": "none",  # saelab folds the input scale into the weights
+        "reshape_activations": "none",
+        "hook_name": cfg.hook_name,
+        "model_name": cfg.model_name,
+        "metadata": {
+            "hook_name": cfg.hook_name,
+            "model_name": cfg.model_name,
+            "saelab_hook_site": cfg.hook_site,
+        },
+    }
+    if cfg.architecture == "topk":
+        fields.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    return fields
+
+
+def export_saelens(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
+    """Write `sae` in SAELens' format (cfg.json + sae_weights.safetensors), loadable with
+    `sae_lens.SAE.load_from_disk`. BatchTopK SAEs are written as JumpReLU SAEs with their threshold."""
+    if sae.cfg.architecture == "batchtopk":
+        sae = batchtopk_to_jumprelu(sae)
+    if sae.cfg.architecture not in SAELENS_ARCHITECTURES:
+        raise ValueError(f"SAELens has no equivalent of the {sae.cfg.architecture!r} architecture")
+    paths = saelens_paths(directory)
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    _write_tensors(paths.weights, _saelens_tensors(sae))
+    _write_json(paths.cfg, _saelens_cfg(sae))
+    return paths
+
+
+def _saelab_architecture(fields: dict[str, Any], source: Path) -> str:
+    saelens_arch = fields.get("architecture", "standard")
+    if saelens_arch == "standard":
+        return "relu_l1" if fields.get("apply_b_dec_to_input", True) else "relu_l1_anthropic"
+    if saelens_arch in ("topk", "jumprelu", "gated"):
+        return saelens_arch
+    raise ValueError(f"{source}: SAELens architecture {saelens_arch!r} has no saelab equivalent")
+
+
+def _check_importable(fields: dict[str, Any], source: Path) -> None:
+    if fields.get("normalize_activations", "none") not in ("none", None, False):
+        raise ValueError(
+            f"{source}: normalize_activations={fields['normalize_activations']!r} is not folded into the "
+            "weights; fold it in SAELens (fold_activation_norm_scaling_factor) before importing"
+        )
+    if fields.get("rescale_acts_by_decoder_norm", False):
+        raise ValueError(
+            f"{source}: rescale_acts_by_decoder_norm=True is not supported; fold W_dec norms first"
+        )
+    if fields.get("reshape_activations", "none") != "none":
+        raise ValueError(f"{source}: reshape_activations={fields['reshape_activations']!r} is not supported")
+
+
+def _shift_input(tensors: dict[str, Tensor], architecture: str, reads_b_dec: bool) -> dict[str, Tensor]:
+    """Rewrite encoder biases when the file's SAE and saelab's differ on subtracting b_dec from the input."""
+    if reads_b_dec == get_architecture(architecture).apply_b_dec_to_input:
+        return tensors
+    # saelab reads x - b_dec where the file read x (or the reverse): pre-activations move by -/+ b_dec @ W_enc.
+    shift = tensors["b_dec"] @ tensors["W_enc"]
+    shift = shift if not reads_b_dec else -shift
+    if architecture == "gated":
+        tensors["b_gate"] = tensors["b_gate"] + shift
+        tensors["b_mag"] = tensors["b_mag"] + shift * tensors["r_mag"].exp()
+    else:
+        tensors["b_enc"] = tensors["b_enc"] + shift
+    return tensors
+
+
+def import_saelens(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> SAE:
+    """Read an SAE in SAELens' format (standard, topk, jumprelu or gated)."""
+    paths = saelens_paths(directory)
+    if not paths.cfg.is_file() or not paths.weights.is_file():
+        raise ValueError(
+            f"{paths.directory} is not an SAELens SAE directory (cfg.json + sae_weights.safetensors)"
+        )
+    fields = json.loads(paths.cfg.read_text())
+    _check_importable(fields, paths.cfg)
+    architecture = _saelab_architecture(fields, paths.cfg)
+    metadata = fields.get("metadata") or {}
+    cfg = SAEConfig(
+        architecture=architecture,
+        d_in=int(fields["d_in"]),
+        d_sae=int(fields["d_sae"]),
+        k=int(fields.get("k", min(32, int(fields["d_sae"])))),
+        normalize_activations=False,
+        hook_name=fields.get("hook_name") or metadata.get("hook_name") or "",
+        hook_site=metadata.get("saelab_hook_site") or "",
+        model_name=fields.get("model_name") or metadata.get("model_name") or "",
+        dtype=fields.get("dtype", "float32").removeprefix("torch."),
+    )
+    tensors = {name: t.to(torch.float64) for name, t in load_file(paths.weights).items()}
+    tensors = _shift_input(tensors, architecture, bool(fields.get("apply_b_dec_to_input", True)))
+    return _sae_from_tensors(cfg, tensors, paths.weights).to(device)

@@ -1,0 +1,118 @@
+"""ReLU SAEs with an L1 penalty: the classic one and Anthropic's April 2024 variant."""
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from saelab.sae.config import SAEConfig
+from saelab.sae.functional import (
+    all_latents,
+    mse_loss,
+    no_latents,
+    no_post_step,
+    tied_init,
+    unit_norm_decoder_,
+)
+from saelab.sae.model import SAE
+from saelab.sae.registry import register_architecture
+from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
+
+
+def _pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> Float[Tensor, "batch d_sae"]:
+    x_in = x - sae.b_dec if subtract_b_dec else x
+    return x_in @ sae.W_enc + sae.b_enc
+
+
+def _forward(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> SAEOutput:
+    pre = _pre_acts(sae, x, subtract_b_dec)
+    acts = pre.relu()
+    aux_acts, aux_indices = no_latents(x.shape[0], x)
+    return SAEOutput(
+        x_hat=acts @ sae.W_dec + sae.b_dec,
+        acts=acts,
+        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
+        pre_acts=pre,
+        aux_acts=aux_acts,
+        aux_indices=aux_indices,
+    )
+
+
+# ---------------------------------------------------------------- classic: unit-norm decoder, L1 on activations
+
+
+def classic_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
+    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator), {})
+
+
+def classic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+    return _pre_acts(sae, x, subtract_b_dec=True).relu()
+
+
+def classic_forward(
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+) -> SAEOutput:
+    return _forward(sae, x, subtract_b_dec=True)
+
+
+def classic_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+) -> LossOutput:
+    mse = mse_loss(out.x_hat, x)
+    l1 = out.acts.abs().sum(-1).mean()
+    return LossOutput(mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1, {"mse": mse, "l1": l1})
+
+
+RELU_L1 = register_architecture(
+    Architecture(
+        name="relu_l1",
+        init=classic_init,
+        encode=classic_encode,
+        forward=classic_forward,
+        loss=classic_loss,
+        post_step_=unit_norm_decoder_,
+        apply_b_dec_to_input=True,
+        unit_norm_decoder=True,
+    )
+)
+
+
+# ---------------------------------------------------------------- Anthropic (April 2024): L1 weighted by decoder norms
+
+ANTHROPIC_DECODER_INIT_NORM = 0.1
+"""Anthropic's April 2024 update initialises decoder rows with norm 0.1 and leaves them unconstrained."""
+
+
+def anthropic_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
+    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator, ANTHROPIC_DECODER_INIT_NORM), {})
+
+
+def anthropic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+    return _pre_acts(sae, x, subtract_b_dec=False).relu()
+
+
+def anthropic_forward(
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+) -> SAEOutput:
+    return _forward(sae, x, subtract_b_dec=False)
+
+
+def anthropic_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+) -> LossOutput:
+    mse = mse_loss(out.x_hat, x)
+    l1 = (out.acts * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+    return LossOutput(mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1, {"mse": mse, "l1": l1})
+
+
+RELU_L1_ANTHROPIC = register_architecture(
+    Architecture(
+        name="relu_l1_anthropic",
+        init=anthropic_init,
+        encode=anthropic_encode,
+        forward=anthropic_forward,
+        loss=anthropic_loss,
+        post_step_=no_post_step,
+        apply_b_dec_to_input=False,
+        unit_norm_decoder=False,
+    )
+)

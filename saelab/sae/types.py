@@ -1,0 +1,98 @@
+"""Named types shared by the SAE architectures."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from jaxtyping import Bool, Float, Int64
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from saelab.sae.config import SAEConfig
+    from saelab.sae.model import SAE
+
+
+class SAEOutput(NamedTuple):
+    """What `SAE.forward` returns: the reconstruction, the active latents and what the losses need.
+
+    Latent activations are stored sparsely as (`acts`, `indices`) column pairs: column j of row b says that
+    latent `indices[b, j]` has activation `acts[b, j]`. TopK-style architectures list their k selected
+    latents; dense architectures list all d_sae latents (`indices` is then a broadcast `arange`).
+    """
+
+    x_hat: Float[Tensor, "batch d_in"]
+    """Reconstruction of the input."""
+
+    acts: Float[Tensor, "batch n_active"]
+    """Activations of the latents named in `indices` (zero where a listed latent is inactive)."""
+
+    indices: Int64[Tensor, "batch n_active"]
+    """Latent ids of the columns of `acts`."""
+
+    pre_acts: Float[Tensor, "batch d_sae"]
+    """Pre-activations (the gate pre-activations for "gated", similarities for "vq"); no gradient for
+    "topk", whose encoder keeps its backward sparse."""
+
+    aux_acts: Float[Tensor, "batch n_aux"]
+    """AuxK: activations of the top dead latents (n_aux = 0 when no dead mask was given or none is dead)."""
+
+    aux_indices: Int64[Tensor, "batch n_aux"]
+    """AuxK: ids of those dead latents."""
+
+
+class LossCoefficients(NamedTuple):
+    """Per-step multipliers the trainer passes to a loss (the coefficients themselves live in SAEConfig)."""
+
+    sparsity_scale: float = 1.0
+    """Multiplier of the sparsity penalty (L1 / L0), ramped from 0 to 1 during the sparsity warm-up."""
+
+
+class LossOutput(NamedTuple):
+    """A loss: the total to differentiate and its named parts (always including "mse")."""
+
+    total: Float[Tensor, ""]
+    parts: dict[str, Float[Tensor, ""]]
+
+
+class InitialState(NamedTuple):
+    """Freshly initialised tensors of an architecture."""
+
+    parameters: dict[str, Tensor]
+    buffers: dict[str, Tensor]
+
+
+InitFn = Callable[["SAEConfig", torch.Generator], InitialState]
+EncodeFn = Callable[["SAE", Float[Tensor, "batch d_in"]], Float[Tensor, "batch d_sae"]]
+ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None], SAEOutput]
+LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
+PostStepFn = Callable[["SAE", SAEOutput], None]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One SAE architecture: pure functions over an `SAE` module's tensors."""
+
+    name: str
+    """Registry key."""
+
+    init: InitFn
+    """Builds the parameters and buffers from a config and a seeded generator."""
+
+    encode: EncodeFn
+    """Dense latent activations for inference."""
+
+    forward: ForwardFn
+    """Training forward pass; the optional dead-latent mask feeds AuxK."""
+
+    loss: LossFn
+    """Training loss of a forward output."""
+
+    post_step_: PostStepFn
+    """In-place update after each optimiser step (unit-norm decoder, threshold estimates); may do nothing."""
+
+    apply_b_dec_to_input: bool
+    """Whether the encoder reads x - b_dec (SAELens' field of the same name)."""
+
+    unit_norm_decoder: bool
+    """Whether training keeps the decoder rows at unit norm."""
