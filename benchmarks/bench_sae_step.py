@@ -5,7 +5,7 @@
 
 Compares saelab's sparse TopK step with a plain dense PyTorch TopK step and, when installed, EleutherAI
 sparsify's SparseCoder and SAELens' TopKTrainingSAE. Every implementation uses the same optimiser
-(torch.optim.Adam) and no dead-latent mask (so no AuxK pass). Steps are timed in interleaved rounds and the
+(torch.optim.Adam, fused) and no dead-latent mask (so no AuxK pass). Steps are timed in interleaved rounds and the
 median is reported, which keeps the comparison fair on a machine shared with other jobs.
 """
 
@@ -22,9 +22,14 @@ from saelab.sae import SAE, SAEConfig
 Step = Callable[[], None]
 
 
+def adam(params) -> torch.optim.Adam:
+    """The optimiser every implementation gets (the fused CPU kernel, as saelab's trainer uses)."""
+    return torch.optim.Adam(params, lr=1e-4, fused=True)
+
+
 def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     sae = SAE(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=k))
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    opt = adam(sae.parameters())
 
     def step() -> None:
         out = sae(x)
@@ -43,7 +48,7 @@ def dense_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     W_enc = torch.nn.Parameter(W_dec.detach().t().clone())
     b_enc = torch.nn.Parameter(torch.zeros(d_sae))
     b_dec = torch.nn.Parameter(torch.zeros(d_in))
-    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-4)
+    opt = adam([W_enc, b_enc, W_dec, b_dec])
 
     def step() -> None:
         pre = (x - b_dec) @ W_enc + b_enc
@@ -63,7 +68,7 @@ def sparsify_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     from sparsify import SparseCoder, SparseCoderConfig
 
     sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k))
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    opt = adam(sae.parameters())
 
     def step() -> None:
         out = sae(x)
@@ -80,7 +85,7 @@ def saelens_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    opt = adam(sae.parameters())
     step_input = TrainStepInput(
         sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
     )

@@ -54,6 +54,12 @@ def test_registry_refuses_duplicates() -> None:
         register_architecture(dataclasses.replace(ARCHITECTURES["gated"], name="topk"))
 
 
+def test_k_is_checked_only_where_it_matters() -> None:
+    SAEConfig(architecture="relu_l1", d_in=8, d_sae=16)  # default k=32 is ignored here
+    with pytest.raises(ValueError, match="32"):
+        SAEConfig(architecture="vq", d_in=8, d_sae=16)
+
+
 def test_auxk_default_is_half_of_d_in() -> None:
     assert SAEConfig(architecture="topk", d_in=16, d_sae=64, k=4).n_auxk == 8
     assert SAEConfig(architecture="topk", d_in=16, d_sae=64, k=4, auxk_k=100).n_auxk == 64

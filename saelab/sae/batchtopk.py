@@ -101,6 +101,7 @@ BATCHTOPK = register_architecture(
         post_step_=batchtopk_post_step_,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
+        uses_k=True,
     )
 )
 

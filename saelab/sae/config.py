@@ -30,7 +30,7 @@ class SAEConfig:
 
     k: int = 32
     """Active latents per input for "topk", mean active latents per input for "batchtopk", codes per input
-    for "vq"."""
+    for "vq" (other architectures ignore it)."""
 
     l1_coefficient: float = 1.0
     """Weight of the L1 sparsity penalty ("relu_l1", "relu_l1_anthropic", "gated")."""
@@ -81,8 +81,10 @@ class SAEConfig:
             raise ValueError(f"d_in must be positive, got {self.d_in}")
         if self.d_sae <= 0:
             raise ValueError(f"d_sae must be positive, got {self.d_sae}")
-        if not 1 <= self.k <= self.d_sae:
-            raise ValueError(f"k must be between 1 and d_sae={self.d_sae}, got {self.k}")
+        if ARCHITECTURES[self.architecture].uses_k and not 1 <= self.k <= self.d_sae:
+            raise ValueError(
+                f"k must be between 1 and d_sae={self.d_sae} for {self.architecture!r}, got {self.k}"
+            )
         if self.auxk_k is not None and self.auxk_k < 1:
             raise ValueError(f"auxk_k must be positive or None, got {self.auxk_k}")
         if self.dtype not in DTYPES:

@@ -158,18 +158,23 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux):  # type: ignore[override]
         x_in = x - b_dec
-        pre = torch.addmm(b_enc, x_in, W_enc)
+        pre = torch.mm(x_in, W_enc).add_(b_enc)  # cheaper than addmm, which first copies b_enc into every row
         top_pre, top_idx = pre.topk(k, dim=-1, sorted=False)
         aux_pre, aux_idx = top_dead_latents(pre, dead_mask, n_aux)
         acts, aux_acts = top_pre.relu(), aux_pre.relu()
         all_idx = torch.cat([top_idx, aux_idx], dim=1)
         ctx.save_for_backward(x_in, W_enc, all_idx, torch.cat([acts, aux_acts], dim=1) > 0)
+        ctx.n_top = k
         ctx.mark_non_differentiable(top_idx, aux_idx, pre)
+        ctx.set_materialize_grads(False)  # else autograd fills a (batch, d_sae) zero gradient for `pre`
         return acts, top_idx, aux_acts, aux_idx, pre
 
     @staticmethod
     def backward(ctx: Any, g_acts, _g_idx, g_aux, _g_aux_idx, _g_pre):  # type: ignore[override]
         x_in, W_enc, all_idx, active = ctx.saved_tensors
+        batch, n_top, n_all = x_in.shape[0], ctx.n_top, all_idx.shape[1]
+        g_acts = g_acts if g_acts is not None else x_in.new_zeros(batch, n_top)
+        g_aux = g_aux if g_aux is not None else x_in.new_zeros(batch, n_all - n_top)
         grad_pre = torch.cat([g_acts, g_aux], dim=1) * active  # ReLU gradient at the selected latents
         d_sae = W_enc.shape[1]
         grad_b_enc = torch.zeros(d_sae, dtype=W_enc.dtype, device=W_enc.device)

@@ -59,5 +59,6 @@ TOPK = register_architecture(
         post_step_=unit_norm_decoder_,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
+        uses_k=True,
     )
 )

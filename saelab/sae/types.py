@@ -96,3 +96,6 @@ class Architecture:
 
     unit_norm_decoder: bool
     """Whether training keeps the decoder rows at unit norm."""
+
+    uses_k: bool = False
+    """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""

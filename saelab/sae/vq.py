@@ -86,6 +86,7 @@ VQ = register_architecture(
         post_step_=no_post_step,
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
+        uses_k=True,
     )
 )
 

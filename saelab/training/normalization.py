@@ -1,0 +1,16 @@
+"""Input normalisation: one scalar per hook site so that the mean norm of scaled inputs is sqrt(d_in)."""
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+def estimate_input_scale(batches: Sequence[Float[Tensor, "batch d_in"]]) -> float:
+    """sqrt(d_in) / mean ||x|| over the rows of `batches` (Anthropic, April 2024 update)."""
+    norms = torch.cat([x.detach().double().norm(dim=-1) for x in batches])
+    mean_norm = float(norms.mean())
+    if not mean_norm > 0 or mean_norm == float("inf"):
+        raise ValueError(f"cannot normalise inputs whose mean norm is {mean_norm}; check the activations")
+    return batches[0].shape[-1] ** 0.5 / mean_norm

@@ -1,0 +1,389 @@
+"""Train several SAEs on one stream of activation batches (many hook sites, many configs, one pass).
+
+The trainer is handed its data iterator (site text -> Float[Tensor, "batch d_in"]), a metrics sink and a
+checkpoint directory, so a test can feed it a list of tensors. Each SAE has its own Adam optimiser, reads
+the site named by its config's `hook_site`, and ends up saved (input scale folded in) under
+output_dir / sae_id.
+"""
+
+import logging
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelab.errors import SaelabError
+from saelab.sae import (
+    SAE,
+    LossCoefficients,
+    SAEConfig,
+    SAEPaths,
+    fold_input_scale,
+    fraction_of_variance_unexplained,
+    latent_fire_counts,
+    mean_l0,
+    save_sae,
+)
+from saelab.training.checkpoint import load_checkpoint, save_checkpoint
+from saelab.training.config import TrainerConfig
+from saelab.training.data import Batch, DataFeed
+from saelab.training.dead import RESAMPLERS, dead_latents, update_tokens_since_fired_
+from saelab.training.normalization import estimate_input_scale
+from saelab.training.schedule import lr_multiplier, sparsity_multiplier
+
+logger = logging.getLogger(__name__)
+
+MetricsSink = Callable[[list[dict[str, Any]]], None]
+
+
+class TrainingDivergedError(SaelabError, FloatingPointError):
+    """An SAE's loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainedSAE(NamedTuple):
+    """One SAE a run produced."""
+
+    sae_id: str
+    paths: SAEPaths
+    input_scale: float
+    steps: int
+    tokens: int
+
+
+@dataclass
+class Member:
+    """Run-time state of one SAE in a run (mutable; everything a checkpoint must hold about it)."""
+
+    sae_id: str
+    sae: SAE
+    optimizer: torch.optim.Adam
+    tokens_since_fired: Tensor
+    generator: torch.Generator
+
+
+@dataclass
+class RunState:
+    """Run-time state shared by the run."""
+
+    step: int = 0
+    input_scales: dict[str, float] | None = None
+    last_checkpoint_step: int | None = None
+
+
+def _member_seed(seed: int, sae_id: str) -> int:
+    """Seed of an SAE's training randomness: fixed by the run seed and the SAE's id, not its position."""
+    return zlib.crc32(f"{seed}:{sae_id}".encode())
+
+
+def new_member(sae_id: str, cfg: SAEConfig, config: TrainerConfig, device: torch.device) -> Member:
+    sae = SAE(cfg).to(device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas, fused=True)
+    tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(_member_seed(config.seed, sae_id))
+    return Member(sae_id, sae, optimizer, tokens_since_fired, generator)
+
+
+def train_step(
+    member: Member, x: Float[Tensor, "batch d_in"], step: int, config: TrainerConfig, log: bool
+) -> dict[str, Any] | None:
+    """One optimiser step of one SAE on one (already scaled) batch; a metrics row if `log`."""
+    sae = member.sae
+    dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
+    out = sae(x, dead)
+    loss = sae.loss(x, out, LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps)))
+    if not bool(torch.isfinite(loss.total)):
+        raise TrainingDivergedError(
+            f"SAE {member.sae_id!r} has loss {float(loss.total.detach())} at step {step + 1}"
+        )
+    lr = config.lr * lr_multiplier(step, config.total_steps, config.lr_warmup_steps, config.lr_decay_steps)
+    for group in member.optimizer.param_groups:
+        group["lr"] = lr
+    member.optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    member.optimizer.step()
+    sae.post_step_(out)
+    update_tokens_since_fired_(member.tokens_since_fired, latent_fire_counts(out, sae.cfg.d_sae), x.shape[0])
+    if not log:
+        return None
+    row = {"sae_id": member.sae_id, "step": step + 1, "tokens": (step + 1) * x.shape[0], "lr": lr}
+    row["loss"] = float(loss.total.detach())
+    row.update({f"loss_{name}": float(value.detach()) for name, value in loss.parts.items()})
+    row["mse"] = row["loss_mse"]
+    row["fvu"] = float(fraction_of_variance_unexplained(out.x_hat.detach(), x))
+    row["l0"] = float(mean_l0(out))
+    row["dead_fraction"] = float(dead.float().mean())
+    return row
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def check_batch(batch: Batch, saes: Mapping[str, SAEConfig], batch_size: int) -> None:
+    """Every SAE's site is in the batch with shape (batch_size, d_in)."""
+    for sae_id, cfg in saes.items():
+        if cfg.hook_site not in batch:
+            raise ValueError(
+                f"SAE {sae_id!r} reads site {cfg.hook_site!r}, absent from the batch (sites: {sorted(batch)})"
+            )
+        shape = tuple(batch[cfg.hook_site].shape)
+        if shape != (batch_size, cfg.d_in):
+            raise ValueError(
+                f"site {cfg.hook_site!r} batch has shape {shape}; SAE {sae_id!r} expects {(batch_size, cfg.d_in)}"
+            )
+
+
+def estimate_input_scales(
+    feed: DataFeed, saes: Mapping[str, SAEConfig], config: TrainerConfig
+) -> dict[str, float]:
+    """Per site, the scale giving mean norm sqrt(d_in) over the first batches (1.0 where no SAE normalises)."""
+    first = feed.look_ahead(config.normalization_batches)
+    if not first:
+        raise ValueError("the data iterator yielded no batch")
+    for batch in first:
+        check_batch(batch, saes, config.batch_size)
+    scales = {}
+    for cfg in saes.values():
+        if cfg.normalize_activations and cfg.hook_site not in scales:
+            scales[cfg.hook_site] = estimate_input_scale([batch[cfg.hook_site] for batch in first])
+    return {cfg.hook_site: scales.get(cfg.hook_site, 1.0) for cfg in saes.values()}
+
+
+def scaled_inputs(
+    batch: Batch, saes: Mapping[str, SAEConfig], scales: dict[str, float], device: torch.device
+) -> dict[str, Tensor]:
+    """Each SAE's input: its site's batch on the device, times the site scale if the SAE normalises."""
+    inputs: dict[tuple[str, bool], Tensor] = {}
+    for cfg in saes.values():
+        key = (cfg.hook_site, cfg.normalize_activations)
+        if key not in inputs:
+            x = batch[cfg.hook_site].to(device=device, dtype=cfg.torch_dtype)
+            inputs[key] = x * scales[cfg.hook_site] if cfg.normalize_activations else x
+    return {sae_id: inputs[(cfg.hook_site, cfg.normalize_activations)] for sae_id, cfg in saes.items()}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _run_signature(saes: Mapping[str, SAEConfig], config: TrainerConfig) -> dict[str, Any]:
+    return {"trainer": asdict(config), "saes": {sae_id: asdict(cfg) for sae_id, cfg in saes.items()}}
+
+
+def checkpoint_state(members: Mapping[str, Member], run: RunState, feed: DataFeed, signature: dict) -> dict:
+    return {
+        "signature": signature,
+        "step": run.step,
+        "input_scales": run.input_scales,
+        "data": feed.position(),
+        "torch_rng": torch.get_rng_state(),
+        "members": {
+            sae_id: {
+                "sae": m.sae.state_dict(),
+                "optimizer": m.optimizer.state_dict(),
+                "tokens_since_fired": m.tokens_since_fired,
+                "generator": m.generator.get_state(),
+            }
+            for sae_id, m in members.items()
+        },
+    }
+
+
+def restore_checkpoint(
+    state: dict, members: Mapping[str, Member], feed: DataFeed, signature: dict
+) -> RunState:
+    """Put a run back where `state` left it; refuses a checkpoint of different settings."""
+    if _comparable(state["signature"]) != _comparable(signature):
+        raise ValueError(
+            "the checkpoint directory holds a run with different SAE or trainer settings; "
+            "use the same settings to resume, or another checkpoint directory"
+        )
+    for sae_id, saved in state["members"].items():
+        member = members[sae_id]
+        member.sae.load_state_dict(saved["sae"])
+        member.optimizer.load_state_dict(saved["optimizer"])
+        member.tokens_since_fired.copy_(saved["tokens_since_fired"])
+        member.generator.set_state(saved["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    feed.restore(state["data"])
+    return RunState(
+        step=state["step"], input_scales=state["input_scales"], last_checkpoint_step=state["step"]
+    )
+
+
+def _comparable(signature: dict) -> Any:
+    """Tuples come back from a checkpoint as lists; compare signatures as plain JSON-like values."""
+    return repr(_lists(signature))
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _lists(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _check_sae_ids(saes: Mapping[str, SAEConfig]) -> None:
+    if not saes:
+        raise ValueError("no SAE to train; pass at least one {sae_id: SAEConfig}")
+    for sae_id in saes:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sae_id):
+            raise ValueError(
+                f"SAE id {sae_id!r} must be letters, digits, '.', '_' or '-' (it names a directory)"
+            )
+
+
+def resample_if_due(
+    members: Mapping[str, Member], inputs: dict[str, Tensor], step: int, config: TrainerConfig
+) -> None:
+    """Every dead window, resample the dead latents of architectures that do so (not near the end)."""
+    tokens, window = (step + 1) * config.batch_size, config.dead_window_tokens
+    crossed = tokens // window > (tokens - config.batch_size) // window
+    if not (config.resample_dead and crossed and config.total_tokens - tokens >= window):
+        return
+    for sae_id, m in members.items():
+        resampler = RESAMPLERS.get(m.sae.cfg.architecture)
+        dead = dead_latents(m.tokens_since_fired, window)
+        if resampler is not None and bool(dead.any()):
+            count = resampler(m.sae, m.optimizer, dead, inputs[sae_id], m.generator)
+            m.tokens_since_fired[dead] = 0
+            logger.info("step %d: resampled %d dead latents of %s", step + 1, count, sae_id)
+
+
+def _postfix(rows: list[dict[str, Any]]) -> dict[str, str]:
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {
+        "loss": f"{mean('loss'):.4g}",
+        "L0": f"{mean('l0'):.1f}",
+        "dead": f"{100 * max(r['dead_fraction'] for r in rows):.0f}%",
+    }
+
+
+def _checkpoint_due(step: int, config: TrainerConfig) -> bool:
+    every = config.checkpoint_every_tokens
+    if every is None:
+        return False
+    tokens = (step + 1) * config.batch_size
+    return tokens // every > (tokens - config.batch_size) // every
+
+
+def save_trained(
+    members: Mapping[str, Member], run: RunState, output_dir: Path, config: TrainerConfig
+) -> list[TrainedSAE]:
+    """Save every SAE (input scale folded in) under output_dir / sae_id."""
+    trained = []
+    for sae_id, m in members.items():
+        scale = run.input_scales[m.sae.cfg.hook_site] if m.sae.cfg.normalize_activations else 1.0
+        paths = save_sae(fold_input_scale(m.sae, scale), output_dir / sae_id)
+        trained.append(TrainedSAE(sae_id, paths, scale, run.step, run.step * config.batch_size))
+    return trained
+
+
+class RunContext(NamedTuple):
+    """What the steps of a run share (fixed for the run)."""
+
+    saes: Mapping[str, SAEConfig]
+    config: TrainerConfig
+    members: dict[str, Member]
+    feed: DataFeed
+    checkpoint_dir: Path | None
+    metrics_sink: MetricsSink | None
+    signature: dict[str, Any]
+    device: torch.device
+
+
+def _diverged(error: TrainingDivergedError, ctx: RunContext, run: RunState) -> TrainingDivergedError:
+    if run.last_checkpoint_step is None:
+        kept = "no checkpoint had been written"
+    else:
+        kept = f"the last good checkpoint (step {run.last_checkpoint_step}) is kept in {ctx.checkpoint_dir}"
+    return TrainingDivergedError(f"{error}; training stopped and {kept}; lower lr or check the activations")
+
+
+def _save_checkpoint(ctx: RunContext, run: RunState) -> None:
+    if ctx.checkpoint_dir is not None:
+        save_checkpoint(ctx.checkpoint_dir, checkpoint_state(ctx.members, run, ctx.feed, ctx.signature))
+        run.last_checkpoint_step = run.step
+
+
+def run_one_batch(ctx: RunContext, run: RunState, batch: Batch) -> list[dict[str, Any]]:
+    """Train every SAE on one batch; metrics rows on logging steps."""
+    config = ctx.config
+    check_batch(batch, ctx.saes, config.batch_size)
+    inputs = scaled_inputs(batch, ctx.saes, run.input_scales, ctx.device)
+    log = (run.step + 1) % config.log_every_steps == 0 or run.step + 1 == config.total_steps
+    try:
+        rows = [train_step(m, inputs[sae_id], run.step, config, log) for sae_id, m in ctx.members.items()]
+    except TrainingDivergedError as error:
+        raise _diverged(error, ctx, run) from None
+    resample_if_due(ctx.members, inputs, run.step, config)
+    run.step += 1
+    return [row for row in rows if row is not None]
+
+
+def run_steps(ctx: RunContext, run: RunState, progress: bool) -> None:
+    """The training loop, from run.step to the end of the run (or of the data)."""
+    config = ctx.config
+    tokens_per_step = config.batch_size
+    bar = tqdm(
+        total=config.total_steps * tokens_per_step,
+        initial=run.step * tokens_per_step,
+        unit="tok",
+        unit_scale=True,
+        desc="training SAEs",
+        disable=not progress,
+    )
+    with bar:
+        while run.step < config.total_steps:
+            batch = ctx.feed.next()
+            if batch is None:
+                logger.warning("the data ran out after %d of %d steps", run.step, config.total_steps)
+                break
+            rows = run_one_batch(ctx, run, batch)
+            if rows:
+                if ctx.metrics_sink is not None:
+                    ctx.metrics_sink(rows)
+                bar.set_postfix(_postfix(rows))
+            bar.update(tokens_per_step)
+            if _checkpoint_due(run.step - 1, config):
+                _save_checkpoint(ctx, run)
+
+
+def train_saes(
+    saes: Mapping[str, SAEConfig],
+    batches: Iterable[Batch],
+    config: TrainerConfig,
+    output_dir: str | os.PathLike[str],
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    metrics_sink: MetricsSink | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> list[TrainedSAE]:
+    """Train every SAE in `saes` (sae_id -> config) on `batches`, resuming from `checkpoint_dir` if it
+    holds a checkpoint of the same run; save them under output_dir / sae_id and return where."""
+    _check_sae_ids(saes)
+    device = torch.device(device)
+    members = {sae_id: new_member(sae_id, cfg, config, device) for sae_id, cfg in saes.items()}
+    feed = DataFeed(batches)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ctx = RunContext(
+        saes, config, members, feed, checkpoint_dir, metrics_sink, _run_signature(saes, config), device
+    )
+    saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    run = restore_checkpoint(saved, members, feed, ctx.signature) if saved is not None else RunState()
+    if run.input_scales is None:
+        run.input_scales = estimate_input_scales(feed, saes, config)
+    run_steps(ctx, run, progress)
+    if run.last_checkpoint_step != run.step:
+        _save_checkpoint(ctx, run)
+    return save_trained(members, run, Path(output_dir), config)

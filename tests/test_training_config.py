@@ -1,0 +1,41 @@
+"""TrainerConfig validation and the schedules."""
+
+import pytest
+
+from saelab.training import TrainerConfig, lr_multiplier, sparsity_multiplier
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"total_tokens": 0}, "total_tokens"),
+        ({"batch_size": -4}, "-4"),
+        ({"total_tokens": 10, "batch_size": 64}, "10"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr_warmup_steps": -1}, "lr_warmup_steps"),
+        ({"dead_window_tokens": 0}, "dead_window_tokens"),
+        ({"checkpoint_every_tokens": 0}, "checkpoint_every_tokens"),
+        ({"adam_betas": (0.9, 1.0)}, "adam_betas"),
+        ({"log_every_steps": 0}, "log_every_steps"),
+    ],
+)
+def test_invalid_trainer_config_names_the_value(fields: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        TrainerConfig(**{"total_tokens": 1024, "batch_size": 64, **fields})
+
+
+def test_total_steps() -> None:
+    assert TrainerConfig(total_tokens=1000, batch_size=64).total_steps == 15
+
+
+def test_lr_schedule_warms_up_holds_and_decays_to_zero() -> None:
+    values = [lr_multiplier(step, 10, warmup_steps=2, decay_steps=4) for step in range(10)]
+    assert values[:2] == [0.5, 1.0]
+    assert values[2:6] == [1.0] * 4
+    assert values[6:] == [1.0, 0.75, 0.5, 0.25]
+    assert [lr_multiplier(step, 5, 0, 0) for step in range(5)] == [1.0] * 5
+
+
+def test_sparsity_warmup() -> None:
+    assert [sparsity_multiplier(step, 4) for step in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert sparsity_multiplier(0, 0) == 1.0
