@@ -98,6 +98,11 @@ def pick_sae(store: ResultsStore, label: str = "SAE", only_with_features: bool =
     return q.get_sae(store, chosen)
 
 
+def chart(figure, container=None) -> None:
+    """A plotly figure without the mode bar (which covers the title); zoom and hover still work."""
+    (container or st).plotly_chart(figure, config={"displayModeBar": False, "displaylogo": False})
+
+
 def feature_link(sae_id: str, latent: int, label: str | None = None) -> None:
     """A link to a latent's feature page (the URL carries `sae` and `latent`)."""
     st.page_link(FEATURES_PAGE, label=label or f"latent {latent}", icon=":material/open_in_new:",

@@ -10,16 +10,13 @@ import torch
 from saelab.activations.collect import collect
 from saelab.activations.sites import HookSite
 from saelab.app_support import (
-    PromptTooLongError,
     app_main_script,
-    attn_z_dfa,
     ground_truth_heads,
     head_grid,
     histogram_bars,
     logit_entries,
     pareto_frontier,
     parse_head_node,
-    prompt_top_latents,
     roc_points,
     streamlit_command,
     strongest_heads,
@@ -28,6 +25,7 @@ from saelab.app_support import (
 )
 from saelab.app_support.circuits import node_position
 from saelab.app_support.frontier import frontier_points
+from saelab.app_support.prompts import PromptTooLongError, attn_z_dfa, prompt_top_latents
 from saelab.app_support.resources import MissingArtifactError, resolve_sae_dir
 from saelab.db.queries import SaeRow
 from saelab.errors import SaelabError

@@ -38,7 +38,7 @@ def _heatmaps(store, runs, task, model, method) -> None:
     truth_scores = q.circuit_scores(store, truth_run, "node") if truth_run else None
     grid = head_grid(scores)
     left, right = st.columns(2)
-    left.plotly_chart(charts.head_heatmap(grid, f"{method}: node scores"))
+    ui.chart(charts.head_heatmap(grid, f"{method}: node scores"), left)
     truth = ground_truth_heads(task, model, truth_scores)
     if truth is None:
         right.info(f"No ground truth for {task} on {model} (neither a stored ground-truth run nor a published "
@@ -46,8 +46,8 @@ def _heatmaps(store, runs, task, model, method) -> None:
     else:
         n_layers = max(grid.n_layers, max((layer for layer, _ in truth), default=-1) + 1)
         n_heads = max(grid.n_heads, max((h for _, h in truth), default=-1) + 1)
-        right.plotly_chart(charts.head_heatmap(membership_grid(truth, n_layers, n_heads),
-                                               "ground truth (1 = in the circuit)", "Greys"))
+        ui.chart(charts.head_heatmap(membership_grid(truth, n_layers, n_heads),
+                                     "ground truth (1 = in the circuit)", "Greys"), right)
     _graph(store, runs, task, model, method, grid)
 
 
@@ -58,7 +58,7 @@ def _graph(store, runs, task, model, method, grid) -> None:
         st.caption("this run stored no edge scores")
         return
     n_top = st.slider("top edges", 1, max(1, len(edges)), min(10, len(edges)))
-    st.plotly_chart(charts.circuit_graph(
+    ui.chart(charts.circuit_graph(
         grid, edges.head(n_top), lambda name: node_position(name, grid.n_layers, grid.n_heads)))
 
 
@@ -75,7 +75,7 @@ def _comparison(store, runs, task, model) -> None:
         if points is not None:
             curves[f"{row.method} vs {row.ground_truth}"] = (points.fpr, points.tpr, float(row.value))
     if curves:
-        st.plotly_chart(charts.roc_curves(curves))
+        ui.chart(charts.roc_curves(curves))
     table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
     cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
     st.dataframe(table.merge(cost, on="method", how="left"), hide_index=True)

@@ -28,7 +28,7 @@ def render() -> None:
     table = long.pivot_table(index="sae_id", columns="metric", values="value")
     st.dataframe(table.style.format("{:.3f}"))
     metric = st.selectbox("metric to compare", list(table.columns))
-    st.plotly_chart(charts.metric_bars(table, metric))
+    ui.chart(charts.metric_bars(table, metric))
     with st.expander("rows as stored"):
         st.dataframe(long, hide_index=True)
 

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 import ui
 
-from saelab.app_support import histogram_bars, logit_entries, strongest_heads, token_spans_html
+from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
 from saelab.db import queries as q
 
 SORTS = {"max_act": "max activation", "density": "density", "mean_act": "mean activation",
@@ -77,7 +77,7 @@ def _search(store, sae: q.SaeRow) -> None:
 
 
 def _contexts(examples: list[q.FeatureExample], scale: float) -> str:
-    return "".join(token_spans_html(e.tokens, e.activations, scale, e.center) for e in examples)
+    return "".join(context_html(e.tokens, e.activations, scale, e.center) for e in examples)
 
 
 def _examples(examples: list[q.FeatureExample], scale: float) -> None:
@@ -124,14 +124,14 @@ def _statistics(feature: q.FeatureRow | None) -> None:
         return
     bars = histogram_bars(feature.histogram)
     if bars is not None:
-        st.plotly_chart(charts.histogram(bars, "activation histogram (active tokens)"))
+        ui.chart(charts.histogram(bars, "activation histogram (active tokens)"))
     top, bottom = logit_entries(feature.top_logits), logit_entries(feature.bottom_logits)
     if top:
-        st.plotly_chart(charts.logit_bars(top, "top logit effects", "#2ca02c"))
+        ui.chart(charts.logit_bars(top, "top logit effects", "#2ca02c"))
     if bottom:
-        st.plotly_chart(charts.logit_bars(bottom, "bottom logit effects", "#d62728"))
+        ui.chart(charts.logit_bars(bottom, "bottom logit effects", "#d62728"))
     if feature.head_attribution:
-        st.plotly_chart(charts.head_attribution([float(a) for a in feature.head_attribution]))
+        ui.chart(charts.head_attribution([float(a) for a in feature.head_attribution]))
 
 
 def render() -> None:

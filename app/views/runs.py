@@ -19,7 +19,7 @@ def _curves(store, saes) -> None:
         return
     metrics = st.multiselect("metrics", names, default=[m for m in CURVE_DEFAULTS if m in names] or names[:4])
     if metrics:
-        st.plotly_chart(charts.training_curves(q.training_curves(store, chosen, metrics), metrics))
+        ui.chart(charts.training_curves(q.training_curves(store, chosen, metrics), metrics))
 
 
 def _core(store) -> None:
@@ -30,7 +30,7 @@ def _core(store) -> None:
     core = q.eval_metrics(store, "core")
     wide = core.pivot_table(index=["sae_id", "architecture", "site", "d_sae"], columns="metric", values="value",
                             dropna=False).reset_index()
-    st.dataframe(wide, hide_index=True)
+    st.dataframe(wide, hide_index=True, height=min(300, 38 + 35 * len(wide)))
     st.subheader("Compare SAEs: sparsity against fidelity")
     points = frontier_points(core)
     if points.empty:
@@ -38,7 +38,7 @@ def _core(store) -> None:
         return
     st.caption("Lower left is better; lines join each architecture's Pareto-optimal SAEs. Discrete SAEs "
                "(argmax codes, VQ) sit at L0 = number of codes.")
-    st.plotly_chart(charts.frontier(points))
+    ui.chart(charts.frontier(points))
 
 
 def render() -> None:
@@ -53,13 +53,13 @@ def render() -> None:
     if runs.empty:
         st.info(f"No runs recorded yet: {ui.FILL_HINT['store']}.")
     else:
-        st.dataframe(runs, hide_index=True)
+        st.dataframe(runs, hide_index=True, height=min(250, 38 + 35 * len(runs)))
     saes = q.list_saes(store)
     st.subheader("SAEs")
     if saes.empty:
         st.info(f"No SAEs yet: {ui.FILL_HINT['saes']}.")
         return
-    st.dataframe(saes, hide_index=True)
+    st.dataframe(saes, hide_index=True, height=min(300, 38 + 35 * len(saes)))
     _curves(store, saes)
     _core(store)
 

@@ -2,21 +2,17 @@
 testable and the pages stay a thin shell.
 
 Where the library lacks a piece a page needs (per-token top latents of a prompt, direct feature attribution
-of attention SAEs), a small function here composes the library pieces that exist.
+of attention SAEs), a small function in `saelab.app_support.prompts` composes the library pieces that exist;
+that module loads torch and TransformerLens, so it is imported from there, not from this package, which
+`saelab app` imports before starting the server.
 """
 
 from saelab.app_support.circuits import HeadGrid, ground_truth_heads, head_grid, parse_head_node, roc_points
 from saelab.app_support.demo_workspace import build_demo_workspace
 from saelab.app_support.frontier import frontier_points, pareto_frontier
 from saelab.app_support.launch import app_main_script, streamlit_command
-from saelab.app_support.prompts import (
-    DirectFeatureAttribution,
-    PromptLatents,
-    PromptTooLongError,
-    attn_z_dfa,
-    prompt_top_latents,
-)
 from saelab.app_support.render import (
+    context_html,
     histogram_bars,
     logit_entries,
     strongest_heads,
@@ -33,14 +29,11 @@ from saelab.app_support.resources import (
 
 __all__ = [
     "AppContext",
-    "DirectFeatureAttribution",
     "HeadGrid",
     "MissingArtifactError",
-    "PromptLatents",
-    "PromptTooLongError",
     "app_main_script",
-    "attn_z_dfa",
     "build_demo_workspace",
+    "context_html",
     "frontier_points",
     "ground_truth_heads",
     "head_grid",
@@ -49,7 +42,6 @@ __all__ = [
     "open_context",
     "pareto_frontier",
     "parse_head_node",
-    "prompt_top_latents",
     "resolve_sae_dir",
     "roc_points",
     "streamlit_command",

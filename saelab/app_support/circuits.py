@@ -12,8 +12,6 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from saelab.tasks.published import published_circuit
-
 _HEAD_FORMS = (
     re.compile(r"(\d+)\.(\d+)(?:\.[qkv])?"),
     re.compile(r"a(\d+)\.h(\d+)"),
@@ -95,8 +93,13 @@ def ground_truth_heads(task: str, model: str, stored: pd.DataFrame | None = None
     (`stored`: its node scores) when there is one, else the published circuit when it was found on `model`,
     else None."""
     if stored is not None and not stored.empty:
-        return {parsed for node, score in zip(stored["node"], stored["score"], strict=True)
-                if score is not None and score > 0 and (parsed := parse_head_node(str(node))) is not None}
+        return {
+            parsed
+            for node, score in zip(stored["node"], stored["score"], strict=True)
+            if score is not None and score > 0 and (parsed := parse_head_node(str(node))) is not None
+        }
+    from saelab.tasks.published import published_circuit  # saelab.tasks loads torch and transformers
+
     try:
         circuit = published_circuit(task)
     except ValueError:

@@ -77,12 +77,21 @@ def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.rando
     return rows
 
 
-def example_rows(sae_id: str, latents: range, rng: np.random.Generator, n_top: int = 8, n_quantiles: int = 4,
-                 per_quantile: int = 3, length: int = 24) -> list[dict]:
-    """Top and quantile contexts of `latents` (`feature_examples` rows)."""
+def example_rows(
+    sae_id: str,
+    max_acts: dict[int, float],
+    rng: np.random.Generator,
+    n_top: int = 8,
+    n_quantiles: int = 4,
+    per_quantile: int = 3,
+    length: int = 24,
+) -> list[dict]:
+    """Top and quantile contexts (`feature_examples` rows) of each latent in `max_acts` (latent -> its
+    maximum activation); latents that never fire get none."""
     rows = []
-    for latent in latents:
-        max_act = float(rng.uniform(2.0, 10.0))
+    for latent, max_act in max_acts.items():
+        if max_act <= 0:
+            continue
         kinds = [("top", r, max_act * (1 - 0.04 * r)) for r in range(n_top)]
         kinds += [(f"quantile_{q}", r, max_act * (q + 0.5) / (n_quantiles + 1))
                   for q in range(n_quantiles) for r in range(per_quantile)]
@@ -214,8 +223,11 @@ def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_f
               "eval_metrics": _eval_rows(rng), "features": [], "feature_examples": []}
     for demo in DEMO_SAES:
         n_heads = N_HEADS if demo.site.endswith("attn_z") else None
-        tables["features"] += feature_rows(demo.sae_id, range(d_sae), n_heads, rng)
-        tables["feature_examples"] += example_rows(demo.sae_id, range(d_sae), rng)
+        features = feature_rows(demo.sae_id, range(d_sae), n_heads, rng)
+        tables["features"] += features
+        tables["feature_examples"] += example_rows(
+            demo.sae_id, {f["latent"]: f["max_act"] for f in features}, rng
+        )
     tables.update(_circuit_rows(rng))
     for table, rows in tables.items():
         store.insert(table, rows)

@@ -1,6 +1,9 @@
 """How `saelab app` starts Streamlit."""
 
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from saelab.errors import SaelabError
@@ -26,11 +29,45 @@ def streamlit_command(workspace: Workspace, host: str = "127.0.0.1", port: int =
     if not host or any(ch.isspace() for ch in host):
         raise ValueError(f"host must be an address such as 127.0.0.1, got {host!r}")
     return [
-        python, "-m", "streamlit", "run", str(app_main_script()),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        python,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_main_script()),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
         "--",
         "--workspace", str(workspace.root),
     ]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_server(cmd: list[str], stop_timeout_s: float = 15.0) -> int:
+    """Run the server command until it exits; when this process is interrupted or terminated, stop the
+    server too (so `kill` on `saelab app` leaves no orphaned Streamlit behind). Returns its exit status."""
+    server = subprocess.Popen(cmd)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+    try:
+        return server.wait()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

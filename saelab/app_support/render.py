@@ -39,8 +39,35 @@ def token_spans_html(tokens: Sequence[str], activations: Sequence[float], scale:
             style += " border-bottom: 2px solid #333;"
         tip = html.escape(f"{token!r}: {float(act):.3f}", quote=True)
         spans.append(f'<span style="{style}" title="{tip}">{html.escape(visible_token(token))}</span>')
-    return ('<div style="font-family: monospace; white-space: pre-wrap; line-height: 1.7; '
-            'margin-bottom: 0.3em;">' + "".join(spans) + "</div>")
+    return (
+        '<div style="font-family: monospace; white-space: pre-wrap; line-height: 1.7;">'
+        + "".join(spans)
+        + "</div>"
+    )
+
+
+def context_html(
+    tokens: Sequence[str],
+    activations: Sequence[float],
+    scale: float,
+    center: int | None,
+    before: int = 16,
+    after: int = 6,
+) -> str:
+    """A dashboard line: the context's activation at `center`, then the tokens from `before` tokens before
+    the center to `after` tokens after it, shaded (the whole context when there is no center)."""
+    if center is None or not 0 <= center < len(tokens):
+        start, stop, peak = 0, len(tokens), max(activations, default=0.0)
+    else:
+        start, stop, peak = max(0, center - before), min(len(tokens), center + after + 1), activations[center]
+    spans = token_spans_html(
+        tokens[start:stop], activations[start:stop], scale, None if center is None else center - start
+    )
+    return (
+        f'<div style="display: flex; gap: 0.8em; border-bottom: 1px solid #eee; padding: 0.15em 0;">'
+        f'<div style="font-family: monospace; color: #888; min-width: 3.5em; text-align: right;">'
+        f"{float(peak):.2f}</div>{spans}</div>"
+    )
 
 
 class LogitEntry(NamedTuple):

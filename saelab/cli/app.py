@@ -1,7 +1,6 @@
 """`saelab app`: serve the web app (Streamlit) over the workspace; the app only reads the results store."""
 
 import argparse
-import subprocess
 
 from saelab.cli.main import command
 from saelab.workspace import Workspace
@@ -17,11 +16,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run_app(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
 
-    from saelab.app_support import streamlit_command
+    from saelab.app_support.launch import run_server, streamlit_command
 
     cmd = streamlit_command(workspace, host=args.host, port=args.port)
     console = Console(stderr=True)
     if not workspace.db_path.is_file():
         console.print(f"[yellow]no results store in {workspace.root} yet; the app will say how to fill it")
     console.print(f"saelab app: http://{args.host}:{args.port} (workspace {workspace.root}); Ctrl-C stops it")
-    return subprocess.call(cmd)
+    return run_server(cmd)

@@ -1,0 +1,196 @@
+"""End to end: `saelab app` serves the demo workspace on a free localhost port and headless Chromium (Debian's
+`chromium` + `chromium-driver`, driven by selenium) loads every page, opens a feature from the search table,
+runs a prompt and follows a latent link. Screenshots go to $SAELAB_SCREENSHOT_DIR (docs/screenshots when
+refreshing the committed ones) or the test's temporary directory.
+
+Needs: apt-get install chromium chromium-driver; pip install selenium. Skips (saying so) without them.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saelab.app_support import build_demo_workspace
+from saelab.app_support.demo_workspace import DEMO_SAES
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"),
+]
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+ATTN = DEMO_SAES[0].sae_id
+TIMEOUT_S = 180  # the first page load imports torch and TransformerLens in the server
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1400,2200")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"`saelab app` exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"`saelab app` did not answer at {url} within {TIMEOUT_S} s")
+
+
+def _wait_closed(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    workspace = build_demo_workspace(tmp_path_factory.mktemp("e2e"))
+    port = _free_port()
+    log = open(workspace.root / "app.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "saelab", "app", "--workspace", str(workspace.root),
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()  # `saelab app` stops its Streamlit child on SIGTERM
+        stopped = _wait_closed(port, timeout_s=60)
+        if proc.poll() is None or not stopped:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+        assert stopped, "the Streamlit server outlived `saelab app` after SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="saelab-chromium-")
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("SAELAB_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _wait(driver, condition, what: str):
+    try:
+        return WebDriverWait(driver, TIMEOUT_S, poll_frequency=0.3).until(condition)
+    except Exception as exc:  # noqa: BLE001 - name what we waited for
+        body = driver.find_element(By.TAG_NAME, "body").text[:2000]
+        raise AssertionError(f"timed out waiting for {what}; page text:\n{body}") from exc
+
+
+def _settled(driver, *texts: str) -> None:
+    """Wait until the page shows `texts`, the script run is over and no exception box is shown."""
+    for text in texts:
+        _wait(driver, lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text, repr(text))
+    time.sleep(1.0)
+    _wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'), "the run to end")
+    time.sleep(1.5)  # plotly draws after the run
+    errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
+    assert not errors, [e.text for e in errors]
+
+
+def _visit(driver, url: str, *texts: str) -> None:
+    driver.get(url)
+    _settled(driver, *texts)
+
+
+def test_runs_page(server, browser, shots):
+    _visit(browser, f"{server}/", "Training curves", "Compare SAEs")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2
+    browser.save_screenshot(str(shots / "runs.png"))
+
+
+def test_feature_opens_from_the_search_table(server, browser, shots):
+    _visit(browser, f"{server}/features?sae={ATTN}", "latents match")
+    grid = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'), "the table")[0]
+    browser.save_screenshot(str(shots / "features-search.png"))
+    width, height = grid.size["width"], grid.size["height"]
+    row = 2  # third row: the selection checkbox sits in the first 30 px, rows are 35 px under a 35 px header
+    ActionChains(browser).move_to_element_with_offset(grid, 16 - width // 2, 35 + 35 * row + 17 - height // 2) \
+        .click().perform()
+    _wait(browser, lambda d: "latent=" in d.current_url, "the URL to carry the latent")
+    latent = browser.current_url.split("latent=")[1].split("&")[0]
+    _settled(browser, f"Latent {latent}", "Top activations", "max activation")
+    browser.save_screenshot(str(shots / "features.png"))
+
+
+def test_shared_feature_url_and_bad_latent(server, browser):
+    _visit(browser, f"{server}/features?sae={ATTN}&latent=7", "Latent 7", "Top activations")
+    browser.get(f"{server}/features?sae={ATTN}&latent=999999")
+    _wait(browser, lambda d: "out of range" in d.find_element(By.TAG_NAME, "body").text, "the out-of-range message")
+
+
+def test_prompt_explorer_and_latent_link(server, browser, shots):
+    _visit(browser, f"{server}/prompts?sae={ATTN}", "Tokens shaded")
+    box = browser.find_element(By.TAG_NAME, "textarea")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys("When Mary and John went to the store, John gave a drink to")
+    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Run").click()
+    _wait(browser, lambda d: "return x + y" not in d.find_element(By.TAG_NAME, "body").text, "the new prompt's run")
+    _settled(browser, "Direct feature attribution")
+    browser.save_screenshot(str(shots / "prompts.png"))
+    links = [a for a in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stPageLink-NavLink"]')
+             if "latent" in a.text]
+    assert links, "no latent links on the prompt explorer"
+    latent = links[0].get_attribute("href").split("latent=")[1]
+    links[0].click()
+    _wait(browser, lambda d: "/features" in d.current_url, "the feature page")
+    _settled(browser, f"Latent {latent}")
+
+
+def test_circuits_page(server, browser, shots):
+    _visit(browser, f"{server}/circuits", "Circuit graph", "All methods")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 4
+    browser.save_screenshot(str(shots / "circuits.png"))
+
+
+def test_evaluations_page(server, browser, shots):
+    _visit(browser, f"{server}/evaluations", "metric to compare", "Supervised dictionaries")
+    browser.save_screenshot(str(shots / "evaluations.png"))
