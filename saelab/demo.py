@@ -43,15 +43,20 @@ class DemoResult(NamedTuple):
 
 def run_demo(workspace: Workspace, cfg: DemoConfig) -> DemoResult:
     """Load the model, run it on a few hundred tokens, record the run in the workspace's store."""
+    steps: list[DemoStep] = []
+    start = time.perf_counter()
+    model = load_model(cfg.model)  # before the workspace is touched: a bad name changes nothing
+    steps.append(
+        DemoStep(
+            "load model",
+            time.perf_counter() - start,
+            f"{cfg.model}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}",
+        )
+    )
     workspace.create()
     store = ResultsStore(workspace.db_path).initialize()
     run_id = store.start_run("demo", name=cfg.model, config=asdict(cfg))
-    steps: list[DemoStep] = []
     try:
-        start = time.perf_counter()
-        model = load_model(cfg.model)
-        steps.append(DemoStep("load model", time.perf_counter() - start,
-                              f"{cfg.model}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}"))
         start = time.perf_counter()
         loss, n_tokens = _next_token_loss(model, cfg.n_tokens)
         steps.append(DemoStep("forward pass", time.perf_counter() - start,

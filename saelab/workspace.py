@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from saelab.errors import SaelabError
+
 DEFAULT_WORKSPACE = "saelab-workspace"
 WORKSPACE_ENV = "SAELAB_WORKSPACE"
 
@@ -38,8 +40,15 @@ class Workspace:
         return self.root / "checkpoints"
 
     def create(self) -> "Workspace":
+        """Make the workspace folders; an unwritable or blocked path is a one-line SaelabError."""
         for folder in (self.root, self.activations_dir, self.saes_dir, self.checkpoints_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SaelabError(
+                    f"cannot use workspace {str(self.root)!r}: {exc.strerror or exc} at {folder}; "
+                    "pass a writable directory with --workspace"
+                ) from None
         return self
 
     def relative(self, path: str | os.PathLike) -> str:

@@ -32,26 +32,40 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from saelab.activations import cache_activations
+    from saelab.activations import cache_activations, parse_sites
     from saelab.data.counts import parse_token_count
     from saelab.data.sources import source_from_spec
     from saelab.db import ResultsStore
-    from saelab.models import get_default_model_name
+    from saelab.models import get_default_model_name, load_model
 
     try:
         n_tokens = parse_token_count(args.tokens)
     except ValueError as exc:
         raise UsageError(f"saelab cache: --tokens: {exc}") from None
     model = args.model or get_default_model_name()
+    # Validate everything a user typed before the workspace is touched: a bad value changes nothing.
     source = source_from_spec(args.source)
+    loaded = load_model(model)
+    for site in parse_sites(args.sites):
+        site.validate(loaded.cfg)
     store = ResultsStore(workspace.create().db_path).initialize()
     config = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
     run_id = store.start_run("cache", name=model, config={**config, "model": model, "n_tokens": n_tokens})
     try:
-        result = cache_activations(model, args.sites, n_tokens, dtype=args.dtype,
-                                   out_dir=activations_dir(workspace, model), source=source, seed=args.seed,
-                                   context_len=args.context_len, batch_size=args.batch_size,
-                                   worker=args.worker, num_workers=args.num_workers)
+        result = cache_activations(
+            model,
+            args.sites,
+            n_tokens,
+            dtype=args.dtype,
+            out_dir=activations_dir(workspace, model),
+            source=source,
+            seed=args.seed,
+            context_len=args.context_len,
+            batch_size=args.batch_size,
+            worker=args.worker,
+            num_workers=args.num_workers,
+            model=loaded,
+        )
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
