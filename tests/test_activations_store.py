@@ -15,6 +15,7 @@ import torch
 from saelab.activations import (
     SITE_KINDS,
     ActivationStoreError,
+    CacheConfig,
     HookSite,
     NonFiniteActivationError,
     cache_activations,
@@ -22,9 +23,10 @@ from saelab.activations import (
     open_site_store,
     read_manifest,
     store_paths,
+    worker_from_env,
 )
 from saelab.activations.store import check_shard
-from saelab.data import FileSource, TextsSource
+from saelab.data import DataSourceError, FileSource, GeneratorSource, TextsSource
 
 CONTEXT = 16
 
@@ -243,3 +245,40 @@ def test_merge_refuses_missing_workers(tmp_path, random_model):
     _cache(random_model, tmp_path, "0.resid_post", worker=0, num_workers=3)
     with pytest.raises(ActivationStoreError, match=r"worker manifests \[0\] of 3"):
         merge_worker_manifests(tmp_path)
+
+
+def test_workers_from_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert worker_from_env(None, None) == (1, 4)
+    assert worker_from_env(0, 2) == (0, 2)
+    with pytest.raises(ValueError, match="both worker and num_workers"):
+        worker_from_env(1, None)
+
+
+@pytest.mark.parametrize(("field", "value"), [("n_tokens", -5), ("n_tokens", 0), ("batch_size", 0),
+                                               ("dtype", "int8"), ("worker", 2), ("context_len", 1)])
+def test_bad_cache_configs(field, value):
+    options = {"n_tokens": 100, "num_workers": 2, field: value}
+    with pytest.raises(ValueError, match=repr(value) if field != "worker" else "worker 2"):
+        CacheConfig(**options)
+
+
+def test_running_out_of_text_keeps_written_shards(tmp_path, random_model):
+    small = TextsSource(_texts(8), name="few-texts")
+    with pytest.raises(DataSourceError, match="ran out before shard"):
+        _cache(random_model, tmp_path, "0.resid_post", n_tokens=10_000, source=small)
+    kept = read_manifest(store_paths(tmp_path, "0.resid_post").manifest)
+    assert kept.shards and not kept.complete
+    available = len(kept.shards) * 5 * CONTEXT
+    result = _cache(random_model, tmp_path, "0.resid_post", n_tokens=available, source=small)
+    assert result.tokens_written == 0 and result.complete
+
+
+def test_source_errors_surface_from_the_tokenising_thread(tmp_path, random_model):
+    def broken(seed):
+        yield from _texts(20)
+        raise RuntimeError("generator broke")
+
+    with pytest.raises(RuntimeError, match="generator broke"):
+        _cache(random_model, tmp_path, "0.resid_post", n_tokens=10_000, source=GeneratorSource(broken, "broken"))

@@ -1,5 +1,6 @@
 """Activations: typed hook sites, position selection, one-pass collection, the on-disk store and batches."""
 
+from saelab.activations.batches import BatchConfig, ShuffledBatches, store_batches, stream_batches
 from saelab.activations.cache import (
     CacheConfig,
     CacheResult,
@@ -36,6 +37,7 @@ __all__ = [
     "SITE_KINDS",
     "STORE_DTYPES",
     "ActivationStoreError",
+    "BatchConfig",
     "CacheConfig",
     "CacheResult",
     "HookSite",
@@ -43,6 +45,7 @@ __all__ = [
     "NonFiniteActivationError",
     "Positions",
     "ShardInfo",
+    "ShuffledBatches",
     "SiteCacheResult",
     "SiteKind",
     "SiteStore",
@@ -57,6 +60,8 @@ __all__ = [
     "read_manifest",
     "register_site_kind",
     "stop_layer",
+    "store_batches",
     "store_paths",
+    "stream_batches",
     "worker_from_env",
 ]

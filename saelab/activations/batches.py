@@ -11,7 +11,7 @@ From the model, window w holds the next `buffer_tokens` tokens of the token stre
 """
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,16 +55,25 @@ class BatchConfig:
             raise ValueError(f"epochs {self.epochs} must be positive or None")
 
 
-class WindowSource(Protocol):
-    """Loads window w deterministically: site text -> float32 rows [n, d], or None past the end."""
+Permutation = Callable[[int], Tensor]
+"""n -> the window's row order, a permutation of range(n)."""
 
-    def load(self, window: int) -> dict[str, Tensor] | None: ...
+
+class WindowSource(Protocol):
+    """Loads window w deterministically, rows already in the order `permutation(n)` gives
+    (site text -> float32 [n, d]), or None past the end."""
+
+    def load(self, window: int, permutation: Permutation) -> dict[str, Tensor] | None: ...
 
     def describe(self) -> dict: ...
 
 
 class ShuffledBatches:
-    """An iterator of batches (site text -> Float[Tensor, "batch d"]) with `state_dict` for exact resume."""
+    """An iterator of batches (site text -> Float[Tensor, "batch d"]) with `state_dict` for exact resume.
+
+    Batches are slices of the current window (a batch straddling two windows is a new tensor); changing
+    one in place touches no other batch.
+    """
 
     def __init__(self, windows: WindowSource, config: BatchConfig, device: str | torch.device = "cpu") -> None:
         self.windows = windows
@@ -72,7 +81,7 @@ class ShuffledBatches:
         self.device = torch.device(device)
         self._window, self._offset = 0, 0
         self._data: dict[str, Tensor] | None = None
-        self._order: Tensor | None = None
+        self._rows = 0
 
     def __iter__(self) -> "ShuffledBatches":
         return self
@@ -83,25 +92,28 @@ class ShuffledBatches:
         while need:
             if not self._ensure_window():
                 raise StopIteration
-            take = min(need, len(self._order) - self._offset)
-            rows = self._order[self._offset:self._offset + take]
-            pieces.append({site: data[rows] for site, data in self._data.items()})
+            take = min(need, self._rows - self._offset)
+            pieces.append({site: data[self._offset:self._offset + take] for site, data in self._data.items()})
             self._offset += take
             need -= take
+        if len(pieces) == 1:
+            return {site: rows.to(self.device) for site, rows in pieces[0].items()}
         return {site: torch.cat([p[site] for p in pieces]).to(self.device) for site in pieces[0]}
 
     def _ensure_window(self) -> bool:
-        """Load (and permute) the window holding the next row; False at the end of the data."""
-        while self._data is None or self._offset >= len(self._order):
+        """Load the (shuffled) window holding the next row; False at the end of the data."""
+        while self._data is None or self._offset >= self._rows:
             if self._data is not None:
                 self._window, self._offset, self._data = self._window + 1, 0, None
-            data = self.windows.load(self._window)
+            data = self.windows.load(self._window, self._permutation(self._window))
             if data is None:
                 return False
-            n = next(iter(data.values())).shape[0]
-            generator = torch.Generator().manual_seed(_mix(self.config.seed, self._window))
-            self._data, self._order = data, torch.randperm(n, generator=generator)
+            self._data, self._rows = data, next(iter(data.values())).shape[0]
         return True
+
+    def _permutation(self, window: int) -> Permutation:
+        seed = _mix(self.config.seed, window)
+        return lambda n: torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
     def state_dict(self) -> dict:
         """The position in the batch sequence (small, JSON-able)."""
@@ -140,13 +152,14 @@ class StoreWindows:
         self.windows_per_epoch = math.ceil(self.n_chunks / self.chunks_per_window)
         self._epoch_order: tuple[int, np.ndarray] | None = None
 
-    def load(self, window: int) -> dict[str, Tensor] | None:
+    def load(self, window: int, permutation: Permutation) -> dict[str, Tensor] | None:
         epoch, within = divmod(window, self.windows_per_epoch)
         if self.config.epochs is not None and epoch >= self.config.epochs:
             return None
         chunks = self._chunk_order(epoch)[within * self.chunks_per_window:(within + 1) * self.chunks_per_window]
         spans = [(int(c) * self.chunk_rows, min((int(c) + 1) * self.chunk_rows, self.n_rows)) for c in chunks]
-        return {str(store.site): _gather_rows(store, spans) for store in self.stores}
+        places = torch.argsort(permutation(sum(b - a for a, b in spans)))
+        return {str(store.site): _scatter_rows(store, spans, places) for store in self.stores}
 
     def _chunk_order(self, epoch: int) -> np.ndarray:
         if self._epoch_order is None or self._epoch_order[0] != epoch:
@@ -159,12 +172,13 @@ class StoreWindows:
                 "model": self.stores[0].manifest.model, "source": self.stores[0].manifest.source}
 
 
-def _gather_rows(store: SiteStore, spans: Sequence[tuple[int, int]]) -> Float[Tensor, "n d"]:
-    """Rows of `spans` as one float32 tensor, filled chunk by chunk (memory: the result plus one chunk)."""
-    out = torch.empty(sum(b - a for a, b in spans), store.d, dtype=torch.float32)
+def _scatter_rows(store: SiteStore, spans: Sequence[tuple[int, int]], places: Tensor) -> Float[Tensor, "n d"]:
+    """The rows of `spans`, the i-th of them at `places[i]`, as one float32 tensor filled chunk by chunk
+    (memory: the result plus one chunk)."""
+    out = torch.empty(len(places), store.d, dtype=torch.float32)
     row = 0
     for start, stop in spans:
-        out[row:row + stop - start] = store.rows(start, stop)
+        out.index_copy_(0, places[row:row + stop - start], store.rows(start, stop).float())
         row += stop - start
     return out
 
@@ -209,18 +223,22 @@ class StreamWindows:
         self._stream: Iterator[PackedContext] | None = None
         self._next_context = 0
 
-    def load(self, window: int) -> dict[str, Tensor] | None:
+    def load(self, window: int, permutation: Permutation) -> dict[str, Tensor] | None:
         contexts = self._contexts(window * self.contexts_per_window, self.contexts_per_window)
         if not contexts:
             return None
         tokens = torch.from_numpy(np.stack([c.tokens for c in contexts]))
-        parts: dict[str, list[Tensor]] = {str(s): [] for s in self.sites}
+        places = torch.argsort(permutation(tokens.numel()))
+        out = {str(s): torch.empty(tokens.numel(), s.width(self.model.cfg)) for s in self.sites}
+        row = 0
         for batch in tokens.split(self.model_batch_size):
             with torch.inference_mode():
                 acts = forward_sites(self.model, batch.to(self.model.cfg.device), self.sites)
-            for site, act in acts.items():
-                parts[str(site)].append(act.reshape(act.shape[0] * act.shape[1], -1).float().cpu())
-        return {site: torch.cat(chunks) for site, chunks in parts.items()}
+                for site, act in acts.items():
+                    rows = act.reshape(batch.numel(), -1).float().cpu()
+                    out[str(site)].index_copy_(0, places[row:row + batch.numel()], rows)
+            row += batch.numel()
+        return out
 
     def _contexts(self, first: int, count: int) -> list[PackedContext]:
         """Contexts [first, first + count) of the stream (restarting it only when asked to go back)."""

@@ -40,7 +40,7 @@ from saelab.activations.store import (
 )
 from saelab.data import PackedContext, TextSource, iter_contexts
 from saelab.data.packing import describe_short
-from saelab.data.sources import DataSourceError
+from saelab.data.sources import DataSourceError, source_from_spec
 from saelab.errors import SaelabError
 
 log = logging.getLogger(__name__)
@@ -128,12 +128,13 @@ class CacheResult(NamedTuple):
 
 
 def new_manifest(model_name: str, site: HookSite, model: HookedTransformer, config: CacheConfig,
-                 source: TextSource) -> Manifest:
+                 source: dict) -> Manifest:
+    """The manifest of a run that has written nothing yet; `source` is the token source's description."""
     worker = (config.worker, config.num_workers) if config.num_workers > 1 else None
     return Manifest(
         model=model_name, site=str(site), hook_name=site.hook_name, dtype=config.dtype, d=site.width(model.cfg),
         feature_shape=site.feature_shape(model.cfg), context_len=config.context_len,
-        contexts_per_shard=config.contexts_per_shard, n_contexts=config.n_contexts, source=source.describe(),
+        contexts_per_shard=config.contexts_per_shard, n_contexts=config.n_contexts, source=source,
         seed=config.seed, worker=worker,
     )
 
@@ -276,7 +277,7 @@ def cache_activations(
     n_tokens: int,
     dtype: str = "float32",
     out_dir: str | os.PathLike = "activations",
-    source: TextSource | None = None,
+    source: "TextSource | str | None" = None,
     seed: int = 0,
     context_len: int = 128,
     batch_size: int = 32,
@@ -291,10 +292,13 @@ def cache_activations(
 
     Re-running the same call resumes: shards the manifests already list are skipped. With several workers
     (arguments or torchrun's RANK/WORLD_SIZE) each writes its own shards and manifest part; call
-    `merge_worker_manifests(out_dir)` once all have finished. `model` skips loading `model_name`.
+    `merge_worker_manifests(out_dir)` once all have finished. `source` is a TextSource or a spec such as
+    "bundled" or a path (see `saelab.data.source_from_spec`); `model` skips loading `model_name`.
     """
     if source is None:
         raise DataSourceError("no token source given; pass text files, a generator source or 'bundled'")
+    if isinstance(source, str):
+        source = source_from_spec(source)
     worker, num_workers = worker_from_env(worker, num_workers)
     config = CacheConfig(n_tokens, dtype, context_len, batch_size, shard_tokens, seed, worker, num_workers)
     if model is None:
@@ -304,7 +308,8 @@ def cache_activations(
     parsed = [site.validate(model.cfg) for site in parse_sites(sites)]
     if context_len > model.cfg.n_ctx:
         raise ValueError(f"context_len {context_len} exceeds the model's n_ctx {model.cfg.n_ctx}")
-    writers = [SiteWriter(Path(out_dir), site, new_manifest(model_name, site, model, config, source), config)
+    description = source.describe()
+    writers = [SiteWriter(Path(out_dir), site, new_manifest(model_name, site, model, config, description), config)
                for site in parsed]
     done = set.intersection(*(w.completed() for w in writers))
     todo = [s for s in config.worker_shards() if s.index not in done]
