@@ -282,3 +282,19 @@ def test_source_errors_surface_from_the_tokenising_thread(tmp_path, random_model
 
     with pytest.raises(RuntimeError, match="generator broke"):
         _cache(random_model, tmp_path, "0.resid_post", n_tokens=10_000, source=GeneratorSource(broken, "broken"))
+
+
+def test_a_shard_one_site_had_not_listed_is_redone_once(tmp_path, random_model):
+    """A kill between two sites' manifest updates: the shard is recomputed for both, listed once."""
+    _cache(random_model, tmp_path / "reference", "0.resid_post,1.attn_z")
+    _cache(random_model, tmp_path / "store", "0.resid_post,1.attn_z")
+    path = store_paths(tmp_path / "store", "1.attn_z").manifest
+    manifest = json.loads(path.read_text())
+    manifest["shards"], manifest["complete"] = manifest["shards"][:-1], False
+    path.write_text(json.dumps(manifest))
+    again = _cache(random_model, tmp_path / "store", "0.resid_post,1.attn_z")
+    assert again.tokens_written == 5 * CONTEXT
+    for site in ("0.resid_post", "1.attn_z"):
+        shards = read_manifest(store_paths(tmp_path / "store", site).manifest).shards
+        assert [s.index for s in shards] == [0, 1, 2, 3]
+    assert _store_bytes(tmp_path / "store") == _store_bytes(tmp_path / "reference")

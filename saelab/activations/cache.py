@@ -179,8 +179,9 @@ class SiteWriter:
             np.save(handle, meta)
         commit_file(temp_path(files.acts), files.acts)
         commit_file(temp_path(files.meta), files.meta)
-        shards = sorted((*self.manifest.shards, shard), key=lambda s: s.index)
-        self.save(complete=False, shards=tuple(shards))
+        # A shard another site had not yet listed is redone for every site: replace, never duplicate.
+        shards = {s.index: s for s in self.manifest.shards} | {shard.index: shard}
+        self.save(complete=False, shards=tuple(shards[i] for i in sorted(shards)))
 
     def save(self, complete: bool, shards: tuple[ShardInfo, ...] | None = None) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
