@@ -1,6 +1,7 @@
 """A workspace: the one directory saelab writes to (`saelab.duckdb`, activations, SAEs, checkpoints)."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class Workspace:
     @property
     def activations_dir(self) -> Path:
         return self.root / "activations"
+
+    def activations_for(self, model: str) -> Path:
+        """The folder one model's cached sites live in."""
+        return self.activations_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_.") or "model")
 
     @property
     def saes_dir(self) -> Path:

@@ -1,8 +1,6 @@
 """`saelab cache`: cache activations of hook sites to the workspace and record them in the store."""
 
 import argparse
-import re
-from pathlib import Path
 
 from saelab.cli.main import UsageError, command
 from saelab.workspace import Workspace
@@ -20,11 +18,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the token order")
     parser.add_argument("--worker", type=int, default=None, help="this worker's index (with --num-workers)")
     parser.add_argument("--num-workers", type=int, default=None, help="independent workers splitting the shards")
-
-
-def activations_dir(workspace: Workspace, model: str) -> Path:
-    """The folder one model's cached sites live in (one function names it)."""
-    return workspace.activations_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("_")
 
 
 @command("cache", "cache activations of hook sites to disk (resumes where a killed run stopped)", _arguments)
@@ -57,7 +50,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
             args.sites,
             n_tokens,
             dtype=args.dtype,
-            out_dir=activations_dir(workspace, model),
+            out_dir=workspace.activations_for(model),
             source=source,
             seed=args.seed,
             context_len=args.context_len,

@@ -163,6 +163,11 @@ class ResultsStore:
                 [status, message, run_id],
             )
 
+    def delete_training_metrics_after(self, run_id: str, step: int) -> None:
+        """Drop a run's metric rows past `step` (a resumed run recomputes them from its checkpoint)."""
+        with self.connect(read_only=False) as con:
+            con.execute("DELETE FROM training_metrics WHERE run_id = ? AND step > ?", [run_id, step])
+
     def runs(self) -> pd.DataFrame:
         return self.select("runs", order_by=["created_at"])
 

@@ -1,0 +1,197 @@
+"""Train a sweep of SAEs in a workspace: data from the workspace's cached activations when they are there,
+else streamed from the model; metrics into the store; SAEs under `saes/`; re-running resumes or reuses."""
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from saelab.activations import ActivationStoreError, BatchConfig, parse_sites
+from saelab.activations.batches import store_batches, stream_batches
+from saelab.db import ResultsStore
+from saelab.sae import SAEConfig, sae_paths
+from saelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """One SAE of a sweep, as a user writes it."""
+
+    site: str
+    """Hook site text, e.g. "2.resid_post"."""
+    architecture: str = "topk"
+    """A registered architecture (saelab.sae.ARCHITECTURES)."""
+    width: int = 4096
+    """Number of latents."""
+    k: int = 32
+    """Active latents (topk, batchtopk) or codes per input (vq)."""
+    l1_coefficient: float = 5.0
+    """L1 weight (relu_l1, relu_l1_anthropic, gated)."""
+    l0_coefficient: float = 1.0
+    """L0 weight (jumprelu)."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A training run: one model, one pass over the data, many SAEs."""
+
+    model: str
+    """Model name or directory."""
+    saes: tuple[SAESpec, ...]
+    """The SAEs to train on each batch."""
+    tokens: int = 2_000_000
+    """Activation rows each SAE trains on."""
+    batch_size: int = 4096
+    """Rows per step."""
+    lr: float = 4e-4
+    """Peak Adam learning rate."""
+    seed: int = 0
+    """Seed of SAE initialisation and batch order."""
+    source: str = "bundled"
+    """Token source when activations are streamed (see `saelab cache --source`)."""
+    context_len: int = 128
+    """Tokens per context when streaming."""
+    checkpoint_every_tokens: int | None = 500_000
+    """Atomic checkpoint interval; a killed run resumes from the last one."""
+    log_every_steps: int = 10
+    """Metric rows every this many steps."""
+    extra: dict = field(default_factory=dict, compare=False)
+    """Free-form notes stored with the run."""
+
+    def __post_init__(self) -> None:
+        if not self.saes:
+            raise ValueError("a training run needs at least one SAE")
+        if self.tokens <= 0 or self.batch_size <= 0:
+            raise ValueError(f"tokens ({self.tokens}) and batch_size ({self.batch_size}) must be positive")
+
+    @property
+    def run_hash(self) -> str:
+        """Identifies the run: the same spec resumes the same checkpoint."""
+        payload = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class TrainResult(NamedTuple):
+    run_id: str
+    sae_ids: list[str]
+    paths: dict[str, Path]
+    reused: bool
+    """True when every SAE was already in the workspace and nothing was trained."""
+
+
+def sae_id_of(spec: SAESpec, run_hash: str) -> str:
+    """A readable, unique id: site, architecture, width, k, and a hash of the SAE and its training run."""
+    digest = hashlib.sha256(json.dumps([asdict(spec), run_hash], sort_keys=True).encode()).hexdigest()[:6]
+    return f"{spec.site}-{spec.architecture}-w{spec.width}-k{spec.k}-{digest}"
+
+
+def build_sae_configs(spec: TrainSpec, model_cfg) -> dict[str, SAEConfig]:
+    """SAE configs for every entry of the sweep (validates sites, widths, k, architectures)."""
+    configs = {}
+    for entry in spec.saes:
+        site = parse_sites(entry.site)[0].validate(model_cfg)
+        configs[sae_id_of(entry, spec.run_hash)] = SAEConfig(
+            architecture=entry.architecture, d_in=site.width(model_cfg), d_sae=entry.width, k=entry.k,
+            l1_coefficient=entry.l1_coefficient, l0_coefficient=entry.l0_coefficient,
+            hook_site=str(site), hook_name=site.hook_name, model_name=spec.model, seed=spec.seed,
+        )
+    return configs
+
+
+def existing_saes(workspace: Workspace, sae_ids: list[str]) -> dict[str, Path] | None:
+    """Paths of the SAEs if every one is already saved in the workspace, else None."""
+    found = {}
+    for sae_id in sae_ids:
+        directory = workspace.saes_dir / sae_id
+        if not sae_paths(directory).weights.exists():
+            return None
+        found[sae_id] = directory
+    return found
+
+
+def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, SAEConfig]):
+    """Batches from the workspace's cached activations of every site, else streamed from the model."""
+    from saelab.data.sources import source_from_spec
+
+    sites = sorted({cfg.hook_site for cfg in configs.values()})
+    widths = {cfg.hook_site: cfg.d_in for cfg in configs.values()}
+    batch_config = BatchConfig(batch_size=spec.batch_size, buffer_tokens=max(262144, spec.batch_size),
+                               seed=spec.seed)
+    cached = workspace.activations_for(spec.model)
+    if all((cached / site / "manifest.json").exists() for site in sites):
+        return store_batches(cached, sites, batch_config, expect_d=widths), f"cached activations in {cached}"
+    source = source_from_spec(spec.source)
+    batches = stream_batches(model, sites, source, batch_config, context_len=spec.context_len, source_seed=spec.seed)
+    return batches, f"streamed from {spec.model}"
+
+
+def metrics_sink(store: ResultsStore, run_id: str):
+    """The trainer's rows (one dict per SAE and logged step) as long-format metric rows in the store."""
+    skip = {"sae_id", "step", "tokens"}
+
+    def sink(rows: list[dict]) -> None:
+        store.insert("training_metrics", [
+            {"run_id": run_id, "sae_id": row["sae_id"], "step": row["step"], "tokens": row["tokens"],
+             "metric": name, "value": float(value)}
+            for row in rows for name, value in row.items() if name not in skip
+        ])
+
+    return sink
+
+
+def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True) -> TrainResult:
+    """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store."""
+    from saelab.models import load_model
+    from saelab.training import TrainerConfig, load_checkpoint, train_saes
+
+    model = load_model(spec.model)
+    configs = build_sae_configs(spec, model.cfg)
+    run_id = f"train-{spec.run_hash}"
+    found = existing_saes(workspace, list(configs))
+    if found is not None:
+        return TrainResult(run_id, list(configs), found, reused=True)
+    batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
+    trainer_config = TrainerConfig(
+        total_tokens=spec.tokens, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
+        lr_warmup_steps=min(100, spec.tokens // spec.batch_size // 10),
+        lr_decay_steps=spec.tokens // spec.batch_size // 5,
+        sparsity_warmup_steps=spec.tokens // spec.batch_size // 10,
+        dead_window_tokens=min(1_000_000, max(spec.tokens // 4, spec.batch_size)),
+        checkpoint_every_tokens=spec.checkpoint_every_tokens, log_every_steps=spec.log_every_steps,
+    )
+    store = ResultsStore(workspace.create().db_path).initialize()
+    checkpoint_dir = workspace.checkpoints_dir / run_id
+    _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), list(configs))
+    try:
+        trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir,
+                             metrics_sink(store, run_id), progress=progress)
+    except Exception as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.insert("saes", [_sae_row(workspace, run_id, t.sae_id, configs[t.sae_id], t.paths.directory)
+                          for t in trained])
+    store.finish_run(run_id, "done", f"{len(trained)} SAEs, {trained[0].tokens} tokens each; data: {data_note}")
+    return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
+
+
+def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str, checkpoint: dict | None,
+               sae_ids: list[str]) -> None:
+    """Insert the run, or mark a resumed one running again and drop metric rows past its checkpoint."""
+    if store.select("runs", where={"run_id": run_id}).empty:
+        store.insert("runs", [{"run_id": run_id, "kind": "train", "name": spec.model,
+                               "config": {**asdict(spec), "data": data_note}, "status": "running"}])
+        return
+    resumed_step = int(checkpoint["step"]) if checkpoint is not None else 0
+    store.delete_training_metrics_after(run_id, resumed_step)
+    store.finish_run(run_id, "running", f"resumed at step {resumed_step}")
+
+
+def _sae_row(workspace: Workspace, run_id: str, sae_id: str, cfg: SAEConfig, directory: Path) -> dict:
+    return {"sae_id": sae_id, "run_id": run_id, "model": cfg.model_name, "site": cfg.hook_site,
+            "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
+            "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "vq") else None,
+            "config": asdict(cfg), "path": workspace.relative(directory)}

@@ -1,0 +1,66 @@
+import hashlib
+
+import pytest
+
+from saelab.cli import main
+from saelab.db import ResultsStore
+from saelab.sae import load_sae
+
+
+def write_corpus(folder):
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"doc{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(80)))
+    return folder
+
+
+def tree_digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+TRAIN = ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--arch", "topk,relu_l1",
+         "--width", "128", "--k", "8", "--tokens", "4096", "--batch-size", "256"]
+
+
+@pytest.mark.slow
+def test_train_streams_records_and_reuses(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    assert main([*TRAIN, "--workspace", str(ws), "--source", str(corpus)]) == 0, capsys.readouterr().err
+    store = ResultsStore(ws / "saelab.duckdb")
+    saes = store.select("saes", order_by=["architecture"])
+    assert list(saes["architecture"]) == ["relu_l1", "topk"]
+    for path in saes["path"]:
+        sae = load_sae(ws / path)
+        assert sae.cfg.hook_site == "1.resid_post" and sae.cfg.d_sae == 128
+    metrics = store.select("training_metrics")
+    assert {"loss", "fvu", "l0", "dead_fraction"} <= set(metrics["metric"])
+    assert list(store.runs()["status"]) == ["done"]
+
+    before = tree_digest(ws)
+    capsys.readouterr()
+    assert main([*TRAIN, "--workspace", str(ws), "--source", str(corpus)]) == 0
+    assert "reused" in capsys.readouterr().out
+    assert tree_digest(ws) == before
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--k", "500"], "k"),
+    (["--arch", "nosucharch"], "nosucharch"),
+    (["--width", "0"], "d_sae"),
+    (["--sites", "9.resid_post"], "9.resid_post"),
+])
+def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, bad, message):
+    ws = tmp_path / "ws"
+    assert main(["demo", "--model", "saelab-random", "--workspace", str(ws), "--no-app"]) == 0
+    before = tree_digest(ws)
+    capsys.readouterr()
+    args = list(TRAIN)
+    flag = bad[0]
+    if flag in args:
+        args[args.index(flag) + 1] = bad[1]
+    code = main([*args, "--workspace", str(ws)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and message in err, err
+    assert tree_digest(ws) == before
