@@ -1,0 +1,291 @@
+"""Supervised dictionaries: recovery of planted attribute vectors, F1 tables and failure-mode rules, SAE edits,
+IOI counterfactuals and the fit/eval split, and the whole evaluation on the small random model."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from saelab.evals.ioi import (
+    COUNTERFACTUALS,
+    Location,
+    Prompts,
+    locations_from_circuit,
+    name_ids,
+    prompts_from_dataset,
+    split_fit_eval,
+)
+from saelab.evals.supervised import (
+    Dictionary,
+    SupervisedEvalConfig,
+    assign_latents,
+    attribute_vocab,
+    decode_attributes,
+    encode_attributes,
+    f1_table,
+    fit_supervised,
+    occluded_values,
+    over_split_values,
+    sae_dictionary,
+    sae_edit,
+    supervised_edit,
+    supervised_reconstruction,
+)
+from saelab.evals.supervised_ioi import evaluate_dictionary, location_context, score_rows, supervised_for
+from saelab.sae import SAE, SAEConfig
+from saelab.sae.types import InitialState
+
+N_VALUES = {"IO": 5, "S": 4, "pos": 2}
+
+
+def planted(d: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(d, generator=g), {a: torch.randn(n, d, generator=g) for a, n in N_VALUES.items()}
+
+
+def factorial_codes(repeats: int = 1) -> dict[str, torch.Tensor]:
+    rows = list(itertools.product(*(range(n) for n in N_VALUES.values()))) * repeats
+    table = torch.tensor(rows)
+    return {a: table[:, i] for i, a in enumerate(N_VALUES)}
+
+
+def synthesize(base, vectors, codes, noise=0.0, seed=1):
+    acts = base + sum(vectors[a][c] for a, c in codes.items())
+    return acts + noise * torch.randn(acts.shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_balanced_design_recovers_centred_planted_vectors_exactly():
+    base, vectors = planted(12)
+    codes = factorial_codes()
+    acts = synthesize(base, vectors, codes)
+    dictionary = fit_supervised(acts, codes, N_VALUES)
+    for attribute, planted_vectors in vectors.items():
+        torch.testing.assert_close(dictionary.vectors[attribute], planted_vectors - planted_vectors.mean(0),
+                                   atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(supervised_reconstruction(dictionary, codes), acts, atol=1e-5, rtol=1e-5)
+    edited = supervised_edit(dictionary, acts, "IO", codes["IO"], (codes["IO"] + 1) % 5)
+    moved = {**codes, "IO": (codes["IO"] + 1) % 5}
+    torch.testing.assert_close(edited, synthesize(base, vectors, moved), atol=1e-5, rtol=1e-5)
+
+
+def test_random_noisy_attributes_recover_planted_vectors():
+    base, vectors = planted(16, seed=3)
+    g = torch.Generator().manual_seed(4)
+    codes = {a: torch.randint(0, n, (6000,), generator=g) for a, n in N_VALUES.items()}
+    dictionary = fit_supervised(synthesize(base, vectors, codes, noise=0.3), codes, N_VALUES)
+    for attribute, planted_vectors in vectors.items():
+        expected = planted_vectors - planted_vectors.mean(0)
+        cosine = torch.nn.functional.cosine_similarity(dictionary.vectors[attribute], expected, dim=-1)
+        assert cosine.min() > 0.97, (attribute, cosine)
+    test_codes = {a: torch.randint(0, n, (200,), generator=g) for a, n in N_VALUES.items()}
+    decoded = decode_attributes(dictionary, synthesize(base, vectors, test_codes, noise=0.3, seed=9))
+    for attribute, code in test_codes.items():
+        assert (decoded[attribute] == code).double().mean() > 0.98, attribute
+    approximate = decode_attributes(dictionary, synthesize(base, vectors, test_codes, noise=0.3, seed=9), 1)
+    assert (approximate["pos"] == test_codes["pos"]).double().mean() > 0.9  # coordinate descent
+
+
+def test_encode_attributes_and_unseen_values():
+    vocab = attribute_vocab({"IO": ["b", "a", "b"], "pos": ["ABB", "BAB"]})
+    assert vocab == {"IO": ("a", "b"), "pos": ("ABB", "BAB")}
+    assert encode_attributes({"IO": ["b", "a"]}, vocab)["IO"].tolist() == [1, 0]
+    with pytest.raises(ValueError, match="never had"):
+        encode_attributes({"IO": ["c"]}, vocab)
+    dictionary = fit_supervised(torch.randn(4, 3), {"IO": torch.tensor([0, 0, 1, 1])}, {"IO": 3})
+    assert dictionary.counts["IO"].tolist() == [2, 2, 0] and dictionary.vectors["IO"][2].abs().sum() == 0
+
+
+def test_f1_table_by_hand():
+    fires = torch.tensor([[1, 0], [1, 1], [0, 1], [1, 0]], dtype=torch.bool)
+    code = torch.tensor([0, 0, 1, 1])
+    table = f1_table(fires, code, 2)
+    # latent 0 fires on rows 0, 1, 3: precision for value 0 = 2/3, recall 2/2
+    assert table.precision[0, 0] == pytest.approx(2 / 3) and table.recall[0, 0] == pytest.approx(1.0)
+    assert table.f1[0, 0] == pytest.approx(0.8)
+    assert table.precision[1, 1] == pytest.approx(0.5) and table.recall[1, 1] == pytest.approx(0.5)
+    assert table.support.tolist() == [2, 2]
+
+
+def test_over_splitting_and_occlusion_rules():
+    code = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    # latents 0 and 1 each cover half of value 0 with perfect precision; latent 2 covers value 1 fully
+    fires = torch.zeros(8, 3, dtype=torch.bool)
+    fires[:2, 0], fires[2:4, 1], fires[4:, 2] = True, True, True
+    table = f1_table(fires, code, 2)
+    assert over_split_values(fires, code, table, 0.8, 0.8).tolist() == [True, False]
+    fires[:, 2] = False  # now nothing tracks value 1
+    table = f1_table(fires, code, 2)
+    assert occluded_values(table, torch.tensor([True, True]), 0.5).tolist() == [False, True]
+    assert occluded_values(table, torch.tensor([True, False]), 0.5).tolist() == [False, False]
+
+
+def indicator_sae(vectors: dict[str, torch.Tensor], base: torch.Tensor) -> SAE:
+    """A JumpReLU SAE whose latents are the planted attribute vectors, read off by a least-squares encoder
+    (coefficient 1 for the values present, 0 for the others; threshold 0.5)."""
+    W_dec = torch.cat(list(vectors.values()))
+    d_sae, d = W_dec.shape
+    W_enc = torch.linalg.pinv(W_dec)
+    params = {"W_enc": W_enc, "b_enc": -base @ W_enc, "W_dec": W_dec, "b_dec": base,
+              "threshold": torch.full((d_sae,), 0.5)}
+    return SAE(SAEConfig("jumprelu", d, d_sae, k=1), InitialState(params, {}))
+
+
+def test_sae_edit_through_assigned_latents_matches_true_edit():
+    base, vectors = planted(32, seed=5)
+    codes = factorial_codes(repeats=2)
+    acts = synthesize(base, vectors, codes)
+    sae = indicator_sae(vectors, base)
+    latents = sae.encode(acts).detach()
+    assignment = assign_latents(latents, codes, N_VALUES, min_f1=0.5)
+    assert assignment["IO"].best.tolist() == [0, 1, 2, 3, 4]
+    assert assignment["S"].best.tolist() == [5, 6, 7, 8]
+    target = (codes["S"] + 1) % 4
+    edited = sae_edit(sae.W_dec.detach(), acts, latents, assignment["S"], codes["S"], target)
+    torch.testing.assert_close(edited, synthesize(base, vectors, {**codes, "S": target}), atol=1e-4, rtol=1e-4)
+    dictionary = sae_dictionary(sae, "ind", acts, codes, N_VALUES, SupervisedEvalConfig(assign_f1=0.5))
+    torch.testing.assert_close(dictionary.reconstruct(acts, codes), acts, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- IOI prompts (GPT-2 tokenizer, no model)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    from saelab.tasks import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def test_counterfactuals_change_exactly_one_attribute(gpt2):
+    from saelab.tasks import get_task
+
+    data = get_task("ioi").generate(gpt2, 12, seed=0)
+    prompts = prompts_from_dataset(data)
+    names = sorted(set(prompts.attributes["IO"]) | set(prompts.attributes["S"]))
+    ids = name_ids(gpt2, names)
+    g = torch.Generator().manual_seed(0)
+    rows = torch.arange(prompts.size)
+    io = COUNTERFACTUALS["IO"](prompts, names, ids, g)
+    for i, new in enumerate(io.values):
+        assert new not in (prompts.attributes["IO"][i], prompts.attributes["S"][i])
+        text = gpt2.decode(io.prompts.tokens[i, 1:data.positions["end"][i] + 1])
+        assert text == data.clean_prompts[i].replace(" " + prompts.attributes["IO"][i], " " + new)
+    assert torch.equal(io.prompts.io_ids, torch.tensor([ids[n] for n in io.values]))
+    s = COUNTERFACTUALS["S"](prompts, names, ids, g)
+    assert torch.equal(s.prompts.tokens[rows, prompts.positions["S1"]], s.prompts.tokens[rows, prompts.positions["S2"]])
+    assert torch.equal(s.prompts.s_ids, s.prompts.tokens[rows, prompts.positions["S2"]])
+    flipped = COUNTERFACTUALS["pos"](prompts, ["ABB", "BAB"], ids, g)
+    assert all(a != b for a, b in zip(flipped.values, prompts.attributes["pos"], strict=True))
+    # the flipped prompt is the template in the other order: IO now sits where S1 was
+    assert torch.equal(flipped.prompts.tokens[rows, flipped.prompts.positions["IO"]], prompts.io_ids)
+    assert torch.equal(flipped.prompts.tokens[rows, prompts.positions["end"]], prompts.tokens[rows, prompts.positions["end"]])
+
+
+def test_split_has_unseen_pairs_of_seen_names(gpt2):
+    from saelab.tasks import get_task
+
+    task = get_task("ioi")
+    fit, evaluation = split_fit_eval(task.generate(gpt2, 300, seed=0), task.generate(gpt2, 200, seed=1))
+    fit_pairs = set(zip(fit.attributes["IO"], fit.attributes["S"], strict=True))
+    assert evaluation.size > 50
+    for io, s in zip(evaluation.attributes["IO"], evaluation.attributes["S"], strict=True):
+        assert (io, s) not in fit_pairs and io in fit.attributes["IO"] and s in fit.attributes["S"]
+
+
+def test_locations_from_circuit_groups_classes():
+    circuit = {"heads": [{"layer": 3, "head": 1, "class": "name mover", "position": "end"},
+                         {"layer": 2, "head": 0, "class": "name mover", "position": "end"},
+                         {"layer": 1, "head": 2, "class": "induction", "position": "S2"},
+                         {"layer": 0, "head": 2, "class": "previous token", "position": "S1+1"}]}
+    locations = locations_from_circuit(circuit)
+    assert [(loc.name, loc.heads, loc.position) for loc in locations] == [
+        ("name mover@end", ((3, 1), (2, 0)), "end"), ("induction@S2", ((1, 2),), "S2")]
+    with pytest.raises(ValueError, match="heads"):
+        locations_from_circuit({})
+    with pytest.raises(ValueError, match="twice"):
+        Location("x", ((0, 0), (0, 0)), "end")
+
+
+# ---------------------------------------------------------------- the whole evaluation on saelab-random
+
+NAMES = [chr(c) for c in range(ord("A"), ord("A") + 12)]
+
+
+def synthetic_prompts(n: int, seed: int) -> Prompts:
+    """IOI-shaped prompts for the byte-level model: BOS, S1/IO at 2/4 (ABB) or 4/2 (BAB), S2 at 7, END at 9."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(97, 123, (n, 10), generator=g)
+    tokens[:, 0] = 256
+    pairs = [torch.randperm(12, generator=g)[:2].tolist() for _ in range(n)]
+    order = ["ABB" if torch.rand(1, generator=g) < 0.5 else "BAB" for _ in range(n)]
+    io_pos = torch.tensor([2 if o == "ABB" else 4 for o in order])
+    s1_pos = 6 - io_pos
+    rows = torch.arange(n)
+    io_ids = torch.tensor([ord(NAMES[p[0]]) for p in pairs])
+    s_ids = torch.tensor([ord(NAMES[p[1]]) for p in pairs])
+    tokens[rows, io_pos], tokens[rows, s1_pos], tokens[:, 7] = io_ids, s_ids, s_ids
+    positions = {"IO": io_pos, "S1": s1_pos, "S2": torch.full((n,), 7), "end": torch.full((n,), 9)}
+    attributes = {"IO": [NAMES[p[0]] for p in pairs], "S": [NAMES[p[1]] for p in pairs], "pos": order}
+    return Prompts(tokens, positions, io_ids, s_ids, attributes)
+
+
+@pytest.fixture(scope="module")
+def context(random_model):
+    location = Location("heads@end", ((1, 0), (1, 2)), "end")
+    ids = {name: ord(name) for name in NAMES}
+    cfg = SupervisedEvalConfig(batch_size=64)
+    return location_context(random_model, synthetic_prompts(160, 0), synthetic_prompts(60, 1), location, ids, cfg)
+
+
+def test_context_baselines(context):
+    assert context.fit_acts.shape == (160, 32) and context.eval_acts.shape == (60, 32)
+    assert context.ld_clean != context.ld_mean_ablation
+    for attribute, cf in context.counterfactuals.items():
+        assert cf.acts.shape == (60, 32) and cf.target.shape == (60,)
+        if attribute != "pos":
+            assert (cf.target != context.eval_codes[attribute]).all()
+
+
+def test_identity_and_mean_dictionaries_bound_the_approximation_scores(random_model, context):
+    identity = Dictionary("identity", lambda a, c: a.clone(), lambda a, c, attr, t: a, None)
+    scores = evaluate_dictionary(random_model, context, identity)
+    assert scores.sufficiency == pytest.approx(1.0, abs=1e-4) and scores.necessity == pytest.approx(1.0, abs=1e-4)
+    assert scores.fvu == pytest.approx(0.0, abs=1e-8)
+    mean = context.fit_acts.mean(0)
+    constant = Dictionary("mean", lambda a, c: mean.expand_as(a).clone(), lambda a, c, attr, t: a, None)
+    scores = evaluate_dictionary(random_model, context, constant)
+    assert scores.sufficiency == pytest.approx(0.0, abs=1e-4) and scores.necessity == pytest.approx(0.0, abs=1e-4)
+
+
+def test_oracle_edit_is_fully_accurate(random_model, context):
+    oracle = Dictionary("oracle", lambda a, c: a, lambda a, c, attr, t: context.counterfactuals[attr].acts, None)
+    scores = evaluate_dictionary(random_model, context, oracle)
+    assert scores.edit_accuracy == {"IO": 1.0, "S": 1.0, "pos": 1.0}
+    assert all(m == pytest.approx(1.0) for m in scores.edit_magnitude.values())
+    no_edit = Dictionary("none", lambda a, c: a, lambda a, c, attr, t: a, None)
+    scores = evaluate_dictionary(random_model, context, no_edit)
+    changed = {a: cf.changed.double().mean() for a, cf in context.counterfactuals.items()}
+    for attribute, accuracy in scores.edit_accuracy.items():
+        assert accuracy == pytest.approx(1 - float(changed[attribute]))
+    assert all(m == 0 for m in scores.edit_magnitude.values())
+
+
+def test_supervised_and_sae_scores_and_rows(random_model, context):
+    supervised = evaluate_dictionary(random_model, context, supervised_for(context))
+    assert supervised.interpretability is None and 0 <= supervised.edit_accuracy["IO"] <= 1
+    sae = SAE(SAEConfig("topk", 32, 48, k=4))
+    dictionary = sae_dictionary(sae, "topk-48", context.fit_acts, context.fit_codes, context.n_values,
+                                SupervisedEvalConfig())
+    scores = evaluate_dictionary(random_model, context, dictionary)
+    assert set(scores.interpretability.f1) == {"IO", "S", "pos"}
+    assert all(0 <= v <= 1 for v in scores.interpretability.f1.values())
+    rows = score_rows(scores, "run")
+    names = {r["metric"] for r in rows}
+    assert {"sufficiency", "necessity", "edit_accuracy", "edit_magnitude_IO", "f1_pos", "occlusion",
+            "over_splitting"} <= names
+    assert all(r["eval_kind"] == "supervised_ioi" and not math.isnan(r["value"]) for r in rows)
+    assert {r["sae_id"] for r in score_rows(supervised, None)} == {"supervised:ioi:heads@end"}
+    with pytest.raises(ValueError, match="wide"):
+        sae_dictionary(SAE(SAEConfig("topk", 16, 8, k=2)), "x", context.fit_acts, context.fit_codes,
+                       context.n_values, SupervisedEvalConfig())
