@@ -39,6 +39,8 @@ from saelab.evals.supervised import (
     supervised_dictionary,
 )
 
+DEFAULT_CONFIG = SupervisedEvalConfig()
+
 
 class AttributeCounterfactual(NamedTuple):
     """The evaluation prompts with one attribute changed, and the model with the true counterfactual patched in."""
@@ -143,7 +145,7 @@ def location_context(
     evaluation: Prompts,
     location: Location,
     ids: NameIds,
-    cfg: SupervisedEvalConfig = SupervisedEvalConfig(),
+    cfg: SupervisedEvalConfig = DEFAULT_CONFIG,
 ) -> LocationContext:
     """Fit the supervised dictionary at `location` on `fit`; compute the baselines on `evaluation`."""
     for layer, head in location.heads:
@@ -224,7 +226,7 @@ def evaluate_dictionary(
     model: HookedTransformer,
     ctx: LocationContext,
     dictionary: Dictionary,
-    cfg: SupervisedEvalConfig = SupervisedEvalConfig(),
+    cfg: SupervisedEvalConfig = DEFAULT_CONFIG,
 ) -> DictionaryScores:
     """Approximation, control and (for SAEs) interpretability of `dictionary` at the context's location."""
     a = ctx.eval_acts
