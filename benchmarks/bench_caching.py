@@ -240,11 +240,12 @@ def bench_reading(n_tokens, d, buffer_tokens, batch_size) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the tokens")
     parser.add_argument("--skip-saelens", action="store_true")
+    parser.add_argument("--only-reading", action="store_true", help="rerun the reading part into the same JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared-machine noise low)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating bare/caching runs per configuration")
-    parser.add_argument("--read-child", nargs=4)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating bare/caching runs per configuration")
+    parser.add_argument("--read-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read_child:
         store_dir, batch, buffer, n = args.read_child
@@ -254,16 +255,30 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     scale = 4 if args.quick else 1
+    report = json.loads(RESULTS.read_text()) if args.only_reading and RESULTS.exists() else {}
+    report["machine"] = {"torch_threads": args.threads, "cpus": os.cpu_count(), "python": platform.python_version(),
+                         "torch": torch.__version__, "platform": platform.platform(), "load_average": os.getloadavg()}
+    if not args.only_reading:
+        run_caching(report, args, scale)
+    print("reading shuffled batches from a synthetic float16 store")
+    report["reading"] = r = bench_reading(1_048_576 // scale, 768, 65536, 4096)
+    print(f"  store {r['store_mib']:,.0f} MiB, buffer {r['buffer_tokens']} tokens ({r['buffer_mib_float32']:.0f} MiB "
+          f"as float32): {r['tok_s']:,.0f} tok/s, peak RSS {r['peak_rss_mib']:,.0f} MiB "
+          f"(after imports {r['rss_before_mib']:,.0f} MiB; at the end anonymous {r['end_rss_anon_mib']:,.0f} MiB, "
+          f"file-backed {r['end_rss_file_mib']:,.0f} MiB)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1))
+    print(f"wrote {RESULTS}")
+
+
+def run_caching(report: dict, args: argparse.Namespace, scale: int) -> None:
     source = corpus()
-    report = {"machine": {"torch_threads": args.threads, "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "platform": platform.platform(),
-                          "load_average": os.getloadavg()}, "caching": []}
     print(f"caching throughput (paired with a bare truncated forward; torch threads {args.threads}, "
           f"load average {os.getloadavg()[0]:.1f})")
     gpt2 = gpt2_small_random()
     sets = SITE_SETS["gpt2-small-random"]
-    report["caching"] += bench_model("gpt2-small-random", gpt2, source, 2048 // scale, 128, 8, 1024, ["float16"],
-                                     sets, args.repeats)
+    report["caching"] = bench_model("gpt2-small-random", gpt2, source, 2048 // scale, 128, 8, 1024, ["float16"],
+                                    sets, args.repeats)
     report["caching"] += bench_model("gpt2-small-random", gpt2, source, 2048 // scale, 128, 8, 1024, ["float32"],
                                      sets[2:], args.repeats)
     small = load_model("saelab-random")
@@ -274,16 +289,6 @@ def main() -> None:
     print(f"  saelab stream_batches gpt2 5.resid_post: {stream:,.0f} tok/s")
     if not args.skip_saelens:
         bench_saelens(report, gpt2, source, 4096 // scale)
-    print("reading shuffled batches from a synthetic float16 store")
-    report["reading"] = bench_reading(1_048_576 // scale, 768, 65536, 4096)
-    r = report["reading"]
-    print(f"  store {r['store_mib']:,.0f} MiB, buffer {r['buffer_tokens']} tokens ({r['buffer_mib_float32']:.0f} MiB "
-          f"as float32): {r['tok_s']:,.0f} tok/s, peak RSS {r['peak_rss_mib']:,.0f} MiB "
-          f"(after imports {r['rss_before_mib']:,.0f} MiB; at the end anonymous {r['end_rss_anon_mib']:,.0f} MiB, "
-          f"file-backed {r['end_rss_file_mib']:,.0f} MiB)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
-    print(f"wrote {RESULTS}")
 
 
 def bench_saelens(report, gpt2, source, n_tokens) -> None:

@@ -71,8 +71,8 @@ class WindowSource(Protocol):
 class ShuffledBatches:
     """An iterator of batches (site text -> Float[Tensor, "batch d"]) with `state_dict` for exact resume.
 
-    Batches are slices of the current window (a batch straddling two windows is a new tensor); changing
-    one in place touches no other batch.
+    Batches are slices of the current window (the last batch of a window is a copy); changing one in
+    place touches no other batch. Peak memory is about one window per site (float32) plus a chunk.
     """
 
     def __init__(self, windows: WindowSource, config: BatchConfig, device: str | torch.device = "cpu") -> None:
@@ -93,7 +93,10 @@ class ShuffledBatches:
             if not self._ensure_window():
                 raise StopIteration
             take = min(need, self._rows - self._offset)
-            pieces.append({site: data[self._offset:self._offset + take] for site, data in self._data.items()})
+            piece = {site: data[self._offset:self._offset + take] for site, data in self._data.items()}
+            if self._offset + take == self._rows:  # a copy, so a batch kept by the caller frees the window
+                piece = {site: rows.clone() for site, rows in piece.items()}
+            pieces.append(piece)
             self._offset += take
             need -= take
         if len(pieces) == 1:
