@@ -1,0 +1,94 @@
+"""Run every benchmark in one go on this machine and write BENCHMARKS.md with their tables side by side.
+
+    python benchmarks/run_all.py            # full sizes
+    python benchmarks/run_all.py --quick    # small sizes (minutes)
+
+Each benchmark script prints its own table (peers side by side, as ratios) and writes JSON to
+benchmarks/results/; this script runs them one after another, captures what they print, and records the
+machine, the date and the exact commands.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (title, script, extra arguments for --quick)
+BENCHMARKS = [
+    ("Activation caching vs a bare forward (and SAELens)", "bench_caching.py", ["--quick"]),
+    ("SAE training step: TopK vs sparsify and SAELens", "bench_sae_step.py", ["--quick"]),
+    ("Feature dashboards", "bench_dashboards.py", ["--quick"]),
+    ("Circuit methods: time and AUC", "bench_circuits.py", ["--quick"]),
+    ("Web app latency", "bench_app.py", ["--quick"]),
+]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def run(script: str, args: list[str], timeout_s: int) -> tuple[str, float, int]:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout_s)
+        output, code = done.stdout.strip(), done.returncode
+        if code != 0:
+            output += "\n" + "\n".join(done.stderr.strip().splitlines()[-5:])
+    except subprocess.TimeoutExpired:
+        output, code = f"(timed out after {timeout_s} s)", 124
+    return output, time.perf_counter() - start, code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes for every benchmark")
+    parser.add_argument("--only", nargs="*", help="script names to run (default: all)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    sections = []
+    for title, script, quick_args in BENCHMARKS:
+        if args.only and script not in args.only:
+            continue
+        if not (ROOT / "benchmarks" / script).exists():
+            sections.append(f"## {title}\n\n`benchmarks/{script}` does not exist yet.\n")
+            continue
+        extra = quick_args if args.quick else []
+        print(f"running {script} {' '.join(extra)}", flush=True)
+        output, seconds, code = run(script, extra, args.timeout)
+        status = "" if code == 0 else f" — exited with status {code}"
+        sections.append(f"## {title}\n\nCommand: `python benchmarks/{script} {' '.join(extra)}`".rstrip()
+                        + f" ({seconds:.0f} s{status})\n\n```\n{output}\n```\n")
+        print(output, flush=True)
+    header = (
+        "# saelab benchmarks\n\n"
+        f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
+        f"Produced by `python benchmarks/run_all.py{' --quick' if args.quick else ''}` in one run; every table "
+        "compares against its peers side by side in the same run, because absolute numbers on a shared "
+        "machine are noisy. JSON for each benchmark is in `benchmarks/results/`.\n"
+    )
+    args.out.write_text(header + "\n" + "\n".join(sections))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
