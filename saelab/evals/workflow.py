@@ -1,0 +1,116 @@
+"""`saelab eval` as a library call: load an SAE and its model, compute core metrics (and dashboards), store them."""
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from saelab.db import ResultsStore
+from saelab.evals.core import CoreEvalConfig, CoreMetrics, core_metric_rows, evaluate_core
+from saelab.evals.storage import ensure_sae_row, write_dashboards, write_eval_metrics
+from saelab.evals.tokens import held_out_source, token_contexts, training_source
+from saelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `saelab eval` evaluates."""
+
+    sae_path: str
+    """Directory of an SAE saved by saelab (cfg.json + sae.safetensors)."""
+    sae_id: str | None = None
+    """Id in the store (default: the directory's name)."""
+    model: str | None = None
+    """Model name or directory (default: the model named in the SAE's config)."""
+    n_tokens: int = 65_536
+    """Held-out tokens for the core metrics."""
+    dashboards: bool = False
+    """Also compute feature dashboards."""
+    dashboard_tokens: int = 1_000_000
+    """Tokens of the bundled training corpus the dashboards describe."""
+    context_len: int = 128
+    """Tokens per context (BOS included); capped at the model's n_ctx."""
+    batch_size: int = 16
+    """Contexts per forward pass."""
+    seed: int = 0
+    """Seed of the token order and of the dashboards' quantile sampling."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_tokens", "dashboard_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.context_len < 2:
+            raise ValueError(f"context_len must be at least 2, got {self.context_len}")
+
+
+class EvalOutcome(NamedTuple):
+    run_id: str
+    sae_id: str
+    model: str
+    core: CoreMetrics
+    n_features: int
+    """Latents whose dashboards were stored (0 without --dashboards)."""
+    n_examples: int
+    seconds: dict[str, float]
+
+
+def _load(request: EvalRequest):
+    from saelab.models import load_model
+    from saelab.sae import load_sae
+
+    path = Path(request.sae_path)
+    sae = load_sae(path)
+    model_name = request.model or sae.cfg.model_name
+    if not model_name:
+        raise ValueError(f"the SAE at {path} names no model; pass --model")
+    return sae, load_model(model_name), model_name
+
+
+def _stored_path(workspace: Workspace, path: Path) -> str:
+    resolved = path.resolve()
+    return workspace.relative(resolved) if resolved.is_relative_to(workspace.root) else str(resolved)
+
+
+def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str, store) -> tuple[int, int]:
+    from saelab.evals.dashboard_rows import example_rows, feature_rows, vocab_strings
+    from saelab.evals.features import DashboardConfig, compute_dashboards
+
+    cfg = DashboardConfig(batch_size=request.batch_size, seed=request.seed)
+    tokens = token_contexts(model.tokenizer, training_source(), request.dashboard_tokens, context_len, request.seed)
+    dash = compute_dashboards(model, sae, tokens, cfg)
+    strings = vocab_strings(model.tokenizer, model.cfg.d_vocab)
+    features, examples = feature_rows(dash, sae_id, strings), example_rows(dash, sae_id, strings, cfg)
+    write_dashboards(store, sae_id, features, examples)
+    return len(features), len(examples)
+
+
+def run_eval(workspace: Workspace, request: EvalRequest) -> EvalOutcome:
+    """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    sae, model, model_name = _load(request)
+    path = Path(request.sae_path)
+    sae_id = request.sae_id or path.resolve().name
+    context_len = min(request.context_len, model.cfg.n_ctx)
+    store = ResultsStore(workspace.create().db_path).initialize()
+    run_id = store.start_run("eval", name=sae_id, config={**asdict(request), "model": model_name})
+    try:
+        ensure_sae_row(store, sae, sae_id, _stored_path(workspace, path), run_id)
+        tokens = token_contexts(model.tokenizer, held_out_source(), request.n_tokens, context_len, request.seed)
+        seconds["load"] = time.perf_counter() - start
+        core = evaluate_core(model, sae, tokens, CoreEvalConfig(batch_size=request.batch_size))
+        write_eval_metrics(store, core_metric_rows(core, sae_id, run_id))
+        seconds["core"] = time.perf_counter() - start - seconds["load"]
+        n_features = n_examples = 0
+        if request.dashboards:
+            begin = time.perf_counter()
+            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store)
+            seconds["dashboards"] = time.perf_counter() - begin
+    except Exception as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, "done", f"{core.n_tokens} tokens; fvu {core.fvu:.4f}, l0 {core.l0:.2f}")
+    return EvalOutcome(run_id, sae_id, model_name, core, n_features, n_examples, seconds)
