@@ -38,6 +38,8 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     model = args.model or get_default_model_name()
     # Validate everything a user typed before the workspace is touched: a bad value changes nothing.
     source = source_from_spec(args.source)
+    if hasattr(source, "check_utf8"):
+        source.check_utf8()
     loaded = load_model(model)
     for site in parse_sites(args.sites):
         site.validate(loaded.cfg)

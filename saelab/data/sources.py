@@ -90,6 +90,15 @@ class FileSource:
             raise DataSourceError(f"input file {_first_non_utf8(self.paths)!r} is not UTF-8 text; convert it "
                                   "(e.g. iconv -t utf-8) or leave it out") from None
 
+    def check_utf8(self) -> None:
+        """Raise naming the first text file that is not UTF-8 (reads every text file once)."""
+        if _BUILDERS.get(Path(self.paths[0]).suffix, "text") != "text":
+            return
+        bad = _first_non_utf8(self.paths)
+        if bad != "<unknown>":
+            raise DataSourceError(f"input file {bad!r} is not UTF-8 text; convert it (e.g. iconv -t utf-8) "
+                                  "or leave it out")
+
     def describe(self) -> dict:
         files = [{"path": str(Path(p).resolve()), "bytes": os.path.getsize(p)} for p in self.paths]
         return {"kind": "files", "files": files, "split_by": self.split_by, "text_column": self.text_column,
@@ -187,7 +196,10 @@ def _texts(dataset, column: str, description: dict) -> Iterator[str]:
 def _expand(pattern: str) -> list[str]:
     path = Path(pattern).expanduser()
     if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+        if not files:
+            raise DataSourceError(f"input directory {pattern!r} is empty (no text files); pass a corpus with text")
+        return files
     if path.is_file():
         return [str(path)]
     matches = sorted(p for p in glob.glob(str(path), recursive=True) if Path(p).is_file())

@@ -125,6 +125,8 @@ def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict
     if all((cached / site / "manifest.json").exists() for site in sites):
         return store_batches(cached, sites, batch_config, expect_d=widths), f"cached activations in {cached}"
     source = source_from_spec(spec.source)
+    if hasattr(source, "check_utf8"):
+        source.check_utf8()
     batches = stream_batches(model, sites, source, batch_config, context_len=spec.context_len, source_seed=spec.seed)
     return batches, f"streamed from {spec.model}"
 

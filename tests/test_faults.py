@@ -1,0 +1,117 @@
+"""Bad input across the CLI: each case exits non-zero with a one-line error, and nothing already in the
+workspace changes (checksums of every file before and after)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saelab.cli import main
+
+
+def tree_digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def saelab(*args, env=None):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "saelab", *args], capture_output=True, text=True, env=full_env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace holding a demo run, cached activations and a trained SAE."""
+    root = tmp_path_factory.mktemp("faults")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"doc{i}.py").write_text("".join(f"def g{i}_{j}(y):\n    return y - {j}\n" for j in range(80)))
+    (root / "empty").mkdir()
+    (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e\n".encode("latin-1") * 20)
+    (root / "bad.toml").write_text("model = 'saelab-random'\n[[sae]\nsite = ")
+    (root / "nofield.toml").write_text("model = 'saelab-random'\n[[sae]]\nsite = '1.resid_post'\ncolour = 'red'\n")
+    (root / "blocker").write_text("a file where a directory is expected\n")
+    ws = root / "ws"
+    for args in (["demo", "--model", "saelab-random", "--no-app"],
+                 ["cache", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048",
+                  "--source", str(corpus), "--context-len", "64"],
+                 ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--width", "128", "--k", "8",
+                  "--tokens", "2048", "--batch-size", "256"]):
+        done = saelab("--workspace", str(ws), *args)
+        assert done.returncode == 0, done.stderr
+    return root
+
+
+BASE_TRAIN = ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048",
+              "--batch-size", "256"]
+BASE_CACHE = ["cache", "--model", "saelab-random", "--tokens", "1024"]
+
+# (case id, arguments with {root} for the fixture folder, expected exit code, text the message must contain)
+CASES = [
+    ("unknown model", ["demo", "--model", "no-such-model", "--no-app"], 1, "no-such-model"),
+    ("hub model offline", ["demo", "--model", "gpt2", "--no-app"], 1, "not available offline"),
+    ("hub model offline (cache)", ["cache", "--model", "gpt2-medium", "--sites", "0.resid_pre"], 1, "gpt2-medium"),
+    ("site without layer", [*BASE_CACHE, "--sites", "resid_post"], 1, "resid_post"),
+    ("site layer missing", [*BASE_CACHE, "--sites", "9.resid_post"], 1, "9.resid_post"),
+    ("site kind unknown", [*BASE_CACHE, "--sites", "0.nonsense"], 1, "0.nonsense"),
+    ("negative token count", [*BASE_CACHE[:-2], "--sites", "0.resid_pre", "--tokens", "-5"], 2, "-5"),
+    ("token count not a number", [*BASE_CACHE[:-2], "--sites", "0.resid_pre", "--tokens", "lots"], 2, "lots"),
+    ("dtype not supported", [*BASE_CACHE, "--sites", "0.resid_pre", "--dtype", "int8"], 2, "int8"),
+    ("empty corpus", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/empty"], 1, "empty"),
+    ("non-UTF-8 text file", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/latin1.txt"], 1,
+     "latin1.txt"),
+    ("missing source file", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/absent.txt"], 1,
+     "absent.txt"),
+    ("k larger than width", [*BASE_TRAIN, "--width", "64", "--k", "100"], 1, "100"),
+    ("zero width", [*BASE_TRAIN, "--width", "0"], 1, "d_sae"),
+    ("unregistered architecture", [*BASE_TRAIN, "--arch", "sparse_magic"], 1, "sparse_magic"),
+    ("bad site for training", [*BASE_TRAIN[:4], "2.resid_post", *BASE_TRAIN[5:]], 1, "2.resid_post"),
+    ("zero batch size", [*BASE_TRAIN[:-1], "0"], 1, "0"),
+    ("width list not numbers", [*BASE_TRAIN, "--width", "wide"], 2, "wide"),
+    ("missing config file", ["train", "--config", "{root}/absent.toml"], 1, "absent.toml"),
+    ("malformed TOML", ["train", "--config", "{root}/bad.toml"], 1, "bad.toml"),
+    ("unknown field in TOML", ["train", "--config", "{root}/nofield.toml"], 1, "colour"),
+    ("unknown flag", ["train", "--sites", "1.resid_post", "--turbo"], 2, "--turbo"),
+    ("unknown subcommand", ["frobnicate"], 2, "frobnicate"),
+    ("workspace under a file", ["--workspace", "{root}/blocker/ws", "demo", "--model", "saelab-random", "--no-app"],
+     1, "blocker"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, args, code, text", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(workspace, case, args, code, text, capsys, monkeypatch):
+    """In-process (the same `main` the console script runs) so the table stays fast."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ws = workspace / "ws"
+    before = tree_digest(ws)
+    argv = [a.replace("{root}", str(workspace)) for a in args]
+    if "--workspace" not in argv:
+        argv = ["--workspace", str(ws), *argv]
+    capsys.readouterr()
+    returncode = main(argv)
+    err = capsys.readouterr().err
+    assert returncode == code, (case, returncode, err)
+    lines = [line for line in err.strip().splitlines() if "%|" not in line]  # tqdm bars are not messages
+    assert len(lines) == 1, (case, err)
+    assert len(lines) == 1, (case, done.stderr)
+    assert text in lines[0], (case, lines[0])
+    assert "Traceback" not in err
+    assert tree_digest(ws) == before, case
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"not a database at all\n" * 100, b"DUCK" + b"\x00" * 8000])
+def test_foreign_or_truncated_store_is_refused_and_kept(workspace, content, tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "saelab.duckdb").write_bytes(content)
+    before = tree_digest(ws)
+    done = saelab("--workspace", str(ws), "demo", "--model", "saelab-random", "--no-app")
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1 and "saelab.duckdb" in done.stderr
+    assert tree_digest(ws) == before
