@@ -52,9 +52,11 @@ def frontier(points: pd.DataFrame) -> go.Figure:
 
 
 def histogram(bars: HistogramBars, title: str) -> go.Figure:
-    fig = go.Figure(go.Bar(x=bars.centers, y=bars.counts, width=bars.widths, marker_color="#ff6a00"))
-    fig.update_layout(title=title, bargap=0)
-    fig.update_xaxes(title_text="activation")
+    """A filled step plot over the bin edges (works for log-spaced bins on a log axis too)."""
+    fig = go.Figure(go.Scatter(x=bars.edges, y=[*bars.counts, bars.counts[-1] if bars.counts else 0],
+                               mode="lines", line={"shape": "hv", "color": "#ff6a00"}, fill="tozeroy"))
+    fig.update_layout(title=title)
+    fig.update_xaxes(title_text="activation", type="log" if bars.log_scale else "linear")
     return _compact(fig, 240)
 
 
@@ -92,6 +94,18 @@ def roc_curves(curves: dict[str, tuple[list[float], list[float], float]]) -> go.
     fig.update_xaxes(title_text="false positive rate", range=[0, 1])
     fig.update_yaxes(title_text="true positive rate", range=[0, 1.02])
     return _compact(fig, 380)
+
+
+def faithfulness(curves: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
+    """method -> (circuit sizes, normalised task metric of the circuit alone)."""
+    fig = go.Figure()
+    for i, (method, (sizes, values)) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=sizes, y=values, mode="lines+markers", name=method,
+                                 line={"color": PALETTE[i % len(PALETTE)]}))
+    fig.update_layout(title="faithfulness: the circuit alone, by size")
+    fig.update_xaxes(title_text="circuit size (components kept)", type="log")
+    fig.update_yaxes(title_text="normalised metric")
+    return _compact(fig, 340)
 
 
 def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:

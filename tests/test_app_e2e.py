@@ -142,8 +142,12 @@ def _visit(driver, url: str, *texts: str) -> None:
 
 def test_runs_page(server, browser, shots):
     _visit(browser, f"{server}/", "Training curves", "Compare SAEs")
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2
+    charts = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+    assert len(charts) >= 2
     browser.save_screenshot(str(shots / "runs.png"))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", charts[-1])
+    time.sleep(1.0)
+    browser.save_screenshot(str(shots / "runs-frontier.png"))
 
 
 def test_feature_opens_from_the_search_table(server, browser, shots):

@@ -64,6 +64,8 @@ def test_runs_page_draws_curves_core_metrics_and_frontier(monkeypatch, demo):
     at = _app(monkeypatch, demo.root, "views/runs.py")
     assert {"Training curves", "Core metrics", "Compare SAEs: sparsity against fidelity"} <= set(_texts(at.subheader))
     assert len(at.get("plotly_chart")) == 2
+    core = next(d.value for d in at.dataframe if "fvu" in d.value.columns)
+    assert len(core) == len(DEMO_SAES) and core["fvu"].notna().all() and core["architecture"].notna().all()
     at.multiselect[0].set_value([]).run()  # no SAE chosen: a message, not a crash
     _clean(at)
     assert any("No training metrics" in t for t in _texts(at.info))
@@ -154,12 +156,15 @@ def test_prompt_explorer_names_missing_sae_files(monkeypatch, tmp_path):
 def test_circuits_page_switches_task_and_method(monkeypatch, demo):
     at = _app(monkeypatch, demo.root, "views/circuits.py")
     _clean(at)
-    assert len(at.get("plotly_chart")) == 4  # scores, ground truth, graph, ROC
+    assert len(at.get("plotly_chart")) == 5  # scores, ground truth, graph, ROC, faithfulness
+    assert at.selectbox[2].value == "sae_codes"
     at.selectbox[0].select("greater_than").run()
     at.selectbox[2].select("eap").run()
     _clean(at)
-    assert at.dataframe[0].value["method"].tolist() == ["acdc", "activation_patching", "discrete_sae", "eap",
-                                                        "eap_ig"]
+    assert at.dataframe[0].value["method"].tolist() == ["acdc", "eap", "eap_ig", "patching", "sae_codes"]
+    at.radio[0].set_value("edge_auc").run()
+    _clean(at)
+    assert len(at.get("plotly_chart")) == 5
 
 
 def test_evaluations_page_shows_supervised_comparison_first(monkeypatch, demo):

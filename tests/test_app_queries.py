@@ -108,7 +108,7 @@ def test_demo_queries_read_curves_examples_and_circuits(demo_store):
     assert {e.kind for e in examples} >= {"top", "quantile_0"}
     assert all(len(e.tokens) == len(e.activations) for e in examples)
     runs = q.circuit_runs(demo_store)
-    assert {"discrete_sae", "ground_truth"} <= set(runs["method"])
+    assert {"sae_codes", "ground_truth"} <= set(runs["method"])
     evals = q.circuit_evals(demo_store, list(runs["circuit_run_id"]))
     assert isinstance(evals.loc[evals["metric"] == "node_auc", "curve"].iloc[0], dict)
     assert set(q.circuit_scores(demo_store, "ioi-eap", "edge")["target"]) >= {"logits", "1.0.q"}

@@ -66,7 +66,9 @@ def test_logit_entries_accept_objects_and_pairs():
 
 def test_histogram_bars_from_edges_and_counts():
     bars = histogram_bars({"edges": [0.0, 1.0, 3.0], "counts": [4, 2]})
-    assert bars.centers == [0.5, 2.0] and bars.widths == [1.0, 2.0] and bars.counts == [4.0, 2.0]
+    assert bars == ([0.0, 1.0, 3.0], [4.0, 2.0], False)
+    assert histogram_bars({"edges": [0.01, 0.1, 1.0], "counts": [1, 2], "scale": "log"}).log_scale
+    assert not histogram_bars({"edges": [0.0, 0.1, 1.0], "counts": [1, 2], "scale": "log"}).log_scale
     assert histogram_bars(None) is None
     with pytest.raises(ValueError, match="edges"):
         histogram_bars({"edges": [0.0, 1.0], "counts": [1, 2]})
@@ -108,13 +110,17 @@ def test_roc_points_both_shapes():
         roc_points({"fpr": [0], "tpr": [0, 1]})
 
 
-def test_ground_truth_prefers_stored_run_then_published_circuit():
+def test_ground_truth_from_stored_run_causal_file_or_published_circuit(tmp_path):
     stored = pd.DataFrame({"node": ["0.1", "1.2", "1.3"], "score": [1.0, 0.0, 1.0]})
-    assert ground_truth_heads("ioi", "saelab-random", stored) == {(0, 1), (1, 3)}
-    published = ground_truth_heads("ioi", "gpt2")
-    assert (9, 9) in published and (10, 0) in published  # name movers
-    assert ground_truth_heads("ioi", "saelab-random") is None
-    assert ground_truth_heads("no-such-task", "gpt2") is None
+    assert ground_truth_heads("ioi", "saelab-random", stored).heads == {(0, 1), (1, 3)}
+    (tmp_path / "saelab-random").mkdir()
+    (tmp_path / "saelab-random" / "ioi.json").write_text('{"nodes": ["input", "0.2", "mlp0", "1.3", "logits"]}')
+    causal = ground_truth_heads("ioi", "saelab-random", truth_root=tmp_path)
+    assert causal.heads == {(0, 2), (1, 3)} and "causal" in causal.source
+    published = ground_truth_heads("ioi", "gpt2", truth_root=tmp_path)
+    assert {(9, 9), (10, 0)} <= published.heads and published.source == "published circuit"  # name movers
+    assert ground_truth_heads("ioi", "saelab-random", truth_root=tmp_path / "none") is None
+    assert ground_truth_heads("no-such-task", "gpt2", truth_root=tmp_path) is None
 
 
 def test_pareto_frontier_keeps_only_undominated_points():

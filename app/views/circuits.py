@@ -23,7 +23,8 @@ def _choose(runs: pd.DataFrame) -> tuple[str, str, str]:
     if not methods:
         st.info(f"Only a ground-truth run for {task} on {model}: {ui.FILL_HINT['circuits']} with a method.")
         st.stop()
-    method = c3.selectbox("method", methods, index=methods.index("discrete_sae") if "discrete_sae" in methods else 0)
+    preferred = next((i for i, m in enumerate(methods) if m.startswith("sae_codes")), 0)
+    method = c3.selectbox("method", methods, index=preferred)
     return task, model, method
 
 
@@ -41,13 +42,13 @@ def _heatmaps(store, runs, task, model, method) -> None:
     ui.chart(charts.head_heatmap(grid, f"{method}: node scores"), left)
     truth = ground_truth_heads(task, model, truth_scores)
     if truth is None:
-        right.info(f"No ground truth for {task} on {model} (neither a stored ground-truth run nor a published "
-                   "circuit for this model).")
+        right.info(f"No ground truth for {task} on {model}: no causal ground-truth file (made by "
+                   "`python evals/ground_truth.py`) and no published circuit for this model.")
     else:
-        n_layers = max(grid.n_layers, max((layer for layer, _ in truth), default=-1) + 1)
-        n_heads = max(grid.n_heads, max((h for _, h in truth), default=-1) + 1)
-        ui.chart(charts.head_heatmap(membership_grid(truth, n_layers, n_heads),
-                                     "ground truth (1 = in the circuit)", "Greys"), right)
+        n_layers = max(grid.n_layers, max((layer for layer, _ in truth.heads), default=-1) + 1)
+        n_heads = max(grid.n_heads, max((h for _, h in truth.heads), default=-1) + 1)
+        ui.chart(charts.head_heatmap(membership_grid(truth.heads, n_layers, n_heads),
+                                     f"ground truth: {truth.source}", "Greys"), right)
     _graph(store, runs, task, model, method, grid)
 
 
@@ -62,6 +63,36 @@ def _graph(store, runs, task, model, method, grid) -> None:
         grid, edges.head(n_top), lambda name: node_position(name, grid.n_layers, grid.n_heads)))
 
 
+def _label(taken: dict, label: str, row) -> str:
+    """`label`, or with the run's seed when another seed of the same method already took it."""
+    return label if label not in taken else f"{label} (run {str(row.circuit_run_id)[:8]})"
+
+
+def _roc(evals: pd.DataFrame) -> None:
+    with_curves = [m for m in ("node_auc", "edge_auc") if evals.loc[evals["metric"] == m, "curve"].notna().any()]
+    if not with_curves:
+        return
+    metric = st.radio("ROC curves of", with_curves, horizontal=True,
+                      format_func={"node_auc": "nodes (heads, MLPs)", "edge_auc": "edges"}.__getitem__)
+    curves = {}
+    for row in evals[evals["metric"] == metric].itertuples():
+        points = roc_points(row.curve)
+        if points is not None:
+            curves[_label(curves, f"{row.method} vs {row.ground_truth}", row)] = (points.fpr, points.tpr,
+                                                                                 float(row.value))
+    ui.chart(charts.roc_curves(curves))
+
+
+def _faithfulness(evals: pd.DataFrame) -> None:
+    rows = evals[(evals["metric"] == "faithfulness") & evals["curve"].notna()]
+    if rows.empty:
+        return
+    curves: dict = {}
+    for row in rows.itertuples():
+        curves[_label(curves, row.method, row)] = ([p[0] for p in row.curve], [p[1] for p in row.curve])
+    ui.chart(charts.faithfulness(curves))
+
+
 def _comparison(store, runs, task, model) -> None:
     st.subheader("All methods")
     chosen = runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] != GROUND_TRUTH_METHOD)]
@@ -69,13 +100,8 @@ def _comparison(store, runs, task, model) -> None:
     if evals.empty:
         st.info(f"No evaluations of these runs against a ground truth yet: {ui.FILL_HINT['circuits']}.")
         return
-    curves = {}
-    for row in evals[evals["metric"] == "node_auc"].itertuples():
-        points = roc_points(row.curve)
-        if points is not None:
-            curves[f"{row.method} vs {row.ground_truth}"] = (points.fpr, points.tpr, float(row.value))
-    if curves:
-        ui.chart(charts.roc_curves(curves))
+    _roc(evals)
+    _faithfulness(evals)
     table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
     cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
     st.dataframe(table.merge(cost, on="method", how="left"), hide_index=True)

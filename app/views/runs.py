@@ -28,8 +28,8 @@ def _core(store) -> None:
         st.info(f"No core metrics yet: {ui.FILL_HINT['evals']}.")
         return
     core = q.eval_metrics(store, "core")
-    wide = core.pivot_table(index=["sae_id", "architecture", "site", "d_sae"], columns="metric", values="value",
-                            dropna=False).reset_index()
+    meta = core.drop_duplicates("sae_id").set_index("sae_id")[["architecture", "site", "d_sae"]]
+    wide = meta.join(core.pivot_table(index="sae_id", columns="metric", values="value")).reset_index()
     st.dataframe(wide, hide_index=True, height=min(300, 38 + 35 * len(wide)))
     st.subheader("Compare SAEs: sparsity against fidelity")
     points = frontier_points(core)

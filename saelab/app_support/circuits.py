@@ -5,9 +5,11 @@ edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"). The head forms "a{L}
 are accepted too.
 """
 
+import json
 import math
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -71,6 +73,12 @@ def membership_grid(heads: Iterable[tuple[int, int]], n_layers: int, n_heads: in
     return HeadGrid(values, n_layers, n_heads)
 
 
+class GroundTruthHeads(NamedTuple):
+    heads: set[tuple[int, int]]
+    source: str
+    """Where the heads come from, for the page to say."""
+
+
 class RocPoints(NamedTuple):
     fpr: list[float]
     tpr: list[float]
@@ -88,16 +96,23 @@ def roc_points(curve: Any) -> RocPoints | None:
     return RocPoints([float(p[0]) for p in curve], [float(p[1]) for p in curve])
 
 
-def ground_truth_heads(task: str, model: str, stored: pd.DataFrame | None = None) -> set[tuple[int, int]] | None:
-    """The ground-truth heads of `task` on `model`: the positive-score head nodes of a stored ground-truth run
-    (`stored`: its node scores) when there is one, else the published circuit when it was found on `model`,
-    else None."""
+def ground_truth_heads(task: str, model: str, stored: pd.DataFrame | None = None,
+                       truth_root: Path | None = None) -> GroundTruthHeads | None:
+    """The ground-truth heads of `task` on `model`, from the first source that has them: a stored run with
+    method "ground_truth" (`stored`: its node scores; score > 0 = in the circuit), the causal ground-truth
+    file `saelab.circuits` bundles for the model (data/circuits/{model}/{task}.json, or under `truth_root`),
+    or the published circuit when it was found on `model`. None when there is none."""
     if stored is not None and not stored.empty:
-        return {
-            parsed
-            for node, score in zip(stored["node"], stored["score"], strict=True)
-            if score is not None and score > 0 and (parsed := parse_head_node(str(node))) is not None
-        }
+        heads = {parsed for node, score in zip(stored["node"], stored["score"], strict=True)
+                 if score is not None and score > 0 and (parsed := parse_head_node(str(node))) is not None}
+        return GroundTruthHeads(heads, "stored ground-truth run")
+    from saelab.circuits.io import ground_truth_path  # saelab.circuits loads torch and TransformerLens
+
+    path = ground_truth_path(model, task, truth_root)
+    if path.is_file():
+        nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes", [])
+        heads = {parsed for node in nodes if (parsed := parse_head_node(str(node))) is not None}
+        return GroundTruthHeads(heads, f"causal ground truth ({path.name} for {model})")
     from saelab.tasks.published import published_circuit  # saelab.tasks loads torch and transformers
 
     try:
@@ -106,4 +121,4 @@ def ground_truth_heads(task: str, model: str, stored: pd.DataFrame | None = None
         return None
     if _MODEL_ALIASES.get(model, model) != circuit.get("model"):
         return None
-    return {(h["layer"], h["head"]) for h in circuit["heads"]}
+    return GroundTruthHeads({(h["layer"], h["head"]) for h in circuit["heads"]}, "published circuit")

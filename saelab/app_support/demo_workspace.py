@@ -67,11 +67,11 @@ def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.rando
     for latent in latents:
         density = 0.0 if latent % 29 == 28 else float(10 ** rng.uniform(-4, -0.7))
         max_act = float(rng.uniform(1.0, 10.0)) if density > 0 else 0.0
-        edges = np.linspace(0.0, max(max_act, 1e-3), 21)
-        counts = np.round(1000 * density * np.exp(-np.arange(20) / rng.uniform(2, 6)) + rng.random(20))
+        edges = np.logspace(-2, np.log10(max(max_act, 0.02)), 21)
+        counts = np.round(1000 * density * np.exp(-((np.arange(20) - rng.uniform(8, 14)) / 4) ** 2))
         attribution = rng.dirichlet(np.full(n_heads, 0.5)).round(4).tolist() if n_heads else None
         rows.append({"sae_id": sae_id, "latent": latent, "density": density, "mean_act": 0.3 * max_act,
-                     "max_act": max_act, "histogram": {"edges": edges.round(4).tolist(), "counts": counts.tolist()},
+                     "max_act": max_act, "histogram": {"edges": edges.round(5).tolist(), "counts": counts.tolist(), "scale": "log"},
                      "top_logits": _logits(rng, 8, 1.0), "bottom_logits": _logits(rng, 8, -1.0),
                      "head_attribution": attribution})
     return rows
@@ -149,50 +149,71 @@ def _eval_rows(rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-CIRCUIT_METHODS = {"discrete_sae": (0.4, 0.9), "activation_patching": (35.0, 0.8), "eap": (2.0, 0.7),
-                   "eap_ig": (9.0, 0.75), "acdc": (120.0, 0.65)}
+CIRCUIT_METHODS = {"sae_codes": (0.4, 0.8), "patching": (35.0, 0.75), "eap": (2.0, 0.6),
+                   "eap_ig": (9.0, 0.7), "acdc": (120.0, 0.55)}
 """Method -> (seconds, how well its scores separate the ground truth)."""
 TRUTH = {"ioi": {(0, 1), (1, 0), (1, 2)}, "greater_than": {(0, 3), (1, 1)}}
 
 
-def _roc(scores: dict[tuple[int, int], float], truth: set[tuple[int, int]]) -> tuple[float, dict]:
-    ranked = sorted(scores, key=lambda h: -scores[h])
+def _roc(scores: dict[Any, float], truth: set) -> tuple[float, dict]:
+    ranked = sorted(scores, key=lambda item: -scores[item])
     positives, negatives = len(truth), len(scores) - len(truth)
     fpr, tpr, tp, fp = [0.0], [0.0], 0, 0
-    for head in ranked:
-        tp, fp = tp + (head in truth), fp + (head not in truth)
+    for item in ranked:
+        tp, fp = tp + (item in truth), fp + (item not in truth)
         fpr.append(fp / negatives)
         tpr.append(tp / positives)
     auc = sum((fpr[i + 1] - fpr[i]) * (tpr[i + 1] + tpr[i]) / 2 for i in range(len(fpr) - 1))
     return auc, {"fpr": fpr, "tpr": tpr}
 
 
-def _circuit_rows(rng: np.random.Generator) -> dict[str, list[dict]]:
-    runs, scores, evals = [], [], []
+def _edge_scores(node_scores: dict[tuple[int, int], float], rng: np.random.Generator) -> dict[tuple[str, str], float]:
+    edges = {(f"0.{a}", f"1.{b}.{c}"): float(rng.random()) * node_scores[(0, a)] * node_scores[(1, b)]
+             for a in range(N_HEADS) for b in range(N_HEADS) for c in "qkv"}
+    edges.update({(f"1.{b}", "logits"): node_scores[(1, b)] * float(rng.uniform(0.5, 1)) for b in range(N_HEADS)})
+    return edges
+
+
+def _truth_edges(truth: set[tuple[int, int]]) -> set[tuple[str, str]]:
+    late = [h for layer, h in truth if layer == 1]
+    return ({(f"0.{a}", f"1.{b}.{c}") for layer, a in truth if layer == 0 for b in late for c in "qk"}
+            | {(f"1.{b}", "logits") for b in late})
+
+
+def _method_rows(task: str, truth: set[tuple[int, int]], method: str, seconds: float, separation: float,
+                 rng: np.random.Generator) -> dict[str, list[dict]]:
+    """One synthetic circuit run: its row, node and edge scores and (not for the ground truth) evaluations."""
+    run_id = f"{task}-{method}"
     heads = [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS)]
+    run = {"circuit_run_id": run_id, "run_id": "circuits-demo", "task": task, "model": DEMO_MODEL, "method": method,
+           "config": {"n_prompts": 20}, "seed": 0, "seconds": seconds, "peak_memory_mb": float(rng.uniform(50, 400))}
+    node_scores = {h: (float(h in truth) if method == "ground_truth" else
+                       separation * (h in truth) + 2.5 * (1 - separation) * float(rng.random())) for h in heads}
+    edge_scores = _edge_scores(node_scores, rng)
+    scores = [{"circuit_run_id": run_id, "level": "node", "node": f"{h[0]}.{h[1]}", "target": None,
+               "score": round(v, 4)} for h, v in node_scores.items()]
+    scores += [{"circuit_run_id": run_id, "level": "edge", "node": a, "target": b, "score": round(v, 4)}
+               for (a, b), v in edge_scores.items()]
+    evals = []
+    if method != "ground_truth":
+        for metric, (auc, curve) in (("node_auc", _roc(node_scores, truth)),
+                                     ("edge_auc", _roc(edge_scores, _truth_edges(truth)))):
+            evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": metric,
+                          "value": round(auc, 4), "curve": curve})
+        faithful = [[n, round(min(1.0, separation * (1 - 0.5 ** n) + 0.05 * float(rng.random())), 4)]
+                    for n in (1, 2, 4, 8, 16, 32)]
+        evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": "faithfulness",
+                      "value": float(np.mean([v for _, v in faithful])), "curve": faithful})
+    return {"circuit_runs": [run], "circuit_scores": scores, "circuit_evals": evals}
+
+
+def _circuit_rows(rng: np.random.Generator) -> dict[str, list[dict]]:
+    tables: dict[str, list[dict]] = {"circuit_runs": [], "circuit_scores": [], "circuit_evals": []}
     for task, truth in TRUTH.items():
-        methods = {"ground_truth": (60.0, 1.0), **CIRCUIT_METHODS}
-        for method, (seconds, separation) in methods.items():
-            run_id = f"{task}-{method}"
-            runs.append({"circuit_run_id": run_id, "run_id": "circuits-demo", "task": task, "model": DEMO_MODEL,
-                         "method": method, "config": {"n_prompts": 20}, "seed": 0, "seconds": seconds,
-                         "peak_memory_mb": float(rng.uniform(50, 400))})
-            node_scores = {h: (float(h in truth) if method == "ground_truth" else
-                               separation * (h in truth) + (1 - separation) * float(rng.random())) for h in heads}
-            scores += [{"circuit_run_id": run_id, "level": "node", "node": f"{h[0]}.{h[1]}", "target": None,
-                        "score": round(s, 4)} for h, s in node_scores.items()]
-            scores += [{"circuit_run_id": run_id, "level": "edge", "node": f"0.{a}", "target": f"1.{b}.{c}",
-                        "score": round(float(rng.random()) * node_scores[(0, a)] * node_scores[(1, b)], 4)}
-                       for a in range(N_HEADS) for b in range(N_HEADS) for c in "qkv"]
-            scores += [{"circuit_run_id": run_id, "level": "edge", "node": f"1.{b}", "target": "logits",
-                        "score": round(node_scores[(1, b)] * float(rng.uniform(0.5, 1)), 4)} for b in range(N_HEADS)]
-            if method != "ground_truth":
-                auc, curve = _roc(node_scores, truth)
-                evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": "node_auc",
-                              "value": round(auc, 4), "curve": curve})
-                evals.append({"circuit_run_id": run_id, "ground_truth": "patching", "metric": "edge_auc",
-                              "value": round(auc * 0.95, 4), "curve": None})
-    return {"circuit_runs": runs, "circuit_scores": scores, "circuit_evals": evals}
+        for method, (seconds, separation) in {"ground_truth": (60.0, 1.0), **CIRCUIT_METHODS}.items():
+            for table, rows in _method_rows(task, truth, method, seconds, separation, rng).items():
+                tables[table] += rows
+    return tables
 
 
 def _small_tables() -> dict[str, list[dict]]:

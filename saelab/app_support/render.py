@@ -90,24 +90,23 @@ def logit_entries(raw: Any) -> list[LogitEntry]:
 
 
 class HistogramBars(NamedTuple):
-    """Bars of an activation histogram: bin centres, widths and counts."""
+    """An activation histogram: bin edges, counts per bin, and whether the bins are log-spaced."""
 
-    centers: list[float]
-    widths: list[float]
+    edges: list[float]
     counts: list[float]
+    log_scale: bool
 
 
 def histogram_bars(raw: Any) -> HistogramBars | None:
-    """{"edges": [n+1], "counts": [n]} (or "bin_edges") as bars; None when there is no histogram."""
+    """{"edges": [n+1], "counts": [n], "scale": "log"|"linear"} (or "bin_edges") as bars; None when absent."""
     if not raw:
         return None
     edges = raw.get("edges", raw.get("bin_edges")) if isinstance(raw, dict) else None
     counts = raw.get("counts") if isinstance(raw, dict) else None
     if edges is None or counts is None or len(edges) != len(counts) + 1:
         raise ValueError("histogram must be {'edges': [n+1 numbers], 'counts': [n numbers]}")
-    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    return HistogramBars(centers, widths, [float(c) for c in counts])
+    log_scale = raw.get("scale") == "log" and all(e > 0 for e in edges)
+    return HistogramBars([float(e) for e in edges], [float(c) for c in counts], log_scale)
 
 
 def strongest_heads(attribution: Any, top: int = 2) -> str:
