@@ -1,16 +1,18 @@
-"""The whole loop on the bundled model, as `saelab demo` runs it. Returns what it did; printing is the CLI's."""
+"""The whole loop on the bundled model, as `saelab demo` runs it: cache activations, train a sweep of SAEs in one
+pass, evaluate them (core metrics, dashboards), identify circuits, and record everything in the workspace.
+Re-running reuses what the workspace already holds. Returns what it did; printing is the CLI's."""
 
-import sysconfig
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
 from saelab.db import ResultsStore
 from saelab.models import load_model
 from saelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,14 +21,32 @@ class DemoConfig:
 
     model: str
     """Model name or directory (default: the bundled model)."""
-    n_tokens: int = 512
-    """Tokens of held-out Python source to run through the model."""
+    quick: bool = False
+    """The smallest version of every step (a couple of minutes on 2 cores)."""
     seed: int = 0
     """Seed for everything random in the demo."""
+    circuits: bool = True
+    """Run the circuit methods on the three tasks (skipped for models whose tokenizer cannot express them)."""
 
-    def __post_init__(self) -> None:
-        if self.n_tokens <= 0:
-            raise ValueError(f"n_tokens must be positive, got {self.n_tokens}")
+    @property
+    def cache_tokens(self) -> int:
+        return 32_768 if self.quick else 262_144
+
+    @property
+    def train_tokens(self) -> int:
+        return 32_768 if self.quick else 1_048_576
+
+    @property
+    def batch_size(self) -> int:
+        return 1024 if self.quick else 4096
+
+    @property
+    def eval_tokens(self) -> int:
+        return 4096 if self.quick else 32_768
+
+    @property
+    def dashboard_tokens(self) -> int:
+        return 8192 if self.quick else 65_536
 
 
 class DemoStep(NamedTuple):
@@ -35,42 +55,135 @@ class DemoStep(NamedTuple):
     detail: str
 
 
+class SAESummary(NamedTuple):
+    sae_id: str
+    architecture: str
+    site: str
+    fvu: float
+    l0: float
+    ce_recovered: float
+
+
+class CircuitSummary(NamedTuple):
+    task: str
+    method: str
+    node_auc: float
+    seconds: float
+
+
 class DemoResult(NamedTuple):
     run_id: str
     db_path: Path
     steps: list[DemoStep]
+    saes: list[SAESummary]
+    circuits: list[CircuitSummary]
+
+
+def demo_sites(n_layers: int) -> list[str]:
+    """A residual site in the middle of the model and the attention output (hook_z) of the layer before."""
+    middle = max(n_layers // 2, 1)
+    return [f"{middle}.resid_post", f"{middle - 1}.attn_z"]
+
+
+def demo_sweep(sites: list[str], d_model: int):
+    """TopK, ReLU-L1, JumpReLU and a discrete VQ SAE on the residual site; TopK on hook_z (Kissane et al.)."""
+    from saelab.workflows.train import SAESpec
+
+    resid, attn = sites
+    width = 8 * d_model
+    return (
+        SAESpec(site=resid, architecture="topk", width=width, k=16),
+        SAESpec(site=resid, architecture="relu_l1", width=width, l1_coefficient=5.0),
+        SAESpec(site=resid, architecture="jumprelu", width=width, l0_coefficient=0.5),
+        SAESpec(site=resid, architecture="vq", width=256, k=1),
+        SAESpec(site=attn, architecture="topk", width=width, k=16),
+    )
 
 
 def run_demo(workspace: Workspace, cfg: DemoConfig) -> DemoResult:
-    """Load the model, run it on a few hundred tokens, record the run in the workspace's store."""
+    """Run every step; each reuses what the workspace already holds."""
     steps: list[DemoStep] = []
     start = time.perf_counter()
     model = load_model(cfg.model)  # before the workspace is touched: a bad name changes nothing
-    steps.append(
-        DemoStep(
-            "load model",
-            time.perf_counter() - start,
-            f"{cfg.model}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}",
-        )
-    )
-    workspace.create()
-    store = ResultsStore(workspace.db_path).initialize()
-    run_id = store.start_run("demo", name=cfg.model, config=asdict(cfg))
+    steps.append(DemoStep("load model", time.perf_counter() - start,
+                          f"{cfg.model}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}"))
+    store = ResultsStore(workspace.create().db_path).initialize()
+    run_id = store.start_run("demo", name=cfg.model, config={**asdict(cfg), "quick": cfg.quick})
     try:
-        start = time.perf_counter()
-        loss, n_tokens = _next_token_loss(model, cfg.n_tokens)
-        steps.append(DemoStep("forward pass", time.perf_counter() - start,
-                              f"next-token loss {loss:.3f} on {n_tokens} tokens of Python source"))
+        sites = demo_sites(model.cfg.n_layers)
+        steps.append(_timed("cache activations", lambda: _cache(workspace, cfg, model, sites, run_id)))
+        trained: dict = {}
+        steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained)))
+        saes: list[SAESummary] = []
+        steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, trained, saes)))
+        circuits: list[CircuitSummary] = []
+        if cfg.circuits:
+            steps.append(_timed("circuits", lambda: _circuits(workspace, cfg, model, circuits)))
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     store.finish_run(run_id, "done", "; ".join(f"{s.name}: {s.detail}" for s in steps))
-    return DemoResult(run_id, workspace.db_path, steps)
+    return DemoResult(run_id, workspace.db_path, steps, saes, circuits)
 
 
-def _next_token_loss(model, n_tokens: int) -> tuple[float, int]:
-    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text(encoding="utf-8")
-    tokens = model.to_tokens(text)[:, : min(n_tokens, model.cfg.n_ctx)]
-    with torch.inference_mode():
-        loss = model(tokens, return_type="loss")
-    return float(loss), int(tokens.shape[1])
+def _timed(name: str, step) -> DemoStep:
+    start = time.perf_counter()
+    detail = step()
+    return DemoStep(name, time.perf_counter() - start, detail)
+
+
+def _cache(workspace: Workspace, cfg: DemoConfig, model, sites: list[str], run_id: str) -> str:
+    from saelab.activations import cache_activations
+    from saelab.data.sources import bundled_source
+
+    result = cache_activations(cfg.model, sites, cfg.cache_tokens, out_dir=workspace.activations_for(cfg.model),
+                               source=bundled_source(), seed=cfg.seed, context_len=min(128, model.cfg.n_ctx),
+                               model=model, progress=False)
+    store = ResultsStore(workspace.db_path)
+    if result.tokens_written:
+        store.insert("cached_sites", [
+            {"run_id": run_id, "model": cfg.model, "site": s.site, "dtype": s.dtype, "d": s.d, "n_tokens": s.n_tokens,
+             "manifest_path": workspace.relative(s.manifest_path)} for s in result.sites.values()])
+    reused = "" if result.tokens_written else " (reused)"
+    return f"{', '.join(result.sites)}: {result.n_tokens:,} tokens{reused}"
+
+
+def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, trained: dict) -> str:
+    from saelab.workflows.train import TrainSpec, train_in_workspace
+
+    spec = TrainSpec(model=cfg.model, saes=demo_sweep(sites, model.cfg.d_model), tokens=cfg.train_tokens,
+                     batch_size=cfg.batch_size, seed=cfg.seed, log_every_steps=5,
+                     checkpoint_every_tokens=cfg.train_tokens // 4)
+    result = train_in_workspace(workspace, spec, progress=False)
+    trained.update(result.paths)
+    return f"{len(result.sae_ids)} SAEs on {len(sites)} sites, {cfg.train_tokens:,} tokens" + (
+        " (reused)" if result.reused else "")
+
+
+def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) -> str:
+    from saelab.evals.workflow import EvalRequest, run_eval
+
+    store = ResultsStore(workspace.db_path)
+    first_topk = next((sae_id for sae_id in trained if "-topk-" in sae_id), None)
+    for sae_id, path in trained.items():
+        rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
+        if rows.empty:
+            dashboards = sae_id == first_topk
+            run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
+                                            n_tokens=cfg.eval_tokens, dashboards=dashboards,
+                                            dashboard_tokens=cfg.dashboard_tokens, seed=cfg.seed))
+            rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
+        values = dict(zip(rows["metric"], rows["value"], strict=True))
+        sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]
+        saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"], values.get("fvu", float("nan")),
+                               values.get("l0", float("nan")), values.get("ce_loss_score", float("nan"))))
+    return f"{len(saes)} SAEs: core metrics; dashboards for {first_topk}"
+
+
+def _circuits(workspace: Workspace, cfg: DemoConfig, model, circuits: list) -> str:
+    """Circuit methods on the three tasks, where the model's tokenizer can express them."""
+    try:
+        from saelab.workflows.circuits import demo_circuits
+    except ImportError:
+        return "skipped: circuit workflow not available in this version"
+    return demo_circuits(workspace, cfg, model, circuits)

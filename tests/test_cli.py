@@ -23,8 +23,8 @@ def test_help_lists_every_subcommand(capsys):
         assert f"    {name} " in out
 
 
-@pytest.mark.parametrize("argv", [["--bogus"], ["demo", "--tokens", "many"], ["nosuchcommand"],
-                                  ["demo", "--tokens", "-5"]])
+@pytest.mark.parametrize("argv", [["--bogus"], ["demo", "--seed", "many"], ["nosuchcommand"],
+                                  ["demo", "--port", "x"], ["train", "--width", "w"]])
 def test_usage_errors_are_one_line_with_status_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -48,7 +48,8 @@ def test_reserved_subcommand_says_not_available(tmp_path):
 def test_demo_writes_only_under_workspace(tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = run_cli("demo", "--model", "saelab-random", "--workspace", str(tmp_path / "ws"), "--no-app", cwd=cwd)
+    result = run_cli("demo", "--quick", "--model", "saelab-random", "--workspace", str(tmp_path / "ws"), "--no-app",
+                     cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert list(cwd.iterdir()) == []
     assert (tmp_path / "ws" / "saelab.duckdb").exists()

@@ -1,6 +1,7 @@
-"""`saelab demo`: the whole loop on the bundled model."""
+"""`saelab demo`: the whole loop on the bundled model, then the web app over its results."""
 
 import argparse
+import math
 
 from saelab.cli.main import command
 from saelab.workspace import Workspace
@@ -9,13 +10,18 @@ from saelab.workspace import Workspace
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="model name or directory (default: the bundled model; see `saelab models`)")
-    parser.add_argument("--tokens", type=int, default=512, help="tokens to run through the model (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--quick", action="store_true", help="the smallest version of every step")
+    parser.add_argument("--quick", action="store_true", help="the smallest version of every step (minutes)")
+    parser.add_argument("--no-circuits", action="store_true", help="skip the circuit-identification step")
     parser.add_argument("--no-app", action="store_true", help="do not start the web app at the end")
+    parser.add_argument("--port", type=int, default=8501, help="port of the web app (default 8501)")
 
 
-@command("demo", "run the whole loop on the bundled model and record it in the workspace", _arguments)
+def _fmt(value: float, form: str) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else form.format(value)
+
+
+@command("demo", "run the whole loop on the bundled model, record it in the workspace, open the app", _arguments)
 def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -23,16 +29,30 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from saelab.demo import DemoConfig, run_demo
     from saelab.models import get_default_model_name
 
-    if args.tokens <= 0:
-        from saelab.cli.main import UsageError
-        raise UsageError(f"saelab demo: --tokens must be positive, got {args.tokens}")
     console = Console()
     model = args.model or get_default_model_name()
-    result = run_demo(workspace, DemoConfig(model=model, n_tokens=args.tokens, seed=args.seed))
-    table = Table("step", "seconds", "result", title=f"saelab demo ({model})")
+    cfg = DemoConfig(model=model, quick=args.quick, seed=args.seed, circuits=not args.no_circuits)
+    with console.status(f"saelab demo on {model} (workspace {workspace.root}) …"):
+        result = run_demo(workspace, cfg)
+    steps = Table("step", "seconds", "result", title=f"saelab demo ({model})")
     for step in result.steps:
-        table.add_row(step.name, f"{step.seconds:.2f}", step.detail)
-    console.print(table)
+        steps.add_row(step.name, f"{step.seconds:.1f}", step.detail)
+    console.print(steps)
+    saes = Table("SAE", "architecture", "site", "FVU", "L0", "CE recovered", title="SAEs")
+    for sae in result.saes:
+        saes.add_row(sae.sae_id, sae.architecture, sae.site, _fmt(sae.fvu, "{:.3f}"), _fmt(sae.l0, "{:.1f}"),
+                     _fmt(sae.ce_recovered, "{:.3f}"))
+    console.print(saes)
+    if result.circuits:
+        circuits = Table("task", "method", "node AUC", "seconds", title="circuit identification")
+        for row in result.circuits:
+            circuits.add_row(row.task, row.method, _fmt(row.node_auc, "{:.3f}"), f"{row.seconds:.1f}")
+        console.print(circuits)
     console.print(f"run {result.run_id} recorded in {result.db_path}")
-    console.print(f"workspace: {workspace.root}")
-    return 0
+    if args.no_app:
+        console.print(f"browse it with: saelab app --workspace {workspace.root}")
+        return 0
+    from saelab.app_support.launch import run_server, streamlit_command
+
+    console.print(f"saelab app: http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    return run_server(streamlit_command(workspace, port=args.port))
