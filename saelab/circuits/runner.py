@@ -88,30 +88,37 @@ def method_config(config: CircuitRunConfig, method: str, seed: int) -> Any:
     return dataclasses.replace(base, seed=seed) if "seed" in names else base
 
 
+ProblemFactory = Callable[[int, int], CircuitProblem]
+"""(n_prompts, seed) → a problem with that many clean/corrupted pairs sampled with that seed."""
+
+
 def task_problem(task, tokenizer, n: int, seed: int, vocabulary: str, batch_size: int) -> CircuitProblem:
     return problem_from_task(task, task.generate(tokenizer, n, seed, vocabulary=vocabulary), batch_size)
 
 
-def run_circuits(model: HookedTransformer, config: CircuitRunConfig, truth: GroundTruth | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[MethodRun]:
-    """Every method × seed of `config`, each scored against `truth` when one is given."""
+def task_problems(config: CircuitRunConfig, tokenizer) -> ProblemFactory:
+    """Problems of `config.task` (its default corruption) tokenised by `tokenizer`."""
     from saelab.tasks import get_task
 
     task = get_task(config.task)
+    return lambda n, seed: task_problem(task, tokenizer, n, seed, config.vocabulary, config.batch_size)
+
+
+def run_circuits(model: HookedTransformer, config: CircuitRunConfig, problems: ProblemFactory,
+                 truth: GroundTruth | None = None, progress: Callable[[str], None] | None = None
+                 ) -> list[MethodRun]:
+    """Every method × seed of `config` on problems from `problems`, each scored against `truth` if given.
+
+    Faithfulness curves (if asked for) use one fixed problem drawn with seed 10,000."""
     graph = Graph.from_config(model.cfg)
     report = progress or log.info
-    faith_problem = None
-    if config.faithfulness_prompts:
-        faith_problem = task_problem(task, model.tokenizer, config.faithfulness_prompts, 10_000, config.vocabulary,
-                                     config.batch_size)
+    faith_problem = problems(config.faithfulness_prompts, 10_000) if config.faithfulness_prompts else None
     runs = []
     for seed in config.seeds:
         for method in config.methods:
             report(f"{config.task}: {method} (seed {seed}, {config.prompts_for(method)} prompts)")
-            problem = task_problem(task, model.tokenizer, config.prompts_for(method), seed, config.vocabulary,
-                                   config.batch_size)
             method_cfg = method_config(config, method, seed)
-            scores = run_method(method, model, problem, method_cfg)
+            scores = run_method(method, model, problems(config.prompts_for(method), seed), method_cfg)
             evaluation = evaluate_scores(scores, truth, graph) if truth is not None else None
             curve = None
             if faith_problem is not None:

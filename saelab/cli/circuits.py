@@ -1,0 +1,95 @@
+"""`saelab circuits`: run circuit-identification methods on a task, score them, store the results."""
+
+import argparse
+
+from saelab.cli.main import UsageError, command
+from saelab.workspace import Workspace
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="ioi, greater_than or docstring")
+    parser.add_argument("--model", default="saelab-tiny", help="model name or directory (default saelab-tiny)")
+    parser.add_argument("--methods", default="sae_codes,eap,eap_ig,acdc,patching",
+                        help="comma-separated circuit methods (see --list-methods)")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
+    parser.add_argument("--prompts", type=int, default=32, help="prompt pairs for patching/EAP/EAP-IG (default 32)")
+    parser.add_argument("--sae-prompts", type=int, default=10,
+                        help="positive and negative prompts for the discrete-SAE methods (default 10)")
+    parser.add_argument("--acdc-prompts", type=int, default=16, help="prompt pairs for ACDC (default 16)")
+    parser.add_argument("--faithfulness", type=int, default=0, metavar="N",
+                        help="also measure faithfulness curves on N prompt pairs (default 0: skip)")
+    parser.add_argument("--vocabulary", default="tiny", choices=("tiny", "canonical"),
+                        help="task word lists: tiny (bundled models) or canonical (GPT-2 tokenizer)")
+    parser.add_argument("--list-methods", action="store_true", help="list the methods and exit")
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    from saelab.circuits import list_methods
+
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in list_methods()]
+    if not names or unknown:
+        raise UsageError(f"saelab circuits: unknown method(s) {unknown or text!r}; choose from {', '.join(list_methods())}")
+    return names
+
+
+@command("circuits", "run circuit-identification methods on a task and score them", _arguments)
+def run_circuits_command(args: argparse.Namespace, workspace: Workspace) -> int:
+    from rich.console import Console
+
+    from saelab.circuits import METHODS
+
+    console = Console()
+    if args.list_methods:
+        for name in sorted(METHODS):
+            console.print(f"{name:16} {METHODS[name].description}")
+        return 0
+    if args.seeds < 1:
+        raise UsageError(f"saelab circuits: --seeds must be ≥ 1, got {args.seeds}")
+    from saelab.circuits.runner import CircuitRunConfig
+
+    config = CircuitRunConfig(task=args.task, model=args.model, methods=_methods(args.methods),
+                              seeds=tuple(range(args.seeds)), n_prompts=args.prompts, sae_prompts=args.sae_prompts,
+                              acdc_prompts=args.acdc_prompts, faithfulness_prompts=args.faithfulness,
+                              vocabulary=args.vocabulary)
+    return _run(config, workspace, console)
+
+
+def _run(config, workspace: Workspace, console) -> int:
+    from saelab.circuits.graph import Graph
+    from saelab.circuits.io import find_ground_truth, ground_truth_path
+    from saelab.circuits.runner import run_circuits, task_problems, write_results
+    from saelab.circuits.summary import summary_rows
+    from saelab.db import ResultsStore
+    from saelab.models import load_model
+    from saelab.tasks import get_task
+
+    get_task(config.task)
+    model = load_model(config.model)
+    truth = find_ground_truth(config.model, config.task, Graph.from_config(model.cfg))
+    truth_name = f"{config.model}/{config.task}" if truth is not None else None
+    if truth is None:
+        console.print(f"[yellow]no ground truth at {ground_truth_path(config.model, config.task)}: "
+                      "scores are stored without AUCs[/yellow]")
+    store = ResultsStore(workspace.db_path).initialize()
+    run_id = store.start_run("circuits", f"{config.task}/{config.model}", {"methods": list(config.methods),
+                                                                          "seeds": list(config.seeds)})
+    try:
+        runs = run_circuits(model, config, task_problems(config, model.tokenizer), truth, progress=console.print)
+        write_results(store, runs, config.task, config.model, truth_name, run_id)
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, "done", f"{len(runs)} method runs")
+    _print_table(console, summary_rows(runs, config.task, config.model), f"{config.task} on {config.model}")
+    console.print(f"run {run_id} recorded in {workspace.db_path}")
+    return 0
+
+
+def _print_table(console, rows, title: str) -> None:
+    from rich.table import Table
+
+    table = Table("method", "node AUC", "edge AUC", "seconds", "peak MB", title=title)
+    for row in rows:
+        table.add_row(row.method, row.node_auc_text, row.edge_auc_text, f"{row.seconds:.2f}", f"{row.peak_mb:.0f}")
+    console.print(table)
