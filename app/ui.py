@@ -77,25 +77,25 @@ def load_sae_for(sae: q.SaeRow):
     return _load_sae_cached(str(directory), weights.stat().st_mtime_ns)
 
 
-def pick_sae(store: ResultsStore, label: str = "SAE", only_with_features: bool = False) -> q.SaeRow | None:
+def pick_sae(store: ResultsStore, label: str = "SAE") -> q.SaeRow | None:
     """A select box over the store's SAEs, in step with the `sae` query parameter (shareable URLs)."""
-    saes = q.list_saes(store)
-    if saes.empty:
+    saes = {row.sae_id: row for row in q.sae_rows(store)}
+    if not saes:
         st.info(f"The results store has no SAEs yet: {FILL_HINT['saes']}.")
         return None
-    ids = list(saes["sae_id"])
+    ids = list(saes)
     wanted = st.query_params.get("sae")
     if wanted is not None and wanted not in ids:
         st.warning(f"There is no SAE {wanted!r} in this workspace; showing {ids[0]!r} instead.")
     index = ids.index(wanted) if wanted in ids else 0
     labels = {row.sae_id: f"{row.sae_id}  ·  {row.architecture}, {row.site}, {row.d_sae} latents"
-              for row in saes.itertuples()}
+              for row in saes.values()}
     chosen = st.selectbox(label, ids, index=index, format_func=labels.__getitem__)
     if chosen != wanted:
         st.query_params["sae"] = chosen
         if wanted is not None:
             st.query_params.pop("latent", None)
-    return q.get_sae(store, chosen)
+    return saes[chosen]
 
 
 def chart(figure, container=None) -> None:

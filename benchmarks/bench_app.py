@@ -140,6 +140,7 @@ def bench_prompt(workspace, repeats: int) -> dict[str, Times]:
     def page() -> None:
         at.run()
         assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+        assert "Direct feature attribution" in [h.value for h in at.subheader], "the page skipped the DFA"
 
     return {"prompt explorer: top latents, 64 tokens": library,
             "prompt explorer: whole page incl. DFA, 64 tokens": timed(page, repeats)}

@@ -83,6 +83,19 @@ def test_get_feature_parses_json_and_returns_none_when_absent(store):
     assert q.get_sae(store, "nope") is None
 
 
+def test_feature_dashboard_reads_statistics_and_examples_together(demo_store):
+    dashboard = q.feature_dashboard(demo_store, ATTN, 3)
+    assert dashboard.feature == q.get_feature(demo_store, ATTN, 3)
+    assert dashboard.examples == q.feature_examples(demo_store, ATTN, 3) and dashboard.examples
+    assert q.feature_dashboard(demo_store, ATTN, 10_000) == (None, [])
+
+
+def test_sae_rows_are_typed_and_match_get_sae(demo_store):
+    rows = q.sae_rows(demo_store)
+    assert [r.sae_id for r in rows] == list(q.list_saes(demo_store)["sae_id"])
+    assert rows[0] == q.get_sae(demo_store, rows[0].sae_id) and isinstance(rows[0].config, dict)
+
+
 def test_eval_metrics_keep_latest_value(tmp_path):
     store = ResultsStore(tmp_path / "s.duckdb").initialize()
     store.insert("eval_metrics", [{"sae_id": "a", "eval_kind": "core", "metric": "fvu", "value": 0.5,

@@ -96,8 +96,7 @@ def _examples(examples: list[q.FeatureExample], scale: float) -> None:
 
 
 def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
-    feature = q.get_feature(store, sae.sae_id, latent)
-    examples = q.feature_examples(store, sae.sae_id, latent)
+    feature, examples = q.feature_dashboard(store, sae.sae_id, latent)
     st.header(f"Latent {latent}")
     st.caption(f"SAE {sae.sae_id} · {sae.architecture} · site {sae.site} · link: ?sae={sae.sae_id}&latent={latent}")
     if feature is None and not examples:

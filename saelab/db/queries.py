@@ -68,16 +68,22 @@ class SaeRow(NamedTuple):
     path: str
 
 
+def _sae_row(row: dict[str, Any]) -> SaeRow:
+    k = row["k"]
+    return SaeRow(row["sae_id"], row["run_id"], row["model"], row["site"], row["architecture"], int(row["d_in"]),
+                  int(row["d_sae"]), None if pd.isna(k) else int(k), _loads(row["config"]) or {}, row["path"])
+
+
 def get_sae(store: ResultsStore, sae_id: str) -> SaeRow | None:
     """The SAE called `sae_id`, or None."""
     frame = _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, config, path "
                           "FROM saes WHERE sae_id = ?", [sae_id])
-    if frame.empty:
-        return None
-    row = frame.iloc[0].to_dict()
-    k = row["k"]
-    return SaeRow(row["sae_id"], row["run_id"], row["model"], row["site"], row["architecture"], int(row["d_in"]),
-                  int(row["d_sae"]), None if pd.isna(k) else int(k), _loads(row["config"]) or {}, row["path"])
+    return None if frame.empty else _sae_row(frame.iloc[0].to_dict())
+
+
+def sae_rows(store: ResultsStore) -> list[SaeRow]:
+    """Every SAE as a typed row, in `list_saes` order (one query, for pickers)."""
+    return [_sae_row(row) for row in list_saes(store).to_dict("records")]
 
 
 # ---------------------------------------------------------------- metrics
@@ -227,9 +233,17 @@ class FeatureRow(NamedTuple):
     head_attribution: Any
 
 
+_FEATURE_SQL = "SELECT * FROM features WHERE sae_id = ? AND latent = ?"
+_EXAMPLES_SQL = ("SELECT kind, rank, activation, tokens, activations, center FROM feature_examples "
+                 "WHERE sae_id = ? AND latent = ? ORDER BY kind, rank")
+
+
 def get_feature(store: ResultsStore, sae_id: str, latent: int) -> FeatureRow | None:
     """The dashboard row of one latent, or None."""
-    frame = _frame(store, "SELECT * FROM features WHERE sae_id = ? AND latent = ?", [sae_id, int(latent)])
+    return _feature_row(_frame(store, _FEATURE_SQL, [sae_id, int(latent)]))
+
+
+def _feature_row(frame: pd.DataFrame) -> FeatureRow | None:
     if frame.empty:
         return None
     row = frame.iloc[0].to_dict()
@@ -251,11 +265,29 @@ class FeatureExample(NamedTuple):
 
 def feature_examples(store: ResultsStore, sae_id: str, latent: int) -> list[FeatureExample]:
     """Top and quantile examples of one latent, by kind then rank."""
-    frame = _frame(store, "SELECT kind, rank, activation, tokens, activations, center FROM feature_examples "
-                          "WHERE sae_id = ? AND latent = ? ORDER BY kind, rank", [sae_id, int(latent)])
+    return _examples(_frame(store, _EXAMPLES_SQL, [sae_id, int(latent)]))
+
+
+def _examples(frame: pd.DataFrame) -> list[FeatureExample]:
     return [FeatureExample(r.kind, int(r.rank), float(r.activation), _loads(r.tokens) or [],
                            _loads(r.activations) or [], None if pd.isna(r.center) else int(r.center))
             for r in frame.itertuples(index=False)]
+
+
+class FeatureDashboard(NamedTuple):
+    """Everything a latent's dashboard shows."""
+
+    feature: FeatureRow | None
+    examples: list[FeatureExample]
+
+
+def feature_dashboard(store: ResultsStore, sae_id: str, latent: int) -> FeatureDashboard:
+    """The statistics and examples of one latent, read on one connection."""
+    params = [sae_id, int(latent)]
+    with store.connect(read_only=True) as con:
+        feature = con.execute(_FEATURE_SQL, params).fetchdf()
+        examples = con.execute(_EXAMPLES_SQL, params).fetchdf()
+    return FeatureDashboard(_feature_row(feature), _examples(examples))
 
 
 # ---------------------------------------------------------------- circuits
