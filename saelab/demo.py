@@ -34,11 +34,11 @@ class DemoConfig:
 
     @property
     def train_tokens(self) -> int:
-        return 32_768 if self.quick else 1_048_576
+        return 65_536 if self.quick else 2_097_152
 
     @property
     def batch_size(self) -> int:
-        return 1024 if self.quick else 4096
+        return 512 if self.quick else 4096
 
     @property
     def eval_tokens(self) -> int:
@@ -152,7 +152,7 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
     from saelab.workflows.train import TrainSpec, train_in_workspace
 
     spec = TrainSpec(model=cfg.model, saes=demo_sweep(sites, model.cfg.d_model), tokens=cfg.train_tokens,
-                     batch_size=cfg.batch_size, seed=cfg.seed, log_every_steps=5,
+                     batch_size=cfg.batch_size, lr=1e-3, seed=cfg.seed, log_every_steps=5,
                      checkpoint_every_tokens=cfg.train_tokens // 4)
     result = train_in_workspace(workspace, spec, progress=False)
     trained.update(result.paths)
