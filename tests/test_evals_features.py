@@ -124,9 +124,10 @@ def test_rows(random_model, dash, tokens):
 
 
 def test_quantile_picks_are_ordered_groups():
-    picks = quantile_picks(torch.tensor([5.0, 1.0, 3.0, 2.0, 4.0, 6.0]), 3, 2)
+    picks = quantile_picks([5.0, 1.0, 3.0, 2.0, 4.0, 6.0], 3, 2)
     assert picks == [[3, 1], [4, 2], [5, 0]]
-    assert quantile_picks(torch.tensor([1.0]), 3, 2) == [[0], [], []]
+    assert quantile_picks([1.0], 3, 2) == [[0], [], []]
+    assert quantile_picks([float(i) for i in range(10)], 2, 3) == [[4, 2, 0], [9, 7, 5]]
 
 
 def test_config_validation():

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from saelab.evals.features import DashboardConfig, ExampleBuffer, FeatureDashboards
+from saelab.evals.features import DashboardConfig, FeatureDashboards
 
 
 def vocab_strings(tokenizer, d_vocab: int) -> list[str]:
@@ -46,54 +46,52 @@ def feature_rows(dash: FeatureDashboards, sae_id: str, strings: list[str]) -> li
     return rows
 
 
-def _example(dash: FeatureDashboards, window: list[float], token_index: int, half: int, strings: list[str]) -> dict:
+def _rounded(t: torch.Tensor) -> list:
+    """A tensor as nested lists of floats rounded to 5 decimals (in float64, so they print cleanly)."""
+    return t.double().round(decimals=5).tolist()
+
+
+def _example(tokens: list[list[int]], window: list[float], token_index: int, half: int, strings: list[str]) -> dict:
     """Tokens, activations and centre of one example, its window cut to the context."""
-    context_len = dash.tokens.shape[1]
+    context_len = len(tokens[0])
     context, position = divmod(token_index, context_len)
     low, high = max(0, position - half), min(context_len, position + half + 1)
-    ids = dash.tokens[context, low:high].tolist()
     cut = window[low - (position - half): high - (position - half)]
-    return {"tokens": [strings[i] for i in ids], "activations": [round(a, 5) for a in cut], "center": position - low}
+    return {"tokens": [strings[i] for i in tokens[context][low:high]], "activations": cut, "center": position - low}
 
 
-def _top_rows(dash: FeatureDashboards, sae_id: str, latent: int, buffer: list, strings: list[str], half: int):
-    activation, token_index, window = buffer
-    for rank, (a, t, w) in enumerate(zip(activation, token_index, window, strict=True)):
-        if a > 0:
-            yield {"sae_id": sae_id, "latent": latent, "kind": "top", "rank": rank, "activation": a,
-                   **_example(dash, w, t, half, strings)}
-
-
-def quantile_picks(activations: torch.Tensor, n_quantiles: int, per_quantile: int) -> list[list[int]]:
+def quantile_picks(activations: list[float], n_quantiles: int, per_quantile: int) -> list[list[int]]:
     """Indices into `activations` (a uniform sample of firing activations): per quantile group, lowest group
     first, up to `per_quantile` evenly spaced members, strongest first."""
-    order = activations.argsort()
-    picks = []
-    for group in order.tensor_split(n_quantiles):
-        if group.numel() == 0:
-            picks.append([])
-            continue
-        spots = torch.linspace(0, group.numel() - 1, min(per_quantile, group.numel())).round().long().unique()
-        picks.append(group[spots].flip(0).tolist())
+    order = sorted(range(len(activations)), key=activations.__getitem__)
+    size, extra = divmod(len(order), n_quantiles)
+    picks, start = [], 0
+    for q in range(n_quantiles):  # groups as torch.tensor_split makes them: the first `extra` one longer
+        group = order[start:start + size + (q < extra)]
+        start += len(group)
+        m = min(per_quantile, len(group))
+        spots = sorted({round(i * (len(group) - 1) / (m - 1)) for i in range(m)}) if m > 1 else [0] * m
+        picks.append([group[i] for i in reversed(spots)])
     return picks
-
-
-def _quantile_rows(dash, sae_id, latent, sample: ExampleBuffer, cfg: DashboardConfig, strings):
-    firing = sample.score[latent] >= 0
-    activation = sample.activation[latent][firing]
-    token_index, window = sample.token_index[latent][firing], sample.window[latent][firing]
-    for q, members in enumerate(quantile_picks(activation, cfg.n_quantiles, cfg.per_quantile)):
-        for rank, i in enumerate(members):
-            yield {"sae_id": sae_id, "latent": latent, "kind": f"quantile_{q}", "rank": rank,
-                   "activation": float(activation[i]),
-                   **_example(dash, window[i].tolist(), int(token_index[i]), cfg.window, strings)}
 
 
 def example_rows(dash: FeatureDashboards, sae_id: str, strings: list[str], cfg: DashboardConfig) -> list[dict]:
     """`feature_examples` rows: kind "top" (rank 0 = strongest) and "quantile_q" (q = 0 is the weakest group)."""
-    top = [t.tolist() for t in (dash.top.activation, dash.top.token_index, dash.top.window)]
+    tokens = dash.tokens.tolist()
+    top = (_rounded(dash.top.activation), dash.top.token_index.tolist(), _rounded(dash.top.window))
+    sample = ((dash.sample.score >= 0).tolist(), _rounded(dash.sample.activation), dash.sample.token_index.tolist(),
+              _rounded(dash.sample.window))
     rows = []
     for latent in range(len(dash.density)):
-        rows.extend(_top_rows(dash, sae_id, latent, [c[latent] for c in top], strings, cfg.window))
-        rows.extend(_quantile_rows(dash, sae_id, latent, dash.sample, cfg, strings))
+        for rank, (a, t, w) in enumerate(zip(*(column[latent] for column in top), strict=True)):
+            if a > 0:
+                rows.append({"sae_id": sae_id, "latent": latent, "kind": "top", "rank": rank, "activation": a,
+                             **_example(tokens, w, t, cfg.window, strings)})
+        kept, activation, token_index, window = (
+            [v for v, k in zip(column[latent], sample[0][latent], strict=True) if k] for column in sample)
+        for q, members in enumerate(quantile_picks(activation, cfg.n_quantiles, cfg.per_quantile)):
+            rows.extend({"sae_id": sae_id, "latent": latent, "kind": f"quantile_{q}", "rank": rank,
+                         "activation": activation[i], **_example(tokens, window[i], token_index[i], cfg.window,
+                                                                 strings)}
+                        for rank, i in enumerate(members))
     return rows

@@ -6,12 +6,13 @@ top-`n_top` activating tokens with ±`window` tokens of context and the latent's
 from quantiles of its non-zero activation distribution, top and bottom logit effects, and (attn_z SAEs)
 weight-based head attribution.
 
-Streaming: each batch's latents are transposed to [d_sae, tokens]; `torch.topk` along the token axis gives
-each latent's best candidates, which are merged with the running buffer by one more `topk` over the
-concatenation. Context windows are gathered for the candidates while their batch is in memory. Quantile
+Streaming: each batch's non-zero latent entries that beat their latent's current k-th best are ranked per
+latent by one segmented sort (sort by score, then stably by latent); the best k per latent form a candidate
+buffer, merged with the running buffer by `torch.topk` over the concatenation (only for latents that have
+candidates). Context windows are gathered for the candidates while their batch is in memory. Quantile
 examples come from a uniform random sample of each latent's firing tokens (random priority keys kept by the
-same top-k merge), sorted by activation and split into `n_quantiles` groups at the end. No Python loop runs
-over latents or tokens while streaming.
+same top-k machinery), sorted by activation and split into `n_quantiles` groups at the end. No Python loop
+runs over latents or tokens while streaming.
 
 Logit effects follow the direct path: the latent's decoder direction mapped into the residual stream (through
 W_O for attn_z, W_out for mlp_post, the sum over heads for head_result), through the final LayerNorm taken as
@@ -145,49 +146,82 @@ def empty_buffer(d_sae: int, size: int, width: int) -> ExampleBuffer:
     )
 
 
+class Firing(NamedTuple):
+    """The non-zero entries of one batch's latents [n_tokens, d_sae], token-major."""
+
+    token: Int[Tensor, " nnz"]
+    latent: Int[Tensor, " nnz"]
+    activation: Float[Tensor, " nnz"]
+
+
+def firing_entries(latents: Float[Tensor, "n_tokens d_sae"]) -> Firing:
+    token, latent = latents.nonzero(as_tuple=True)
+    return Firing(token, latent, latents[token, latent])
+
+
 def windows(
-    latents_T: Float[Tensor, "d_sae n_tokens"], index: Int[Tensor, "d_sae k"], context_len: int, window: int
-) -> Float[Tensor, "d_sae k width"]:
-    """Each latent's activations around its selected tokens (0 where the window leaves the context)."""
-    offsets = torch.arange(-window, window + 1, device=index.device)
-    position = (index % context_len)[..., None] + offsets
+    latents: Float[Tensor, "n_tokens d_sae"], token: Int[Tensor, " m"], latent: Int[Tensor, " m"],
+    context_len: int, window: int,
+) -> Float[Tensor, "m width"]:
+    """Each (token, latent)'s activations on the tokens around it (0 where the window leaves the context).
+    Batches hold whole contexts, so a token's position in its context is token % context_len."""
+    offsets = torch.arange(-window, window + 1, device=token.device)
+    position = (token % context_len)[:, None] + offsets
     inside = (position >= 0) & (position < context_len)
-    flat = (index[..., None] + offsets).clamp(0, latents_T.shape[1] - 1)
-    gathered = latents_T.gather(1, flat.flatten(1)).view(*flat.shape)
-    return gathered * inside
+    neighbour = (token[:, None] + offsets).clamp(0, latents.shape[0] - 1)
+    return latents[neighbour, latent[:, None].expand_as(neighbour)] * inside
+
+
+def segmented_top(latent: Int[Tensor, " m"], score: Float[Tensor, " m"], d_sae: int, k: int) -> tuple[Tensor, Tensor]:
+    """The entries among m that rank in the top k of their latent by score: (entry ids, their rank)."""
+    by_score = score.argsort(descending=True, stable=True)
+    grouped = by_score[latent[by_score].argsort(stable=True)]
+    counts = torch.bincount(latent, minlength=d_sae)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(grouped.numel(), device=latent.device) - starts[latent[grouped]]
+    keep = rank < k
+    return grouped[keep], rank[keep]
 
 
 def candidates(
-    latents_T: Float[Tensor, "d_sae n_tokens"], score: Float[Tensor, "d_sae n_tokens"], k: int,
+    buffer: ExampleBuffer, latents: Float[Tensor, "n_tokens d_sae"], entries: Firing, score: Float[Tensor, " nnz"],
     offset: int, context_len: int, window: int,
 ) -> ExampleBuffer:
-    """The k best tokens of this batch for each latent by `score`, with their windows; indices global."""
-    k = min(k, latents_T.shape[1])
-    best, index = score.topk(k, dim=1)
-    return ExampleBuffer(best, latents_T.gather(1, index), index + offset,
-                         windows(latents_T, index, context_len, window))
+    """A buffer-shaped set of this batch's best entries per latent (empty slots score −1). Only entries that
+    beat the latent's current k-th best are ranked, so late in a stream few are touched."""
+    d_sae, k = buffer.score.shape
+    beats = (score > buffer.score[entries.latent, -1]).nonzero().squeeze(1)
+    chosen, rank = segmented_top(entries.latent[beats], score[beats], d_sae, k)
+    chosen = beats[chosen]
+    token, latent = entries.token[chosen], entries.latent[chosen]
+    new = empty_buffer(d_sae, k, buffer.window.shape[2])
+    new.score[latent, rank] = score[chosen]
+    new.activation[latent, rank] = entries.activation[chosen]
+    new.token_index[latent, rank] = token + offset
+    new.window[latent, rank] = windows(latents, token, latent, context_len, window)
+    return new
 
 
 def merge(buffer: ExampleBuffer, new: ExampleBuffer) -> ExampleBuffer:
-    """Keep, per latent, the best `buffer`-many examples of both (one topk over the concatenation)."""
-    joined = ExampleBuffer(*(torch.cat([a, b], dim=1) for a, b in zip(buffer, new, strict=True)))
+    """Keep, per latent, the best `buffer`-many examples of both (one topk over the concatenation), touching
+    only the latents that have new candidates."""
+    rows = (new.score[:, 0] >= 0).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return buffer
+    joined = ExampleBuffer(*(torch.cat([a[rows], b[rows]], dim=1) for a, b in zip(buffer, new, strict=True)))
     _, order = joined.score.topk(buffer.score.shape[1], dim=1)
-    return ExampleBuffer(
-        joined.score.gather(1, order), joined.activation.gather(1, order), joined.token_index.gather(1, order),
-        joined.window.gather(1, order[..., None].expand(-1, -1, joined.window.shape[2])),
-    )
+    merged = (joined.score.gather(1, order), joined.activation.gather(1, order),
+              joined.token_index.gather(1, order),
+              joined.window.gather(1, order[..., None].expand(-1, -1, joined.window.shape[2])))
+    return ExampleBuffer(*(whole.index_copy(0, rows, part) for whole, part in zip(buffer, merged, strict=True)))
 
 
-def histogram_counts(
-    latents_T: Float[Tensor, "d_sae n_tokens"], edges: Float[Tensor, " n_bins_plus_1"]
-) -> Int[Tensor, "d_sae n_bins"]:
+def histogram_counts(entries: Firing, d_sae: int, edges: Float[Tensor, " n_bins_plus_1"]) -> Int[Tensor, "d_sae n_bins"]:
     """Counts of non-zero activations per latent in log-spaced bins (outliers clamped into the end bins)."""
     n_bins = len(edges) - 1
-    latent, token = latents_T.nonzero(as_tuple=True)
-    values = latents_T[latent, token].double()
+    values = entries.activation.double()
     bins = (torch.bucketize(values, edges.to(values.device), right=True) - 1).clamp(0, n_bins - 1)
-    flat = torch.bincount(latent * n_bins + bins, minlength=latents_T.shape[0] * n_bins)
-    return flat.view(latents_T.shape[0], n_bins)
+    return torch.bincount(entries.latent * n_bins + bins, minlength=d_sae * n_bins).view(d_sae, n_bins)
 
 
 def init_state(d_sae: int, cfg: DashboardConfig) -> DashboardState:
@@ -203,18 +237,21 @@ def update_state(
     state: DashboardState, latents: Float[Tensor, "n_tokens d_sae"], offset: int, context_len: int,
     cfg: DashboardConfig, generator: torch.Generator,
 ) -> DashboardState:
-    """Fold one batch of latents (tokens of whole contexts, flattened; flat indices start at `offset`)."""
-    latents_T = latents.t().contiguous().clamp_min(0)
-    firing = latents_T > 0
-    keys = torch.where(firing, torch.rand(latents_T.shape, generator=generator).to(latents_T.device), -1.0)
-    top = candidates(latents_T, latents_T, cfg.n_top, offset, context_len, cfg.window)
-    sample = candidates(latents_T, keys, cfg.sample_size, offset, context_len, cfg.window)
+    """Fold one batch of latents (tokens of whole contexts, flattened; flat indices start at `offset`).
+
+    Negative latents (not produced by saelab's architectures) are treated as zero."""
+    latents = latents.clamp_min(0)
+    d_sae = latents.shape[1]
+    entries = firing_entries(latents)
+    keys = torch.rand(entries.activation.shape, generator=generator).to(latents.device)
+    top = candidates(state.top, latents, entries, entries.activation, offset, context_len, cfg.window)
+    sample = candidates(state.sample, latents, entries, keys, offset, context_len, cfg.window)
     return DashboardState(
-        n_tokens=state.n_tokens + latents_T.shape[1],
-        fire_counts=state.fire_counts + firing.sum(1),
-        act_sum=state.act_sum + latents_T.double().sum(1),
-        act_max=torch.maximum(state.act_max, latents_T.max(1).values),
-        histogram=state.histogram + histogram_counts(latents_T, cfg.histogram_edges()),
+        n_tokens=state.n_tokens + latents.shape[0],
+        fire_counts=state.fire_counts + torch.bincount(entries.latent, minlength=d_sae),
+        act_sum=state.act_sum.index_add(0, entries.latent, entries.activation.double()),
+        act_max=state.act_max.scatter_reduce(0, entries.latent, entries.activation, "amax"),
+        histogram=state.histogram + histogram_counts(entries, d_sae, cfg.histogram_edges()),
         top=merge(state.top, top),
         sample=merge(state.sample, sample),
     )
