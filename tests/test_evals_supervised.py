@@ -15,6 +15,7 @@ from saelab.evals.ioi import (
     name_ids,
     prompts_from_dataset,
     split_fit_eval,
+    synthetic_prompts,
 )
 from saelab.evals.supervised import (
     Dictionary,
@@ -212,22 +213,8 @@ def test_locations_from_circuit_groups_classes():
 NAMES = [chr(c) for c in range(ord("A"), ord("A") + 12)]
 
 
-def synthetic_prompts(n: int, seed: int) -> Prompts:
-    """IOI-shaped prompts for the byte-level model: BOS, S1/IO at 2/4 (ABB) or 4/2 (BAB), S2 at 7, END at 9."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(97, 123, (n, 10), generator=g)
-    tokens[:, 0] = 256
-    pairs = [torch.randperm(12, generator=g)[:2].tolist() for _ in range(n)]
-    order = ["ABB" if torch.rand(1, generator=g) < 0.5 else "BAB" for _ in range(n)]
-    io_pos = torch.tensor([2 if o == "ABB" else 4 for o in order])
-    s1_pos = 6 - io_pos
-    rows = torch.arange(n)
-    io_ids = torch.tensor([ord(NAMES[p[0]]) for p in pairs])
-    s_ids = torch.tensor([ord(NAMES[p[1]]) for p in pairs])
-    tokens[rows, io_pos], tokens[rows, s1_pos], tokens[:, 7] = io_ids, s_ids, s_ids
-    positions = {"IO": io_pos, "S1": s1_pos, "S2": torch.full((n,), 7), "end": torch.full((n,), 9)}
-    attributes = {"IO": [NAMES[p[0]] for p in pairs], "S": [NAMES[p[1]] for p in pairs], "pos": order}
-    return Prompts(tokens, positions, io_ids, s_ids, attributes)
+def synthetic(n: int, seed: int) -> Prompts:
+    return synthetic_prompts(n, seed, NAMES, {name: ord(name) for name in NAMES}, 256, 256)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +222,7 @@ def context(random_model):
     location = Location("heads@end", ((1, 0), (1, 2)), "end")
     ids = {name: ord(name) for name in NAMES}
     cfg = SupervisedEvalConfig(batch_size=64)
-    return location_context(random_model, synthetic_prompts(160, 0), synthetic_prompts(60, 1), location, ids, cfg)
+    return location_context(random_model, synthetic(160, 0), synthetic(60, 1), location, ids, cfg)
 
 
 def test_context_baselines(context):
@@ -289,3 +276,34 @@ def test_supervised_and_sae_scores_and_rows(random_model, context):
     with pytest.raises(ValueError, match="wide"):
         sae_dictionary(SAE(SAEConfig("topk", 16, 8, k=2)), "x", context.fit_acts, context.fit_codes,
                        context.n_values, SupervisedEvalConfig())
+
+
+def test_attention_classes_read_the_right_pattern_entries(random_model):
+    from saelab.evals.ioi import (
+        ATTENTION_CLASSES,
+        attention_scores,
+        circuit_heads,
+        classify_heads,
+        ioi_locations,
+    )
+
+    prompts = synthetic(20, 3)
+    _, cache = random_model.run_with_cache(prompts.tokens)
+    scores = attention_scores(random_model, prompts, [(1, 3), (0, 0)])
+    rows = torch.arange(20)
+    pattern = cache["blocks.1.attn.hook_pattern"][:, 3]
+    assert scores[(1, 3)]["name mover"] == pytest.approx(
+        float(pattern[rows, prompts.positions["end"], prompts.positions["IO"]].mean()))
+    assert scores[(1, 3)]["induction"] == pytest.approx(float(pattern[rows, 7, prompts.positions["S1"] + 1].mean()))
+    classified = classify_heads(random_model, prompts, [(1, 3), (0, 0)], min_attention=0.0)
+    for head in classified:
+        assert head["class"] in ATTENTION_CLASSES and head["position"] == ATTENTION_CLASSES[head["class"]][0]
+    assert all(h["class"] == "other" for h in classify_heads(random_model, prompts, [(1, 3)], min_attention=1.1))
+    assert circuit_heads({"nodes": ["input", "0.1", "mlp0", "1.2", "logits"]}) == [(0, 1), (1, 2)]
+    locations = ioi_locations({"nodes": ["1.3", "0.0"]}, random_model, prompts, min_attention=0.0)
+    assert locations and all(loc.position in ("end", "S2") for loc in locations)
+    with pytest.raises(ValueError, match="attends"):
+        ioi_locations({"nodes": ["1.3"]}, random_model, prompts, min_attention=1.1)
+    published = ioi_locations({"heads": [{"layer": 1, "head": 0, "class": "name mover", "position": "end"}]},
+                              random_model, prompts)
+    assert published == [Location("name mover@end", ((1, 0),), "end")]

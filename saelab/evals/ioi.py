@@ -286,3 +286,100 @@ def subset(p: Prompts, rows: Tensor) -> Prompts:
         p.s_ids[rows],
         {k: [v[i] for i in pick] for k, v in p.attributes.items()},
     )
+
+
+# ---------------------------------------------------------------- head classes from attention patterns
+
+ATTENTION_CLASSES: dict[str, tuple[str, str, int]] = {
+    "name mover": ("end", "IO", 0),
+    "s-inhibition": ("end", "S2", 0),
+    "duplicate token": ("S2", "S1", 0),
+    "induction": ("S2", "S1", 1),
+}
+"""Class -> (destination position, source position, source offset): the attention that marks the class in
+Wang et al.'s IOI circuit (name movers attend from END to IO, S-inhibition heads from END to S2, duplicate-
+token heads from S2 to S1, induction heads from S2 to the token after S1)."""
+
+
+@torch.no_grad()
+def attention_scores(
+    model: HookedTransformer, prompts: "Prompts", heads: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], dict[str, float]]:
+    """Each head's mean attention, over the prompts, along each class's (destination, source) pair."""
+    layers = sorted({layer for layer, _ in heads})
+    patterns: dict[int, Tensor] = {}
+
+    def keep(pattern: Tensor, hook) -> None:
+        patterns[hook.layer()] = pattern
+
+    model.run_with_hooks(prompts.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep) for layer in layers],
+                         stop_at_layer=max(layers) + 1)
+    rows = torch.arange(prompts.size)
+    scores: dict[tuple[int, int], dict[str, float]] = {}
+    for layer, head in heads:
+        pattern = patterns[layer][:, head].cpu()  # batch dest source
+        scores[(layer, head)] = {
+            cls: float(pattern[rows, prompts.positions[dest], prompts.positions[src] + offset].mean())
+            for cls, (dest, src, offset) in ATTENTION_CLASSES.items()}
+    return scores
+
+
+def classify_heads(
+    model: HookedTransformer, prompts: "Prompts", heads: Sequence[tuple[int, int]], min_attention: float = 0.2
+) -> list[dict]:
+    """Circuit heads as {layer, head, class, position}: the class whose attention (see ATTENTION_CLASSES) is
+    largest, if it reaches `min_attention`; other heads get class "other" and no position."""
+    out = []
+    for (layer, head), score in attention_scores(model, prompts, heads).items():
+        cls, value = max(score.items(), key=lambda item: item[1])
+        position = ATTENTION_CLASSES[cls][0] if value >= min_attention else None
+        out.append({"layer": layer, "head": head, "class": cls if position else "other", "position": position,
+                    "attention": round(value, 4)})
+    return out
+
+
+def circuit_heads(circuit: dict) -> list[tuple[int, int]]:
+    """The heads of a ground-truth file written by saelab.circuits ("nodes": ["L.H", "mlpL", ...])."""
+    heads = []
+    for name in circuit.get("nodes", []):
+        layer, dot, head = str(name).partition(".")
+        if dot and layer.isdigit() and head.isdigit():
+            heads.append((int(layer), int(head)))
+    if not heads:
+        raise ValueError("the circuit lists no attention heads (expected 'nodes' such as '2.3' or a 'heads' list)")
+    return heads
+
+
+def ioi_locations(
+    circuit: dict, model: HookedTransformer, prompts: "Prompts", min_attention: float = 0.2
+) -> list[Location]:
+    """Locations of an IOI circuit: from its head classes and positions when it has them (published format),
+    else from its heads classified by attention pattern (saelab ground truth format)."""
+    if "heads" in circuit:
+        return locations_from_circuit(circuit)
+    classified = [h for h in classify_heads(model, prompts, circuit_heads(circuit), min_attention) if h["position"]]
+    if not classified:
+        raise ValueError(f"no circuit head attends (≥ {min_attention}) like a name mover, S-inhibition, induction "
+                         "or duplicate-token head; give locations explicitly")
+    return locations_from_circuit({"heads": classified})
+
+
+def synthetic_prompts(n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int) -> Prompts:
+    """IOI-shaped prompts for plumbing checks on models whose tokenizer lacks IOI's names: random filler tokens,
+    BOS, then S1/IO at positions 2/4 (ABB) or 4/2 (BAB), S2 at 7 and END at 9 (10 tokens each)."""
+    if len(names) < 3:
+        raise ValueError(f"synthetic prompts need at least 3 names, got {len(names)}")
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab_size, (n, 10), generator=g)
+    tokens[:, 0] = bos_id
+    pairs = [torch.randperm(len(names), generator=g)[:2].tolist() for _ in range(n)]
+    order = ["ABB" if bool(torch.rand(1, generator=g) < 0.5) else "BAB" for _ in range(n)]
+    io_pos = torch.tensor([2 if o == "ABB" else 4 for o in order])
+    s1_pos = 6 - io_pos
+    io_ids = torch.tensor([name_ids[names[p[0]]] for p in pairs])
+    s_ids = torch.tensor([name_ids[names[p[1]]] for p in pairs])
+    rows = torch.arange(n)
+    tokens[rows, io_pos], tokens[rows, s1_pos], tokens[:, 7] = io_ids, s_ids, s_ids
+    positions = {"IO": io_pos, "S1": s1_pos, "S2": torch.full((n,), 7), "end": torch.full((n,), 9)}
+    attributes = {"IO": [names[p[0]] for p in pairs], "S": [names[p[1]] for p in pairs], "pos": order}
+    return Prompts(tokens, positions, io_ids, s_ids, attributes)
