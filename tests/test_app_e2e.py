@@ -124,12 +124,19 @@ def _wait(driver, condition, what: str):
         raise AssertionError(f"timed out waiting for {what}; page text:\n{body}") from exc
 
 
+def _script_state(driver) -> str | None:
+    apps = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+    return apps[0].get_attribute("data-test-script-state") if apps else None
+
+
 def _settled(driver, *texts: str) -> None:
-    """Wait until the page shows `texts`, the script run is over and no exception box is shown."""
+    """Wait until the page shows `texts` and the script run is over (Streamlit's own flag on stApp), then check
+    that no exception or error box is shown."""
     for text in texts:
         _wait(driver, lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text, repr(text))
-    time.sleep(1.0)
-    _wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'), "the run to end")
+    for _ in range(2):  # a run can trigger a rerun (query parameters, selections): wait out both
+        time.sleep(0.5)
+        _wait(driver, lambda d: _script_state(d) == "notRunning", "the script run to end")
     time.sleep(1.5)  # plotly draws after the run
     errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
     assert not errors, [e.text for e in errors]
@@ -151,7 +158,7 @@ def test_runs_page(server, browser, shots):
 
 
 def test_feature_opens_from_the_search_table(server, browser, shots):
-    _visit(browser, f"{server}/features?sae={ATTN}", "latents match")
+    _visit(browser, f"{server}/features?sae={ATTN}", "latents match", "Pick a latent")
     grid = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'), "the table")[0]
     browser.save_screenshot(str(shots / "features-search.png"))
     width, height = grid.size["width"], grid.size["height"]
