@@ -93,7 +93,7 @@ def demo_sweep(sites: list[str], d_model: int):
     width = 8 * d_model
     return (
         SAESpec(site=resid, architecture="topk", width=width, k=16),
-        SAESpec(site=resid, architecture="relu_l1", width=width, l1_coefficient=5.0),
+        SAESpec(site=resid, architecture="relu_l1", width=width, l1_coefficient=1.0),
         SAESpec(site=resid, architecture="jumprelu", width=width, l0_coefficient=0.5),
         SAESpec(site=resid, architecture="vq", width=256, k=1),
         SAESpec(site=attn, architecture="topk", width=width, k=16),
