@@ -146,6 +146,11 @@ def test_sae_edit_through_assigned_latents_matches_true_edit():
     torch.testing.assert_close(edited, synthesize(base, vectors, {**codes, "S": target}), atol=1e-4, rtol=1e-4)
     dictionary = sae_dictionary(sae, "ind", acts, codes, N_VALUES, SupervisedEvalConfig(assign_f1=0.5))
     torch.testing.assert_close(dictionary.reconstruct(acts, codes), acts, atol=1e-4, rtol=1e-4)
+    discrete = sae_dictionary(sae, "ind-argmax", acts, codes, N_VALUES, SupervisedEvalConfig(), argmax_code=True)
+    kept = discrete.latents(acts)
+    assert ((kept > 0).sum(-1) == 1).all()
+    torch.testing.assert_close(kept.max(-1).values, latents.max(-1).values)
+    assert (discrete.reconstruct(acts, codes) - acts).norm() > 1e-2  # one code cannot rebuild three attributes
 
 
 # ---------------------------------------------------------------- IOI prompts (GPT-2 tokenizer, no model)

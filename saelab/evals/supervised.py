@@ -361,24 +361,26 @@ def supervised_dictionary(dictionary: SupervisedDictionary, name: str) -> Dictio
     )
 
 
+def top1(latents: Float[Tensor, "n d_sae"]) -> Float[Tensor, "n d_sae"]:
+    """Only each row's largest latent (the argmax code of O'Neill & Bui's discretisation, with its value)."""
+    values, index = latents.max(-1, keepdim=True)
+    return torch.zeros_like(latents).scatter_(-1, index, values)
+
+
 def sae_dictionary(
-    sae,
-    name: str,
-    fit_acts: Float[Tensor, "n d"],
-    fit_codes: dict[str, Tensor],
-    n_values: dict[str, int],
-    cfg: SupervisedEvalConfig,
+    sae, name: str, fit_acts: Float[Tensor, "n d"], fit_codes: dict[str, Tensor], n_values: dict[str, int],
+    cfg: SupervisedEvalConfig, argmax_code: bool = False,
 ) -> Dictionary:
-    """An SAE whose input is the location's activation, with latents assigned to values on the fit set."""
+    """An SAE whose input is the location's activation, with latents assigned to values on the fit set.
+    With `argmax_code`, only each input's strongest latent is kept (a discrete, one-code dictionary)."""
     if sae.cfg.d_in != fit_acts.shape[1]:
-        raise ValueError(
-            f"SAE {name!r} reads {sae.cfg.d_in} values, the location is {fit_acts.shape[1]} wide; "
-            "use an SAE trained on this location's activations"
-        )
+        raise ValueError(f"SAE {name!r} reads {sae.cfg.d_in} values, the location is {fit_acts.shape[1]} wide; "
+                         "use an SAE trained on this location's activations")
 
     @torch.no_grad()
     def latents(acts: Tensor) -> Tensor:
-        return sae.encode(acts.to(sae.cfg.torch_dtype)).float()
+        dense = sae.encode(acts.to(sae.cfg.torch_dtype)).float()
+        return top1(dense) if argmax_code else dense
 
     assignment = assign_latents(latents(fit_acts), fit_codes, n_values, cfg.assign_f1)
     W_dec = sae.W_dec.detach().float()
