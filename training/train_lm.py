@@ -3,9 +3,8 @@
     nohup .venv/bin/python training/train_lm.py --name saelab-tiny > runs/train_tiny.log 2>&1 &
     nohup .venv/bin/python training/train_lm.py --name saelab-tiny-attn --attn-only > runs/train_attn.log 2>&1 &
 
-Each step trains on two batches: windows of standard-library source (`code_rows` x `code_len`) and rows
-packed with freshly generated task texts and narratives (`gen_rows` x `gen_len`, each row starting with BOS
-and a whole document, as task prompts do). Both are functions of (seed, step) alone, so a killed run resumes
+Each step trains on windows of standard-library source (`code_rows` x `code_len`) and on freshly generated
+task texts and narratives (about `gen_tokens` tokens, one text per row starting with BOS, as task prompts do). Both are functions of (seed, step) alone, so a killed run resumes
 exactly from its last checkpoint (`runs/NAME/checkpoint.pt`, written atomically). Task scores on fresh prompts
 are logged every `eval_every` steps; the run stops once every threshold holds on a larger confirmation set
 (or at `max_steps` / `time_limit_min`), then writes the float16 weights and MODEL_CARD.md to data/models/NAME.
@@ -18,12 +17,12 @@ import logging
 import math
 import os
 import platform
-import random
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,20 +65,21 @@ class TrainConfig:
     n_ctx: int = 256
     seed: int = 0
     """Seeds the initial weights and every batch."""
-    lr: float = 1.5e-3
+    lr: float = 5e-3
     """Peak learning rate (AdamW), reached after `warmup_steps`, then cosine decay to lr * min_lr_frac."""
     min_lr_frac: float = 0.1
     warmup_steps: int = 100
-    max_steps: int = 1500
+    max_steps: int = 3000
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    code_rows: int = 5
+    code_rows: int = 1
     """Standard-library windows per step."""
     code_len: int = 256
-    gen_rows: int = 20
-    """Rows of generated texts per step."""
-    gen_len: int = 128
-    shares: tuple[float, float, float, float] = (0.34, 0.22, 0.34, 0.10)
+    gen_tokens: int = 1920
+    """Target tokens of generated texts per step (split by `shares`; one text per row)."""
+    gen_len: int = 96
+    """Longest generated row (BOS + text + BOS); longer texts are cut."""
+    shares: tuple[float, float, float, float] = (0.38, 0.17, 0.38, 0.07)
     """Token shares of IOI, greater-than, docstring and narrative texts within the generated rows."""
     eval_every: int = 50
     eval_prompts: int = 200
@@ -91,7 +91,9 @@ class TrainConfig:
     checkpoint_every: int = 25
     time_limit_min: float = 60.0
     """Training wall time (resumed runs included) after which the run stops and ships what it has."""
-    threads: int = 2
+    threads: int = 1
+    """torch threads. On 2 shared, oversubscribed cores one thread measured ~10x faster than two (OpenMP
+    workers wait on each other when another process holds a core)."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -110,7 +112,7 @@ class TrainConfig:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.code_rows * self.code_len + self.gen_rows * self.gen_len
+        return self.code_rows * self.code_len + self.gen_tokens
 
 
 # --- model and data ----------------------------------------------------------------------------------------
@@ -135,12 +137,13 @@ def code_tokens(tokenizer: Tokenizer, split: corpus.Split) -> np.ndarray:
     return np.concatenate([np.asarray([*e.ids, bos], np.int64) for e in encoded])
 
 
-def code_batch(stream: np.ndarray, bos: int, cfg: TrainConfig, step: int) -> torch.Tensor:
+def code_batch(stream: np.ndarray, bos: int, cfg: TrainConfig, step: int) -> "Batch":
     """`code_rows` random windows of the stream, each behind a BOS."""
     rng = np.random.default_rng([cfg.seed, step, 1])
     starts = rng.integers(0, len(stream) - cfg.code_len, size=cfg.code_rows)
     rows = [np.concatenate([[bos], stream[s:s + cfg.code_len - 1]]) for s in starts]
-    return torch.from_numpy(np.stack(rows))
+    tokens = torch.from_numpy(np.stack(rows))
+    return Batch(tokens, torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool))
 
 
 def generated_texts(source: str, n: int, seed: int) -> list[str]:
@@ -149,37 +152,42 @@ def generated_texts(source: str, n: int, seed: int) -> list[str]:
     return get_task(source).corpus_texts(n, seed=seed, vocabulary="tiny")
 
 
-def generated_batch(tokenizer: Tokenizer, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, dict[str, int]]:
-    """`gen_rows` rows of BOS-separated texts (the last one in a row cut off) and tokens used per source."""
-    rng = random.Random(cfg.seed * 1_000_003 + step)
-    budget = cfg.gen_rows * cfg.gen_len
-    texts = []
+class Batch(NamedTuple):
+    """Token rows and which next-token targets count (padding does not)."""
+
+    tokens: torch.Tensor
+    """[rows, pos] token ids, each row starting with BOS."""
+    mask: torch.Tensor
+    """[rows, pos - 1] bool: target position i + 1 is real text."""
+
+
+def generated_batches(tokenizer: Tokenizer, cfg: TrainConfig, step: int) -> tuple[list[Batch], dict[str, int]]:
+    """Fresh texts of each source, one per row (BOS + text + BOS, cut at `gen_len`, right-padded).
+
+    One text per row, as task prompts are seen at evaluation: an attention head looking for names or
+    arguments then has only its own document to search, which makes copying much faster to learn than in
+    rows packed with several documents. Returns one batch per source and the target tokens per source.
+    """
+    budget = cfg.gen_tokens
+    bos = tokenizer.token_to_id("<|endoftext|>")
+    batches, counts = [], dict.fromkeys(GENERATED_SOURCES, 0)
     for index, (source, share) in enumerate(zip(GENERATED_SOURCES, cfg.shares, strict=True)):
-        n = math.ceil(1.5 * budget * share / MEAN_TOKENS[source]) + 1 if share else 0
+        n = round(budget * share / MEAN_TOKENS[source])
         if n:
-            seed = (cfg.seed * 1_000_003 + step) * 8 + index
-            texts += [(source, t) for t in generated_texts(source, n, seed)]
-    rng.shuffle(texts)
-    encoded = tokenizer.encode_batch([t for _, t in texts], add_special_tokens=False)
-    return pack_rows([(s, e.ids) for (s, _), e in zip(texts, encoded, strict=True)],
-                     tokenizer.token_to_id("<|endoftext|>"), cfg.gen_rows, cfg.gen_len)
+            texts = generated_texts(source, n, seed=(cfg.seed * 1_000_003 + step) * 8 + index)
+            encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
+            batch = pad_rows([[bos, *e.ids, bos][: cfg.gen_len] for e in encoded], bos)
+            batches.append(batch)
+            counts[source] = int(batch.mask.sum())
+    return batches, counts
 
 
-def pack_rows(docs: list[tuple[str, list[int]]], bos: int, n_rows: int, length: int
-              ) -> tuple[torch.Tensor, dict[str, int]]:
-    """Fill rows with BOS + doc + BOS + doc ...; a doc that overflows is cut and the next row starts afresh."""
-    rows, counts, docs_iter = [], dict.fromkeys(GENERATED_SOURCES, 0), iter(docs)
-    while len(rows) < n_rows:
-        row: list[int] = []
-        while len(row) < length:
-            source, ids = next(docs_iter, (None, None))
-            if source is None:
-                raise RuntimeError(f"generated too few texts for {n_rows} rows of {length}; raise MEAN_TOKENS margin")
-            piece = ([bos] + ids)[: length - len(row)]
-            counts[source] += len(piece)
-            row += piece
-        rows.append(row)
-    return torch.tensor(rows, dtype=torch.long), counts
+def pad_rows(rows: list[list[int]], pad: int) -> Batch:
+    length = max(len(r) for r in rows)
+    tokens = torch.tensor([r + [pad] * (length - len(r)) for r in rows], dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in rows])
+    mask = torch.arange(1, length)[None, :] < lengths[:, None]
+    return Batch(tokens, mask)
 
 
 # --- optimisation ------------------------------------------------------------------------------------------
@@ -200,17 +208,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_step(model: HookedTransformer, optimizer: torch.optim.Optimizer, batches: list[torch.Tensor],
+def train_step(model: HookedTransformer, optimizer: torch.optim.Optimizer, batches: list[Batch],
                lr: float, grad_clip: float) -> list[float]:
-    """One AdamW step on the token-weighted mean next-token loss of `batches`; returns each batch's loss."""
+    """One AdamW step on the mean next-token loss over all counted targets; returns each batch's mean loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    total = sum(b.numel() for b in batches)
+    total = sum(int(b.mask.sum()) for b in batches)
     losses = []
-    for tokens in batches:
-        loss = model(tokens, return_type="loss")
-        (loss * tokens.numel() / total).backward()
-        losses.append(loss.item())
+    for batch in batches:
+        per_token = model(batch.tokens, return_type="loss", loss_per_token=True)
+        summed = per_token[batch.mask].sum()
+        (summed / total).backward()
+        losses.append(summed.item() / int(batch.mask.sum()))
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -301,15 +310,17 @@ def ema(old: float | None, new: float, decay: float = 0.95) -> float:
 def run_step(model, optimizer, tokenizer, streams: dict, cfg: TrainConfig, state: dict, schedule: str) -> None:
     """Train one step and update the counters in `state`."""
     step = state["step"]
-    gen, counts = generated_batch(tokenizer, cfg, step)
+    generated, counts = generated_batches(tokenizer, cfg, step)
     code = code_batch(streams["train"], streams["bos"], cfg, step)
     model.train()
-    loss_code, loss_gen = train_step(model, optimizer, [code, gen], lr_at(progress(state, cfg, schedule), cfg),
-                                     cfg.grad_clip)
-    state["tokens"]["stdlib"] += code.numel()
+    losses = train_step(model, optimizer, [code, *generated], lr_at(progress(state, cfg, schedule), cfg),
+                        cfg.grad_clip)
+    state["tokens"]["stdlib"] += int(code.mask.sum())
     for source, count in counts.items():
         state["tokens"][source] += count
-    state["loss_code"], state["loss_gen"] = ema(state["loss_code"], loss_code), ema(state["loss_gen"], loss_gen)
+    loss_gen = sum(loss * count for loss, count in zip(losses[1:], (c for c in counts.values() if c), strict=True))
+    state["loss_code"] = ema(state["loss_code"], losses[0])
+    state["loss_gen"] = ema(state["loss_gen"], loss_gen / max(1, sum(counts.values())))
     state["step"] += 1
 
 
@@ -318,9 +329,9 @@ def periodic_eval(model, streams: dict, cfg: TrainConfig, state: dict) -> dict:
     model.eval()
     step = state["step"]
     scores = task_scores(model, cfg.eval_prompts, seed=CHECK_SEED + step)
-    held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx, max_contexts=32)
+    held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx, max_contexts=8)
     entry = {"step": step, "elapsed_s": round(state["elapsed_s"]), "loss_code": state["loss_code"],
-             "loss_gen": state["loss_gen"], "held_out_loss_32ctx": held, "scores": scores}
+             "loss_gen": state["loss_gen"], "held_out_loss_8ctx": held, "scores": scores}
     if thresholds_met(scores, cfg.required):
         confirm = task_scores(model, cfg.final_prompts, seed=CONFIRM_SEED + step)
         entry["confirm"] = confirm
@@ -380,7 +391,7 @@ def token_shares(tokens: dict[str, int]) -> dict[str, float]:
     return {source: round(count / total, 4) for source, count in tokens.items()}
 
 
-def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, command: str, schedule: str) -> dict:
+def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, commands: list[str], schedule: str) -> dict:
     """The "saelab" section of config.json: what the model is, how it was trained and how well it does."""
     passed = {task: thresholds_met(final, (task,)) for task in THRESHOLDS}
     kind = "attention-only, " if cfg.attn_only else ""
@@ -405,7 +416,8 @@ def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, command:
         "required_tasks": list(cfg.required),
         "lr_schedule": schedule,
         "config": dataclasses.asdict(cfg),
-        "command": command,
+        "commands": commands,
+        "resumed": len(commands) > 1,
         "torch": torch.__version__,
     }
 
@@ -426,7 +438,8 @@ def card_markdown(card: dict) -> str:
         f"- Held-out stdlib loss (next token, {card['config']['n_ctx']}-token contexts): "
         f"{card['held_out_stdlib_loss']:.3f} nats/token.",
         f"- Learning-rate schedule: {card['lr_schedule']} (see train_lm.py).",
-        f"- Command: `{card['command']}`",
+        "- Command" + (" (the run was stopped and resumed; each invocation in order)" if card["resumed"] else "")
+        + ": " + "; then ".join(f"`{c}`" for c in card["commands"]),
         "", f"## Task scores ({card['task_scores']['n_prompts']} fresh prompts per task, seed "
         f"{card['task_scores']['seed']}, float16 weights as shipped)", "",
         "| task | accuracy | metric | threshold | passed |", "| --- | --- | --- | --- | --- |",
@@ -442,14 +455,14 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def ship(model: HookedTransformer, cfg: TrainConfig, state: dict, streams: dict, command: str,
+def ship(model: HookedTransformer, cfg: TrainConfig, state: dict, streams: dict, commands: list[str],
          schedule: str) -> dict:
     """Evaluate the float16-rounded model, then write weights, config, tokenizer and MODEL_CARD.md."""
     round_to_float16_(model)
     model.eval()
     final = task_scores(model, cfg.final_prompts, seed=FINAL_SEED)
     held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx)
-    card = model_card(cfg, state, final, held, command, schedule)
+    card = model_card(cfg, state, final, held, commands, schedule)
     out = data_dir() / "models" / cfg.name
     save_model(model, out, weights_dtype=torch.float16, extra=card)
     (out / "MODEL_CARD.md").write_text(card_markdown(card))
@@ -501,10 +514,13 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_or_train_tokenizer(args.tokenizer)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    with open(cfg.run_dir / "commands.txt", "a") as handle:  # every invocation, resumed ones too
+        handle.write(command + "\n")
     log.info("config %s; %d tokens/step; schedule %s", cfg, cfg.tokens_per_step, args.schedule)
     model, state, streams = train(cfg, tokenizer, args.schedule)
     if not args.no_ship:
-        ship(model, cfg, state, streams, command, args.schedule)
+        commands = (cfg.run_dir / "commands.txt").read_text().splitlines()
+        ship(model, cfg, state, streams, commands, args.schedule)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""The bundled corpus (saelab.corpus) and the pure parts of training/train_lm.py."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelab import corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train_lm():
+    """training/train_lm.py is a script, not a package module: load it from its file."""
+    spec = importlib.util.spec_from_file_location("train_lm", REPO / "training" / "train_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stdlib_split_is_disjoint_sorted_and_excludes_tests():
+    train, held_out = corpus.stdlib_files("train"), corpus.stdlib_files("held_out")
+    assert len(train) > 200 and 5 <= len(held_out) < len(train) / 5
+    assert not set(train) & set(held_out)
+    root = corpus.stdlib_root()
+    relative = [p.relative_to(root).as_posix() for p in train]
+    assert relative == sorted(relative)
+    assert not [r for r in relative if "/test/" in f"/{r}" or "/tests/" in f"/{r}" or "idlelib" in r]
+    assert all(corpus.is_held_out(p.relative_to(root).as_posix()) for p in held_out)
+
+
+def test_held_out_membership_depends_only_on_the_path():
+    assert corpus.is_held_out("json/encoder.py") == corpus.is_held_out("json/encoder.py")
+    picked = [corpus.is_held_out(f"pkg/module_{i}.py") for i in range(2000)]
+    assert 0.02 < sum(picked) / len(picked) < 0.09
+
+
+def test_stdlib_files_filters_a_fake_root(tmp_path):
+    for name in ("a.py", "test/b.py", "pkg/tests/c.py", "idlelib/d.py", "pkg/e.py", "f.txt", "encodings/g.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    found = corpus.stdlib_files("train", tmp_path) + corpus.stdlib_files("held_out", tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in found) == ["a.py", "pkg/e.py"]
+    with pytest.raises(ValueError, match="split 'dev'"):
+        corpus.stdlib_files("dev")
+
+
+def test_generated_documents_are_deterministic_and_labelled():
+    first = corpus.task_documents(5, seed=3)
+    assert first == corpus.task_documents(5, seed=3) and first != corpus.task_documents(5, seed=4)
+    assert [d.source for d in first] == ["ioi"] * 5 + ["greater_than"] * 5 + ["docstring"] * 5
+    assert corpus.narrative_texts(4, seed=1) == corpus.narrative_texts(4, seed=1)
+
+
+def test_bundled_corpus_mixes_sources_and_token_shares_sum_to_one():
+    mix = corpus.CorpusMix(task_texts=20, narratives=10)
+    docs = corpus.bundled_documents(seed=0, mix=mix)
+    counts = {s: sum(d.source == s for d in docs) for s in ("stdlib", "ioi", "narrative")}
+    assert counts["ioi"] == 20 and counts["narrative"] == 10 and counts["stdlib"] > 200
+    assert list(corpus.bundled_corpus(seed=0, mix=mix)) == [d.text for d in docs]
+    shares = corpus.token_shares(docs[:50], lambda texts: [t.split() for t in texts])
+    assert abs(sum(shares.values()) - 1) < 1e-9
+    held = corpus.bundled_documents(seed=0, split="held_out", mix=mix)
+    assert {d.source for d in held} == {"stdlib"} and len(held) < 40
+    with pytest.raises(ValueError, match="narratives"):
+        corpus.CorpusMix(narratives=-1)
+
+
+def test_pad_rows_masks_padding_targets():
+    batch = _train_lm().pad_rows([[0, 5, 6, 0], [0, 7, 0]], pad=0)
+    assert batch.tokens.tolist() == [[0, 5, 6, 0], [0, 7, 0, 0]]
+    assert batch.mask.tolist() == [[True, True, True], [True, True, False]]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    module = _train_lm()
+    cfg = module.TrainConfig(lr=1e-3, warmup_steps=10, max_steps=110, min_lr_frac=0.1)
+    lrs = [module.lr_at(step, cfg) for step in range(120)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[110] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
+
+
+def test_train_config_rejects_bad_values():
+    module = _train_lm()
+    with pytest.raises(ValueError, match="shares"):
+        module.TrainConfig(shares=(0.5, 0.5, 0.5, 0.0))
+    with pytest.raises(ValueError, match="n_heads"):
+        module.TrainConfig(d_model=100, n_heads=8)
+    with pytest.raises(ValueError, match="required task"):
+        module.TrainConfig(required=("ioi", "nope"))
+
+
+def test_code_batches_are_a_function_of_seed_and_step():
+    module = _train_lm()
+    cfg = module.TrainConfig(code_rows=2, code_len=8)
+    stream = torch.arange(100).numpy()
+    a, b = module.code_batch(stream, 0, cfg, 5), module.code_batch(stream, 0, cfg, 5)
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, module.code_batch(stream, 0, cfg, 6).tokens)
+    assert a.tokens.shape == (2, 8) and (a.tokens[:, 0] == 0).all() and a.mask.all()
