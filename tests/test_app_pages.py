@@ -1,6 +1,7 @@
 """The Streamlit app's pages under streamlit.testing (AppTest): the demo workspace, an empty workspace, an
 empty store, missing SAE files, shareable feature URLs, bad latents and over-long prompts."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,12 @@ def _clean(at: AppTest) -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_renders_the_demo_workspace(monkeypatch, demo, page):
+def test_every_page_renders_the_demo_workspace_without_writing_it(monkeypatch, demo, page):
+    before = hashlib.sha256(demo.db_path.read_bytes()).hexdigest()
     at = _app(monkeypatch, demo.root, page)
     _clean(at)
     assert at.title and not at.warning
+    assert hashlib.sha256(demo.db_path.read_bytes()).hexdigest() == before  # the app only reads
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -175,3 +178,11 @@ def test_evaluations_page_shows_supervised_comparison_first(monkeypatch, demo):
     at.selectbox[0].select("core").run()
     _clean(at)
     assert "fvu" in at.dataframe[0].value.columns
+
+
+def test_cli_refuses_bad_port_in_one_line(tmp_path, capsys):
+    from saelab.cli import main
+
+    assert main(["app", "--workspace", str(tmp_path), "--port", "70000"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "port must be between 1 and 65535, got 70000" in err

@@ -127,3 +127,24 @@ def test_demo_queries_read_curves_examples_and_circuits(demo_store):
     assert set(q.circuit_scores(demo_store, "ioi-eap", "edge")["target"]) >= {"logits", "1.0.q"}
     assert q.eval_kinds(demo_store) == ["core", "supervised_ioi"]
     assert len(q.task_prompts(demo_store, "ioi", limit=2)) == 2
+
+
+def test_reads_wait_for_a_writer_in_another_process(tmp_path):
+    """The app reads while a trainer writes: a read that meets another process's write lock waits for it."""
+    import subprocess
+    import sys
+    import time
+
+    store = ResultsStore(tmp_path / "s.duckdb", lock_timeout_s=60).initialize()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time\n"
+         f"con = duckdb.connect({str(store.path)!r})\n"
+         "con.execute(\"INSERT INTO runs (run_id, kind, status) VALUES ('w', 'train', 'running')\")\n"
+         "print('locked', flush=True)\ntime.sleep(2)\ncon.close()"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.monotonic()
+    counts = q.table_counts(store)
+    waited = time.monotonic() - start
+    holder.wait(timeout=60)
+    assert counts["runs"] == 1 and waited > 0.5

@@ -223,3 +223,27 @@ def test_dfa_refuses_other_sites_and_bad_latents(random_model):
         attn_z_dfa(random_model, _sae(str(site), cfg.n_heads * cfg.d_head), site, "ab", 99, 0)
     with pytest.raises(SaelabError, match="position 50 is out of range"):
         attn_z_dfa(random_model, _sae(str(site), cfg.n_heads * cfg.d_head), site, "ab", 0, 50)
+
+
+def test_run_server_stops_its_child_when_terminated(tmp_path):
+    """`kill` on `saelab app` must not leave the Streamlit server behind."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import sys; from saelab.app_support.launch import run_server; "
+                               f"sys.exit(run_server([sys.executable, '-c', {child!r}]))"])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # reaped by the parent before it exited; allow the kernel a moment
+            os.kill(child_pid, 0)
+            time.sleep(0.1)
