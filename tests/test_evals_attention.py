@@ -78,3 +78,15 @@ def test_head_summary_flags_polysemantic_heads():
     assert "3 latents" in summary.rule
     alive = torch.tensor([1, 1, 0, 1, 1, 1, 1])
     assert head_summary(W_dec, n_heads, HeadSummaryConfig(min_latents=3), alive).polysemantic[0] is False
+
+
+def test_head_summary_rows():
+    from saelab.evals.attention import head_summary_rows
+
+    W_dec = torch.zeros(4, 2 * 4)
+    W_dec[0, 0], W_dec[1, 1], W_dec[2, 2], W_dec[3, 5] = 1.0, 1.0, 1.0, 1.0
+    rows = head_summary_rows(head_summary(W_dec, 2, HeadSummaryConfig(min_latents=3)), "s", "r")
+    values = {r["metric"]: r["value"] for r in rows}
+    assert values == {"h0/n_latents": 3.0, "h0/polysemantic": 1.0, "h0/top_latent": values["h0/top_latent"],
+                      "h1/n_latents": 1.0, "h1/polysemantic": 0.0, "h1/top_latent": 3.0}
+    assert values["h0/top_latent"] in (0.0, 1.0, 2.0) and all(r["eval_kind"] == "attn_heads" for r in rows)

@@ -182,3 +182,20 @@ def latent_dfa(
     z = einops.rearrange(cache[names[2]][rows, destination], "b h d -> b (h d)")
     bias = float(dfa_bias(sae, latent))
     return LatentDFA(contributions, pre_activation(sae, z.to(W.dtype), latent), bias)
+
+
+HEADS_EVAL_KIND = "attn_heads"
+
+
+def head_summary_rows(summary: HeadSummary, sae_id: str, run_id: str | None) -> list[dict]:
+    """`eval_metrics` rows (eval_kind "attn_heads"): per head h, "h{h}/n_latents" (latents belonging to it),
+    "h{h}/polysemantic" (1 or 0 by the summary's rule) and "h{h}/top_latent" (its strongest latent, if any)."""
+    rows = []
+    for head, (count, poly, top) in enumerate(zip(summary.n_attributed, summary.polysemantic,
+                                                   summary.top_latents, strict=True)):
+        values = {"n_latents": count, "polysemantic": float(poly)}
+        if top:
+            values["top_latent"] = top[0]
+        rows += [{"run_id": run_id, "sae_id": sae_id, "eval_kind": HEADS_EVAL_KIND, "metric": f"h{head}/{name}",
+                  "value": float(value)} for name, value in values.items()]
+    return rows

@@ -74,7 +74,8 @@ def _stored_path(workspace: Workspace, path: Path) -> str:
     return workspace.relative(resolved) if resolved.is_relative_to(workspace.root) else str(resolved)
 
 
-def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str, store) -> tuple[int, int]:
+def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str, store,
+                run_id: str) -> tuple[int, int]:
     from saelab.evals.dashboard_rows import example_rows, feature_rows, vocab_strings
     from saelab.evals.features import DashboardConfig, compute_dashboards
 
@@ -84,6 +85,11 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
     strings = vocab_strings(model.tokenizer, model.cfg.d_vocab)
     features, examples = feature_rows(dash, sae_id, strings), example_rows(dash, sae_id, strings, cfg)
     write_dashboards(store, sae_id, features, examples)
+    if dash.head_attribution is not None:
+        from saelab.evals.attention import head_summary, head_summary_rows
+
+        summary = head_summary(sae.W_dec, model.cfg.n_heads, alive=dash.density > 0)
+        write_eval_metrics(store, head_summary_rows(summary, sae_id, run_id))
     return len(features), len(examples)
 
 
@@ -107,7 +113,7 @@ def run_eval(workspace: Workspace, request: EvalRequest) -> EvalOutcome:
         n_features = n_examples = 0
         if request.dashboards:
             begin = time.perf_counter()
-            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store)
+            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store, run_id)
             seconds["dashboards"] = time.perf_counter() - begin
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
