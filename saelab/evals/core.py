@@ -168,10 +168,9 @@ def _reconstruction_stats(x: Tensor, rec: Reconstruction, d_sae: int) -> tuple:
     )
 
 
-def _splice_stats(model, site, tokens, x, x_hat, mean, keep) -> tuple:
+def _splice_stats(model, site, tokens, clean_logits, x, x_hat, mean, keep) -> tuple:
     """Prediction count, then summed CE of the clean, spliced, zero-, mean-ablated and error-restored runs,
     then summed KL of the spliced and error-restored runs. Skipped (BOS) tokens keep x in every run."""
-    clean_logits = model(tokens)
     clean_lp = clean_logits[:, :-1].flatten(0, 1).float().log_softmax(-1)
     keep = keep[..., None]
     runs = {
@@ -199,9 +198,12 @@ def batch_stats(
     mean: Float[Tensor, " d_in"] | None,
     cfg: CoreEvalConfig,
 ) -> CoreStats:
-    """Sums of one batch. `mean` (for mean-ablation) is only needed when splicing."""
+    """Sums of one batch. `mean` (for mean-ablation) is only needed when splicing; without it the forward
+    pass stops after the site's layer."""
     captured: dict[HookSite, Tensor] = {}
-    model.run_with_hooks(tokens, fwd_hooks=[capturing_hook(site, model, captured)], stop_at_layer=site.layer + 1)
+    stop = None if mean is not None else site.layer + 1
+    clean_logits = model.run_with_hooks(tokens, fwd_hooks=[capturing_hook(site, model, captured)],
+                                        stop_at_layer=stop)
     x = captured[site]
     keep = keep_mask(tokens, _bos_id(model), cfg.skip_bos)
     rec = reconstruct(sae, x[keep])
@@ -210,7 +212,7 @@ def batch_stats(
         return CoreStats(*recon, *([0.0] * 8))
     x_hat = x.clone()
     x_hat[keep] = rec.x_hat
-    return CoreStats(*recon, *_splice_stats(model, site, tokens, x, x_hat, mean, keep))
+    return CoreStats(*recon, *_splice_stats(model, site, tokens, clean_logits, x, x_hat, mean, keep))
 
 
 def add_stats(a: CoreStats, b: CoreStats) -> CoreStats:
