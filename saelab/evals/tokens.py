@@ -1,5 +1,6 @@
 """Token sets for evaluations: packed contexts of a text source, cut to a token budget."""
 
+import logging
 from itertools import islice
 
 import numpy as np
@@ -9,6 +10,8 @@ from torch import Tensor
 
 from saelab.data import TextSource, iter_contexts
 from saelab.data.sources import GeneratorSource
+
+log = logging.getLogger(__name__)
 
 
 def held_out_source() -> TextSource:
@@ -33,6 +36,9 @@ def token_contexts(
         raise ValueError(f"n_tokens must be positive, got {n_tokens}")
     n_contexts = -(-n_tokens // context_len)
     contexts = [c.tokens for c in islice(iter_contexts(source, tokenizer, context_len, seed), n_contexts)]
+    if len(contexts) < n_contexts:
+        log.warning("the source holds only %d contexts of %d tokens, fewer than the %d tokens asked for",
+                    len(contexts), context_len, n_tokens)
     return torch.from_numpy(np.stack(contexts)).long()
 
 
