@@ -6,6 +6,9 @@ import warnings
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch thread per process: tests are tiny, and on a loaded 2-core machine two spinning threads per process
+# made small ops 20x slower. Subprocesses the tests start inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 

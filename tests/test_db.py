@@ -140,3 +140,17 @@ def test_concurrent_writer_and_reader_processes(tmp_path):
     reads = int(r_out.split(" in ")[1].split()[0])
     assert reads > 5, r_out  # the reader really interleaved with the writer
     assert len(ResultsStore(path).select("training_metrics")) == 3 * n_steps
+
+
+def test_replace_rows_swaps_matching_rows_in_one_transaction(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    store.insert("features", [{"sae_id": "a", "latent": i, "density": 0.1} for i in range(3)])
+    store.insert("features", [{"sae_id": "b", "latent": 0, "density": 0.5}])
+    store.replace_rows("features", {"sae_id": "a"}, [{"sae_id": "a", "latent": i, "density": 0.9} for i in range(2)])
+    rows = store.select("features", order_by=["sae_id", "latent"])
+    assert list(zip(rows["sae_id"], rows["density"], strict=True)) == [("a", 0.9), ("a", 0.9), ("b", 0.5)]
+    with pytest.raises(ValueError, match="non-empty"):
+        store.replace_rows("features", {}, [])
+    with pytest.raises(Exception):  # a duplicate key aborts the transaction: the old rows stay
+        store.replace_rows("features", {"sae_id": "b"}, [{"sae_id": "b", "latent": 0}, {"sae_id": "b", "latent": 0}])
+    assert len(store.select("features", where={"sae_id": "b"})) == 1

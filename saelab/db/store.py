@@ -107,17 +107,37 @@ class ResultsStore:
         if not rows:
             return 0
         with self.connect(read_only=False) as con:
-            columns = self._table_columns(con, table)
-            unknown = sorted({key for row in rows for key in row} - set(columns))
-            if unknown:
-                raise ValueError(f"table {table!r} has no column(s) {unknown}; columns are {columns}")
-            names = [c for c in columns if any(c in row for row in rows)]
-            frame = pd.DataFrame([{c: _to_db_value(row.get(c)) for c in names} for row in rows], columns=names)
-            con.register("saelab_rows", frame)
-            quoted = ", ".join(f'"{c}"' for c in names)  # names come from the schema, never from users
-            con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM saelab_rows')
-            con.unregister("saelab_rows")
+            self._insert(con, table, rows)
         return len(rows)
+
+    def replace_rows(self, table: str, where: dict[str, Any], rows: Sequence[dict[str, Any]]) -> int:
+        """In one transaction: delete the rows of `table` whose columns equal `where`, then insert `rows`."""
+        if not where:
+            raise ValueError("replace_rows needs a non-empty `where`; it never empties a whole table")
+        with self.connect(read_only=False) as con:
+            columns = self._table_columns(con, table)
+            bad = [c for c in where if c not in columns]
+            if bad:
+                raise ValueError(f"table {table!r} has no column(s) {bad}; columns are {columns}")
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f'DELETE FROM "{table}" WHERE ' + " AND ".join(f'"{c}" = ?' for c in where),
+                        list(where.values()))
+            if rows:
+                self._insert(con, table, rows)
+            con.execute("COMMIT")
+        return len(rows)
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        columns = self._table_columns(con, table)
+        unknown = sorted({key for row in rows for key in row} - set(columns))
+        if unknown:
+            raise ValueError(f"table {table!r} has no column(s) {unknown}; columns are {columns}")
+        names = [c for c in columns if any(c in row for row in rows)]
+        frame = pd.DataFrame([{c: _to_db_value(row.get(c)) for c in names} for row in rows], columns=names)
+        con.register("saelab_rows", frame)
+        quoted = ", ".join(f'"{c}"' for c in names)  # names come from the schema, never from users
+        con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM saelab_rows')
+        con.unregister("saelab_rows")
 
     def select(self, table: str, where: dict[str, Any] | None = None, order_by: Sequence[str] = (),
                limit: int | None = None) -> pd.DataFrame:
