@@ -21,6 +21,7 @@ from saelab.app_support import (
     streamlit_command,
     strongest_heads,
     token_spans_html,
+    visible_token,
     workspace_from_argv,
 )
 from saelab.app_support.circuits import node_position
@@ -52,6 +53,7 @@ def test_token_spans_clamp_and_survive_zero_scale_and_nan():
 
 def test_token_spans_draw_newlines_and_refuse_length_mismatch():
     assert "↵" in token_spans_html(["\n"], [0.0], 1.0)
+    assert visible_token("a\x07\tb\x00") == "a␇⇥b␀"
     with pytest.raises(ValueError, match="2 tokens but 1 activations"):
         token_spans_html(["a", "b"], [1.0], 1.0)
 

@@ -9,13 +9,14 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 _SHADE = "255, 106, 0"  # orange, as in the usual feature dashboards
 
 
 def visible_token(token: str) -> str:
-    """A token with its invisible characters drawn (newline, tab) so contexts read on one line."""
-    return "".join(_VISIBLE.get(ch, ch) for ch in token)
+    """A token with its invisible characters drawn (newline, tab, other control characters as Unicode control
+    pictures) so contexts read on one line."""
+    return "".join(_VISIBLE.get(ch, chr(0x2400 + ord(ch)) if ord(ch) < 32 else ch) for ch in token)
 
 
 def _alpha(value: float, scale: float) -> float:
