@@ -37,14 +37,6 @@ def test_models_lists_bundled_models(capsys):
     assert "saelab-random" in out and "saelab-tiny" in out and "saelab-tiny-attn" in out
 
 
-def test_reserved_subcommand_says_not_available(tmp_path):
-    from saelab.cli.reserved import _reserved
-    from saelab.errors import SaelabError
-
-    with pytest.raises(SaelabError, match="not available"):
-        _reserved("future")(None, None)
-
-
 def test_demo_writes_only_under_workspace(tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
