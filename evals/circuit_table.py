@@ -26,7 +26,7 @@ from saelab.circuits.runner import (
     task_problems,
     write_results,
 )
-from saelab.circuits.summary import RunRecord, markdown_table, records_from_runs, summarize
+from saelab.circuits.summary import RunRecord, markdown_table, records_from_runs, summarize, time_ratio
 from saelab.db import ResultsStore
 from saelab.models import bundled_models, load_model
 from saelab.workspace import Workspace
@@ -48,6 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--faithfulness", type=int, default=0)
     parser.add_argument("--columns", default=",".join(f"{t}@{m}" for _, t, m in COLUMNS),
                         help="TASK@MODEL pairs to run (default: all four columns)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: small models, and a busy machine)")
     parser.add_argument("--from-store", action="store_true", help="only rebuild the table from stored results")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "circuit_table.md")
     return parser.parse_args(argv)
@@ -95,6 +97,10 @@ def write_table(records: list[RunRecord], out: Path) -> str:
               "Cells: node AUC over heads (mean ± std over seeds) / edge AUC / wall-clock seconds per run. "
               "† edge AUC over head → head pairs.\n\n")
     text = header + markdown_table(rows, [(h, t, m) for h, t, m in columns])
+    ratios = [(h, time_ratio(rows, t, m)) for h, t, m in columns]
+    ratios = [f"{h} ×{r:.0f}" for h, r in ratios if r is not None]
+    if ratios:
+        text += "\nACDC time / discrete-SAE time: " + ", ".join(ratios) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps([r._asdict() for r in rows], indent=1, default=str) + "\n")
@@ -104,6 +110,7 @@ def write_table(records: list[RunRecord], out: Path) -> str:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     workspace = Workspace.resolve(str(args.workspace) if args.workspace else None)
     store = ResultsStore(workspace.db_path).initialize()
     if not args.from_store:

@@ -40,6 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--vocabulary", default="tiny", choices=("tiny", "canonical"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None, help="output JSON (default data/circuits/MODEL/TASK.json)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: small models, and a busy machine)")
     parser.add_argument("--no-plot", action="store_true", help="skip the heat-map PNG")
     return parser.parse_args(argv)
 
@@ -85,6 +87,7 @@ def plot_heads(truth: GroundTruth, n_layers: int, n_heads: int, path: Path) -> P
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = load_model(args.model)
     start = time.perf_counter()

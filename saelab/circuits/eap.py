@@ -16,7 +16,13 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from saelab.circuits.forward import clean_run, end_logits, graph_hooks_enabled, receiver_hook_points
+from saelab.circuits.forward import (
+    clean_run,
+    end_logits,
+    graph_hooks_enabled,
+    receiver_hook_points,
+    sender_hooks,
+)
 from saelab.circuits.graph import Graph
 from saelab.circuits.problem import CircuitProblem, PromptBatch
 from saelab.circuits.types import MethodOutput
@@ -53,9 +59,15 @@ def frozen_parameters(model: HookedTransformer) -> Iterator[None]:
 
 
 def _receiver_gradients(
-    model: HookedTransformer, graph: Graph, batch: PromptBatch, n_prompts: int, embed_in: Tensor | None
+    model: HookedTransformer,
+    graph: Graph,
+    batch: PromptBatch,
+    n_prompts: int,
+    embed_in: Tensor | None = None,
+    record: Tensor | None = None,
 ) -> list[tuple[object, Tensor]]:
-    """∂(Σ metric / n_prompts)/∂(receiver input) for every receiver group, on one (possibly interpolated) run."""
+    """∂(Σ metric / n_prompts)/∂(receiver input) for every receiver group, on one clean run (its input
+    embeddings replaced by `embed_in` if given). `record`, if given, receives every sender's output."""
     leaves: list[tuple[object, Tensor]] = []
 
     def add_leaf(columns):
@@ -69,6 +81,12 @@ def _receiver_gradients(
     hooks = [(name, add_leaf(columns)) for name, columns in receiver_hook_points(graph)]
     if embed_in is not None:
         hooks.append(("blocks.0.hook_resid_pre", lambda x, hook: embed_in))
+    if record is not None:
+
+        def write(rows: slice, value: Tensor) -> None:
+            record[:, :, rows] = value.detach()
+
+        hooks += sender_hooks(model, graph, write)
     with graph_hooks_enabled(model), frozen_parameters(model), torch.enable_grad():
         resid = model.run_with_hooks(batch.clean, fwd_hooks=hooks, stop_at_layer=graph.n_layers)
         value = batch.metric(end_logits(model, resid, batch.end)).sum() / n_prompts
@@ -76,29 +94,39 @@ def _receiver_gradients(
     return [(columns, grad) for (columns, _), grad in zip(leaves, grads, strict=True)]
 
 
+def _add_scores(scores: Tensor, delta: Tensor, gradients: list[tuple[object, Tensor]], weight: float) -> None:
+    """scores[:, receivers] += weight · Σ_{batch, pos} delta_s · grad_r, for each receiver group."""
+    for columns, grad in gradients:
+        if isinstance(columns, slice):
+            part = einops.einsum(delta, grad, "b p s d, b p h d -> s h")
+        else:
+            part = einops.einsum(delta, grad, "b p s d, b p d -> s")[:, None]
+            columns = slice(columns, columns + 1)
+        scores[:, columns] += weight * part.double()
+
+
 def attribution_scores(
     model: HookedTransformer, problem: CircuitProblem, alphas: Sequence[float] | None = None
 ) -> Float[Tensor, "n_senders n_receivers"]:
-    """Signed edge scores (zero off the graph's edges); `alphas` None is plain EAP, else EAP-IG's points."""
+    """Signed edge scores (zero off the graph's edges); `alphas` None is plain EAP, else EAP-IG's points.
+
+    Plain EAP costs one corrupted forward and one clean forward + backward per batch (the clean sender
+    outputs are recorded during the gradient run)."""
     graph = Graph.from_config(model.cfg)
     scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
     for batch in problem.batches:
-        clean = clean_run(model, graph, batch.clean, batch.end).senders
         corrupted = clean_run(model, graph, batch.corrupted, batch.end).senders
-        delta = corrupted - clean
-        points = (
-            [None]
-            if alphas is None
-            else [corrupted[:, :, 0] + a * (clean[:, :, 0] - corrupted[:, :, 0]) for a in alphas]
-        )
-        for embed_in in points:
-            for columns, grad in _receiver_gradients(model, graph, batch, problem.n_prompts, embed_in):
-                if isinstance(columns, slice):
-                    part = einops.einsum(delta, grad, "b p s d, b p h d -> s h")
-                else:
-                    part = einops.einsum(delta, grad, "b p s d, b p d -> s")[:, None]
-                    columns = slice(columns, columns + 1)
-                scores[:, columns] += part.double() / len(points)
+        if alphas is None:
+            clean = torch.zeros_like(corrupted)
+            gradients = _receiver_gradients(model, graph, batch, problem.n_prompts, record=clean)
+            _add_scores(scores, corrupted - clean, gradients, 1.0)
+            continue
+        clean = clean_run(model, graph, batch.clean, batch.end).senders
+        corrupted_in, clean_in = corrupted[:, :, 0], clean[:, :, 0]
+        for a in alphas:
+            gradients = _receiver_gradients(model, graph, batch, problem.n_prompts,
+                                            corrupted_in + a * (clean_in - corrupted_in))
+            _add_scores(scores, corrupted - clean, gradients, 1.0 / len(alphas))
     return scores * graph.edge_mask
 
 

@@ -96,3 +96,12 @@ def markdown_table(rows: Sequence[SummaryRow], columns: Sequence[tuple[str, str,
                          f"{row.node_auc_text} / {row.edge_auc_text} / {row.seconds:.1f} s")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def time_ratio(rows: Sequence[SummaryRow], task: str, model: str, slow: str = "acdc", fast: str = "sae_codes"
+               ) -> float | None:
+    """Mean seconds of `slow` over mean seconds of `fast` on (task, model), if both ran."""
+    by_method = {r.method: r for r in rows if r.task == task and r.model == model}
+    if slow not in by_method or fast not in by_method or by_method[fast].seconds <= 0:
+        return None
+    return by_method[slow].seconds / by_method[fast].seconds

@@ -20,6 +20,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure faithfulness curves on N prompt pairs (default 0: skip)")
     parser.add_argument("--vocabulary", default="tiny", choices=("tiny", "canonical"),
                         help="task word lists: tiny (bundled models) or canonical (GPT-2 tokenizer)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default 0: torch's default; 1 is often faster for small models)")
     parser.add_argument("--list-methods", action="store_true", help="list the methods and exit")
 
 
@@ -44,6 +46,12 @@ def run_circuits_command(args: argparse.Namespace, workspace: Workspace) -> int:
         for name in sorted(METHODS):
             console.print(f"{name:16} {METHODS[name].description}")
         return 0
+    if args.threads < 0:
+        raise UsageError(f"saelab circuits: --threads must be ≥ 0, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.seeds < 1:
         raise UsageError(f"saelab circuits: --seeds must be ≥ 1, got {args.seeds}")
     from saelab.circuits.runner import CircuitRunConfig
