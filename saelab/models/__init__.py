@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transformer_lens import HookedTransformer
 
+from saelab.data.sources import hub_reachable
 from saelab.errors import ModelNotAvailableError
 from saelab.models.builtin import register_builtin_models
 from saelab.models.io import ModelFiles, load_model_dir, model_files, read_model_card, save_model
@@ -66,7 +67,7 @@ def _load_hugging_face(name: str, device: str) -> HookedTransformer:
             f"unknown model {name!r}: not a bundled model ({known}), not a saved model directory, and not a "
             "model name TransformerLens supports"
         ) from None
-    if not _hub_reachable() and not _in_local_cache(official):
+    if not hub_reachable() and not _in_local_cache(official):
         raise ModelNotAvailableError(
             f"model {name!r} is not available offline: the Hugging Face hub is not reachable and it is not in "
             "the local HF cache; save it once where it is reachable with saelab.models.save_model(model, DIR) "
@@ -82,22 +83,6 @@ def _load_hugging_face(name: str, device: str) -> HookedTransformer:
             "saelab.models.save_model(model, DIR) and pass DIR instead"
         ) from None
     return model.eval()
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint accepts a TCP connection (fails fast offline, no retries)."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def _in_local_cache(official_name: str) -> bool:
