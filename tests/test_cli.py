@@ -50,11 +50,14 @@ def test_demo_writes_only_under_workspace(tmp_path):
     from saelab.db import ResultsStore
 
     runs = ResultsStore(tmp_path / "ws" / "saelab.duckdb").runs()
-    assert list(runs["status"]) == ["done"] and list(runs["kind"]) == ["demo"]
+    assert set(runs["status"]) == {"done"}
+    assert {"demo", "train", "eval"} <= set(runs["kind"])
+    for table in ("cached_sites", "saes", "training_metrics", "eval_metrics", "features"):
+        assert not ResultsStore(tmp_path / "ws" / "saelab.duckdb").select(table, limit=1).empty, table
 
 
 def test_workspace_from_environment(tmp_path):
-    result = run_cli("demo", "--model", "saelab-random", "--no-app", cwd=tmp_path,
+    result = run_cli("demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app", cwd=tmp_path,
                      env={"SAELAB_WORKSPACE": str(tmp_path / "envws")})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "envws" / "saelab.duckdb").exists()

@@ -53,7 +53,9 @@ def test_train_streams_records_and_reuses(tmp_path, capsys):
 ])
 def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, bad, message):
     ws = tmp_path / "ws"
-    assert main(["demo", "--model", "saelab-random", "--workspace", str(ws), "--no-app"]) == 0
+    corpus = write_corpus(tmp_path / "corpus")
+    assert main(["cache", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "512",
+                 "--source", str(corpus), "--context-len", "64", "--workspace", str(ws)]) == 0
     before = tree_digest(ws)
     capsys.readouterr()
     args = list(TRAIN)

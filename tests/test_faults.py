@@ -36,7 +36,7 @@ def workspace(tmp_path_factory):
     (root / "nofield.toml").write_text("model = 'saelab-random'\n[[sae]]\nsite = '1.resid_post'\ncolour = 'red'\n")
     (root / "blocker").write_text("a file where a directory is expected\n")
     ws = root / "ws"
-    for args in (["demo", "--model", "saelab-random", "--no-app"],
+    for args in (["demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app"],
                  ["cache", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048",
                   "--source", str(corpus), "--context-len", "64"],
                  ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--width", "128", "--k", "8",
