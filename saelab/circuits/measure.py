@@ -1,11 +1,13 @@
 """Wall-clock time and peak memory of a block of work.
 
 Peak memory is the process's resident-set high-water mark (Linux VmHWM, reset through
-/proc/self/clear_refs) minus the resident set at the start, so it counts tensors torch allocates outside
+/proc/self/clear_refs) minus the resident set at the start (after freed heap pages are returned to the OS), so it counts tensors torch allocates outside
 Python's allocator. Where the reset is unavailable it falls back to ru_maxrss (then the figure is an upper
 bound: the process's lifetime peak minus the starting RSS). On CUDA the allocator's own peak is used.
 """
 
+import ctypes
+import gc
 import resource
 import time
 from collections.abc import Iterator
@@ -37,6 +39,15 @@ def _status_kb(field: str) -> float | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS first, so that a method reusing them still shows its peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak() -> bool:
     try:
         _CLEAR_REFS.write_text("5")
@@ -59,6 +70,7 @@ def measured(device: str | torch.device = "cpu") -> Iterator[Measurement]:
         torch.cuda.reset_peak_memory_stats(device)
         start_bytes = torch.cuda.memory_allocated(device)
     else:
+        _release_free_memory()
         _reset_peak()
         start_kb = _status_kb("VmRSS") or _peak_kb()
     start = time.perf_counter()
