@@ -37,7 +37,7 @@ def workspace(tmp_path_factory):
     (root / "blocker").write_text("a file where a directory is expected\n")
     ws = root / "ws"
     for args in (["demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app"],
-                 ["cache", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048",
+                 ["cache", "--model", "saelab-random", "--sites", "0.mlp_out", "--tokens", "2048",
                   "--source", str(corpus), "--context-len", "64"],
                  ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--width", "128", "--k", "8",
                   "--tokens", "2048", "--batch-size", "256"]):
