@@ -6,7 +6,8 @@
 Node effects: resample ablation of each head / MLP (the `patching` circuit method). Edge effects: path
 patching of every single edge (its receiver alone reads the sender's corrupted output); edges into the
 logits are the heads' direct paths. Both are thresholded by a fraction of the clean-minus-corrupted metric
-gap (see GroundTruthRule). The same is computed on a second prompt seed and the agreement is recorded.
+gap (see GroundTruthRule). The same is computed on a second prompt seed; its effects and the agreement of the
+two circuits are recorded under "check_seed" and "agreement".
 Writes data/circuits/{model}/{task}.json and {task}_heads.png (per-head effects heat map).
 """
 
@@ -19,7 +20,13 @@ from pathlib import Path
 
 import torch
 
-from saelab.circuits.ground_truth import GroundTruth, GroundTruthRule, agreement, compute_ground_truth
+from saelab.circuits.ground_truth import (
+    GroundTruth,
+    GroundTruthRule,
+    agreement,
+    compute_ground_truth,
+    to_json,
+)
 from saelab.circuits.io import ground_truth_path, save_ground_truth
 from saelab.circuits.runner import task_problem
 from saelab.models import load_model
@@ -95,8 +102,12 @@ def main(argv: list[str]) -> int:
     check = compute(model, args, args.check_seed)
     agree = agreement(truth, check)
     command = "python evals/ground_truth.py " + " ".join(shlex.quote(a) for a in argv)
+    check_json = to_json(check)
+    second = {"seed": args.check_seed, **{k: check_json[k] for k in ("metric", "nodes", "edges", "node_effects",
+                                                                       "edge_effects")}}
     truth = truth._replace(meta={**truth.meta, "agreement": {"seeds": [args.seed, args.check_seed], **agree},
-                                 "command": command, "seconds": round(time.perf_counter() - start, 1)})
+                                 "check_seed": second, "command": command,
+                                 "seconds": round(time.perf_counter() - start, 1)})
     out = args.out or ground_truth_path(args.model, args.task)
     save_ground_truth(truth, out)
     log.info("%s: %d nodes %s, %d edges; gap %.3f; seed agreement: node Jaccard %.2f, edge Jaccard %.2f -> %s",

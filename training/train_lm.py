@@ -276,10 +276,10 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 def load_checkpoint(path: Path, model, optimizer) -> dict | None:
     if not path.exists():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    return saved["state"]
+    return saved["state"] | {"stop": None}  # a resumed run stops by this invocation's limits, not the last one's
 
 
 # --- the training loop -------------------------------------------------------------------------------------
