@@ -151,6 +151,6 @@ def test_replace_rows_swaps_matching_rows_in_one_transaction(tmp_path):
     assert list(zip(rows["sae_id"], rows["density"], strict=True)) == [("a", 0.9), ("a", 0.9), ("b", 0.5)]
     with pytest.raises(ValueError, match="non-empty"):
         store.replace_rows("features", {}, [])
-    with pytest.raises(Exception):  # a duplicate key aborts the transaction: the old rows stay
+    with pytest.raises(duckdb.ConstraintException):  # a duplicate key aborts the transaction: the old rows stay
         store.replace_rows("features", {"sae_id": "b"}, [{"sae_id": "b", "latent": 0}, {"sae_id": "b", "latent": 0}])
     assert len(store.select("features", where={"sae_id": "b"})) == 1

@@ -86,10 +86,13 @@ def run_train(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from saelab.training.distributed import current_world
     from saelab.workflows.train import train_in_workspace
 
     spec = spec_from_args(args)
     result = train_in_workspace(workspace, spec)
+    if not current_world().is_main:
+        return 0
     console = Console()
     table = Table("SAE", "path", title=f"run {result.run_id}" + (" (reused: already trained)" if result.reused else ""))
     for sae_id in result.sae_ids:

@@ -22,6 +22,8 @@ class Member:
     optimizer: torch.optim.Adam
     tokens_since_fired: Tensor
     generator: torch.Generator
+    module: torch.nn.Module | None = None
+    """What the forward pass calls: the SAE itself, or its DistributedDataParallel wrapper."""
 
 
 @dataclass

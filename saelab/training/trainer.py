@@ -27,12 +27,25 @@ from saelab.sae import (
     fraction_of_variance_unexplained,
     latent_fire_counts,
     mean_l0,
+    sae_paths,
     save_sae,
 )
 from saelab.training.checkpoint import load_checkpoint, save_checkpoint
 from saelab.training.config import TrainerConfig
 from saelab.training.data import Batch, DataFeed
 from saelab.training.dead import RESAMPLERS, dead_latents, update_tokens_since_fired_
+from saelab.training.distributed import (
+    SINGLE_PROCESS,
+    RankSlice,
+    World,
+    barrier,
+    broadcast_module_and_optimizer_,
+    current_world,
+    local_batch_size,
+    mean_over_ranks,
+    sum_over_ranks,
+    wrap_module,
+)
 from saelab.training.normalization import estimate_input_scale
 from saelab.training.schedule import lr_multiplier, sparsity_multiplier
 from saelab.training.state import (
@@ -64,12 +77,14 @@ class TrainedSAE(NamedTuple):
 
 
 def train_step(
-    member: Member, x: Float[Tensor, "batch d_in"], step: int, config: TrainerConfig, log: bool
+    member: Member, x: Float[Tensor, "batch d_in"], step: int, config: TrainerConfig, log: bool,
+    world: World = SINGLE_PROCESS,
 ) -> dict[str, Any] | None:
-    """One optimiser step of one SAE on one (already scaled) batch; a metrics row if `log`."""
+    """One optimiser step of one SAE on one (already scaled) batch, this rank's slice of the global batch
+    when training is distributed; a metrics row (this rank's numbers) if `log`."""
     sae = member.sae
     dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
-    out = sae(x, dead)
+    out = (member.module or sae)(x, dead)
     loss = sae.loss(x, out, LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps)))
     if not bool(torch.isfinite(loss.total)):
         raise TrainingDivergedError(
@@ -82,10 +97,11 @@ def train_step(
     loss.total.backward()
     member.optimizer.step()
     sae.post_step_(out)
-    update_tokens_since_fired_(member.tokens_since_fired, latent_fire_counts(out, sae.cfg.d_sae), x.shape[0])
+    fired = sum_over_ranks(latent_fire_counts(out, sae.cfg.d_sae), world)
+    update_tokens_since_fired_(member.tokens_since_fired, fired, config.batch_size)
     if not log:
         return None
-    row = {"sae_id": member.sae_id, "step": step + 1, "tokens": (step + 1) * x.shape[0], "lr": lr}
+    row = {"sae_id": member.sae_id, "step": step + 1, "tokens": (step + 1) * config.batch_size, "lr": lr}
     row["loss"] = float(loss.total.detach())
     row.update({f"loss_{name}": float(value.detach()) for name, value in loss.parts.items()})
     row["mse"] = row["loss_mse"]
@@ -113,18 +129,20 @@ def check_batch(batch: Batch, saes: Mapping[str, SAEConfig], batch_size: int) ->
 
 
 def estimate_input_scales(
-    feed: DataFeed, saes: Mapping[str, SAEConfig], config: TrainerConfig
+    feed: DataFeed, saes: Mapping[str, SAEConfig], config: TrainerConfig, world: World = SINGLE_PROCESS
 ) -> dict[str, float]:
-    """Per site, the scale giving mean norm sqrt(d_in) over the first batches (1.0 where no SAE normalises)."""
+    """Per site, the scale giving mean norm sqrt(d_in) over the first (global) batches (1.0 where no SAE
+    normalises)."""
     first = feed.look_ahead(config.normalization_batches)
     if not first:
         raise ValueError("the data iterator yielded no batch")
     for batch in first:
-        check_batch(batch, saes, config.batch_size)
-    scales = {}
-    for cfg in saes.values():
-        if cfg.normalize_activations and cfg.hook_site not in scales:
-            scales[cfg.hook_site] = estimate_input_scale([batch[cfg.hook_site] for batch in first])
+        check_batch(batch, saes, local_batch_size(config.batch_size, world))
+    sites = sorted({cfg.hook_site for cfg in saes.values() if cfg.normalize_activations})
+    d_in = {cfg.hook_site: cfg.d_in for cfg in saes.values()}
+    # every rank holds as many rows, so the global mean norm is the mean of the ranks' mean norms
+    norms = [d_in[site] ** 0.5 / estimate_input_scale([batch[site] for batch in first]) for site in sites]
+    scales = {site: d_in[site] ** 0.5 / norm for site, norm in zip(sites, mean_over_ranks(norms, world), strict=True)}
     return {cfg.hook_site: scales.get(cfg.hook_site, 1.0) for cfg in saes.values()}
 
 
@@ -155,9 +173,11 @@ def _check_sae_ids(saes: Mapping[str, SAEConfig]) -> None:
 
 
 def resample_if_due(
-    members: Mapping[str, Member], inputs: dict[str, Tensor], step: int, config: TrainerConfig
+    members: Mapping[str, Member], inputs: dict[str, Tensor], step: int, config: TrainerConfig,
+    world: World = SINGLE_PROCESS,
 ) -> None:
-    """Every dead window, resample the dead latents of architectures that do so (not near the end)."""
+    """Every dead window, resample the dead latents of architectures that do so (not near the end);
+    distributed, every rank then takes rank 0's resampled SAE."""
     tokens, window = (step + 1) * config.batch_size, config.dead_window_tokens
     crossed = tokens // window > (tokens - config.batch_size) // window
     if not (config.resample_dead and crossed and config.total_tokens - tokens >= window):
@@ -167,6 +187,7 @@ def resample_if_due(
         dead = dead_latents(m.tokens_since_fired, window)
         if resampler is not None and bool(dead.any()):
             count = resampler(m.sae, m.optimizer, dead, inputs[sae_id], m.generator)
+            broadcast_module_and_optimizer_(m.sae, m.optimizer, world)
             m.tokens_since_fired[dead] = 0
             logger.info("step %d: resampled %d dead latents of %s", step + 1, count, sae_id)
 
@@ -189,14 +210,19 @@ def _checkpoint_due(step: int, config: TrainerConfig) -> bool:
 
 
 def save_trained(
-    members: Mapping[str, Member], run: RunState, output_dir: Path, config: TrainerConfig
+    members: Mapping[str, Member], run: RunState, output_dir: Path, config: TrainerConfig,
+    world: World = SINGLE_PROCESS,
 ) -> list[TrainedSAE]:
-    """Save every SAE (input scale folded in) under output_dir / sae_id."""
+    """Save every SAE (input scale folded in) under output_dir / sae_id (rank 0 writes; all return)."""
     trained = []
     for sae_id, m in members.items():
         scale = run.input_scales[m.sae.cfg.hook_site] if m.sae.cfg.normalize_activations else 1.0
-        paths = save_sae(fold_input_scale(m.sae, scale), output_dir / sae_id)
+        if world.is_main:
+            paths = save_sae(fold_input_scale(m.sae, scale), output_dir / sae_id)
+        else:
+            paths = sae_paths(output_dir / sae_id)
         trained.append(TrainedSAE(sae_id, paths, scale, run.step, run.step * config.batch_size))
+    barrier(world)
     return trained
 
 
@@ -211,6 +237,7 @@ class RunContext(NamedTuple):
     metrics_sink: MetricsSink | None
     signature: dict[str, Any]
     device: torch.device
+    world: World
 
 
 def _diverged(error: TrainingDivergedError, ctx: RunContext, run: RunState) -> TrainingDivergedError:
@@ -222,24 +249,32 @@ def _diverged(error: TrainingDivergedError, ctx: RunContext, run: RunState) -> T
 
 
 def _save_checkpoint(ctx: RunContext, run: RunState) -> None:
-    if ctx.checkpoint_dir is not None:
+    if ctx.checkpoint_dir is not None and ctx.world.is_main:
         save_checkpoint(ctx.checkpoint_dir, checkpoint_state(ctx.members, run, ctx.feed, ctx.signature))
         run.last_checkpoint_step = run.step
 
 
 def run_one_batch(ctx: RunContext, run: RunState, batch: Batch) -> list[dict[str, Any]]:
     """Train every SAE on one batch; metrics rows on logging steps."""
-    config = ctx.config
-    check_batch(batch, ctx.saes, config.batch_size)
+    config, world = ctx.config, ctx.world
+    check_batch(batch, ctx.saes, local_batch_size(config.batch_size, world))
     inputs = scaled_inputs(batch, ctx.saes, run.input_scales, ctx.device)
     log = (run.step + 1) % config.log_every_steps == 0 or run.step + 1 == config.total_steps
     try:
-        rows = [train_step(m, inputs[sae_id], run.step, config, log) for sae_id, m in ctx.members.items()]
+        rows = [train_step(m, inputs[sae_id], run.step, config, log, world) for sae_id, m in ctx.members.items()]
     except TrainingDivergedError as error:
         raise _diverged(error, ctx, run) from None
-    resample_if_due(ctx.members, inputs, run.step, config)
+    resample_if_due(ctx.members, inputs, run.step, config, world)
     run.step += 1
-    return [row for row in rows if row is not None]
+    return [average_row(row, world) for row in rows if row is not None]
+
+
+def average_row(row: dict[str, Any], world: World) -> dict[str, Any]:
+    """A metrics row with its measured values averaged over ranks (ids, step, tokens and lr are shared)."""
+    if not world.distributed:
+        return row
+    keys = [key for key in row if key not in ("sae_id", "step", "tokens", "lr")]
+    return row | dict(zip(keys, mean_over_ranks([float(row[key]) for key in keys], world), strict=True))
 
 
 def run_steps(ctx: RunContext, run: RunState, progress: bool) -> None:
@@ -262,7 +297,7 @@ def run_steps(ctx: RunContext, run: RunState, progress: bool) -> None:
                 break
             rows = run_one_batch(ctx, run, batch)
             if rows:
-                if ctx.metrics_sink is not None:
+                if ctx.metrics_sink is not None and ctx.world.is_main:
                     ctx.metrics_sink(rows)
                 bar.set_postfix(_postfix(rows))
             bar.update(tokens_per_step)
@@ -281,20 +316,27 @@ def train_saes(
     device: str | torch.device = "cpu",
 ) -> list[TrainedSAE]:
     """Train every SAE in `saes` (sae_id -> config) on `batches`, resuming from `checkpoint_dir` if it
-    holds a checkpoint of the same run; save them under output_dir / sae_id and return where."""
+    holds a checkpoint of the same run; save them under output_dir / sae_id and return where.
+
+    Inside an initialised process group (`torchrun`, see saelab.training.distributed) every rank passes the
+    same global batches of `config.batch_size` rows and trains on its own slice of each, data-parallel."""
     _check_sae_ids(saes)
     device = torch.device(device)
+    world = current_world()
+    local_batch_size(config.batch_size, world)
     members = {sae_id: new_member(sae_id, cfg, config, device) for sae_id, cfg in saes.items()}
-    feed = DataFeed(batches)
+    feed = DataFeed(RankSlice(batches, world) if world.distributed else batches)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ctx = RunContext(
-        saes, config, members, feed, checkpoint_dir, metrics_sink, run_signature(saes, config), device
+        saes, config, members, feed, checkpoint_dir, metrics_sink, run_signature(saes, config), device, world
     )
     saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     run = restore_checkpoint(saved, members, feed, ctx.signature) if saved is not None else RunState()
+    for member in members.values():
+        member.module = wrap_module(member.sae, world)
     if run.input_scales is None:
-        run.input_scales = estimate_input_scales(feed, saes, config)
-    run_steps(ctx, run, progress)
+        run.input_scales = estimate_input_scales(feed, saes, config, world)
+    run_steps(ctx, run, progress and world.is_main)
     if run.last_checkpoint_step != run.step:
         _save_checkpoint(ctx, run)
-    return save_trained(members, run, Path(output_dir), config)
+    return save_trained(members, run, Path(output_dir), config, world)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from saelab.activations import ActivationStoreError, BatchConfig, parse_sites
+from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.db import ResultsStore
 from saelab.sae import SAEConfig, sae_paths
@@ -146,9 +146,11 @@ def metrics_sink(store: ResultsStore, run_id: str):
 
 
 def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True) -> TrainResult:
-    """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store."""
+    """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store.
+    Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
     from saelab.models import load_model
     from saelab.training import TrainerConfig, load_checkpoint, train_saes
+    from saelab.training.distributed import init_from_env
 
     model = load_model(spec.model)
     configs = build_sae_configs(spec, model.cfg)
@@ -165,8 +167,12 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
         dead_window_tokens=min(1_000_000, max(spec.tokens // 4, spec.batch_size)),
         checkpoint_every_tokens=spec.checkpoint_every_tokens, log_every_steps=spec.log_every_steps,
     )
-    store = ResultsStore(workspace.create().db_path).initialize()
+    world = init_from_env()
     checkpoint_dir = workspace.checkpoints_dir / run_id
+    if not world.is_main:  # the other ranks only train
+        trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir, progress=False)
+        return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
+    store = ResultsStore(workspace.create().db_path).initialize()
     _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), list(configs))
     try:
         trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir,

@@ -1,0 +1,132 @@
+"""Data-parallel training on PyTorch's own engine: `torchrun` starts the processes, DistributedDataParallel
+averages the gradients (gloo on CPUs, NCCL on GPUs).
+
+Every rank iterates over the same sequence of *global* batches (the batch order is a pure function of the
+seed) and trains on its own disjoint slice of rows of each one, so N ranks with a per-rank batch of B/N
+take the same steps as one process with batch B. What is not a gradient is kept identical by hand: dead-latent
+counts are summed over ranks, input scales averaged, resampled latents broadcast from rank 0, logged
+metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows.
+
+    torchrun --nproc-per-node 2 $(which saelab) train --model saelab-tiny --sites 2.resid_post ...
+"""
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+
+class World(NamedTuple):
+    """This process's place among the training processes."""
+
+    rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+SINGLE_PROCESS = World(0, 1)
+"""The world of a run without a process group."""
+
+
+def current_world() -> World:
+    """(rank, size) of the initialised process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return SINGLE_PROCESS
+
+
+def init_from_env(device: str | torch.device = "cpu") -> World:
+    """Join the process group `torchrun` describes in the environment (WORLD_SIZE > 1); a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        logger.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
+    return current_world()
+
+
+def local_batch_size(batch_size: int, world: World) -> int:
+    """Rows each rank trains on per step; the global batch must split evenly."""
+    if batch_size % world.size:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {world.size} processes; "
+                         f"use a multiple of {world.size}")
+    return batch_size // world.size
+
+
+class RankSlice:
+    """This rank's rows [rank*n, (rank+1)*n) of each global batch; resumable like the iterator it wraps."""
+
+    def __init__(self, batches: Iterable[dict[str, Tensor]], world: World) -> None:
+        self._iterator = iter(batches)
+        self.world = world
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        batch = next(self._iterator)
+        return {site: rows.chunk(self.world.size)[self.world.rank] for site, rows in batch.items()}
+
+    def __getattr__(self, name: str) -> Any:  # state_dict / load_state_dict when the wrapped iterator has them
+        if name in ("state_dict", "load_state_dict"):
+            return getattr(self._iterator, name)
+        raise AttributeError(name)
+
+
+def wrap_module(module: torch.nn.Module, world: World) -> torch.nn.Module:
+    """The module DDP-wrapped when training is distributed (its gradients are then averaged), else itself."""
+    if not world.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [module_device(module).index] if module_device(module).type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def sum_over_ranks(tensor: Tensor, world: World) -> Tensor:
+    """The elementwise sum of `tensor` over ranks (the tensor itself with one process)."""
+    if world.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def mean_over_ranks(values: list[float], world: World) -> list[float]:
+    """The mean of each value over ranks."""
+    if not world.distributed:
+        return values
+    total = sum_over_ranks(torch.tensor(values, dtype=torch.float64), world)
+    return (total / world.size).tolist()
+
+
+def broadcast_module_and_optimizer_(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                    world: World) -> None:
+    """Make every rank's parameters and optimiser moments equal rank 0's (after a rank-local change)."""
+    if not world.distributed:
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                dist.broadcast(value, src=0)
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
