@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -69,7 +70,13 @@ def load_model_dir(directory: Path, device: str = "cpu") -> HookedTransformer:
     cfg = HookedTransformerConfig(**payload["hooked_transformer_config"], device=device)
     tokenizer = load_tokenizer(files.tokenizer, name=str(directory))
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    state = {k: _cast_float(v, torch.float32) for k, v in load_file(str(files.weights)).items()}
+    try:
+        tensors = load_file(str(files.weights))
+    except SafetensorError as exc:
+        raise ModelNotAvailableError(
+            f"model weights {str(files.weights)!r} are not a readable safetensors file ({exc}); save the model again"
+        ) from None
+    state = {k: _cast_float(v, torch.float32) for k, v in tensors.items()}
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -80,6 +81,14 @@ def save_sae(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
     return paths
 
 
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a damaged file is a one-line ValueError naming it."""
+    try:
+        return load_file(path)
+    except SafetensorError as exc:
+        raise ValueError(f"{path} is not a readable safetensors file ({exc}); re-save or re-train the SAE") from None
+
+
 def _config_from_json(path: Path) -> SAEConfig:
     if not path.is_file():
         raise ValueError(f"no SAE config at {path}; expected a directory written by saelab.sae.save_sae")
@@ -115,7 +124,7 @@ def load_sae(directory: str | os.PathLike[str], device: str | torch.device = "cp
     cfg = _config_from_json(paths.cfg)
     if not paths.weights.is_file():
         raise ValueError(f"no SAE weights at {paths.weights}")
-    return _sae_from_tensors(cfg, load_file(paths.weights), paths.weights).to(device)
+    return _sae_from_tensors(cfg, _read_tensors(paths.weights), paths.weights).to(device)
 
 
 # ---------------------------------------------------------------- SAELens on-disk format
@@ -232,6 +241,6 @@ def import_saelens(directory: str | os.PathLike[str], device: str | torch.device
         model_name=fields.get("model_name") or metadata.get("model_name") or "",
         dtype=fields.get("dtype", "float32").removeprefix("torch."),
     )
-    tensors = {name: t.to(torch.float64) for name, t in load_file(paths.weights).items()}
+    tensors = {name: t.to(torch.float64) for name, t in _read_tensors(paths.weights).items()}
     tensors = _shift_input(tensors, architecture, bool(fields.get("apply_b_dec_to_input", True)))
     return _sae_from_tensors(cfg, tensors, paths.weights).to(device)
