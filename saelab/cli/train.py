@@ -35,6 +35,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (default 4e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--source", default="bundled", help="token source when streaming (default bundled)")
+    parser.add_argument("--checkpoint-every", default="500k",
+                        help="tokens between checkpoints a killed run resumes from, e.g. 100k (default 500k)")
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -53,12 +55,15 @@ def spec_from_args(args: argparse.Namespace):
                         l1_coefficient=l1 if arch in _USES_L1 else 5.0)
         if entry not in entries:
             entries.append(entry)
-    try:
-        tokens = parse_token_count(args.tokens)
-    except ValueError as exc:
-        raise UsageError(f"saelab train: --tokens: {exc}") from None
-    return TrainSpec(model=args.model or get_default_model_name(), saes=tuple(entries), tokens=tokens,
-                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, source=args.source)
+    counts = {}
+    for flag, text in (("--tokens", args.tokens), ("--checkpoint-every", args.checkpoint_every)):
+        try:
+            counts[flag] = parse_token_count(text)
+        except ValueError as exc:
+            raise UsageError(f"saelab train: {flag}: {exc}") from None
+    return TrainSpec(model=args.model or get_default_model_name(), saes=tuple(entries), tokens=counts["--tokens"],
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, source=args.source,
+                     checkpoint_every_tokens=counts["--checkpoint-every"])
 
 
 def spec_from_toml(path: Path):
