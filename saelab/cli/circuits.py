@@ -64,33 +64,15 @@ def run_circuits_command(args: argparse.Namespace, workspace: Workspace) -> int:
 
 
 def _run(config, workspace: Workspace, console) -> int:
-    from saelab.circuits.graph import Graph
-    from saelab.circuits.io import find_ground_truth, ground_truth_path
-    from saelab.circuits.runner import run_circuits, task_problems, write_results
-    from saelab.circuits.summary import summary_rows
-    from saelab.db import ResultsStore
-    from saelab.models import load_model
-    from saelab.tasks import get_task
+    from saelab.circuits.io import ground_truth_path
+    from saelab.workflows.circuits import run_circuits_in_workspace
 
-    get_task(config.task)
-    model = load_model(config.model)
-    truth = find_ground_truth(config.model, config.task, Graph.from_config(model.cfg))
-    truth_name = f"{config.model}/{config.task}" if truth is not None else None
-    if truth is None:
+    result = run_circuits_in_workspace(workspace, config, progress=console.print)
+    if result.ground_truth is None:
         console.print(f"[yellow]no ground truth at {ground_truth_path(config.model, config.task)}: "
                       "scores are stored without AUCs[/yellow]")
-    store = ResultsStore(workspace.db_path).initialize()
-    run_id = store.start_run("circuits", f"{config.task}/{config.model}", {"methods": list(config.methods),
-                                                                          "seeds": list(config.seeds)})
-    try:
-        runs = run_circuits(model, config, task_problems(config, model.tokenizer), truth, progress=console.print)
-        write_results(store, runs, config.task, config.model, truth_name, run_id)
-    except BaseException as exc:
-        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_run(run_id, "done", f"{len(runs)} method runs")
-    _print_table(console, summary_rows(runs, config.task, config.model), f"{config.task} on {config.model}")
-    console.print(f"run {run_id} recorded in {workspace.db_path}")
+    _print_table(console, result.summary, f"{config.task} on {config.model}")
+    console.print(f"run {result.run_id} recorded in {workspace.db_path}")
     return 0
 
 
