@@ -44,6 +44,11 @@ class ResultsStore:
         con = self._open_with_retries(read_only)
         try:
             yield con
+        except duckdb.IOException as exc:  # e.g. a truncated file: it opens, then a page cannot be read
+            raise StoreError(
+                f"{self.path} could not be read or written ({str(exc).splitlines()[0]}); "
+                "if it is damaged, move it aside or pick another --workspace"
+            ) from None
         finally:
             con.close()
 
