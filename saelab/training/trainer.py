@@ -141,9 +141,16 @@ def estimate_input_scales(
     sites = sorted({cfg.hook_site for cfg in saes.values() if cfg.normalize_activations})
     d_in = {cfg.hook_site: cfg.d_in for cfg in saes.values()}
     # every rank holds as many rows, so the global mean norm is the mean of the ranks' mean norms
-    norms = [d_in[site] ** 0.5 / estimate_input_scale([batch[site] for batch in first]) for site in sites]
+    norms = [d_in[site] ** 0.5 / _site_scale(site, [batch[site] for batch in first]) for site in sites]
     scales = {site: d_in[site] ** 0.5 / norm for site, norm in zip(sites, mean_over_ranks(norms, world), strict=True)}
     return {cfg.hook_site: scales.get(cfg.hook_site, 1.0) for cfg in saes.values()}
+
+
+def _site_scale(site: str, rows: list[Float[Tensor, "batch d_in"]]) -> float:
+    try:
+        return estimate_input_scale(rows)
+    except ValueError as exc:
+        raise ValueError(f"site {site}: {exc}") from None
 
 
 def scaled_inputs(
@@ -314,9 +321,12 @@ def train_saes(
     metrics_sink: MetricsSink | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_start: Callable[[], None] | None = None,
 ) -> list[TrainedSAE]:
     """Train every SAE in `saes` (sae_id -> config) on `batches`, resuming from `checkpoint_dir` if it
     holds a checkpoint of the same run; save them under output_dir / sae_id and return where.
+    `on_start` is called (on rank 0) once the run is set up and its first batches passed their checks,
+    before the first step: a caller records the run there, so that bad data is refused without a trace.
 
     Inside an initialised process group (`torchrun`, see saelab.training.distributed) every rank passes the
     same global batches of `config.batch_size` rows and trains on its own slice of each, data-parallel."""
@@ -336,6 +346,8 @@ def train_saes(
         member.module = wrap_module(member.sae, world)
     if run.input_scales is None:
         run.input_scales = estimate_input_scales(feed, saes, config, world)
+    if on_start is not None and world.is_main:
+        on_start()
     run_steps(ctx, run, progress and world.is_main)
     if run.last_checkpoint_step != run.step:
         _save_checkpoint(ctx, run)

@@ -156,7 +156,7 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     configs = build_sae_configs(spec, model.cfg)
     run_id = f"train-{spec.run_hash}"
     found = existing_saes(workspace, list(configs))
-    if found is not None:
+    if found is not None and _recorded_done(workspace, run_id):
         return TrainResult(run_id, list(configs), found, reused=True)
     batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
     trainer_config = TrainerConfig(
@@ -173,17 +173,32 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
         trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir, progress=False)
         return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
     store = ResultsStore(workspace.create().db_path).initialize()
-    _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), list(configs))
+    started = []  # the run is recorded once its first batches passed the trainer's checks
+
+    def begin() -> None:
+        _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), list(configs))
+        started.append(True)
+
     try:
         trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir,
-                             metrics_sink(store, run_id), progress=progress)
+                             metrics_sink(store, run_id), progress=progress, on_start=begin)
     except Exception as exc:
-        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        if started:
+            store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    store.insert("saes", [_sae_row(workspace, run_id, t.sae_id, configs[t.sae_id], t.paths.directory)
-                          for t in trained])
+    # replace, not insert: a run killed after recording its SAEs but before finishing records them again
+    store.replace_rows("saes", {"run_id": run_id},
+                       [_sae_row(workspace, run_id, t.sae_id, configs[t.sae_id], t.paths.directory) for t in trained])
     store.finish_run(run_id, "done", f"{len(trained)} SAEs, {trained[0].tokens} tokens each; data: {data_note}")
     return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
+
+
+def _recorded_done(workspace: Workspace, run_id: str) -> bool:
+    """Whether the store records the run as finished (a run killed while saving its SAEs is not)."""
+    if not workspace.db_path.is_file():
+        return False
+    runs = ResultsStore(workspace.db_path).select("runs", where={"run_id": run_id})
+    return not runs.empty and runs["status"].iloc[0] == "done"
 
 
 def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str, checkpoint: dict | None,
