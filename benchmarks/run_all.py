@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = [
     ("Activation caching vs a bare forward (and SAELens)", "bench_caching.py", ["--quick"]),
     ("SAE training step: TopK vs sparsify and SAELens", "bench_sae_step.py", ["--quick"]),
+    ("Multi-SAE: 8 SAEs on 4 sites from one pass vs the SAE compute alone (and SAELens)", "bench_multi_sae.py",
+     ["--quick"]),
+    ("SAE quality at the same token budget: saelab vs sparsify and SAELens", "bench_sae_quality.py", ["--quick"]),
     ("Feature dashboards", "bench_dashboards.py", ["--quick"]),
     ("Circuit methods: time and AUC", "bench_circuits.py", ["--quick"]),
     ("Web app latency", "bench_app.py", ["--quick"]),
