@@ -102,19 +102,10 @@ def test_both_models_share_one_tokenizer():
 
 @pytest.mark.slow
 @needs_tiny
-def test_tiny_ioi_logit_difference(tiny):
-    accuracy, logit_diff = _scores(tiny, "ioi")
+def test_tiny_solves_ioi(tiny):
+    accuracy, logit_diff = _scores(tiny, "ioi", n=1000)  # the 1,000 fresh prompts (0.952 at this seed)
+    assert accuracy >= 0.95, (accuracy, logit_diff)
     assert logit_diff >= 3.0, (accuracy, logit_diff)
-    assert accuracy >= 0.8, (accuracy, logit_diff)  # what the shipped checkpoint reaches (0.861 on 1,000 prompts)
-
-
-@pytest.mark.slow
-@needs_tiny
-@pytest.mark.xfail(reason="the shipped checkpoint (training stopped at step 1851 for time) reaches IOI accuracy "
-                          "0.861 on 1,000 prompts, short of the 0.95 target; see MODEL_CARD.md", strict=False)
-def test_tiny_ioi_accuracy_target(tiny):
-    accuracy, _ = _scores(tiny, "ioi")
-    assert accuracy >= 0.95, accuracy
 
 
 @pytest.mark.slow
