@@ -39,3 +39,25 @@ def test_cache_bad_site_is_one_line_error(tmp_path, capsys):
 def test_cache_bad_token_count_is_usage_error(tmp_path, capsys):
     assert main(["cache", "--workspace", str(tmp_path / "ws"), "--sites", "0.resid_pre", "--tokens", "-3"]) == 2
     assert "-3" in capsys.readouterr().err
+
+
+def test_cache_workers_merge_when_the_last_one_finishes(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    args = ["--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048", "--source", str(corpus),
+            "--context-len", "64", "--batch-size", "4"]
+    ws, single = tmp_path / "ws", tmp_path / "single"
+    store_dir = ws / "activations" / "saelab-random" / "1.resid_post"
+    assert main(["cache", "--workspace", str(ws), *args, "--worker", "1", "--num-workers", "2"]) == 0
+    assert not (store_dir / "manifest.json").exists()  # worker 0 is still to come
+    assert ResultsStore(ws / "saelab.duckdb").select("cached_sites").empty
+    assert main(["cache", "--workspace", str(ws), *args, "--worker", "0", "--num-workers", "2"]) == 0
+    merged = json.loads((store_dir / "manifest.json").read_text())
+    assert merged["complete"] and merged["worker"] is None
+    assert main(["cache", "--workspace", str(single), *args]) == 0
+    alone = json.loads((single / "activations" / "saelab-random" / "1.resid_post" / "manifest.json").read_text())
+    assert merged["shards"] == alone["shards"]  # two workers wrote what one worker writes
+    rows = ResultsStore(ws / "saelab.duckdb").select("cached_sites")
+    assert list(rows["site"]) == ["1.resid_post"] and int(rows["n_tokens"][0]) == sum(
+        s["n_contexts"] for s in merged["shards"]) * 64
+    assert main(["cache", "--workspace", str(ws), "--model", "saelab-random", "--sites", "1.resid_post", "--merge"]) == 0
+    capsys.readouterr()

@@ -18,6 +18,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the token order")
     parser.add_argument("--worker", type=int, default=None, help="this worker's index (with --num-workers)")
     parser.add_argument("--num-workers", type=int, default=None, help="independent workers splitting the shards")
+    parser.add_argument("--merge", action="store_true",
+                        help="only join finished workers' manifests (the last worker to finish does it itself)")
 
 
 @command("cache", "cache activations of hook sites to disk (resumes where a killed run stopped)", _arguments)
@@ -26,6 +28,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.table import Table
 
     from saelab.activations import cache_activations, parse_sites
+    from saelab.activations.cache import merge_worker_manifests
     from saelab.data.counts import parse_token_count
     from saelab.data.sources import source_from_spec
     from saelab.db import ResultsStore
@@ -43,6 +46,15 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     loaded = load_model(model)
     for site in parse_sites(args.sites):
         site.validate(loaded.cfg)
+    console = Console()
+    if args.merge:
+        merged = merge_worker_manifests(workspace.activations_for(model), args.sites)
+        store = ResultsStore(workspace.create().db_path).initialize()
+        run_id = store.start_run("cache", name=model, config={"merge": True, "sites": args.sites, "model": model})
+        store.insert("cached_sites", _merged_rows(workspace, run_id, model, merged))
+        store.finish_run(run_id, "done", f"merged {len(merged)} sites")
+        console.print(f"merged the workers' manifests of {', '.join(merged)}; run {run_id}")
+        return 0
     store = ResultsStore(workspace.create().db_path).initialize()
     config = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
     run_id = store.start_run("cache", name=model, config={**config, "model": model, "n_tokens": n_tokens})
@@ -64,18 +76,44 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    store.insert("cached_sites", [
-        {"run_id": run_id, "model": model, "site": site.site, "dtype": site.dtype, "d": site.d,
-         "n_tokens": site.n_tokens, "manifest_path": workspace.relative(site.manifest_path)}
-        for site in result.sites.values()
-    ])
-    store.finish_run(run_id, "done", f"{result.n_tokens} tokens, {len(result.sites)} sites")
+    merged = None if result.complete else _merge_when_all_finished(result.out_dir, args.sites)
+    if result.complete:
+        store.insert("cached_sites", [
+            {"run_id": run_id, "model": model, "site": site.site, "dtype": site.dtype, "d": site.d,
+             "n_tokens": site.n_tokens, "manifest_path": workspace.relative(site.manifest_path)}
+            for site in result.sites.values()
+        ])
+    elif merged is not None:
+        store.insert("cached_sites", _merged_rows(workspace, run_id, model, merged))
+    note = "" if result.complete else (" (merged: every worker has finished)" if merged is not None else
+                                       " (this worker's part; the last worker to finish merges them)")
+    store.finish_run(run_id, "done", f"{result.n_tokens} tokens, {len(result.sites)} sites{note}")
     table = Table("site", "width", "tokens", "dtype", "manifest", title=f"cached activations of {model}")
     for site in result.sites.values():
         table.add_row(site.site, str(site.d), f"{site.n_tokens:,}", site.dtype, workspace.relative(site.manifest_path))
-    console = Console()
     console.print(table)
+    if note:
+        console.print(note.strip(" ()"))
     rate = result.tokens_written / max(result.seconds, 1e-9)
     console.print(f"{result.tokens_written:,} tokens computed in {result.seconds:.1f} s ({rate:,.0f} tok/s); "
                   f"run {run_id}")
     return 0
+
+
+def _merge_when_all_finished(out_dir, sites: str):
+    """The merged manifests if every worker has finished, else None (another worker is still running)."""
+    from saelab.activations import ActivationStoreError
+    from saelab.activations.cache import merge_worker_manifests
+
+    try:
+        return merge_worker_manifests(out_dir, sites)
+    except ActivationStoreError:
+        return None
+
+
+def _merged_rows(workspace: Workspace, run_id: str, model: str, merged: dict) -> list[dict]:
+    from saelab.activations.store import store_paths
+
+    out_dir = workspace.activations_for(model)
+    return [{"run_id": run_id, "model": model, "site": m.site, "dtype": m.dtype, "d": m.d, "n_tokens": m.n_tokens,
+             "manifest_path": workspace.relative(store_paths(out_dir, m.site).manifest)} for m in merged.values()]
