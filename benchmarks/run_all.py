@@ -68,6 +68,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     sections = []
+    load_before = os.getloadavg()
+    started = time.perf_counter()
     for title, script, quick_args in BENCHMARKS:
         if args.only and script not in args.only:
             continue
@@ -86,7 +88,10 @@ def main() -> int:
         f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
         f"Produced by `python benchmarks/run_all.py{' --quick' if args.quick else ''}` in one run; every table "
         "compares against its peers side by side in the same run, because absolute numbers on a shared "
-        "machine are noisy. JSON for each benchmark is in `benchmarks/results/`.\n"
+        "machine are noisy. JSON for each benchmark is in `benchmarks/results/`.\n\n"
+        f"Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; the whole run took "
+        f"{(time.perf_counter() - started) / 60:.0f} min. No GPU machine was available to this run.\n"
     )
     args.out.write_text(header + "\n" + "\n".join(sections))
     print(f"wrote {args.out}")
