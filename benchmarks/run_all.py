@@ -47,6 +47,12 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
+def gpu() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (these tables are CPU only)"
+
+
 def run(script: str, args: list[str], timeout_s: int) -> tuple[str, float, int]:
     start = time.perf_counter()
     try:
@@ -91,7 +97,7 @@ def main() -> int:
         "machine are noisy. JSON for each benchmark is in `benchmarks/results/`.\n\n"
         f"Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; the whole run took "
-        f"{(time.perf_counter() - started) / 60:.0f} min. No GPU machine was available to this run.\n"
+        f"{(time.perf_counter() - started) / 60:.0f} min. GPU: {gpu()}.\n"
     )
     args.out.write_text(header + "\n" + "\n".join(sections))
     print(f"wrote {args.out}")
