@@ -35,8 +35,10 @@ class SAECodesConfig:
     "vq": a vector-quantised codebook SAE's k codes (as one code)."""
     k: int = 2
     """Latents per code for "topk", codebook ids per input for "vq" (ignored by "argmax")."""
-    position: Literal["mean", "end"] = "mean"
-    """Head output averaged over the prompt's positions (up to the answer position) or taken at it."""
+    position: Literal["mean", "end"] = "end"
+    """Head output taken at the answer position, or averaged over the prompt's positions up to it. "end" is
+    the default because it ranks heads far better on the bundled models (node AUC, 2 seeds of 10 prompts,
+    argmax codes: IOI 0.85 vs 0.58, greater-than 0.97 vs 0.50 with "mean")."""
     scale: Literal["head", "global"] = "head"
     """Divide each head's vectors by that head's mean norm (every head weighs alike in the shared SAE's
     loss), or all vectors by one global mean norm (then large-norm heads dominate what the SAE learns)."""
