@@ -4,6 +4,7 @@ Re-running reuses what the workspace already holds. Returns what it did; printin
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -100,25 +101,29 @@ def demo_sweep(sites: list[str], d_model: int):
     )
 
 
-def run_demo(workspace: Workspace, cfg: DemoConfig) -> DemoResult:
-    """Run every step; each reuses what the workspace already holds."""
+def run_demo(workspace: Workspace, cfg: DemoConfig,
+             on_step: Callable[[str, DemoStep | None], None] | None = None) -> DemoResult:
+    """Run every step; each reuses what the workspace already holds. `on_step(name, None)` is called as a
+    step starts and `on_step(name, step)` when it has finished (the CLI shows progress with it)."""
     steps: list[DemoStep] = []
+    report = on_step or (lambda name, step: None)
     start = time.perf_counter()
     model = load_model(cfg.model)  # before the workspace is touched: a bad name changes nothing
     steps.append(DemoStep("load model", time.perf_counter() - start,
                           f"{cfg.model}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}"))
+    report(steps[-1].name, steps[-1])
     store = ResultsStore(workspace.create().db_path).initialize()
     run_id = store.start_run("demo", name=cfg.model, config={**asdict(cfg), "quick": cfg.quick})
     try:
         sites = demo_sites(model.cfg.n_layers)
-        steps.append(_timed("cache activations", lambda: _cache(workspace, cfg, model, sites, run_id)))
+        steps.append(_timed("cache activations", lambda: _cache(workspace, cfg, model, sites, run_id), report))
         trained: dict = {}
-        steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained)))
+        steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained), report))
         saes: list[SAESummary] = []
-        steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, trained, saes)))
+        steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, trained, saes), report))
         circuits: list[CircuitSummary] = []
         if cfg.circuits:
-            steps.append(_timed("circuits", lambda: _circuits(workspace, cfg, model, circuits)))
+            steps.append(_timed("circuits", lambda: _circuits(workspace, cfg, model, circuits), report))
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -126,10 +131,14 @@ def run_demo(workspace: Workspace, cfg: DemoConfig) -> DemoResult:
     return DemoResult(run_id, workspace.db_path, steps, saes, circuits)
 
 
-def _timed(name: str, step) -> DemoStep:
+def _timed(name: str, step, report: Callable[[str, DemoStep | None], None]) -> DemoStep:
+    report(name, None)
     start = time.perf_counter()
     detail = step()
-    return DemoStep(name, time.perf_counter() - start, detail)
+    done = DemoStep(name, time.perf_counter() - start, detail)
+    log.info("%s: %.1f s, %s", name, done.seconds, detail)
+    report(name, done)
+    return done
 
 
 def _cache(workspace: Workspace, cfg: DemoConfig, model, sites: list[str], run_id: str) -> str:

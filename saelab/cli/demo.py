@@ -32,8 +32,14 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     console = Console()
     model = args.model or get_default_model_name()
     cfg = DemoConfig(model=model, quick=args.quick, seed=args.seed, circuits=not args.no_circuits)
-    with console.status(f"saelab demo on {model} (workspace {workspace.root}) …"):
-        result = run_demo(workspace, cfg)
+    with console.status(f"saelab demo on {model} (workspace {workspace.root}) …") as status:
+        def on_step(name, step) -> None:
+            if step is None:
+                status.update(f"saelab demo on {model}: {name} …")
+            else:
+                console.print(f"[green]✓[/green] {name} ({step.seconds:.1f} s): {step.detail}")
+
+        result = run_demo(workspace, cfg, on_step)
     steps = Table("step", "seconds", "result", title=f"saelab demo ({model})")
     for step in result.steps:
         steps.add_row(step.name, f"{step.seconds:.1f}", step.detail)
