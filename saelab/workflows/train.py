@@ -155,8 +155,9 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     model = load_model(spec.model)
     configs = build_sae_configs(spec, model.cfg)
     run_id = f"train-{spec.run_hash}"
+    done = _recorded_done(workspace, run_id)  # before any work: a damaged store fails here
     found = existing_saes(workspace, list(configs))
-    if found is not None and _recorded_done(workspace, run_id):
+    if found is not None and done:
         return TrainResult(run_id, list(configs), found, reused=True)
     batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
     trainer_config = TrainerConfig(
@@ -194,11 +195,12 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
 
 
 def _recorded_done(workspace: Workspace, run_id: str) -> bool:
-    """Whether the store records the run as finished (a run killed while saving its SAEs is not)."""
+    """Whether the store records the run as finished (a run killed while saving its SAEs is not). Reads the
+    whole (small) runs table: an index lookup alone can miss a truncated file."""
     if not workspace.db_path.is_file():
         return False
-    runs = ResultsStore(workspace.db_path).select("runs", where={"run_id": run_id})
-    return not runs.empty and runs["status"].iloc[0] == "done"
+    runs = ResultsStore(workspace.db_path).runs()
+    return bool(((runs["run_id"] == run_id) & (runs["status"] == "done")).any())
 
 
 def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str, checkpoint: dict | None,
