@@ -3,6 +3,7 @@ workspace changes (checksums of every file before and after)."""
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,9 +23,36 @@ def saelab(*args, env=None):
                           timeout=600)
 
 
+def damage_files(root):
+    """Beside the workspace: NaN written into a cached shard of 1.mlp_out, an SAE and a model directory with
+    damaged safetensors, and a workspace whose store is a real store cut in half."""
+    import numpy as np
+
+    from saelab.models import load_model, save_model
+
+    ws = root / "ws"
+    (shard,) = (ws / "activations" / "saelab-random" / "1.mlp_out").glob("shard-*.acts.npy")
+    acts = np.load(shard, mmap_mode="r+")
+    acts[:] = np.nan
+    acts.flush()
+    del acts
+    (sae_dir,) = (ws / "saes").glob("1.resid_post-topk-w128-k8-*")  # the fixture's own `saelab train`
+    for name in ("goodsae", "garbagesae", "truncatedsae"):
+        shutil.copytree(sae_dir, root / name)
+    (root / "garbagesae" / "sae.safetensors").write_bytes(b"\x00garbage, not safetensors\n" * 40)
+    weights = (root / "truncatedsae" / "sae.safetensors").read_bytes()
+    (root / "truncatedsae" / "sae.safetensors").write_bytes(weights[: len(weights) // 2])
+    save_model(load_model("saelab-random"), root / "badmodel")
+    weights = (root / "badmodel" / "model.safetensors").read_bytes()
+    (root / "badmodel" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (root / "truncws").mkdir()
+    store = (ws / "saelab.duckdb").read_bytes()
+    (root / "truncws" / "saelab.duckdb").write_bytes(store[: len(store) // 2])
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A workspace holding a demo run, cached activations and a trained SAE."""
+    """A workspace holding a demo run, cached activations and a trained SAE, and damaged files beside it."""
     root = tmp_path_factory.mktemp("faults")
     corpus = root / "corpus"
     corpus.mkdir()
@@ -37,12 +65,13 @@ def workspace(tmp_path_factory):
     (root / "blocker").write_text("a file where a directory is expected\n")
     ws = root / "ws"
     for args in (["demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app"],
-                 ["cache", "--model", "saelab-random", "--sites", "0.mlp_out", "--tokens", "2048",
+                 ["cache", "--model", "saelab-random", "--sites", "0.mlp_out,1.mlp_out", "--tokens", "2048",
                   "--source", str(corpus), "--context-len", "64"],
                  ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--width", "128", "--k", "8",
                   "--tokens", "2048", "--batch-size", "256"]):
         done = saelab("--workspace", str(ws), *args)
         assert done.returncode == 0, done.stderr
+    damage_files(root)
     return root
 
 
@@ -79,6 +108,20 @@ CASES = [
     ("unknown subcommand", ["frobnicate"], 2, "frobnicate"),
     ("workspace under a file", ["--workspace", "{root}/blocker/ws", "demo", "--model", "saelab-random", "--no-app"],
      1, "blocker"),
+    ("NaN in cached activations", [*BASE_TRAIN[:4], "1.mlp_out", *BASE_TRAIN[5:], "--width", "64", "--k", "8"], 1,
+     "1.mlp_out: cannot normalise inputs whose mean norm is nan"),
+    ("SAE weights not safetensors", ["eval", "--sae", "{root}/garbagesae", "--tokens", "1024"], 1,
+     "sae.safetensors is not a readable safetensors file"),
+    ("SAE weights truncated", ["eval", "--sae", "{root}/truncatedsae", "--tokens", "1024"], 1,
+     "sae.safetensors is not a readable safetensors file"),
+    ("model weights truncated", [*BASE_CACHE, "--sites", "0.resid_pre", "--model", "{root}/badmodel"], 1,
+     "model.safetensors"),
+    ("truncated store (cache)", ["--workspace", "{root}/truncws", *BASE_CACHE, "--sites", "0.resid_pre"], 1,
+     "saelab.duckdb"),
+    ("truncated store (train)", ["--workspace", "{root}/truncws", *BASE_TRAIN, "--width", "64", "--k", "8"], 1,
+     "saelab.duckdb"),
+    ("truncated store (eval)", ["--workspace", "{root}/truncws", "eval", "--sae", "{root}/goodsae",
+                                "--tokens", "1024"], 1, "saelab.duckdb"),
 ]
 
 
@@ -88,7 +131,7 @@ def test_bad_input_is_one_line_and_changes_nothing(workspace, case, args, code, 
     """In-process (the same `main` the console script runs) so the table stays fast."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ws = workspace / "ws"
-    before = tree_digest(ws)
+    before = tree_digest(workspace)  # the workspace and the damaged files beside it
     argv = [a.replace("{root}", str(workspace)) for a in args]
     if "--workspace" not in argv:
         argv = ["--workspace", str(ws), *argv]
@@ -100,7 +143,7 @@ def test_bad_input_is_one_line_and_changes_nothing(workspace, case, args, code, 
     assert len(lines) == 1, (case, err)
     assert text in lines[0], (case, lines[0])
     assert "Traceback" not in err
-    assert tree_digest(ws) == before, case
+    assert tree_digest(workspace) == before, case
 
 
 @pytest.mark.slow
