@@ -65,6 +65,8 @@ K, EXPANSION = 32, 16
 ROWS_PER_SEQUENCE = 128
 """Rows per stand-in "sequence" for sparsify, whose batch size counts sequences."""
 TOLERANCE = 0.02
+SAELAB_LR = 4e-4
+"""The peak lr `saelab train` uses by default."""
 NORM_BATCHES = 8
 """Batches an input-scale estimate reads (saelab's default; SAELens' variant row gets the same)."""
 
@@ -148,11 +150,11 @@ def timed(train: Callable[[], Any]) -> tuple[float, float, Any]:
 # ---------------------------------------------------------------- saelab
 
 
-def train_saelab(data: Data, d_in: int, batch: int, out: Path) -> Trained:
+def train_saelab(data: Data, d_in: int, batch: int, out: Path, lr: float = SAELAB_LR) -> Trained:
     steps = len(data.order) // batch
     tokens = steps * batch
     config = TrainerConfig(  # what `saelab train` uses (saelab/workflows/train.py)
-        total_tokens=tokens, batch_size=batch, lr=4e-4, lr_warmup_steps=min(100, steps // 10),
+        total_tokens=tokens, batch_size=batch, lr=lr, lr_warmup_steps=min(100, steps // 10),
         lr_decay_steps=steps // 5, sparsity_warmup_steps=steps // 10,
         dead_window_tokens=min(1_000_000, max(tokens // 4, batch)),
     )
@@ -278,11 +280,10 @@ def evaluate(trained: Trained, held_out: Tensor, chunk: int = 4096) -> dict[str,
     return {"fvu": error / variance, "l0": l0 / len(held_out), "dead_fraction": 1 - float(fired.float().mean())}
 
 
-def run_tools(data: Data, d_in: int, batch: int, only: list[str] | None) -> list[dict[str, Any]]:
+def run_tools(tools: dict[str, Callable[[Data, int, int, Path], Trained]], data: Data, d_in: int,
+              batch: int) -> list[dict[str, Any]]:
     rows = []
-    for name, train in TOOLS.items():
-        if only and name not in only:
-            continue
+    for name, train in tools.items():
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -313,7 +314,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['dead_fraction']:6.1%} {r['wall_s']:7.0f} {r['cpu_s']:7.0f} {r['fvu'] / best:10.3f}  {r['schedule']}")
     ours = next((r for r in done if r["tool"] == "saelab"), None)
     for label, names in (("the better peer (Adam, default settings)", PROTOCOL), ("the best peer row", None)):
-        peers = [r for r in done if r["tool"] != "saelab" and (names is None or r["tool"] in names)]
+        peers = [r for r in done if not r["tool"].startswith("saelab") and (names is None or r["tool"] in names)]
         if ours and peers:
             best_peer = min(peers, key=lambda r: r["fvu"])
             gap = ours["fvu"] / best_peer["fvu"] - 1
@@ -327,6 +328,10 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, help="training rows (default 1,048,576, or 61,440 with --quick)")
     parser.add_argument("--only", nargs="*", choices=list(TOOLS), help="tools to run (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared-machine noise low)")
+    parser.add_argument("--saelab-lr", type=float, nargs="+", default=[SAELAB_LR],
+                        help="saelab's peak lr (default 4e-4, what `saelab train` uses); more values add diagnostic "
+                             "rows 'saelab-lrX', which the claim is not checked on")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default benchmarks/results/...)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.train_tokens:
@@ -338,15 +343,18 @@ def main() -> None:
     print(f"{MODEL} {SITE}: TopK k={K}, {EXPANSION * d_model} latents, batch {sizes.batch}, "
           f"{len(data.order) // sizes.batch} steps, {len(data.held_out):,} held-out rows, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    rows = run_tools(data, d_model, sizes.batch, args.only)
+    saelab_rows = {("saelab" if lr == SAELAB_LR else f"saelab-lr{lr:g}"): partial(train_saelab, lr=lr)
+                   for lr in args.saelab_lr} if not args.only or "saelab" in args.only else {}
+    peers = {name: train for name, train in TOOLS.items() if name != "saelab" and (not args.only or name in args.only)}
+    rows = run_tools(saelab_rows | peers, data, d_model, sizes.batch)
     print_table(rows)
-    report = {"sizes": sizes._asdict(), "model": MODEL, "site": SITE, "k": K, "d_sae": EXPANSION * d_model,
+    report = {"sizes": sizes._asdict(), "saelab_lr": args.saelab_lr, "model": MODEL, "site": SITE, "k": K, "d_sae": EXPANSION * d_model,
               "rows": rows, "machine": {"torch_threads": args.threads, "cpus": os.cpu_count(),
                                         "python": platform.python_version(), "torch": torch.__version__,
                                         "platform": platform.platform(), "load_average": os.getloadavg()}}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
