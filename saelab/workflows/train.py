@@ -119,7 +119,7 @@ def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict
 
     sites = sorted({cfg.hook_site for cfg in configs.values()})
     widths = {cfg.hook_site: cfg.d_in for cfg in configs.values()}
-    batch_config = BatchConfig(batch_size=spec.batch_size, buffer_tokens=max(262144, spec.batch_size),
+    batch_config = BatchConfig(batch_size=spec.batch_size, buffer_tokens=max(spec.batch_size, min(262144, spec.tokens)),
                                seed=spec.seed)
     cached = workspace.activations_for(spec.model)
     if all((cached / site / "manifest.json").exists() for site in sites):
