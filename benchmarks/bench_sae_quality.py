@@ -193,8 +193,9 @@ class RowLookup(nn.Module):
 
 
 def train_sparsify(data: Data, d_in: int, batch: int, out: Path, optimizer: str = "adam") -> Trained:
-    from sparsify import SparseCoder, SparseCoderConfig, Trainer
-    from sparsify.config import TrainConfig
+    with contextlib.redirect_stdout(io.StringIO()):  # it announces its eager sparse-decoder fallback on import
+        from sparsify import SparseCoder, SparseCoderConfig, Trainer
+        from sparsify.config import TrainConfig
 
     if batch % ROWS_PER_SEQUENCE:
         raise ValueError(f"batch {batch} must be a multiple of {ROWS_PER_SEQUENCE} for sparsify's sequence batches")
