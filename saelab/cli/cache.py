@@ -78,11 +78,8 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
         raise
     merged = None if result.complete else _merge_when_all_finished(result.out_dir, args.sites)
     if result.complete:
-        store.insert("cached_sites", [
-            {"run_id": run_id, "model": model, "site": site.site, "dtype": site.dtype, "d": site.d,
-             "n_tokens": site.n_tokens, "manifest_path": workspace.relative(site.manifest_path)}
-            for site in result.sites.values()
-        ])
+        store.insert("cached_sites", _site_rows(workspace, run_id, model, [
+            (s.site, s.dtype, s.d, s.n_tokens, s.manifest_path) for s in result.sites.values()]))
     elif merged is not None:
         store.insert("cached_sites", _merged_rows(workspace, run_id, model, merged))
     note = "" if result.complete else (" (merged: every worker has finished)" if merged is not None else
@@ -115,5 +112,11 @@ def _merged_rows(workspace: Workspace, run_id: str, model: str, merged: dict) ->
     from saelab.activations.store import store_paths
 
     out_dir = workspace.activations_for(model)
-    return [{"run_id": run_id, "model": model, "site": m.site, "dtype": m.dtype, "d": m.d, "n_tokens": m.n_tokens,
-             "manifest_path": workspace.relative(store_paths(out_dir, m.site).manifest)} for m in merged.values()]
+    return _site_rows(workspace, run_id, model, [
+        (m.site, m.dtype, m.d, m.n_tokens, store_paths(out_dir, m.site).manifest) for m in merged.values()])
+
+
+def _site_rows(workspace: Workspace, run_id: str, model: str, sites: list[tuple]) -> list[dict]:
+    """`cached_sites` rows from (site, dtype, d, n_tokens, manifest path) of each site."""
+    return [{"run_id": run_id, "model": model, "site": site, "dtype": dtype, "d": d, "n_tokens": n_tokens,
+             "manifest_path": workspace.relative(manifest)} for site, dtype, d, n_tokens, manifest in sites]

@@ -91,7 +91,8 @@ def wrap_module(module: torch.nn.Module, world: World) -> torch.nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    device_ids = [module_device(module).index] if module_device(module).type == "cuda" else None
+    device = module_device(module)
+    device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids)
 
 
