@@ -150,20 +150,21 @@ def timed(train: Callable[[], Any]) -> tuple[float, float, Any]:
 # ---------------------------------------------------------------- saelab
 
 
-def train_saelab(data: Data, d_in: int, batch: int, out: Path, lr: float = SAELAB_LR) -> Trained:
+def train_saelab(data: Data, d_in: int, batch: int, out: Path, lr: float = SAELAB_LR,
+                 b_dec_at_mean: bool = True) -> Trained:
     steps = len(data.order) // batch
     tokens = steps * batch
     config = TrainerConfig(  # what `saelab train` uses (saelab/workflows/train.py)
         total_tokens=tokens, batch_size=batch, lr=lr, lr_warmup_steps=min(100, steps // 10),
         lr_decay_steps=steps // 5, sparsity_warmup_steps=steps // 10,
-        dead_window_tokens=min(1_000_000, max(tokens // 4, batch)),
+        dead_window_tokens=min(1_000_000, max(tokens // 4, batch)), init_b_dec_to_mean=b_dec_at_mean,
     )
     cfg = SAEConfig(architecture="topk", d_in=d_in, d_sae=EXPANSION * d_in, k=K, hook_site=SITE, model_name=MODEL)
     batches = ({SITE: rows} for rows in batch_rows(data, batch))
     wall, cpu, trained = timed(lambda: train_saes({"saelab-topk": cfg}, batches, config, out, progress=False))
     sae = load_sae(trained[0].paths.directory)
     schedule = (f"warm-up {config.lr_warmup_steps}, decay last {config.lr_decay_steps}, AuxK, "
-                "input normalisation")
+                f"input normalisation, b_dec from {'the mean' if b_dec_at_mean else 'zero'}")
     return Trained(sae.encode, sae.decode, config.lr, schedule, wall, cpu)
 
 
@@ -332,8 +333,12 @@ def main() -> None:
     parser.add_argument("--saelab-lr", type=float, nargs="+", default=[SAELAB_LR],
                         help="saelab's peak lr (default 4e-4, what `saelab train` uses); more values add diagnostic "
                              "rows 'saelab-lrX', which the claim is not checked on")
+    parser.add_argument("--saelab-b-dec", choices=("mean", "zero"), nargs="+", default=["mean"],
+                        help="where saelab's b_dec starts (default: the data mean, as `saelab train` does); 'zero' "
+                             "adds diagnostic rows named '-b0'")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default benchmarks/results/...)")
     args = parser.parse_args()
+    args.saelab_b_dec = [choice == "mean" for choice in args.saelab_b_dec]
     sizes = QUICK if args.quick else FULL
     if args.train_tokens:
         sizes = sizes._replace(train_tokens=args.train_tokens)
@@ -344,8 +349,11 @@ def main() -> None:
     print(f"{MODEL} {SITE}: TopK k={K}, {EXPANSION * d_model} latents, batch {sizes.batch}, "
           f"{len(data.order) // sizes.batch} steps, {len(data.held_out):,} held-out rows, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    saelab_rows = {("saelab" if lr == SAELAB_LR else f"saelab-lr{lr:g}"): partial(train_saelab, lr=lr)
-                   for lr in args.saelab_lr} if not args.only or "saelab" in args.only else {}
+    saelab_rows = {
+        ("saelab" if lr == SAELAB_LR and at_mean else f"saelab-lr{lr:g}" + ("" if at_mean else "-b0")):
+            partial(train_saelab, lr=lr, b_dec_at_mean=at_mean)
+        for lr in args.saelab_lr for at_mean in args.saelab_b_dec
+    } if not args.only or "saelab" in args.only else {}
     peers = {name: train for name, train in TOOLS.items() if name != "saelab" and (not args.only or name in args.only)}
     rows = run_tools(saelab_rows | peers, data, d_model, sizes.batch)
     print_table(rows)

@@ -6,7 +6,9 @@
 Compares saelab's sparse TopK step with a plain dense PyTorch TopK step and, when installed, EleutherAI
 sparsify's SparseCoder and SAELens' TopKTrainingSAE. Every implementation uses the same optimiser
 (torch.optim.Adam, fused) and no dead-latent mask (so no AuxK pass). Steps are timed in interleaved rounds and the
-median is reported, which keeps the comparison fair on a machine shared with other jobs.
+median is reported, which keeps the comparison fair on a machine shared with other jobs. A last row times the
+encoder matmul alone (the floor: every TopK step computes it densely) in the same rounds, and saelab's step is
+reported as a fraction of it.
 """
 
 import argparse
@@ -99,11 +101,23 @@ def saelens_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     return step
 
 
+def encoder_matmul_floor(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
+    """Not a training step: the one dense product every TopK step must compute, (batch, d_in) @ (d_in, d_sae).
+    Timed beside the steps, it is the floor the issue measures saelab against, on this machine and this run."""
+    W_enc = torch.randn(d_in, d_sae) / d_in**0.5
+
+    def step() -> None:
+        torch.mm(x, W_enc)
+
+    return step
+
+
 IMPLEMENTATIONS: dict[str, Callable[[int, int, int, torch.Tensor], Step]] = {
     "saelab": saelab_step,
     "dense torch": dense_step,
     "sparsify": sparsify_step,
     "sae-lens": saelens_step,
+    "floor": encoder_matmul_floor,
 }
 
 
@@ -150,12 +164,15 @@ def main() -> None:
     for d_in in args.d_in:
         print(f"d_in {d_in}, d_sae {args.expansion * d_in}:")
         medians = time_rounds(build_steps(d_in, args.expansion, args.k, args.batch), args.rounds, args.warmup)
-        ours = medians["saelab"]
+        ours, floor = medians["saelab"], medians.pop("floor")
         for name, seconds in medians.items():
             print(
                 f"  {name:12s} {seconds * 1000:8.1f} ms/step {args.batch / seconds:10.0f} tokens/s"
                 f"   saelab speed-up x{seconds / ours:.2f}"
             )
+        gflops = 2 * args.batch * d_in * args.expansion * d_in / floor / 1e9
+        print(f"  floor: the encoder matmul alone {floor * 1000:.1f} ms ({args.batch / floor:.0f} tokens/s, "
+              f"{gflops:.0f} GFLOP/s); saelab's step runs at {floor / ours:.0%} of it")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,23 @@ def test_trainer_drives_fvu_down_and_saves_saes_for_raw_activations(tmp_path: Pa
         assert float(fraction_of_variance_unexplained(sae(x).x_hat, x)) < 0.3
 
 
+@pytest.mark.parametrize("at_mean", [True, False])
+def test_decoder_bias_starts_at_the_input_mean_unless_told_otherwise(tmp_path: Path, at_mean: bool) -> None:
+    offset = torch.linspace(-3.0, 5.0, D_IN)  # a mean far from zero, different in every feature
+    batches = [{site: x + offset for site, x in batch.items()} for batch in synthetic_batches(4, seed=5)]
+    cfg = {
+        "topk": SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=4, hook_site=SITE_A),
+        "raw": SAEConfig(architecture="jumprelu", d_in=D_IN, d_sae=D_SAE, hook_site=SITE_B,
+                         normalize_activations=False),
+    }
+    # one step at a vanishing lr: the saved b_dec (input scale folded back in) is where training started
+    config = trainer_config(1, lr=1e-12, init_b_dec_to_mean=at_mean)
+    train_saes(cfg, batches, config, tmp_path / "out", progress=False)
+    for sae_id, site in (("topk", SITE_A), ("raw", SITE_B)):
+        expected = torch.cat([b[site] for b in batches]).mean(0) if at_mean else torch.zeros(D_IN)
+        torch.testing.assert_close(load_sae(tmp_path / "out" / sae_id).b_dec, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_training_several_saes_together_equals_training_each_alone(tmp_path: Path) -> None:
     batches = synthetic_batches(40, seed=1)
     config = trainer_config(40, dead_window_tokens=5 * BATCH)  # short window: AuxK and resampling happen

@@ -36,7 +36,11 @@ class TrainerConfig:
     """Resample dead latents of architectures that use resampling (relu_l1, relu_l1_anthropic, vq)."""
 
     normalization_batches: int = 8
-    """Batches used to estimate each site's input scale (mean norm sqrt(d_in)); they are trained on too."""
+    """Batches used to estimate each site's input scale (mean norm sqrt(d_in)) and mean; they are trained on too."""
+
+    init_b_dec_to_mean: bool = True
+    """Start each SAE's decoder bias at the mean of its (scaled) input over the normalisation batches, so that
+    the latents begin by coding deviations from the mean rather than the mean itself; False: start at zero."""
 
     checkpoint_every_tokens: int | None = None
     """Write a checkpoint whenever this many more tokens are trained; None: only a final checkpoint."""

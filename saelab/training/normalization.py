@@ -14,3 +14,11 @@ def estimate_input_scale(batches: Sequence[Float[Tensor, "batch d_in"]]) -> floa
     if not mean_norm > 0 or mean_norm == float("inf"):
         raise ValueError(f"cannot normalise inputs whose mean norm is {mean_norm}; check the activations")
     return batches[0].shape[-1] ** 0.5 / mean_norm
+
+
+def estimate_input_mean(batches: Sequence[Float[Tensor, "batch d_in"]]) -> Float[Tensor, " d_in"]:
+    """The mean row of `batches` (float64), where a fresh SAE's decoder bias starts."""
+    mean = torch.cat([x.detach().double() for x in batches]).mean(0)
+    if not bool(mean.isfinite().all()):
+        raise ValueError("cannot take the mean of activations holding NaN or inf; check the activations")
+    return mean

@@ -46,7 +46,7 @@ from saelab.training.distributed import (
     sum_over_ranks,
     wrap_module,
 )
-from saelab.training.normalization import estimate_input_scale
+from saelab.training.normalization import estimate_input_mean, estimate_input_scale
 from saelab.training.schedule import lr_multiplier, sparsity_multiplier
 from saelab.training.state import (
     Member,
@@ -144,6 +144,26 @@ def estimate_input_scales(
     norms = [d_in[site] ** 0.5 / _site_scale(site, [batch[site] for batch in first]) for site in sites]
     scales = {site: d_in[site] ** 0.5 / norm for site, norm in zip(sites, mean_over_ranks(norms, world), strict=True)}
     return {cfg.hook_site: scales.get(cfg.hook_site, 1.0) for cfg in saes.values()}
+
+
+@torch.no_grad()
+def start_decoder_biases_at_mean_(
+    feed: DataFeed, members: Mapping[str, Member], scales: dict[str, float], config: TrainerConfig,
+    world: World = SINGLE_PROCESS,
+) -> None:
+    """Set each fresh SAE's b_dec to the mean of its (scaled) input over the first (global) batches."""
+    first = feed.look_ahead(config.normalization_batches)
+    means = {}
+    for site in sorted({m.sae.cfg.hook_site for m in members.values()}):
+        try:
+            local = estimate_input_mean([batch[site] for batch in first])
+        except ValueError as exc:
+            raise ValueError(f"site {site}: {exc}") from None
+        means[site] = sum_over_ranks(local, world) / world.size
+    for m in members.values():
+        cfg = m.sae.cfg
+        scale = scales[cfg.hook_site] if cfg.normalize_activations else 1.0
+        m.sae.b_dec.copy_(means[cfg.hook_site] * scale)
 
 
 def _site_scale(site: str, rows: list[Float[Tensor, "batch d_in"]]) -> float:
@@ -344,8 +364,10 @@ def train_saes(
     run = restore_checkpoint(saved, members, feed, ctx.signature) if saved is not None else RunState()
     for member in members.values():
         member.module = wrap_module(member.sae, world)
-    if run.input_scales is None:
+    if run.input_scales is None:  # a fresh run (a resumed one restored both from its checkpoint)
         run.input_scales = estimate_input_scales(feed, saes, config, world)
+        if config.init_b_dec_to_mean:
+            start_decoder_biases_at_mean_(feed, members, run.input_scales, config, world)
     if on_start is not None and world.is_main:
         on_start()
     run_steps(ctx, run, progress and world.is_main)
