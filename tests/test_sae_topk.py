@@ -6,7 +6,7 @@ from torch import Tensor
 
 from saelab.sae import SAE, SAEConfig
 from saelab.sae.batchtopk import batch_topk
-from saelab.sae.functional import latent_major_sum, sampled_row_dots, sparse_decode
+from saelab.sae.functional import latent_fire_counts, latent_major_sum, sampled_row_dots, sparse_decode
 
 D_IN, D_SAE, K, BATCH = 12, 40, 5, 16
 
@@ -127,3 +127,16 @@ def test_batch_topk_keeps_the_largest_batch_times_k_entries() -> None:
     assert int((kept > 0).sum()) == 24
     assert float(kept[kept > 0].min()) > float(pre[kept == 0].max())
     assert int((kept > 0).sum(-1).max()) > 3 or int((kept > 0).sum(-1).min()) < 3  # not per-row top-k
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "relu_l1", "jumprelu", "gated", "vq"])
+def test_latent_fire_counts_match_the_dense_latents(architecture: str) -> None:
+    torch.manual_seed(0)
+    cfg = SAEConfig(architecture=architecture, d_in=D_IN, d_sae=D_SAE, k=K if architecture != "vq" else 2)
+    x = torch.randn(BATCH, D_IN) * 3
+    with torch.no_grad():
+        out = SAE(cfg)(x)
+    counts = latent_fire_counts(out, D_SAE)
+    assert counts.dtype == torch.long and 0 < int(counts.sum()) < BATCH * D_SAE
+    # the plain definition: one count per listed (input, latent) entry with a positive activation
+    assert torch.equal(counts, torch.bincount(out.indices[out.acts > 0], minlength=D_SAE))

@@ -252,9 +252,15 @@ def dense_latents(out: SAEOutput, d_sae: int) -> Float[Tensor, "batch d_sae"]:
 
 
 def latent_fire_counts(out: SAEOutput, d_sae: int) -> Int64[Tensor, " d_sae"]:
-    """How many inputs of the batch each latent fired (activation > 0) on."""
-    fired = out.indices[out.acts.detach() > 0]
-    return torch.bincount(fired, minlength=d_sae)
+    """How many inputs of the batch each latent fired (activation > 0) on.
+
+    Counts without selecting the fired entries (a boolean-mask gather): a dense architecture's `indices` is a
+    broadcast `arange` (stride 0 over the batch), so its counts are column sums; sparse ones scatter-add."""
+    fired = out.acts.detach() > 0
+    if out.indices.shape[1] == d_sae and out.indices.stride(0) == 0:
+        return fired.sum(0, dtype=torch.long)
+    counts = torch.zeros(d_sae, dtype=torch.long, device=fired.device)
+    return counts.index_add_(0, out.indices.flatten(), fired.flatten().long())
 
 
 def mean_l0(out: SAEOutput) -> Float[Tensor, ""]:
