@@ -10,7 +10,8 @@ one tensor. The BOS position of each context is dropped (it is the same vector i
 the variance every tool explains). Every tool trains on the same rows in the same batch order, for the same number
 of steps, with TopK k=32, 4096 latents (16 x d_model), Adam, and its own training loop with its own
 default/recommended learning rate and schedule:
-  saelab    `train_saes` with the settings `saelab train` uses: lr 4e-4, warm-up min(100, steps/10), linear decay
+  saelab    `train_saes` with the settings `saelab train` uses: lr 3e-3 (the topk default), b_dec starting at the
+            mean of the first batches, warm-up min(100, steps/10), linear decay
             over the last 20% of steps, AuxK on latents dead for min(1M, tokens/4) tokens, inputs normalised to mean
             norm sqrt(d_in) (folded into the weights on save); the result is read back with `load_sae`.
   sparsify  its own `Trainer.fit`, fed through a stand-in model whose hooked module returns the cached rows (the
@@ -55,7 +56,7 @@ from saelab.activations import forward_sites, parse_sites
 from saelab.corpus import CorpusMix, bundled_corpus
 from saelab.data import TextsSource, iter_contexts
 from saelab.models import load_model
-from saelab.sae import SAEConfig, load_sae
+from saelab.sae import SAEConfig, get_architecture, load_sae
 from saelab.training import TrainerConfig, train_saes
 
 RESULTS = Path(__file__).parent / "results" / "bench_sae_quality.json"
@@ -65,8 +66,8 @@ K, EXPANSION = 32, 16
 ROWS_PER_SEQUENCE = 128
 """Rows per stand-in "sequence" for sparsify, whose batch size counts sequences."""
 TOLERANCE = 0.02
-SAELAB_LR = 4e-4
-"""The peak lr `saelab train` uses by default."""
+SAELAB_LR = get_architecture("topk").default_lr
+"""The peak lr `saelab train` uses for a TopK SAE by default."""
 NORM_BATCHES = 8
 """Batches an input-scale estimate reads (saelab's default; SAELens' variant row gets the same)."""
 
@@ -331,7 +332,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(TOOLS), help="tools to run (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared-machine noise low)")
     parser.add_argument("--saelab-lr", type=float, nargs="+", default=[SAELAB_LR],
-                        help="saelab's peak lr (default 4e-4, what `saelab train` uses); more values add diagnostic "
+                        help=f"saelab's peak lr (default {SAELAB_LR:g}, what `saelab train` uses); more values add diagnostic "
                              "rows 'saelab-lrX', which the claim is not checked on")
     parser.add_argument("--saelab-b-dec", choices=("mean", "zero"), nargs="+", default=["mean"],
                         help="where saelab's b_dec starts (default: the data mean, as `saelab train` does); 'zero' "

@@ -66,6 +66,25 @@ def run(script: str, args: list[str], timeout_s: int) -> tuple[str, float, int]:
     return output, time.perf_counter() - start, code
 
 
+def merge_sections(previous: str, fresh: list[str], fresh_header: str) -> tuple[str, list[str]]:
+    """The previous file's header and sections, with the sections of this (partial) run put in place of
+    theirs, each marked with today's date and load, so a reader sees which numbers come from which run."""
+    head, *old = previous.split("\n## ")
+    stamp = f"Re-run alone on {datetime.date.today().isoformat()} (`run_all.py --only`, load average " \
+            f"{os.getloadavg()[0]:.2f} after it); the other sections are from the run the header describes.\n\n"
+    replaced = {section.split("\n", 1)[0]: section for section in fresh}
+    merged = []
+    for section in ["## " + body for body in old]:
+        title = section.split("\n", 1)[0]
+        if title in replaced:
+            body = replaced.pop(title)
+            first, rest = body.split("\n\n", 1)
+            section = f"{first}\n\n{stamp}{rest}"
+        merged.append(section if section.endswith("\n") else section + "\n")
+    merged.extend(replaced.values())
+    return (head.rstrip("\n") + "\n" if head.strip() else fresh_header), merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for every benchmark")
@@ -99,6 +118,8 @@ def main() -> int:
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; the whole run took "
         f"{(time.perf_counter() - started) / 60:.0f} min. GPU: {gpu()}.\n"
     )
+    if args.only and args.out.exists():  # a partial run replaces its own sections and keeps the others
+        header, sections = merge_sections(args.out.read_text(), sections, header)
     args.out.write_text(header + "\n" + "\n".join(sections))
     print(f"wrote {args.out}")
     return 0

@@ -17,11 +17,31 @@ from saelab.training import TrainerConfig, lr_multiplier, sparsity_multiplier
         ({"checkpoint_every_tokens": 0}, "checkpoint_every_tokens"),
         ({"adam_betas": (0.9, 1.0)}, "adam_betas"),
         ({"log_every_steps": 0}, "log_every_steps"),
+        ({"sae_lrs": (("a", 1e-3), ("b-topk", -1.0))}, "lr of 'b-topk'.*-1.0"),
     ],
 )
 def test_invalid_trainer_config_names_the_value(fields: dict, named: str) -> None:
     with pytest.raises(ValueError, match=named):
         TrainerConfig(**{"total_tokens": 1024, "batch_size": 64, **fields})
+
+
+def test_peak_lr_is_the_sae_own_else_the_run_lr() -> None:
+    config = TrainerConfig(total_tokens=1024, batch_size=64, lr=3e-4, sae_lrs=(("fast", 2e-3),))
+    assert (config.peak_lr("fast"), config.peak_lr("other")) == (2e-3, 3e-4)
+
+
+def test_workflow_lr_comes_from_the_sae_then_the_run_then_the_architecture() -> None:
+    from saelab.sae import get_architecture
+    from saelab.workflows.train import SAESpec, TrainSpec, peak_lrs
+
+    saes = (SAESpec("1.resid_post", "topk"), SAESpec("1.resid_post", "relu_l1"),
+            SAESpec("1.resid_post", "jumprelu", lr=7e-5))
+    defaults = list(peak_lrs(TrainSpec(model="m", saes=saes)).values())
+    assert defaults == [get_architecture("topk").default_lr, get_architecture("relu_l1").default_lr, 7e-5]
+    assert defaults[0] > defaults[1]  # TopK-style SAEs have their own, higher default
+    assert list(peak_lrs(TrainSpec(model="m", saes=saes, lr=1e-3)).values()) == [1e-3, 1e-3, 7e-5]
+    with pytest.raises(ValueError, match="lr of the topk SAE on 1.resid_post must be positive"):
+        SAESpec("1.resid_post", lr=0.0)
 
 
 def test_total_steps() -> None:

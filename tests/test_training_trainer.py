@@ -121,6 +121,22 @@ def test_training_several_saes_together_equals_training_each_alone(tmp_path: Pat
             assert torch.equal(mine[name], theirs[name]), f"{sae_id}.{name}"
 
 
+def test_an_sae_with_its_own_lr_trains_as_it_would_alone_at_that_lr(tmp_path: Path) -> None:
+    batches = synthetic_batches(12, seed=3)
+    cfgs = {sae_id: cfg for sae_id, cfg in sweep().items() if sae_id in ("a-topk4", "a-relu")}
+    rows: list[dict] = []
+    config = trainer_config(12, lr=1e-3, sae_lrs=(("a-topk4", 4e-3),), log_every_steps=12)
+    train_saes(cfgs, batches, config, tmp_path / "together", metrics_sink=rows.extend, progress=False)
+    assert {row["sae_id"]: row["lr"] for row in rows} == pytest.approx({"a-topk4": 4e-3, "a-relu": 1e-3})
+    for sae_id, lr in (("a-topk4", 4e-3), ("a-relu", 1e-3)):
+        alone = train_saes({sae_id: cfgs[sae_id]}, batches, trainer_config(12, lr=lr), tmp_path / sae_id,
+                           progress=False)[0]
+        mine, theirs = saved_tensors(alone.paths.directory), saved_tensors(tmp_path / "together" / sae_id)
+        assert all(torch.equal(mine[name], theirs[name]) for name in mine), sae_id
+    with pytest.raises(ValueError, match=r"sae_lrs names SAEs not in this run: \['a-topk'\]"):
+        train_saes(cfgs, batches, trainer_config(12, sae_lrs=(("a-topk", 1e-3),)), tmp_path / "x", progress=False)
+
+
 def test_non_finite_loss_stops_with_the_sae_and_step_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
     batches = synthetic_batches(20, seed=2)
     batches[12][SITE_B] = batches[12][SITE_B].clone()

@@ -32,7 +32,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--l1", type=_csv(float), default=[5.0], help="L1 coefficients, comma-separated")
     parser.add_argument("--tokens", default="2M", help="activation rows per SAE, e.g. 500k, 5M (default 2M)")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per step (default 4096)")
-    parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (default 4e-4)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate of every SAE (default: per architecture, 3e-3 for topk and "
+                             "batchtopk, 4e-4 for the others)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--source", default="bundled", help="token source when streaming (default bundled)")
     parser.add_argument("--checkpoint-every", default="500k",

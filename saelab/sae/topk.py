@@ -60,5 +60,6 @@ TOPK = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_k=True,
+        default_lr=3e-3,
     )
 )

@@ -99,3 +99,7 @@ class Architecture:
 
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
+
+    default_lr: float = 4e-4
+    """Peak Adam learning rate `saelab train` uses for this architecture when none is given (inputs normalised
+    to mean norm sqrt(d_in)); see BENCHMARKS.md for the sweep behind the TopK-style values."""

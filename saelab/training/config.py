@@ -14,7 +14,10 @@ class TrainerConfig:
     """Rows per batch; every batch the data iterator yields must have exactly this many."""
 
     lr: float = 3e-4
-    """Peak Adam learning rate."""
+    """Peak Adam learning rate (of every SAE not named in `sae_lrs`)."""
+
+    sae_lrs: tuple[tuple[str, float], ...] = ()
+    """(sae_id, peak lr) of SAEs that train at their own learning rate; the schedule is shared."""
 
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam's (beta1, beta2)."""
@@ -67,8 +70,9 @@ class TrainerConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.total_tokens < self.batch_size:
             raise ValueError(f"total_tokens {self.total_tokens} is less than one batch of {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for sae_id, lr in ((None, self.lr), *self.sae_lrs):
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+                raise ValueError(f"lr{'' if sae_id is None else f' of {sae_id!r}'} must be positive, got {lr!r}")
         if not all(0 <= beta < 1 for beta in self.adam_betas):
             raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
         if self.checkpoint_every_tokens is not None and self.checkpoint_every_tokens <= 0:
@@ -79,3 +83,7 @@ class TrainerConfig:
     @property
     def total_steps(self) -> int:
         return self.total_tokens // self.batch_size
+
+    def peak_lr(self, sae_id: str) -> float:
+        """The peak learning rate of one SAE."""
+        return dict(self.sae_lrs).get(sae_id, self.lr)

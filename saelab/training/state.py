@@ -42,7 +42,7 @@ def _member_seed(seed: int, sae_id: str) -> int:
 
 def new_member(sae_id: str, cfg: SAEConfig, config: TrainerConfig, device: torch.device) -> Member:
     sae = SAE(cfg).to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas, fused=True)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.peak_lr(sae_id), betas=config.adam_betas, fused=True)
     tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(_member_seed(config.seed, sae_id))
     return Member(sae_id, sae, optimizer, tokens_since_fired, generator)

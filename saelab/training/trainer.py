@@ -90,7 +90,9 @@ def train_step(
         raise TrainingDivergedError(
             f"SAE {member.sae_id!r} has loss {float(loss.total.detach())} at step {step + 1}"
         )
-    lr = config.lr * lr_multiplier(step, config.total_steps, config.lr_warmup_steps, config.lr_decay_steps)
+    lr = config.peak_lr(member.sae_id) * lr_multiplier(
+        step, config.total_steps, config.lr_warmup_steps, config.lr_decay_steps
+    )
     for group in member.optimizer.param_groups:
         group["lr"] = lr
     member.optimizer.zero_grad(set_to_none=True)
@@ -351,6 +353,9 @@ def train_saes(
     Inside an initialised process group (`torchrun`, see saelab.training.distributed) every rank passes the
     same global batches of `config.batch_size` rows and trains on its own slice of each, data-parallel."""
     _check_sae_ids(saes)
+    unknown = sorted({sae_id for sae_id, _ in config.sae_lrs} - set(saes))
+    if unknown:
+        raise ValueError(f"sae_lrs names SAEs not in this run: {unknown}; the run trains {sorted(saes)}")
     device = torch.device(device)
     world = current_world()
     local_batch_size(config.batch_size, world)

@@ -33,6 +33,12 @@ class SAESpec:
     """L1 weight (relu_l1, relu_l1_anthropic, gated)."""
     l0_coefficient: float = 1.0
     """L0 weight (jumprelu)."""
+    lr: float | None = None
+    """Peak learning rate of this SAE; None: the run's `lr`, or else its architecture's `default_lr`."""
+
+    def __post_init__(self) -> None:
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr of the {self.architecture} SAE on {self.site} must be positive, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,9 @@ class TrainSpec:
     """Activation rows each SAE trains on."""
     batch_size: int = 4096
     """Rows per step."""
-    lr: float = 4e-4
-    """Peak Adam learning rate."""
+    lr: float | None = None
+    """Peak Adam learning rate of every SAE that sets none; None: each architecture's `default_lr`
+    (TopK-style SAEs train well at a higher rate than L1/L0-penalised ones, see BENCHMARKS.md)."""
     seed: int = 0
     """Seed of SAE initialisation and batch order."""
     source: str = "bundled"
@@ -67,6 +74,8 @@ class TrainSpec:
             raise ValueError("a training run needs at least one SAE")
         if self.tokens <= 0 or self.batch_size <= 0:
             raise ValueError(f"tokens ({self.tokens}) and batch_size ({self.batch_size}) must be positive")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
     @property
     def run_hash(self) -> str:
@@ -111,6 +120,17 @@ def existing_saes(workspace: Workspace, sae_ids: list[str]) -> dict[str, Path] |
             return None
         found[sae_id] = directory
     return found
+
+
+def peak_lrs(spec: TrainSpec) -> dict[str, float]:
+    """Each SAE's peak learning rate: its own, else the run's, else its architecture's default."""
+    from saelab.sae import get_architecture
+
+    lrs = {}
+    for entry in spec.saes:
+        lr = entry.lr if entry.lr is not None else spec.lr
+        lrs[sae_id_of(entry, spec.run_hash)] = lr if lr is not None else get_architecture(entry.architecture).default_lr
+    return lrs
 
 
 def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, SAEConfig]):
@@ -160,8 +180,10 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     if found is not None and done:
         return TrainResult(run_id, list(configs), found, reused=True)
     batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
+    lrs = peak_lrs(spec)
     trainer_config = TrainerConfig(
-        total_tokens=spec.tokens, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
+        total_tokens=spec.tokens, batch_size=spec.batch_size, lr=next(iter(lrs.values())),
+        sae_lrs=tuple(lrs.items()), seed=spec.seed,
         lr_warmup_steps=min(100, spec.tokens // spec.batch_size // 10),
         lr_decay_steps=spec.tokens // spec.batch_size // 5,
         sparsity_warmup_steps=spec.tokens // spec.batch_size // 10,
