@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from saelab.sae import SAE, SAEConfig
+from saelab.training import reuse_freed_memory
 
 Step = Callable[[], None]
 
@@ -161,6 +162,7 @@ def main() -> None:
     if args.quick:
         args.d_in, args.batch, args.rounds, args.warmup = [64], 512, 3, 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, k {args.k}")
+    default_ms = {}
     for d_in in args.d_in:
         print(f"d_in {d_in}, d_sae {args.expansion * d_in}:")
         medians = time_rounds(build_steps(d_in, args.expansion, args.k, args.batch), args.rounds, args.warmup)
@@ -173,6 +175,19 @@ def main() -> None:
         gflops = 2 * args.batch * d_in * args.expansion * d_in / floor / 1e9
         print(f"  floor: the encoder matmul alone {floor * 1000:.1f} ms ({args.batch / floor:.0f} tokens/s, "
               f"{gflops:.0f} GFLOP/s); saelab's step runs at {floor / ours:.0%} of it")
+        default_ms[d_in] = ours
+    # Last, as it changes the whole process: the malloc setting `saelab train` applies to its own process
+    # (saelab.training.reuse_freed_memory). The table above is like for like, every step on the default allocator.
+    if reuse_freed_memory():
+        print("with `saelab train`'s allocator setting (freed large blocks kept for reuse):")
+        for d_in in args.d_in:
+            x = torch.randn(args.batch, d_in, generator=torch.Generator().manual_seed(0))
+            steps = {name: IMPLEMENTATIONS[name](d_in, args.expansion * d_in, args.k, x) for name in ("saelab", "floor")}
+            medians = time_rounds(steps, args.rounds, args.warmup)
+            ours, floor = medians["saelab"], medians["floor"]
+            print(f"  d_in {d_in}: saelab {ours * 1000:8.1f} ms/step {args.batch / ours:10.0f} tokens/s, "
+                  f"x{default_ms[d_in] / ours:.2f} the default allocator's; {floor / ours:.0%} of the floor "
+                  f"({floor * 1000:.1f} ms)")
 
 
 if __name__ == "__main__":

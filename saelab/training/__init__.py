@@ -5,6 +5,7 @@ trained = train_saes({"l2-topk32": sae_cfg}, batches, TrainerConfig(total_tokens
                      output_dir="saes", checkpoint_dir="checkpoints/run1", metrics_sink=store.add_rows)
 """
 
+from saelab.training.allocator import reuse_freed_memory
 from saelab.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from saelab.training.config import TrainerConfig
 from saelab.training.dead import RESAMPLERS, register_resampler
@@ -23,6 +24,7 @@ __all__ = [
     "load_checkpoint",
     "lr_multiplier",
     "register_resampler",
+    "reuse_freed_memory",
     "save_checkpoint",
     "sparsity_multiplier",
     "train_saes",
