@@ -12,7 +12,7 @@ of steps, with TopK k=32, 4096 latents (16 x d_model), Adam, and its own trainin
 default/recommended learning rate and schedule:
   saelab    `train_saes` with the settings `saelab train` uses: lr 3e-3 (the topk default), b_dec starting at the
             mean of the first batches, warm-up min(100, steps/10), linear decay
-            over the last 20% of steps, AuxK on latents dead for min(1M, tokens/4) tokens, inputs normalised to mean
+            over the last 20% of steps, AuxK on latents idle for min(1M, tokens/16) tokens, inputs normalised to mean
             norm sqrt(d_in) (folded into the weights on save); the result is read back with `load_sae`.
   sparsify  its own `Trainer.fit`, fed through a stand-in model whose hooked module returns the cached rows (the
             "token ids" are row indices): optimizer "adam", lr 2e-4 / sqrt(latents / 2^14) (its default), linear
@@ -57,7 +57,8 @@ from saelab.corpus import CorpusMix, bundled_corpus
 from saelab.data import TextsSource, iter_contexts
 from saelab.models import load_model
 from saelab.sae import SAEConfig, get_architecture, load_sae
-from saelab.training import TrainerConfig, train_saes
+from saelab.training import train_saes
+from saelab.workflows.train import scheduled_trainer_config
 
 RESULTS = Path(__file__).parent / "results" / "bench_sae_quality.json"
 MODEL, SITE = "saelab-tiny", "2.resid_post"
@@ -155,11 +156,7 @@ def train_saelab(data: Data, d_in: int, batch: int, out: Path, lr: float = SAELA
                  b_dec_at_mean: bool = True) -> Trained:
     steps = len(data.order) // batch
     tokens = steps * batch
-    config = TrainerConfig(  # what `saelab train` uses (saelab/workflows/train.py)
-        total_tokens=tokens, batch_size=batch, lr=lr, lr_warmup_steps=min(100, steps // 10),
-        lr_decay_steps=steps // 5, sparsity_warmup_steps=steps // 10,
-        dead_window_tokens=min(1_000_000, max(tokens // 4, batch)), init_b_dec_to_mean=b_dec_at_mean,
-    )
+    config = scheduled_trainer_config(tokens, batch, lr=lr, init_b_dec_to_mean=b_dec_at_mean)  # as `saelab train`
     cfg = SAEConfig(architecture="topk", d_in=d_in, d_sae=EXPANSION * d_in, k=K, hook_site=SITE, model_name=MODEL)
     batches = ({SITE: rows} for rows in batch_rows(data, batch))
     wall, cpu, trained = timed(lambda: train_saes({"saelab-topk": cfg}, batches, config, out, progress=False))

@@ -17,6 +17,7 @@ from saelab.training import TrainerConfig, lr_multiplier, sparsity_multiplier
         ({"checkpoint_every_tokens": 0}, "checkpoint_every_tokens"),
         ({"adam_betas": (0.9, 1.0)}, "adam_betas"),
         ({"log_every_steps": 0}, "log_every_steps"),
+        ({"auxk_window_tokens": 0}, "auxk_window_tokens"),
         ({"sae_lrs": (("a", 1e-3), ("b-topk", -1.0))}, "lr of 'b-topk'.*-1.0"),
     ],
 )

@@ -121,6 +121,20 @@ def test_training_several_saes_together_equals_training_each_alone(tmp_path: Pat
             assert torch.equal(mine[name], theirs[name]), f"{sae_id}.{name}"
 
 
+def test_auxk_starts_on_latents_idle_for_its_own_shorter_window(tmp_path: Path) -> None:
+    batches = synthetic_batches(8, seed=4)
+    cfg = {"topk": SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=4, hook_site=SITE_A)}
+    auxk = {}
+    for window in (None, 2 * BATCH):
+        rows: list[dict] = []
+        config = trainer_config(8, dead_window_tokens=100 * BATCH, auxk_window_tokens=window, log_every_steps=1)
+        train_saes(cfg, batches, config, tmp_path / str(window), metrics_sink=rows.extend, progress=False)
+        auxk[window] = [row["loss_auxk"] for row in rows]
+        assert all(row["dead_fraction"] == 0 for row in rows)  # the metric keeps the (long) dead window
+    assert auxk[None] == [0.0] * 8
+    assert auxk[2 * BATCH][:2] == [0.0, 0.0] and all(loss > 0 for loss in auxk[2 * BATCH][2:]), auxk
+
+
 def test_an_sae_with_its_own_lr_trains_as_it_would_alone_at_that_lr(tmp_path: Path) -> None:
     batches = synthetic_batches(12, seed=3)
     cfgs = {sae_id: cfg for sae_id, cfg in sweep().items() if sae_id in ("a-topk4", "a-relu")}

@@ -32,8 +32,12 @@ class TrainerConfig:
     """Steps over which the sparsity penalty (L1 / L0) rises linearly from 0 to its coefficient."""
 
     dead_window_tokens: int = 1_000_000
-    """A latent that has not fired for this many tokens is dead: AuxK reconstructs with it, and ReLU/L1
-    SAEs resample it (every window) while enough training remains."""
+    """A latent that has not fired for this many tokens is dead (the metrics' dead fraction): ReLU/L1 SAEs
+    resample it (every window) while enough training remains, and AuxK reconstructs with it."""
+
+    auxk_window_tokens: int | None = None
+    """AuxK's own, usually shorter, window: it trains latents idle this long on the residual (a gradient, not a
+    reset, so it can start early); None: `dead_window_tokens`."""
 
     resample_dead: bool = True
     """Resample dead latents of architectures that use resampling (relu_l1, relu_l1_anthropic, vq)."""
@@ -75,6 +79,8 @@ class TrainerConfig:
                 raise ValueError(f"lr{'' if sae_id is None else f' of {sae_id!r}'} must be positive, got {lr!r}")
         if not all(0 <= beta < 1 for beta in self.adam_betas):
             raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
+        if self.auxk_window_tokens is not None and self.auxk_window_tokens <= 0:
+            raise ValueError(f"auxk_window_tokens must be positive or None, got {self.auxk_window_tokens}")
         if self.checkpoint_every_tokens is not None and self.checkpoint_every_tokens <= 0:
             raise ValueError(
                 f"checkpoint_every_tokens must be positive or None, got {self.checkpoint_every_tokens}"

@@ -84,7 +84,9 @@ def train_step(
     when training is distributed; a metrics row (this rank's numbers) if `log`."""
     sae = member.sae
     dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
-    out = (member.module or sae)(x, dead)
+    auxk_window = config.auxk_window_tokens
+    idle = dead if auxk_window is None else dead_latents(member.tokens_since_fired, auxk_window)
+    out = (member.module or sae)(x, idle)
     loss = sae.loss(x, out, LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps)))
     if not bool(torch.isfinite(loss.total)):
         raise TrainingDivergedError(

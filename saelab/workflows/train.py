@@ -6,13 +6,16 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.db import ResultsStore
 from saelab.sae import SAEConfig, sae_paths
 from saelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from saelab.training import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,20 @@ def existing_saes(workspace: Workspace, sae_ids: list[str]) -> dict[str, Path] |
     return found
 
 
+def scheduled_trainer_config(tokens: int, batch_size: int, **fields) -> "TrainerConfig":
+    """The schedule `saelab train` gives a run of `tokens` rows: lr warm-up over min(100, steps/10) steps, linear
+    decay over the last 20%, sparsity warm-up over the first 10%; latents idle for a quarter of the run (at most
+    1M tokens) are dead, and AuxK starts on those idle for a sixteenth. `fields` sets the rest of TrainerConfig."""
+    from saelab.training import TrainerConfig
+
+    steps = tokens // batch_size
+    return TrainerConfig(
+        total_tokens=tokens, batch_size=batch_size, lr_warmup_steps=min(100, steps // 10), lr_decay_steps=steps // 5,
+        sparsity_warmup_steps=steps // 10, dead_window_tokens=min(1_000_000, max(tokens // 4, batch_size)),
+        auxk_window_tokens=min(1_000_000, max(tokens // 16, batch_size)), **fields,
+    )
+
+
 def peak_lrs(spec: TrainSpec) -> dict[str, float]:
     """Each SAE's peak learning rate: its own, else the run's, else its architecture's default."""
     from saelab.sae import get_architecture
@@ -169,7 +186,7 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store.
     Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
     from saelab.models import load_model
-    from saelab.training import TrainerConfig, load_checkpoint, train_saes
+    from saelab.training import load_checkpoint, train_saes
     from saelab.training.distributed import init_from_env
 
     model = load_model(spec.model)
@@ -181,13 +198,8 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
         return TrainResult(run_id, list(configs), found, reused=True)
     batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
     lrs = peak_lrs(spec)
-    trainer_config = TrainerConfig(
-        total_tokens=spec.tokens, batch_size=spec.batch_size, lr=next(iter(lrs.values())),
-        sae_lrs=tuple(lrs.items()), seed=spec.seed,
-        lr_warmup_steps=min(100, spec.tokens // spec.batch_size // 10),
-        lr_decay_steps=spec.tokens // spec.batch_size // 5,
-        sparsity_warmup_steps=spec.tokens // spec.batch_size // 10,
-        dead_window_tokens=min(1_000_000, max(spec.tokens // 4, spec.batch_size)),
+    trainer_config = scheduled_trainer_config(
+        spec.tokens, spec.batch_size, lr=next(iter(lrs.values())), sae_lrs=tuple(lrs.items()), seed=spec.seed,
         checkpoint_every_tokens=spec.checkpoint_every_tokens, log_every_steps=spec.log_every_steps,
     )
     world = init_from_env()
