@@ -12,6 +12,8 @@ Each round times, one after another:
   (s) `stream_batches` alone: tokenising, the same forward and the shuffling buffer, without training;
   (d) SAELens' MultiSAETrainingRunner training the same 8 SAEs from one forward per batch, on the same model object
       and the same pre-tokenised contexts (skipped with --skip-saelens or when sae-lens is not installed).
+The process runs with the malloc setting `saelab train` applies to its own process (freed large blocks kept for
+reuse, saelab.training.reuse_freed_memory; every row gets it, SAELens' too); --default-allocator turns it off.
 Medians over the rounds are reported. Wall-clock time and process CPU time (one torch thread by default) are both
 recorded; on a machine shared with other jobs the CPU time is the robust number, so the target is checked on it.
 Writes benchmarks/results/bench_multi_sae.json.
@@ -44,7 +46,7 @@ from saelab.corpus import CorpusMix, bundled_corpus
 from saelab.data import TextsSource, iter_contexts
 from saelab.models import load_model
 from saelab.sae import SAEConfig
-from saelab.training import TrainerConfig, train_saes
+from saelab.training import TrainerConfig, reuse_freed_memory, train_saes
 
 RESULTS = Path(__file__).parent / "results" / "bench_multi_sae.json"
 MODEL = "saelab-tiny"
@@ -264,7 +266,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, help="latents per SAE")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared-machine noise low)")
     parser.add_argument("--skip-saelens", action="store_true")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (by default the process keeps freed large blocks, as "
+                             "`saelab train` does)")
     args = parser.parse_args()
+    allocator = "default malloc" if args.default_allocator or not reuse_freed_memory() else "freed blocks reused"
     sizes = QUICK if args.quick else FULL
     sizes = sizes._replace(**{k: v for k, v in (("rounds", args.rounds), ("tokens", args.tokens),
                                                  ("width", args.width)) if v is not None})
@@ -274,11 +280,11 @@ def main() -> None:
     model, source = load_model(MODEL), corpus_source()
     print(f"{MODEL}: 8 SAEs (TopK k={K} and ReLU-L1 {L1} on {SITES}), width {sizes.width}, {sizes.tokens:,} tokens, "
           f"batch {sizes.batch}, torch {torch.__version__}, {args.threads} thread(s), {sizes.rounds} round(s), "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{allocator}, load average {os.getloadavg()[0]:.1f}", flush=True)
     report = run_rounds(model, source, sizes, with_saelens=not args.skip_saelens)
     report["ratios"] = ratios(report)
     report["sizes"] = sizes._asdict()
-    report["machine"] = {"torch_threads": args.threads, "cpus": os.cpu_count(), "python": platform.python_version(),
+    report["machine"] = {"allocator": allocator, "torch_threads": args.threads, "cpus": os.cpu_count(), "python": platform.python_version(),
                          "torch": torch.__version__, "platform": platform.platform(), "load_average": os.getloadavg()}
     print_table(report, sizes)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

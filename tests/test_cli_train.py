@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import pytest
 
@@ -37,6 +38,12 @@ def test_train_streams_records_and_reuses(tmp_path, capsys):
     metrics = store.select("training_metrics")
     assert {"loss", "fvu", "l0", "dead_fraction"} <= set(metrics["metric"])
     assert list(store.runs()["status"]) == ["done"]
+    # without --lr each SAE trains at its architecture's default, recorded with the run and in its metric rows
+    recorded = json.loads(store.runs()["config"][0])["peak_lr"]
+    peak = {sae_id.split("-")[1]: lr for sae_id, lr in recorded.items()}
+    assert peak == {"topk": 3e-3, "relu_l1": 4e-4}
+    lrs = metrics[metrics["metric"] == "lr"].merge(saes[["sae_id", "architecture"]], on="sae_id")
+    assert lrs.groupby("architecture")["value"].max().to_dict() == pytest.approx(peak)
 
     before = tree_digest(ws)
     capsys.readouterr()

@@ -211,7 +211,7 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     started = []  # the run is recorded once its first batches passed the trainer's checks
 
     def begin() -> None:
-        _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), list(configs))
+        _begin_run(store, run_id, spec, data_note, load_checkpoint(checkpoint_dir), lrs)
         started.append(True)
 
     try:
@@ -238,11 +238,13 @@ def _recorded_done(workspace: Workspace, run_id: str) -> bool:
 
 
 def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str, checkpoint: dict | None,
-               sae_ids: list[str]) -> None:
-    """Insert the run, or mark a resumed one running again and drop metric rows past its checkpoint."""
+               lrs: dict[str, float]) -> None:
+    """Insert the run (its config with each SAE's resolved peak lr), or mark a resumed one running again and
+    drop metric rows past its checkpoint."""
     if store.select("runs", where={"run_id": run_id}).empty:
-        store.insert("runs", [{"run_id": run_id, "kind": "train", "name": spec.model,
-                               "config": {**asdict(spec), "data": data_note}, "status": "running"}])
+        config = {**asdict(spec), "data": data_note, "peak_lr": lrs}
+        store.insert("runs", [{"run_id": run_id, "kind": "train", "name": spec.model, "config": config,
+                               "status": "running"}])
         return
     resumed_step = int(checkpoint["step"]) if checkpoint is not None else 0
     store.delete_training_metrics_after(run_id, resumed_step)
