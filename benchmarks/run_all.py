@@ -19,13 +19,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (title, script, extra arguments for --quick)
+# (title, script, extra arguments for --quick[, extra arguments for the full run])
 BENCHMARKS = [
     ("Activation caching vs a bare forward (and SAELens)", "bench_caching.py", ["--quick"]),
     ("SAE training step: TopK vs sparsify and SAELens", "bench_sae_step.py", ["--quick"]),
     ("Multi-SAE: 8 SAEs on 4 sites from one pass vs the SAE compute alone (and SAELens)", "bench_multi_sae.py",
      ["--quick"]),
     ("SAE quality at the same token budget: saelab vs sparsify and SAELens", "bench_sae_quality.py", ["--quick"]),
+    ("saelab's learning-rate sweep behind the topk default (same data as the quality table)", "bench_sae_quality.py",
+     ["--quick", "--only", "saelab", "--saelab-lr", "1e-3", "3e-3", "--out", "/dev/null"],
+     ["--only", "saelab", "--saelab-lr", "1e-3", "2e-3", "3e-3", "4e-3", "6e-3", "--saelab-b-dec", "mean", "zero",
+      "--out", "benchmarks/results/bench_sae_quality_lr_sweep.json"]),
     ("Feature dashboards", "bench_dashboards.py", ["--quick"]),
     ("Circuit methods: time and AUC", "bench_circuits.py", ["--quick"]),
     ("Web app latency", "bench_app.py", ["--quick"]),
@@ -88,20 +92,21 @@ def merge_sections(previous: str, fresh: list[str], fresh_header: str) -> tuple[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for every benchmark")
-    parser.add_argument("--only", nargs="*", help="script names to run (default: all)")
+    parser.add_argument("--only", nargs="*",
+                        help="script names, or words of section titles, to run (default: all)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     sections = []
     load_before = os.getloadavg()
     started = time.perf_counter()
-    for title, script, quick_args in BENCHMARKS:
-        if args.only and script not in args.only:
+    for title, script, quick_args, *full_args in BENCHMARKS:
+        if args.only and not any(name == script or name in title for name in args.only):
             continue
         if not (ROOT / "benchmarks" / script).exists():
             sections.append(f"## {title}\n\n`benchmarks/{script}` does not exist yet.\n")
             continue
-        extra = quick_args if args.quick else []
+        extra = quick_args if args.quick else [arg for group in full_args for arg in group]
         print(f"running {script} {' '.join(extra)}", flush=True)
         output, seconds, code = run(script, extra, args.timeout)
         status = "" if code == 0 else f" — exited with status {code}"
