@@ -86,7 +86,9 @@ def merge_sections(previous: str, fresh: list[str], fresh_header: str) -> tuple[
             section = f"{first}\n\n{stamp}{rest}"
         merged.append(section if section.endswith("\n") else section + "\n")
     merged.extend(replaced.values())
-    return (head.rstrip("\n") + "\n" if head.strip() else fresh_header), merged
+    note = "Sections that begin \"Re-run alone on\" come from a later partial run (`run_all.py --only`)."
+    head = head.rstrip("\n") + ("" if note in head else f"\n\n{note}") + "\n"
+    return (head if head.strip() else fresh_header), merged
 
 
 def main() -> int:
