@@ -7,16 +7,17 @@ import threading
 from pathlib import Path
 
 from saelab.errors import SaelabError
+from saelab.paths import app_dir
 from saelab.workspace import Workspace
 
 
 def app_main_script() -> Path:
-    """`app/main.py` of the saelab source tree (next to the `saelab` package)."""
-    script = Path(__file__).resolve().parents[2] / "app" / "main.py"
+    """`app/main.py`, from the source tree or the installed wheel (`saelab.paths.app_dir`)."""
+    script = app_dir() / "main.py"
     if not script.is_file():
         raise SaelabError(
-            f"the web app is not installed next to the saelab package (looked for {script}); "
-            "install saelab from a source checkout with `pip install -e .`"
+            f"the web app is missing from this installation (looked for {script}); "
+            "reinstall saelab (`pip install .` or a built wheel)"
         )
     return script
 
