@@ -365,6 +365,11 @@ def test_refusal_of_a_location_ablation_barely_moves(random_model, context):
     assert refusal(negative, SupervisedEvalConfig(min_gap_fraction=0.1)) is not None
     grown = context._replace(ld_clean=4.0, ld_mean_ablation=4.1)  # ablation helps slightly
     assert refusal(grown, SupervisedEvalConfig(min_gap_fraction=0.05)) is not None
+    helps = context._replace(ld_clean=4.0, ld_mean_ablation=6.0)  # ablation helps a lot: the location matters
+    assert refusal(helps, SupervisedEvalConfig(min_gap_fraction=0.05)) is None
+    small = context._replace(ld_clean=1.0, ld_mean_ablation=0.5)  # the fraction is of the clean value
+    assert refusal(small, SupervisedEvalConfig(min_gap_fraction=0.45)) is None
+    assert refusal(small, SupervisedEvalConfig(min_gap_fraction=0.6)) is not None
     with pytest.raises(ValueError, match="min_gap_fraction"):
         SupervisedEvalConfig(min_gap_fraction=1.0)
 
