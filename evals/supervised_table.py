@@ -14,6 +14,12 @@ BatchTopK, ReLU/L1, JumpReLU, Gated, and the discrete ones: a VQ codebook and th
 are trained on the location's activations over --train-prompts further prompts; all are scored on --eval
 prompts whose (IO, S) name pairs the fit set never had. Rows go to the workspace's store (eval_kind
 "supervised_ioi"; trained SAEs into saes/ and the saes table).
+
+Locations are named by their heads, position and measured attention; each location's header line gives what
+mean-ablating it does to the logit difference. A location whose mean-ablation gap is below --min-gap-fraction
+of the clean logit difference is refused with a one-line reason (no SAEs are trained for it). Edit accuracy is
+shown over the prompts whose prediction the true counterfactual changes (with their count) and over all
+prompts, for every named edit, beside the no-edit row.
 """
 
 import argparse
@@ -25,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -37,12 +44,15 @@ from saelab.evals.ioi import (
     split_fit_eval,
     synthetic_prompts,
 )
-from saelab.evals.supervised import SupervisedEvalConfig, sae_dictionary
+from saelab.evals.supervised import SupervisedEvalConfig, no_edit_dictionary, sae_dictionary
 from saelab.evals.supervised_ioi import (
     DictionaryScores,
+    LocationContext,
     acts_at,
     evaluate_dictionary,
     location_context,
+    refusal,
+    score_metrics,
     score_rows,
     subset_prompts,
     supervised_for,
@@ -72,6 +82,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--vq-codes", type=int, default=1, help="codes per input of the VQ codebook SAE")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-gap-fraction", type=float, default=SupervisedEvalConfig.min_gap_fraction,
+                        help="refuse a location whose mean-ablation gap is below this fraction of the clean "
+                        "logit difference")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--synthetic", action="store_true",
                         help="plumbing check: saelab-random and IOI-shaped synthetic prompts (numbers mean nothing)")
     parser.add_argument("--quick", action="store_true", help="small prompt counts and short training")
@@ -172,44 +186,92 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def score_location(model, location, fit, evaluation, train, ids, out_root: Path, args) -> tuple[list, dict]:
-    cfg = SupervisedEvalConfig(batch_size=64, seed=args.seed)
+def describe(ctx: LocationContext) -> str:
+    """The location's header line: heads, position, what mean-ablating it does, and the changed-only counts."""
+    gap = ctx.ld_clean - ctx.ld_mean_ablation
+    changed = ", ".join(f"{a} {n}" for a, n in ctx.n_changed.items())
+    heads = "+".join(f"{layer}.{head}" for layer, head in ctx.location.heads)
+    return (f"{ctx.location.name}: heads {heads} hook_z at {ctx.location.position}; mean-ablating it moves the "
+            f"logit difference {ctx.ld_clean:.3f} -> {ctx.ld_mean_ablation:.3f} (gap {gap:.3f} = "
+            f"{_ratio(gap, ctx.ld_clean):.1%} of clean); prompts whose prediction the true counterfactual "
+            f"changes: {changed} of {ctx.prompts.size}")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+class LocationResult(NamedTuple):
+    header: str
+    """`describe` of the location, or its refusal."""
+    scores: list[DictionaryScores]
+    """Empty when refused."""
+    saes: dict
+
+
+def score_location(model, location, fit, evaluation, train, ids, out_root: Path, args) -> LocationResult:
+    cfg = SupervisedEvalConfig(batch_size=64, seed=args.seed, min_gap_fraction=args.min_gap_fraction)
     start = time.perf_counter()
     ctx = location_context(model, fit, evaluation, location, ids, cfg)
+    if (reason := refusal(ctx, cfg)) is not None:
+        log.info(reason)
+        return LocationResult(reason, [], {})
     slug = f"ioi-{slugify(args.model)}-{slugify(location.name)}"
     acts = acts_at(model, train, location, 64)
     saes = train_location_saes(acts, sae_configs(args, acts.shape[1], slug), out_root / slug, args)
     log.info("%s: context and %d SAEs in %.0f s", location.name, len(saes), time.perf_counter() - start)
-    dictionaries = [supervised_for(ctx)]
+    dictionaries = [no_edit_dictionary(), supervised_for(ctx)]
     for arch, (sae, _) in saes.items():
         dictionaries.append(sae_dictionary(sae, f"{slug}-{arch}", ctx.fit_acts, ctx.fit_codes, ctx.n_values, cfg))
     topk_sae = saes["topk"][0]
     dictionaries.append(sae_dictionary(topk_sae, f"{slug}-topk-argmax", ctx.fit_acts, ctx.fit_codes, ctx.n_values,
                                        cfg, argmax_code=True))
-    return [evaluate_dictionary(model, ctx, d, cfg) for d in dictionaries], saes
+    return LocationResult(describe(ctx), [evaluate_dictionary(model, ctx, d, cfg) for d in dictionaries], saes)
 
 
-COLUMNS = (("FVU", "fvu"), ("suff", "sufficiency"), ("nec", "necessity"), ("edit IO", "edit_accuracy_IO"),
-           ("edit S", "edit_accuracy_S"), ("edit pos", "edit_accuracy_pos"), ("edit mag", "edit_magnitude"),
-           ("F1 IO", "f1_IO"), ("F1 S", "f1_S"), ("F1 pos", "f1_pos"), ("split", "over_splitting"),
-           ("occl", "occlusion"))
+APPROXIMATION = (("FVU", "fvu"), ("suff", "sufficiency"), ("nec", "necessity"), ("F1 IO", "f1_IO"),
+                 ("F1 S", "f1_S"), ("F1 pos", "f1_pos"), ("split", "over_splitting"), ("occl", "occlusion"))
+CONTROL = (("chg IO", "edit_accuracy_changed_IO"), ("chg S", "edit_accuracy_changed_S"),
+           ("chg pos", "edit_accuracy_changed_pos"), ("all IO", "edit_accuracy_IO"), ("all S", "edit_accuracy_S"),
+           ("all pos", "edit_accuracy_pos"), ("mag", "edit_magnitude"))
 
 
-def print_table(scores: list[DictionaryScores]) -> None:
-    from saelab.evals.supervised_ioi import score_metrics
+def label(scores: DictionaryScores) -> str:
+    if scores.dictionary.startswith(("supervised", "no-edit")):
+        return scores.dictionary.split(":")[0]
+    return "topk→argmax" if scores.dictionary.endswith("topk-argmax") else scores.dictionary.rsplit("-", 1)[-1]
 
-    header = f"{'location':<28} {'dictionary':<14}" + "".join(f"{c:>9}" for c, _ in COLUMNS)
+
+def _cells(metrics: dict, columns, prefix: str = "") -> str:
+    return "".join(f"{metrics.get(prefix + m, math.nan):>9.3f}" for _, m in columns).replace("nan", "  -")
+
+
+def print_location(result: LocationResult) -> None:
+    print(result.header)
+    if not result.scores:
+        return
+    header = f"  {'dictionary':<14}" + "".join(f"{c:>9}" for c, _ in APPROXIMATION)
     print(header)
-    print("-" * len(header))
-    for s in scores:
+    for s in result.scores:
+        if s.dictionary != "no-edit":
+            print(f"  {label(s):<14}{_cells(score_metrics(s), APPROXIMATION)}")
+    header = f"  {'dictionary':<14} {'edit':<11}" + "".join(f"{c:>9}" for c, _ in CONTROL)
+    print(header)
+    for s in result.scores:
         metrics = score_metrics(s)
-        label = "supervised" if s.dictionary.startswith("supervised") else s.dictionary.rsplit("-", 1)[-1]
-        label = "topk→argmax" if s.dictionary.endswith("topk-argmax") else label
-        cells = "".join(f"{metrics.get(m, math.nan):>9.3f}" for _, m in COLUMNS)
-        print(f"{s.location[:28]:<28} {label:<14}{cells.replace('nan', '  -')}")
-    print("suff/nec: logit difference recovered relative to mean ablation (Makelov et al. sufficiency/necessity); "
-          "edit: agreement with the true counterfactual patch; F1: best latent per attribute value, averaged; "
-          "split/occl: fraction of values over-split / occluded (rules in saelab/evals/supervised.py).")
+        for edit in s.edits:
+            print(f"  {label(s):<14} {edit:<11}{_cells(metrics, CONTROL, f'{edit}_')}")
+
+
+LEGEND = ("suff/nec: logit difference recovered relative to mean ablation (Makelov et al. sufficiency/necessity); "
+          "F1: best latent per attribute value, averaged; split/occl: fraction of values over-split / occluded "
+          "(rules in saelab/evals/supervised.py). Edit accuracy = agreement of the top token at END with the true "
+          "counterfactual patch: chg = over the prompts whose prediction that patch changes (counts in the "
+          "location line), all = over all prompts (an edit that does nothing scores the unchanged fraction: see "
+          "the no-edit row). Edits: supervised = a - u[v] + u[v'] (the paper's); makelov = the paper's SAE edit "
+          "(swap the top-F1 active latents for those active in the counterfactual's encoding, at its strengths); "
+          "saelab = ours (remove latents assigned to v, add the best latent for v' at its mean activation); "
+          "mag = mean |edit| / mean |true counterfactual change|.")
 
 
 def store_results(scores: list[DictionaryScores], trained: dict, args) -> str:
@@ -230,6 +292,8 @@ def store_results(scores: list[DictionaryScores], trained: dict, args) -> str:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from saelab.models import load_model
 
     model = load_model(args.model)
@@ -243,14 +307,13 @@ def main(argv: list[str]) -> None:
         from saelab.workspace import Workspace
 
         out_root = Workspace.resolve(args.workspace).create().saes_dir
-    scores, trained = [], {}
-    for location in locations:
-        location_scores, saes = score_location(model, location, fit, evaluation, train, ids, out_root, args)
-        scores += location_scores
-        trained.update({f"{d.name}": (sae, d) for sae, d in saes.values()})
-    print_table(scores)
+    results = [score_location(model, loc, fit, evaluation, train, ids, out_root, args) for loc in locations]
+    for result in results:
+        print_location(result)
+    print(LEGEND)
     if not args.no_store:
-        print(store_results(scores, trained, args))
+        trained = {d.name: (sae, d) for r in results for sae, d in r.saes.values()}
+        print(store_results([s for r in results for s in r.scores], trained, args))
 
 
 if __name__ == "__main__":

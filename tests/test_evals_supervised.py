@@ -12,6 +12,7 @@ from saelab.evals.ioi import (
     Location,
     Prompts,
     locations_from_circuit,
+    locations_from_classified,
     name_ids,
     prompts_from_dataset,
     split_fit_eval,
@@ -26,6 +27,8 @@ from saelab.evals.supervised import (
     encode_attributes,
     f1_table,
     fit_supervised,
+    makelov_sae_edit,
+    no_edit_dictionary,
     occluded_values,
     over_split_values,
     sae_dictionary,
@@ -33,7 +36,15 @@ from saelab.evals.supervised import (
     supervised_edit,
     supervised_reconstruction,
 )
-from saelab.evals.supervised_ioi import evaluate_dictionary, location_context, score_rows, supervised_for
+from saelab.evals.supervised_ioi import (
+    edit_accuracy,
+    evaluate_dictionary,
+    location_context,
+    refusal,
+    score_metrics,
+    score_rows,
+    supervised_for,
+)
 from saelab.sae import SAE, SAEConfig
 from saelab.sae.types import InitialState
 
@@ -85,6 +96,56 @@ def test_random_noisy_attributes_recover_planted_vectors():
         assert (decoded[attribute] == code).double().mean() > 0.98, attribute
     approximate = decode_attributes(dictionary, synthesize(base, vectors, test_codes, noise=0.3, seed=9), 1)
     assert (approximate["pos"] == test_codes["pos"]).double().mean() > 0.9  # coordinate descent
+
+
+# ---------------------------------------------------------------- the formulas by hand
+
+
+def test_supervised_dictionary_by_hand_on_an_unbalanced_design():
+    """u_A[v] = E[a | A=v] − E[a] and â = E[a] + Σ_A u_A[v_A], computed by hand on four rows; the design is
+    unbalanced, so the mean of the conditional means ([8/3, 2] for B) differs from E[a] = [3, 3]."""
+    acts = torch.tensor([[2.0, 0.0], [4.0, 0.0], [0.0, 3.0], [6.0, 9.0]])
+    codes = {"A": torch.tensor([0, 0, 1, 1]), "B": torch.tensor([0, 1, 1, 1])}
+    dictionary = fit_supervised(acts, codes, {"A": 2, "B": 3})
+    torch.testing.assert_close(dictionary.mean, torch.tensor([3.0, 3.0]))
+    # E[a|A=0] = [3, 0], E[a|A=1] = [3, 6]
+    torch.testing.assert_close(dictionary.vectors["A"], torch.tensor([[0.0, -3.0], [0.0, 3.0]]))
+    # E[a|B=0] = [2, 0], E[a|B=1] = [10/3, 4], B=2 never seen
+    torch.testing.assert_close(dictionary.vectors["B"], torch.tensor([[-1.0, -3.0], [1 / 3, 1.0], [0.0, 0.0]]))
+    assert dictionary.counts["B"].tolist() == [1, 3, 0]
+    expected = torch.tensor([[2.0, -3.0], [10 / 3, 1.0], [10 / 3, 7.0], [10 / 3, 7.0]])
+    torch.testing.assert_close(supervised_reconstruction(dictionary, codes), expected)
+    # a − u_A[0] + u_A[1] on row 0: [2, 0] + [0, 6]
+    edited = supervised_edit(dictionary, acts[:1], "A", torch.tensor([0]), torch.tensor([1]))
+    torch.testing.assert_close(edited, torch.tensor([[2.0, 6.0]]))
+
+
+def test_makelov_sae_edit_by_hand():
+    """Remove the k active latents of a ranked best by F1 with the source value (at a's strengths), add the k
+    active latents of the counterfactual's encoding ranked best for the target value (at its strengths)."""
+    W_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
+    f1 = torch.tensor([[0.9, 0.1], [0.1, 0.8], [0.5, 0.2], [0.2, 0.6]])  # latent x value
+    acts = torch.tensor([[10.0, 10.0], [0.0, 0.0]])
+    latents = torch.tensor([[2.0, 0.0, 3.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    cf_latents = torch.tensor([[0.0, 5.0, 0.0, 4.0], [0.0, 0.0, 1.0, 4.0]])
+    source, target = torch.tensor([0, 1]), torch.tensor([1, 0])
+    one = makelov_sae_edit(W_dec, acts, latents, cf_latents, f1, source, target, k=1)
+    # row 0: − 2·d0 + 5·d1; row 1: − 1·d3 + 1·d2 (latent 3 ranks below 2 for value 0; latent 1 is inactive)
+    torch.testing.assert_close(one, torch.tensor([[8.0, 15.0], [-1.0, 1.0]]))
+    two = makelov_sae_edit(W_dec, acts, latents, cf_latents, f1, source, target, k=2)
+    # row 0: − (2·d0 + 3·d2) + (5·d1 + 4·d3); row 1 has one active latent to remove: − d3 + (d2 + 4·d3)
+    torch.testing.assert_close(two, torch.tensor([[13.0, 12.0], [7.0, 1.0]]))
+
+
+def test_edit_accuracy_over_changed_prompts_by_hand():
+    clean = torch.tensor([0, 2, 0, 4, 5])
+    counterfactual = torch.tensor([1, 2, 0, 4, 0])
+    changed = counterfactual != clean  # prompts 0 and 4
+    edited = torch.tensor([1, 2, 3, 4, 5])  # agrees on 0, 1, 3
+    assert edit_accuracy(edited, counterfactual, changed) == pytest.approx((0.6, 0.5))
+    no_edit = edit_accuracy(clean, counterfactual, changed)
+    assert no_edit.all_prompts == pytest.approx(0.6) and no_edit.changed_only == 0.0
+    assert math.isnan(edit_accuracy(edited, counterfactual, torch.zeros(5, dtype=torch.bool)).changed_only)
 
 
 def test_encode_attributes_and_unseen_values():
@@ -146,6 +207,17 @@ def test_sae_edit_through_assigned_latents_matches_true_edit():
     torch.testing.assert_close(edited, synthesize(base, vectors, {**codes, "S": target}), atol=1e-4, rtol=1e-4)
     dictionary = sae_dictionary(sae, "ind", acts, codes, N_VALUES, SupervisedEvalConfig(assign_f1=0.5))
     torch.testing.assert_close(dictionary.reconstruct(acts, codes), acts, atol=1e-4, rtol=1e-4)
+    moved = synthesize(base, vectors, {**codes, "S": target})
+    torch.testing.assert_close(dictionary.edits["saelab"](acts, codes, "S", target, moved), moved, atol=1e-4,
+                               rtol=1e-4)
+    # the paper's edit reads the counterfactual's encoding: d_{S=v'} at strength 1 replaces d_{S=v}
+    torch.testing.assert_close(dictionary.edits["makelov"](acts, codes, "S", target, moved), moved, atol=1e-4,
+                               rtol=1e-4)
+    weaker = base + 0.75 * (moved - base)  # the counterfactual's latents at 0.75 (threshold 0.5)
+    weaker_edit = dictionary.edits["makelov"](acts, codes, "S", target, weaker)
+    expected = acts - vectors["S"][codes["S"]] + 0.75 * vectors["S"][target]
+    assert not torch.allclose(expected, moved, atol=1e-2)
+    torch.testing.assert_close(weaker_edit, expected, atol=1e-4, rtol=1e-4)
     discrete = sae_dictionary(sae, "ind-argmax", acts, codes, N_VALUES, SupervisedEvalConfig(), argmax_code=True)
     kept = discrete.latents(acts)
     assert ((kept > 0).sum(-1) == 1).all()
@@ -209,6 +281,13 @@ def test_locations_from_circuit_groups_classes():
         ("name mover@end", ((3, 1), (2, 0)), "end"), ("induction@S2", ((1, 2),), "S2")]
     with pytest.raises(ValueError, match="heads"):
         locations_from_circuit({})
+    classified = [{"layer": 0, "head": 3, "class": "name mover", "position": "end", "attention": 0.4},
+                  {"layer": 0, "head": 5, "class": "name mover", "position": "end", "attention": 0.5},
+                  {"layer": 1, "head": 7, "class": "induction", "position": "S2", "attention": 0.27},
+                  {"layer": 2, "head": 0, "class": "other", "position": None, "attention": 0.1}]
+    assert locations_from_classified(classified) == [
+        Location("0.3+0.5@end attends end→IO 0.45", ((0, 3), (0, 5)), "end"),
+        Location("1.7@S2 attends S2→S1+1 0.27", ((1, 7),), "S2")]
     with pytest.raises(ValueError, match="twice"):
         Location("x", ((0, 0), (0, 0)), "end")
 
@@ -240,32 +319,64 @@ def test_context_baselines(context):
 
 
 def test_identity_and_mean_dictionaries_bound_the_approximation_scores(random_model, context):
-    identity = Dictionary("identity", lambda a, c: a.clone(), lambda a, c, attr, t: a, None)
+    identity = Dictionary("identity", lambda a, c: a.clone(), {"none": lambda a, c, attr, t, cf: a}, None)
     scores = evaluate_dictionary(random_model, context, identity)
     assert scores.sufficiency == pytest.approx(1.0, abs=1e-4) and scores.necessity == pytest.approx(1.0, abs=1e-4)
     assert scores.fvu == pytest.approx(0.0, abs=1e-8)
     mean = context.fit_acts.mean(0)
-    constant = Dictionary("mean", lambda a, c: mean.expand_as(a).clone(), lambda a, c, attr, t: a, None)
+    constant = Dictionary("mean", lambda a, c: mean.expand_as(a).clone(), {"none": lambda a, c, attr, t, cf: a},
+                          None)
     scores = evaluate_dictionary(random_model, context, constant)
     assert scores.sufficiency == pytest.approx(0.0, abs=1e-4) and scores.necessity == pytest.approx(0.0, abs=1e-4)
 
 
-def test_oracle_edit_is_fully_accurate(random_model, context):
-    oracle = Dictionary("oracle", lambda a, c: a, lambda a, c, attr, t: context.counterfactuals[attr].acts, None)
-    scores = evaluate_dictionary(random_model, context, oracle)
-    assert scores.edit_accuracy == {"IO": 1.0, "S": 1.0, "pos": 1.0}
-    assert all(m == pytest.approx(1.0) for m in scores.edit_magnitude.values())
-    no_edit = Dictionary("none", lambda a, c: a, lambda a, c, attr, t: a, None)
-    scores = evaluate_dictionary(random_model, context, no_edit)
-    changed = {a: cf.changed.double().mean() for a, cf in context.counterfactuals.items()}
-    for attribute, accuracy in scores.edit_accuracy.items():
-        assert accuracy == pytest.approx(1 - float(changed[attribute]))
-    assert all(m == 0 for m in scores.edit_magnitude.values())
+def test_oracle_and_no_edit_rows(random_model, context):
+    oracle = Dictionary("oracle", lambda a, c: a, {"oracle": lambda a, c, attr, t, cf: cf}, None)
+    scores = evaluate_dictionary(random_model, context, oracle).edits["oracle"]
+    assert scores.accuracy == {"IO": 1.0, "S": 1.0, "pos": 1.0}
+    assert all(v == 1.0 or math.isnan(v) for v in scores.accuracy_changed.values())
+    assert all(m == pytest.approx(1.0) for m in scores.magnitude.values())
+    no_edit = evaluate_dictionary(random_model, context, no_edit_dictionary())
+    assert math.isnan(no_edit.sufficiency) and math.isnan(no_edit.fvu) and no_edit.interpretability is None
+    scores = no_edit.edits["none"]
+    for attribute, cf in context.counterfactuals.items():
+        assert no_edit.n_changed[attribute] == int(cf.changed.sum()) == context.n_changed[attribute]
+        assert scores.accuracy[attribute] == pytest.approx(1 - no_edit.n_changed[attribute] / 60)
+        if no_edit.n_changed[attribute]:
+            assert scores.accuracy_changed[attribute] == 0.0
+    assert sum(no_edit.n_changed.values()) > 0  # the changed-only accuracy is tested on something
+    assert all(m == 0 for m in scores.magnitude.values())
+    metrics = score_metrics(no_edit)
+    assert metrics["none_edit_accuracy_IO"] == scores.accuracy["IO"]
+    assert metrics["n_changed_S"] == no_edit.n_changed["S"] and metrics["n_prompts"] == 60
+
+
+def test_refusal_of_a_location_ablation_barely_moves(random_model, context):
+    flat = context._replace(ld_clean=4.092, ld_mean_ablation=4.091)
+    reason = refusal(flat, SupervisedEvalConfig())
+    assert reason is not None and "\n" not in reason and "4.092 -> 4.091" in reason and "heads@end" in reason
+    with pytest.raises(ValueError, match="refused heads@end"):
+        evaluate_dictionary(random_model, flat, no_edit_dictionary())
+    moved = context._replace(ld_clean=4.0, ld_mean_ablation=3.7)  # gap 0.3 = 7.5% of clean
+    assert refusal(moved, SupervisedEvalConfig(min_gap_fraction=0.05)) is None
+    assert refusal(moved, SupervisedEvalConfig(min_gap_fraction=0.1)) is not None
+    negative = context._replace(ld_clean=-2.0, ld_mean_ablation=-2.15)  # |gap| 0.15 = 7.5% of |clean|
+    assert refusal(negative, SupervisedEvalConfig(min_gap_fraction=0.05)) is None
+    assert refusal(negative, SupervisedEvalConfig(min_gap_fraction=0.1)) is not None
+    grown = context._replace(ld_clean=4.0, ld_mean_ablation=4.1)  # ablation helps slightly
+    assert refusal(grown, SupervisedEvalConfig(min_gap_fraction=0.05)) is not None
+    helps = context._replace(ld_clean=4.0, ld_mean_ablation=6.0)  # ablation helps a lot: the location matters
+    assert refusal(helps, SupervisedEvalConfig(min_gap_fraction=0.05)) is None
+    small = context._replace(ld_clean=1.0, ld_mean_ablation=0.5)  # the fraction is of the clean value
+    assert refusal(small, SupervisedEvalConfig(min_gap_fraction=0.45)) is None
+    assert refusal(small, SupervisedEvalConfig(min_gap_fraction=0.6)) is not None
+    with pytest.raises(ValueError, match="min_gap_fraction"):
+        SupervisedEvalConfig(min_gap_fraction=1.0)
 
 
 def test_supervised_and_sae_scores_and_rows(random_model, context):
     supervised = evaluate_dictionary(random_model, context, supervised_for(context))
-    assert supervised.interpretability is None and 0 <= supervised.edit_accuracy["IO"] <= 1
+    assert supervised.interpretability is None and 0 <= supervised.edits["supervised"].accuracy["IO"] <= 1
     sae = SAE(SAEConfig("topk", 32, 48, k=4))
     dictionary = sae_dictionary(sae, "topk-48", context.fit_acts, context.fit_codes, context.n_values,
                                 SupervisedEvalConfig())
@@ -274,8 +385,9 @@ def test_supervised_and_sae_scores_and_rows(random_model, context):
     assert all(0 <= v <= 1 for v in scores.interpretability.f1.values())
     rows = score_rows(scores, "run")
     names = {r["metric"] for r in rows}
-    assert {"sufficiency", "necessity", "edit_accuracy", "edit_magnitude_IO", "f1_pos", "occlusion",
-            "over_splitting"} <= names
+    assert set(scores.edits) == {"saelab", "makelov"}
+    assert {"sufficiency", "necessity", "saelab_edit_accuracy", "makelov_edit_accuracy_changed_IO",
+            "saelab_edit_magnitude_IO", "n_changed_pos", "f1_pos", "occlusion", "over_splitting"} <= names
     assert all(r["eval_kind"] == "supervised_ioi" and not math.isnan(r["value"]) for r in rows)
     assert {r["sae_id"] for r in score_rows(supervised, None)} == {"supervised:ioi:heads@end"}
     with pytest.raises(ValueError, match="wide"):
@@ -306,7 +418,7 @@ def test_attention_classes_read_the_right_pattern_entries(random_model):
     assert all(h["class"] == "other" for h in classify_heads(random_model, prompts, [(1, 3)], min_attention=1.1))
     assert circuit_heads({"nodes": ["input", "0.1", "mlp0", "1.2", "logits"]}) == [(0, 1), (1, 2)]
     locations = ioi_locations({"nodes": ["1.3", "0.0"]}, random_model, prompts, min_attention=0.0)
-    assert locations and all(loc.position in ("end", "S2") for loc in locations)
+    assert locations and all(loc.position in ("end", "S2") and "attends" in loc.name for loc in locations)
     with pytest.raises(ValueError, match="attends"):
         ioi_locations({"nodes": ["1.3"]}, random_model, prompts, min_attention=1.1)
     published = ioi_locations({"heads": [{"layer": 1, "head": 0, "class": "name mover", "position": "end"}]},

@@ -350,18 +350,43 @@ def circuit_heads(circuit: dict) -> list[tuple[int, int]]:
     return heads
 
 
+def attention_role(cls: str, attention: float) -> str:
+    """What was measured about a head class: "attends end→IO 0.44" (the mean attention along its
+    ATTENTION_CLASSES entry), never a role name read off the pattern."""
+    dest, src, offset = ATTENTION_CLASSES[cls]
+    return f"attends {dest}→{src}{f'+{offset}' if offset else ''} {attention:.2f}"
+
+
+def locations_from_classified(classified: list[dict]) -> list[Location]:
+    """One location per (class, position) of `classify_heads` output, named by its heads, its position and its
+    measured attention (the heads' mean), e.g. "0.0+0.3@end attends end→IO 0.44"."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for head in classified:
+        if head["position"]:
+            groups.setdefault((head["class"], head["position"]), []).append(head)
+    locations = []
+    for (cls, position), heads in groups.items():
+        mean = sum(h["attention"] for h in heads) / len(heads)
+        label = "+".join(f"{h['layer']}.{h['head']}" for h in heads)
+        pairs = tuple((h["layer"], h["head"]) for h in heads)
+        locations.append(Location(f"{label}@{position} {attention_role(cls, mean)}", pairs, position))
+    return locations
+
+
 def ioi_locations(
     circuit: dict, model: HookedTransformer, prompts: "Prompts", min_attention: float = 0.2
 ) -> list[Location]:
     """Locations of an IOI circuit: from its head classes and positions when it has them (published format),
-    else from its heads classified by attention pattern (saelab ground truth format)."""
+    else from its heads grouped by the attention they were measured to have (saelab ground truth format) and
+    named by heads, position and that measurement (`locations_from_classified`); what ablating each does is
+    measured by the evaluation itself (its clean and mean-ablated logit differences)."""
     if "heads" in circuit:
         return locations_from_circuit(circuit)
-    classified = [h for h in classify_heads(model, prompts, circuit_heads(circuit), min_attention) if h["position"]]
-    if not classified:
-        raise ValueError(f"no circuit head attends (≥ {min_attention}) like a name mover, S-inhibition, induction "
-                         "or duplicate-token head; give locations explicitly")
-    return locations_from_circuit({"heads": classified})
+    locations = locations_from_classified(classify_heads(model, prompts, circuit_heads(circuit), min_attention))
+    if not locations:
+        raise ValueError(f"no circuit head attends (≥ {min_attention}) along any of {sorted(ATTENTION_CLASSES)}; "
+                         "give locations explicitly")
+    return locations
 
 
 def synthetic_prompts(n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int) -> Prompts:

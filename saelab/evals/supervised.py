@@ -13,13 +13,23 @@ concatenated z):
   what the dictionary explains hurts as much as mean-ablating everything);
 - control: edit A from v to v′ and patch the edited activation in; edit accuracy is the fraction of prompts
   where the model's top token at END equals its top token when the true counterfactual activation (from the
-  prompt with A = v′) is patched in (also over only the prompts where that patch changes the prediction).
-  Supervised edit: a − u_A[v] + u_A[v′]. SAE edit, using only the latents' interpretations: remove the
-  active latents assigned to (A, v), add the latent best assigned to (A, v′) at its mean firing activation
-  for A = v′ (latents are assigned to the attribute value they have the best F1 with on the fit set, if that
-  F1 ≥ `assign_f1`). Edit magnitude: mean ‖edit‖ / mean ‖a_counterfactual − a‖;
+  prompt with A = v′) is patched in. Reported twice: over all prompts, and over only the prompts where that
+  patch changes the prediction ("changed-only"; over all prompts an edit that does nothing scores the
+  fraction whose answer never changes, so the no-edit row is shown beside every table). Edits, each named:
+  "supervised": a − u_A[v] + u_A[v′] (the paper's supervised edit). "makelov": the paper's SAE edit
+  (`get_edit_using_f1_scores` in github.com/amakelov/sae): rank latents by F1 with A = v, subtract the
+  `exchange_latents` best-ranked latents active in a (at their strengths in a), and add the
+  `exchange_latents` best-ranked latents for A = v′ active in the encoding of the counterfactual activation
+  (at their strengths there). The paper ranks on its evaluation prompts; saelab ranks on the fit prompts, the
+  same data the supervised dictionary is fitted on. "saelab" (our variant, no counterfactual activation
+  needed): remove the active latents assigned to (A, v), add the latent best assigned to (A, v′) at its mean
+  firing activation for A = v′ (latents are assigned to the attribute value they have the best F1 with on the
+  fit set, if that F1 ≥ `assign_f1`). "none": the unedited activation. Edit magnitude:
+  mean ‖edit‖ / mean ‖a_counterfactual − a‖;
 - interpretability: per attribute value, the best latent's F1 (precision, recall) of "latent fires" against
   "A = v" on the evaluation prompts, averaged over values.
+A location whose mean-ablation gap |F_clean − F[a → E a]| is below `min_gap_fraction` × |F_clean| is refused
+(the ratios above would divide by about zero).
 Stated rules for the failure modes the paper reports: a value is *over-split* when at least two latents have
 precision ≥ `split_precision` for it, none alone has recall ≥ `split_recall`, and together they do; a value is
 *occluded* when the information is at the location (the supervised dictionary decodes it with accuracy ≥
@@ -309,17 +319,52 @@ def sae_edit(
     return acts + delta.to(acts.dtype)
 
 
+def top_active_latents(
+    latents: Float[Tensor, "n d_sae"], rank: Float[Tensor, "n d_sae"], k: int
+) -> Float[Tensor, "n d_sae"]:
+    """Per row, the k active latents (latents > 0) that rank highest, at their strengths; the rest zeroed. A row
+    with fewer than k active latents keeps all of them."""
+    masked = rank.masked_fill(latents <= 0, float("-inf"))
+    index = masked.topk(min(k, latents.shape[1]), dim=-1).indices
+    kept = latents.gather(-1, index).clamp_min(0)
+    return torch.zeros_like(latents).scatter_(-1, index, kept)
+
+
+def makelov_sae_edit(
+    W_dec: Float[Tensor, "d_sae d"],
+    acts: Float[Tensor, "n d"],
+    latents: Float[Tensor, "n d_sae"],
+    cf_latents: Float[Tensor, "n d_sae"],
+    f1: Float[Tensor, "d_sae n_values"],
+    source: Int[Tensor, " n"],
+    target: Int[Tensor, " n"],
+    k: int,
+) -> Float[Tensor, "n d"]:
+    """Makelov et al.'s SAE edit: a − Σ f_j(a) d_j over the k active latents of a with the best F1 for the
+    source value + Σ f_j(a′) d_j over the k active latents of the counterfactual a′ with the best F1 for the
+    target value."""
+    removed = top_active_latents(latents, f1[:, source].t(), k)
+    added = top_active_latents(cf_latents, f1[:, target].t(), k)
+    return acts + ((added - removed) @ W_dec).to(acts.dtype)
+
+
 # ---------------------------------------------------------------- dictionaries behind one interface
+
+
+EditFn = Callable[[Tensor, dict[str, Tensor], str, Tensor, Tensor], Tensor]
+"""(activations, their codes, attribute, target codes, counterfactual activations) -> edited activations. Only
+edits that follow the paper's SAE protocol read the counterfactual activations."""
 
 
 class Dictionary(NamedTuple):
     """What the evaluation needs from a dictionary at one location."""
 
     name: str
-    reconstruct: Callable[[Tensor, dict[str, Tensor]], Tensor]
-    """(activations, attribute codes) -> reconstructions (SAEs ignore the codes)."""
-    edit: Callable[[Tensor, dict[str, Tensor], str, Tensor], Tensor]
-    """(activations, their codes, attribute, target codes) -> edited activations."""
+    reconstruct: Callable[[Tensor, dict[str, Tensor]], Tensor] | None
+    """(activations, attribute codes) -> reconstructions (SAEs ignore the codes); None for the no-edit row,
+    which has no approximation scores."""
+    edits: dict[str, EditFn]
+    """Named edits, each scored on its own (see the module docstring)."""
     latents: Callable[[Tensor], Tensor] | None
     """Activations -> latent activations, for interpretability (None for the supervised dictionary, whose
     features are the attribute values themselves)."""
@@ -339,6 +384,12 @@ class SupervisedEvalConfig:
     """Precision a latent needs to count as one of a value's split pieces."""
     split_recall: float = 0.8
     """Recall that counts as covering a value."""
+    exchange_latents: int = 1
+    """Latents removed and added by the "makelov" SAE edit (the paper sweeps 1, 2, 4, 8 per side; 1 is its
+    smallest and matches saelab's edit, which adds one latent; not tuned on any table)."""
+    min_gap_fraction: float = 0.05
+    """A location is refused when |clean − mean-ablated logit difference| < this × |clean logit difference|:
+    ablating it barely moves the metric, so sufficiency and necessity would divide by about zero."""
     batch_size: int = 128
     """Prompts per forward pass."""
     seed: int = 0
@@ -348,17 +399,26 @@ class SupervisedEvalConfig:
         for name in ("assign_f1", "occlusion_f1", "decodable_accuracy", "split_precision", "split_recall"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.exchange_latents < 1:
+            raise ValueError(f"exchange_latents must be positive, got {self.exchange_latents}")
+        if not 0 <= self.min_gap_fraction < 1:
+            raise ValueError(f"min_gap_fraction must be in [0, 1), got {self.min_gap_fraction}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
 def supervised_dictionary(dictionary: SupervisedDictionary, name: str) -> Dictionary:
-    def edit(acts, codes, attribute, target):
+    def edit(acts, codes, attribute, target, cf_acts):
         return supervised_edit(dictionary, acts, attribute, codes[attribute], target)
 
     return Dictionary(
-        name, lambda acts, codes: supervised_reconstruction(dictionary, codes).to(acts), edit, None
+        name, lambda acts, codes: supervised_reconstruction(dictionary, codes).to(acts), {"supervised": edit}, None
     )
+
+
+def no_edit_dictionary(name: str = "no-edit") -> Dictionary:
+    """The baseline row: the activation left as it is (control scores only)."""
+    return Dictionary(name, None, {"none": lambda acts, codes, attribute, target, cf_acts: acts}, None)
 
 
 def top1(latents: Float[Tensor, "n d_sae"]) -> Float[Tensor, "n d_sae"]:
@@ -382,14 +442,21 @@ def sae_dictionary(
         dense = sae.encode(acts.to(sae.cfg.torch_dtype)).float()
         return top1(dense) if argmax_code else dense
 
-    assignment = assign_latents(latents(fit_acts), fit_codes, n_values, cfg.assign_f1)
+    fit_latents = latents(fit_acts)
+    assignment = assign_latents(fit_latents, fit_codes, n_values, cfg.assign_f1)
+    fires = fit_latents > 0
+    f1 = {a: f1_table(fires, code, n_values[a]).f1 for a, code in fit_codes.items()}
     W_dec = sae.W_dec.detach().float()
 
     @torch.no_grad()
     def reconstruct(acts, codes):
         return sae.decode(latents(acts)).to(acts.dtype)
 
-    def edit(acts, codes, attribute, target):
+    def saelab(acts, codes, attribute, target, cf_acts):
         return sae_edit(W_dec, acts, latents(acts), assignment[attribute], codes[attribute], target)
 
-    return Dictionary(name, reconstruct, edit, latents)
+    def makelov(acts, codes, attribute, target, cf_acts):
+        return makelov_sae_edit(W_dec, acts, latents(acts), latents(cf_acts), f1[attribute], codes[attribute],
+                                target, cfg.exchange_latents)
+
+    return Dictionary(name, reconstruct, {"saelab": saelab, "makelov": makelov}, latents)

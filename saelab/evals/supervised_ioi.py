@@ -2,7 +2,8 @@
 attribute codes, ablation baselines, counterfactual patches), then every dictionary scored against it.
 
     ctx = location_context(model, fit, evaluation, location, name_ids(model.tokenizer, names), cfg)
-    scores = [evaluate_dictionary(model, ctx, d, cfg) for d in (supervised, *saes)]
+    if (reason := refusal(ctx, cfg)) is None:
+        scores = [evaluate_dictionary(model, ctx, d, cfg) for d in (no_edit_dictionary(), supervised, *saes)]
     rows = [row for s in scores for row in score_rows(s, run_id)]
 """
 
@@ -76,6 +77,23 @@ class LocationContext(NamedTuple):
     @property
     def n_values(self) -> dict[str, int]:
         return {name: len(values) for name, values in self.vocab.items()}
+
+    @property
+    def n_changed(self) -> dict[str, int]:
+        """Per attribute, the evaluation prompts whose prediction the true counterfactual patch changes."""
+        return {name: int(cf.changed.sum()) for name, cf in self.counterfactuals.items()}
+
+
+def refusal(ctx: LocationContext, cfg: SupervisedEvalConfig = DEFAULT_CONFIG) -> str | None:
+    """Why the location cannot be scored (one line), or None: a location whose mean-ablation gap is below
+    `cfg.min_gap_fraction` of the clean logit difference barely matters to the metric, and every ratio to
+    that gap would divide by about zero."""
+    gap = ctx.ld_clean - ctx.ld_mean_ablation
+    if abs(gap) > cfg.min_gap_fraction * abs(ctx.ld_clean):
+        return None
+    return (f"refused {ctx.location.name}: mean-ablating it moves the logit difference {ctx.ld_clean:.3f} -> "
+            f"{ctx.ld_mean_ablation:.3f} (gap {gap:.3f}, at most min_gap_fraction={cfg.min_gap_fraction} of "
+            "the clean value)")
 
 
 def _chunked(fn: Callable[[Tensor], Tensor], n: int, batch_size: int) -> Tensor:
@@ -182,8 +200,19 @@ def location_context(
     )
 
 
+class EditScores(NamedTuple):
+    """One named edit's control scores, per attribute."""
+
+    accuracy: dict[str, float]
+    """Over all evaluation prompts."""
+    accuracy_changed: dict[str, float]
+    """Over the prompts whose prediction the true counterfactual patch changes (NaN: none)."""
+    magnitude: dict[str, float]
+
+
 class DictionaryScores(NamedTuple):
-    """One dictionary at one location on the three axes (interpretability empty for the supervised one)."""
+    """One dictionary at one location on the three axes (interpretability empty for the supervised one;
+    approximation NaN for the no-edit row)."""
 
     location: str
     dictionary: str
@@ -195,10 +224,10 @@ class DictionaryScores(NamedTuple):
     ld_necessity: float
     sufficiency: float
     necessity: float
-    edit_accuracy: dict[str, float]
-    edit_accuracy_changed: dict[str, float]
-    """Edit accuracy over the prompts whose prediction the true counterfactual patch changes (NaN: none)."""
-    edit_magnitude: dict[str, float]
+    edits: dict[str, EditScores]
+    n_changed: dict[str, int]
+    """Per attribute, the prompts the changed-only accuracy is over."""
+    n_prompts: int
     interpretability: Interpretability | None
 
 
@@ -206,29 +235,43 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator != 0 else float("nan")
 
 
-def _control(model, ctx: LocationContext, dictionary: Dictionary, cfg: SupervisedEvalConfig) -> tuple:
+class EditAccuracy(NamedTuple):
+    all_prompts: float
+    changed_only: float
+    """NaN when no prompt changes."""
+
+
+def edit_accuracy(
+    edited: Int[Tensor, " n"], counterfactual: Int[Tensor, " n"], changed: Bool[Tensor, " n"]
+) -> EditAccuracy:
+    """Agreement of the edited run's top tokens with the true counterfactual patch's: over all prompts, and over
+    the prompts where that patch changes the clean prediction (`changed`)."""
+    agree = (edited == counterfactual).double()
+    return EditAccuracy(float(agree.mean()), float(agree[changed].mean()) if changed.any() else float("nan"))
+
+
+def _edit_scores(model, ctx: LocationContext, edit, cfg: SupervisedEvalConfig) -> EditScores:
     accuracy, accuracy_changed, magnitude = {}, {}, {}
     for attribute, cf in ctx.counterfactuals.items():
-        edited = dictionary.edit(ctx.eval_acts, ctx.eval_codes, attribute, cf.target)
-        agree = (
-            end_logits(model, ctx.prompts, ctx.location, edited, cfg.batch_size).argmax(-1) == cf.prediction
-        )
-        accuracy[attribute] = float(agree.double().mean())
-        accuracy_changed[attribute] = (
-            float(agree[cf.changed].double().mean()) if cf.changed.any() else float("nan")
-        )
+        edited = edit(ctx.eval_acts, ctx.eval_codes, attribute, cf.target, cf.acts)
+        prediction = end_logits(model, ctx.prompts, ctx.location, edited, cfg.batch_size).argmax(-1)
+        accuracy[attribute], accuracy_changed[attribute] = edit_accuracy(prediction, cf.prediction, cf.changed)
         true_change = (cf.acts - ctx.eval_acts).norm(dim=-1).mean()
         magnitude[attribute] = _ratio(float((edited - ctx.eval_acts).norm(dim=-1).mean()), float(true_change))
-    return accuracy, accuracy_changed, magnitude
+    return EditScores(accuracy, accuracy_changed, magnitude)
 
 
-def evaluate_dictionary(
-    model: HookedTransformer,
-    ctx: LocationContext,
-    dictionary: Dictionary,
-    cfg: SupervisedEvalConfig = DEFAULT_CONFIG,
-) -> DictionaryScores:
-    """Approximation, control and (for SAEs) interpretability of `dictionary` at the context's location."""
+class Approximation(NamedTuple):
+    fvu: float
+    ld_spliced: float
+    ld_necessity: float
+    sufficiency: float
+    necessity: float
+
+
+def _approximation(model, ctx: LocationContext, dictionary: Dictionary, cfg: SupervisedEvalConfig) -> Approximation:
+    if dictionary.reconstruct is None:
+        return Approximation(*[float("nan")] * 5)
     a = ctx.eval_acts
     recon = dictionary.reconstruct(a, ctx.eval_codes)
     fvu = float((recon - a).pow(2).sum() / (a - a.mean(0)).pow(2).sum().clamp_min(1e-12))
@@ -241,23 +284,41 @@ def evaluate_dictionary(
         end_logits(model, ctx.prompts, ctx.location, necessity_acts, cfg.batch_size), ctx.prompts
     )
     gap = ctx.ld_clean - ctx.ld_mean_ablation
-    accuracy, accuracy_changed, magnitude = _control(model, ctx, dictionary, cfg)
+    return Approximation(
+        fvu, ld_spliced, ld_nec, _ratio(ld_spliced - ctx.ld_mean_ablation, gap), _ratio(ctx.ld_clean - ld_nec, gap)
+    )
+
+
+def evaluate_dictionary(
+    model: HookedTransformer,
+    ctx: LocationContext,
+    dictionary: Dictionary,
+    cfg: SupervisedEvalConfig = DEFAULT_CONFIG,
+) -> DictionaryScores:
+    """Approximation, control (each named edit) and (for SAEs) interpretability of `dictionary` at the
+    context's location. A location `refusal` names is an error."""
+    if (reason := refusal(ctx, cfg)) is not None:
+        raise ValueError(reason)
+    approx = _approximation(model, ctx, dictionary, cfg)
+    edits = {name: _edit_scores(model, ctx, edit, cfg) for name, edit in dictionary.edits.items()}
     interp = None
     if dictionary.latents is not None:
-        interp = interpretability(dictionary.latents(a), ctx.eval_codes, ctx.n_values, ctx.decodable, cfg)
+        interp = interpretability(
+            dictionary.latents(ctx.eval_acts), ctx.eval_codes, ctx.n_values, ctx.decodable, cfg
+        )
     return DictionaryScores(
         ctx.location.name,
         dictionary.name,
-        fvu,
+        approx.fvu,
         ctx.ld_clean,
         ctx.ld_mean_ablation,
-        ld_spliced,
-        ld_nec,
-        _ratio(ld_spliced - ctx.ld_mean_ablation, gap),
-        _ratio(ctx.ld_clean - ld_nec, gap),
-        accuracy,
-        accuracy_changed,
-        magnitude,
+        approx.ld_spliced,
+        approx.ld_necessity,
+        approx.sufficiency,
+        approx.necessity,
+        edits,
+        ctx.n_changed,
+        ctx.prompts.size,
         interp,
     )
 
@@ -273,7 +334,8 @@ def _mean(values: dict[str, float]) -> float:
 
 
 def score_metrics(scores: DictionaryScores) -> dict[str, float]:
-    """Flat metric name -> value (per-attribute values suffixed with _IO, _S, _pos; plain names are means)."""
+    """Flat metric name -> value. Per-attribute values are suffixed with _IO, _S, _pos and plain names are their
+    means; control metrics are prefixed with the edit's name ("saelab_edit_accuracy_changed_IO")."""
     out = {
         name: getattr(scores, name)
         for name in (
@@ -284,13 +346,15 @@ def score_metrics(scores: DictionaryScores) -> dict[str, float]:
             "ld_necessity",
             "sufficiency",
             "necessity",
+            "n_prompts",
         )
     }
-    groups = {
-        "edit_accuracy": scores.edit_accuracy,
-        "edit_accuracy_changed": scores.edit_accuracy_changed,
-        "edit_magnitude": scores.edit_magnitude,
-    }
+    out.update({f"n_changed_{attribute}": float(n) for attribute, n in scores.n_changed.items()})
+    groups = {}
+    for edit, edit_scores in scores.edits.items():
+        groups[f"{edit}_edit_accuracy"] = edit_scores.accuracy
+        groups[f"{edit}_edit_accuracy_changed"] = edit_scores.accuracy_changed
+        groups[f"{edit}_edit_magnitude"] = edit_scores.magnitude
     if scores.interpretability is not None:
         groups.update(scores.interpretability._asdict())
     for group, values in groups.items():
