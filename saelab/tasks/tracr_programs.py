@@ -3,14 +3,17 @@
 The models (`tracr-reverse`, `tracr-frac-prevs`) are compiled by `training/compile_tracr.py`; their
 circuits are known from the compiler. A prompt is `max_seq_len` input tokens ("1 3 2 2 1"); every prompt has
 the same length because the compiled attention is bidirectional and padding would change the answer.
+Corruption, as in ACDC: another uniformly random input, redrawn while its output at "end" equals the clean
+one (so every pair has a gap).
 
-The metric follows ACDC's L2 metric, read at "end" only: ACDC compares the output at every position with
-the clean output; saelab's metric is per prompt at the last prompt token, so it is
-−‖output at end − the program's output at end‖². There `reverse` outputs the first input token (its logits
-over the input tokens are compared with the one-hot answer) and `frac_prevs` outputs the fraction of "x"
-among all the input tokens (read from the logit of " x", the one output column the compiled model writes).
-A clean prompt scores 0 when the model computes the program. Corruption, as in ACDC: another uniformly
-random input, redrawn while its output at end equals the clean one (so every pair has a gap).
+saelab's metric is per prompt at "end", the last prompt token, where `reverse` outputs the first input token
+and `frac_prevs` the fraction of "x" among all the input tokens (read from the logit of " x", the one output
+column the compiled model writes). ACDC scored every position by the L2 distance to the clean output; that
+distance is smallest at the clean run, so its gradient there is zero and attribution patching (EAP,
+linearised at the clean run) scores every node 0 (measured: node AUC 0.50 on frac_prevs). The metrics here
+are linear in the output instead: `reverse` logit(answer) − max logit(other input tokens) (clean 1,
+corrupted −1); `frac_prevs` (output − the corrupted input's fraction) / (clean fraction − corrupted
+fraction), 1 on the clean run and 0 on the corrupted one.
 """
 
 import random
@@ -72,8 +75,9 @@ FRAC_PREVS_PROGRAM = TracrProgram(
 TRACR_PROGRAMS: dict[str, TracrProgram] = {p.name: p for p in (REVERSE_PROGRAM, FRAC_PREVS_PROGRAM)}
 
 
-def tracr_prompt(program: TracrProgram, tokens: Sequence[str]) -> Prompt:
-    """The prompt "t1 t2 … tn"; the answer is the program's output at the last token."""
+def tracr_prompt(program: TracrProgram, tokens: Sequence[str], other: Sequence[str]) -> Prompt:
+    """The prompt "t1 t2 … tn"; the answer is the program's output at the last token. `other` is the input
+    it is paired with (its output at the last token is the attribute "other_target")."""
     target = program.outputs(tokens)[-1]
     if program.output_kind == "categorical":
         candidates = tuple(f" {t}" for t in program.vocab)
@@ -81,7 +85,8 @@ def tracr_prompt(program: TracrProgram, tokens: Sequence[str]) -> Prompt:
     else:
         candidates, answer, wrong = (" x",), " x", ()
     return Prompt(text=" ".join(tokens), slots={}, answer=answer, wrong=wrong, candidates=candidates,
-                  attributes={"tokens": list(tokens), "target": target})
+                  attributes={"tokens": list(tokens), "target": target,
+                              "other_target": program.outputs(other)[-1]})
 
 
 def _sampler(program: TracrProgram):
@@ -94,18 +99,18 @@ def _sampler(program: TracrProgram):
             corrupted = [rng.choice(words) for _ in range(length)]
             while program.outputs(corrupted)[-1] == program.outputs(clean)[-1]:
                 corrupted = [rng.choice(words) for _ in range(length)]
-            pairs.append(PromptPair(tracr_prompt(program, clean), tracr_prompt(program, corrupted)))
+            pairs.append(PromptPair(tracr_prompt(program, clean, corrupted), tracr_prompt(program, corrupted, clean)))
         return pairs
 
     return sample_pairs
 
 
-def categorical_l2(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
-    """−Σ_c (logit_c − [c is the answer])² at "end", over the program's output tokens c."""
+def categorical_logit_diff(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Float[Tensor, " batch"]:
+    """logit(answer) − max logit of the program's other output tokens, at "end"."""
     end_logits = metrics.logits_at(logits, data.positions["end"])
-    candidates = data.candidate_ids.to(end_logits.device)
-    target = (candidates == data.answer_ids[:, None].to(end_logits.device)).to(end_logits.dtype)
-    return -((end_logits.gather(1, candidates) - target) ** 2).sum(dim=1)
+    return metrics.logit_diff(end_logits, data.answer_ids, data.wrong_ids)
 
 
 def categorical_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
@@ -114,21 +119,27 @@ def categorical_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskD
     return metrics.top1_among(end_logits, data.answer_ids, data.candidate_ids)
 
 
-def _numerical_error(logits: Tensor, data: TaskDataset) -> Tensor:
+def _numerical_output(logits: Tensor, data: TaskDataset) -> Tensor:
     end_logits = metrics.logits_at(logits, data.positions["end"])
-    value = end_logits.gather(1, data.answer_ids[:, None].to(end_logits.device))[:, 0]
-    return value - torch.tensor(data.attributes["target"], dtype=value.dtype, device=value.device)
+    return end_logits.gather(1, data.answer_ids[:, None].to(end_logits.device))[:, 0]
 
 
-def numerical_l2(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
-    """−(logit of " x" at "end" − the true fraction)²."""
-    return -_numerical_error(logits, data) ** 2
+def _attribute(data: TaskDataset, name: str, like: Tensor) -> Tensor:
+    return torch.tensor(data.attributes[name], dtype=like.dtype, device=like.device)
+
+
+def numerical_progress(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
+    """(output at "end" − the paired input's fraction) / (this input's fraction − the paired input's)."""
+    value = _numerical_output(logits, data)
+    other = _attribute(data, "other_target", value)
+    return (value - other) / (_attribute(data, "target", value) - other)
 
 
 def numerical_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
     """The output at "end" rounds to the true fraction: |error| < 1 / (2 · number of input tokens)."""
-    n_tokens = data.positions["end"].to(logits.device).to(logits.dtype)  # BOS is position 0
-    return _numerical_error(logits, data).abs() < 0.5 / n_tokens
+    value = _numerical_output(logits, data)
+    n_tokens = data.positions["end"].to(value.device).to(value.dtype)  # BOS is position 0
+    return (value - _attribute(data, "target", value)).abs() < 0.5 / n_tokens
 
 
 def tracr_task(program: TracrProgram) -> Task:
@@ -144,7 +155,7 @@ def tracr_task(program: TracrProgram) -> Task:
         vocabularies=vocabularies,
         corruptions=("random",),
         sample_pairs=_sampler(program),
-        metric_fn=categorical_l2 if categorical else numerical_l2,
+        metric_fn=categorical_logit_diff if categorical else numerical_progress,
         accuracy_fn=categorical_accuracy if categorical else numerical_accuracy,
     )
 
