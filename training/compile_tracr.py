@@ -307,6 +307,7 @@ def compile_program(program: TracrProgram, export_dir: Path) -> None:
                        f"{len(meta['residual_labels'])}, {meta['n_heads']} head(s), d_mlp {meta['d_mlp']}",
         "trained_on": "not trained: compiled by tracr (training/compile_tracr.py)",
         "program": program.name, "check": result._asdict(), "task_scores": scores,
+        "residual_labels": meta["residual_labels"],
     })
     (directory / "MODEL_CARD.md").write_text(model_card(program, meta, result, scores, truth))
     save_ground_truth(truth, ground_truth_path(program.model, program.name))
