@@ -217,16 +217,18 @@ def ground_truth(model: HookedTransformer, program: TracrProgram, labels: list[s
         "command": "python training/compile_tracr.py --tracr-python /work/tracr-venv/bin/python",
     }
     clean, corrupted = metric_means(model, problem)
-    effects = node_effects(model, problem, "resample")
+    effects, path_effects = node_effects(model, problem, "resample"), edge_effects(model, problem)
     meta["inert_under_corruption"] = {
         "nodes": sorted(n.name for n in nodes if abs(effects[n]) < INERT),
+        "edges": sorted(e.name for e in edges if abs(path_effects[e]) < INERT),
         "text": (
-            "circuit nodes whose resample ablation changes the metric by < 1e-6 on these prompts: every prompt "
-            f"has {program.max_seq_len} tokens, so what depends only on the length is the same in the clean "
-            "and the corrupted input, and no patching of it can show it (ACDC found these with zero ablation)"
+            "circuit nodes (edges) whose resample ablation (path patching) changes the metric by < 1e-6 on "
+            f"these prompts: every prompt has {program.max_seq_len} tokens, so what depends only on the "
+            "positions or the length is the same in the clean and the corrupted input, and no patching of it "
+            "can show it (ACDC found the length nodes of reverse with zero ablation)"
         ),
     }
-    return GroundTruth(program.name, program.model, nodes, edges, effects, edge_effects(model, problem),
+    return GroundTruth(program.name, program.model, nodes, edges, effects, path_effects,
                        clean, corrupted, GroundTruthRule(), meta)
 
 
@@ -281,7 +283,8 @@ the unknown word).
 ## Circuit (by construction; data/circuits/{program.model}/{program.name}.json)
 
 Nodes {', '.join(n.name for n in sorted(truth.nodes))}; {len(truth.edges)} edges. Inert under the task's
-corruption (resample-ablation effect < 1e-6 on {EFFECT_PROMPTS} prompts): {', '.join(truth.meta['inert_under_corruption']['nodes']) or 'none'}.
+corruption (resample-ablation or path-patching effect < 1e-6 on {EFFECT_PROMPTS} prompts): nodes
+{', '.join(truth.meta['inert_under_corruption']['nodes']) or 'none'}; edges {', '.join(truth.meta['inert_under_corruption']['edges']) or 'none'}.
 {INERT_NOTE if truth.meta['inert_under_corruption']['nodes'] else ''}
 
 What each node writes:
