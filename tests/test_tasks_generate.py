@@ -49,8 +49,8 @@ def _same(a, b) -> bool:
 
 
 def test_registry_names_and_unknown_task():
-    assert list_tasks() == ["docstring", "greater_than", "ioi"]
-    with pytest.raises(ValueError, match="unknown task 'nope'.*docstring, greater_than, ioi"):
+    assert list_tasks() == ["docstring", "frac_prevs", "greater_than", "ioi", "reverse"]
+    with pytest.raises(ValueError, match="unknown task 'nope'.*docstring, frac_prevs, greater_than, ioi"):
         get_task("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_task(IOI)
@@ -70,6 +70,10 @@ def test_generate_is_deterministic_per_seed(gpt2, task):
     t = get_task(task)
     assert _same(t.generate(gpt2, 6, seed=3), t.generate(gpt2, 6, seed=3))
     assert not _same(t.generate(gpt2, 6, seed=3), t.generate(gpt2, 6, seed=4))
+    if t.corpus is None:  # the tracr programs: no language model is trained on them
+        with pytest.raises(ValueError, match=f"task '{task}' has no training texts"):
+            t.corpus_texts(5, seed=1)
+        return
     assert t.corpus_texts(5, seed=1) == t.corpus_texts(5, seed=1) != t.corpus_texts(5, seed=2)
 
 

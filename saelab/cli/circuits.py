@@ -7,7 +7,7 @@ from saelab.workspace import Workspace
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="ioi, greater_than or docstring")
+    parser.add_argument("--task", required=True, help="ioi, greater_than, docstring; reverse or frac_prevs (tracr models)")
     parser.add_argument("--model", default="saelab-tiny", help="model name or directory (default saelab-tiny)")
     parser.add_argument("--methods", default="sae_codes,eap,eap_ig,acdc,patching",
                         help="comma-separated circuit methods (see --list-methods)")

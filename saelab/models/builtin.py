@@ -14,6 +14,13 @@ RANDOM_MODEL_CONFIG = dict(
 )
 
 
+TRACR_MODELS = {
+    "tracr-reverse": "tracr-compiled reverse (ACDC): 4 layers, d_model 41, 1 head, d_mlp 30, bidirectional",
+    "tracr-frac-prevs": "tracr-compiled frac_prevs (ACDC): 2 layers, d_model 14, 1 head, d_mlp 1, bidirectional",
+}
+"""The tracr programs' models (their circuits are known by construction)."""
+
+
 def build_random_model() -> HookedTransformer:
     """A small GPT-2-style model with fixed random weights (seed 0) and a byte-level tokenizer."""
     torch.manual_seed(RANDOM_MODEL_CONFIG["seed"])
@@ -44,3 +51,10 @@ def register_builtin_models() -> None:
         trained_on="Python standard library source + IOI, greater-than and docstring text",
         directory=models_dir / "saelab-tiny-attn",
     ))
+    for name, description in TRACR_MODELS.items():
+        register_model(BundledModel(
+            name=name,
+            description=description,
+            trained_on="not trained: compiled by tracr from a RASP program (training/compile_tracr.py)",
+            directory=models_dir / name,
+        ))

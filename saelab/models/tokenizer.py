@@ -50,6 +50,19 @@ def byte_level_tokenizer() -> Tokenizer:
     return prepend_bos(tokenizer)
 
 
+def word_level_tokenizer(vocab: dict[str, int], unknown: str) -> Tokenizer:
+    """Whitespace-separated words, one id each (e.g. a tracr program's "1 3 2"); BOS must be in `vocab`.
+
+    Words outside `vocab` encode as `unknown` (a word of `vocab`); decoding joins words with spaces.
+    """
+    if BOS_TOKEN not in vocab or unknown not in vocab:
+        raise ValueError(f"a word-level vocabulary needs {BOS_TOKEN!r} and the unknown word {unknown!r}")
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unknown))
+    tokenizer.add_special_tokens([BOS_TOKEN])
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return prepend_bos(tokenizer)
+
+
 def _gpt2_bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable unicode characters."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))

@@ -1,4 +1,4 @@
-"""Circuit tasks (IOI, greater-than, docstring): prompts, corruptions, positive/negative sets, metrics.
+"""Circuit tasks (IOI, greater-than, docstring; tracr's reverse and frac_prevs): prompts, corruptions, positive/negative sets, metrics.
 
 Example::
 
@@ -17,12 +17,14 @@ from saelab.tasks.published import published_circuit, published_heads
 from saelab.tasks.registry import TASKS, get_task, list_tasks, register_task, required_single_tokens
 from saelab.tasks.serialize import dataset_from_jsonl, dataset_from_rows, dataset_rows, dataset_to_jsonl
 from saelab.tasks.task import Task
+from saelab.tasks.tracr_programs import FRAC_PREVS, REVERSE, TRACR_PROGRAMS, TracrProgram
 
-for _task in (IOI, GREATER_THAN, DOCSTRING):
+for _task in (IOI, GREATER_THAN, DOCSTRING, REVERSE, FRAC_PREVS):
     register_task(_task)
 
 __all__ = [
     "TASKS",
+    "TRACR_PROGRAMS",
     "DocstringSetting",
     "PosNeg",
     "Prompt",
@@ -30,6 +32,7 @@ __all__ = [
     "Task",
     "TaskDataset",
     "TaskVocabulary",
+    "TracrProgram",
     "dataset_from_jsonl",
     "dataset_from_rows",
     "dataset_rows",

@@ -41,10 +41,12 @@ def list_tasks() -> list[str]:
 
 
 def required_single_tokens(kind: str = "tiny") -> tuple[str, ...]:
-    """Every string (leading space included) that some task needs as one token under a `kind` tokenizer.
+    """Every string (leading space included) that some task with training texts needs as one token under a
+    `kind` tokenizer (tasks without a corpus, such as the tracr programs, bring their own tokenizers).
 
     A tokenizer for the bundled model must keep these whole; for greater-than it must also split a year
     " XXYY" into " XX" + "YY" (digits merged no further than pairs), or the task has no valid years.
     """
-    strings = (s for name in list_tasks() for s in TASKS[name].vocabulary(kind).single_tokens)
+    tasks = [TASKS[name] for name in list_tasks() if TASKS[name].corpus is not None]
+    strings = (s for task in tasks for s in task.vocabulary(kind).single_tokens)
     return tuple(dict.fromkeys(strings))

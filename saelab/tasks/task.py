@@ -43,11 +43,13 @@ class Task:
     corruptions: tuple[str, ...]
     """Corruption names `generate` accepts; the first is the default and makes O'Neill & Bui's negatives."""
     sample_pairs: SamplePairs
-    corpus: CorpusTexts
     metric_fn: Score
     """(logits, data) → the per-prompt task metric at "end"."""
     accuracy_fn: Score
     """(logits, data) → per-prompt bool: the model gets the prompt right."""
+    corpus: CorpusTexts | None = None
+    """Training texts for the bundled language model; None for tasks no language model is trained on
+    (the tracr programs, whose models are compiled)."""
 
     def __post_init__(self) -> None:
         if set(self.vocabularies) != set(VOCABULARY_KINDS):
@@ -68,6 +70,8 @@ class Task:
 
     def corpus_texts(self, n: int, seed: int, vocabulary: str = "tiny") -> list[str]:
         """n complete texts (prompt + answer) for language-model training; deterministic per seed."""
+        if self.corpus is None:
+            raise ValueError(f"task {self.name!r} has no training texts: no language model is trained on it")
         rng = random.Random(check_seed(seed))
         return self.corpus(rng, check_count(n), self.vocabulary(vocabulary))
 
