@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from saelab.activations import HookSite
-from saelab.evals.core import CoreEvalConfig, evaluate_core, site_mean
-from saelab.sae import SAE, SAEConfig
+from saelab.evals.core import CoreEvalConfig, evaluate_core, l0_quantiles, site_mean
+from saelab.sae import SAE, InitialState, SAEConfig
 
 # The TransformerLens hook of each site, written out here rather than taken from HookSite.
 HOOKS = {"1.resid_pre": "blocks.1.hook_resid_pre", "0.attn_z": "blocks.0.attn.hook_z"}
@@ -145,3 +145,30 @@ def test_mean_ablation_leaves_bos_out_of_the_mean(case, random_model, tokens):
     assert m.ce_mean_ablation == pytest.approx(ref.ce["mean"], **TOL)
     mean = site_mean(random_model, HookSite.parse(site), list(tokens.split(BATCH_SIZE)))
     torch.testing.assert_close(mean, ref.mean, rtol=1e-5, atol=1e-6)
+
+
+def test_dead_dense_and_l0_by_hand(random_model, tokens):
+    """Three latents: one fires on every kept token, one on none, one on exactly one token (the kept token
+    that projects furthest on a direction, with the bias half-way to the second furthest)."""
+    site = "1.resid_pre"
+    x, _ = _capture(random_model, tokens, HOOKS[site])
+    x = x[_not_bos(random_model, tokens)]
+    n = x.shape[0]
+    direction = x[0] - x.mean(0)
+    first, second = (x @ direction).topk(2).values.tolist()
+    params = {"W_enc": torch.stack([torch.zeros(64), torch.zeros(64), direction], 1),
+              "b_enc": torch.tensor([1.0, -1.0, -(first + second) / 2]),
+              "W_dec": torch.zeros(3, 64), "b_dec": torch.zeros(64)}
+    sae = SAE(SAEConfig("relu_l1", 64, 3, hook_site=site), InitialState(params, {}))
+    m = evaluate_core(random_model, sae, tokens, CoreEvalConfig(batch_size=BATCH_SIZE, splice=False))
+    assert m.n_tokens == n == int(_not_bos(random_model, tokens).sum())
+    assert m.dead_fraction == pytest.approx(1 / 3)  # the latent that never fires; once is not dead
+    assert m.dense_fraction == pytest.approx(1 / 3)  # fires on all tokens; 1 / n < 0.1 is not dense
+    assert m.l0_histogram.tolist() == [0, n - 1, 1, 0]
+    assert m.l0 == pytest.approx((n + 1) / n)
+
+
+def test_l0_quantiles_by_hand():
+    # 5 tokens with L0 = 1 and 5 with L0 = 2: the median is the first L0 whose CDF reaches 0.5
+    assert l0_quantiles(torch.tensor([0, 5, 5]), (0.1, 0.5, 0.9)) == {"l0_p10": 1.0, "l0_p50": 1.0, "l0_p90": 2.0}
+    assert l0_quantiles(torch.tensor([2, 0, 0, 8]), (0.2, 0.25)) == {"l0_p20": 0.0, "l0_p25": 3.0}

@@ -282,3 +282,13 @@ def test_l1_penalties_by_hand() -> None:
     l1, p = _l1("gated", x)
     gate = (_pre(x - p["b_dec"], p["W_enc"], p["b_gate"])).clamp(min=0)
     assert l1 == pytest.approx(float((gate * p["W_dec"].norm(dim=-1)).sum(-1).mean()), rel=1e-10)
+
+
+def test_batchtopk_threshold_is_the_running_mean_of_the_smallest_kept_activation() -> None:
+    sae = make_sae("batchtopk")
+    sae.threshold.zero_()
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    for smallest, expected in ((1.0, 1.0), (3.0, 2.0), (5.0, 3.0)):  # the mean of 1, 3, 5 so far
+        acts = torch.tensor([[0.0, smallest + 2.0], [smallest, 0.0]], dtype=torch.float64)
+        sae.post_step_(SAEOutput(acts, acts, torch.arange(2).expand(2, 2), acts, acts[:, :0], empty))
+        assert float(sae.threshold) == pytest.approx(expected)
