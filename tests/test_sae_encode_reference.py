@@ -292,3 +292,14 @@ def test_batchtopk_threshold_is_the_running_mean_of_the_smallest_kept_activation
         acts = torch.tensor([[0.0, smallest + 2.0], [smallest, 0.0]], dtype=torch.float64)
         sae.post_step_(SAEOutput(acts, acts, torch.arange(2).expand(2, 2), acts, acts[:, :0], empty))
         assert float(sae.threshold) == pytest.approx(expected)
+
+
+def test_shapes_are_checked_while_tests_run() -> None:
+    """tests/conftest.py installs jaxtyping's import hook on the SAE maths: a batch-size mismatch that
+    broadcasting would silently accept is an error."""
+    from jaxtyping import TypeCheckError
+
+    with pytest.raises(TypeCheckError):
+        fraction_of_variance_unexplained(torch.ones(3, 2), torch.zeros(1, 2))
+    with pytest.raises(TypeCheckError):
+        mse_loss(torch.ones(3, 2), torch.zeros(3, 1))
