@@ -193,16 +193,34 @@ def _reference(tmp_path, corpus, model):
     return _store_bytes(tmp_path / "reference")
 
 
+# `python -m saelab.activations` with a block before any manifest lists the last shard (or says complete): the
+# process waits there to be killed, so it cannot finish before the kill however fast the machine is.
+BLOCK_BEFORE_LAST_SHARD = """
+import runpy, sys, time
+import saelab.activations.cache as cache_module
+_write_manifest = cache_module.write_manifest
+
+def write_manifest_unless_last(path, manifest):
+    if manifest.complete or len(manifest.shards) >= {n_shards}:
+        while True:
+            time.sleep(1)
+    _write_manifest(path, manifest)
+
+cache_module.write_manifest = write_manifest_unless_last
+runpy.run_module("saelab.activations", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path, random_model):
     corpus = _write_files(tmp_path / "corpus")
     out = tmp_path / "killed"
     manifest = store_paths(out, "1.head_result").manifest
-    process = subprocess.Popen(_cli(out, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (manifest.exists() and len(read_manifest(manifest).shards) >= 3):
+    entry = BLOCK_BEFORE_LAST_SHARD.format(n_shards=800 // CONTEXT)
+    process = subprocess.Popen([sys.executable, "-c", entry, *_cli(out, corpus)[3:]], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    while not (manifest.exists() and len(read_manifest(manifest).shards) >= 3):  # pytest's timeout bounds this
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -129,22 +129,50 @@ def test_demo_queries_read_curves_examples_and_circuits(demo_store):
     assert len(q.task_prompts(demo_store, "ioi", limit=2)) == 2
 
 
-def test_reads_wait_for_a_writer_in_another_process(tmp_path):
-    """The app reads while a trainer writes: a read that meets another process's write lock waits for it."""
+def test_reads_wait_for_a_writer_in_another_process(tmp_path, monkeypatch):
+    """The app reads while a trainer writes: a read that meets another process's write lock waits for it.
+
+    A handshake, not a clock: the holder keeps the lock until the test has seen the read fail to open the
+    file at least once, then releases it; the read must then finish with the holder's row."""
     import subprocess
     import sys
-    import time
+    import threading
 
-    store = ResultsStore(tmp_path / "s.duckdb", lock_timeout_s=60).initialize()
+    import duckdb
+
+    import saelab.db.store as store_module
+
+    store = ResultsStore(tmp_path / "s.duckdb", lock_timeout_s=300).initialize()
+    release = tmp_path / "release"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time\n"
+        [sys.executable, "-c", "import duckdb, pathlib, time\n"
          f"con = duckdb.connect({str(store.path)!r})\n"
          "con.execute(\"INSERT INTO runs (run_id, kind, status) VALUES ('w', 'train', 'running')\")\n"
-         "print('locked', flush=True)\ntime.sleep(2)\ncon.close()"],
+         "print('locked', flush=True)\n"
+         f"while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.01)\n"
+         "con.close()"],
         stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    start = time.monotonic()
-    counts = q.table_counts(store)
-    waited = time.monotonic() - start
-    holder.wait(timeout=60)
-    assert counts["runs"] == 1 and waited > 0.5
+    refused = threading.Event()
+    connect = duckdb.connect
+
+    def counting_connect(*args, **kwargs):
+        try:
+            return connect(*args, **kwargs)
+        except duckdb.Error:
+            refused.set()
+            raise
+
+    monkeypatch.setattr(store_module.duckdb, "connect", counting_connect)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = {}
+        reader = threading.Thread(target=lambda: result.update(counts=q.table_counts(store)))
+        reader.start()
+        assert refused.wait(timeout=300), "the read never met the writer's lock"
+        assert "counts" not in result  # still waiting while the lock is held
+        release.touch()
+        reader.join(timeout=300)
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    assert result["counts"]["runs"] == 1

@@ -94,32 +94,57 @@ def test_reading_a_missing_store_is_clear_error(tmp_path):
         ResultsStore(tmp_path / "absent.duckdb").runs()
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
+# Writer and reader meet at handshake files in a shared folder, not at times: the writer starts once the reader
+# has read the empty table, and stops half-way until the reader has seen the half-written table, so a read
+# mid-run is certain on any machine. The waits for a file are safety nets of minutes, never the test's clock.
+HANDSHAKE = textwrap.dedent("""
+    import time
+    from pathlib import Path
+
+    def wait_for(path: Path, patience_s: float = 300.0) -> None:
+        deadline = time.monotonic() + patience_s
+        while not path.exists():
+            assert time.monotonic() < deadline, f"no {path.name} after {patience_s} s"
+            time.sleep(0.005)
+""")
+
+WRITER = HANDSHAKE + textwrap.dedent("""
+    import sys
     from saelab.db import ResultsStore
-    store = ResultsStore(sys.argv[1])
-    for step in range(int(sys.argv[2])):
+    store, n_steps, sync = ResultsStore(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    wait_for(sync / "reader-started")
+    for step in range(n_steps):
         store.insert("training_metrics", [
             {"run_id": "r", "sae_id": "s", "step": step, "tokens": step * 10, "metric": m, "value": float(step)}
             for m in ("loss", "l0", "fvu")
         ])
-        time.sleep(0.005)
+        if step == n_steps // 2:
+            (sync / "half-written").touch()
+            wait_for(sync / "reader-saw-half")
+    (sync / "writer-done").touch()
     print("writer done")
 """)
 
-READER = textwrap.dedent("""
-    import sys, time
+READER = HANDSHAKE + textwrap.dedent("""
+    import sys
     from saelab.db import ResultsStore
-    store = ResultsStore(sys.argv[1])
-    seen, reads, expected = -1, 0, int(sys.argv[2]) * 3
-    deadline = time.monotonic() + 120
-    while seen < expected and time.monotonic() < deadline:
-        rows = store.select("training_metrics", where={"sae_id": "s"})
-        count = len(rows)
+    store, n_steps, sync = ResultsStore(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    expected, half = 3 * n_steps, 3 * (n_steps // 2 + 1)
+    seen, reads, mid_run = -1, 0, []
+    while seen < expected:
+        writer_done = (sync / "writer-done").exists()
+        count = len(store.select("training_metrics", where={"sae_id": "s"}))
         assert count >= seen, (count, seen)          # committed rows never disappear
         assert count % 3 == 0, count                 # never a half-written transaction
+        assert not writer_done or count == expected, f"the writer is done but {count} of {expected} rows show"
         seen, reads = count, reads + 1
-    print(f"reader saw {seen} rows in {reads} reads")
+        if 0 < count < expected:
+            mid_run.append(count)
+        if reads == 1:
+            (sync / "reader-started").touch()
+        if count == half and (sync / "half-written").exists():
+            (sync / "reader-saw-half").touch()
+    print(f"reader saw {seen} rows in {reads} reads; mid-run counts {sorted(set(mid_run))}")
 """)
 
 
@@ -127,18 +152,27 @@ READER = textwrap.dedent("""
 def test_concurrent_writer_and_reader_processes(tmp_path):
     path = tmp_path / "s.duckdb"
     ResultsStore(path).initialize()
-    n_steps = 150
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n_steps)],
+    n_steps, sync = 60, tmp_path / "sync"
+    sync.mkdir()
+    argv = [str(path), str(n_steps), str(sync)]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), str(n_steps)],
+    reader = subprocess.Popen([sys.executable, "-c", READER, *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    w_out, w_err = writer.communicate(timeout=300)
-    r_out, r_err = reader.communicate(timeout=300)
+    try:
+        w_out, w_err = writer.communicate(timeout=600)
+        if writer.returncode != 0:  # the reader would wait for rows that never come
+            reader.kill()
+        r_out, r_err = reader.communicate(timeout=600)
+    finally:
+        for process in (writer, reader):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert writer.returncode == 0, w_err
     assert reader.returncode == 0, r_err
     assert f"reader saw {3 * n_steps} rows" in r_out
-    reads = int(r_out.split(" in ")[1].split()[0])
-    assert reads > 5, r_out  # the reader really interleaved with the writer
+    assert str(3 * (n_steps // 2 + 1)) in r_out.split("mid-run counts")[1], r_out  # a read landed mid-run
     assert len(ResultsStore(path).select("training_metrics")) == 3 * n_steps
 
 

@@ -110,7 +110,7 @@ def test_rows_and_validation(random_model, tokens):
     with pytest.raises(ValueError, match="d_in"):
         evaluate_core(random_model, identity_sae(64, "0.mlp_post"), tokens, CFG)
     with pytest.raises(ValueError, match="dense_threshold"):
-        CoreEvalConfig(dense_threshold=0)
+        CoreEvalConfig(dense_threshold=0.0)
 
 
 def test_flat_acts_concatenates_heads(random_model, tokens):

@@ -3,7 +3,10 @@ again; the web app (a Streamlit server and a reader of the app's queries) runnin
 the same results store.
 
 Every run is small (the saelab-random model, 16k cached tokens, a 32-latent TopK SAE) so a process costs
-mostly its start-up. Kill points come from a seeded RNG, so a failure names a reproducible trial.
+mostly its start-up. Kill points come from a seeded RNG, so a failure names a reproducible trial. Nothing
+races the clock: a child that is to be killed blocks before its last step (saving the SAE, listing the last
+shard) until the kill comes, so it cannot finish first on a fast machine; and the writer the app is read
+against pauses after its first metric rows until the reader has seen them (handshake files, see `ENTRY`).
 (The in-process bad-input table is tests/test_faults.py; API-level kills are in tests/test_training_trainer.py
 and tests/test_activations_store.py.)
 """
@@ -40,6 +43,57 @@ TIMEOUT_S = 600  # a process on a loaded 2-core machine spends most of a minute 
 
 def saelab_argv(workspace: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "saelab", "--workspace", str(workspace), *args]
+
+
+# The CLI entry point run with one function wrapped for a handshake with the test; SAELAB_TEST_SYNC names the
+# folder of handshake files.
+ENTRY = """
+import os, sys, time
+from pathlib import Path
+SYNC = Path(os.environ["SAELAB_TEST_SYNC"])
+
+def wait_for(name):
+    while not (SYNC / name).exists():
+        time.sleep(0.01)
+
+def block_until_killed(name):
+    (SYNC / name).touch()
+    while True:
+        time.sleep(1)
+{patch}
+from saelab.cli import main
+sys.exit(main())
+"""
+
+# `saelab train` that blocks instead of saving its SAEs: a kill always lands before the end of the run.
+BLOCK_BEFORE_SAVE = """
+import saelab.sae
+saelab.sae.save_sae = lambda *args, **kwargs: block_until_killed("at-save")
+"""
+
+# `saelab train` that stops after its first metric rows are committed until a reader has seen them.
+PAUSE_AFTER_FIRST_ROWS = """
+from saelab.db import ResultsStore
+_insert = ResultsStore.insert
+
+def insert_then_wait(self, table, rows):
+    count = _insert(self, table, rows)
+    if table == "training_metrics" and count and not (SYNC / "first-rows").exists():
+        (SYNC / "first-rows").touch()
+        wait_for("reader-saw-rows")
+    return count
+
+ResultsStore.insert = insert_then_wait
+"""
+
+
+def entry_argv(workspace: Path, patch: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", ENTRY.format(patch=patch), "--workspace", str(workspace), *args]
+
+
+def sync_env(sync: Path) -> dict[str, str]:
+    sync.mkdir(exist_ok=True)
+    return {**ENV, "SAELAB_TEST_SYNC": str(sync)}
 
 
 def run_saelab(workspace: Path, *args: str) -> subprocess.CompletedProcess:
@@ -161,8 +215,8 @@ def test_sigkilled_train_resumes_to_the_uninterrupted_run(template, reference, t
     rng = random.Random(f"saelab-train-kill-{trial}")
     fraction, delay_s = rng.uniform(*KILL_WINDOWS[trial]), rng.uniform(0.0, 0.1)
     workspace = copy_of(template, tmp_path / "ws")
-    victim = subprocess.Popen(saelab_argv(workspace, *TRAIN), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=ENV)
+    victim = subprocess.Popen(entry_argv(workspace, BLOCK_BEFORE_SAVE, *TRAIN), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=sync_env(tmp_path / "sync"))
     progress = Progress(victim)
     threshold = fraction * CACHE_TOKENS
     kill_when(victim, lambda: (progress.tokens() or -1.0) >= threshold, delay_s,
@@ -208,6 +262,7 @@ from saelab.app_support.resources import open_context
 from saelab.workspace import Workspace
 
 workspace, main_script, stop = Workspace(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
+saw_rows = stop.with_name("sync") / "reader-saw-rows"  # the writer waits for it after its first rows
 def render():
     at = AppTest.from_file(main_script, default_timeout=300)
     at.switch_page("views/runs.py")
@@ -226,6 +281,8 @@ while not stop.exists():
     names = q.training_metric_names(store, sae_ids)
     q.training_curves(store, sae_ids, names)
     counts.append(len(metrics))
+    if counts[-1] > 0:
+        saw_rows.touch()
     if len(counts) % 10 == 0:
         render(); renders += 1
     time.sleep(0.05)
@@ -280,8 +337,8 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
     try:
         wait_healthy(url, server)
         assert reader.stdout.readline().strip() == "ready", reader.stderr.read()[-3000:]
-        writer = subprocess.Popen(saelab_argv(workspace, *TRAIN), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, env=ENV)
+        writer = subprocess.Popen(entry_argv(workspace, PAUSE_AFTER_FIRST_ROWS, *TRAIN), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=sync_env(tmp_path / "sync"))
         polls = 0
         while writer.poll() is None:
             assert http_get(f"{url}/_stcore/health") == (200, b"ok")
@@ -310,6 +367,7 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
     final = len(metric_rows(reference, run_id))
     assert polls > 0 and summary["renders"] >= 2
     assert counts == sorted(counts), "the reader saw rows disappear"
+    assert (tmp_path / "sync" / "first-rows").exists()  # the writer paused until the reader saw its rows
     assert any(0 < c < final for c in counts), f"no read landed while rows were being written: {counts[:50]}"
     assert "Traceback" not in (tmp_path / "app.log").read_text()
     assert_finished_like(workspace, reference)
@@ -320,19 +378,27 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
 SHARD_TOKENS = 1024  # 16 shards of 16 contexts
 # `saelab cache` with small shards, so that a kill lands between shard commits: the real CLI entry point, with
 # only the shard size (not a command-line option) changed.
-CACHE_ENTRY = (
-    "import functools, sys\n"
-    "import saelab.activations as activations\n"
-    f"activations.cache_activations = functools.partial(activations.cache_activations, shard_tokens={SHARD_TOKENS})\n"
-    "from saelab.cli import main\n"
-    "sys.exit(main())\n"
-)
+SMALL_SHARDS = f"""
+import functools
+import saelab.activations as activations
+activations.cache_activations = functools.partial(activations.cache_activations, shard_tokens={SHARD_TOKENS})
+"""
+# ...and, for the run that is killed, a block before the manifest lists the last shard (so the kill comes first).
+BLOCK_BEFORE_LAST_SHARD = SMALL_SHARDS + f"""
+import saelab.activations.cache as cache_module
+_write_manifest = cache_module.write_manifest
+
+def write_manifest_unless_last(path, manifest):
+    if manifest.complete or len(manifest.shards) >= {CACHE_TOKENS // SHARD_TOKENS}:
+        block_until_killed("at-last-shard")
+    _write_manifest(path, manifest)
+
+cache_module.write_manifest = write_manifest_unless_last
+"""
 CACHE = ["cache", "--model", MODEL, "--sites", SITE, "--tokens", str(CACHE_TOKENS), "--context-len", str(CONTEXT_LEN),
          "--batch-size", "8"]
 
 
-def cache_argv(workspace: Path) -> list[str]:
-    return [sys.executable, "-c", CACHE_ENTRY, "--workspace", str(workspace), *CACHE]
 
 
 def test_sigkilled_cache_shows_only_whole_shards_and_resumes(template, tmp_path):
@@ -345,7 +411,8 @@ def test_sigkilled_cache_shows_only_whole_shards_and_resumes(template, tmp_path)
     listed, delay_s = rng.randint(2, 8), rng.uniform(0.0, 0.3)
     workspace = tmp_path / "ws"
     paths = store_paths(workspace / "activations" / MODEL, SITE)
-    victim = subprocess.Popen(cache_argv(workspace), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    victim = subprocess.Popen(entry_argv(workspace, BLOCK_BEFORE_LAST_SHARD, *CACHE), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=sync_env(tmp_path / "sync"))
     progress = Progress(victim)
     kill_when(victim, lambda: paths.manifest.exists() and len(read_manifest(paths.manifest).shards) >= listed,
               delay_s, f"{listed} shards were listed")
@@ -366,7 +433,8 @@ def test_sigkilled_cache_shows_only_whole_shards_and_resumes(template, tmp_path)
     assert ResultsStore(workspace / "saelab.duckdb").select("runs", where={"kind": "cache"})["status"].tolist() == [
         "running"]
 
-    resumed = subprocess.run(cache_argv(workspace), capture_output=True, text=True, env=ENV, timeout=TIMEOUT_S)
+    resumed = subprocess.run(entry_argv(workspace, SMALL_SHARDS, *CACHE), capture_output=True, text=True,
+                             env=sync_env(tmp_path / "sync"), timeout=TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     computed = int(re.search(r"([\d,]+) tokens computed", resumed.stdout).group(1).replace(",", ""))
     assert computed == CACHE_TOKENS - killed.n_tokens  # the listed shards were kept, not redone

@@ -128,7 +128,7 @@ def _bos_id(model: HookedTransformer) -> int | None:
 
 @torch.no_grad()
 def site_mean(
-    model: HookedTransformer, site: HookSite, batches: list[Int[Tensor, "batch pos"]], skip_bos: bool = True
+    model: HookedTransformer, site: HookSite, batches: list[Int[Tensor, "_batch pos"]], skip_bos: bool = True
 ) -> Float[Tensor, " d_in"]:
     """Mean SAE-shaped activation at `site` over the kept tokens of `batches` (for mean-ablation)."""
     total, count = None, 0
