@@ -67,18 +67,21 @@ class Paused:
         self.ready = tmp_path / f"ready-{attr}"
         self.process = subprocess.Popen(
             [sys.executable, "-c", PAUSE_ENTRY, module, attr, str(self.ready), "1" if wrap_result else "0", *argv],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
 
     def wait_ready(self) -> int:
         """Block until the process has paused (its ready file names it); returns its process id."""
         import selectors
 
-        selector = selectors.DefaultSelector()  # the child's exit closes stderr: wake on that as well
+        selector = selectors.DefaultSelector()  # wake on the child's output and on its exit (stderr closes)
         selector.register(self.process.stderr, selectors.EVENT_READ)
+        seen = b""
         while not self.ready.exists():
             if self.process.poll() is not None:
-                raise AssertionError(f"exited {self.process.returncode} before pausing: {self.process.stderr.read()}")
-            selector.select(timeout=0.05)
+                raise AssertionError(f"exited {self.process.returncode} before pausing: "
+                                     f"{(seen + os.read(self.process.stderr.fileno(), 1 << 20)).decode()[-3000:]}")
+            if selector.select(timeout=0.05):
+                seen = (seen + os.read(self.process.stderr.fileno(), 1 << 16))[-20000:]
         return int(self.ready.read_text())
 
     def kill(self) -> None:
@@ -309,3 +312,15 @@ def test_symlinked_saes_folder_trains_once_and_is_reused(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     (path,) = ResultsStore(workspace / "saelab.duckdb").select("saes")["path"]
     assert path.startswith("saes/")
+
+
+def test_disk_full_for_a_checkpoint_is_one_line(tmp_path):
+    require_mount()
+    workspace = tmp_path / "ws"
+    checkpoints = workspace / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    done = in_tmpfs(checkpoints, "8k", saelab_sh(workspace, *TRAIN))
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    line = one_line(done.stderr)
+    assert "No space left" in line and str(checkpoints) in line, line
+    assert set(runs_of(workspace, "train").values()) == {"failed"}

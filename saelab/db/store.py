@@ -47,6 +47,9 @@ class ResultsStore:
         try:
             yield con
         except duckdb.IOException as exc:  # e.g. a truncated file: it opens, then a page cannot be read
+            if "No space left" in str(exc):
+                raise StoreError(f"no space left on the device of {self.path}; the last write was not stored: "
+                                 "free some space and run the command again") from None
             raise StoreError(
                 f"{self.path} could not be read or written ({str(exc).splitlines()[0]}); "
                 "if it is damaged, move it aside or pick another --workspace"
