@@ -10,6 +10,7 @@ possible they are skipped with the reason, except under CI=true as root, where t
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +42,8 @@ paused = []
 def pause():
     if not paused:
         paused.append(True)
-        ready.write_text(str(os.getpid()))
+        ready.with_suffix(".tmp").write_text(str(os.getpid()))
+        os.replace(ready.with_suffix(".tmp"), ready)  # the test sees the file only once it holds the id
         sys.stdin.readline()
 def after_first_call(function):
     def wrapped(*args, **kwargs):
@@ -324,3 +326,40 @@ def test_disk_full_for_a_checkpoint_is_one_line(tmp_path):
     line = one_line(done.stderr)
     assert "No space left" in line and str(checkpoints) in line, line
     assert set(runs_of(workspace, "train").values()) == {"failed"}
+
+
+def test_shard_whose_blocks_cannot_be_allocated_is_refused_and_removed(tmp_path, monkeypatch, random_model):
+    """Space that goes between the free-space check and the shard's allocation (another writer): the allocation
+    fails with ENOSPC, which is the same one-line error, and the temporary shard is removed."""
+    import errno
+
+    import saelab.activations.cache as cache
+    from saelab.capacity import CapacityError
+    from saelab.data.sources import bundled_source
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "require_disk", lambda *args: None)
+    monkeypatch.setattr(cache.os, "posix_fallocate", full)
+    # 16384 tokens x (64 floats x 4 bytes + 12 bytes of token, document and position) = 4.19 MiB
+    with pytest.raises(CapacityError, match=r"no space for shard 0 of 1\.resid_post: needs 4\.2 MiB"):
+        cache.cache_activations(MODEL, "1.resid_post", 16384, out_dir=tmp_path, source=bundled_source(),
+                                context_len=64, model=random_model, progress=False)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_field_types_follow_the_dataclass():
+    from saelab.fields import check_field_types
+    from saelab.sae import SAEConfig
+    from saelab.workflows.train import SAESpec
+
+    ok = {"architecture": "topk", "d_in": 64, "d_sae": 512, "k": 8, "l1_coefficient": 1, "auxk_k": None,
+          "dtype": "float16", "normalize_activations": False}
+    check_field_types(SAEConfig, ok, "cfg.json")  # an integer where a float is declared is a number
+    check_field_types(SAESpec, {"site": "1.resid_post", "lr": None}, "sweep.toml")
+    for field, value in (("d_in", "64"), ("d_in", [64]), ("k", 2.5), ("k", True), ("auxk_k", 1.5),
+                         ("dtype", "float8"), ("normalize_activations", 1), ("l1_coefficient", "1"),
+                         ("model_name", 5)):
+        with pytest.raises(ValueError, match=rf"^cfg\.json: {field} must be .*got {re.escape(repr(value))}"):
+            check_field_types(SAEConfig, {**ok, field: value}, "cfg.json")
