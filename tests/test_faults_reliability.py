@@ -11,6 +11,7 @@ possible they are skipped with the reason, except under CI=true as root, where t
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,8 @@ def test_a_live_run_is_not_marked_interrupted(tmp_path):
 
 def can_mount() -> str | None:
     """None when this test can mount a tmpfs in a private mount namespace, else the reason it cannot."""
+    if shutil.which("unshare") is None:
+        return "no `unshare` command (util-linux) to make a private mount namespace"
     probe = subprocess.run(["unshare", "-m", *([] if os.geteuid() == 0 else ["-r"]), "sh", "-c",
                             "mount -t tmpfs -o size=64k tmpfs /mnt 2>&1 || mount -t tmpfs -o size=64k tmpfs /tmp"],
                            capture_output=True, text=True)
