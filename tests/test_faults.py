@@ -1,5 +1,7 @@
 """Bad input across the CLI: each case exits non-zero with a one-line error, and nothing already in the
-workspace changes (checksums of every file before and after)."""
+workspace changes (checksums of every file before and after). Faults that need processes, kills or a mounted
+filesystem (a killed demo, two identical trains, a full disk, a read-only workspace, a symlinked folder) are in
+tests/test_faults_reliability.py; kills of train and cache in tests/test_faults_processes.py."""
 
 import hashlib
 import os
