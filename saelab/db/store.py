@@ -227,10 +227,6 @@ class Transaction:
     def __init__(self, store: ResultsStore, con: duckdb.DuckDBPyConnection) -> None:
         self.store, self.con = store, con
 
-    @property
-    def path(self) -> Path:
-        return self.store.path
-
     def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         if rows:
             self.store._insert(self.con, table, rows)
