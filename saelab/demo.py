@@ -170,18 +170,18 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
 
 
 def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) -> str:
+    from saelab.evals.storage import missing_eval_outputs
     from saelab.evals.workflow import EvalRequest, run_eval
 
     store = ResultsStore(workspace.db_path)
     first_topk = next((sae_id for sae_id in trained if "-topk-" in sae_id), None)
     for sae_id, path in trained.items():
-        rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
-        if rows.empty:
-            dashboards = sae_id == first_topk
+        dashboards = sae_id == first_topk
+        if missing_eval_outputs(store, sae_id, dashboards):  # done only when every output is stored
             run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
                                             n_tokens=cfg.eval_tokens, dashboards=dashboards,
                                             dashboard_tokens=cfg.dashboard_tokens, seed=cfg.seed))
-            rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
+        rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
         values = dict(zip(rows["metric"], rows["value"], strict=True))
         sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]
         saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"], values.get("fvu", float("nan")),

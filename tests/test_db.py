@@ -188,3 +188,44 @@ def test_replace_rows_swaps_matching_rows_in_one_transaction(tmp_path):
     with pytest.raises(duckdb.ConstraintException):  # a duplicate key aborts the transaction: the old rows stay
         store.replace_rows("features", {"sae_id": "b"}, [{"sae_id": "b", "latent": 0}, {"sae_id": "b", "latent": 0}])
     assert len(store.select("features", where={"sae_id": "b"})) == 1
+
+
+def test_migration_3_keeps_one_metric_row_per_key_and_refuses_duplicates(tmp_path):
+    """Two processes training one run once stored every metric row twice (issue 20): migrating keeps the first
+    of each (run, SAE, step, metric), and the key then makes a duplicate impossible."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:2]:  # a store written by schema version 2
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (2)")
+    con.execute("INSERT INTO runs (run_id, kind, status) VALUES ('r', 'train', 'running')")
+    for value in (0.1, 0.2):
+        con.execute("INSERT INTO training_metrics VALUES ('r', 's', 10, 640, 'mse', ?), ('r', 's', 20, 1280, 'mse', 0.5)",
+                    [value])
+    con.close()
+    store = ResultsStore(path).initialize()
+    rows = store.select("training_metrics", order_by=["step"])
+    assert rows[["step", "value"]].values.tolist() == [[10, 0.1], [20, 0.5]]
+    with pytest.raises(duckdb.ConstraintException):
+        store.insert("training_metrics", [{"run_id": "r", "sae_id": "s", "step": 10, "tokens": 640, "metric": "mse",
+                                           "value": 1.0}])
+    store.delete_training_metrics_after("r", 0)  # a resumed run rewrites its rows
+    store.insert("training_metrics", [{"run_id": "r", "sae_id": "s", "step": 10, "tokens": 640, "metric": "mse",
+                                       "value": 1.0}])
+    assert store.select("training_metrics")["value"].tolist() == [1.0]
+    assert store.interrupt_stale_runs("train") == ["r"]  # a run from before pids were recorded: no process owns it
+    assert store.runs()["status"].tolist() == ["interrupted"]
+
+
+def test_transaction_stores_all_writes_or_none(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.insert("runs", [{"run_id": "a", "kind": "eval", "status": "done"}])
+        raise RuntimeError("killed in between")
+    assert store.runs().empty
+    with store.transaction() as tx:
+        tx.insert("runs", [{"run_id": "a", "kind": "eval", "status": "done"}])
+        tx.replace_rows("runs", {"run_id": "a"}, [{"run_id": "a", "kind": "eval", "status": "failed"}])
+    assert store.runs()["status"].tolist() == ["failed"]

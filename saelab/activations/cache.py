@@ -6,11 +6,14 @@ worker i of N writes the shards with k % N == i, so N workers and one worker wri
 `merge_worker_manifests` joins the workers' manifests.
 """
 
+import errno
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -38,6 +41,7 @@ from saelab.activations.store import (
     to_disk_array,
     write_manifest,
 )
+from saelab.capacity import CapacityError, no_space_message, require_disk
 from saelab.data import PackedContext, TextSource, iter_contexts
 from saelab.data.packing import describe_short
 from saelab.data.sources import DataSourceError, source_from_spec
@@ -156,11 +160,39 @@ class SiteWriter:
     def completed(self) -> set[int]:
         return {s.index for s in self.manifest.shards}
 
+    def shard_bytes(self, shard: ShardInfo) -> int:
+        """Disk space one shard's two files take (activations and token metadata), headers aside."""
+        itemsize = np.dtype(store_dtype(self.config.dtype).numpy_dtype).itemsize
+        return shard.n_tokens * (self.manifest.d * itemsize + np.dtype(META_DTYPE).itemsize)
+
     def begin(self, shard: ShardInfo) -> None:
+        """Open the shard's temporary memory map with every block allocated on disk: a full disk is then an
+        OSError here (a one-line CapacityError), not a SIGBUS when a row is written into the map."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         path = temp_path(self.paths.shard(shard.index).acts)
-        self._open[shard.index] = np.lib.format.open_memmap(
+        what = f"shard {shard.index} of {self.site}"
+        require_disk(self.paths.root, self.shard_bytes(shard), what)
+        acts = np.lib.format.open_memmap(
             path, mode="w+", dtype=store_dtype(self.config.dtype).numpy_dtype, shape=(shard.n_tokens, self.manifest.d))
+        self._open[shard.index] = acts
+        try:
+            with open(path, "rb+") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+        except OSError as exc:
+            self.abort()
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise CapacityError(no_space_message(self.paths.root, self.shard_bytes(shard),
+                                                 shutil.disk_usage(self.paths.root).free, what)) from None
+
+    def abort(self) -> None:
+        """Drop the shards being written and their temporary files (after an error; a kill leaves them to be
+        overwritten by the next run)."""
+        for index in list(self._open):
+            del self._open[index]
+            files = self.paths.shard(index)
+            for temp in (temp_path(files.acts), temp_path(files.meta)):
+                temp.unlink(missing_ok=True)
 
     def write(self, act: Tensor, shard: ShardInfo, first_row: int) -> None:
         """Store activations [batch, pos, *feature] at rows first_row.. of the open shard."""
@@ -347,6 +379,12 @@ def run_shards(model: HookedTransformer, sites: list[HookSite], config: CacheCon
             for writer in writers:
                 commits.submit(writer.finish, shard, meta)
             written += shard.n_tokens
+    except BaseException:
+        with suppress(Exception):  # the error to report is the one that stopped the loop
+            commits.close()
+        for writer in writers:
+            writer.abort()
+        raise
     finally:
         commits.close()
         bar.close()

@@ -4,7 +4,9 @@ Subcommands live in a registry (name -> Command); each module under saelab/cli a
 """
 
 import argparse
+import errno
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
@@ -89,9 +91,44 @@ def main(argv: list[str] | None = None) -> int:
         # Library validation errors name the bad value; show them as one line, not a traceback.
         sys.stderr.write(f"saelab {args.command}: error: {exc}\n")
         return 1
+    except Exception as exc:  # noqa: BLE001 - only the machine's errors are turned into a line; others re-raise
+        message = system_error_message(exc, workspace)
+        if message is None:
+            raise
+        sys.stderr.write(f"saelab {args.command}: error: {message}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"saelab {args.command}: interrupted\n")
         return 130
+
+
+def system_error_message(exc: BaseException, workspace: Workspace) -> str | None:
+    """One line for an error of the machine rather than of saelab (a full disk, a read-only or missing file, too
+    little memory, the results store failing), naming the path; None for anything else (a bug: its traceback
+    is worth seeing)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or first} {_where(exc, workspace)}"
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        return f"results store {workspace.db_path}: {first}"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in first or "out of memory" in first.lower():
+        return f"not enough memory ({first}); choose a smaller width, batch or token count"
+    return None
+
+
+def _where(exc: OSError, workspace: Workspace) -> str:
+    """The path an OS error names; for a full disk that names none (a write into an open file), the workspace
+    folder with the least free space."""
+    if exc.filename:
+        return f"at {exc.filename}"
+    if exc.errno == errno.ENOSPC:
+        folders = [f for f in (workspace.root, workspace.activations_dir, workspace.saes_dir,
+                               workspace.checkpoints_dir) if f.is_dir()]
+        if folders:
+            fullest = min(folders, key=lambda folder: shutil.disk_usage(folder).free)
+            return f"under {fullest} ({shutil.disk_usage(fullest).free / 2**20:,.1f} MiB free); free some space"
+    return f"in workspace {workspace.root}"
 
 
 def _exit() -> NoReturn:

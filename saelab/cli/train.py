@@ -71,6 +71,7 @@ def spec_from_args(args: argparse.Namespace):
 def spec_from_toml(path: Path):
     from saelab.data.counts import parse_token_count
     from saelab.errors import SaelabError
+    from saelab.fields import check_field_types
     from saelab.models import get_default_model_name
     from saelab.workflows.train import SAESpec, TrainSpec
 
@@ -79,13 +80,19 @@ def spec_from_toml(path: Path):
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SaelabError(f"cannot read training config {str(path)!r}: {exc}") from None
     entries = raw.pop("sae", [])
+    where = f"training config {str(path)!r}"
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise SaelabError(f"{where}: each SAE is a [[sae]] table, got sae = {entries!r}")
+    for number, entry in enumerate(entries, 1):
+        check_field_types(SAESpec, entry, f"{where}, [[sae]] number {number}")
+    if isinstance(raw.get("tokens"), str):
+        raw["tokens"] = parse_token_count(raw["tokens"])
+    check_field_types(TrainSpec, raw, where)
     try:
         saes = tuple(SAESpec(**entry) for entry in entries)
-        if "tokens" in raw:
-            raw["tokens"] = parse_token_count(raw["tokens"])
         return TrainSpec(model=raw.pop("model", None) or get_default_model_name(), saes=saes, **raw)
     except TypeError as exc:
-        raise SaelabError(f"training config {str(path)!r}: {exc}") from None
+        raise SaelabError(f"{where}: {exc}") from None
 
 
 @command("train", "train sparse autoencoders on a model's activations (one pass, many SAEs)", _arguments)

@@ -59,6 +59,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX training_metrics_sae ON training_metrics (sae_id, metric)",
         "CREATE INDEX feature_examples_latent ON feature_examples (sae_id, latent)",
     )),
+    Migration(3, "one metric row per key; the process that owns a run", (
+        # Two processes training the same run once stored each row twice: keep the first of each key.
+        """CREATE TABLE training_metrics_keyed (
+            run_id VARCHAR NOT NULL, sae_id VARCHAR NOT NULL, step BIGINT NOT NULL, tokens BIGINT NOT NULL,
+            metric VARCHAR NOT NULL, value DOUBLE, PRIMARY KEY (run_id, sae_id, step, metric))""",
+        """INSERT INTO training_metrics_keyed SELECT run_id, sae_id, step, tokens, metric, value
+            FROM training_metrics
+            QUALIFY row_number() OVER (PARTITION BY run_id, sae_id, step, metric ORDER BY rowid) = 1""",
+        "DROP INDEX training_metrics_sae",
+        "DROP TABLE training_metrics",
+        "ALTER TABLE training_metrics_keyed RENAME TO training_metrics",
+        "CREATE INDEX training_metrics_sae ON training_metrics (sae_id, metric)",
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -8,11 +8,12 @@ the file, for at most `lock_timeout_s`. A trainer buffers its metric rows and wr
 
 import json
 import logging
+import os
 import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from saelab.errors import StoreError
 log = logging.getLogger(__name__)
 
 _LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
+_READ_ONLY_MESSAGES = ("Read-only file system", "Permission denied")
 
 
 class ResultsStore:
@@ -45,6 +47,9 @@ class ResultsStore:
         try:
             yield con
         except duckdb.IOException as exc:  # e.g. a truncated file: it opens, then a page cannot be read
+            if "No space left" in str(exc):
+                raise StoreError(f"no space left on the device of {self.path}; the last write was not stored: "
+                                 "free some space and run the command again") from None
             raise StoreError(
                 f"{self.path} could not be read or written ({str(exc).splitlines()[0]}); "
                 "if it is damaged, move it aside or pick another --workspace"
@@ -60,6 +65,11 @@ class ResultsStore:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as exc:
                 message = str(exc)
+                if any(m in message for m in _READ_ONLY_MESSAGES):
+                    raise StoreError(
+                        f"{self.path} is read-only here ({message.splitlines()[0]}); nothing in it was changed: "
+                        "make the workspace writable or pick another --workspace"
+                    ) from None
                 if not any(m in message for m in _LOCK_MESSAGES):
                     raise StoreError(
                         f"{self.path} is not a usable saelab results store ({message.splitlines()[0]}); "
@@ -107,30 +117,30 @@ class ResultsStore:
         return [r[0] for r in rows]
 
     # -- generic typed insert / select over known tables ----------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator["Transaction"]:
+        """Several writes as one transaction: readers (and a re-run after a kill) see all of them or none."""
+        with self.connect(read_only=False) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield Transaction(self, con)
+            except BaseException:
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
     def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         """Append `rows` to `table` in one transaction; JSON columns take dicts/lists. Returns the count."""
         if not rows:
             return 0
-        with self.connect(read_only=False) as con:
-            self._insert(con, table, rows)
-        return len(rows)
+        with self.transaction() as tx:
+            return tx.insert(table, rows)
 
     def replace_rows(self, table: str, where: dict[str, Any], rows: Sequence[dict[str, Any]]) -> int:
         """In one transaction: delete the rows of `table` whose columns equal `where`, then insert `rows`."""
-        if not where:
-            raise ValueError("replace_rows needs a non-empty `where`; it never empties a whole table")
-        with self.connect(read_only=False) as con:
-            columns = self._table_columns(con, table)
-            bad = [c for c in where if c not in columns]
-            if bad:
-                raise ValueError(f"table {table!r} has no column(s) {bad}; columns are {columns}")
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f'DELETE FROM "{table}" WHERE ' + " AND ".join(f'"{c}" = ?' for c in where),
-                        list(where.values()))
-            if rows:
-                self._insert(con, table, rows)
-            con.execute("COMMIT")
-        return len(rows)
+        with self.transaction() as tx:
+            return tx.replace_rows(table, where, rows)
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
         columns = self._table_columns(con, table)
@@ -175,11 +185,25 @@ class ResultsStore:
 
     # -- runs ----------------------------------------------------------------------------------------------
     def start_run(self, kind: str, name: str | None = None, config: dict | None = None) -> str:
-        """Insert a run with status 'running'; returns its id."""
+        """Insert a run with status 'running' (and this process's id); returns its id. Runs of the same kind
+        left 'running' by a process that is gone are marked 'interrupted' first."""
         run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.insert("runs", [{"run_id": run_id, "kind": kind, "name": name, "config": config or {},
-                              "status": "running"}])
+        with self.transaction() as tx:
+            tx.interrupt_stale_runs(kind)
+            tx.insert("runs", [{"run_id": run_id, "kind": kind, "name": name, "config": config or {},
+                                "status": "running", "pid": os.getpid()}])
         return run_id
+
+    def interrupt_stale_runs(self, kind: str) -> list[str]:
+        """Mark runs of `kind` still 'running' whose process has ended as 'interrupted'; returns their ids."""
+        with self.transaction() as tx:
+            return tx.interrupt_stale_runs(kind)
+
+    def resume_run(self, run_id: str, message: str) -> None:
+        """Mark an existing run 'running' again, now owned by this process."""
+        with self.connect(read_only=False) as con:
+            con.execute("UPDATE runs SET status = 'running', message = ?, pid = ?, updated_at = current_timestamp "
+                        "WHERE run_id = ?", [message, os.getpid(), run_id])
 
     def finish_run(self, run_id: str, status: str = "done", message: str | None = None) -> None:
         with self.connect(read_only=False) as con:
@@ -195,6 +219,56 @@ class ResultsStore:
 
     def runs(self) -> pd.DataFrame:
         return self.select("runs", order_by=["created_at"])
+
+
+class Transaction:
+    """Writes inside one open transaction of a ResultsStore (see `ResultsStore.transaction`)."""
+
+    def __init__(self, store: ResultsStore, con: duckdb.DuckDBPyConnection) -> None:
+        self.store, self.con = store, con
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        if rows:
+            self.store._insert(self.con, table, rows)
+        return len(rows)
+
+    def replace_rows(self, table: str, where: dict[str, Any], rows: Sequence[dict[str, Any]]) -> int:
+        if not where:
+            raise ValueError("replace_rows needs a non-empty `where`; it never empties a whole table")
+        columns = self.store._table_columns(self.con, table)
+        bad = [c for c in where if c not in columns]
+        if bad:
+            raise ValueError(f"table {table!r} has no column(s) {bad}; columns are {columns}")
+        self.con.execute(f'DELETE FROM "{table}" WHERE ' + " AND ".join(f'"{c}" = ?' for c in where),
+                         list(where.values()))
+        return self.insert(table, rows)
+
+    def interrupt_stale_runs(self, kind: str) -> list[str]:
+        running = self.con.execute("SELECT run_id, pid FROM runs WHERE kind = ? AND status = 'running'",
+                                   [kind]).fetchall()
+        stale = [(run_id, pid) for run_id, pid in running if not process_alive(pid)]
+        for run_id, pid in stale:
+            self.con.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = current_timestamp, "
+                "message = ? WHERE run_id = ?", [f"process {pid} ended without finishing the run", run_id])
+        return [run_id for run_id, _ in stale]
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether process `pid` on this machine still runs (an exited, unreaped child counts as ended)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:

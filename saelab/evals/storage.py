@@ -4,7 +4,6 @@ import dataclasses
 from pathlib import Path
 
 from saelab.db import ResultsStore
-from saelab.errors import SaelabError
 from saelab.sae import SAE
 
 
@@ -31,15 +30,20 @@ def write_eval_metrics(store: ResultsStore, rows: list[dict]) -> int:
 
 
 def write_dashboards(store: ResultsStore, sae_id: str, features: list[dict], examples: list[dict]) -> int:
-    """Store one SAE's dashboards, replacing earlier ones when the store can (`replace_rows`)."""
-    replace = getattr(store, "replace_rows", None)
-    if replace is not None:
-        replace("features", {"sae_id": sae_id}, features)
-        replace("feature_examples", {"sae_id": sae_id}, examples)
-        return len(features)
-    if not store.select("features", where={"sae_id": sae_id}, limit=1).empty:
-        raise SaelabError(f"dashboards of SAE {sae_id!r} are already in {store.path}; evaluate it under another "
-                          "--sae-id or use a fresh workspace")
-    store.insert("features", features)
-    store.insert("feature_examples", examples)
+    """Replace one SAE's dashboards (its `features` and `feature_examples` rows) in one transaction, so that a
+    kill or an error in between leaves the earlier dashboards whole."""
+    with store.transaction() as tx:
+        tx.replace_rows("features", {"sae_id": sae_id}, features)
+        tx.replace_rows("feature_examples", {"sae_id": sae_id}, examples)
     return len(features)
+
+
+def missing_eval_outputs(store: ResultsStore, sae_id: str, dashboards: bool) -> list[str]:
+    """What an evaluation of `sae_id` would store that the store lacks: "core metrics", and "dashboards" when
+    they are asked for. Empty: the evaluation is done (a killed one is not)."""
+    missing = []
+    if store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"}, limit=1).empty:
+        missing.append("core metrics")
+    if dashboards and store.select("features", where={"sae_id": sae_id}, limit=1).empty:
+        missing.append("dashboards")
+    return missing

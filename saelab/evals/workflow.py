@@ -70,8 +70,11 @@ def _load(request: EvalRequest):
 
 
 def _stored_path(workspace: Workspace, path: Path) -> str:
-    resolved = path.resolve()
-    return workspace.relative(resolved) if resolved.is_relative_to(workspace.root) else str(resolved)
+    """Workspace-relative when the path lies below the workspace (a symlinked folder included), else absolute."""
+    try:
+        return workspace.relative(path)
+    except ValueError:
+        return str(path.resolve())
 
 
 def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str, store,

@@ -17,6 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from saelab.capacity import require_memory
+from saelab.fields import check_field_types
 from saelab.sae.batchtopk import batchtopk_to_jumprelu
 from saelab.sae.config import SAEConfig
 from saelab.sae.model import SAE
@@ -90,16 +92,31 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
 
 
 def _config_from_json(path: Path) -> SAEConfig:
+    """The SAEConfig a cfg.json holds; a wrong type or value is a one-line ValueError naming the file and field."""
     if not path.is_file():
         raise ValueError(f"no SAE config at {path}; expected a directory written by saelab.sae.save_sae")
-    fields = json.loads(path.read_text())
+    try:
+        fields = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON SAE config ({exc}); re-save or re-train the SAE") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path} holds a JSON {type(fields).__name__}, not an SAE config object")
     version = fields.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {version!r}; this saelab reads version {FORMAT_VERSION}")
     unknown = set(fields) - {f.name for f in dataclasses.fields(SAEConfig)}
     if unknown:
         raise ValueError(f"{path} has unknown field(s) {sorted(unknown)}; was it written by a newer saelab?")
-    return SAEConfig(**fields)
+    check_field_types(SAEConfig, fields, str(path))
+    try:
+        return SAEConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def sae_bytes(cfg: SAEConfig) -> int:
+    """Bytes of an SAE's parameters (both weight matrices and the per-latent and per-input vectors)."""
+    return (2 * cfg.d_in * cfg.d_sae + 3 * cfg.d_sae + cfg.d_in) * cfg.torch_dtype.itemsize
 
 
 def _sae_from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], source: Path) -> SAE:
@@ -124,6 +141,7 @@ def load_sae(directory: str | os.PathLike[str], device: str | torch.device = "cp
     cfg = _config_from_json(paths.cfg)
     if not paths.weights.is_file():
         raise ValueError(f"no SAE weights at {paths.weights}")
+    require_memory(sae_bytes(cfg), f"{paths.cfg} (d_in {cfg.d_in}, d_sae {cfg.d_sae})")
     return _sae_from_tensors(cfg, _read_tensors(paths.weights), paths.weights).to(device)
 
 

@@ -39,7 +39,8 @@ def run_circuits_in_workspace(workspace: Workspace, config, model=None, progress
                              {"methods": list(config.methods), "seeds": list(config.seeds)})
     try:
         runs = run_circuits(model, config, problems, truth, progress=progress)
-        write_results(store, runs, config.task, config.model, truth_name, run_id)
+        with store.transaction() as tx:  # a circuit run's row, scores and evaluations: all stored or none
+            write_results(tx, runs, config.task, config.model, truth_name, run_id)
     except BaseException as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise

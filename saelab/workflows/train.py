@@ -4,12 +4,14 @@ else streamed from the model; metrics into the store; SAEs under `saes/`; re-run
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
+from saelab.capacity import require_memory
 from saelab.db import ResultsStore
 from saelab.sae import SAEConfig, sae_paths
 from saelab.workspace import Workspace
@@ -184,27 +186,47 @@ def metrics_sink(store: ResultsStore, run_id: str):
 
 def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True) -> TrainResult:
     """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store.
-    Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
+    One process at a time trains a run: another one started on the same run stops with a one-line error naming
+    the holder. Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
     from saelab.models import load_model
-    from saelab.training import load_checkpoint, train_saes
     from saelab.training.distributed import init_from_env
 
     model = load_model(spec.model)
     configs = build_sae_configs(spec, model.cfg)
+    require_memory(training_bytes(configs.values(), spec.batch_size), f"training {len(configs)} SAE(s)")
     run_id = f"train-{spec.run_hash}"
+    if not init_from_env().is_main:  # the other ranks only train; rank 0 holds the lock and writes the store
+        return _train_run(workspace, spec, model, configs, run_id, progress)
+    with workspace.lock(run_id):
+        return _train_run(workspace, spec, model, configs, run_id, progress)
+
+
+def training_bytes(configs, batch_size: int) -> int:
+    """Memory a run's SAEs need while training: parameters, gradients and Adam's two moments (4 copies), and a
+    batch's latent pre-activations and activations."""
+    from saelab.sae.io import sae_bytes
+
+    return sum(4 * sae_bytes(cfg) + 2 * batch_size * cfg.d_sae * cfg.torch_dtype.itemsize for cfg in configs)
+
+
+def _train_run(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, SAEConfig], run_id: str,
+               progress: bool) -> TrainResult:
+    from saelab.training import load_checkpoint, train_saes
+    from saelab.training.distributed import current_world
+
     done = _recorded_done(workspace, run_id)  # before any work: a damaged store fails here
     found = existing_saes(workspace, list(configs))
     if found is not None and done:
         return TrainResult(run_id, list(configs), found, reused=True)
+    checkpoint_dir = workspace.checkpoints_dir / run_id
+    _check_checkpoint(checkpoint_dir)
     batches, data_note = training_batches(workspace, spec, model, configs)  # checks stored widths
     lrs = peak_lrs(spec)
     trainer_config = scheduled_trainer_config(
         spec.tokens, spec.batch_size, lr=next(iter(lrs.values())), sae_lrs=tuple(lrs.items()), seed=spec.seed,
         checkpoint_every_tokens=spec.checkpoint_every_tokens, log_every_steps=spec.log_every_steps,
     )
-    world = init_from_env()
-    checkpoint_dir = workspace.checkpoints_dir / run_id
-    if not world.is_main:  # the other ranks only train
+    if not current_world().is_main:
         trained = train_saes(configs, batches, trainer_config, workspace.saes_dir, checkpoint_dir, progress=False)
         return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
     store = ResultsStore(workspace.create().db_path).initialize()
@@ -228,6 +250,23 @@ def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = T
     return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
 
 
+def _check_checkpoint(checkpoint_dir: Path) -> None:
+    """A run's checkpoint that cannot be read is a one-line SaelabError (before anything is written)."""
+    import pickle
+    import zipfile
+
+    from saelab.errors import SaelabError
+    from saelab.training import load_checkpoint
+    from saelab.training.checkpoint import checkpoint_path
+
+    try:
+        load_checkpoint(checkpoint_dir)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SaelabError(f"{checkpoint_path(checkpoint_dir)} is not a readable checkpoint ({message}); delete "
+                          "it to train the run from the start") from None
+
+
 def _recorded_done(workspace: Workspace, run_id: str) -> bool:
     """Whether the store records the run as finished (a run killed while saving its SAEs is not). Reads the
     whole (small) runs table: an index lookup alone can miss a truncated file."""
@@ -241,14 +280,15 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
                lrs: dict[str, float]) -> None:
     """Insert the run (its config with each SAE's resolved peak lr), or mark a resumed one running again and
     drop metric rows past its checkpoint."""
+    store.interrupt_stale_runs("train")
     if store.select("runs", where={"run_id": run_id}).empty:
         config = {**asdict(spec), "data": data_note, "peak_lr": lrs}
         store.insert("runs", [{"run_id": run_id, "kind": "train", "name": spec.model, "config": config,
-                               "status": "running"}])
+                               "status": "running", "pid": os.getpid()}])
         return
     resumed_step = int(checkpoint["step"]) if checkpoint is not None else 0
     store.delete_training_metrics_after(run_id, resumed_step)
-    store.finish_run(run_id, "running", f"resumed at step {resumed_step}")
+    store.resume_run(run_id, f"resumed at step {resumed_step}")
 
 
 def _sae_row(workspace: Workspace, run_id: str, sae_id: str, cfg: SAEConfig, directory: Path) -> dict:
