@@ -130,6 +130,3 @@ def _where(exc: OSError, workspace: Workspace) -> str:
             return f"under {fullest} ({shutil.disk_usage(fullest).free / 2**20:,.1f} MiB free); free some space"
     return f"in workspace {workspace.root}"
 
-
-def _exit() -> NoReturn:
-    sys.exit(main())

@@ -5,11 +5,9 @@ A location is a set of attention heads' hook_z read at one named prompt position
 "end", the induction heads at "S2"); its activation is the heads' z vectors concatenated in the listed order.
 """
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import einops
@@ -80,14 +78,6 @@ def locations_from_circuit(circuit: dict) -> list[Location]:
             (int(head["layer"]), int(head["head"]))
         )
     return [Location(f"{cls}@{pos}", tuple(hs), pos) for (cls, pos), hs in groups.items()]
-
-
-def load_locations(path: str | Path) -> list[Location]:
-    """Locations of the circuit stored at `path` (JSON, the format of data/circuits)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no circuit file at {path}; give locations explicitly or compute the circuit first")
-    return locations_from_circuit(json.loads(path.read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------- reading and patching a location
