@@ -154,12 +154,50 @@ def top_dead_latents(
     return values, dead_ids[columns]
 
 
+class TopKWorkspace(NamedTuple):
+    """Tensors a sparse TopK encoder writes into instead of allocating them, reused from call to call.
+
+    A training step's (batch, d_sae) pre-activations are far above glibc malloc's mmap threshold, so without
+    this every step maps them from fresh pages that the kernel faults in and zeroes. Each call with a workspace
+    overwrites it: the TopKSelection (and SAEOutput) it returns is valid until the next call with the same one.
+    """
+
+    pre_acts: Float[Tensor, "batch d_sae"]
+    top_pre: Float[Tensor, "batch k"]
+    top_indices: Int64[Tensor, "batch k"]
+
+
+def topk_workspace(batch: int, d_sae: int, k: int, dtype: torch.dtype, device: torch.device) -> TopKWorkspace:
+    """An (uninitialised) workspace for sparse_topk_encode on batches of `batch` rows."""
+    return TopKWorkspace(
+        torch.empty(batch, d_sae, dtype=dtype, device=device),
+        torch.empty(batch, k, dtype=dtype, device=device),
+        torch.empty(batch, k, dtype=torch.long, device=device),
+    )
+
+
+def _encode_pre_topk(
+    x_in: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, work: TopKWorkspace | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(pre-activations, top-k values, their latent ids), in `work`'s tensors when given."""
+    if work is not None and work.pre_acts.shape != (x_in.shape[0], W_enc.shape[1]):
+        raise ValueError(
+            f"TopK workspace holds pre-activations of shape {tuple(work.pre_acts.shape)}, the batch needs "
+            f"{(x_in.shape[0], W_enc.shape[1])}; build it with topk_workspace for this batch size"
+        )
+    if work is None:
+        pre = torch.mm(x_in, W_enc).add_(b_enc)  # cheaper than addmm, which first copies b_enc into every row
+        return pre, *pre.topk(k, dim=-1, sorted=False)
+    pre = torch.mm(x_in, W_enc, out=work.pre_acts).add_(b_enc)
+    top_pre, top_idx = torch.topk(pre, k, dim=-1, sorted=False, out=(work.top_pre, work.top_indices))
+    return pre, top_pre, top_idx
+
+
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux):  # type: ignore[override]
+    def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work):  # type: ignore[override]
         x_in = x - b_dec
-        pre = torch.mm(x_in, W_enc).add_(b_enc)  # cheaper than addmm, which first copies b_enc into every row
-        top_pre, top_idx = pre.topk(k, dim=-1, sorted=False)
+        pre, top_pre, top_idx = _encode_pre_topk(x_in, W_enc, b_enc, k, work)
         aux_pre, aux_idx = top_dead_latents(pre, dead_mask, n_aux)
         acts, aux_acts = top_pre.relu(), aux_pre.relu()
         all_idx = torch.cat([top_idx, aux_idx], dim=1)
@@ -187,7 +225,7 @@ class _TopKEncode(torch.autograd.Function):
             )
         # b_dec only shifts the input: its gradient is -sum_b grad_x_in[b] = -W_enc @ grad_b_enc.
         grad_b_dec = -(W_enc @ grad_b_enc) if ctx.needs_input_grad[1] else None
-        return grad_x_in, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None
+        return grad_x_in, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None, None
 
 
 def sparse_topk_encode(
@@ -198,12 +236,14 @@ def sparse_topk_encode(
     k: int,
     dead_mask: Bool[Tensor, " d_sae"] | None = None,
     n_aux: int = 0,
+    work: TopKWorkspace | None = None,
 ) -> TopKSelection:
     """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc, and of the top-n_aux dead ones.
 
-    The backward pass only reads the selected latents; `pre_acts` carries no gradient.
+    The backward pass only reads the selected latents; `pre_acts` carries no gradient. With `work` the
+    pre-activations and the top-k selection are written into its tensors (same numbers, no fresh pages).
     """
-    return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux))
+    return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work))
 
 
 # ---------------------------------------------------------------- losses and metrics

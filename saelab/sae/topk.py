@@ -6,11 +6,13 @@ from torch import Tensor
 
 from saelab.sae.config import SAEConfig
 from saelab.sae.functional import (
+    TopKWorkspace,
     auxk_loss,
     mse_loss,
     sparse_decode,
     sparse_topk_encode,
     tied_init,
+    topk_workspace,
     unit_norm_decoder_,
 )
 from saelab.sae.model import SAE
@@ -28,11 +30,16 @@ def topk_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batc
     return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 
 
+def topk_new_workspace(cfg: SAEConfig, batch: int, device: torch.device) -> TopKWorkspace:
+    return topk_workspace(batch, cfg.d_sae, cfg.k, cfg.torch_dtype, device)
+
+
 def topk_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None,
+    work: TopKWorkspace | None = None,
 ) -> SAEOutput:
     cfg = sae.cfg
-    sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk)
+    sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk, work)
     return SAEOutput(
         x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec) + sae.b_dec,
         acts=sel.acts,
@@ -57,6 +64,7 @@ TOPK = register_architecture(
         forward=topk_forward,
         loss=topk_loss,
         post_step_=unit_norm_decoder_,
+        workspace=topk_new_workspace,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_k=True,
