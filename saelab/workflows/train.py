@@ -182,14 +182,15 @@ def metrics_sink(store: ResultsStore, run_id: str):
     return sink
 
 
-def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True) -> TrainResult:
+def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True, model=None) -> TrainResult:
     """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store.
-    Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
+    Under `torchrun` the processes train data-parallel and rank 0 alone writes the store. `model`: spec.model
+    already loaded (a caller that holds it passes it on instead of loading it again)."""
     from saelab.models import load_model
     from saelab.training import load_checkpoint, train_saes
     from saelab.training.distributed import init_from_env
 
-    model = load_model(spec.model)
+    model = model if model is not None else load_model(spec.model)
     configs = build_sae_configs(spec, model.cfg)
     run_id = f"train-{spec.run_hash}"
     done = _recorded_done(workspace, run_id)  # before any work: a damaged store fails here
