@@ -190,10 +190,10 @@ def main() -> None:
         print(f"  floor: the encoder matmul alone {floor * 1000:.1f} ms ({args.batch / floor:.0f} tokens/s, "
               f"{gflops:.0f} GFLOP/s); saelab's step runs at {floor / ours:.0%} of it")
         default_ms[d_in] = ours
-    # Last, as it changes the whole process: the malloc setting `saelab train` applies to its own process
+    # Last, as it changes the whole process: the malloc setting every saelab command applies to its own process
     # (saelab.training.reuse_freed_memory). The table above is like for like, every step on the default allocator.
     if reuse_freed_memory():
-        print("with `saelab train`'s allocator setting (freed large blocks kept for reuse):")
+        print("with the allocator setting of saelab's commands (freed large blocks kept for reuse):")
         for d_in in args.d_in:
             x = torch.randn(args.batch, d_in, generator=torch.Generator().manual_seed(0))
             steps = {name: IMPLEMENTATIONS[name](d_in, args.expansion * d_in, args.k, x) for name in ("saelab", "floor")}
