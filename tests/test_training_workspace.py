@@ -1,5 +1,5 @@
-"""Reused work buffers: a training step that writes its large temporaries into a workspace gives the same
-weights as one that allocates them afresh, and really writes into the workspace."""
+"""Reused work buffers: a training step that writes its large temporaries (pre-activations, top-k selection, weight
+gradients) into a workspace gives the same weights as one that allocates them afresh, and really writes into it."""
 
 from pathlib import Path
 
@@ -49,11 +49,16 @@ def test_steps_with_a_workspace_give_bit_identical_weights_and_write_into_it(dty
     auxk_used = False
     for step, x in enumerate(batches(6)):
         x = x.to(cfg.torch_dtype)
-        reused.work.pre_acts.fill_(float("nan"))
+        for buffer in (reused.work.pre_acts, reused.work.grad_W_enc, reused.work.grad_W_dec):
+            buffer.fill_(float("nan"))
         rows = [train_step(member, x, step, trainer, log=True) for member in (plain, reused)]
         assert rows[0] == rows[1]
         auxk_used |= rows[0]["loss_auxk"] > 0
-        assert not reused.work.pre_acts.isnan().any(), "train_step should write the pre-activations into the workspace"
+        for buffer in (reused.work.pre_acts, reused.work.grad_W_enc, reused.work.grad_W_dec):
+            assert not buffer.isnan().any(), "train_step should write into every buffer of the workspace"
+        # autograd adds the workspace's gradients into .grad; .grad never becomes (a view of) the workspace
+        assert reused.sae.W_enc.grad.data_ptr() != reused.work.grad_W_enc.data_ptr()
+        assert reused.sae.W_dec.grad.data_ptr() != reused.work.grad_W_dec.data_ptr()
     assert auxk_used, "the batches should leave dead latents, so that the AuxK path is compared too"
     for name, tensor in plain.sae.state_dict().items():
         assert torch.equal(tensor, reused.sae.state_dict()[name]), name
@@ -87,3 +92,20 @@ def test_a_workspace_for_another_batch_size_is_refused() -> None:
 def test_architectures_without_a_workspace_get_none() -> None:
     sae = SAE(SAEConfig(architecture="relu_l1", d_in=D_IN, d_sae=D_SAE))
     assert sae.new_workspace(BATCH) is None
+
+
+@pytest.mark.parametrize("chunk_latents", [1, 3, 64, 1000])
+def test_latent_major_sum_into_out_in_chunks_equals_one_call(
+    chunk_latents: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saelab.sae import functional
+
+    generator = torch.Generator().manual_seed(1)
+    indices = torch.stack([torch.randperm(D_SAE, generator=generator)[:K] for _ in range(BATCH)])
+    indices[:, 0] = 5  # one latent in every input; others in none
+    weights, rows = torch.randn(BATCH, K, generator=generator), torch.randn(BATCH, D_IN, generator=generator)
+    expected = functional.latent_major_sum(indices, weights, rows, D_SAE)
+    monkeypatch.setattr(functional, "CHUNK_BYTES", chunk_latents * D_IN * 4)
+    out = torch.full((D_IN, D_SAE), float("nan")).t()  # a transposed layout, as W_enc's gradient uses
+    assert functional.latent_major_sum(indices, weights, rows, D_SAE, out) is out
+    assert torch.equal(out, expected)

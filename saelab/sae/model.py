@@ -46,10 +46,10 @@ class SAE(nn.Module):
         return self.architecture.forward(self, x.to(self.cfg.torch_dtype), dead_mask, work)
 
     def new_workspace(self, batch: int) -> Any:
-        """Reusable work tensors of `forward` on batches of `batch` rows on this SAE's device (None if the
-        architecture uses none)."""
+        """Reusable work tensors of `forward` and its backward pass on batches of `batch` rows, on this SAE's
+        device and in its parameters' layout (None if the architecture uses none). Build it after moving the SAE."""
         make = self.architecture.workspace
-        return None if make is None else make(self.cfg, batch, self.W_dec.device)
+        return None if make is None else make(self, batch)
 
     def loss(
         self, x: Float[Tensor, "batch d_in"], out: SAEOutput, coefficients: LossCoefficients = NO_SCALING

@@ -30,8 +30,8 @@ def topk_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batc
     return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 
 
-def topk_new_workspace(cfg: SAEConfig, batch: int, device: torch.device) -> TopKWorkspace:
-    return topk_workspace(batch, cfg.d_sae, cfg.k, cfg.torch_dtype, device)
+def topk_new_workspace(sae: SAE, batch: int) -> TopKWorkspace:
+    return topk_workspace(batch, sae.W_enc.detach(), sae.W_dec.detach(), sae.cfg.k)
 
 
 def topk_forward(
@@ -41,7 +41,8 @@ def topk_forward(
     cfg = sae.cfg
     sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk, work)
     return SAEOutput(
-        x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec) + sae.b_dec,
+        x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec, work.grad_W_dec if work is not None else None)
+        + sae.b_dec,
         acts=sel.acts,
         indices=sel.indices,
         pre_acts=sel.pre_acts,

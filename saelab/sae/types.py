@@ -65,7 +65,7 @@ class InitialState(NamedTuple):
 InitFn = Callable[["SAEConfig", torch.Generator], InitialState]
 EncodeFn = Callable[["SAE", Float[Tensor, "batch d_in"]], Float[Tensor, "batch d_sae"]]
 ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None, Any], SAEOutput]
-WorkspaceFn = Callable[["SAEConfig", int, torch.device], Any]
+WorkspaceFn = Callable[["SAE", int], Any]
 LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
 PostStepFn = Callable[["SAE", SAEOutput], None]
 
@@ -103,8 +103,8 @@ class Architecture:
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
 
     workspace: WorkspaceFn | None = None
-    """Builds the tensors `forward` may write into instead of allocating, for batches of a given size on a
-    device, so that a trainer can reuse them step after step; None: the architecture uses none."""
+    """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
+    a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""
 
     default_lr: float = 4e-4
     """Peak Adam learning rate `saelab train` uses for this architecture when none is given (inputs normalised

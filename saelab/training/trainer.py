@@ -97,7 +97,8 @@ def train_step(
     )
     for group in member.optimizer.param_groups:
         group["lr"] = lr
-    member.optimizer.zero_grad(set_to_none=True)
+    # with a workspace the gradients stay allocated: autograd adds the workspace's weight gradients into them
+    member.optimizer.zero_grad(set_to_none=member.work is None)
     loss.total.backward()
     member.optimizer.step()
     sae.post_step_(out)
