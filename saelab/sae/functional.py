@@ -278,7 +278,8 @@ def sparse_topk_encode(
     """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc, and of the top-n_aux dead ones.
 
     The backward pass only reads the selected latents; `pre_acts` carries no gradient. With `work` the
-    pre-activations and the top-k selection are written into its tensors (same numbers, no fresh pages).
+    pre-activations and the top-k selection are written into its tensors, and the backward pass writes W_enc's
+    gradient into `work.grad_W_enc` (same numbers, no fresh pages).
     """
     return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work))
 
