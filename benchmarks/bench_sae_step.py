@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from saelab.sae import SAE, SAEConfig
+from saelab.sae.config import DTYPES
 from saelab.training import reuse_freed_memory
 
 Step = Callable[[], None]
@@ -31,11 +32,15 @@ def adam(params) -> torch.optim.Adam:
 
 
 def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
-    sae = SAE(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=k))
+    """saelab's step as its trainer runs it: parameters in x's dtype on x's device, the forward writing into a
+    workspace reused step after step."""
+    dtype = next(name for name, value in DTYPES.items() if value == x.dtype)
+    sae = SAE(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=k, dtype=dtype)).to(x.device)
     opt = adam(sae.parameters())
+    work = sae.new_workspace(x.shape[0])
 
     def step() -> None:
-        out = sae(x)
+        out = sae(x, None, work)
         loss = sae.loss(x, out)
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
@@ -47,10 +52,10 @@ def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
 
 def dense_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     """The textbook TopK step: dense latents, dense decoder matmul, autograd everywhere."""
-    W_dec = torch.nn.Parameter(F.normalize(torch.randn(d_sae, d_in), dim=-1))
+    W_dec = torch.nn.Parameter(F.normalize(torch.randn(d_sae, d_in, device=x.device), dim=-1).to(x.dtype))
     W_enc = torch.nn.Parameter(W_dec.detach().t().clone())
-    b_enc = torch.nn.Parameter(torch.zeros(d_sae))
-    b_dec = torch.nn.Parameter(torch.zeros(d_in))
+    b_enc = torch.nn.Parameter(x.new_zeros(d_sae))
+    b_dec = torch.nn.Parameter(x.new_zeros(d_in))
     opt = adam([W_enc, b_enc, W_dec, b_dec])
 
     def step() -> None:
@@ -70,7 +75,7 @@ def dense_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
 def sparsify_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     from sparsify import SparseCoder, SparseCoderConfig
 
-    sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k))
+    sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k), device=x.device, dtype=x.dtype)
     opt = adam(sae.parameters())
 
     def step() -> None:
@@ -87,7 +92,7 @@ def saelens_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k)).to(device=x.device, dtype=x.dtype)
     opt = adam(sae.parameters())
     step_input = TrainStepInput(
         sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
@@ -105,7 +110,7 @@ def saelens_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
 def encoder_matmul_floor(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     """Not a training step: the one dense product every TopK step must compute, (batch, d_in) @ (d_in, d_sae).
     Timed beside the steps, it is the floor the issue measures saelab against, on this machine and this run."""
-    W_enc = torch.randn(d_in, d_sae) / d_in**0.5
+    W_enc = (torch.randn(d_in, d_sae, device=x.device) / d_in**0.5).to(x.dtype)
 
     def step() -> None:
         torch.mm(x, W_enc)
@@ -122,27 +127,36 @@ IMPLEMENTATIONS: dict[str, Callable[[int, int, int, torch.Tensor], Step]] = {
 }
 
 
-def build_steps(d_in: int, expansion: int, k: int, batch: int) -> dict[str, Step]:
-    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(0))
+def build_steps(
+    d_in: int, expansion: int, k: int, batch: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    names: tuple[str, ...] = tuple(IMPLEMENTATIONS), d_sae: int | None = None,
+) -> dict[str, Step]:
+    """The implementations `names` on a batch of `batch` rows in `dtype` on `device` (width d_sae, else
+    expansion x d_in)."""
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     steps = {}
-    for name, make in IMPLEMENTATIONS.items():
+    for name in names:
         try:
-            steps[name] = make(d_in, expansion * d_in, k, x)
+            steps[name] = IMPLEMENTATIONS[name](d_in, d_sae or expansion * d_in, k, x)
         except ImportError as error:
             print(f"  {name}: skipped ({error.name} is not installed)")
     return steps
 
 
-def time_rounds(steps: dict[str, Step], rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per step of each implementation, timing them in interleaved rounds."""
+def time_rounds(steps: dict[str, Step], rounds: int, warmup: int, device: str = "cpu") -> dict[str, float]:
+    """Median seconds per step of each implementation, timing them in interleaved rounds (on CUDA each step is
+    waited for before its clock stops)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for step in steps.values():
         for _ in range(warmup):
             step()
+    sync()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
+            sync()
             seconds[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
@@ -176,10 +190,10 @@ def main() -> None:
         print(f"  floor: the encoder matmul alone {floor * 1000:.1f} ms ({args.batch / floor:.0f} tokens/s, "
               f"{gflops:.0f} GFLOP/s); saelab's step runs at {floor / ours:.0%} of it")
         default_ms[d_in] = ours
-    # Last, as it changes the whole process: the malloc setting `saelab train` applies to its own process
+    # Last, as it changes the whole process: the malloc setting every saelab command applies to its own process
     # (saelab.training.reuse_freed_memory). The table above is like for like, every step on the default allocator.
     if reuse_freed_memory():
-        print("with `saelab train`'s allocator setting (freed large blocks kept for reuse):")
+        print("with the allocator setting of saelab's commands (freed large blocks kept for reuse):")
         for d_in in args.d_in:
             x = torch.randn(args.batch, d_in, generator=torch.Generator().manual_seed(0))
             steps = {name: IMPLEMENTATIONS[name](d_in, args.expansion * d_in, args.k, x) for name in ("saelab", "floor")}

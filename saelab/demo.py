@@ -120,7 +120,7 @@ def run_demo(workspace: Workspace, cfg: DemoConfig,
         trained: dict = {}
         steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained), report))
         saes: list[SAESummary] = []
-        steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, trained, saes), report))
+        steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, model, trained, saes), report))
         circuits: list[CircuitSummary] = []
         if cfg.circuits:
             steps.append(_timed("circuits", lambda: _circuits(workspace, cfg, model, circuits), report))
@@ -163,13 +163,13 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
     spec = TrainSpec(model=cfg.model, saes=demo_sweep(sites, model.cfg.d_model), tokens=cfg.train_tokens,
                      batch_size=cfg.batch_size, lr=1e-3, seed=cfg.seed, log_every_steps=5,
                      checkpoint_every_tokens=cfg.train_tokens // 4)
-    result = train_in_workspace(workspace, spec, progress=False)
+    result = train_in_workspace(workspace, spec, progress=False, model=model)
     trained.update(result.paths)
     return f"{len(result.sae_ids)} SAEs on {len(sites)} sites, {cfg.train_tokens:,} tokens" + (
         " (reused)" if result.reused else "")
 
 
-def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) -> str:
+def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes: list) -> str:
     from saelab.evals.storage import missing_eval_outputs
     from saelab.evals.workflow import EvalRequest, run_eval
 
@@ -180,7 +180,7 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) 
         if missing_eval_outputs(store, sae_id, dashboards):  # done only when every output is stored
             run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
                                             n_tokens=cfg.eval_tokens, dashboards=dashboards,
-                                            dashboard_tokens=cfg.dashboard_tokens, seed=cfg.seed))
+                                            dashboard_tokens=cfg.dashboard_tokens, seed=cfg.seed), model)
         rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
         values = dict(zip(rows["metric"], rows["value"], strict=True))
         sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]

@@ -30,3 +30,15 @@ def test_freed_step_sized_blocks_are_reused_instead_of_faulted_in_again() -> Non
     assert applied == "True"
     assert int(default) > 5 * 40_000  # 5 x 200 MB in 4 KiB pages, faulted in every time by default
     assert int(reused) < int(default) / 20, (default, reused)
+
+
+@pytest.mark.parametrize("argv", [["models"], ["--workspace", "ws", "models"]])
+def test_every_saelab_command_applies_it(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import saelab.training.allocator
+    from saelab.cli import main
+
+    calls = []
+    monkeypatch.setattr(saelab.training.allocator, "reuse_freed_memory", lambda: calls.append(True) or True)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    assert calls == [True]

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     workspace = Workspace.resolve(args.workspace)
+    from saelab.training.allocator import reuse_freed_memory
+
+    reuse_freed_memory()  # every command's process keeps freed step-sized blocks instead of faulting them in again
     try:
         return _COMMANDS[args.command].run(args, workspace)
     except UsageError as exc:

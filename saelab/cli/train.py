@@ -100,12 +100,10 @@ def run_train(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from saelab.training import reuse_freed_memory
     from saelab.training.distributed import current_world
     from saelab.workflows.train import train_in_workspace
 
     spec = spec_from_args(args)
-    reuse_freed_memory()  # this process only trains: keep its step-sized blocks instead of re-faulting them
     result = train_in_workspace(workspace, spec)
     if not current_world().is_main:
         return 0

@@ -57,7 +57,7 @@ class EvalOutcome(NamedTuple):
     seconds: dict[str, float]
 
 
-def _load(request: EvalRequest):
+def _load(request: EvalRequest, model=None):
     from saelab.models import load_model
     from saelab.sae import load_sae
 
@@ -66,7 +66,7 @@ def _load(request: EvalRequest):
     model_name = request.model or sae.cfg.model_name
     if not model_name:
         raise ValueError(f"the SAE at {path} names no model; pass --model")
-    return sae, load_model(model_name), model_name
+    return sae, model if model is not None else load_model(model_name), model_name
 
 
 def _stored_path(workspace: Workspace, path: Path) -> str:
@@ -96,11 +96,12 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
     return len(features), len(examples)
 
 
-def run_eval(workspace: Workspace, request: EvalRequest) -> EvalOutcome:
-    """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store."""
+def run_eval(workspace: Workspace, request: EvalRequest, model=None) -> EvalOutcome:
+    """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store. `model`:
+    the model the request names, already loaded (a caller that holds it passes it on instead of loading it)."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    sae, model, model_name = _load(request)
+    sae, model, model_name = _load(request, model)
     path = Path(request.sae_path)
     sae_id = request.sae_id or path.resolve().name
     context_len = min(request.context_len, model.cfg.n_ctx)

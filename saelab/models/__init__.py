@@ -1,6 +1,8 @@
 """Model loading: one function returns a TransformerLens `HookedTransformer` for a bundled name, a saved
 saelab model directory, or a Hugging Face model name that TransformerLens supports."""
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _load_bundled(bundled: BundledModel, device: str) -> HookedTransformer:
                 "`python training/train_lm.py` or pick another from `saelab models`"
             )
         return load_model_dir(bundled.directory, device)
-    return bundled.build().to(device).eval()
+    return bundled.build().to(device, print_details=False).eval()  # TransformerLens prints every move otherwise
 
 
 def _load_hugging_face(name: str, device: str) -> HookedTransformer:
@@ -74,7 +76,9 @@ def _load_hugging_face(name: str, device: str) -> HookedTransformer:
             "and pass DIR instead"
         )
     try:
-        model = HookedTransformer.from_pretrained(official, device=device)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:  # TransformerLens prints as it loads
+            model = HookedTransformer.from_pretrained(official, device=device)
+        log.debug("TransformerLens: %s", printed.getvalue().strip())
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure means "not available here"
         log.debug("loading %s failed", official, exc_info=True)
         raise ModelNotAvailableError(

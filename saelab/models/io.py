@@ -78,7 +78,7 @@ def load_model_dir(directory: Path, device: str = "cpu") -> HookedTransformer:
         ) from None
     state = {k: _cast_float(v, torch.float32) for k, v in tensors.items()}
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    return model.to(device, print_details=False).eval()  # TransformerLens prints every move otherwise
 
 
 def read_model_card(directory: Path) -> dict:

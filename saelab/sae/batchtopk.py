@@ -51,7 +51,7 @@ def batch_topk(pre: Float[Tensor, "batch d_sae"], k: int) -> Float[Tensor, "batc
 
 
 def batchtopk_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     pre = _relu_pre_acts(sae, x)
     acts = batch_topk(pre, sae.cfg.k)

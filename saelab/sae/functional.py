@@ -60,16 +60,24 @@ def no_post_step(sae: "SAE", out: SAEOutput) -> None:
 # ---------------------------------------------------------------- sparse TopK encoder and decoder
 
 
+CHUNK_BYTES = 4 << 20
+"""Size of the pieces `latent_major_sum` computes an `out=` result in: far below glibc's mmap threshold once it has
+adapted, so the pieces come from (and go back to) the heap instead of fresh pages."""
+
+
 def latent_major_sum(
     indices: Int64[Tensor, "batch k"],
     weights: Float[Tensor, "batch k"],
     rows: Float[Tensor, "batch d"],
     n_latents: int,
+    out: Float[Tensor, "n_latents d"] | None = None,
 ) -> Float[Tensor, "n_latents d"]:
     """out[m] = sum over (b, j) with indices[b, j] == m of weights[b, j] * rows[b].
 
     Sorting the (b, j) pairs by latent turns this scatter into one `embedding_bag` whose bags are latents,
     which is the weight gradient of a sparse encoder or decoder without any (batch, d_sae) intermediate.
+    With `out` (any strides, e.g. a transposed view) the result is written there, a few latents' bags at a time
+    (`embedding_bag` has no `out=`); every bag is summed exactly as in one call.
     """
     k = indices.shape[1]
     flat = indices.flatten()
@@ -77,9 +85,17 @@ def latent_major_sum(
     counts = torch.bincount(flat, minlength=n_latents)
     offsets = counts.cumsum(0) - counts
     inputs = torch.div(order, k, rounding_mode="floor")
-    return F.embedding_bag(
-        inputs, rows, offsets, mode="sum", per_sample_weights=weights.flatten()[order].to(rows.dtype)
-    )
+    weights = weights.flatten()[order].to(rows.dtype)
+    if out is None:
+        return F.embedding_bag(inputs, rows, offsets, mode="sum", per_sample_weights=weights)
+    step = max(1, CHUNK_BYTES // (rows.shape[1] * rows.element_size()))
+    starts = [*offsets[::step].tolist(), flat.numel()]
+    for i, first in enumerate(range(0, n_latents, step)):
+        lo, hi = starts[i], starts[i + 1]
+        out[first : first + step].copy_(F.embedding_bag(
+            inputs[lo:hi], rows, offsets[first : first + step] - lo, mode="sum", per_sample_weights=weights[lo:hi]
+        ))
+    return out
 
 
 def sampled_row_dots(
@@ -104,27 +120,30 @@ def sampled_row_dots(
 
 class _SparseDecode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, acts: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, acts: Tensor, indices: Tensor, W_dec: Tensor, grad_out: Tensor | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(acts, indices, W_dec)
+        ctx.grad_out = grad_out
         return F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=acts)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:  # type: ignore[override]
         acts, indices, W_dec = ctx.saved_tensors
         grad_acts = sampled_row_dots(grad, W_dec, indices) if ctx.needs_input_grad[0] else None
         grad_W_dec = (
-            latent_major_sum(indices, acts, grad, W_dec.shape[0]) if ctx.needs_input_grad[2] else None
+            latent_major_sum(indices, acts, grad, W_dec.shape[0], ctx.grad_out) if ctx.needs_input_grad[2] else None
         )
-        return grad_acts, None, grad_W_dec
+        return grad_acts, None, grad_W_dec, None
 
 
 def sparse_decode(
-    acts: Float[Tensor, "batch k"], indices: Int64[Tensor, "batch k"], W_dec: Float[Tensor, "d_sae d_in"]
+    acts: Float[Tensor, "batch k"], indices: Int64[Tensor, "batch k"], W_dec: Float[Tensor, "d_sae d_in"],
+    grad_out: Float[Tensor, "d_sae d_in"] | None = None,
 ) -> Float[Tensor, "batch d_in"]:
-    """sum_j acts[b, j] * W_dec[indices[b, j]] (no bias), with a sparse backward."""
+    """sum_j acts[b, j] * W_dec[indices[b, j]] (no bias), with a sparse backward (that writes W_dec's gradient
+    into `grad_out` when given, e.g. a workspace's `grad_W_dec`)."""
     if indices.shape[1] == 0:
         return acts.new_zeros(acts.shape[0], W_dec.shape[1])
-    return _SparseDecode.apply(acts.to(W_dec.dtype), indices, W_dec)
+    return _SparseDecode.apply(acts.to(W_dec.dtype), indices, W_dec, grad_out)
 
 
 class TopKSelection(NamedTuple):
@@ -154,17 +173,68 @@ def top_dead_latents(
     return values, dead_ids[columns]
 
 
+class TopKWorkspace(NamedTuple):
+    """Tensors a sparse TopK encoder writes into instead of allocating them, reused from call to call.
+
+    A training step's (batch, d_sae) pre-activations and (d_sae, d_in) weight gradients are far above glibc
+    malloc's mmap threshold, so without this every step maps them from fresh pages that the kernel faults in and
+    zeroes. Each call with a workspace overwrites it: the TopKSelection (and SAEOutput) it returns is valid until
+    the next call with the same one. The backward pass hands autograd the workspace's own gradient tensors (never
+    views of them), which autograd adds into an existing `.grad` in place and copies where `.grad` is None, so
+    `.grad` never aliases the workspace; keeping `.grad` allocated between steps (`zero_grad(set_to_none=False)`)
+    is what makes the step allocation-free.
+    """
+
+    pre_acts: Float[Tensor, "batch d_sae"]
+    top_pre: Float[Tensor, "batch k"]
+    top_indices: Int64[Tensor, "batch k"]
+    grad_W_enc: Float[Tensor, "d_in d_sae"]
+    """The backward pass's gradient of W_enc, laid out like W_enc (so autograd adds it to W_enc.grad as it is)."""
+    grad_W_dec: Float[Tensor, "d_sae d_in"]
+    """The backward pass's gradient of W_dec through the main (not the AuxK) reconstruction, laid out like W_dec."""
+
+
+def topk_workspace(
+    batch: int, W_enc: Float[Tensor, "d_in d_sae"], W_dec: Float[Tensor, "d_sae d_in"], k: int
+) -> TopKWorkspace:
+    """An (uninitialised) workspace for sparse_topk_encode and sparse_decode on batches of `batch` rows, with
+    the dtype, device and memory layout of the weights it serves."""
+    return TopKWorkspace(
+        W_enc.new_empty(batch, W_enc.shape[1]),
+        W_enc.new_empty(batch, k),
+        torch.empty(batch, k, dtype=torch.long, device=W_enc.device),
+        torch.empty_like(W_enc, memory_format=torch.preserve_format),
+        torch.empty_like(W_dec, memory_format=torch.preserve_format),
+    )
+
+
+def _encode_pre_topk(
+    x_in: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, work: TopKWorkspace | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(pre-activations, top-k values, their latent ids), in `work`'s tensors when given."""
+    if work is not None and work.pre_acts.shape != (x_in.shape[0], W_enc.shape[1]):
+        raise ValueError(
+            f"TopK workspace holds pre-activations of shape {tuple(work.pre_acts.shape)}, the batch needs "
+            f"{(x_in.shape[0], W_enc.shape[1])}; build it with topk_workspace for this batch size"
+        )
+    if work is None:
+        pre = torch.mm(x_in, W_enc).add_(b_enc)  # cheaper than addmm, which first copies b_enc into every row
+        return pre, *pre.topk(k, dim=-1, sorted=False)
+    pre = torch.mm(x_in, W_enc, out=work.pre_acts).add_(b_enc)
+    top_pre, top_idx = torch.topk(pre, k, dim=-1, sorted=False, out=(work.top_pre, work.top_indices))
+    return pre, top_pre, top_idx
+
+
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux):  # type: ignore[override]
+    def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work):  # type: ignore[override]
         x_in = x - b_dec
-        pre = torch.mm(x_in, W_enc).add_(b_enc)  # cheaper than addmm, which first copies b_enc into every row
-        top_pre, top_idx = pre.topk(k, dim=-1, sorted=False)
+        pre, top_pre, top_idx = _encode_pre_topk(x_in, W_enc, b_enc, k, work)
         aux_pre, aux_idx = top_dead_latents(pre, dead_mask, n_aux)
         acts, aux_acts = top_pre.relu(), aux_pre.relu()
         all_idx = torch.cat([top_idx, aux_idx], dim=1)
         ctx.save_for_backward(x_in, W_enc, all_idx, torch.cat([acts, aux_acts], dim=1) > 0)
-        ctx.n_top = k
+        ctx.n_top, ctx.grad_W_enc = k, work.grad_W_enc if work is not None else None
         ctx.mark_non_differentiable(top_idx, aux_idx, pre)
         ctx.set_materialize_grads(False)  # else autograd fills a (batch, d_sae) zero gradient for `pre`
         return acts, top_idx, aux_acts, aux_idx, pre
@@ -179,7 +249,12 @@ class _TopKEncode(torch.autograd.Function):
         d_sae = W_enc.shape[1]
         grad_b_enc = torch.zeros(d_sae, dtype=W_enc.dtype, device=W_enc.device)
         grad_b_enc.index_add_(0, all_idx.flatten(), grad_pre.flatten().to(W_enc.dtype))
-        grad_W_enc = latent_major_sum(all_idx, grad_pre, x_in, d_sae).t() if ctx.needs_input_grad[2] else None
+        grad_W_enc = None
+        if ctx.needs_input_grad[2] and ctx.grad_W_enc is None:
+            grad_W_enc = latent_major_sum(all_idx, grad_pre, x_in, d_sae).t()
+        elif ctx.needs_input_grad[2]:
+            latent_major_sum(all_idx, grad_pre, x_in, d_sae, ctx.grad_W_enc.t())
+            grad_W_enc = ctx.grad_W_enc  # the workspace's own tensor, see TopKWorkspace
         grad_x_in = None
         if ctx.needs_input_grad[0]:
             grad_x_in = F.embedding_bag(
@@ -187,7 +262,7 @@ class _TopKEncode(torch.autograd.Function):
             )
         # b_dec only shifts the input: its gradient is -sum_b grad_x_in[b] = -W_enc @ grad_b_enc.
         grad_b_dec = -(W_enc @ grad_b_enc) if ctx.needs_input_grad[1] else None
-        return grad_x_in, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None
+        return grad_x_in, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None, None
 
 
 def sparse_topk_encode(
@@ -198,12 +273,15 @@ def sparse_topk_encode(
     k: int,
     dead_mask: Bool[Tensor, " d_sae"] | None = None,
     n_aux: int = 0,
+    work: TopKWorkspace | None = None,
 ) -> TopKSelection:
     """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc, and of the top-n_aux dead ones.
 
-    The backward pass only reads the selected latents; `pre_acts` carries no gradient.
+    The backward pass only reads the selected latents; `pre_acts` carries no gradient. With `work` the
+    pre-activations and the top-k selection are written into its tensors, and the backward pass writes W_enc's
+    gradient into `work.grad_W_enc` (same numbers, no fresh pages).
     """
-    return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux))
+    return TopKSelection(*_TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work))
 
 
 # ---------------------------------------------------------------- losses and metrics

@@ -41,7 +41,7 @@ def gated_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "bat
 
 
 def gated_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     pi_gate, acts = _gate_and_acts(sae, x)
     aux_acts, aux_indices = no_latents(x.shape[0], x)

@@ -81,7 +81,7 @@ def jumprelu_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "
 
 
 def jumprelu_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     pre = _pre_acts(sae, x)
     acts = jumprelu(pre, sae.threshold, sae.cfg.jumprelu_bandwidth)

@@ -1,5 +1,7 @@
 """The SAE module: a config, its architecture's functions and its tensors (composition, no subclasses)."""
 
+from typing import Any
+
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
@@ -36,11 +38,18 @@ class SAE(nn.Module):
         return latents.to(self.cfg.torch_dtype) @ self.W_dec + self.b_dec
 
     def forward(
-        self, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None = None
+        self, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None = None, work: Any = None
     ) -> SAEOutput:
-        """Training forward pass. `dead_mask` marks latents the trainer considers dead (for AuxK).
-        No side effects."""
-        return self.architecture.forward(self, x.to(self.cfg.torch_dtype), dead_mask)
+        """Training forward pass. `dead_mask` marks latents the trainer considers dead (for AuxK). `work`, from
+        `new_workspace`, is overwritten instead of allocating (the output is valid until its next use).
+        No other side effects."""
+        return self.architecture.forward(self, x.to(self.cfg.torch_dtype), dead_mask, work)
+
+    def new_workspace(self, batch: int) -> Any:
+        """Reusable work tensors of `forward` and its backward pass on batches of `batch` rows, on this SAE's
+        device and in its parameters' layout (None if the architecture uses none). Build it after moving the SAE."""
+        make = self.architecture.workspace
+        return None if make is None else make(self, batch)
 
     def loss(
         self, x: Float[Tensor, "batch d_in"], out: SAEOutput, coefficients: LossCoefficients = NO_SCALING

@@ -49,7 +49,7 @@ def classic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "b
 
 
 def classic_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     return _forward(sae, x, subtract_b_dec=True)
 
@@ -91,7 +91,7 @@ def anthropic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, 
 
 
 def anthropic_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     return _forward(sae, x, subtract_b_dec=False)
 

@@ -6,11 +6,13 @@ from torch import Tensor
 
 from saelab.sae.config import SAEConfig
 from saelab.sae.functional import (
+    TopKWorkspace,
     auxk_loss,
     mse_loss,
     sparse_decode,
     sparse_topk_encode,
     tied_init,
+    topk_workspace,
     unit_norm_decoder_,
 )
 from saelab.sae.model import SAE
@@ -28,13 +30,19 @@ def topk_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batc
     return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 
 
+def topk_new_workspace(sae: SAE, batch: int) -> TopKWorkspace:
+    return topk_workspace(batch, sae.W_enc.detach(), sae.W_dec.detach(), sae.cfg.k)
+
+
 def topk_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None,
+    work: TopKWorkspace | None = None,
 ) -> SAEOutput:
     cfg = sae.cfg
-    sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk)
+    sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk, work)
     return SAEOutput(
-        x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec) + sae.b_dec,
+        x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec, work.grad_W_dec if work is not None else None)
+        + sae.b_dec,
         acts=sel.acts,
         indices=sel.indices,
         pre_acts=sel.pre_acts,
@@ -57,6 +65,7 @@ TOPK = register_architecture(
         forward=topk_forward,
         loss=topk_loss,
         post_step_=unit_norm_decoder_,
+        workspace=topk_new_workspace,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_k=True,

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int64
@@ -64,7 +64,8 @@ class InitialState(NamedTuple):
 
 InitFn = Callable[["SAEConfig", torch.Generator], InitialState]
 EncodeFn = Callable[["SAE", Float[Tensor, "batch d_in"]], Float[Tensor, "batch d_sae"]]
-ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None], SAEOutput]
+ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None, Any], SAEOutput]
+WorkspaceFn = Callable[["SAE", int], Any]
 LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
 PostStepFn = Callable[["SAE", SAEOutput], None]
 
@@ -83,7 +84,8 @@ class Architecture:
     """Dense latent activations for inference."""
 
     forward: ForwardFn
-    """Training forward pass; the optional dead-latent mask feeds AuxK."""
+    """Training forward pass; the optional dead-latent mask feeds AuxK; the last argument is a workspace made
+    by `workspace` (or None: the pass allocates what it needs)."""
 
     loss: LossFn
     """Training loss of a forward output."""
@@ -99,6 +101,10 @@ class Architecture:
 
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
+
+    workspace: WorkspaceFn | None = None
+    """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
+    a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""
 
     default_lr: float = 4e-4
     """Peak Adam learning rate `saelab train` uses for this architecture when none is given (inputs normalised

@@ -49,7 +49,7 @@ def vq_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch 
 
 
 def vq_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None
+    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     z = x - sae.b_dec
     ids = quantize(z.detach(), sae.W_dec.detach(), sae.cfg.k)

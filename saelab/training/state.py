@@ -24,6 +24,9 @@ class Member:
     generator: torch.Generator
     module: torch.nn.Module | None = None
     """What the forward pass calls: the SAE itself, or its DistributedDataParallel wrapper."""
+    work: Any = None
+    """The SAE's forward workspace (`SAE.new_workspace`), overwritten every step instead of allocating its large
+    temporaries afresh; None: the forward allocates them (architectures without one)."""
 
 
 @dataclass

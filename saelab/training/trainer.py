@@ -86,7 +86,7 @@ def train_step(
     dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
     auxk_window = config.auxk_window_tokens
     idle = dead if auxk_window is None else dead_latents(member.tokens_since_fired, auxk_window)
-    out = (member.module or sae)(x, idle)
+    out = (member.module or sae)(x, idle, member.work)
     loss = sae.loss(x, out, LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps)))
     if not bool(torch.isfinite(loss.total)):
         raise TrainingDivergedError(
@@ -97,7 +97,8 @@ def train_step(
     )
     for group in member.optimizer.param_groups:
         group["lr"] = lr
-    member.optimizer.zero_grad(set_to_none=True)
+    # with a workspace the gradients stay allocated: autograd adds the workspace's weight gradients into them
+    member.optimizer.zero_grad(set_to_none=member.work is None)
     loss.total.backward()
     member.optimizer.step()
     sae.post_step_(out)
@@ -371,6 +372,7 @@ def train_saes(
     run = restore_checkpoint(saved, members, feed, ctx.signature) if saved is not None else RunState()
     for member in members.values():
         member.module = wrap_module(member.sae, world)
+        member.work = member.sae.new_workspace(local_batch_size(config.batch_size, world))
     if run.input_scales is None:  # a fresh run (a resumed one restored both from its checkpoint)
         run.input_scales = estimate_input_scales(feed, saes, config, world)
         if config.init_b_dec_to_mean:

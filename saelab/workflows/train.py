@@ -184,14 +184,15 @@ def metrics_sink(store: ResultsStore, run_id: str):
     return sink
 
 
-def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True) -> TrainResult:
+def train_in_workspace(workspace: Workspace, spec: TrainSpec, progress: bool = True, model=None) -> TrainResult:
     """Validate the spec, then train (or resume, or reuse) its SAEs and record everything in the store.
     One process at a time trains a run: another one started on the same run stops with a one-line error naming
-    the holder. Under `torchrun` the processes train data-parallel and rank 0 alone writes the store."""
+    the holder. Under `torchrun` the processes train data-parallel and rank 0 alone writes the store. `model`:
+    spec.model already loaded (a caller that holds it passes it on instead of loading it again)."""
     from saelab.models import load_model
     from saelab.training.distributed import init_from_env
 
-    model = load_model(spec.model)
+    model = model if model is not None else load_model(spec.model)
     configs = build_sae_configs(spec, model.cfg)
     require_memory(training_bytes(configs.values(), spec.batch_size), f"training {len(configs)} SAE(s)")
     run_id = f"train-{spec.run_hash}"
