@@ -14,6 +14,13 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf")
 
 
+def _categorical(fig: go.Figure, axis: str) -> go.Figure:
+    """Treat `axis` ("x" or "y") as categories: tokens and ids like '05' or '1999' would otherwise be read as
+    numbers by plotly, which then drops labels and merges bars."""
+    (fig.update_xaxes if axis == "x" else fig.update_yaxes)(type="category")
+    return fig
+
+
 def _compact(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
@@ -65,14 +72,14 @@ def logit_bars(entries: list[LogitEntry], title: str, colour: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[e.value for e in entries], y=labels, orientation="h", marker_color=colour))
     fig.update_layout(title=title)
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 60 + 22 * max(len(entries), 1))
+    return _compact(_categorical(fig, "y"), 60 + 22 * max(len(entries), 1))
 
 
 def head_attribution(values: list[float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=[f"h{h}" for h in range(len(values))], y=values, marker_color="#1f77b4"))
     fig.update_layout(title="decoder weight by head (‖W_dec[i, head]‖ share)")
     fig.update_yaxes(range=[0, 1])
-    return _compact(fig, 240)
+    return _compact(_categorical(fig, "x"), 240)
 
 
 def head_heatmap(grid: HeadGrid, title: str, colorscale: str = "Viridis") -> go.Figure:
@@ -81,7 +88,7 @@ def head_heatmap(grid: HeadGrid, title: str, colorscale: str = "Viridis") -> go.
                                hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=title)
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 120 + 40 * grid.n_layers)
+    return _compact(_categorical(_categorical(fig, "x"), "y"), 120 + 40 * grid.n_layers)
 
 
 def roc_curves(curves: dict[str, tuple[list[float], list[float], float]]) -> go.Figure:
@@ -153,10 +160,10 @@ def dfa_heatmap(contributions, str_tokens: list[str], position: int) -> go.Figur
                                colorscale="RdBu", zmid=0.0))
     fig.update_layout(title=f"DFA at position {position}: source position × head")
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 120 + 22 * len(labels))
+    return _compact(_categorical(_categorical(fig, "x"), "y"), 120 + 22 * len(labels))
 
 
 def metric_bars(table: pd.DataFrame, metric: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=table.index.astype(str), y=table[metric], marker_color="#1f77b4"))
     fig.update_layout(title=metric)
-    return _compact(fig, 320)
+    return _compact(_categorical(fig, "x"), 320)

@@ -186,3 +186,93 @@ def test_cli_refuses_bad_port_in_one_line(tmp_path, capsys):
     assert main(["app", "--workspace", str(tmp_path), "--port", "70000"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "port must be between 1 and 65535, got 70000" in err
+
+
+# ---------------------------------------------------------------- issue 19: charts, empty SAEs, URLs
+
+def _plotly_specs(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _store_with(tmp_path, saes: dict[str, list[dict]]) -> ResultsStore:
+    """A store with one `saes` row per key and the given `features` rows."""
+    store = ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    store.insert("saes", [{"sae_id": sae_id, "architecture": "topk", "d_in": 8, "d_sae": 4, "k": 2,
+                           "path": f"saes/{sae_id}", "site": "0.resid_post", "model": "saelab-random",
+                           "config": {"seed": 3}} for sae_id in saes])
+    store.insert("features", [row for rows in saes.values() for row in rows])
+    return store
+
+
+NUMERIC_TOKENS = ["05", "1999", " 17", "2", "05 ", "1e3"]
+
+
+def test_numeric_looking_tokens_stay_labels_on_every_token_axis(monkeypatch, tmp_path):
+    logits = [{"token": t, "value": 3.0 - i * 0.1} for i, t in enumerate(NUMERIC_TOKENS)]
+    _store_with(tmp_path, {"nums": [{"sae_id": "nums", "latent": 0, "density": 0.1, "max_act": 2.0,
+                                     "mean_act": 1.0, "top_logits": logits,
+                                     "bottom_logits": [{**e, "value": -e["value"]} for e in logits]}]})
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="nums", latent="0")
+    _clean(at)
+    bars = [s for s in _plotly_specs(at) if s["data"][0]["type"] == "bar"]
+    assert len(bars) == 2  # top and bottom logit effects
+    for spec in bars:
+        assert spec["layout"]["yaxis"]["type"] == "category"
+        assert spec["data"][0]["y"] == [repr(t) for t in NUMERIC_TOKENS]
+
+
+def test_every_token_or_id_axis_is_categorical():
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(MAIN).parent))
+    import charts
+
+    from saelab.app_support import HeadGrid
+    from saelab.app_support.render import LogitEntry
+
+    figures = {"y": [charts.logit_bars([LogitEntry("05", 1.0), LogitEntry("5", 0.5)], "t", "#000"),
+                     charts.dfa_heatmap(np.ones((2, 3)), ["05", "1999"], 1)],
+               "x": [charts.head_attribution([0.5, 0.5]), charts.dfa_heatmap(np.ones((2, 3)), ["1", "2"], 1),
+                     charts.head_heatmap(HeadGrid(np.ones((2, 3)).tolist(), 2, 3), "g"),
+                     charts.metric_bars(__import__("pandas").DataFrame({"m": [1.0, 2.0]}, index=["05", "5"]), "m")]}
+    for axis, group in figures.items():
+        for fig in group:
+            assert fig.layout[f"{axis}axis"].type == "category", fig.layout.title.text
+
+
+def test_pages_open_on_an_sae_with_dashboards_and_name_the_command_for_others(monkeypatch, tmp_path):
+    row = {"sae_id": "b-full", "latent": 0, "density": 0.1, "max_act": 2.0, "mean_act": 1.0}
+    _store_with(tmp_path, {"a-empty": [], "b-full": [row]})
+    at = _app(monkeypatch, tmp_path, "views/features.py")
+    _clean(at)
+    assert at.selectbox[0].value == "b-full"
+    assert any("latents match" in t for t in _texts(at.caption))
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="a-empty")
+    _clean(at)
+    command = (f"saelab eval --sae {tmp_path.resolve() / 'saes' / 'a-empty'} --dashboards "
+               f"--workspace {tmp_path.resolve()}")
+    assert any(command in t for t in _texts(at.info)), _texts(at.info)
+
+
+def test_every_page_has_its_own_stable_url(monkeypatch, demo):
+    import streamlit as st
+
+    seen = []
+    real = st.navigation
+
+    def recording(pages, **kwargs):
+        seen.extend(pages)
+        return real(pages, **kwargs)
+
+    monkeypatch.setattr(st, "navigation", recording)
+    monkeypatch.setenv("SAELAB_WORKSPACE", str(demo.root))
+    at = AppTest.from_file(MAIN, default_timeout=120).run()  # the root URL
+    _clean(at)
+    assert _texts(at.title) == ["Runs"]
+    visible = {p.title: p.url_path for p in seen if p._visibility != "hidden"}
+    assert visible == {"Runs": "runs", "Features": "features", "Prompt explorer": "prompts",
+                       "Circuits": "circuits", "Evaluations": "evaluations"}

@@ -148,3 +148,25 @@ def test_reads_wait_for_a_writer_in_another_process(tmp_path):
     waited = time.monotonic() - start
     holder.wait(timeout=60)
     assert counts["runs"] == 1 and waited > 0.5
+
+
+def test_sae_tables_carry_seed_and_dashboard_counts(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    store.insert("saes", [{"sae_id": sid, "architecture": "topk", "d_in": 8, "d_sae": 4, "path": f"saes/{sid}",
+                           "config": {"seed": seed}} for sid, seed in (("a", 1), ("b", 0))])
+    store.insert("features", [{"sae_id": "a", "latent": i} for i in range(3)])
+    saes = q.list_saes(store)
+    assert list(saes["sae_id"]) == ["b", "a"]  # same architecture and width: by seed
+    assert dict(zip(saes["sae_id"], saes["seed"], strict=True)) == {"a": 1, "b": 0}
+    assert dict(zip(saes["sae_id"], saes["dashboards"], strict=True)) == {"a": 3, "b": 0}
+    assert q.get_sae(store, "a").dashboards == 3 and q.get_sae(store, "b").seed == 0
+
+
+def test_dashboards_command_names_the_directory_and_an_id_that_differs(tmp_path):
+    from saelab.app_support import dashboards_command
+    from saelab.workspace import Workspace
+
+    row = q.SaeRow("x y", None, "m", "0.attn_z", "topk", 8, 16, 2, {}, "saes/dir")
+    command = dashboards_command(Workspace(tmp_path), row)
+    assert command == (f"saelab eval --sae {tmp_path / 'saes' / 'dir'} --dashboards --sae-id 'x y' "
+                       f"--workspace {tmp_path}")

@@ -47,7 +47,7 @@ def _search(store, sae: q.SaeRow) -> None:
     query = _search_controls(sae)
     result = q.search_features(store, query)
     if result.total == 0:
-        hint = "" if q.feature_count(store, sae.sae_id) else f" (this SAE has no dashboard rows: {ui.FILL_HINT['features']})"
+        hint = "" if sae.dashboards else f" (this SAE has no dashboard rows: {ui.dashboards_hint(sae)})"
         st.info(f"No latent matches{hint}.")
         return
     if query.offset >= result.total:  # the filters shrank the result below the current page
@@ -100,7 +100,7 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     st.header(f"Latent {latent}")
     st.caption(f"SAE {sae.sae_id} · {sae.architecture} · site {sae.site} · link: ?sae={sae.sae_id}&latent={latent}")
     if feature is None and not examples:
-        st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.FILL_HINT['features']}.")
+        st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
     if feature is not None:
         c1, c2, c3 = st.columns(3)
@@ -138,6 +138,9 @@ def render() -> None:
     store = ui.require_store()
     sae = ui.pick_sae(store)
     if sae is None:
+        return
+    if not sae.dashboards:
+        st.info(f"SAE {sae.sae_id!r} has no dashboards yet: {ui.dashboards_hint(sae)}.")
         return
     latent = _latent_from_url(sae)
     with st.expander("Search latents", expanded=latent is None):

@@ -1,6 +1,7 @@
 """What the app opens: the workspace named on its command line, the store (read-only), SAE directories."""
 
 import argparse
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -50,3 +51,12 @@ def resolve_sae_dir(workspace: Workspace, sae: SaeRow) -> Path:
             "train it again with `saelab train` or restore the directory"
         )
     return directory
+
+
+def dashboards_command(workspace: Workspace, sae: SaeRow) -> str:
+    """The exact `saelab eval` command that computes the dashboards of `sae` into this workspace's store."""
+    directory = Path(sae.path) if Path(sae.path).is_absolute() else workspace.absolute(sae.path)
+    words = ["saelab", "eval", "--sae", str(directory), "--dashboards"]
+    if directory.name != sae.sae_id:  # eval names the SAE after its directory unless told otherwise
+        words += ["--sae-id", sae.sae_id]
+    return shlex.join([*words, "--workspace", str(workspace.root)])

@@ -47,10 +47,18 @@ def list_runs(store: ResultsStore) -> pd.DataFrame:
                          "FROM runs ORDER BY created_at DESC, run_id")
 
 
+_SAES_SQL = """
+    SELECT s.sae_id, s.run_id, s.model, s.site, s.architecture, s.d_in, s.d_sae, s.k,
+           TRY_CAST(json_extract_string(s.config, '$.seed') AS INTEGER) AS seed,
+           coalesce(f.dashboards, 0) AS dashboards, s.path, s.created_at, s.config
+    FROM saes AS s
+    LEFT JOIN (SELECT sae_id, count(*) AS dashboards FROM features GROUP BY sae_id) AS f USING (sae_id)"""
+
+
 def list_saes(store: ResultsStore) -> pd.DataFrame:
-    """All SAEs with their configs, by model, site, architecture and size."""
-    return _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, path, created_at, config "
-                         "FROM saes ORDER BY model, site, architecture, d_sae, sae_id")
+    """All SAEs with their configs, by model, site, architecture and size; `seed` is the training seed (from the
+    config) and `dashboards` the number of latents with dashboard rows (0: none computed yet)."""
+    return _frame(store, _SAES_SQL + " ORDER BY model, site, architecture, d_sae, seed, sae_id")
 
 
 class SaeRow(NamedTuple):
@@ -66,18 +74,25 @@ class SaeRow(NamedTuple):
     k: int | None
     config: dict
     path: str
+    seed: int | None = None
+    """Training seed (None when the config does not record one)."""
+    dashboards: int = 0
+    """Latents with dashboard rows in `features`."""
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _sae_row(row: dict[str, Any]) -> SaeRow:
-    k = row["k"]
     return SaeRow(row["sae_id"], row["run_id"], row["model"], row["site"], row["architecture"], int(row["d_in"]),
-                  int(row["d_sae"]), None if pd.isna(k) else int(k), _loads(row["config"]) or {}, row["path"])
+                  int(row["d_sae"]), _optional_int(row["k"]), _loads(row["config"]) or {}, row["path"],
+                  _optional_int(row["seed"]), int(row["dashboards"]))
 
 
 def get_sae(store: ResultsStore, sae_id: str) -> SaeRow | None:
     """The SAE called `sae_id`, or None."""
-    frame = _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, config, path "
-                          "FROM saes WHERE sae_id = ?", [sae_id])
+    frame = _frame(store, _SAES_SQL + " WHERE s.sae_id = ?", [sae_id])
     return None if frame.empty else _sae_row(frame.iloc[0].to_dict())
 
 
