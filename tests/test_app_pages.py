@@ -276,3 +276,14 @@ def test_every_page_has_its_own_stable_url(monkeypatch, demo):
     visible = {p.title: p.url_path for p in seen if p._visibility != "hidden"}
     assert visible == {"Runs": "runs", "Features": "features", "Prompt explorer": "prompts",
                        "Circuits": "circuits", "Evaluations": "evaluations"}
+
+
+def test_runs_page_names_both_dead_fraction_windows(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/runs.py")
+    _clean(at)
+    # saelab train's schedule for 2,000,000 tokens: dead after a quarter of the run, 500,000 tokens
+    assert any("idle for the last 500,000 training tokens" in t for t in _texts(at.caption)), _texts(at.caption)
+    note = next(t for t in _texts(at.markdown) if "dead_fraction" in t)
+    assert "last 500,000 training tokens" in note and "never fired on the 65,536 held-out tokens" in note
+    saes = next(d.value for d in at.dataframe if "dashboards" in d.value.columns)
+    assert {"seed", "dashboards"} <= set(saes.columns) and (saes["dashboards"] == 16).all()

@@ -249,3 +249,12 @@ def test_run_server_stops_its_child_when_terminated(tmp_path):
         for _ in range(100):  # reaped by the parent before it exited; allow the kernel a moment
             os.kill(child_pid, 0)
             time.sleep(0.1)
+
+
+def test_training_dead_window_follows_saelab_trains_schedule():
+    from saelab.app_support.dead import training_dead_window
+
+    assert training_dead_window({"tokens": 2_000_000, "batch_size": 4096}) == 500_000  # a quarter of the run
+    assert training_dead_window('{"tokens": 8000000, "batch_size": 4096}') == 1_000_000  # at most 1M
+    assert training_dead_window({"tokens": 8192, "batch_size": 4096}) == 4096  # at least one batch
+    assert training_dead_window({"model": "m"}) is None and training_dead_window(None) is None
