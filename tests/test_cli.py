@@ -62,3 +62,11 @@ def test_workspace_from_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "envws" / "saelab.duckdb").exists()
     assert not (tmp_path / "saelab-workspace").exists()
+
+
+def test_circuits_list_methods_needs_no_task(capsys):
+    assert main(["circuits", "--list-methods"]) == 0
+    out = capsys.readouterr().out
+    assert "sae_codes" in out and "eap" in out
+    assert main(["circuits"]) == 2
+    assert "give --task" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """What the app opens: the workspace named on its command line, the store (read-only), SAE directories."""
 
 import argparse
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -55,8 +54,7 @@ def resolve_sae_dir(workspace: Workspace, sae: SaeRow) -> Path:
 
 def dashboards_command(workspace: Workspace, sae: SaeRow) -> str:
     """The exact `saelab eval` command that computes the dashboards of `sae` into this workspace's store."""
+    from saelab.cli.eval import eval_command
+
     directory = Path(sae.path) if Path(sae.path).is_absolute() else workspace.absolute(sae.path)
-    words = ["saelab", "eval", "--sae", str(directory), "--dashboards"]
-    if directory.name != sae.sae_id:  # eval names the SAE after its directory unless told otherwise
-        words += ["--sae-id", sae.sae_id]
-    return shlex.join([*words, "--workspace", str(workspace.root)])
+    return eval_command(directory, sae.sae_id, workspace.root)
