@@ -287,3 +287,14 @@ def test_runs_page_names_both_dead_fraction_windows(monkeypatch, demo):
     assert "last 500,000 training tokens" in note and "never fired on the 65,536 held-out tokens" in note
     saes = next(d.value for d in at.dataframe if "dashboards" in d.value.columns)
     assert {"seed", "dashboards"} <= set(saes.columns) and (saes["dashboards"] == 16).all()
+
+
+def test_dead_latent_says_it_never_fires_and_quantiles_show_ranges(monkeypatch, tmp_path, demo):
+    _store_with(tmp_path, {"d": [{"sae_id": "d", "latent": 0, "density": 0.0, "max_act": 0.0}]})
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="d", latent="0")
+    _clean(at)
+    assert any("never fires" in t for t in _texts(at.info)), _texts(at.info)
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
+    labels = [e.label for e in at.expander if e.label.startswith("quantile")]
+    assert len(labels) == 4 and labels[0].startswith("quantile 4 of 4: activations ")
+    assert all("25% of its firing tokens" in label for label in labels), labels

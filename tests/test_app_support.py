@@ -27,6 +27,7 @@ from saelab.app_support import (
 from saelab.app_support.circuits import node_position
 from saelab.app_support.frontier import frontier_points
 from saelab.app_support.prompts import PromptTooLongError, attn_z_dfa, prompt_top_latents
+from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.app_support.resources import MissingArtifactError, resolve_sae_dir
 from saelab.db.queries import SaeRow
 from saelab.errors import SaelabError
@@ -258,3 +259,31 @@ def test_training_dead_window_follows_saelab_trains_schedule():
     assert training_dead_window('{"tokens": 8000000, "batch_size": 4096}') == 1_000_000  # at most 1M
     assert training_dead_window({"tokens": 8192, "batch_size": 4096}) == 4096  # at least one batch
     assert training_dead_window({"model": "m"}) is None and training_dead_window(None) is None
+
+
+# ---------------------------------------------------------------- top contexts (issue 19)
+
+def test_distinct_contexts_drop_shifted_copies_of_the_same_text():
+    from saelab.db.queries import FeatureExample
+
+    text = [f" t{i}" for i in range(30)]
+
+    def ex(start, stop, act):
+        return FeatureExample("top", 0, act, text[start:stop], [act] * (stop - start), 3)
+
+    first, shifted, other = ex(0, 20, 5.0), ex(4, 24, 4.0), ex(0, 20, 3.0)._replace(tokens=[" x"] * 20)
+    barely = ex(15, 30, 2.0)  # overlaps `first` on 5 of 15 tokens: another stretch of the document
+    assert distinct_contexts([first, shifted, other, barely]) == [first, other, barely]
+    assert distinct_contexts([shifted, first]) == [shifted]  # whichever is stronger is kept
+
+
+def test_quantile_groups_strongest_first_with_ranges_and_equal_shares():
+    groups = quantile_groups({"quantile_0": [0.1, 0.3], "quantile_2": [2.0, 1.5], "quantile_1": [0.9]})
+    assert [g.index for g in groups] == [2, 1, 0]
+    assert (groups[0].low, groups[0].high) == (1.5, 2.0) and (groups[2].low, groups[2].high) == (0.1, 0.3)
+    assert all(g.share_of_firing == pytest.approx(1 / 3) for g in groups)
+
+
+def test_the_ranked_token_is_marked_strongly():
+    html = token_spans_html(["a", "b"], [0.1, 1.0], 1.0, center=1)
+    assert html.count("outline") == 1 and "font-weight: bold" in html.split("<span")[2]

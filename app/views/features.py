@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 
 from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
+from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.db import queries as q
 
 SORTS = {"max_act": "max activation", "density": "density", "mean_act": "mean activation",
@@ -80,19 +81,28 @@ def _contexts(examples: list[q.FeatureExample], scale: float) -> str:
     return "".join(context_html(e.tokens, e.activations, scale, e.center) for e in examples)
 
 
-def _examples(examples: list[q.FeatureExample], scale: float) -> None:
+def _examples(examples: list[q.FeatureExample], scale: float, density: float | None) -> None:
     top = [e for e in examples if e.kind == "top"]
+    distinct = distinct_contexts(top)
     st.markdown("**Top activations**")
-    if top:
-        st.html(_contexts(top, scale))
+    if distinct:
+        dropped = len(top) - len(distinct)
+        st.caption("The token each context was ranked by is boxed; hover a token for its activation."
+                   + (f" {dropped} shifted cop{'y' if dropped == 1 else 'ies'} of a context shown above "
+                      "left out." if dropped else ""))
+        st.html(_contexts(distinct, scale))
     else:
         st.caption("no top examples stored")
-    quantiles = sorted({e.kind for e in examples if e.kind != "top"}, reverse=True)
-    for kind in quantiles:
-        group = [e for e in examples if e.kind == kind]
-        label = kind.replace("_", " ")
-        with st.expander(f"{label} (activation ≈ {max(e.activation for e in group):.2f})", expanded=False):
-            st.html(_contexts(group, scale))
+    by_kind = {kind: [e for e in examples if e.kind == kind] for kind in {e.kind for e in examples} - {"top"}}
+    groups = quantile_groups({kind: [e.activation for e in group] for kind, group in by_kind.items()})
+    for group in groups:
+        share = f"{group.share_of_firing:.0%} of its firing tokens"
+        if density:
+            share += f", {group.share_of_firing * density:.3%} of all tokens"
+        label = (f"quantile {group.index + 1} of {len(groups)}: activations {group.low:.2f}–{group.high:.2f} "
+                 f"({share})")
+        with st.expander(label, expanded=False):
+            st.html(_contexts(by_kind[f"quantile_{group.index}"], scale))
 
 
 def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
@@ -102,6 +112,9 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     if feature is None and not examples:
         st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
+    if feature is not None and not feature.density:
+        st.info(f"Latent {latent} never fires: no token of the dashboard sample activates it (density 0), so "
+                "it has no contexts or histogram. It is dead on this data.")
     if feature is not None:
         c1, c2, c3 = st.columns(3)
         density = feature.density or 0.0
@@ -114,7 +127,7 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     with right:
         scale = (feature.max_act if feature and feature.max_act else None) or max(
             (e.activation for e in examples), default=1.0)
-        _examples(examples, scale)
+        _examples(examples, scale, feature.density if feature else None)
 
 
 def _statistics(feature: q.FeatureRow | None) -> None:
