@@ -119,3 +119,9 @@ def feature_link(sae_id: str, latent: int, label: str | None = None) -> None:
     """A link to a latent's feature page (the URL carries `sae` and `latent`)."""
     st.page_link(FEATURES_PAGE, label=label or f"latent {latent}", icon=":material/open_in_new:",
                  query_params={"sae": sae_id, "latent": str(latent)})
+
+
+def download_csv(frame, name: str, label: str = "Download CSV", index: bool = False) -> None:
+    """A button that saves `frame` as `name`.csv."""
+    st.download_button(label, frame.to_csv(index=index).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv_{name}", icon=":material/download:")

@@ -173,11 +173,10 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) 
     from saelab.evals.workflow import EvalRequest, run_eval
 
     store = ResultsStore(workspace.db_path)
-    first_topk = next((sae_id for sae_id in trained if "-topk-" in sae_id), None)
-    for sae_id, path in trained.items():
+    for sae_id, path in trained.items():  # every SAE gets core metrics and dashboards (attn_z: head attribution)
         rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
-        if rows.empty:
-            dashboards = sae_id == first_topk
+        dashboards = store.select("features", where={"sae_id": sae_id}, limit=1).empty
+        if rows.empty or dashboards:
             run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
                                             n_tokens=cfg.eval_tokens, dashboards=dashboards,
                                             dashboard_tokens=cfg.dashboard_tokens, seed=cfg.seed))
@@ -186,7 +185,7 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, trained: dict, saes: list) 
         sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]
         saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"], values.get("fvu", float("nan")),
                                values.get("l0", float("nan")), values.get("ce_loss_score", float("nan"))))
-    return f"{len(saes)} SAEs: core metrics; dashboards for {first_topk}"
+    return f"{len(saes)} SAEs: core metrics and dashboards"
 
 
 def _circuits(workspace: Workspace, cfg: DemoConfig, model, circuits: list) -> str:

@@ -298,3 +298,34 @@ def test_dead_latent_says_it_never_fires_and_quantiles_show_ranges(monkeypatch, 
     labels = [e.label for e in at.expander if e.label.startswith("quantile")]
     assert len(labels) == 4 and labels[0].startswith("quantile 4 of 4: activations ")
     assert all("25% of its firing tokens" in label for label in labels), labels
+
+
+def test_feature_dashboard_and_tables_download(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
+    _clean(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"Download JSON", "Download HTML", "Download this page as CSV"} <= set(labels), labels
+    for page, name in (("views/runs.py", "Download CSV"), ("views/evaluations.py", "Download CSV"),
+                       ("views/circuits.py", "Download CSV")):
+        at = _app(monkeypatch, demo.root, page)
+        _clean(at)
+        assert name in [b.proto.label for b in at.get("download_button")], page
+
+
+def test_dashboard_export_json_and_html(demo):
+    import json
+
+    from saelab.app_support.export import dashboard_html, dashboard_json_text
+    from saelab.db import queries as q
+
+    store = ResultsStore(demo.db_path)
+    sae = q.get_sae(store, ATTN)
+    feature, examples = q.feature_dashboard(store, ATTN, 5)
+    data = json.loads(dashboard_json_text(sae, 5, feature, examples))
+    assert data["index"] == "5" and data["layer"] == "0.attn_z" and data["frac_nonzero"] == feature.density
+    assert data["pos_str"] == [e["token"] for e in feature.top_logits] and len(data["head_attribution"]) == 4
+    assert len(data["activations"]) == len(examples)
+    top = data["activations"][0]
+    assert top["values"][top["maxValueTokenIndex"]] == top["maxValue"]  # the ranked token's own activation
+    page = dashboard_html(sae, 5, feature, examples)
+    assert page.startswith("<!doctype html>") and page.count("outline") == len(examples)  # each ranked token

@@ -104,7 +104,9 @@ def _comparison(store, runs, task, model) -> None:
     _faithfulness(evals)
     table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
     cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
-    st.dataframe(table.merge(cost, on="method", how="left"), hide_index=True)
+    merged = table.merge(cost, on="method", how="left")
+    st.dataframe(merged, hide_index=True)
+    ui.download_csv(merged, f"circuits-{task}-{model}")
 
 
 def render() -> None:

@@ -27,6 +27,7 @@ def render() -> None:
     long = q.eval_metrics(store, kind)
     table = long.pivot_table(index="sae_id", columns="metric", values="value")
     st.dataframe(table.style.format("{:.3f}"))
+    ui.download_csv(table, f"eval-{kind}", index=True)
     metric = st.selectbox("metric to compare", list(table.columns))
     ui.chart(charts.metric_bars(table, metric))
     with st.expander("rows as stored"):

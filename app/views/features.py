@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 
 from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
+from saelab.app_support.export import dashboard_html, dashboard_json_text
 from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.db import queries as q
 
@@ -65,6 +66,7 @@ def _search(store, sae: q.SaeRow) -> None:
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
                          key=f"feature_table_{sae.sae_id}", height=300,
                          column_config={"density": st.column_config.NumberColumn(format="%.2e")})
+    ui.download_csv(table, f"{sae.sae_id}-latents-page{query.offset // PAGE_SIZE + 1}", "Download this page as CSV")
     pages = max(1, -(-result.total // PAGE_SIZE))
     if pages > 1:
         st.number_input("page", 1, pages, key="feature_page")
@@ -112,6 +114,13 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     if feature is None and not examples:
         st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
+    name = f"{sae.sae_id}-latent{latent}"
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button("Download JSON", dashboard_json_text(sae, latent, feature, examples), f"{name}.json",
+                       "application/json", icon=":material/download:",
+                       help="Neuronpedia's field names where they fit (pos_str, frac_nonzero, activations, ...)")
+    c2.download_button("Download HTML", dashboard_html(sae, latent, feature, examples), f"{name}.html", "text/html",
+                       icon=":material/download:", help="a standalone page with the statistics and every context")
     if feature is not None and not feature.density:
         st.info(f"Latent {latent} never fires: no token of the dashboard sample activates it (density 0), so "
                 "it has no contexts or histogram. It is dead on this data.")

@@ -43,6 +43,7 @@ def _core(store, windows: dict[str, int | None]) -> None:
     meta = core.drop_duplicates("sae_id").set_index("sae_id")[["architecture", "site", "d_sae"]]
     wide = meta.join(core.pivot_table(index="sae_id", columns="metric", values="value")).reset_index()
     st.dataframe(wide, hide_index=True, height=min(300, 38 + 35 * len(wide)))
+    ui.download_csv(wide, "core-metrics")
     if "dead_fraction" in wide.columns:
         eval_tokens = wide["n_tokens"] if "n_tokens" in wide.columns else []
         st.markdown(dead_fraction_note([windows.get(s) for s in wide["sae_id"]], eval_tokens))
@@ -69,6 +70,7 @@ def render() -> None:
         st.info(f"No runs recorded yet: {ui.FILL_HINT['store']}.")
     else:
         st.dataframe(runs, hide_index=True, height=min(250, 38 + 35 * len(runs)))
+        ui.download_csv(runs, "runs")
     saes = q.list_saes(store)
     st.subheader("SAEs")
     if saes.empty:
@@ -77,6 +79,7 @@ def render() -> None:
     st.dataframe(saes, hide_index=True, height=min(300, 38 + 35 * len(saes)),
                  column_config={"dashboards": st.column_config.NumberColumn(
                      help="latents with dashboard rows (0: compute them with saelab eval --dashboards)")})
+    ui.download_csv(saes, "saes")
     windows = _dead_windows(saes, runs)
     _curves(store, saes, windows)
     _core(store, windows)
