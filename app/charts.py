@@ -167,3 +167,21 @@ def metric_bars(table: pd.DataFrame, metric: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=table.index.astype(str), y=table[metric], marker_color="#1f77b4"))
     fig.update_layout(title=metric)
     return _compact(_categorical(fig, "x"), 320)
+
+
+def density_bars(labels: list[str], counts: list[int]) -> go.Figure:
+    """Latents per log-density bin (click a bar to list its latents)."""
+    fig = go.Figure(go.Bar(x=labels, y=counts, marker_color="#ff6a00",
+                           hovertemplate="density %{x}<br>%{y} latents<extra></extra>"))
+    fig.update_layout(title="latents by density (log bins; click a bar)", clickmode="event+select")
+    fig.update_xaxes(title_text="fraction of tokens the latent fires on")
+    fig.update_yaxes(title_text="latents")
+    return _compact(_categorical(fig, "x"), 320)
+
+
+def l0_quantiles(quantiles: dict[str, float]) -> go.Figure:
+    """L0 (active latents per token) at a few quantiles of the evaluation tokens."""
+    fig = go.Figure(go.Bar(x=list(quantiles), y=list(quantiles.values()), marker_color="#1f77b4"))
+    fig.update_layout(title="L0 per token: quantiles over the evaluation tokens")
+    fig.update_yaxes(title_text="active latents")
+    return _compact(_categorical(fig, "x"), 280)

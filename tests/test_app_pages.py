@@ -12,7 +12,7 @@ from saelab.app_support.demo_workspace import DEMO_SAES
 from saelab.db import ResultsStore
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGES = ["views/runs.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
+PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
 ATTN, RESID = DEMO_SAES[0].sae_id, DEMO_SAES[2].sae_id
 
 
@@ -274,7 +274,7 @@ def test_every_page_has_its_own_stable_url(monkeypatch, demo):
     _clean(at)
     assert _texts(at.title) == ["Runs"]
     visible = {p.title: p.url_path for p in seen if p._visibility != "hidden"}
-    assert visible == {"Runs": "runs", "Features": "features", "Prompt explorer": "prompts",
+    assert visible == {"Runs": "runs", "SAE overview": "overview", "Features": "features", "Prompt explorer": "prompts",
                        "Circuits": "circuits", "Evaluations": "evaluations"}
 
 
@@ -329,3 +329,18 @@ def test_dashboard_export_json_and_html(demo):
     assert top["values"][top["maxValueTokenIndex"]] == top["maxValue"]  # the ranked token's own activation
     page = dashboard_html(sae, 5, feature, examples)
     assert page.startswith("<!doctype html>") and page.count("outline") == len(examples)  # each ranked token
+
+
+def test_overview_bins_latents_by_density_and_lists_a_bin(monkeypatch, tmp_path):
+    rows = [{"sae_id": "o", "latent": i, "density": d, "max_act": 1.0}
+            for i, d in enumerate([0.0, 0.002, 0.003, 0.5, 0.0015, 0.2])]
+    _store_with(tmp_path, {"o": rows})
+    at = _app(monkeypatch, tmp_path, "views/overview.py", sae="o")
+    _clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["never fire"] == "1" and metrics["dense"] == "2"  # 0.5 and 0.2 fire on more than 10%
+    (bars,) = [s for s in _plotly_specs(at) if s["data"][0]["type"] == "bar"]
+    assert sum(bars["data"][0]["y"]) == 5 and bars["layout"]["xaxis"]["type"] == "category"
+    listed = next(d.value for d in at.dataframe if "open" in d.value.columns)
+    assert sorted(listed["latent"]) == [1, 2]  # the fullest bin, 10^-2.75 .. 10^-2.5 (0.0015 is one bin lower)
+    assert listed["open"].iloc[0] == "/features?sae=o&latent=2"

@@ -287,3 +287,16 @@ def test_quantile_groups_strongest_first_with_ranges_and_equal_shares():
 def test_the_ranked_token_is_marked_strongly():
     html = token_spans_html(["a", "b"], [0.1, 1.0], 1.0, center=1)
     assert html.count("outline") == 1 and "font-weight: bold" in html.split("<span")[2]
+
+
+def test_density_histogram_bins_by_log_density_and_keeps_dead_apart():
+    from saelab.app_support.overview import density_histogram
+
+    hist = density_histogram([0, 1, 2, 3, 4, 5], [0.0, 0.002, 0.003, 0.5, 0.0015, 1.0], dense_threshold=0.1)
+    assert hist.edges[0] == -3 and hist.edges[-1] == 0 and len(hist.edges) == 13  # 3 decades x 4 bins
+    assert hist.latents[0] == [4] and hist.latents[1] == [1, 2]  # log10: -2.82 | -2.70, -2.52
+    assert hist.latents[-1] == [5] and hist.latents[10] == [3]  # density 1 in the last bin; log10 0.5 = -0.30
+    assert hist.dead == [0] and hist.dense == [3, 5] and sum(hist.counts) == 5
+    assert hist.label(1) == "0.0018 – 0.0032"
+    with pytest.raises(ValueError, match="3 latents but 2 densities"):
+        density_histogram([0, 1, 2], [0.1, 0.2], 0.1)

@@ -234,6 +234,19 @@ def feature_count(store: ResultsStore, sae_id: str) -> int:
         return int(con.execute("SELECT count(*) FROM features WHERE sae_id = ?", [sae_id]).fetchone()[0])
 
 
+def latent_densities(store: ResultsStore, sae_id: str) -> pd.DataFrame:
+    """latent, density, max_act and mean_act of every latent of `sae_id` with dashboard rows, by latent."""
+    return _frame(store, "SELECT latent, density, max_act, mean_act FROM features WHERE sae_id = ? ORDER BY latent",
+                  [sae_id])
+
+
+def sae_eval_metrics(store: ResultsStore, sae_id: str, eval_kind: str = "core") -> dict[str, float]:
+    """The latest value of each metric of one evaluation kind for one SAE."""
+    frame = _frame(store, "SELECT metric, arg_max(value, created_at) AS value FROM eval_metrics "
+                          "WHERE sae_id = ? AND eval_kind = ? GROUP BY metric", [sae_id, eval_kind])
+    return dict(zip(frame["metric"], frame["value"].astype(float), strict=True))
+
+
 class FeatureRow(NamedTuple):
     """One latent's dashboard statistics, JSON columns parsed (None where absent)."""
 
