@@ -26,8 +26,8 @@ def _compact(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
-def training_curves(curves: pd.DataFrame, metrics: list[str]) -> go.Figure:
-    """One panel per metric, one line per SAE, against training tokens."""
+def training_curves(curves: pd.DataFrame, metrics: list[str], log_y: bool = False) -> go.Figure:
+    """One panel per metric, one line per SAE, against training tokens (log y axes if `log_y`)."""
     cols = min(2, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=metrics, horizontal_spacing=0.08)
@@ -39,23 +39,31 @@ def training_curves(curves: pd.DataFrame, metrics: list[str]) -> go.Figure:
                                      line={"color": colours[sae_id]}, legendgroup=sae_id, showlegend=i == 0),
                           row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text="tokens")
+    if log_y:
+        fig.update_yaxes(type="log")
     return _compact(fig, 280 * rows)
 
 
 def frontier(points: pd.DataFrame) -> go.Figure:
-    """FVU against L0 for every SAE, coloured by architecture, with each architecture's Pareto frontier."""
-    fig = go.Figure()
-    for i, (arch, group) in enumerate(points.groupby("architecture")):
-        colour = PALETTE[i % len(PALETTE)]
-        best = pareto_frontier(group)
-        fig.add_trace(go.Scatter(x=best["l0"], y=best["fvu"], mode="lines", line={"color": colour, "width": 1},
-                                 legendgroup=arch, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=group["l0"], y=group["fvu"], mode="markers", name=arch, legendgroup=arch,
-                                 marker={"color": colour, "size": 10}, text=group["sae_id"],
-                                 hovertemplate="%{text}<br>L0 %{x:.2f}<br>FVU %{y:.4f}<extra></extra>"))
+    """FVU against L0, one panel per site (SAEs of different sites are not comparable), coloured by architecture,
+    each architecture's Pareto frontier per site, SAE ids written on the points."""
+    sites = sorted(points["site"].unique())
+    fig = make_subplots(rows=1, cols=len(sites), subplot_titles=sites, horizontal_spacing=0.06)
+    colours = {arch: PALETTE[i % len(PALETTE)] for i, arch in enumerate(sorted(points["architecture"].unique()))}
+    for col, site in enumerate(sites, start=1):
+        for arch, group in points[points["site"] == site].groupby("architecture"):
+            best = pareto_frontier(group)
+            fig.add_trace(go.Scatter(x=best["l0"], y=best["fvu"], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line={"color": colours[arch], "width": 1}, legendgroup=arch), row=1, col=col)
+            fig.add_trace(go.Scatter(x=group["l0"], y=group["fvu"], mode="markers+text", name=arch,
+                                     legendgroup=arch, showlegend=col == 1, text=group["sae_id"],
+                                     textposition="top center", textfont={"size": 9},
+                                     marker={"color": colours[arch], "size": 10},
+                                     hovertemplate="%{text}<br>L0 %{x:.2f}<br>FVU %{y:.4f}<extra></extra>"),
+                          row=1, col=col)
     fig.update_xaxes(title_text="L0 (active latents per token)", type="log")
-    fig.update_yaxes(title_text="fraction of variance unexplained")
-    return _compact(fig, 420)
+    fig.update_yaxes(title_text="fraction of variance unexplained", col=1)
+    return _compact(fig, 460)
 
 
 def histogram(bars: HistogramBars, title: str) -> go.Figure:

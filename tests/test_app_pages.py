@@ -344,3 +344,20 @@ def test_overview_bins_latents_by_density_and_lists_a_bin(monkeypatch, tmp_path)
     listed = next(d.value for d in at.dataframe if "open" in d.value.columns)
     assert sorted(listed["latent"]) == [1, 2]  # the fullest bin, 10^-2.75 .. 10^-2.5 (0.0015 is one bin lower)
     assert listed["open"].iloc[0] == "/features?sae=o&latent=2"
+
+
+def test_frontier_split_by_site_with_ids_and_curves_on_log_axes(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/runs.py")
+    curves, frontier = _plotly_specs(at)
+    titles = [a["text"] for a in frontier["layout"]["annotations"]]
+    assert titles == ["0.attn_z", "1.resid_post"]
+    labelled = [t for trace in frontier["data"] if trace.get("mode") == "markers+text" for t in trace["text"]]
+    assert sorted(labelled) == sorted(d.sae_id for d in DEMO_SAES)
+    assert curves["layout"]["yaxis"].get("type") != "log"
+    next(t for t in at.toggle if t.label == "log y axes").set_value(True).run()
+    _clean(at)
+    assert _plotly_specs(at)[0]["layout"]["yaxis"]["type"] == "log"
+    next(t for t in at.toggle if t.label == "all SAEs").set_value(True).run()
+    _clean(at)
+    names = {trace["name"] for trace in _plotly_specs(at)[0]["data"]}
+    assert names == {d.sae_id for d in DEMO_SAES}

@@ -135,8 +135,10 @@ def test_frontier_points_pivot_core_metrics_and_skip_incomplete():
     core = pd.DataFrame({"sae_id": ["a", "a", "b"], "architecture": ["topk", "topk", "vq"],
                          "d_sae": [8, 8, 8], "metric": ["fvu", "l0", "fvu"], "value": [0.2, 4.0, 0.5]})
     points = frontier_points(core)
-    assert points.to_dict("records") == [{"sae_id": "a", "architecture": "topk", "d_sae": 8, "l0": 4.0,
-                                          "fvu": 0.2}]
+    assert points.to_dict("records") == [{"sae_id": "a", "architecture": "topk", "site": "(no site)", "d_sae": 8,
+                                          "l0": 4.0, "fvu": 0.2}]
+    points = frontier_points(core.assign(site=["1.resid_post", "1.resid_post", "0.attn_z"]))
+    assert points["site"].tolist() == ["1.resid_post"]
 
 
 # ---------------------------------------------------------------- launching and resources

@@ -20,14 +20,17 @@ def _dead_windows(saes, runs) -> dict[str, int | None]:
 
 def _curves(store, saes, windows: dict[str, int | None]) -> None:
     st.subheader("Training curves")
-    chosen = st.multiselect("SAEs", list(saes["sae_id"]), default=list(saes["sae_id"])[:3])
+    every = st.toggle("all SAEs", value=len(saes) <= 8)
+    chosen = list(saes["sae_id"]) if every else st.multiselect("SAEs", list(saes["sae_id"]),
+                                                               default=list(saes["sae_id"])[:3])
     names = q.training_metric_names(store, chosen)
     if not names:
         st.info(f"No training metrics logged for these SAEs: {ui.FILL_HINT['saes']}.")
         return
     metrics = st.multiselect("metrics", names, default=[m for m in CURVE_DEFAULTS if m in names] or names[:4])
+    log_y = st.toggle("log y axes", value=False)
     if metrics:
-        ui.chart(charts.training_curves(q.training_curves(store, chosen, metrics), metrics))
+        ui.chart(charts.training_curves(q.training_curves(store, chosen, metrics), metrics, log_y))
     if "dead_fraction" in metrics:
         st.caption(f"dead_fraction while training: the share of latents idle for the last "
                    f"{tokens_text(windows.get(s) for s in chosen)} training tokens (core metrics below use "
@@ -52,8 +55,8 @@ def _core(store, windows: dict[str, int | None]) -> None:
     if points.empty:
         st.info("The core metrics have no FVU and L0 pair to plot.")
         return
-    st.caption("Lower left is better; lines join each architecture's Pareto-optimal SAEs. Discrete SAEs "
-               "(argmax codes, VQ) sit at L0 = number of codes.")
+    st.caption("One panel per site. Lower left is better; lines join each architecture's Pareto-optimal SAEs. "
+               "Discrete SAEs (argmax codes, VQ) sit at L0 = number of codes.")
     ui.chart(charts.frontier(points))
 
 
