@@ -211,7 +211,7 @@ def test_circuits_page(server, browser, shots):
 
 
 def test_evaluations_page(server, browser, shots):
-    _visit(browser, f"{server}/evaluations", "metric to compare", "Supervised dictionaries")
+    _visit(browser, f"{server}/evaluations", "metric to compare", "Reconstruction and sparsity")
     browser.save_screenshot(str(shots / "evaluations.png"))
 
 

@@ -170,14 +170,27 @@ def test_circuits_page_switches_task_and_method(monkeypatch, demo):
     assert len(at.get("plotly_chart")) == 5
 
 
-def test_evaluations_page_shows_supervised_comparison_first(monkeypatch, demo):
+def test_evaluations_page_opens_on_key_core_metrics_and_a_metric_that_differs(monkeypatch, demo):
     at = _app(monkeypatch, demo.root, "views/evaluations.py")
     _clean(at)
-    assert at.selectbox[0].value == "supervised_ioi"
-    assert "supervised:ioi" in at.dataframe[0].value.index
-    at.selectbox[0].select("core").run()
+    assert at.selectbox[0].value == "core" and set(at.selectbox[0].options) >= {"core", "supervised_ioi"}
+    table = at.dataframe[0].value
+    assert list(table.columns[:5]) == ["fvu", "l0", "ce_loss_score", "kl_div", "dead_fraction"]
+    assert at.selectbox[1].value == "fvu" and table["fvu"].nunique() > 1  # the first key metric that differs
+    at.selectbox[0].select("supervised_ioi").run()
     _clean(at)
-    assert "fvu" in at.dataframe[0].value.columns
+    assert "supervised:ioi" in at.dataframe[0].value.index
+
+
+def test_most_varying_metric_skips_constant_ones():
+    import pandas as pd
+
+    from saelab.app_support.metrics import most_varying_metric
+
+    table = pd.DataFrame({"fvu": [0.1, 0.1], "l0": [4.0, 4.0], "a_other": [1.0, 2.0]}, index=["x", "y"])
+    assert most_varying_metric(table) == "a_other"
+    assert most_varying_metric(table.assign(l0=[4.0, 8.0])) == "l0"
+    assert most_varying_metric(table.iloc[:1]) == "fvu" and most_varying_metric(pd.DataFrame()) is None
 
 
 def test_cli_refuses_bad_port_in_one_line(tmp_path, capsys):
