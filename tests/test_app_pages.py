@@ -374,3 +374,18 @@ def test_frontier_split_by_site_with_ids_and_curves_on_log_axes(monkeypatch, dem
     _clean(at)
     names = {trace["name"] for trace in _plotly_specs(at)[0]["data"]}
     assert names == {d.sae_id for d in DEMO_SAES}
+
+
+def test_circuits_table_explains_edge_auc_of_a_method_without_edge_scores(monkeypatch, tmp_path):
+    workspace = build_demo_workspace(tmp_path / "ws", d_sae=8, sae_files=False)
+    store = ResultsStore(workspace.db_path)
+    with store.connect(read_only=False) as con:  # sae_codes scored heads only; its stored edge AUC is a meaningless 0
+        con.execute("DELETE FROM circuit_scores WHERE circuit_run_id = 'greater_than-sae_codes' AND level = 'edge'")
+        con.execute("UPDATE circuit_evals SET value = 0 WHERE circuit_run_id = 'greater_than-sae_codes' "
+                    "AND metric = 'edge_auc'")
+    at = _app(monkeypatch, workspace.root, "views/circuits.py")
+    _clean(at)
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["sae_codes", "edge_auc"] == "no edge scores"
+    assert float(table.loc["eap", "edge_auc"]) > 0
+    assert any("not defined for sae_codes" in t for t in _texts(at.caption)), _texts(at.caption)

@@ -103,6 +103,13 @@ def _comparison(store, runs, task, model) -> None:
     _roc(evals)
     _faithfulness(evals)
     table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
+    counts = q.edge_score_counts(store, list(chosen["circuit_run_id"]))
+    no_edges = sorted({m for m, r in zip(chosen["method"], chosen["circuit_run_id"], strict=True) if not counts[r]})
+    if "edge_auc" in table.columns and no_edges:
+        table["edge_auc"] = table["edge_auc"].astype(object)
+        table.loc[table["method"].isin(no_edges), "edge_auc"] = "no edge scores"
+        st.caption(f"edge_auc is not defined for {', '.join(no_edges)}: these runs scored heads only, so there "
+                   "is no ranking of edges to compare with the ground truth (shown as 'no edge scores', not 0).")
     cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
     merged = table.merge(cost, on="method", how="left")
     st.dataframe(merged, hide_index=True)

@@ -345,6 +345,17 @@ def circuit_evals(store: ResultsStore, circuit_run_ids: list[str]) -> pd.DataFra
         curve=lambda frame: [_loads(v) for v in frame["curve"]])
 
 
+def edge_score_counts(store: ResultsStore, circuit_run_ids: list[str]) -> dict[str, int]:
+    """How many edge scores each of the given circuit runs stored (0 for runs that scored no edges)."""
+    if not circuit_run_ids:
+        return {}
+    frame = _frame(store, "SELECT circuit_run_id, count(*) AS n FROM circuit_scores "
+                          "WHERE list_contains(?, circuit_run_id) AND level = 'edge' GROUP BY circuit_run_id",
+                   [list(circuit_run_ids)])
+    counts = dict(zip(frame["circuit_run_id"], frame["n"].astype(int), strict=True))
+    return {run_id: counts.get(run_id, 0) for run_id in circuit_run_ids}
+
+
 def task_prompts(store: ResultsStore, task: str, limit: int = 20) -> pd.DataFrame:
     """A few stored prompts of `task` (for examples on the circuits page)."""
     return _frame(store, "SELECT dataset_id, idx, kind, prompt, answer FROM task_prompts WHERE task = ? "
