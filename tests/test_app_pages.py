@@ -389,3 +389,29 @@ def test_circuits_table_explains_edge_auc_of_a_method_without_edge_scores(monkey
     assert table.loc["sae_codes", "edge_auc"] == "no edge scores"
     assert float(table.loc["eap", "edge_auc"]) > 0
     assert any("not defined for sae_codes" in t for t in _texts(at.caption)), _texts(at.caption)
+
+
+def test_feature_page_finds_nearest_latents_of_another_sae(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=RESID, latent="3")
+    next(t for t in at.toggle if t.key == "compare").set_value(True).run()
+    _clean(at)
+    links = [link.proto.label for link in at.get("page_link")]
+    assert len(links) == 5 and all("decoder cosine" in label for label in links)
+    other = at.selectbox(key="compare_sae").value
+    assert other.site == "1.resid_post" and other.sae_id != RESID
+    cosines = [float(label.rsplit(" ", 1)[1]) for label in links]
+    assert cosines == sorted(cosines, reverse=True)
+    assert sum("latent 3" in t or f"{other.sae_id} · latent" in t for t in _texts(at.markdown)) >= 2
+
+
+def test_nearest_latents_rank_by_cosine_not_dot_product():
+    import torch
+
+    from saelab.app_support.compare import nearest_latents
+
+    W_dec = torch.tensor([[10.0, 0.5], [0.6, 0.8], [0.0, 0.0], [1.0, 1.0]])
+    near = nearest_latents(torch.tensor([0.0, 2.0]), W_dec, 3)
+    assert near.latents == [1, 3, 0]  # a dot product would rank 3 (2.0) above 1 (1.6); the zero row 2 scores 0
+    assert near.cosines == pytest.approx([0.8, 2 ** -0.5, 0.5 / (100.25 ** 0.5)])
+    with pytest.raises(ValueError, match="decoder widths differ"):
+        nearest_latents(torch.ones(3), W_dec, 1)

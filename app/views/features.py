@@ -155,6 +155,35 @@ def _statistics(feature: q.FeatureRow | None) -> None:
         ui.chart(charts.head_attribution([float(a) for a in feature.head_attribution]))
 
 
+def _compare(store, sae: q.SaeRow, latent: int) -> None:
+    """Nearest latents of another SAE at the same site by decoder cosine, and the best match's contexts beside
+    this latent's."""
+    others = [row for row in q.sae_rows(store) if row.sae_id != sae.sae_id and row.site == sae.site
+              and row.d_in == sae.d_in]
+    if not others:
+        st.caption(f"No other SAE at site {sae.site} to compare with.")
+        return
+    other = st.selectbox("other SAE", others, format_func=lambda row: f"{row.sae_id} ({row.architecture})",
+                         key="compare_sae")
+    from saelab.app_support.compare import nearest_latents
+
+    mine, theirs = ui.load_sae_for(sae), ui.load_sae_for(other)
+    nearest = nearest_latents(mine.W_dec[latent].detach(), theirs.W_dec.detach(), 5)
+    for match, cosine in zip(nearest.latents, nearest.cosines, strict=True):
+        ui.feature_link(other.sae_id, match, f"{other.sae_id} latent {match} — decoder cosine {cosine:.3f}")
+    best = nearest.latents[0]
+    left, right = st.columns(2)
+    for column, row, index in ((left, sae, latent), (right, other, best)):
+        feature, examples = q.feature_dashboard(store, row.sae_id, index)
+        top = distinct_contexts([e for e in examples if e.kind == "top"])[:5]
+        column.markdown(f"**{row.sae_id} · latent {index}**")
+        if top:
+            scale = (feature.max_act if feature and feature.max_act else None) or max(e.activation for e in top)
+            column.html(_contexts(top, scale))
+        else:
+            column.caption("no dashboard rows")
+
+
 def render() -> None:
     st.title("Features")
     store = ui.require_store()
@@ -171,6 +200,8 @@ def render() -> None:
         st.info("Pick a latent in the table above (or open one from the prompt explorer).")
         return
     _dashboard(store, sae, latent)
+    if st.toggle("Compare with another SAE (nearest latents by decoder cosine)", key="compare"):
+        _compare(store, sae, latent)
 
 
 ui.run_page(render)
