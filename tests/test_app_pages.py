@@ -415,3 +415,13 @@ def test_nearest_latents_rank_by_cosine_not_dot_product():
     assert near.cosines == pytest.approx([0.8, 2 ** -0.5, 0.5 / (100.25 ** 0.5)])
     with pytest.raises(ValueError, match="decoder widths differ"):
         nearest_latents(torch.ones(3), W_dec, 1)
+
+
+def test_feature_search_by_context_text(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN)
+    next(t for t in at.text_input if t.label == "a context contains").input("zzz-not-there").run()
+    _clean(at)
+    assert any("No latent matches" in t for t in _texts(at.info))
+    next(t for t in at.text_input if t.label == "a context contains").input(" Mary").run()
+    _clean(at)
+    assert any("latents match" in t for t in _texts(at.caption))

@@ -170,3 +170,17 @@ def test_dashboards_command_names_the_directory_and_an_id_that_differs(tmp_path)
     command = dashboards_command(Workspace(tmp_path), row)
     assert command == (f"saelab eval --sae {tmp_path / 'saes' / 'dir'} --dashboards --sae-id 'x y' "
                        f"--workspace {tmp_path}")
+
+
+def test_search_finds_text_in_contexts_across_tokens(store):
+    store.insert("feature_examples", [
+        {"sae_id": "s", "latent": 1, "kind": "top", "rank": 0, "activation": 1.0,
+         "tokens": ["def", " add", "(x"], "activations": [0, 1, 0], "center": 1},
+        {"sae_id": "s", "latent": 2, "kind": "quantile_0", "rank": 0, "activation": 1.0,
+         "tokens": [" The", " year", " 19", "99"], "activations": [0, 0, 1, 0], "center": 2},
+        {"sae_id": "other", "latent": 0, "kind": "top", "rank": 0, "activation": 1.0,
+         "tokens": ["def add"], "activations": [1], "center": 0},
+    ])
+    assert _latents(store, context_text="DEF ADD") == [1]  # across two tokens, any case, this SAE only
+    assert _latents(store, context_text="1999") == [2] and _latents(store, context_text="'; --") == []
+    assert _latents(store, context_text="def", logit_token="the") == []  # filters combine

@@ -38,11 +38,12 @@ def _search_controls(sae: q.SaeRow) -> q.FeatureQuery:
     head = c1.number_input("head", 0, 64, 0) if sort_by == "head_attribution" else None
     descending = c2.toggle("largest first", value=sort_by != "latent")
     token = c3.text_input("top logit token contains", max_chars=100, placeholder="e.g. def")
+    context = c3.text_input("a context contains", max_chars=200, placeholder="e.g. return x")
     min_density = c4.number_input("min density", 0.0, 1.0, 0.0, format="%.5f")
     max_density = c5.number_input("max density", 0.0, 1.0, 1.0, format="%.5f")
     page = max(1, int(st.session_state.get("feature_page", 1)))
     return q.FeatureQuery(sae.sae_id, sort_by, descending, min_density or None, max_density, token.strip(),
-                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE, context)
 
 
 def _search(store, sae: q.SaeRow) -> None:

@@ -172,6 +172,9 @@ class FeatureQuery:
     """Rows per page."""
     offset: int = 0
     """Rows skipped (paging)."""
+    context_text: str = ""
+    """Keep latents one of whose stored contexts (top or quantile) contains this text, case-insensitive, across
+    token boundaries; empty keeps all."""
 
     def __post_init__(self) -> None:
         if self.sort_by not in FEATURE_SORTS:
@@ -209,6 +212,10 @@ def _feature_filter(query: FeatureQuery) -> tuple[str, list[Any]]:
         clauses.append("contains(lower(array_to_string(json_extract_string(top_logits, '$[*].token'), chr(31))), "
                        "lower(?))")
         params.append(query.logit_token)
+    if query.context_text:
+        clauses.append("latent IN (SELECT latent FROM feature_examples WHERE sae_id = ? AND "
+                       "contains(lower(array_to_string(json_extract_string(tokens, '$[*]'), '')), lower(?)))")
+        params += [query.sae_id, query.context_text]
     return " AND ".join(clauses), params
 
 
