@@ -105,6 +105,16 @@ def pick_sae(store: ResultsStore, label: str = "SAE") -> q.SaeRow | None:
     return saes[chosen]
 
 
+def pick_sae_with_dashboards(store: ResultsStore, needs: str = "") -> q.SaeRow | None:
+    """`pick_sae`, then None (after saying which command fills them) when the chosen SAE has no dashboards;
+    `needs` says what the page would have shown from them."""
+    sae = pick_sae(store)
+    if sae is not None and not sae.dashboards:
+        st.info(f"SAE {sae.sae_id!r} has no dashboards yet{needs}: {dashboards_hint(sae)}.")
+        return None
+    return sae
+
+
 def dashboards_hint(sae: q.SaeRow) -> str:
     """How to fill an SAE's dashboards: the exact command for this workspace."""
     return f"compute them with `{dashboards_command(context().workspace, sae)}`"

@@ -188,11 +188,8 @@ def _compare(store, sae: q.SaeRow, latent: int) -> None:
 def render() -> None:
     st.title("Features")
     store = ui.require_store()
-    sae = ui.pick_sae(store)
+    sae = ui.pick_sae_with_dashboards(store)
     if sae is None:
-        return
-    if not sae.dashboards:
-        st.info(f"SAE {sae.sae_id!r} has no dashboards yet: {ui.dashboards_hint(sae)}.")
         return
     latent = _latent_from_url(sae)
     with st.expander("Search latents", expanded=latent is None):

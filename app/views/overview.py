@@ -46,11 +46,8 @@ def _bin_latents(sae: q.SaeRow, hist, latents: pd.DataFrame, event) -> None:
 def render() -> None:
     st.title("SAE overview")
     store = ui.require_store()
-    sae = ui.pick_sae(store)
+    sae = ui.pick_sae_with_dashboards(store, ", so no densities")
     if sae is None:
-        return
-    if not sae.dashboards:
-        st.info(f"SAE {sae.sae_id!r} has no dashboards yet, so no densities: {ui.dashboards_hint(sae)}.")
         return
     latents = q.latent_densities(store, sae.sae_id)
     threshold = _dense_threshold()
