@@ -425,3 +425,14 @@ def test_feature_search_by_context_text(monkeypatch, demo):
     next(t for t in at.text_input if t.label == "a context contains").input(" Mary").run()
     _clean(at)
     assert any("latents match" in t for t in _texts(at.caption))
+
+
+def test_feature_page_offers_an_automatic_label_marked_as_such(monkeypatch, tmp_path):
+    store = _store_with(tmp_path, {"y": [{"sae_id": "y", "latent": 0, "density": 0.1, "max_act": 2.0}]})
+    store.insert("feature_examples", [
+        {"sae_id": "y", "latent": 0, "kind": "top", "rank": r, "activation": 2.0 - r, "tokens": [w, " 19", t],
+         "activations": [0.0, 2.0 - r, 0.0], "center": 1}
+        for r, (w, t) in enumerate([(" in", "99"), (" in", "85"), (" of", "70")])])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="0")
+    _clean(at)
+    assert any("automatic label: **' 19' after ' in'** at the peak of 2 of 3" in t for t in _texts(at.caption))

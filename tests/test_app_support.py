@@ -302,3 +302,19 @@ def test_density_histogram_bins_by_log_density_and_keeps_dead_apart():
     assert hist.label(1) == "0.0018 – 0.0032"
     with pytest.raises(ValueError, match="3 latents but 2 densities"):
         density_histogram([0, 1, 2], [0.1, 0.2], 0.1)
+
+
+def test_auto_label_from_peak_ngrams_needs_a_majority():
+    from saelab.app_support.labels import auto_label
+    from saelab.db.queries import FeatureExample
+
+    def ex(tokens, center):
+        return FeatureExample("top", 0, 1.0, tokens, [0.0] * len(tokens), center)
+
+    years = [ex([" in", " 19", "99"], 1), ex([" in", " 19", "85"], 1), ex([" of", " 19", "70"], 1),
+             ex([" in", " 20", "01"], 1)]
+    label = auto_label(years)
+    assert (label.text, label.support, label.n_contexts) == ("' 19' after ' in'", 2, 4)
+    assert auto_label(years[1:]).text == "' 19'"  # no bigram reaches 2 of 3: the peak token alone (2 of 3)
+    assert auto_label([ex(["a", "b"], 1), ex(["c", "d"], 1), ex(["e", "f"], 0)]) is None
+    assert auto_label([]) is None and auto_label([ex(["a"], None)]) is None

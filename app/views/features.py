@@ -7,6 +7,7 @@ import ui
 
 from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
 from saelab.app_support.export import dashboard_html, dashboard_json_text
+from saelab.app_support.labels import auto_label
 from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.db import queries as q
 
@@ -115,6 +116,10 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     if feature is None and not examples:
         st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
+    label = auto_label(distinct_contexts([e for e in examples if e.kind == "top"]))
+    if label is not None:
+        st.caption(f"automatic label: **{label.text}** at the peak of {label.support} of {label.n_contexts} top "
+                   "contexts (n-gram counts, not a reading of the contexts; a starting point)")
     name = f"{sae.sae_id}-latent{latent}"
     c1, c2, _ = st.columns([1, 1, 4])
     c1.download_button("Download JSON", dashboard_json_text(sae, latent, feature, examples), f"{name}.json",
