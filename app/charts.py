@@ -123,9 +123,11 @@ def faithfulness(curves: dict[str, tuple[list[float], list[float]]]) -> go.Figur
     return _compact(fig, 340)
 
 
-def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:
-    """Heads at (layer, head) coloured by node score, MLPs/input/logits where `position` puts them, and the
-    given edges as lines whose width follows the score."""
+def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position,
+                  truth: set[tuple[int, int]] | None = None) -> go.Figure:
+    """Heads at (layer, head) coloured by node score (ground-truth heads outlined in red), MLPs/input/logits
+    where `position` puts them, and the given edges as arrows from sender to receiver whose width follows the
+    score."""
     fig = go.Figure()
     top = float(edges["score"].abs().max()) if not edges.empty else 1.0
     others: dict[str, tuple[float, float]] = {}
@@ -136,20 +138,27 @@ def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:
         for name, xy in ((str(edge.node), a), (str(edge.target), b)):
             if "." not in name:
                 others[name] = xy
-        fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines", hoverinfo="text",
+        width = 1 + 4 * abs(float(edge.score)) / (top or 1.0)
+        fig.add_annotation(x=b[0], y=b[1], ax=a[0], ay=a[1], xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=width, arrowcolor="#999",
+                           standoff=11, startstandoff=11)
+        fig.add_trace(go.Scatter(x=[(a[0] + b[0]) / 2], y=[(a[1] + b[1]) / 2], mode="markers", hoverinfo="text",
                                  text=f"{edge.node} → {edge.target}: {edge.score:.3f}", showlegend=False,
-                                 line={"width": 1 + 5 * abs(float(edge.score)) / (top or 1.0), "color": "#999"}))
-    xs, ys, zs, names = [], [], [], []
+                                 marker={"size": 6, "color": "#999", "opacity": 0.4}))
+    xs, ys, zs, names, outlines = [], [], [], [], []
     for layer, row in enumerate(grid.values):
         for head, value in enumerate(row):
             xs.append(layer)
             ys.append(head)
             zs.append(0.0 if math.isnan(value) else value)
             names.append(f"{layer}.{head}")
+            outlines.append("#d62728" if truth and (layer, head) in truth else "#333")
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition="top center",
                              hovertext=[f"{n}: {z:.3f}" for n, z in zip(names, zs, strict=True)], hoverinfo="text",
-                             showlegend=False, marker={"size": 22, "color": zs, "colorscale": "Viridis",
-                                                       "showscale": True, "line": {"width": 1, "color": "#333"}}))
+                             showlegend=False,
+                             marker={"size": 22, "color": zs, "colorscale": "Viridis", "showscale": True,
+                                     "line": {"width": [3 if c != "#333" else 1 for c in outlines],
+                                              "color": outlines}}))
     if others:
         fig.add_trace(go.Scatter(x=[xy[0] for xy in others.values()], y=[xy[1] for xy in others.values()],
                                  mode="markers+text", text=list(others), textposition="top center",

@@ -436,3 +436,14 @@ def test_feature_page_offers_an_automatic_label_marked_as_such(monkeypatch, tmp_
     at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="0")
     _clean(at)
     assert any("automatic label: **' 19' after ' in'** at the peak of 2 of 3" in t for t in _texts(at.caption))
+
+
+def test_circuit_graph_overlays_the_ground_truth_with_directed_edges(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/circuits.py")
+    _clean(at)
+    graph = next(s for s in _plotly_specs(at) if any(a.get("arrowhead") for a in s["layout"].get("annotations", [])))
+    heads = next(t for t in graph["data"] if t.get("mode") == "markers+text" and "0.3" in t["text"])
+    outlined = {n for n, w in zip(heads["text"], heads["marker"]["line"]["width"], strict=True) if w == 3}
+    assert outlined == {"0.3", "1.1"}  # the demo's greater-than ground truth
+    caption = next(t for t in _texts(at.caption) if "Ground truth" in t)
+    assert "2 heads, outlined in red" in caption and "on the top 10 edges" in caption

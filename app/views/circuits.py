@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 import ui
 
-from saelab.app_support import ground_truth_heads, head_grid, roc_points
+from saelab.app_support import ground_truth_heads, head_grid, parse_head_node, roc_points
 from saelab.app_support.circuits import membership_grid, node_position
 from saelab.db import queries as q
 
@@ -49,18 +49,24 @@ def _heatmaps(store, runs, task, model, method) -> None:
         n_heads = max(grid.n_heads, max((h for _, h in truth.heads), default=-1) + 1)
         ui.chart(charts.head_heatmap(membership_grid(truth.heads, n_layers, n_heads),
                                      f"ground truth: {truth.source}", "Greys"), right)
-    _graph(store, runs, task, model, method, grid)
+    _graph(store, runs, task, model, method, grid, truth)
 
 
-def _graph(store, runs, task, model, method, grid) -> None:
+def _graph(store, runs, task, model, method, grid, truth) -> None:
     st.subheader("Circuit graph")
     edges = q.circuit_scores(store, _latest(runs, task, model, method), "edge")
     if edges.empty:
         st.caption("this run stored no edge scores")
         return
     n_top = st.slider("top edges", 1, max(1, len(edges)), min(10, len(edges)))
-    ui.chart(charts.circuit_graph(
-        grid, edges.head(n_top), lambda name: node_position(name, grid.n_layers, grid.n_heads)))
+    shown = edges.head(n_top)
+    ui.chart(charts.circuit_graph(grid, shown, lambda name: node_position(name, grid.n_layers, grid.n_heads),
+                                  truth.heads if truth else None))
+    if truth is not None:
+        touched = {parse_head_node(str(n)) for n in (*shown["node"], *shown["target"].dropna())} - {None}
+        st.caption(f"Arrows run from sender to receiver. Ground truth ({truth.source}): {len(truth.heads)} heads, "
+                   f"outlined in red; {len(touched & truth.heads)} of them are on the top {n_top} edges, which "
+                   f"touch {len(touched)} heads in all.")
 
 
 def _label(taken: dict, label: str, row) -> str:
