@@ -447,3 +447,20 @@ def test_circuit_graph_overlays_the_ground_truth_with_directed_edges(monkeypatch
     assert outlined == {"0.3", "1.1"}  # the demo's greater-than ground truth
     caption = next(t for t in _texts(at.caption) if "Ground truth" in t)
     assert "2 heads, outlined in red" in caption and "on the top 10 edges" in caption
+
+
+def test_circuit_heads_link_to_the_attn_z_latents_written_through_them(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/circuits.py")
+    at.selectbox(key="node_latents_head").select("0.2").run()
+    _clean(at)
+    links = [link.proto for link in at.get("page_link") if "through head 0.2" in link.proto.label]
+    assert len(links) == 5 and all(ATTN in link.label for link in links)
+    shares = [float(link.label.split(" — ")[1].split("%")[0]) for link in links]
+    assert shares == sorted(shares, reverse=True)
+    from saelab.db import queries as q
+
+    store = ResultsStore(demo.db_path)
+    best = max(range(16), key=lambda i: q.get_feature(store, ATTN, i).head_attribution[2])  # by hand
+    assert links[0].label.startswith(f"{ATTN} latent {best} ")
+    at.selectbox(key="node_latents_head").select("1.0").run()  # no attn_z SAE at layer 1: say how to make one
+    assert any("--sites 1.attn_z" in t for t in _texts(at.caption))

@@ -50,6 +50,7 @@ def _heatmaps(store, runs, task, model, method) -> None:
         ui.chart(charts.head_heatmap(membership_grid(truth.heads, n_layers, n_heads),
                                      f"ground truth: {truth.source}", "Greys"), right)
     _graph(store, runs, task, model, method, grid, truth)
+    _node_latents(store, model, grid)
 
 
 def _graph(store, runs, task, model, method, grid, truth) -> None:
@@ -67,6 +68,27 @@ def _graph(store, runs, task, model, method, grid, truth) -> None:
         st.caption(f"Arrows run from sender to receiver. Ground truth ({truth.source}): {len(truth.heads)} heads, "
                    f"outlined in red; {len(touched & truth.heads)} of them are on the top {n_top} edges, which "
                    f"touch {len(touched)} heads in all.")
+
+
+def _node_latents(store, model: str, grid) -> None:
+    """For a head of the graph, the latents of an attn_z SAE at its layer that write most through it (decoder
+    weight share by head), linked to their feature pages."""
+    st.markdown("**Latents behind a head** (attn_z SAEs: share of the decoder weight written through the head)")
+    heads = [f"{layer}.{head}" for layer in range(grid.n_layers) for head in range(grid.n_heads)]
+    node = st.selectbox("head", heads, key="node_latents_head")
+    layer, head = parse_head_node(node)
+    saes = [row for row in q.sae_rows(store) if row.model == model and row.site == f"{layer}.attn_z"
+            and row.dashboards]
+    if not saes:
+        st.caption(f"No attn_z SAE with dashboards at layer {layer} of {model}: train one with `saelab train "
+                   f"--model {model} --sites {layer}.attn_z`, then compute its dashboards with `saelab eval "
+                   "--dashboards`.")
+        return
+    for sae in saes:
+        top = q.search_features(store, q.FeatureQuery(sae.sae_id, "head_attribution", head=head, limit=5)).rows
+        for latent, share in zip(top["latent"], top["head_attribution"], strict=True):
+            ui.feature_link(sae.sae_id, int(latent), f"{sae.sae_id} latent {latent} — {share[head]:.0%} "
+                                                     f"through head {node}")
 
 
 def _label(taken: dict, label: str, row) -> str:
