@@ -14,13 +14,20 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf")
 
 
+def _categorical(fig: go.Figure, axis: str) -> go.Figure:
+    """Treat `axis` ("x" or "y") as categories: tokens and ids like '05' or '1999' would otherwise be read as
+    numbers by plotly, which then drops labels and merges bars."""
+    (fig.update_xaxes if axis == "x" else fig.update_yaxes)(type="category")
+    return fig
+
+
 def _compact(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
 
-def training_curves(curves: pd.DataFrame, metrics: list[str]) -> go.Figure:
-    """One panel per metric, one line per SAE, against training tokens."""
+def training_curves(curves: pd.DataFrame, metrics: list[str], log_y: bool = False) -> go.Figure:
+    """One panel per metric, one line per SAE, against training tokens (log y axes if `log_y`)."""
     cols = min(2, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=metrics, horizontal_spacing=0.08)
@@ -32,23 +39,31 @@ def training_curves(curves: pd.DataFrame, metrics: list[str]) -> go.Figure:
                                      line={"color": colours[sae_id]}, legendgroup=sae_id, showlegend=i == 0),
                           row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text="tokens")
+    if log_y:
+        fig.update_yaxes(type="log")
     return _compact(fig, 280 * rows)
 
 
 def frontier(points: pd.DataFrame) -> go.Figure:
-    """FVU against L0 for every SAE, coloured by architecture, with each architecture's Pareto frontier."""
-    fig = go.Figure()
-    for i, (arch, group) in enumerate(points.groupby("architecture")):
-        colour = PALETTE[i % len(PALETTE)]
-        best = pareto_frontier(group)
-        fig.add_trace(go.Scatter(x=best["l0"], y=best["fvu"], mode="lines", line={"color": colour, "width": 1},
-                                 legendgroup=arch, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=group["l0"], y=group["fvu"], mode="markers", name=arch, legendgroup=arch,
-                                 marker={"color": colour, "size": 10}, text=group["sae_id"],
-                                 hovertemplate="%{text}<br>L0 %{x:.2f}<br>FVU %{y:.4f}<extra></extra>"))
+    """FVU against L0, one panel per site (SAEs of different sites are not comparable), coloured by architecture,
+    each architecture's Pareto frontier per site, SAE ids written on the points."""
+    sites = sorted(points["site"].unique())
+    fig = make_subplots(rows=1, cols=len(sites), subplot_titles=sites, horizontal_spacing=0.06)
+    colours = {arch: PALETTE[i % len(PALETTE)] for i, arch in enumerate(sorted(points["architecture"].unique()))}
+    for col, site in enumerate(sites, start=1):
+        for arch, group in points[points["site"] == site].groupby("architecture"):
+            best = pareto_frontier(group)
+            fig.add_trace(go.Scatter(x=best["l0"], y=best["fvu"], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line={"color": colours[arch], "width": 1}, legendgroup=arch), row=1, col=col)
+            fig.add_trace(go.Scatter(x=group["l0"], y=group["fvu"], mode="markers+text", name=arch,
+                                     legendgroup=arch, showlegend=col == 1, text=group["sae_id"],
+                                     textposition="top center", textfont={"size": 9},
+                                     marker={"color": colours[arch], "size": 10},
+                                     hovertemplate="%{text}<br>L0 %{x:.2f}<br>FVU %{y:.4f}<extra></extra>"),
+                          row=1, col=col)
     fig.update_xaxes(title_text="L0 (active latents per token)", type="log")
-    fig.update_yaxes(title_text="fraction of variance unexplained")
-    return _compact(fig, 420)
+    fig.update_yaxes(title_text="fraction of variance unexplained", col=1)
+    return _compact(fig, 460)
 
 
 def histogram(bars: HistogramBars, title: str) -> go.Figure:
@@ -65,14 +80,14 @@ def logit_bars(entries: list[LogitEntry], title: str, colour: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[e.value for e in entries], y=labels, orientation="h", marker_color=colour))
     fig.update_layout(title=title)
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 60 + 22 * max(len(entries), 1))
+    return _compact(_categorical(fig, "y"), 60 + 22 * max(len(entries), 1))
 
 
 def head_attribution(values: list[float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=[f"h{h}" for h in range(len(values))], y=values, marker_color="#1f77b4"))
     fig.update_layout(title="decoder weight by head (‖W_dec[i, head]‖ share)")
     fig.update_yaxes(range=[0, 1])
-    return _compact(fig, 240)
+    return _compact(_categorical(fig, "x"), 240)
 
 
 def head_heatmap(grid: HeadGrid, title: str, colorscale: str = "Viridis") -> go.Figure:
@@ -81,7 +96,7 @@ def head_heatmap(grid: HeadGrid, title: str, colorscale: str = "Viridis") -> go.
                                hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=title)
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 120 + 40 * grid.n_layers)
+    return _compact(_categorical(_categorical(fig, "x"), "y"), 120 + 40 * grid.n_layers)
 
 
 def roc_curves(curves: dict[str, tuple[list[float], list[float], float]]) -> go.Figure:
@@ -108,9 +123,11 @@ def faithfulness(curves: dict[str, tuple[list[float], list[float]]]) -> go.Figur
     return _compact(fig, 340)
 
 
-def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:
-    """Heads at (layer, head) coloured by node score, MLPs/input/logits where `position` puts them, and the
-    given edges as lines whose width follows the score."""
+def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position,
+                  truth: set[tuple[int, int]] | None = None) -> go.Figure:
+    """Heads at (layer, head) coloured by node score (ground-truth heads outlined in red), MLPs/input/logits
+    where `position` puts them, and the given edges as arrows from sender to receiver whose width follows the
+    score."""
     fig = go.Figure()
     top = float(edges["score"].abs().max()) if not edges.empty else 1.0
     others: dict[str, tuple[float, float]] = {}
@@ -121,20 +138,27 @@ def circuit_graph(grid: HeadGrid, edges: pd.DataFrame, position) -> go.Figure:
         for name, xy in ((str(edge.node), a), (str(edge.target), b)):
             if "." not in name:
                 others[name] = xy
-        fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines", hoverinfo="text",
+        width = 1 + 4 * abs(float(edge.score)) / (top or 1.0)
+        fig.add_annotation(x=b[0], y=b[1], ax=a[0], ay=a[1], xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=width, arrowcolor="#999",
+                           standoff=11, startstandoff=11)
+        fig.add_trace(go.Scatter(x=[(a[0] + b[0]) / 2], y=[(a[1] + b[1]) / 2], mode="markers", hoverinfo="text",
                                  text=f"{edge.node} → {edge.target}: {edge.score:.3f}", showlegend=False,
-                                 line={"width": 1 + 5 * abs(float(edge.score)) / (top or 1.0), "color": "#999"}))
-    xs, ys, zs, names = [], [], [], []
+                                 marker={"size": 6, "color": "#999", "opacity": 0.4}))
+    xs, ys, zs, names, outlines = [], [], [], [], []
     for layer, row in enumerate(grid.values):
         for head, value in enumerate(row):
             xs.append(layer)
             ys.append(head)
             zs.append(0.0 if math.isnan(value) else value)
             names.append(f"{layer}.{head}")
+            outlines.append("#d62728" if truth and (layer, head) in truth else "#333")
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition="top center",
                              hovertext=[f"{n}: {z:.3f}" for n, z in zip(names, zs, strict=True)], hoverinfo="text",
-                             showlegend=False, marker={"size": 22, "color": zs, "colorscale": "Viridis",
-                                                       "showscale": True, "line": {"width": 1, "color": "#333"}}))
+                             showlegend=False,
+                             marker={"size": 22, "color": zs, "colorscale": "Viridis", "showscale": True,
+                                     "line": {"width": [3 if c != "#333" else 1 for c in outlines],
+                                              "color": outlines}}))
     if others:
         fig.add_trace(go.Scatter(x=[xy[0] for xy in others.values()], y=[xy[1] for xy in others.values()],
                                  mode="markers+text", text=list(others), textposition="top center",
@@ -153,10 +177,28 @@ def dfa_heatmap(contributions, str_tokens: list[str], position: int) -> go.Figur
                                colorscale="RdBu", zmid=0.0))
     fig.update_layout(title=f"DFA at position {position}: source position × head")
     fig.update_yaxes(autorange="reversed")
-    return _compact(fig, 120 + 22 * len(labels))
+    return _compact(_categorical(_categorical(fig, "x"), "y"), 120 + 22 * len(labels))
 
 
 def metric_bars(table: pd.DataFrame, metric: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=table.index.astype(str), y=table[metric], marker_color="#1f77b4"))
     fig.update_layout(title=metric)
-    return _compact(fig, 320)
+    return _compact(_categorical(fig, "x"), 320)
+
+
+def density_bars(labels: list[str], counts: list[int]) -> go.Figure:
+    """Latents per log-density bin (click a bar to list its latents)."""
+    fig = go.Figure(go.Bar(x=labels, y=counts, marker_color="#ff6a00",
+                           hovertemplate="density %{x}<br>%{y} latents<extra></extra>"))
+    fig.update_layout(title="latents by density (log bins; click a bar)", clickmode="event+select")
+    fig.update_xaxes(title_text="fraction of tokens the latent fires on")
+    fig.update_yaxes(title_text="latents")
+    return _compact(_categorical(fig, "x"), 320)
+
+
+def l0_quantiles(quantiles: dict[str, float]) -> go.Figure:
+    """L0 (active latents per token) at a few quantiles of the evaluation tokens."""
+    fig = go.Figure(go.Bar(x=list(quantiles), y=list(quantiles.values()), marker_color="#1f77b4"))
+    fig.update_layout(title="L0 per token: quantiles over the evaluation tokens")
+    fig.update_yaxes(title_text="active latents")
+    return _compact(_categorical(fig, "x"), 280)

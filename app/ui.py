@@ -9,7 +9,13 @@ from collections.abc import Callable
 import duckdb
 import streamlit as st
 
-from saelab.app_support import AppContext, open_context, resolve_sae_dir, workspace_from_argv
+from saelab.app_support import (
+    AppContext,
+    dashboards_command,
+    open_context,
+    resolve_sae_dir,
+    workspace_from_argv,
+)
 from saelab.db import ResultsStore
 from saelab.db import queries as q
 from saelab.errors import SaelabError
@@ -18,7 +24,6 @@ FEATURES_PAGE = "views/features.py"
 FILL_HINT = {
     "store": "run `saelab demo` (or `saelab cache`, `saelab train`, `saelab eval`) to fill it",
     "saes": "train one with `saelab train`",
-    "features": "compute dashboards with `saelab eval` on this SAE",
     "circuits": "run `saelab circuits` on a task",
     "evals": "run `saelab eval`",
 }
@@ -78,7 +83,8 @@ def load_sae_for(sae: q.SaeRow):
 
 
 def pick_sae(store: ResultsStore, label: str = "SAE") -> q.SaeRow | None:
-    """A select box over the store's SAEs, in step with the `sae` query parameter (shareable URLs)."""
+    """A select box over the store's SAEs, in step with the `sae` query parameter (shareable URLs). Without
+    one it opens on the first SAE that has dashboards, so a page never starts on an empty SAE."""
     saes = {row.sae_id: row for row in q.sae_rows(store)}
     if not saes:
         st.info(f"The results store has no SAEs yet: {FILL_HINT['saes']}.")
@@ -87,15 +93,31 @@ def pick_sae(store: ResultsStore, label: str = "SAE") -> q.SaeRow | None:
     wanted = st.query_params.get("sae")
     if wanted is not None and wanted not in ids:
         st.warning(f"There is no SAE {wanted!r} in this workspace; showing {ids[0]!r} instead.")
-    index = ids.index(wanted) if wanted in ids else 0
+    with_dashboards = [sae_id for sae_id in ids if saes[sae_id].dashboards]
+    index = ids.index(wanted) if wanted in ids else ids.index((with_dashboards or ids)[0])
     labels = {row.sae_id: f"{row.sae_id}  ·  {row.architecture}, {row.site}, {row.d_sae} latents"
-              for row in saes.values()}
+                          + ("" if row.dashboards else "  ·  no dashboards") for row in saes.values()}
     chosen = st.selectbox(label, ids, index=index, format_func=labels.__getitem__)
     if chosen != wanted:
         st.query_params["sae"] = chosen
         if wanted is not None:
             st.query_params.pop("latent", None)
     return saes[chosen]
+
+
+def pick_sae_with_dashboards(store: ResultsStore, needs: str = "") -> q.SaeRow | None:
+    """`pick_sae`, then None (after saying which command fills them) when the chosen SAE has no dashboards;
+    `needs` says what the page would have shown from them."""
+    sae = pick_sae(store)
+    if sae is not None and not sae.dashboards:
+        st.info(f"SAE {sae.sae_id!r} has no dashboards yet{needs}: {dashboards_hint(sae)}.")
+        return None
+    return sae
+
+
+def dashboards_hint(sae: q.SaeRow) -> str:
+    """How to fill an SAE's dashboards: the exact command for this workspace."""
+    return f"compute them with `{dashboards_command(context().workspace, sae)}`"
 
 
 def chart(figure, container=None) -> None:
@@ -107,3 +129,9 @@ def feature_link(sae_id: str, latent: int, label: str | None = None) -> None:
     """A link to a latent's feature page (the URL carries `sae` and `latent`)."""
     st.page_link(FEATURES_PAGE, label=label or f"latent {latent}", icon=":material/open_in_new:",
                  query_params={"sae": sae_id, "latent": str(latent)})
+
+
+def download_csv(frame, name: str, label: str = "Download CSV", index: bool = False) -> None:
+    """A button that saves `frame` as `name`.csv."""
+    st.download_button(label, frame.to_csv(index=index).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv_{name}", icon=":material/download:")

@@ -174,9 +174,8 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes:
     from saelab.evals.workflow import EvalRequest, run_eval
 
     store = ResultsStore(workspace.db_path)
-    first_topk = next((sae_id for sae_id in trained if "-topk-" in sae_id), None)
-    for sae_id, path in trained.items():
-        dashboards = sae_id == first_topk
+    for sae_id, path in trained.items():  # every SAE gets core metrics and dashboards (attn_z: head attribution)
+        dashboards = True
         if missing_eval_outputs(store, sae_id, dashboards):  # done only when every output is stored
             run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
                                             n_tokens=cfg.eval_tokens, dashboards=dashboards,
@@ -186,7 +185,7 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes:
         sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]
         saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"], values.get("fvu", float("nan")),
                                values.get("l0", float("nan")), values.get("ce_loss_score", float("nan"))))
-    return f"{len(saes)} SAEs: core metrics; dashboards for {first_topk}"
+    return f"{len(saes)} SAEs: core metrics and dashboards"
 
 
 def _circuits(workspace: Workspace, cfg: DemoConfig, model, circuits: list) -> str:

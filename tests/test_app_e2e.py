@@ -147,8 +147,15 @@ def _visit(driver, url: str, *texts: str) -> None:
     _settled(driver, *texts)
 
 
+def test_root_and_runs_urls(server, browser):
+    _visit(browser, f"{server}/runs", "Training curves", "Compare SAEs")
+    assert "Page not found" not in browser.find_element(By.TAG_NAME, "body").text
+    _visit(browser, f"{server}/", "Training curves")
+    _wait(browser, lambda d: d.current_url.rstrip("/").endswith("/runs"), "the root to land on /runs")
+
+
 def test_runs_page(server, browser, shots):
-    _visit(browser, f"{server}/", "Training curves", "Compare SAEs")
+    _visit(browser, f"{server}/runs", "Training curves", "Compare SAEs")
     charts = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
     assert len(charts) >= 2
     browser.save_screenshot(str(shots / "runs.png"))
@@ -172,7 +179,8 @@ def test_feature_opens_from_the_search_table(server, browser, shots):
 
 
 def test_shared_feature_url_and_bad_latent(server, browser):
-    _visit(browser, f"{server}/features?sae={ATTN}&latent=7", "Latent 7", "Top activations")
+    _visit(browser, f"{server}/features?sae={ATTN}&latent=7", "Latent 7", "Top activations", "Download JSON",
+           "quantile 4 of 4")
     browser.get(f"{server}/features?sae={ATTN}&latent=999999")
     _wait(browser, lambda d: "out of range" in d.find_element(By.TAG_NAME, "body").text, "the out-of-range message")
 
@@ -203,5 +211,18 @@ def test_circuits_page(server, browser, shots):
 
 
 def test_evaluations_page(server, browser, shots):
-    _visit(browser, f"{server}/evaluations", "metric to compare", "Supervised dictionaries")
+    _visit(browser, f"{server}/evaluations", "metric to compare", "Reconstruction and sparsity")
     browser.save_screenshot(str(shots / "evaluations.png"))
+
+
+def test_overview_page_lists_the_latents_of_a_clicked_bin(server, browser, shots):
+    _visit(browser, f"{server}/overview?sae={ATTN}", "SAE overview", "never fire", "latents in bin")
+    bars = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars path"), "the bars")
+    browser.save_screenshot(str(shots / "overview.png"))
+    first_bin = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .xtick text")[0].text
+    ActionChains(browser).move_to_element(bars[0]).click().perform()
+    _wait(browser, lambda d: any((box.get_attribute("value") or "").startswith(first_bin) for box in
+                                 d.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')),
+          f"the bin {first_bin!r} to be listed")
+    _settled(browser, "latents in bin")
+    browser.save_screenshot(str(shots / "overview-bin.png"))

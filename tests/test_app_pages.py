@@ -12,7 +12,7 @@ from saelab.app_support.demo_workspace import DEMO_SAES
 from saelab.db import ResultsStore
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGES = ["views/runs.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
+PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
 ATTN, RESID = DEMO_SAES[0].sae_id, DEMO_SAES[2].sae_id
 
 
@@ -170,14 +170,27 @@ def test_circuits_page_switches_task_and_method(monkeypatch, demo):
     assert len(at.get("plotly_chart")) == 5
 
 
-def test_evaluations_page_shows_supervised_comparison_first(monkeypatch, demo):
+def test_evaluations_page_opens_on_key_core_metrics_and_a_metric_that_differs(monkeypatch, demo):
     at = _app(monkeypatch, demo.root, "views/evaluations.py")
     _clean(at)
-    assert at.selectbox[0].value == "supervised_ioi"
-    assert "supervised:ioi" in at.dataframe[0].value.index
-    at.selectbox[0].select("core").run()
+    assert at.selectbox[0].value == "core" and set(at.selectbox[0].options) >= {"core", "supervised_ioi"}
+    table = at.dataframe[0].value
+    assert list(table.columns[:5]) == ["fvu", "l0", "ce_loss_score", "kl_div", "dead_fraction"]
+    assert at.selectbox[1].value == "fvu" and table["fvu"].nunique() > 1  # the first key metric that differs
+    at.selectbox[0].select("supervised_ioi").run()
     _clean(at)
-    assert "fvu" in at.dataframe[0].value.columns
+    assert "supervised:ioi" in at.dataframe[0].value.index
+
+
+def test_most_varying_metric_skips_constant_ones():
+    import pandas as pd
+
+    from saelab.app_support.metrics import most_varying_metric
+
+    table = pd.DataFrame({"fvu": [0.1, 0.1], "l0": [4.0, 4.0], "a_other": [1.0, 2.0]}, index=["x", "y"])
+    assert most_varying_metric(table) == "a_other"
+    assert most_varying_metric(table.assign(l0=[4.0, 8.0])) == "l0"
+    assert most_varying_metric(table.iloc[:1]) == "fvu" and most_varying_metric(pd.DataFrame()) is None
 
 
 def test_cli_refuses_bad_port_in_one_line(tmp_path, capsys):
@@ -186,3 +199,268 @@ def test_cli_refuses_bad_port_in_one_line(tmp_path, capsys):
     assert main(["app", "--workspace", str(tmp_path), "--port", "70000"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "port must be between 1 and 65535, got 70000" in err
+
+
+# ---------------------------------------------------------------- issue 19: charts, empty SAEs, URLs
+
+def _plotly_specs(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _store_with(tmp_path, saes: dict[str, list[dict]]) -> ResultsStore:
+    """A store with one `saes` row per key and the given `features` rows."""
+    store = ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    store.insert("saes", [{"sae_id": sae_id, "architecture": "topk", "d_in": 8, "d_sae": 4, "k": 2,
+                           "path": f"saes/{sae_id}", "site": "0.resid_post", "model": "saelab-random",
+                           "config": {"seed": 3}} for sae_id in saes])
+    store.insert("features", [row for rows in saes.values() for row in rows])
+    return store
+
+
+NUMERIC_TOKENS = ["05", "1999", " 17", "2", "05 ", "1e3"]
+
+
+def test_numeric_looking_tokens_stay_labels_on_every_token_axis(monkeypatch, tmp_path):
+    logits = [{"token": t, "value": 3.0 - i * 0.1} for i, t in enumerate(NUMERIC_TOKENS)]
+    _store_with(tmp_path, {"nums": [{"sae_id": "nums", "latent": 0, "density": 0.1, "max_act": 2.0,
+                                     "mean_act": 1.0, "top_logits": logits,
+                                     "bottom_logits": [{**e, "value": -e["value"]} for e in logits]}]})
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="nums", latent="0")
+    _clean(at)
+    bars = [s for s in _plotly_specs(at) if s["data"][0]["type"] == "bar"]
+    assert len(bars) == 2  # top and bottom logit effects
+    for spec in bars:
+        assert spec["layout"]["yaxis"]["type"] == "category"
+        assert spec["data"][0]["y"] == [repr(t) for t in NUMERIC_TOKENS]
+
+
+def test_every_token_or_id_axis_is_categorical():
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(MAIN).parent))
+    import charts
+
+    from saelab.app_support import HeadGrid
+    from saelab.app_support.render import LogitEntry
+
+    figures = {"y": [charts.logit_bars([LogitEntry("05", 1.0), LogitEntry("5", 0.5)], "t", "#000"),
+                     charts.dfa_heatmap(np.ones((2, 3)), ["05", "1999"], 1)],
+               "x": [charts.head_attribution([0.5, 0.5]), charts.dfa_heatmap(np.ones((2, 3)), ["1", "2"], 1),
+                     charts.head_heatmap(HeadGrid(np.ones((2, 3)).tolist(), 2, 3), "g"),
+                     charts.metric_bars(__import__("pandas").DataFrame({"m": [1.0, 2.0]}, index=["05", "5"]), "m")]}
+    for axis, group in figures.items():
+        for fig in group:
+            assert fig.layout[f"{axis}axis"].type == "category", fig.layout.title.text
+
+
+def test_pages_open_on_an_sae_with_dashboards_and_name_the_command_for_others(monkeypatch, tmp_path):
+    row = {"sae_id": "b-full", "latent": 0, "density": 0.1, "max_act": 2.0, "mean_act": 1.0}
+    _store_with(tmp_path, {"a-empty": [], "b-full": [row]})
+    at = _app(monkeypatch, tmp_path, "views/features.py")
+    _clean(at)
+    assert at.selectbox[0].value == "b-full"
+    assert any("latents match" in t for t in _texts(at.caption))
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="a-empty")
+    _clean(at)
+    command = (f"saelab eval --sae {tmp_path.resolve() / 'saes' / 'a-empty'} --dashboards "
+               f"--workspace {tmp_path.resolve()}")
+    assert any(command in t for t in _texts(at.info)), _texts(at.info)
+
+
+def test_every_page_has_its_own_stable_url(monkeypatch, demo):
+    import streamlit as st
+
+    seen = []
+    real = st.navigation
+
+    def recording(pages, **kwargs):
+        seen.extend(pages)
+        return real(pages, **kwargs)
+
+    monkeypatch.setattr(st, "navigation", recording)
+    monkeypatch.setenv("SAELAB_WORKSPACE", str(demo.root))
+    at = AppTest.from_file(MAIN, default_timeout=120).run()  # the root URL
+    _clean(at)
+    assert _texts(at.title) == ["Runs"]
+    visible = {p.title: p.url_path for p in seen if p._visibility != "hidden"}
+    assert visible == {"Runs": "runs", "SAE overview": "overview", "Features": "features", "Prompt explorer": "prompts",
+                       "Circuits": "circuits", "Evaluations": "evaluations"}
+
+
+def test_runs_page_names_both_dead_fraction_windows(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/runs.py")
+    _clean(at)
+    # saelab train's schedule for 2,000,000 tokens: dead after a quarter of the run, 500,000 tokens
+    assert any("idle for the last 500,000 training tokens" in t for t in _texts(at.caption)), _texts(at.caption)
+    note = next(t for t in _texts(at.markdown) if "dead_fraction" in t)
+    assert "last 500,000 training tokens" in note and "never fired on the 65,536 held-out tokens" in note
+    saes = next(d.value for d in at.dataframe if "dashboards" in d.value.columns)
+    assert {"seed", "dashboards"} <= set(saes.columns) and (saes["dashboards"] == 16).all()
+
+
+def test_dead_latent_says_it_never_fires_and_quantiles_show_ranges(monkeypatch, tmp_path, demo):
+    _store_with(tmp_path, {"d": [{"sae_id": "d", "latent": 0, "density": 0.0, "max_act": 0.0}]})
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="d", latent="0")
+    _clean(at)
+    assert any("never fires" in t for t in _texts(at.info)), _texts(at.info)
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
+    labels = [e.label for e in at.expander if e.label.startswith("quantile")]
+    assert len(labels) == 4 and labels[0].startswith("quantile 4 of 4: activations ")
+    assert all("25% of its firing tokens" in label for label in labels), labels
+
+
+def test_feature_dashboard_and_tables_download(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
+    _clean(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"Download JSON", "Download HTML", "Download this page as CSV"} <= set(labels), labels
+    for page, name in (("views/runs.py", "Download CSV"), ("views/evaluations.py", "Download CSV"),
+                       ("views/circuits.py", "Download CSV")):
+        at = _app(monkeypatch, demo.root, page)
+        _clean(at)
+        assert name in [b.proto.label for b in at.get("download_button")], page
+
+
+def test_dashboard_export_json_and_html(demo):
+    import json
+
+    from saelab.app_support.export import dashboard_html, dashboard_json_text
+    from saelab.db import queries as q
+
+    store = ResultsStore(demo.db_path)
+    sae = q.get_sae(store, ATTN)
+    feature, examples = q.feature_dashboard(store, ATTN, 5)
+    data = json.loads(dashboard_json_text(sae, 5, feature, examples))
+    assert data["index"] == "5" and data["layer"] == "0.attn_z" and data["frac_nonzero"] == feature.density
+    assert data["pos_str"] == [e["token"] for e in feature.top_logits] and len(data["head_attribution"]) == 4
+    assert len(data["activations"]) == len(examples)
+    top = data["activations"][0]
+    assert top["values"][top["maxValueTokenIndex"]] == top["maxValue"]  # the ranked token's own activation
+    page = dashboard_html(sae, 5, feature, examples)
+    assert page.startswith("<!doctype html>") and page.count("outline") == len(examples)  # each ranked token
+
+
+def test_overview_bins_latents_by_density_and_lists_a_bin(monkeypatch, tmp_path):
+    rows = [{"sae_id": "o", "latent": i, "density": d, "max_act": 1.0}
+            for i, d in enumerate([0.0, 0.002, 0.003, 0.5, 0.0015, 0.2])]
+    _store_with(tmp_path, {"o": rows})
+    at = _app(monkeypatch, tmp_path, "views/overview.py", sae="o")
+    _clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["never fire"] == "1" and metrics["dense"] == "2"  # 0.5 and 0.2 fire on more than 10%
+    (bars,) = [s for s in _plotly_specs(at) if s["data"][0]["type"] == "bar"]
+    assert sum(bars["data"][0]["y"]) == 5 and bars["layout"]["xaxis"]["type"] == "category"
+    listed = next(d.value for d in at.dataframe if "open" in d.value.columns)
+    assert sorted(listed["latent"]) == [1, 2]  # the fullest bin, 10^-2.75 .. 10^-2.5 (0.0015 is one bin lower)
+    assert listed["open"].iloc[0] == "/features?sae=o&latent=2"
+
+
+def test_frontier_split_by_site_with_ids_and_curves_on_log_axes(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/runs.py")
+    curves, frontier = _plotly_specs(at)
+    titles = [a["text"] for a in frontier["layout"]["annotations"]]
+    assert titles == ["0.attn_z", "1.resid_post"]
+    labelled = [t for trace in frontier["data"] if trace.get("mode") == "markers+text" for t in trace["text"]]
+    assert sorted(labelled) == sorted(d.sae_id for d in DEMO_SAES)
+    assert curves["layout"]["yaxis"].get("type") != "log"
+    next(t for t in at.toggle if t.label == "log y axes").set_value(True).run()
+    _clean(at)
+    assert _plotly_specs(at)[0]["layout"]["yaxis"]["type"] == "log"
+    next(t for t in at.toggle if t.label == "all SAEs").set_value(True).run()
+    _clean(at)
+    names = {trace["name"] for trace in _plotly_specs(at)[0]["data"]}
+    assert names == {d.sae_id for d in DEMO_SAES}
+
+
+def test_circuits_table_explains_edge_auc_of_a_method_without_edge_scores(monkeypatch, tmp_path):
+    workspace = build_demo_workspace(tmp_path / "ws", d_sae=8, sae_files=False)
+    store = ResultsStore(workspace.db_path)
+    with store.connect(read_only=False) as con:  # sae_codes scored heads only; its stored edge AUC is a meaningless 0
+        con.execute("DELETE FROM circuit_scores WHERE circuit_run_id = 'greater_than-sae_codes' AND level = 'edge'")
+        con.execute("UPDATE circuit_evals SET value = 0 WHERE circuit_run_id = 'greater_than-sae_codes' "
+                    "AND metric = 'edge_auc'")
+    at = _app(monkeypatch, workspace.root, "views/circuits.py")
+    _clean(at)
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["sae_codes", "edge_auc"] == "no edge scores"
+    assert float(table.loc["eap", "edge_auc"]) > 0
+    assert any("not defined for sae_codes" in t for t in _texts(at.caption)), _texts(at.caption)
+
+
+def test_feature_page_finds_nearest_latents_of_another_sae(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=RESID, latent="3")
+    next(t for t in at.toggle if t.key == "compare").set_value(True).run()
+    _clean(at)
+    links = [link.proto.label for link in at.get("page_link")]
+    assert len(links) == 5 and all("decoder cosine" in label for label in links)
+    other = at.selectbox(key="compare_sae").value
+    assert other.site == "1.resid_post" and other.sae_id != RESID
+    cosines = [float(label.rsplit(" ", 1)[1]) for label in links]
+    assert cosines == sorted(cosines, reverse=True)
+    assert sum("latent 3" in t or f"{other.sae_id} · latent" in t for t in _texts(at.markdown)) >= 2
+
+
+def test_nearest_latents_rank_by_cosine_not_dot_product():
+    import torch
+
+    from saelab.app_support.compare import nearest_latents
+
+    W_dec = torch.tensor([[10.0, 0.5], [0.6, 0.8], [0.0, 0.0], [1.0, 1.0]])
+    near = nearest_latents(torch.tensor([0.0, 2.0]), W_dec, 3)
+    assert near.latents == [1, 3, 0]  # a dot product would rank 3 (2.0) above 1 (1.6); the zero row 2 scores 0
+    assert near.cosines == pytest.approx([0.8, 2 ** -0.5, 0.5 / (100.25 ** 0.5)])
+    with pytest.raises(ValueError, match="decoder widths differ"):
+        nearest_latents(torch.ones(3), W_dec, 1)
+
+
+def test_feature_search_by_context_text(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN)
+    next(t for t in at.text_input if t.label == "a context contains").input("zzz-not-there").run()
+    _clean(at)
+    assert any("No latent matches" in t for t in _texts(at.info))
+    next(t for t in at.text_input if t.label == "a context contains").input(" Mary").run()
+    _clean(at)
+    assert any("latents match" in t for t in _texts(at.caption))
+
+
+def test_feature_page_offers_an_automatic_label_marked_as_such(monkeypatch, tmp_path):
+    store = _store_with(tmp_path, {"y": [{"sae_id": "y", "latent": 0, "density": 0.1, "max_act": 2.0}]})
+    store.insert("feature_examples", [
+        {"sae_id": "y", "latent": 0, "kind": "top", "rank": r, "activation": 2.0 - r, "tokens": [w, " 19", t],
+         "activations": [0.0, 2.0 - r, 0.0], "center": 1}
+        for r, (w, t) in enumerate([(" in", "99"), (" in", "85"), (" of", "70")])])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="0")
+    _clean(at)
+    assert any("automatic label: **' 19' after ' in'** at the peak of 2 of 3" in t for t in _texts(at.caption))
+
+
+def test_circuit_graph_overlays_the_ground_truth_with_directed_edges(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/circuits.py")
+    _clean(at)
+    graph = next(s for s in _plotly_specs(at) if any(a.get("arrowhead") for a in s["layout"].get("annotations", [])))
+    heads = next(t for t in graph["data"] if t.get("mode") == "markers+text" and "0.3" in t["text"])
+    outlined = {n for n, w in zip(heads["text"], heads["marker"]["line"]["width"], strict=True) if w == 3}
+    assert outlined == {"0.3", "1.1"}  # the demo's greater-than ground truth
+    caption = next(t for t in _texts(at.caption) if "Ground truth" in t)
+    assert "2 heads, outlined in red" in caption and "on the top 10 edges" in caption
+
+
+def test_circuit_heads_link_to_the_attn_z_latents_written_through_them(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/circuits.py")
+    at.selectbox(key="node_latents_head").select("0.2").run()
+    _clean(at)
+    links = [link.proto for link in at.get("page_link") if "through head 0.2" in link.proto.label]
+    assert len(links) == 5 and all(ATTN in link.label for link in links)
+    shares = [float(link.label.split(" — ")[1].split("%")[0]) for link in links]
+    assert shares == sorted(shares, reverse=True)
+    from saelab.db import queries as q
+
+    store = ResultsStore(demo.db_path)
+    best = max(range(16), key=lambda i: q.get_feature(store, ATTN, i).head_attribution[2])  # by hand
+    assert links[0].label.startswith(f"{ATTN} latent {best} ")
+    at.selectbox(key="node_latents_head").select("1.0").run()  # no attn_z SAE at layer 1: say how to make one
+    assert any("--sites 1.attn_z" in t for t in _texts(at.caption))

@@ -176,3 +176,38 @@ def test_reads_wait_for_a_writer_in_another_process(tmp_path, monkeypatch):
         release.touch()
         holder.wait(timeout=60)
     assert result["counts"]["runs"] == 1
+
+def test_sae_tables_carry_seed_and_dashboard_counts(tmp_path):
+    store = ResultsStore(tmp_path / "s.duckdb").initialize()
+    store.insert("saes", [{"sae_id": sid, "architecture": "topk", "d_in": 8, "d_sae": 4, "path": f"saes/{sid}",
+                           "config": {"seed": seed}} for sid, seed in (("a", 1), ("b", 0))])
+    store.insert("features", [{"sae_id": "a", "latent": i} for i in range(3)])
+    saes = q.list_saes(store)
+    assert list(saes["sae_id"]) == ["b", "a"]  # same architecture and width: by seed
+    assert dict(zip(saes["sae_id"], saes["seed"], strict=True)) == {"a": 1, "b": 0}
+    assert dict(zip(saes["sae_id"], saes["dashboards"], strict=True)) == {"a": 3, "b": 0}
+    assert q.get_sae(store, "a").dashboards == 3 and q.get_sae(store, "b").seed == 0
+
+
+def test_dashboards_command_names_the_directory_and_an_id_that_differs(tmp_path):
+    from saelab.app_support import dashboards_command
+    from saelab.workspace import Workspace
+
+    row = q.SaeRow("x y", None, "m", "0.attn_z", "topk", 8, 16, 2, {}, "saes/dir")
+    command = dashboards_command(Workspace(tmp_path), row)
+    assert command == (f"saelab eval --sae {tmp_path / 'saes' / 'dir'} --dashboards --sae-id 'x y' "
+                       f"--workspace {tmp_path}")
+
+
+def test_search_finds_text_in_contexts_across_tokens(store):
+    store.insert("feature_examples", [
+        {"sae_id": "s", "latent": 1, "kind": "top", "rank": 0, "activation": 1.0,
+         "tokens": ["def", " add", "(x"], "activations": [0, 1, 0], "center": 1},
+        {"sae_id": "s", "latent": 2, "kind": "quantile_0", "rank": 0, "activation": 1.0,
+         "tokens": [" The", " year", " 19", "99"], "activations": [0, 0, 1, 0], "center": 2},
+        {"sae_id": "other", "latent": 0, "kind": "top", "rank": 0, "activation": 1.0,
+         "tokens": ["def add"], "activations": [1], "center": 0},
+    ])
+    assert _latents(store, context_text="DEF ADD") == [1]  # across two tokens, any case, this SAE only
+    assert _latents(store, context_text="1999") == [2] and _latents(store, context_text="'; --") == []
+    assert _latents(store, context_text="def", logit_token="the") == []  # filters combine

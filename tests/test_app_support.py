@@ -27,6 +27,7 @@ from saelab.app_support import (
 from saelab.app_support.circuits import node_position
 from saelab.app_support.frontier import frontier_points
 from saelab.app_support.prompts import PromptTooLongError, attn_z_dfa, prompt_top_latents
+from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.app_support.resources import MissingArtifactError, resolve_sae_dir
 from saelab.db.queries import SaeRow
 from saelab.errors import SaelabError
@@ -134,8 +135,10 @@ def test_frontier_points_pivot_core_metrics_and_skip_incomplete():
     core = pd.DataFrame({"sae_id": ["a", "a", "b"], "architecture": ["topk", "topk", "vq"],
                          "d_sae": [8, 8, 8], "metric": ["fvu", "l0", "fvu"], "value": [0.2, 4.0, 0.5]})
     points = frontier_points(core)
-    assert points.to_dict("records") == [{"sae_id": "a", "architecture": "topk", "d_sae": 8, "l0": 4.0,
-                                          "fvu": 0.2}]
+    assert points.to_dict("records") == [{"sae_id": "a", "architecture": "topk", "site": "(no site)", "d_sae": 8,
+                                          "l0": 4.0, "fvu": 0.2}]
+    points = frontier_points(core.assign(site=["1.resid_post", "1.resid_post", "0.attn_z"]))
+    assert points["site"].tolist() == ["1.resid_post"]
 
 
 # ---------------------------------------------------------------- launching and resources
@@ -249,3 +252,69 @@ def test_run_server_stops_its_child_when_terminated(tmp_path):
         for _ in range(100):  # reaped by the parent before it exited; allow the kernel a moment
             os.kill(child_pid, 0)
             time.sleep(0.1)
+
+
+def test_training_dead_window_follows_saelab_trains_schedule():
+    from saelab.app_support.dead import training_dead_window
+
+    assert training_dead_window({"tokens": 2_000_000, "batch_size": 4096}) == 500_000  # a quarter of the run
+    assert training_dead_window('{"tokens": 8000000, "batch_size": 4096}') == 1_000_000  # at most 1M
+    assert training_dead_window({"tokens": 8192, "batch_size": 4096}) == 4096  # at least one batch
+    assert training_dead_window({"model": "m"}) is None and training_dead_window(None) is None
+
+
+# ---------------------------------------------------------------- top contexts (issue 19)
+
+def test_distinct_contexts_drop_shifted_copies_of_the_same_text():
+    from saelab.db.queries import FeatureExample
+
+    text = [f" t{i}" for i in range(30)]
+
+    def ex(start, stop, act):
+        return FeatureExample("top", 0, act, text[start:stop], [act] * (stop - start), 3)
+
+    first, shifted, other = ex(0, 20, 5.0), ex(4, 24, 4.0), ex(0, 20, 3.0)._replace(tokens=[" x"] * 20)
+    barely = ex(15, 30, 2.0)  # overlaps `first` on 5 of 15 tokens: another stretch of the document
+    assert distinct_contexts([first, shifted, other, barely]) == [first, other, barely]
+    assert distinct_contexts([shifted, first]) == [shifted]  # whichever is stronger is kept
+
+
+def test_quantile_groups_strongest_first_with_ranges_and_equal_shares():
+    groups = quantile_groups({"quantile_0": [0.1, 0.3], "quantile_2": [2.0, 1.5], "quantile_1": [0.9]})
+    assert [g.index for g in groups] == [2, 1, 0]
+    assert (groups[0].low, groups[0].high) == (1.5, 2.0) and (groups[2].low, groups[2].high) == (0.1, 0.3)
+    assert all(g.share_of_firing == pytest.approx(1 / 3) for g in groups)
+
+
+def test_the_ranked_token_is_marked_strongly():
+    html = token_spans_html(["a", "b"], [0.1, 1.0], 1.0, center=1)
+    assert html.count("outline") == 1 and "font-weight: bold" in html.split("<span")[2]
+
+
+def test_density_histogram_bins_by_log_density_and_keeps_dead_apart():
+    from saelab.app_support.overview import density_histogram
+
+    hist = density_histogram([0, 1, 2, 3, 4, 5], [0.0, 0.002, 0.003, 0.5, 0.0015, 1.0], dense_threshold=0.1)
+    assert hist.edges[0] == -3 and hist.edges[-1] == 0 and len(hist.edges) == 13  # 3 decades x 4 bins
+    assert hist.latents[0] == [4] and hist.latents[1] == [1, 2]  # log10: -2.82 | -2.70, -2.52
+    assert hist.latents[-1] == [5] and hist.latents[10] == [3]  # density 1 in the last bin; log10 0.5 = -0.30
+    assert hist.dead == [0] and hist.dense == [3, 5] and sum(hist.counts) == 5
+    assert hist.label(1) == "0.0018 – 0.0032"
+    with pytest.raises(ValueError, match="3 latents but 2 densities"):
+        density_histogram([0, 1, 2], [0.1, 0.2], 0.1)
+
+
+def test_auto_label_from_peak_ngrams_needs_a_majority():
+    from saelab.app_support.labels import auto_label
+    from saelab.db.queries import FeatureExample
+
+    def ex(tokens, center):
+        return FeatureExample("top", 0, 1.0, tokens, [0.0] * len(tokens), center)
+
+    years = [ex([" in", " 19", "99"], 1), ex([" in", " 19", "85"], 1), ex([" of", " 19", "70"], 1),
+             ex([" in", " 20", "01"], 1)]
+    label = auto_label(years)
+    assert (label.text, label.support, label.n_contexts) == ("' 19' after ' in'", 2, 4)
+    assert auto_label(years[1:]).text == "' 19'"  # no bigram reaches 2 of 3: the peak token alone (2 of 3)
+    assert auto_label([ex(["a", "b"], 1), ex(["c", "d"], 1), ex(["e", "f"], 0)]) is None
+    assert auto_label([]) is None and auto_label([ex(["a"], None)]) is None

@@ -54,6 +54,14 @@ def test_demo_writes_only_under_workspace(tmp_path):
     assert {"demo", "train", "eval"} <= set(runs["kind"])
     for table in ("cached_sites", "saes", "training_metrics", "eval_metrics", "features"):
         assert not ResultsStore(tmp_path / "ws" / "saelab.duckdb").select(table, limit=1).empty, table
+    # dashboards for every SAE the demo trains; the attn_z SAE's carry head attribution
+    from saelab.db import queries as q
+
+    saes = q.list_saes(ResultsStore(tmp_path / "ws" / "saelab.duckdb"))
+    assert len(saes) == 5 and (saes["dashboards"] == saes["d_sae"]).all(), saes[["sae_id", "dashboards"]]
+    store = ResultsStore(tmp_path / "ws" / "saelab.duckdb")
+    attn = saes.loc[saes["site"].str.endswith("attn_z"), "sae_id"].item()
+    assert q.get_feature(store, attn, 0).head_attribution is not None
 
 
 def test_workspace_from_environment(tmp_path):
@@ -62,3 +70,11 @@ def test_workspace_from_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "envws" / "saelab.duckdb").exists()
     assert not (tmp_path / "saelab-workspace").exists()
+
+
+def test_circuits_list_methods_needs_no_task(capsys):
+    assert main(["circuits", "--list-methods"]) == 0
+    out = capsys.readouterr().out
+    assert "sae_codes" in out and "eap" in out
+    assert main(["circuits"]) == 2
+    assert "give --task" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 import hashlib
 import json
 
+import pandas as pd
 import pytest
 
 from saelab.cli import main
@@ -32,6 +33,9 @@ def test_train_streams_records_and_reuses(tmp_path, capsys):
     store = ResultsStore(ws / "saelab.duckdb")
     saes = store.select("saes", order_by=["architecture"])
     assert list(saes["architecture"]) == ["relu_l1", "topk"]
+    # k only in the ids (and k column) of architectures that use it
+    relu_id, topk_id = saes["sae_id"]
+    assert "-k" not in relu_id and "-w128-k8-" in topk_id and pd.isna(saes["k"][0]) and saes["k"][1] == 8
     for path in saes["path"]:
         sae = load_sae(ws / path)
         assert sae.cfg.hook_site == "1.resid_post" and sae.cfg.d_sae == 128
@@ -45,16 +49,52 @@ def test_train_streams_records_and_reuses(tmp_path, capsys):
     lrs = metrics[metrics["metric"] == "lr"].merge(saes[["sae_id", "architecture"]], on="sae_id")
     assert lrs.groupby("architecture")["value"].max().to_dict() == pytest.approx(peak)
 
+    out, err = capsys.readouterr()
+    assert "saelab train: loading saelab-random" in out and "note:" not in out  # 4096 = 16 batches of 256
+    words = " ".join(out.split())
+    for text in ("FVU", "L0", "dead", relu_id, topk_id, "idle for the last 1,024 training tokens"):  # a quarter
+        assert text in words, out
+    assert f"saelab eval --sae {ws / 'saes' / topk_id} --dashboards --workspace {ws}" in words
     before = tree_digest(ws)
-    capsys.readouterr()
     assert main([*TRAIN, "--workspace", str(ws), "--source", str(corpus)]) == 0
     assert "reused" in capsys.readouterr().out
     assert tree_digest(ws) == before
 
 
+def test_train_says_when_it_rounds_the_token_count(tmp_path, capsys, monkeypatch):
+    import saelab.workflows.train as workflow
+
+    def stop(workspace, spec, progress=True):
+        raise KeyboardInterrupt  # the setup lines are printed before any training starts
+
+    monkeypatch.setattr(workflow, "train_in_workspace", stop)
+    args = [a if a != "4096" else "5000" for a in TRAIN]
+    assert main([*args, "--workspace", str(tmp_path)]) == 130
+    out = " ".join(capsys.readouterr().out.split())
+    assert "5,000 tokens is not a whole number of batches of 256; training 19 steps = 4,864 tokens" in out, out
+
+
+def test_train_help_lists_architectures_and_rejects_an_unknown_one_before_loading(tmp_path, capsys, monkeypatch):
+    import saelab.models
+    from saelab.sae import ARCHITECTURES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in ARCHITECTURES), help_text
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before --arch was checked")
+
+    monkeypatch.setattr(saelab.models, "load_model", no_model)
+    assert main(["train", "--sites", "1.resid_post", "--arch", "topk,nosucharch", "--workspace", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown architecture 'nosucharch'; choose from batchtopk" in err, err
+    assert not (tmp_path / "saelab.duckdb").exists()
+
+
 @pytest.mark.parametrize("bad, message", [
     (["--k", "500"], "k"),
-    (["--arch", "nosucharch"], "nosucharch"),
     (["--width", "0"], "d_sae"),
     (["--sites", "9.resid_post"], "9.resid_post"),
 ])

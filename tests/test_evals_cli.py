@@ -26,12 +26,19 @@ def test_eval_stores_metrics_and_dashboards(tmp_path, small_sources, capsys):
     argv = ["--workspace", str(workspace), "eval", "--sae", str(sae_dir), "--tokens", "256", "--dashboards",
             "--dashboard-tokens", "512", "--context-len", "32", "--batch-size", "4"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "FVU" in out and "CE recovered" in out and "32 latents" in out
+    # a line as each stage starts, a bar with ETA over each long pass, the dead window named
+    words = " ".join(out.split())
+    for stage in ("saelab eval: loading the SAE", "saelab eval: core metrics on", "saelab eval: dashboards: 32 latents",
+                  "saelab eval: dashboards: building and storing rows"):
+        assert stage in words, out
+    assert "core metrics: 100%" in err and "dashboards: 100%" in err and "<00:00" in err, err
     store = ResultsStore(workspace / "saelab.duckdb")
     metrics = store.select("eval_metrics", where={"sae_id": "topk-32"})
     values = dict(zip(metrics["metric"], metrics["value"], strict=True))
     assert values["l0"] <= 4 and values["n_tokens"] > 200 and "ce_loss_score" in values
+    assert f"never fired in these {values['n_tokens']:,.0f} tokens" in words, out  # the window of dead_fraction
     assert store.select("saes", where={"sae_id": "topk-32"})["site"].tolist() == ["1.resid_post"]
     assert len(store.select("features", where={"sae_id": "topk-32"})) == 32
     examples = store.select("feature_examples", where={"sae_id": "topk-32"})

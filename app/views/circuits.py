@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 import ui
 
-from saelab.app_support import ground_truth_heads, head_grid, roc_points
+from saelab.app_support import ground_truth_heads, head_grid, parse_head_node, roc_points
 from saelab.app_support.circuits import membership_grid, node_position
 from saelab.db import queries as q
 
@@ -49,18 +49,46 @@ def _heatmaps(store, runs, task, model, method) -> None:
         n_heads = max(grid.n_heads, max((h for _, h in truth.heads), default=-1) + 1)
         ui.chart(charts.head_heatmap(membership_grid(truth.heads, n_layers, n_heads),
                                      f"ground truth: {truth.source}", "Greys"), right)
-    _graph(store, runs, task, model, method, grid)
+    _graph(store, runs, task, model, method, grid, truth)
+    _node_latents(store, model, grid)
 
 
-def _graph(store, runs, task, model, method, grid) -> None:
+def _graph(store, runs, task, model, method, grid, truth) -> None:
     st.subheader("Circuit graph")
     edges = q.circuit_scores(store, _latest(runs, task, model, method), "edge")
     if edges.empty:
         st.caption("this run stored no edge scores")
         return
     n_top = st.slider("top edges", 1, max(1, len(edges)), min(10, len(edges)))
-    ui.chart(charts.circuit_graph(
-        grid, edges.head(n_top), lambda name: node_position(name, grid.n_layers, grid.n_heads)))
+    shown = edges.head(n_top)
+    ui.chart(charts.circuit_graph(grid, shown, lambda name: node_position(name, grid.n_layers, grid.n_heads),
+                                  truth.heads if truth else None))
+    if truth is not None:
+        touched = {parse_head_node(str(n)) for n in (*shown["node"], *shown["target"].dropna())} - {None}
+        st.caption(f"Arrows run from sender to receiver. Ground truth ({truth.source}): {len(truth.heads)} heads, "
+                   f"outlined in red; {len(touched & truth.heads)} of them are on the top {n_top} edges, which "
+                   f"touch {len(touched)} heads in all.")
+
+
+def _node_latents(store, model: str, grid) -> None:
+    """For a head of the graph, the latents of an attn_z SAE at its layer that write most through it (decoder
+    weight share by head), linked to their feature pages."""
+    st.markdown("**Latents behind a head** (attn_z SAEs: share of the decoder weight written through the head)")
+    heads = [f"{layer}.{head}" for layer in range(grid.n_layers) for head in range(grid.n_heads)]
+    node = st.selectbox("head", heads, key="node_latents_head")
+    layer, head = parse_head_node(node)
+    saes = [row for row in q.sae_rows(store) if row.model == model and row.site == f"{layer}.attn_z"
+            and row.dashboards]
+    if not saes:
+        st.caption(f"No attn_z SAE with dashboards at layer {layer} of {model}: train one with `saelab train "
+                   f"--model {model} --sites {layer}.attn_z`, then compute its dashboards with `saelab eval "
+                   "--dashboards`.")
+        return
+    for sae in saes:
+        top = q.search_features(store, q.FeatureQuery(sae.sae_id, "head_attribution", head=head, limit=5)).rows
+        for latent, share in zip(top["latent"], top["head_attribution"], strict=True):
+            ui.feature_link(sae.sae_id, int(latent), f"{sae.sae_id} latent {latent} — {share[head]:.0%} "
+                                                     f"through head {node}")
 
 
 def _label(taken: dict, label: str, row) -> str:
@@ -103,8 +131,17 @@ def _comparison(store, runs, task, model) -> None:
     _roc(evals)
     _faithfulness(evals)
     table = evals.pivot_table(index=["method", "ground_truth"], columns="metric", values="value").reset_index()
+    counts = q.edge_score_counts(store, list(chosen["circuit_run_id"]))
+    no_edges = sorted({m for m, r in zip(chosen["method"], chosen["circuit_run_id"], strict=True) if not counts[r]})
+    if "edge_auc" in table.columns and no_edges:
+        table["edge_auc"] = table["edge_auc"].astype(object)
+        table.loc[table["method"].isin(no_edges), "edge_auc"] = "no edge scores"
+        st.caption(f"edge_auc is not defined for {', '.join(no_edges)}: these runs scored heads only, so there "
+                   "is no ranking of edges to compare with the ground truth (shown as 'no edge scores', not 0).")
     cost = chosen.groupby("method")[["seconds", "peak_memory_mb"]].mean().reset_index()
-    st.dataframe(table.merge(cost, on="method", how="left"), hide_index=True)
+    merged = table.merge(cost, on="method", how="left")
+    st.dataframe(merged, hide_index=True)
+    ui.download_csv(merged, f"circuits-{task}-{model}")
 
 
 def render() -> None:

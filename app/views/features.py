@@ -6,6 +6,9 @@ import streamlit as st
 import ui
 
 from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
+from saelab.app_support.export import dashboard_html, dashboard_json_text
+from saelab.app_support.labels import auto_label
+from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.db import queries as q
 
 SORTS = {"max_act": "max activation", "density": "density", "mean_act": "mean activation",
@@ -36,18 +39,19 @@ def _search_controls(sae: q.SaeRow) -> q.FeatureQuery:
     head = c1.number_input("head", 0, 64, 0) if sort_by == "head_attribution" else None
     descending = c2.toggle("largest first", value=sort_by != "latent")
     token = c3.text_input("top logit token contains", max_chars=100, placeholder="e.g. def")
+    context = c3.text_input("a context contains", max_chars=200, placeholder="e.g. return x")
     min_density = c4.number_input("min density", 0.0, 1.0, 0.0, format="%.5f")
     max_density = c5.number_input("max density", 0.0, 1.0, 1.0, format="%.5f")
     page = max(1, int(st.session_state.get("feature_page", 1)))
     return q.FeatureQuery(sae.sae_id, sort_by, descending, min_density or None, max_density, token.strip(),
-                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE, context)
 
 
 def _search(store, sae: q.SaeRow) -> None:
     query = _search_controls(sae)
     result = q.search_features(store, query)
     if result.total == 0:
-        hint = "" if q.feature_count(store, sae.sae_id) else f" (this SAE has no dashboard rows: {ui.FILL_HINT['features']})"
+        hint = "" if sae.dashboards else f" (this SAE has no dashboard rows: {ui.dashboards_hint(sae)})"
         st.info(f"No latent matches{hint}.")
         return
     if query.offset >= result.total:  # the filters shrank the result below the current page
@@ -64,6 +68,7 @@ def _search(store, sae: q.SaeRow) -> None:
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
                          key=f"feature_table_{sae.sae_id}", height=300,
                          column_config={"density": st.column_config.NumberColumn(format="%.2e")})
+    ui.download_csv(table, f"{sae.sae_id}-latents-page{query.offset // PAGE_SIZE + 1}", "Download this page as CSV")
     pages = max(1, -(-result.total // PAGE_SIZE))
     if pages > 1:
         st.number_input("page", 1, pages, key="feature_page")
@@ -80,19 +85,28 @@ def _contexts(examples: list[q.FeatureExample], scale: float) -> str:
     return "".join(context_html(e.tokens, e.activations, scale, e.center) for e in examples)
 
 
-def _examples(examples: list[q.FeatureExample], scale: float) -> None:
+def _examples(examples: list[q.FeatureExample], scale: float, density: float | None) -> None:
     top = [e for e in examples if e.kind == "top"]
+    distinct = distinct_contexts(top)
     st.markdown("**Top activations**")
-    if top:
-        st.html(_contexts(top, scale))
+    if distinct:
+        dropped = len(top) - len(distinct)
+        st.caption("The token each context was ranked by is boxed; hover a token for its activation."
+                   + (f" {dropped} shifted cop{'y' if dropped == 1 else 'ies'} of a context shown above "
+                      "left out." if dropped else ""))
+        st.html(_contexts(distinct, scale))
     else:
         st.caption("no top examples stored")
-    quantiles = sorted({e.kind for e in examples if e.kind != "top"}, reverse=True)
-    for kind in quantiles:
-        group = [e for e in examples if e.kind == kind]
-        label = kind.replace("_", " ")
-        with st.expander(f"{label} (activation ≈ {max(e.activation for e in group):.2f})", expanded=False):
-            st.html(_contexts(group, scale))
+    by_kind = {kind: [e for e in examples if e.kind == kind] for kind in {e.kind for e in examples} - {"top"}}
+    groups = quantile_groups({kind: [e.activation for e in group] for kind, group in by_kind.items()})
+    for group in groups:
+        share = f"{group.share_of_firing:.0%} of its firing tokens"
+        if density:
+            share += f", {group.share_of_firing * density:.3%} of all tokens"
+        label = (f"quantile {group.index + 1} of {len(groups)}: activations {group.low:.2f}–{group.high:.2f} "
+                 f"({share})")
+        with st.expander(label, expanded=False):
+            st.html(_contexts(by_kind[f"quantile_{group.index}"], scale))
 
 
 def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
@@ -100,8 +114,22 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     st.header(f"Latent {latent}")
     st.caption(f"SAE {sae.sae_id} · {sae.architecture} · site {sae.site} · link: ?sae={sae.sae_id}&latent={latent}")
     if feature is None and not examples:
-        st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.FILL_HINT['features']}.")
+        st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
+    label = auto_label(distinct_contexts([e for e in examples if e.kind == "top"]))
+    if label is not None:
+        st.caption(f"automatic label: **{label.text}** at the peak of {label.support} of {label.n_contexts} top "
+                   "contexts (n-gram counts, not a reading of the contexts; a starting point)")
+    name = f"{sae.sae_id}-latent{latent}"
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button("Download JSON", dashboard_json_text(sae, latent, feature, examples), f"{name}.json",
+                       "application/json", icon=":material/download:",
+                       help="Neuronpedia's field names where they fit (pos_str, frac_nonzero, activations, ...)")
+    c2.download_button("Download HTML", dashboard_html(sae, latent, feature, examples), f"{name}.html", "text/html",
+                       icon=":material/download:", help="a standalone page with the statistics and every context")
+    if feature is not None and not feature.density:
+        st.info(f"Latent {latent} never fires: no token of the dashboard sample activates it (density 0), so "
+                "it has no contexts or histogram. It is dead on this data.")
     if feature is not None:
         c1, c2, c3 = st.columns(3)
         density = feature.density or 0.0
@@ -114,7 +142,7 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     with right:
         scale = (feature.max_act if feature and feature.max_act else None) or max(
             (e.activation for e in examples), default=1.0)
-        _examples(examples, scale)
+        _examples(examples, scale, feature.density if feature else None)
 
 
 def _statistics(feature: q.FeatureRow | None) -> None:
@@ -133,10 +161,39 @@ def _statistics(feature: q.FeatureRow | None) -> None:
         ui.chart(charts.head_attribution([float(a) for a in feature.head_attribution]))
 
 
+def _compare(store, sae: q.SaeRow, latent: int) -> None:
+    """Nearest latents of another SAE at the same site by decoder cosine, and the best match's contexts beside
+    this latent's."""
+    others = [row for row in q.sae_rows(store) if row.sae_id != sae.sae_id and row.site == sae.site
+              and row.d_in == sae.d_in]
+    if not others:
+        st.caption(f"No other SAE at site {sae.site} to compare with.")
+        return
+    other = st.selectbox("other SAE", others, format_func=lambda row: f"{row.sae_id} ({row.architecture})",
+                         key="compare_sae")
+    from saelab.app_support.compare import nearest_latents
+
+    mine, theirs = ui.load_sae_for(sae), ui.load_sae_for(other)
+    nearest = nearest_latents(mine.W_dec[latent].detach(), theirs.W_dec.detach(), 5)
+    for match, cosine in zip(nearest.latents, nearest.cosines, strict=True):
+        ui.feature_link(other.sae_id, match, f"{other.sae_id} latent {match} — decoder cosine {cosine:.3f}")
+    best = nearest.latents[0]
+    left, right = st.columns(2)
+    for column, row, index in ((left, sae, latent), (right, other, best)):
+        feature, examples = q.feature_dashboard(store, row.sae_id, index)
+        top = distinct_contexts([e for e in examples if e.kind == "top"])[:5]
+        column.markdown(f"**{row.sae_id} · latent {index}**")
+        if top:
+            scale = (feature.max_act if feature and feature.max_act else None) or max(e.activation for e in top)
+            column.html(_contexts(top, scale))
+        else:
+            column.caption("no dashboard rows")
+
+
 def render() -> None:
     st.title("Features")
     store = ui.require_store()
-    sae = ui.pick_sae(store)
+    sae = ui.pick_sae_with_dashboards(store)
     if sae is None:
         return
     latent = _latent_from_url(sae)
@@ -146,6 +203,8 @@ def render() -> None:
         st.info("Pick a latent in the table above (or open one from the prompt explorer).")
         return
     _dashboard(store, sae, latent)
+    if st.toggle("Compare with another SAE (nearest latents by decoder cosine)", key="compare"):
+        _compare(store, sae, latent)
 
 
 ui.run_page(render)

@@ -22,6 +22,7 @@ from saelab.app_support.render import (
 from saelab.app_support.resources import (
     AppContext,
     MissingArtifactError,
+    dashboards_command,
     open_context,
     resolve_sae_dir,
     workspace_from_argv,
@@ -34,6 +35,7 @@ __all__ = [
     "app_main_script",
     "build_demo_workspace",
     "context_html",
+    "dashboards_command",
     "frontier_points",
     "ground_truth_heads",
     "head_grid",

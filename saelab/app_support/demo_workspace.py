@@ -135,7 +135,8 @@ def _eval_rows(rng: np.random.Generator) -> list[dict]:
     rows = []
     for demo in DEMO_SAES:
         fvu = 0.05 + demo.quality + 0.8 / (demo.k + 4) + 0.01 * rng.random()
-        core = {"fvu": fvu, "l0": float(demo.k), "mse": fvu * 0.9, "dead_fraction": 0.01 * rng.random(),
+        core = {"fvu": fvu, "l0": float(demo.k), "mse": fvu * 0.9, "dead_fraction": 0.01 * rng.random(), "n_tokens": 65_536.0,
+                **{f"l0_p{p}": float(round(demo.k * f)) for p, f in ((10, 0.5), (50, 1.0), (90, 1.5), (99, 2.0))},
                 "ce_loss_score": 1 - 1.5 * fvu, "kl_div": 0.3 * fvu}
         rows += [{"run_id": "eval-demo", "sae_id": demo.sae_id, "eval_kind": "core", "metric": m, "value": v}
                  for m, v in core.items()]
@@ -217,7 +218,8 @@ def _circuit_rows(rng: np.random.Generator) -> dict[str, list[dict]]:
 
 
 def _small_tables() -> dict[str, list[dict]]:
-    runs = [{"run_id": r, "kind": r.split("-")[0], "name": f"{r} ({DEMO_MODEL})", "config": {"model": DEMO_MODEL},
+    runs = [{"run_id": r, "kind": r.split("-")[0], "name": f"{r} ({DEMO_MODEL})",
+             "config": {"model": DEMO_MODEL, **({"tokens": 2_000_000, "batch_size": 4096} if r == "train-demo" else {})},
              "status": "done", "message": "synthetic demo rows"}
             for r in ("cache-demo", "train-demo", "eval-demo", "circuits-demo")]
     sites = [{"run_id": "cache-demo", "model": DEMO_MODEL, "site": site, "dtype": "float32", "d": D_MODEL,

@@ -14,17 +14,21 @@ def _first_present(columns: pd.Index, names: tuple[str, ...]) -> str | None:
 
 def frontier_points(core: pd.DataFrame) -> pd.DataFrame:
     """One row per SAE with architecture, l0 and fvu, from long core metrics (sae_id, architecture, metric,
-    value); SAEs missing either metric are left out. Columns: sae_id, architecture, d_sae, l0, fvu."""
+    value, and site when present); SAEs missing either metric are left out. Columns: sae_id, architecture,
+    site, d_sae, l0, fvu."""
+    columns = ["sae_id", "architecture", "site", "d_sae", "l0", "fvu"]
     if core.empty:
-        return pd.DataFrame(columns=["sae_id", "architecture", "d_sae", "l0", "fvu"])
+        return pd.DataFrame(columns=columns)
     wide = core.pivot_table(index="sae_id", columns="metric", values="value", aggfunc="last")
     fvu, l0 = _first_present(wide.columns, FVU_NAMES), _first_present(wide.columns, L0_NAMES)
     if fvu is None or l0 is None:
-        return pd.DataFrame(columns=["sae_id", "architecture", "d_sae", "l0", "fvu"])
-    meta = core.drop_duplicates("sae_id").set_index("sae_id")[["architecture", "d_sae"]]
+        return pd.DataFrame(columns=columns)
+    meta = core.assign(site=core["site"] if "site" in core.columns else None)
+    meta = meta.drop_duplicates("sae_id").set_index("sae_id")[["architecture", "site", "d_sae"]]
     points = wide[[l0, fvu]].rename(columns={l0: "l0", fvu: "fvu"}).join(meta).dropna(subset=["l0", "fvu"])
     points["architecture"] = points["architecture"].fillna("(not an SAE row)")
-    return points.reset_index()[["sae_id", "architecture", "d_sae", "l0", "fvu"]]
+    points["site"] = points["site"].fillna("(no site)")
+    return points.reset_index()[columns]
 
 
 def pareto_frontier(points: pd.DataFrame, x: str = "l0", y: str = "fvu") -> pd.DataFrame:

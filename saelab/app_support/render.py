@@ -7,10 +7,11 @@ older or foreign shapes (pairs instead of objects) are accepted too.
 import html
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 _SHADE = "255, 106, 0"  # orange, as in the usual feature dashboards
+_CENTER = " font-weight: bold; outline: 2px solid #b00; border-bottom: 3px solid #b00;"
 
 
 def visible_token(token: str) -> str:
@@ -36,8 +37,8 @@ def token_spans_html(tokens: Sequence[str], activations: Sequence[float], scale:
     spans = []
     for i, (token, act) in enumerate(zip(tokens, activations, strict=True)):
         style = f"background-color: rgba({_SHADE}, {_alpha(float(act), scale):.2f});"
-        if i == center:
-            style += " border-bottom: 2px solid #333;"
+        if i == center:  # the token the example was ranked by: bold, boxed, underlined
+            style += _CENTER
         tip = html.escape(f"{token!r}: {float(act):.3f}", quote=True)
         spans.append(f'<span style="{style}" title="{tip}">{html.escape(visible_token(token))}</span>')
     return (
@@ -116,3 +117,52 @@ def strongest_heads(attribution: Any, top: int = 2) -> str:
         return ""
     ranked = sorted(enumerate(float(a) for a in attribution), key=lambda p: -p[1])[:top]
     return ", ".join(f"h{h} {a:.2f}" for h, a in ranked)
+
+
+class _Context(Protocol):
+    tokens: Sequence[str]
+    center: int | None
+
+
+def _shifted_copy(a: _Context, b: _Context, min_overlap: float = 0.5) -> bool:
+    """Whether `b` is `a` seen through a shifted window: at some offset the two token lists agree on an overlap
+    of at least `min_overlap` of the shorter one (the same text around another peak of the same document)."""
+    short = min(len(a.tokens), len(b.tokens))
+    need = max(2, math.ceil(min_overlap * short))
+    for shift in range(-len(b.tokens) + need, len(a.tokens) - need + 1):
+        lo, hi = max(0, shift), min(len(a.tokens), shift + len(b.tokens))
+        if hi - lo >= need and list(a.tokens[lo:hi]) == list(b.tokens[lo - shift:hi - shift]):
+            return True
+    return False
+
+
+def distinct_contexts(examples: Sequence[_Context]) -> list:
+    """The examples, strongest first as given, without shifted copies of a context already kept: one context per
+    stretch of text, as Neuronpedia and SAEDashboard show them (the store keeps no document ids)."""
+    kept: list = []
+    for example in examples:
+        if not any(_shifted_copy(k, example) for k in kept):
+            kept.append(example)
+    return kept
+
+
+class QuantileGroup(NamedTuple):
+    """One quantile group of a latent's firing activations, as the dashboard labels it."""
+
+    index: int
+    """0 = weakest group."""
+    low: float
+    """Smallest activation among the group's examples."""
+    high: float
+    """Largest activation among the group's examples."""
+    share_of_firing: float
+    """Fraction of the latent's firing tokens in the group (equal-count groups: 1 / number of groups)."""
+
+
+def quantile_groups(activations_by_kind: dict[str, list[float]]) -> list[QuantileGroup]:
+    """`{"quantile_0": [activations of its examples], ...}` as labelled groups, strongest first. The groups split
+    a uniform sample of the firing tokens into equal counts, so each holds 1/n of them."""
+    indices = sorted(int(kind.rsplit("_", 1)[1]) for kind in activations_by_kind)
+    n = len(indices)
+    return [QuantileGroup(q, min(acts), max(acts), 1 / n)
+            for q in reversed(indices) if (acts := activations_by_kind[f"quantile_{q}"])]

@@ -50,3 +50,11 @@ def resolve_sae_dir(workspace: Workspace, sae: SaeRow) -> Path:
             "train it again with `saelab train` or restore the directory"
         )
     return directory
+
+
+def dashboards_command(workspace: Workspace, sae: SaeRow) -> str:
+    """The exact `saelab eval` command that computes the dashboards of `sae` into this workspace's store."""
+    from saelab.cli.eval import eval_command
+
+    directory = Path(sae.path) if Path(sae.path).is_absolute() else workspace.absolute(sae.path)
+    return eval_command(directory, sae.sae_id, workspace.root)

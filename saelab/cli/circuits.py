@@ -7,7 +7,8 @@ from saelab.workspace import Workspace
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="ioi, greater_than, docstring; reverse or frac_prevs (tracr models)")
+    parser.add_argument("--task", help="ioi, greater_than, docstring; reverse or frac_prevs (tracr models); "
+                        "required unless --list-methods")
     parser.add_argument("--model", default="saelab-tiny", help="model name or directory (default saelab-tiny)")
     parser.add_argument("--methods", default="sae_codes,eap,eap_ig,acdc,patching",
                         help="comma-separated circuit methods (see --list-methods)")
@@ -46,6 +47,8 @@ def run_circuits_command(args: argparse.Namespace, workspace: Workspace) -> int:
         for name in sorted(METHODS):
             console.print(f"{name:16} {METHODS[name].description}")
         return 0
+    if not args.task:
+        raise UsageError("saelab circuits: give --task (ioi, greater_than or docstring), or --list-methods")
     if args.threads < 0:
         raise UsageError(f"saelab circuits: --threads must be ≥ 0, got {args.threads}")
     if args.threads:

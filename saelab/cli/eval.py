@@ -2,6 +2,8 @@
 
 import argparse
 import math
+import shlex
+from pathlib import Path
 
 from saelab.cli.main import UsageError, command
 from saelab.workspace import Workspace
@@ -19,8 +21,17 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the token order and sampling")
 
 
+def eval_command(sae_dir: str | Path, sae_id: str, workspace_root: str | Path, dashboards: bool = True) -> str:
+    """The exact `saelab eval` command line that evaluates the SAE saved in `sae_dir` into a workspace's store
+    under the id `sae_id` (with its dashboards unless `dashboards` is False)."""
+    words = ["saelab", "eval", "--sae", str(sae_dir)] + (["--dashboards"] if dashboards else [])
+    if Path(sae_dir).name != sae_id:  # eval names the SAE after its directory unless told otherwise
+        words += ["--sae-id", sae_id]
+    return shlex.join([*words, "--workspace", str(workspace_root)])
+
+
 ROWS = (("tokens", "n_tokens", "{:,.0f}"), ("MSE", "mse", "{:.4g}"), ("FVU", "fvu", "{:.4f}"),
-        ("cosine", "cosine", "{:.4f}"), ("L0", "l0", "{:.2f}"), ("dead latents", "dead_fraction", "{:.2%}"),
+        ("cosine", "cosine", "{:.4f}"), ("L0", "l0", "{:.2f}"), ("dead latents (never fired in these {n_tokens:,} tokens)", "dead_fraction", "{:.2%}"),
         ("dense latents", "dense_fraction", "{:.2%}"), ("CE clean", "ce_clean", "{:.4f}"),
         ("CE with SAE", "ce_spliced", "{:.4f}"), ("CE zero-ablated", "ce_zero_ablation", "{:.4f}"),
         ("CE mean-ablated", "ce_mean_ablation", "{:.4f}"), ("CE recovered (zero)", "ce_loss_score", "{:.4f}"),
@@ -44,13 +55,14 @@ def run_eval_command(args: argparse.Namespace, workspace: Workspace) -> int:
     request = EvalRequest(sae_path=args.sae, sae_id=args.sae_id, model=args.model, n_tokens=n_tokens,
                           dashboards=args.dashboards, dashboard_tokens=dashboard_tokens,
                           context_len=args.context_len, batch_size=args.batch_size, seed=args.seed)
-    outcome = run_eval(workspace, request)
+    console = Console()  # stage lines on stdout: stderr keeps a failure to one line
+    outcome = run_eval(workspace, request, stage=lambda text: console.print(f"saelab eval: {text}", markup=False,
+                                                                           soft_wrap=True), progress=True)
     table = Table("metric", "value", title=f"{outcome.sae_id} on {outcome.model}")
     for label, field, form in ROWS:
         value = getattr(outcome.core, field)
         if not (isinstance(value, float) and math.isnan(value)):
-            table.add_row(label, form.format(value))
-    console = Console()
+            table.add_row(label.format(n_tokens=int(outcome.core.n_tokens)), form.format(value))
     console.print(table)
     if outcome.core.splice_skipped:
         console.print(f"CE/KL not computed: {outcome.core.splice_skipped}")

@@ -8,8 +8,36 @@ from pathlib import Path
 from saelab.cli.main import UsageError, command
 from saelab.workspace import Workspace
 
-_USES_K = {"topk", "batchtopk", "vq"}
 _USES_L1 = {"relu_l1", "relu_l1_anthropic", "gated"}
+
+
+class _ArchitectureNames:
+    """The registered architectures as argparse `choices`, read only when needed: building the parser for any
+    subcommand must not import torch, but `--help` lists the names and parsing rejects an unknown one before
+    any model loads."""
+
+    def names(self) -> list[str]:
+        from saelab.sae import ARCHITECTURES
+
+        return sorted(ARCHITECTURES)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, value) -> bool:  # `value` is the parsed comma-separated list
+        return all(name in self.names() for name in value)
+
+
+ARCHITECTURE_CHOICES = _ArchitectureNames()
+
+
+def _architectures(text: str) -> list[str]:
+    names = _csv(str)(text)
+    unknown = [name for name in names if name not in ARCHITECTURE_CHOICES.names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown architecture {', '.join(map(repr, unknown))}; choose from "
+                                         f"{', '.join(ARCHITECTURE_CHOICES)}")
+    return names
 
 
 def _csv(kind):
@@ -26,7 +54,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with the run and its [[sae]] entries (a sweep)")
     parser.add_argument("--model", help="model name or directory (default: the bundled model)")
     parser.add_argument("--sites", help="comma-separated hook sites, e.g. 2.resid_post,1.attn_z")
-    parser.add_argument("--arch", type=_csv(str), default=["topk"], help="architectures, comma-separated")
+    parser.add_argument("--arch", type=_architectures, default=["topk"], choices=ARCHITECTURE_CHOICES, metavar="ARCH",
+                        help="architectures, comma-separated, from: %(choices)s (default topk)")
     parser.add_argument("--width", type=_csv(int), default=[4096], help="latents, comma-separated")
     parser.add_argument("--k", type=_csv(int), default=[32], help="k of topk/batchtopk/vq, comma-separated")
     parser.add_argument("--l1", type=_csv(float), default=[5.0], help="L1 coefficients, comma-separated")
@@ -51,10 +80,13 @@ def spec_from_args(args: argparse.Namespace):
         return spec_from_toml(args.config)
     if not args.sites:
         raise UsageError("saelab train: give --sites (e.g. --sites 2.resid_post) or --config FILE")
+    from saelab.sae import get_architecture
+
     entries = []
     for site, arch, width, k, l1 in itertools.product(args.sites.split(","), args.arch, args.width, args.k, args.l1):
-        entry = SAESpec(site=site.strip(), architecture=arch, width=width, k=k if arch in _USES_K else 32,
-                        l1_coefficient=l1 if arch in _USES_L1 else 5.0)
+        entry = SAESpec(site=site.strip(), architecture=arch, width=width,
+                        k=k if get_architecture(arch).uses_k else SAESpec.k,
+                        l1_coefficient=l1 if arch in _USES_L1 else SAESpec.l1_coefficient)
         if entry not in entries:
             entries.append(entry)
     counts = {}
@@ -95,21 +127,70 @@ def spec_from_toml(path: Path):
         raise SaelabError(f"{where}: {exc}") from None
 
 
+def _setup_lines(spec) -> list[str]:
+    """What the command says before its progress bar appears: what it loads, and any rounding of --tokens."""
+    sites = sorted({entry.site for entry in spec.saes})
+    lines = [f"saelab train: loading {spec.model} and preparing {len(spec.saes)} SAE(s) on {', '.join(sites)}; "
+             "the progress bar starts with the first batch"]
+    steps = spec.tokens // spec.batch_size
+    if steps * spec.batch_size != spec.tokens:
+        lines.append(f"note: {spec.tokens:,} tokens is not a whole number of batches of {spec.batch_size:,}; "
+                     f"training {steps:,} steps = {steps * spec.batch_size:,} tokens per SAE")
+    return lines
+
+
+def final_training_metrics(workspace: Workspace, run_id: str) -> dict[str, dict[str, float]]:
+    """SAE id -> metric -> its value at the last logged step of the run."""
+    from saelab.db import ResultsStore
+
+    rows = ResultsStore(workspace.db_path).select("training_metrics", where={"run_id": run_id})
+    last = rows.sort_values("step").groupby(["sae_id", "metric"]).tail(1)
+    return {sae_id: dict(zip(group["metric"], group["value"], strict=True))
+            for sae_id, group in last.groupby("sae_id")}
+
+
+def _summary(console, workspace: Workspace, spec, result, seconds: float) -> None:
+    from rich.table import Table
+
+    from saelab.cli.eval import eval_command
+    from saelab.workflows.train import scheduled_trainer_config
+
+    window = scheduled_trainer_config(spec.tokens, spec.batch_size).dead_window_tokens
+    final = final_training_metrics(workspace, result.run_id)
+    title = f"run {result.run_id}" + (" (reused: already trained)" if result.reused else f", {seconds:.0f} s")
+    table = Table("FVU", "L0", "dead", title=title)
+    table.add_column("SAE (under saes/)", overflow="fold")
+    for sae_id in result.sae_ids:
+        values = final.get(sae_id, {})
+        cells = [f"{values[m]:{form}}" if m in values else "-"
+                 for m, form in (("fvu", ".4f"), ("l0", ".1f"), ("dead_fraction", ".1%"))]
+        table.add_row(*cells, sae_id)
+    console.print(table)
+    console.print(f"FVU and L0 of the last logged training batch; dead: share of latents idle for the last "
+                  f"{window:,} training tokens (a quarter of the run, at most 1M). Next, evaluate one on held-out "
+                  "tokens and compute its dashboards:")
+    first = result.sae_ids[0]
+    console.print(f"  {eval_command(result.paths[first], first, workspace.root)}", soft_wrap=True, markup=False)
+
+
 @command("train", "train sparse autoencoders on a model's activations (one pass, many SAEs)", _arguments)
 def run_train(args: argparse.Namespace, workspace: Workspace) -> int:
+    import os
+    import time
+
     from rich.console import Console
-    from rich.table import Table
 
     from saelab.training.distributed import current_world
     from saelab.workflows.train import train_in_workspace
 
+    start = time.perf_counter()
     spec = spec_from_args(args)
+    console = Console()
+    if os.environ.get("RANK", "0") == "0":  # stdout: stderr keeps a failure to one line
+        for line in _setup_lines(spec):
+            console.print(line, markup=False, soft_wrap=True)
     result = train_in_workspace(workspace, spec)
     if not current_world().is_main:
         return 0
-    console = Console()
-    table = Table("SAE", "path", title=f"run {result.run_id}" + (" (reused: already trained)" if result.reused else ""))
-    for sae_id in result.sae_ids:
-        table.add_row(sae_id, workspace.relative(result.paths[sae_id]))
-    console.print(table)
+    _summary(console, workspace, spec, result, time.perf_counter() - start)
     return 0

@@ -47,10 +47,18 @@ def list_runs(store: ResultsStore) -> pd.DataFrame:
                          "FROM runs ORDER BY created_at DESC, run_id")
 
 
+_SAES_SQL = """
+    SELECT s.sae_id, s.run_id, s.model, s.site, s.architecture, s.d_in, s.d_sae, s.k,
+           TRY_CAST(json_extract_string(s.config, '$.seed') AS INTEGER) AS seed,
+           coalesce(f.dashboards, 0) AS dashboards, s.path, s.created_at, s.config
+    FROM saes AS s
+    LEFT JOIN (SELECT sae_id, count(*) AS dashboards FROM features GROUP BY sae_id) AS f USING (sae_id)"""
+
+
 def list_saes(store: ResultsStore) -> pd.DataFrame:
-    """All SAEs with their configs, by model, site, architecture and size."""
-    return _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, path, created_at, config "
-                         "FROM saes ORDER BY model, site, architecture, d_sae, sae_id")
+    """All SAEs with their configs, by model, site, architecture and size; `seed` is the training seed (from the
+    config) and `dashboards` the number of latents with dashboard rows (0: none computed yet)."""
+    return _frame(store, _SAES_SQL + " ORDER BY model, site, architecture, d_sae, seed, sae_id")
 
 
 class SaeRow(NamedTuple):
@@ -66,18 +74,25 @@ class SaeRow(NamedTuple):
     k: int | None
     config: dict
     path: str
+    seed: int | None = None
+    """Training seed (None when the config does not record one)."""
+    dashboards: int = 0
+    """Latents with dashboard rows in `features`."""
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _sae_row(row: dict[str, Any]) -> SaeRow:
-    k = row["k"]
     return SaeRow(row["sae_id"], row["run_id"], row["model"], row["site"], row["architecture"], int(row["d_in"]),
-                  int(row["d_sae"]), None if pd.isna(k) else int(k), _loads(row["config"]) or {}, row["path"])
+                  int(row["d_sae"]), _optional_int(row["k"]), _loads(row["config"]) or {}, row["path"],
+                  _optional_int(row["seed"]), int(row["dashboards"]))
 
 
 def get_sae(store: ResultsStore, sae_id: str) -> SaeRow | None:
     """The SAE called `sae_id`, or None."""
-    frame = _frame(store, "SELECT sae_id, run_id, model, site, architecture, d_in, d_sae, k, config, path "
-                          "FROM saes WHERE sae_id = ?", [sae_id])
+    frame = _frame(store, _SAES_SQL + " WHERE s.sae_id = ?", [sae_id])
     return None if frame.empty else _sae_row(frame.iloc[0].to_dict())
 
 
@@ -157,6 +172,9 @@ class FeatureQuery:
     """Rows per page."""
     offset: int = 0
     """Rows skipped (paging)."""
+    context_text: str = ""
+    """Keep latents one of whose stored contexts (top or quantile) contains this text, case-insensitive, across
+    token boundaries; empty keeps all."""
 
     def __post_init__(self) -> None:
         if self.sort_by not in FEATURE_SORTS:
@@ -194,6 +212,10 @@ def _feature_filter(query: FeatureQuery) -> tuple[str, list[Any]]:
         clauses.append("contains(lower(array_to_string(json_extract_string(top_logits, '$[*].token'), chr(31))), "
                        "lower(?))")
         params.append(query.logit_token)
+    if query.context_text:
+        clauses.append("latent IN (SELECT latent FROM feature_examples WHERE sae_id = ? AND "
+                       "contains(lower(array_to_string(json_extract_string(tokens, '$[*]'), '')), lower(?)))")
+        params += [query.sae_id, query.context_text]
     return " AND ".join(clauses), params
 
 
@@ -217,6 +239,19 @@ def feature_count(store: ResultsStore, sae_id: str) -> int:
     """How many latents of `sae_id` have dashboard rows."""
     with store.connect(read_only=True) as con:
         return int(con.execute("SELECT count(*) FROM features WHERE sae_id = ?", [sae_id]).fetchone()[0])
+
+
+def latent_densities(store: ResultsStore, sae_id: str) -> pd.DataFrame:
+    """latent, density, max_act and mean_act of every latent of `sae_id` with dashboard rows, by latent."""
+    return _frame(store, "SELECT latent, density, max_act, mean_act FROM features WHERE sae_id = ? ORDER BY latent",
+                  [sae_id])
+
+
+def sae_eval_metrics(store: ResultsStore, sae_id: str, eval_kind: str = "core") -> dict[str, float]:
+    """The latest value of each metric of one evaluation kind for one SAE."""
+    frame = _frame(store, "SELECT metric, arg_max(value, created_at) AS value FROM eval_metrics "
+                          "WHERE sae_id = ? AND eval_kind = ? GROUP BY metric", [sae_id, eval_kind])
+    return dict(zip(frame["metric"], frame["value"].astype(float), strict=True))
 
 
 class FeatureRow(NamedTuple):
@@ -315,6 +350,17 @@ def circuit_evals(store: ResultsStore, circuit_run_ids: list[str]) -> pd.DataFra
         WHERE list_contains(?, e.circuit_run_id)
         ORDER BY r.method, e.ground_truth, e.metric""", [list(circuit_run_ids)]).assign(
         curve=lambda frame: [_loads(v) for v in frame["curve"]])
+
+
+def edge_score_counts(store: ResultsStore, circuit_run_ids: list[str]) -> dict[str, int]:
+    """How many edge scores each of the given circuit runs stored (0 for runs that scored no edges)."""
+    if not circuit_run_ids:
+        return {}
+    frame = _frame(store, "SELECT circuit_run_id, count(*) AS n FROM circuit_scores "
+                          "WHERE list_contains(?, circuit_run_id) AND level = 'edge' GROUP BY circuit_run_id",
+                   [list(circuit_run_ids)])
+    counts = dict(zip(frame["circuit_run_id"], frame["n"].astype(int), strict=True))
+    return {run_id: counts.get(run_id, 0) for run_id in circuit_run_ids}
 
 
 def task_prompts(store: ResultsStore, task: str, limit: int = 20) -> pd.DataFrame:

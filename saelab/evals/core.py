@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from saelab.activations.sites import HookSite
@@ -251,15 +252,17 @@ def evaluate_core(
     tokens: Int[Tensor, "n_contexts pos"],
     cfg: CoreEvalConfig = CoreEvalConfig(),
     site: "HookSite | str | None" = None,
+    progress: bool = False,
 ) -> CoreMetrics:
-    """Core metrics of `sae` on `tokens` (contexts that start with BOS), at its config's site unless given."""
+    """Core metrics of `sae` on `tokens` (contexts that start with BOS), at its config's site unless given; a
+    progress bar with ETA over the metric pass if `progress`."""
     site = sae_site(sae, model, site)
     tokens = tokens.to(model.cfg.device)
     parts = list(tokens.split(cfg.batch_size))
     skipped = "splicing disabled" if not cfg.splice else (splice_unsupported(site) or "")
     mean = site_mean(model, site, parts, cfg.skip_bos) if not skipped else None
     total = None
-    for part in parts:
+    for part in tqdm(parts, desc="core metrics", unit="batch", disable=not progress):
         stats = batch_stats(model, sae, site, part, mean, cfg)
         total = stats if total is None else add_stats(total, stats)
     if total is None or total.n_tokens == 0:

@@ -28,6 +28,7 @@ import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from saelab.activations.sites import HookSite
@@ -344,16 +345,19 @@ def batch_latents(
 
 @torch.no_grad()
 def stream_dashboards(
-    model: HookedTransformer, sae: SAE, site: HookSite, tokens: Int[Tensor, "n_contexts pos"], cfg: DashboardConfig
+    model: HookedTransformer, sae: SAE, site: HookSite, tokens: Int[Tensor, "n_contexts pos"], cfg: DashboardConfig,
+    progress: bool = False,
 ) -> DashboardState:
-    """The streaming pass over `tokens`."""
+    """The streaming pass over `tokens` (a progress bar over tokens, with ETA, if `progress`)."""
     generator = torch.Generator().manual_seed(cfg.seed)
     state = init_state(sae.cfg.d_sae, cfg)
     context_len = tokens.shape[1]
-    for start in range(0, tokens.shape[0], cfg.batch_size):
-        part = tokens[start:start + cfg.batch_size].to(model.cfg.device)
-        latents = batch_latents(model, sae, site, part, cfg.skip_bos).cpu()
-        state = update_state(state, latents, start * context_len, context_len, cfg, generator)
+    with tqdm(total=tokens.numel(), unit="tok", unit_scale=True, desc="dashboards", disable=not progress) as bar:
+        for start in range(0, tokens.shape[0], cfg.batch_size):
+            part = tokens[start:start + cfg.batch_size].to(model.cfg.device)
+            latents = batch_latents(model, sae, site, part, cfg.skip_bos).cpu()
+            state = update_state(state, latents, start * context_len, context_len, cfg, generator)
+            bar.update(part.numel())
     return state
 
 
@@ -363,11 +367,13 @@ def compute_dashboards(
     tokens: Int[Tensor, "n_contexts pos"],
     cfg: DashboardConfig = DashboardConfig(),
     site: "HookSite | str | None" = None,
+    progress: bool = False,
 ) -> FeatureDashboards:
-    """Dashboards of every latent of `sae` over `tokens` (packed contexts), at its config's site unless given."""
+    """Dashboards of every latent of `sae` over `tokens` (packed contexts), at its config's site unless given;
+    a progress bar with ETA over the streaming pass if `progress`."""
     site = sae_site(sae, model, site)
     tokens = tokens.cpu()
-    state = stream_dashboards(model, sae, site, tokens, cfg)
+    state = stream_dashboards(model, sae, site, tokens, cfg, progress)
     logits, skipped = logit_effects(model, sae, site, cfg.n_logits)
     attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if site.kind.name == "attn_z" else None
     fires = state.fire_counts.double()

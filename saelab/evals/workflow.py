@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -78,13 +79,16 @@ def _stored_path(workspace: Workspace, path: Path) -> str:
 
 
 def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str, store,
-                run_id: str) -> tuple[int, int]:
+                run_id: str, stage: Callable[[str], None], progress: bool) -> tuple[int, int]:
     from saelab.evals.dashboard_rows import example_rows, feature_rows, vocab_strings
     from saelab.evals.features import DashboardConfig, compute_dashboards
 
     cfg = DashboardConfig(batch_size=request.batch_size, seed=request.seed)
+    stage(f"dashboards: tokenizing {request.dashboard_tokens:,} tokens of the training corpus")
     tokens = token_contexts(model.tokenizer, training_source(), request.dashboard_tokens, context_len, request.seed)
-    dash = compute_dashboards(model, sae, tokens, cfg)
+    stage(f"dashboards: {sae.cfg.d_sae:,} latents over {tokens.numel():,} tokens")
+    dash = compute_dashboards(model, sae, tokens, cfg, progress=progress)
+    stage("dashboards: building and storing rows")
     strings = vocab_strings(model.tokenizer, model.cfg.d_vocab)
     features, examples = feature_rows(dash, sae_id, strings), example_rows(dash, sae_id, strings, cfg)
     write_dashboards(store, sae_id, features, examples)
@@ -96,11 +100,14 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
     return len(features), len(examples)
 
 
-def run_eval(workspace: Workspace, request: EvalRequest, model=None) -> EvalOutcome:
+def run_eval(workspace: Workspace, request: EvalRequest, model=None,
+             stage: Callable[[str], None] = lambda text: None, progress: bool = False) -> EvalOutcome:
     """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store. `model`:
-    the model the request names, already loaded (a caller that holds it passes it on instead of loading it)."""
+    the model the request names, already loaded (a caller that holds it passes it on instead of loading it).
+    `stage(text)` is called as each stage starts; `progress` shows a bar with ETA over each long pass."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    stage(f"loading the SAE at {request.sae_path}" + (" and its model" if model is None else ""))
     sae, model, model_name = _load(request, model)
     path = Path(request.sae_path)
     sae_id = request.sae_id or path.resolve().name
@@ -109,15 +116,18 @@ def run_eval(workspace: Workspace, request: EvalRequest, model=None) -> EvalOutc
     run_id = store.start_run("eval", name=sae_id, config={**asdict(request), "model": model_name})
     try:
         ensure_sae_row(store, sae, sae_id, _stored_path(workspace, path), run_id)
+        stage(f"core metrics: tokenizing {request.n_tokens:,} held-out tokens")
         tokens = token_contexts(model.tokenizer, held_out_source(), request.n_tokens, context_len, request.seed)
         seconds["load"] = time.perf_counter() - start
-        core = evaluate_core(model, sae, tokens, CoreEvalConfig(batch_size=request.batch_size))
+        stage(f"core metrics on {tokens.numel():,} tokens (reconstruction, then CE/KL with the SAE spliced in)")
+        core = evaluate_core(model, sae, tokens, CoreEvalConfig(batch_size=request.batch_size), progress=progress)
         write_eval_metrics(store, core_metric_rows(core, sae_id, run_id))
         seconds["core"] = time.perf_counter() - start - seconds["load"]
         n_features = n_examples = 0
         if request.dashboards:
             begin = time.perf_counter()
-            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store, run_id)
+            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store, run_id, stage,
+                                                 progress)
             seconds["dashboards"] = time.perf_counter() - begin
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")

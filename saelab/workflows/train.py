@@ -13,7 +13,7 @@ from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
-from saelab.sae import SAEConfig, sae_paths
+from saelab.sae import SAEConfig, get_architecture, sae_paths
 from saelab.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -98,9 +98,11 @@ class TrainResult(NamedTuple):
 
 
 def sae_id_of(spec: SAESpec, run_hash: str) -> str:
-    """A readable, unique id: site, architecture, width, k, and a hash of the SAE and its training run."""
+    """A readable, unique id: site, architecture, width, k (only for architectures that use k), and a hash of
+    the SAE and its training run."""
     digest = hashlib.sha256(json.dumps([asdict(spec), run_hash], sort_keys=True).encode()).hexdigest()[:6]
-    return f"{spec.site}-{spec.architecture}-w{spec.width}-k{spec.k}-{digest}"
+    k = f"-k{spec.k}" if get_architecture(spec.architecture).uses_k else ""
+    return f"{spec.site}-{spec.architecture}-w{spec.width}{k}-{digest}"
 
 
 def build_sae_configs(spec: TrainSpec, model_cfg) -> dict[str, SAEConfig]:
@@ -295,5 +297,5 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
 def _sae_row(workspace: Workspace, run_id: str, sae_id: str, cfg: SAEConfig, directory: Path) -> dict:
     return {"sae_id": sae_id, "run_id": run_id, "model": cfg.model_name, "site": cfg.hook_site,
             "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
-            "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "vq") else None,
+            "k": cfg.k if get_architecture(cfg.architecture).uses_k else None,
             "config": asdict(cfg), "path": workspace.relative(directory)}
