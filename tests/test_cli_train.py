@@ -113,3 +113,21 @@ def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, ba
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and message in err, err
     assert tree_digest(ws) == before
+
+
+def test_flag_grid_sets_k_and_l1_only_where_the_architecture_uses_them():
+    import argparse
+
+    from saelab.cli.train import _arguments, spec_from_args
+    from saelab.workflows.train import SAESpec
+
+    parser = argparse.ArgumentParser()
+    _arguments(parser)
+    args = parser.parse_args(["--model", "saelab-random", "--sites", "1.resid_post", "--arch",
+                              "topk,relu_l1,relu_l1_anthropic,gated,jumprelu", "--k", "4,8", "--l1", "1,2"])
+    entries = spec_from_args(args).saes
+    grid = sorted((e.architecture, e.k, e.l1_coefficient) for e in entries)
+    default_k, default_l1 = SAESpec.k, SAESpec.l1_coefficient
+    assert grid == sorted([("topk", 4, default_l1), ("topk", 8, default_l1), ("jumprelu", default_k, default_l1),
+                           *[(arch, default_k, l1) for arch in ("relu_l1", "relu_l1_anthropic", "gated")
+                             for l1 in (1.0, 2.0)]])

@@ -8,8 +8,6 @@ from pathlib import Path
 from saelab.cli.main import UsageError, command
 from saelab.workspace import Workspace
 
-_USES_L1 = {"relu_l1", "relu_l1_anthropic", "gated"}
-
 
 class _ArchitectureNames:
     """The registered architectures as argparse `choices`, read only when needed: building the parser for any
@@ -84,9 +82,10 @@ def spec_from_args(args: argparse.Namespace):
 
     entries = []
     for site, arch, width, k, l1 in itertools.product(args.sites.split(","), args.arch, args.width, args.k, args.l1):
+        architecture = get_architecture(arch)
         entry = SAESpec(site=site.strip(), architecture=arch, width=width,
-                        k=k if get_architecture(arch).uses_k else SAESpec.k,
-                        l1_coefficient=l1 if arch in _USES_L1 else SAESpec.l1_coefficient)
+                        k=k if architecture.uses_k else SAESpec.k,
+                        l1_coefficient=l1 if architecture.uses_l1 else SAESpec.l1_coefficient)
         if entry not in entries:
             entries.append(entry)
     counts = {}

@@ -4,15 +4,15 @@ import dataclasses
 from pathlib import Path
 
 from saelab.db import ResultsStore
-from saelab.sae import SAE
+from saelab.sae import SAE, SAEConfig, get_architecture
 
 
-def sae_row(sae: SAE, sae_id: str, path: str, run_id: str | None) -> dict:
-    """A `saes` row for an SAE (the same fields `saelab train` writes)."""
-    cfg = sae.cfg
+def sae_row(cfg: SAEConfig, sae_id: str, path: str, run_id: str | None) -> dict:
+    """The `saes` row of an SAE with config `cfg` stored at `path` (the one builder of that row: `saelab train`
+    and `saelab eval` both write it); k only for architectures that use it."""
     return {"sae_id": sae_id, "run_id": run_id, "model": cfg.model_name, "site": cfg.hook_site,
             "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
-            "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "vq") else None,
+            "k": cfg.k if get_architecture(cfg.architecture).uses_k else None,
             "config": dataclasses.asdict(cfg), "path": path}
 
 
@@ -20,7 +20,7 @@ def ensure_sae_row(store: ResultsStore, sae: SAE, sae_id: str, path: str | Path,
     """Insert the SAE into `saes` unless a row with its id exists; returns whether it inserted."""
     if not store.select("saes", where={"sae_id": sae_id}, limit=1).empty:
         return False
-    store.insert("saes", [sae_row(sae, sae_id, str(path), run_id)])
+    store.insert("saes", [sae_row(sae.cfg, sae_id, str(path), run_id)])
     return True
 
 

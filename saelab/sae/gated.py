@@ -76,5 +76,6 @@ GATED = register_architecture(
         post_step_=unit_norm_decoder_,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
+        uses_l1=True,
     )
 )

@@ -72,6 +72,7 @@ RELU_L1 = register_architecture(
         post_step_=unit_norm_decoder_,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
+        uses_l1=True,
     )
 )
 
@@ -114,5 +115,6 @@ RELU_L1_ANTHROPIC = register_architecture(
         post_step_=no_post_step,
         apply_b_dec_to_input=False,
         unit_norm_decoder=False,
+        uses_l1=True,
     )
 )

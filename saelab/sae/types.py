@@ -102,6 +102,9 @@ class Architecture:
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
 
+    uses_l1: bool = False
+    """Whether SAEConfig.l1_coefficient matters (an L1 sparsity penalty)."""
+
     workspace: WorkspaceFn | None = None
     """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
     a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""

@@ -13,6 +13,7 @@ from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
+from saelab.evals.storage import sae_row
 from saelab.sae import SAEConfig, get_architecture, sae_paths
 from saelab.workspace import Workspace
 
@@ -248,7 +249,8 @@ def _train_run(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, 
         raise
     # replace, not insert: a run killed after recording its SAEs but before finishing records them again
     store.replace_rows("saes", {"run_id": run_id},
-                       [_sae_row(workspace, run_id, t.sae_id, configs[t.sae_id], t.paths.directory) for t in trained])
+                       [sae_row(configs[t.sae_id], t.sae_id, workspace.relative(t.paths.directory), run_id)
+                        for t in trained])
     store.finish_run(run_id, "done", f"{len(trained)} SAEs, {trained[0].tokens} tokens each; data: {data_note}")
     return TrainResult(run_id, [t.sae_id for t in trained], {t.sae_id: t.paths.directory for t in trained}, False)
 
@@ -292,10 +294,3 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
     resumed_step = int(checkpoint["step"]) if checkpoint is not None else 0
     store.delete_training_metrics_after(run_id, resumed_step)
     store.resume_run(run_id, f"resumed at step {resumed_step}")
-
-
-def _sae_row(workspace: Workspace, run_id: str, sae_id: str, cfg: SAEConfig, directory: Path) -> dict:
-    return {"sae_id": sae_id, "run_id": run_id, "model": cfg.model_name, "site": cfg.hook_site,
-            "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
-            "k": cfg.k if get_architecture(cfg.architecture).uses_k else None,
-            "config": asdict(cfg), "path": workspace.relative(directory)}
