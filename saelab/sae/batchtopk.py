@@ -13,17 +13,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import (
-    all_latents,
-    auxk_loss,
-    mse_loss,
-    tied_init,
-    top_dead_latents,
-    unit_norm_rows_,
-)
+from saelab.sae.functional import dense_output, tied_init, top_dead_latents, unit_norm_rows_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
-from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
+from saelab.sae.topk import topk_loss
+from saelab.sae.types import Architecture, InitialState, SAEOutput
 
 THRESHOLD_RATE = 0.01
 """After 1 / THRESHOLD_RATE steps the threshold estimate becomes a moving average with this rate."""
@@ -55,23 +49,7 @@ def batchtopk_forward(
 ) -> SAEOutput:
     pre = _relu_pre_acts(sae, x)
     acts = batch_topk(pre, sae.cfg.k)
-    aux_acts, aux_indices = top_dead_latents(pre, dead_mask, sae.cfg.n_auxk)
-    return SAEOutput(
-        x_hat=acts @ sae.W_dec + sae.b_dec,
-        acts=acts,
-        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
-        pre_acts=pre,
-        aux_acts=aux_acts,
-        aux_indices=aux_indices,
-    )
-
-
-def batchtopk_loss(
-    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
-) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
-    auxk = auxk_loss(x, out, sae.W_dec)
-    return LossOutput(mse + sae.cfg.auxk_coefficient * auxk, {"mse": mse, "auxk": auxk})
+    return dense_output(sae, x, pre, acts, top_dead_latents(pre, dead_mask, sae.cfg.n_auxk))
 
 
 def smallest_kept_activation(out: SAEOutput) -> float | None:
@@ -97,7 +75,7 @@ BATCHTOPK = register_architecture(
         init=batchtopk_init,
         encode=batchtopk_encode,
         forward=batchtopk_forward,
-        loss=batchtopk_loss,
+        loss=topk_loss,
         post_step_=batchtopk_post_step_,
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,

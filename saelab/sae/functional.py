@@ -324,6 +324,26 @@ def no_latents(batch: int, like: Tensor) -> tuple[Float[Tensor, "batch 0"], Int6
     return like.new_zeros(batch, 0), torch.zeros(batch, 0, dtype=torch.long, device=like.device)
 
 
+def dense_output(
+    sae: "SAE",
+    x: Float[Tensor, "batch d_in"],
+    pre_acts: Float[Tensor, "batch d_sae"],
+    acts: Float[Tensor, "batch d_sae"],
+    aux: tuple[Float[Tensor, "batch n_aux"], Int64[Tensor, "batch n_aux"]] | None = None,
+) -> SAEOutput:
+    """The forward output of a dense architecture: every latent listed, decoded by one matmul; `aux` is the
+    AuxK (acts, indices) pair, or None for architectures without AuxK."""
+    aux_acts, aux_indices = aux if aux is not None else no_latents(x.shape[0], x)
+    return SAEOutput(
+        x_hat=acts @ sae.W_dec + sae.b_dec,
+        acts=acts,
+        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
+        pre_acts=pre_acts,
+        aux_acts=aux_acts,
+        aux_indices=aux_indices,
+    )
+
+
 def dense_latents(out: SAEOutput, d_sae: int) -> Float[Tensor, "batch d_sae"]:
     """The latent activations of a forward output as a dense (batch, d_sae) matrix."""
     return out.acts.new_zeros(out.acts.shape[0], d_sae).scatter_add(1, out.indices, out.acts)

@@ -9,7 +9,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import all_latents, mse_loss, no_latents, random_unit_rows, unit_norm_decoder_
+from saelab.sae.functional import dense_output, mse_loss, random_unit_rows, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
@@ -44,15 +44,7 @@ def gated_forward(
     sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
     pi_gate, acts = _gate_and_acts(sae, x)
-    aux_acts, aux_indices = no_latents(x.shape[0], x)
-    return SAEOutput(
-        x_hat=acts @ sae.W_dec + sae.b_dec,
-        acts=acts,
-        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
-        pre_acts=pi_gate,
-        aux_acts=aux_acts,
-        aux_indices=aux_indices,
-    )
+    return dense_output(sae, x, pi_gate, acts)
 
 
 def gated_loss(

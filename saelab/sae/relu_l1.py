@@ -5,14 +5,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import (
-    all_latents,
-    mse_loss,
-    no_latents,
-    no_post_step,
-    tied_init,
-    unit_norm_decoder_,
-)
+from saelab.sae.functional import dense_output, mse_loss, no_post_step, tied_init, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
@@ -26,15 +19,7 @@ def _pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) ->
 def _forward(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> SAEOutput:
     pre = _pre_acts(sae, x, subtract_b_dec)
     acts = pre.relu()
-    aux_acts, aux_indices = no_latents(x.shape[0], x)
-    return SAEOutput(
-        x_hat=acts @ sae.W_dec + sae.b_dec,
-        acts=acts,
-        indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
-        pre_acts=pre,
-        aux_acts=aux_acts,
-        aux_indices=aux_indices,
-    )
+    return dense_output(sae, x, pre, acts)
 
 
 # ---------------------------------------------------------------- classic: unit-norm decoder, L1 on activations
