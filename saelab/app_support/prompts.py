@@ -1,13 +1,12 @@
 """The prompt explorer's computations: per-token top latents of an SAE on a typed prompt, and direct feature
 attribution (DFA) of an attention-output (attn_z) SAE latent over source positions and heads.
 
-Both are compositions of library pieces (`saelab.activations.collect`, `SAE.encode`); they live here until
-`saelab.evals` offers them.
+Both are compositions of library pieces (`saelab.activations.collect`, `SAE.encode`,
+`saelab.evals.attention.latent_dfa`).
 """
 
 from typing import NamedTuple
 
-import einops
 import torch
 from jaxtyping import Float, Int64
 from torch import Tensor
@@ -16,6 +15,7 @@ from transformer_lens import HookedTransformer
 from saelab.activations.collect import collect
 from saelab.activations.sites import HookSite
 from saelab.errors import SaelabError
+from saelab.evals.attention import encoder_matrix, latent_dfa
 from saelab.sae import SAE
 
 
@@ -83,27 +83,19 @@ class DirectFeatureAttribution(NamedTuple):
 @torch.no_grad()
 def attn_z_dfa(model: HookedTransformer, sae: SAE, site: HookSite, text: str, latent: int,
                position: int) -> DirectFeatureAttribution:
-    """DFA (Kissane et al., 2024) of `latent` of an attn_z SAE at `position` of `text`.
-
-    hook_z of head h at t is Σ_s A^h[t, s] v^h[s], and the encoder reads it linearly through the head's block
-    of W_enc, so the z-part of the pre-activation is the sum of the returned contributions.
-    """
+    """DFA (Kissane et al., 2024) of `latent` of an attn_z SAE at `position` of `text`, as computed by
+    `saelab.evals.attention.latent_dfa` (its terms sum to the pre-activation minus the bias term)."""
     if site.kind.name != "attn_z":
         raise SaelabError(f"DFA needs an SAE on an attn_z site, not {site}")
-    if not hasattr(sae, "W_enc"):
-        raise SaelabError(f"DFA needs an SAE with a linear encoder (W_enc); {sae.cfg.architecture!r} has none")
+    try:
+        encoder_matrix(sae)
+    except ValueError as exc:
+        raise SaelabError(str(exc)) from None
     if not 0 <= latent < sae.cfg.d_sae:
         raise SaelabError(f"latent {latent} is out of range: the SAE has latents 0..{sae.cfg.d_sae - 1}")
     tokens = prompt_tokens(model, text)
     if not 0 <= position < tokens.shape[0]:
         raise SaelabError(f"position {position} is out of range: the prompt has positions 0..{tokens.shape[0] - 1}")
-    layer = site.layer
-    _, cache = model.run_with_cache(tokens[None], stop_at_layer=layer + 1,
-                                    names_filter=[f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v"])
-    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, position, :]  # [n_heads, src]
-    v = cache[f"blocks.{layer}.attn.hook_v"][0]  # [src, n_heads, d_head]
-    w = einops.rearrange(sae.W_enc[:, latent].to(v.dtype), "(n_heads d_head) -> n_heads d_head",
-                         n_heads=model.cfg.n_heads)
-    per_source = einops.einsum(v, w, "src n_heads d_head, n_heads d_head -> src n_heads")
-    contributions = per_source * pattern.t()
-    return DirectFeatureAttribution(contributions.float(), list(model.to_str_tokens(tokens)), position)
+    destination = torch.tensor([position], device=tokens.device)
+    result = latent_dfa(model, sae, site.layer, tokens[None], latent, destination)
+    return DirectFeatureAttribution(result.contributions[0].t().float(), list(model.to_str_tokens(tokens)), position)
