@@ -14,6 +14,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from saelab.registry import Registry
+
 Transform = Callable[[Tensor, HookedTransformer, int], Tensor]
 """(hook tensor, model, layer) -> activation of shape [batch, pos, *feature_shape]."""
 
@@ -91,22 +93,17 @@ class SiteKind:
         return f"SiteKind({self.name!r})"
 
 
-SITE_KINDS: dict[str, SiteKind] = {}
+SITE_KINDS: Registry[SiteKind] = Registry("site kind")
 
 
 def register_site_kind(kind: SiteKind) -> SiteKind:
     """Add a kind to the registry; a name registered twice is an error."""
-    if kind.name in SITE_KINDS:
-        raise ValueError(f"site kind {kind.name!r} is already registered")
-    SITE_KINDS[kind.name] = kind
-    return kind
+    return SITE_KINDS.register(kind.name, kind)
 
 
 def get_site_kind(name: str) -> SiteKind:
-    try:
-        return SITE_KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown site kind {name!r}; valid kinds: {', '.join(SITE_KINDS)}") from None
+    """The registered site kind called `name`."""
+    return SITE_KINDS.lookup(name)
 
 
 def _d_model(cfg: HookedTransformerConfig) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 from saelab.errors import SaelabError
+from saelab.registry import Registry
 from saelab.workspace import Workspace
 
 
@@ -33,16 +34,14 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace, Workspace], int]
 
 
-_COMMANDS: dict[str, Command] = {}
+_COMMANDS: Registry[Command] = Registry("subcommand")
 
 
 def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
     """Register `run(args, workspace) -> exit code` as the subcommand `name`."""
 
     def register(run: Callable[[argparse.Namespace, Workspace], int]):
-        if name in _COMMANDS:
-            raise ValueError(f"subcommand {name!r} is already registered")
-        _COMMANDS[name] = Command(name, help, add_arguments, run)
+        _COMMANDS.register(name, Command(name, help, add_arguments, run))
         return run
 
     return register

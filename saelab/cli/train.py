@@ -17,7 +17,7 @@ class _ArchitectureNames:
     def names(self) -> list[str]:
         from saelab.sae import ARCHITECTURES
 
-        return sorted(ARCHITECTURES)
+        return ARCHITECTURES.names()
 
     def __iter__(self):
         return iter(self.names())

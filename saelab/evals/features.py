@@ -35,6 +35,7 @@ from saelab.activations.sites import HookSite
 from saelab.evals.attention import head_attribution
 from saelab.evals.core import keep_mask
 from saelab.evals.splice import capturing_hook, sae_site
+from saelab.registry import Registry
 from saelab.sae import SAE
 
 
@@ -263,15 +264,12 @@ def update_state(
 ResidualMap = Callable[[Float[Tensor, "d_sae d_in"], HookedTransformer, int], Float[Tensor, "d_sae d_model"]]
 """(W_dec, model, layer) -> the latents' decoder directions written into the residual stream."""
 
-RESIDUAL_MAPS: dict[str, ResidualMap] = {}
+RESIDUAL_MAPS: Registry[ResidualMap] = Registry("residual map for site kind")
 
 
 def register_residual_map(kind: str, residual_map: ResidualMap) -> ResidualMap:
     """Say how a site kind's decoder directions reach the residual stream; twice for one kind is an error."""
-    if kind in RESIDUAL_MAPS:
-        raise ValueError(f"a residual map for site kind {kind!r} is already registered")
-    RESIDUAL_MAPS[kind] = residual_map
-    return residual_map
+    return RESIDUAL_MAPS.register(kind, residual_map)
 
 
 def _in_residual(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:

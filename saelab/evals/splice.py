@@ -14,20 +14,18 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from saelab.activations.sites import HookSite
+from saelab.registry import Registry
 from saelab.sae import SAE
 
 WriteBack = Callable[[Float[Tensor, "batch pos d_in"], HookedTransformer], Tensor]
 """(SAE-shaped activation, model) -> the tensor to return from the site's hook."""
 
-WRITE_BACKS: dict[str, WriteBack] = {}
+WRITE_BACKS: Registry[WriteBack] = Registry("write-back for site kind")
 
 
 def register_write_back(kind: str, write_back: WriteBack) -> WriteBack:
     """Say how a site kind's SAE-shaped activation goes back into its hook; a kind registered twice is an error."""
-    if kind in WRITE_BACKS:
-        raise ValueError(f"a write-back for site kind {kind!r} is already registered")
-    WRITE_BACKS[kind] = write_back
-    return write_back
+    return WRITE_BACKS.register(kind, write_back)
 
 
 def _same_shape(acts: Tensor, model: HookedTransformer) -> Tensor:

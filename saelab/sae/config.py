@@ -74,14 +74,12 @@ class SAEConfig:
     def __post_init__(self) -> None:
         from saelab.sae.registry import ARCHITECTURES  # the registry imports nothing from here at import time
 
-        if self.architecture not in ARCHITECTURES:
-            known = ", ".join(sorted(ARCHITECTURES))
-            raise ValueError(f"unknown SAE architecture {self.architecture!r}; choose one of: {known}")
+        architecture = ARCHITECTURES.lookup(self.architecture)
         if self.d_in <= 0:
             raise ValueError(f"d_in must be positive, got {self.d_in}")
         if self.d_sae <= 0:
             raise ValueError(f"d_sae must be positive, got {self.d_sae}")
-        if ARCHITECTURES[self.architecture].uses_k and not 1 <= self.k <= self.d_sae:
+        if architecture.uses_k and not 1 <= self.k <= self.d_sae:
             raise ValueError(
                 f"k must be between 1 and d_sae={self.d_sae} for {self.architecture!r}, got {self.k}"
             )

@@ -1,21 +1,16 @@
-"""The architecture registry: a dict that refuses duplicate names."""
+"""The architecture registry: every SAE architecture, by name (adding one is registering it here, from its module)."""
 
+from saelab.registry import Registry
 from saelab.sae.types import Architecture
 
-ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES: Registry[Architecture] = Registry("SAE architecture")
 
 
 def register_architecture(architecture: Architecture) -> Architecture:
     """Add an architecture under its name; a second one with the same name is refused."""
-    if architecture.name in ARCHITECTURES:
-        raise ValueError(f"SAE architecture {architecture.name!r} is already registered")
-    ARCHITECTURES[architecture.name] = architecture
-    return architecture
+    return ARCHITECTURES.register(architecture.name, architecture)
 
 
 def get_architecture(name: str) -> Architecture:
     """The registered architecture called `name`."""
-    if name not in ARCHITECTURES:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise ValueError(f"unknown SAE architecture {name!r}; choose one of: {known}")
-    return ARCHITECTURES[name]
+    return ARCHITECTURES.lookup(name)
