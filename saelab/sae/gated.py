@@ -69,5 +69,6 @@ GATED = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_l1=True,
+        saelens_name="gated",
     )
 )

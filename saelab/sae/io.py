@@ -22,7 +22,7 @@ from saelab.fields import check_field_types
 from saelab.sae.batchtopk import batchtopk_to_jumprelu
 from saelab.sae.config import SAEConfig
 from saelab.sae.model import SAE
-from saelab.sae.registry import get_architecture
+from saelab.sae.registry import ARCHITECTURES, get_architecture
 
 FORMAT_VERSION = 1
 
@@ -147,16 +147,6 @@ def load_sae(directory: str | os.PathLike[str], device: str | torch.device = "cp
 
 # ---------------------------------------------------------------- SAELens on-disk format
 
-SAELENS_ARCHITECTURES = {
-    "relu_l1": "standard",
-    "relu_l1_anthropic": "standard",
-    "topk": "topk",
-    "jumprelu": "jumprelu",
-    "gated": "gated",
-}
-"""saelab architecture -> SAELens architecture. "batchtopk" is exported as "jumprelu"; "vq" has no equivalent."""
-
-
 def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
     return {name: t.detach() for name, t in sae.named_parameters()}
 
@@ -164,7 +154,7 @@ def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
 def _saelens_cfg(sae: SAE) -> dict[str, Any]:
     cfg = sae.cfg
     fields: dict[str, Any] = {
-        "architecture": SAELENS_ARCHITECTURES[cfg.architecture],
+        "architecture": sae.architecture.saelens_name,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
@@ -180,7 +170,7 @@ def _saelens_cfg(sae: SAE) -> dict[str, Any]:
             "saelab_hook_site": cfg.hook_site,
         },
     }
-    if cfg.architecture == "topk":
+    if sae.architecture.uses_k:
         fields.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
     return fields
 
@@ -190,7 +180,7 @@ def export_saelens(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
     `sae_lens.SAE.load_from_disk`. BatchTopK SAEs are written as JumpReLU SAEs with their threshold."""
     if sae.cfg.architecture == "batchtopk":
         sae = batchtopk_to_jumprelu(sae)
-    if sae.cfg.architecture not in SAELENS_ARCHITECTURES:
+    if sae.architecture.saelens_name is None:
         raise ValueError(f"SAELens has no equivalent of the {sae.cfg.architecture!r} architecture")
     paths = saelens_paths(directory)
     paths.directory.mkdir(parents=True, exist_ok=True)
@@ -201,10 +191,11 @@ def export_saelens(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
 
 def _saelab_architecture(fields: dict[str, Any], source: Path) -> str:
     saelens_arch = fields.get("architecture", "standard")
-    if saelens_arch == "standard":
-        return "relu_l1" if fields.get("apply_b_dec_to_input", True) else "relu_l1_anthropic"
-    if saelens_arch in ("topk", "jumprelu", "gated"):
-        return saelens_arch
+    same = [arch for arch in ARCHITECTURES.values() if arch.saelens_name == saelens_arch]
+    if len(same) > 1:  # e.g. SAELens' "standard": saelab's classic and Anthropic ReLU SAEs
+        same = [arch for arch in same if arch.apply_b_dec_to_input == fields.get("apply_b_dec_to_input", True)]
+    if len(same) == 1:
+        return same[0].name
     raise ValueError(f"{source}: SAELens architecture {saelens_arch!r} has no saelab equivalent")
 
 

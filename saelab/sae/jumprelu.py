@@ -106,5 +106,6 @@ JUMPRELU = register_architecture(
         post_step_=unit_norm_decoder_,
         apply_b_dec_to_input=False,
         unit_norm_decoder=True,
+        saelens_name="jumprelu",
     )
 )

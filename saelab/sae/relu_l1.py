@@ -58,6 +58,7 @@ RELU_L1 = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_l1=True,
+        saelens_name="standard",
     )
 )
 
@@ -101,5 +102,6 @@ RELU_L1_ANTHROPIC = register_architecture(
         apply_b_dec_to_input=False,
         unit_norm_decoder=False,
         uses_l1=True,
+        saelens_name="standard",
     )
 )

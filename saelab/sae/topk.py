@@ -70,5 +70,6 @@ TOPK = register_architecture(
         unit_norm_decoder=True,
         uses_k=True,
         default_lr=3e-3,
+        saelens_name="topk",
     )
 )

@@ -105,6 +105,11 @@ class Architecture:
     uses_l1: bool = False
     """Whether SAEConfig.l1_coefficient matters (an L1 sparsity penalty)."""
 
+    saelens_name: str | None = None
+    """SAELens' name of the same architecture ("standard", "topk", "jumprelu", "gated"), used to export and
+    import SAELens files; None: SAELens has no equivalent. Several entries may share a name when
+    `apply_b_dec_to_input` tells them apart."""
+
     workspace: WorkspaceFn | None = None
     """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
     a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""
