@@ -67,18 +67,18 @@ def pre_activation(sae: SAE, z_flat: Float[Tensor, "n d_in"], latent: int) -> Fl
 
 
 def dfa(
-    pattern: Float[Tensor, "n_heads n_source"],
-    v: Float[Tensor, "n_source n_heads d_head"],
+    pattern: Float[Tensor, "*batch n_heads n_source"],
+    v: Float[Tensor, "*batch n_source n_heads d_head"],
     W_enc_column: Float[Tensor, " d_in"],
-) -> Float[Tensor, "n_heads n_source"]:
+) -> Float[Tensor, "*batch n_heads n_source"]:
     """DFA of one latent at one destination token: A^h[t, s] · v^h[s] · W_enc[block h, i] per head and source.
 
     `pattern` is the destination token's attention row of each head, `v` the value vectors of the source
-    tokens, `W_enc_column` the latent's encoder column (n_heads * d_head).
+    tokens, `W_enc_column` the latent's encoder column (n_heads * d_head); any leading axes are prompts.
     """
-    n_heads = pattern.shape[0]
+    n_heads = pattern.shape[-2]
     w = einops.rearrange(W_enc_column, "(n_heads d_head) -> n_heads d_head", n_heads=n_heads)
-    return einops.einsum(pattern, v, w, "h s, s h d, h d -> h s")
+    return einops.einsum(pattern, v, w, "... h s, ... s h d, h d -> ... h s")
 
 
 class HeadSummary(NamedTuple):
@@ -177,8 +177,7 @@ def latent_dfa(
     pattern = cache[names[0]][rows, :, destination]  # batch n_heads n_source
     v = cache[names[1]]  # batch n_source n_heads d_head
     W = encoder_matrix(sae)[:, latent].to(v.dtype)
-    w = einops.rearrange(W, "(n_heads d_head) -> n_heads d_head", n_heads=model.cfg.n_heads)
-    contributions = einops.einsum(pattern, v, w, "b h s, b s h d, h d -> b h s")
+    contributions = dfa(pattern, v, W)
     z = einops.rearrange(cache[names[2]][rows, destination], "b h d -> b (h d)")
     bias = float(dfa_bias(sae, latent))
     return LatentDFA(contributions, pre_activation(sae, z.to(W.dtype), latent), bias)
