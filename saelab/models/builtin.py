@@ -44,3 +44,9 @@ def register_builtin_models() -> None:
         trained_on="Python standard library source + IOI, greater-than and docstring text",
         directory=models_dir / "saelab-tiny-attn",
     ))
+    register_model(BundledModel(
+        name="saelab-ioi-siit",
+        description="3 layers, d_model 64, 4 heads, d_mlp 128, saelab-tiny tokenizer; IOI circuit known by construction",
+        trained_on="IOI prompts (saelab's generator, 12 of 15 templates) with SIIT losses (training/train_siit.py)",
+        directory=models_dir / "saelab-ioi-siit",
+    ))

@@ -1,0 +1,162 @@
+"""saelab-ioi-siit: the high-level causal model, the committed circuit file, and a re-check of a sample of the
+construction checks on the committed weights (fresh seeds, held-out templates)."""
+
+import json
+
+import pytest
+import torch
+
+from saelab.circuits.graph import Graph, Node
+from saelab.circuits.io import find_ground_truth
+from saelab.circuits.patching import metric_means, node_effects
+from saelab.circuits.problem import problem_from_task
+from saelab.circuits.siit import (
+    HELD_OUT_TEMPLATE_SPLIT,
+    TRAIN_SPLIT,
+    AlignedNode,
+    Patch,
+    Spec,
+    encode_specs,
+    high_level_output,
+    interchange_accuracy,
+    name_output,
+    non_aligned_units,
+    patch_unit,
+    sample_pairs,
+    strict_accuracy,
+    task_accuracy,
+)
+from saelab.models import bundled_models, load_model, read_model_card
+from saelab.models.io import model_files
+from saelab.models.registry import get_bundled
+from saelab.models.tokenizer import load_tokenizer
+from saelab.tasks import get_task
+
+NAME = "saelab-ioi-siit"
+
+
+def _available(name: str) -> bool:
+    return any(m.name == name and m.available for m in bundled_models())
+
+
+needs_siit = pytest.mark.skipif(not _available(NAME), reason=f"{NAME} has not been trained yet")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    name = "saelab-tiny"
+    return load_tokenizer(model_files(get_bundled(name).directory).tokenizer, name=name)
+
+
+@pytest.fixture(scope="module")
+def siit():
+    torch.set_num_threads(1)
+    return load_model(NAME)
+
+
+@pytest.fixture(scope="module")
+def alignment(siit):
+    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    return [AlignedNode.from_json(a) for a in truth.meta["alignment"]]
+
+
+# --- the high-level model (no weights needed) ---------------------------------------------------------------
+
+
+def test_dup_names_the_slot_that_s2_repeats(tokenizer):
+    specs = [Spec(t, order, ("Mary", "John", "Mary"), "store", "ring") for t in (0, 5, 14) for order in ("ABB", "BAB")]
+    rows = encode_specs(tokenizer, specs)
+    idx = torch.arange(len(specs))
+    # The name at slot DUP is the token at S2 (the subject); the other slot holds the indirect object.
+    assert torch.equal(rows.slot_names[idx, rows.dup], rows.tokens[idx, rows.s2])
+    io = tokenizer.encode(" John", add_special_tokens=False)[0]
+    assert torch.equal(rows.slot_names[idx, 1 - rows.dup], torch.full((len(specs),), io))
+    assert rows.dup.tolist() == [1, 0] * 3
+
+
+def test_high_level_outputs_under_interventions(tokenizer):
+    specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+             Spec(0, "BAB", ("Kevin", "Laura", "Kevin"), "store", "ring")]
+    base, source = encode_specs(tokenizer, specs[:1]), encode_specs(tokenizer, specs[1:])
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("Mary", "John", "Laura")}
+    assert high_level_output(base, source, None).ids[0].tolist() == [tid["John"]] * 2
+    # The source's subject sits in the other slot: patching DUP or S-INH makes the base's subject the answer.
+    assert high_level_output(base, source, "DUP").ids[0].tolist() == [tid["Mary"]] * 2
+    assert high_level_output(base, source, "S-INH").ids[0].tolist() == [tid["Mary"]] * 2
+    # Patching NAME carries the source's answer, a name the base prompt does not contain.
+    assert high_level_output(base, source, "NAME").ids[0].tolist() == [tid["Laura"]] * 2
+    both = name_output(base, torch.tensor([-1]))
+    assert sorted(both.ids[0].tolist()) == sorted(base.slot_names[0].tolist())
+    assert both.weights.sum().item() == pytest.approx(1.0)
+
+
+def test_held_out_split_is_disjoint_from_training():
+    assert not set(HELD_OUT_TEMPLATE_SPLIT.templates) & set(TRAIN_SPLIT.templates)
+
+
+# --- the committed model --------------------------------------------------------------------------------------
+
+
+@needs_siit
+def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignment):
+    assert NAME in {m.name for m in bundled_models()}
+    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    assert truth.meta["kind"] == "by construction"
+    assert {a.node for a in alignment} == {n.name for n in truth.nodes}
+    assert len({a.layer for a in alignment}) >= 3
+    head_edges = [e for e in truth.edges if e.sender.kind == "head" and e.receiver.node.kind == "head"]
+    assert len(head_edges) >= 2
+    n_heads = siit.cfg.n_layers * siit.cfg.n_heads
+    assert len(truth.nodes) <= n_heads / 2 and not any(n.kind == "mlp" for n in truth.nodes)
+    card = read_model_card(get_bundled(NAME).directory)
+    assert card["construction_checks"] == json.loads(json.dumps(truth.meta["construction_checks"]))
+
+
+@needs_siit
+def test_task_interchange_and_strict_hold_on_held_out_templates(siit, alignment, tokenizer):
+    pairs = sample_pairs(tokenizer, HELD_OUT_TEMPLATE_SPLIT, 96, seed=123_457)
+    assert task_accuracy(siit, pairs) >= 0.95
+    for node in alignment:
+        assert interchange_accuracy(siit, pairs, node) >= 0.9, node.variable
+    abc = sample_pairs(tokenizer, HELD_OUT_TEMPLATE_SPLIT, 96, seed=123_458, abc_share=0.5)
+    assert strict_accuracy(siit, abc, alignment) >= 0.9
+
+
+@needs_siit
+def test_interchange_fails_for_a_wrongly_aligned_head(siit, alignment, tokenizer):
+    """The interchange check can fail: the same check on a non-aligned head is near chance."""
+    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, 64, seed=99)
+    name = next(a for a in alignment if a.variable == "NAME")
+    wrong = AlignedNode("NAME", name.layer, (name.head + 1) % siit.cfg.n_heads, "end", "a head outside")
+    assert interchange_accuracy(siit, pairs, wrong) < 0.2
+
+
+@needs_siit
+def test_resample_ablation_sample(siit, alignment, tokenizer):
+    """Circuit heads move the IOI metric by > 20% of the gap; a non-circuit head or MLP by little."""
+    task = get_task("ioi")
+    data = task.generate(tokenizer, 64, seed=4242, vocabulary="tiny")
+    problem = problem_from_task(task, data)
+    clean, corrupted = metric_means(siit, problem)
+    gap = clean - corrupted
+    assert gap > 1.0
+    circuit = [Node(a.layer, "head", a.head) for a in alignment]
+    outside = [Node(0, "mlp"), Node(1, "mlp"), Node(2, "mlp"), Node(1, "head", (alignment[1].head + 1) % 4)]
+    effects = node_effects(siit, problem, "resample", circuit + outside)
+    for node in circuit:
+        assert abs(effects[node]) > 0.2 * gap, node.name
+    for node in outside:
+        assert abs(effects[node]) < 0.05 * gap, node.name
+
+
+def test_strict_units_leave_the_aligned_positions_alone(random_model, tokenizer):
+    alignment = [AlignedNode("DUP", 0, 2, "S2", "x"), AlignedNode("NAME", 1, 3, "end", "y")]
+    rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring")])
+    patch = Patch.empty(random_model, *rows.tokens.shape)
+    units = non_aligned_units(random_model, alignment)
+    for unit in units:
+        patch_unit(patch, 0, unit, rows, alignment)
+    assert len(units) == random_model.cfg.n_layers * (random_model.cfg.n_heads + 1)
+    assert not patch.z[0][0, rows.s2[0], 2] and patch.z[0][0, rows.end[0], 2]
+    assert not patch.z[1][0, rows.end[0], 3] and patch.z[1][0, rows.s2[0], 3]
+    assert patch.z[0][0, :, 0].all() and patch.mlp[1][0].all()
