@@ -231,6 +231,8 @@ def train(cfg: SIITConfig) -> HookedTransformer:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
+        if (state["stopped"] or "").startswith("time limit") and state["elapsed_s"] < cfg.time_limit_min * 60:
+            state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -438,12 +440,13 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name", default=SIITConfig.name)
     parser.add_argument("--seed", type=int, default=SIITConfig.seed)
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
+    parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--time-limit-min", type=float, default=SIITConfig.time_limit_min)
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
     args = parser.parse_args(argv)
-    cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, time_limit_min=args.time_limit_min, batch=args.batch,
+    cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight, time_limit_min=args.time_limit_min, batch=args.batch,
                      eval_every=args.eval_every)
     return cfg, args
 
