@@ -78,13 +78,18 @@ def test_high_level_outputs_under_interventions(tokenizer):
     specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
              Spec(0, "BAB", ("Kevin", "Laura", "Kevin"), "store", "ring")]
     base, source = encode_specs(tokenizer, specs[:1]), encode_specs(tokenizer, specs[1:])
-    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("Mary", "John", "Laura")}
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("John", "Laura")}
     assert high_level_output(base, source, None).ids[0].tolist() == [tid["John"]] * 2
-    # The source's subject sits in the other slot: patching DUP or S-INH makes the base's subject the answer.
-    assert high_level_output(base, source, "DUP").ids[0].tolist() == [tid["Mary"]] * 2
-    assert high_level_output(base, source, "S-INH").ids[0].tolist() == [tid["Mary"]] * 2
-    # Patching NAME carries the source's answer, a name the base prompt does not contain.
-    assert high_level_output(base, source, "NAME").ids[0].tolist() == [tid["Laura"]] * 2
+    # Every variable relays DUP's value, so patching any of them from the source gives the source's indirect object,
+    # a name the base prompt does not contain.
+    for variable in ("DUP", "S-INH", "NAME"):
+        assert high_level_output(base, source, variable).ids[0].tolist() == [tid["Laura"]] * 2
+    with pytest.raises(ValueError, match="unknown high-level variable"):
+        high_level_output(base, source, "S")
+    abc = encode_specs(tokenizer, [Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring")])
+    assert abc.dup.tolist() == [-1]
+    relayed = high_level_output(base, abc, "S-INH")
+    assert sorted(relayed.ids[0].tolist()) == sorted(abc.slot_names[0].tolist()) and relayed.ids[0, 0] != relayed.ids[0, 1]
     both = name_output(base, torch.tensor([-1]))
     assert sorted(both.ids[0].tolist()) == sorted(base.slot_names[0].tolist())
     assert both.weights.sum().item() == pytest.approx(1.0)
@@ -155,7 +160,7 @@ def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, toke
     outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (alignment[1].head + 1) % siit.cfg.n_heads)]
     effects = node_effects(siit, problem, "resample", circuit + outside)
     for node, value in effects.items():
-        assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.1), node.name
+        assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
     if card["construction_checks"]["passed"]["each_circuit_node>0.20"]:
         assert all(abs(effects[n]) > 0.2 * gap for n in circuit)
 

@@ -65,13 +65,14 @@ log = logging.getLogger("train_siit")
 ROOT = Path(__file__).resolve().parent.parent
 
 ALIGNMENT = (
-    AlignedNode("DUP", 0, 2, "S2", "which earlier name slot (0 first, 1 second, -1 none) the name at S2 repeats"),
-    AlignedNode("S-INH", 1, 1, "end", "DUP, moved from S2 to END: the slot of the subject"),
-    AlignedNode("NAME", 2, 3, "end", "the answer: the name at slot 1 - S-INH (both names at 1/2 when S-INH is -1)"),
+    AlignedNode("DUP", 0, 2, "S2", "the earlier name the name at S2 does not repeat (the indirect object); both "
+                "earlier names at 1/2 when it repeats neither (ABC)"),
+    AlignedNode("S-INH", 1, 1, "end", "DUP, moved from S2 to END"),
+    AlignedNode("NAME", 2, 3, "end", "S-INH, written to the output (the answer)"),
 )
 CIRCUIT_EDGES = (
     "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q", "input->1.1.k",
-    "1.1->2.3.q", "input->2.3.k", "input->2.3.v", "2.3->logits",
+    "1.1->2.3.v", "input->2.3.q", "input->2.3.k", "2.3->logits",
 )
 """The edges the high-level model's data flow implies (head → head edges are the ones SIIT constrains)."""
 
@@ -104,6 +105,8 @@ class SIITConfig:
     time_limit_min: float = 60.0
     checkpoint_every_s: float = 120.0
     threads: int = 1
+    init_from: str | None = None
+    """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -234,6 +237,9 @@ def train(cfg: SIITConfig) -> HookedTransformer:
         if (state["stopped"] or "").startswith("time limit") and state["elapsed_s"] < cfg.time_limit_min * 60:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
+    elif cfg.init_from is not None:
+        model.load_state_dict(torch.load(cfg.init_from, weights_only=False)["model"])
+        log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
     while state["stopped"] is None:
@@ -445,8 +451,11 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from another run's checkpoint weights (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
-    cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight, time_limit_min=args.time_limit_min, batch=args.batch,
+    cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight,
+                     init_from=None if args.init_from is None else str(args.init_from), time_limit_min=args.time_limit_min, batch=args.batch,
                      eval_every=args.eval_every)
     return cfg, args
 

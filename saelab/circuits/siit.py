@@ -1,14 +1,16 @@
 """Strict interchange intervention training (SIIT, Gupta et al. 2024, InterpBench) for IOI: the high-level causal
 model, the prompt splits, patched forward passes and the construction checks of a model trained with it.
 
-High-level causal model (Wang et al.'s circuit shape, positional S-inhibition signal):
+High-level causal model (Wang et al.'s circuit shape: a stage at S2 that reads the repeated name, a stage that
+moves its result to END, a stage that writes the answer), a relay of the indirect object's identity:
 
-* DUP at S2: which earlier name slot the token at S2 repeats: 0 (the first name of "[X] and [Y]"), 1 (the
-  second), or -1 (none: an ABC prompt).
-* S-INH at END: the value of DUP, read from S2.
-* NAME at END: the answer: the name at the other slot (slot 1 − S-INH); both slots' names equally when S-INH is
-  -1. The output is NAME.
+* DUP at S2: the earlier name that the name at S2 does not repeat (the indirect object); both earlier names at ½
+  each when S2 repeats neither (an ABC prompt).
+* S-INH at END: DUP, moved from S2 to END.
+* NAME at END: S-INH, written to the output. The output is NAME.
 
+Patching any of the three from a source prompt therefore makes the output the source's value (the source's
+indirect object), whatever the base prompt says; patching anything else must change nothing.
 Each variable is aligned to one attention head at one named position (`AlignedNode`); every other head, every
 MLP and the aligned heads at every other position are non-aligned: patching them must not change the output.
 """
@@ -111,7 +113,7 @@ class IOIRows(NamedTuple):
     slot_names: Int[Tensor, "n 2"]
     """Token ids of the names at the first and second name slots ("[X] and [Y]")."""
     dup: Int[Tensor, " n"]
-    """DUP: 0 / 1 = S2 repeats the first / second slot's name; -1 = no repeat (ABC)."""
+    """Which slot S2 repeats: 0 / 1 = the first / second slot's name; -1 = neither (ABC)."""
     templates: tuple[int, ...]
 
 
@@ -167,24 +169,29 @@ class Target(NamedTuple):
     weights: Float[Tensor, "n 2"]
 
 
-def name_output(rows: IOIRows, s_inh: Int[Tensor, " n"]) -> Target:
-    """NAME given S-INH: the other slot's name; both slots' names at ½ each when S-INH is -1."""
-    other = (1 - s_inh.clamp(min=0))[:, None]
+def name_output(rows: IOIRows, repeated: Int[Tensor, " n"]) -> Target:
+    """The name at the slot S2 does not repeat (slot 1 − `repeated`); both slots' names at ½ each when `repeated`
+    is -1."""
+    other = (1 - repeated.clamp(min=0))[:, None]
     picked = rows.slot_names.gather(1, other).expand(-1, 2)
-    none = (s_inh < 0)[:, None]
+    none = (repeated < 0)[:, None]
     ids = torch.where(none, rows.slot_names, picked)
     return Target(ids, torch.full(ids.shape, 0.5))
 
 
+VARIABLES = ("DUP", "S-INH", "NAME")
+
+
 def high_level_output(base: IOIRows, source: IOIRows, variable: str | None) -> Target:
-    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no change)."""
+    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no change).
+
+    Every variable carries the same value (DUP's), so setting any of them from `source` makes the output the
+    source's DUP value."""
     if variable is None:
         return name_output(base, base.dup)
-    if variable in ("DUP", "S-INH"):
-        return name_output(base, source.dup)
-    if variable == "NAME":
+    if variable in VARIABLES:
         return name_output(source, source.dup)
-    raise ValueError(f"unknown high-level variable {variable!r}; expected DUP, S-INH or NAME")
+    raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
 
 
 def target_loss(logits: Float[Tensor, "n d_vocab"], target: Target) -> Float[Tensor, " n"]:
