@@ -39,6 +39,7 @@ from saelab.circuits.siit import (
     HELD_OUT_WORD_SPLIT,
     TRAIN_SPLIT,
     AlignedNode,
+    IOISplit,
     Patch,
     Target,
     dataset_rows,
@@ -59,6 +60,7 @@ from saelab.circuits.siit import (
 from saelab.models import load_model, save_model
 from saelab.models.tokenizer import load_tokenizer
 from saelab.paths import data_dir
+from saelab.tasks.ioi import BABA_TEMPLATES
 from saelab.tasks.registry import get_task
 
 log = logging.getLogger("train_siit")
@@ -75,6 +77,13 @@ CIRCUIT_EDGES = (
     "1.1->2.3.v", "input->2.3.q", "input->2.3.k", "2.3->logits",
 )
 """The edges the high-level model's data flow implies (head → head edges are the ones SIIT constrains)."""
+DESIGN_HISTORY = (
+    "A first high-level model carried Wang et al.'s positional S-inhibition signal (DUP and S-INH = the slot of "
+    "the subject, NAME = the name at the other slot). In three runs (lr 2e-3 and 3e-3, IIT weight 1 and 3, "
+    "600-1600 steps) the task reached 0.94-0.99 and NAME interchange 0.39-0.87, but DUP and S-INH interchange "
+    "stayed at chance (0.42-0.54): head 0.2 at S2 attended to the indirect object (0.99 of its attention), and "
+    "the name mover read it from S2. The high-level model was changed to that relay."
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,8 @@ class SIITConfig:
     time_limit_min: float = 60.0
     checkpoint_every_s: float = 120.0
     threads: int = 1
+    hold_out_templates: bool = True
+    """Keep templates 3, 8, 14 out of training (False: train on all 15; only places/objects are held out)."""
     init_from: str | None = None
     """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
 
@@ -115,6 +126,12 @@ class SIITConfig:
             raise ValueError(f"abc_share must be in [0, 1), got {self.abc_share}")
         if not 0 < self.stop_at <= 1:
             raise ValueError(f"stop_at must be in (0, 1], got {self.stop_at}")
+
+    @property
+    def train_split(self) -> IOISplit:
+        if self.hold_out_templates:
+            return TRAIN_SPLIT
+        return IOISplit(tuple(range(len(BABA_TEMPLATES))), TRAIN_SPLIT.names, TRAIN_SPLIT.places, TRAIN_SPLIT.objects)
 
     @property
     def run_dir(self) -> Path:
@@ -150,10 +167,11 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     bases, sources, groups = [], [], []
     for group in GROUPS:
         for _ in range(cfg.batch):
-            template = rng.choice(TRAIN_SPLIT.templates)
+            split = cfg.train_split
+            template = rng.choice(split.templates)
             abc_base = group == "task" and rng.random() < cfg.abc_share
-            bases.append(sample_spec(rng, TRAIN_SPLIT, template, abc=abc_base))
-            sources.append(sample_spec(rng, TRAIN_SPLIT, template, abc=rng.random() < cfg.abc_share))
+            bases.append(sample_spec(rng, split, template, abc=abc_base))
+            sources.append(sample_spec(rng, split, template, abc=rng.random() < cfg.abc_share))
             groups.append(group)
     base, source = encode_specs(tok, bases), encode_specs(tok, sources)
     patch = Patch.empty(model, *base.tokens.shape)
@@ -202,8 +220,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
 def dev_scores(cfg: SIITConfig, model: HookedTransformer, tok, seed: int = 10_000) -> dict[str, float]:
     """Task, per-node interchange and strict accuracy on fresh training-distribution prompts (the stop rule)."""
     model.eval()
-    pairs = sample_pairs(tok, TRAIN_SPLIT, cfg.eval_prompts, seed, abc_share=0.0)
-    abc_pairs = sample_pairs(tok, TRAIN_SPLIT, cfg.eval_prompts, seed + 1, abc_share=0.5)
+    pairs = sample_pairs(tok, cfg.train_split, cfg.eval_prompts, seed, abc_share=0.0)
+    abc_pairs = sample_pairs(tok, cfg.train_split, cfg.eval_prompts, seed + 1, abc_share=0.5)
     scores = {"task": task_accuracy(model, pairs)}
     scores |= {f"iit_{a.variable}": interchange_accuracy(model, pairs, a) for a in ALIGNMENT}
     scores["strict_all"] = strict_accuracy(model, abc_pairs, ALIGNMENT)
@@ -370,8 +388,9 @@ def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
     model.cfg.model_name = cfg.name
     checks, effects, problem, means = construction_checks(model, tok)
     splits = {
-        "train_distribution_fresh": split_scores(model, tok, TRAIN_SPLIT, 20_000, 500),
-        "held_out_templates": split_scores(model, tok, HELD_OUT_TEMPLATE_SPLIT, 30_000, 500),
+        "train_distribution_fresh": split_scores(model, tok, cfg.train_split, 20_000, 500),
+        ("held_out_templates" if cfg.hold_out_templates else "templates_3_8_14_trained_on"):
+            split_scores(model, tok, HELD_OUT_TEMPLATE_SPLIT, 30_000, 500),
         "held_out_places_objects": split_scores(model, tok, HELD_OUT_WORD_SPLIT, 40_000, 500),
     }
     iit_ok = all(v >= 0.95 for s in splits.values() for k, v in s.items() if k.startswith("interchange"))
@@ -384,7 +403,8 @@ def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
                         f"d_mlp {cfg.d_mlp}, saelab-tiny tokenizer; circuit known by construction"),
         "trained_on": "IOI prompts from saelab's generator (12 of 15 templates) with SIIT losses",
         "alignment": [a.to_json() for a in ALIGNMENT],
-        "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates), "places": list(HELD_OUT_WORD_SPLIT.places),
+        "design_history": DESIGN_HISTORY,
+        "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates) if cfg.hold_out_templates else [], "places": list(HELD_OUT_WORD_SPLIT.places),
                      "objects": list(HELD_OUT_WORD_SPLIT.objects),
                      "names": "not held out (an IOI-only model never trains an unseen name's embedding)"},
         "construction_checks": checks,
@@ -436,7 +456,8 @@ def model_card(extra: dict) -> str:
         "", f"Held out of training and stopping: templates {held['templates']}, places {held['places']}, objects "
         f"{held['objects']}. Names: {held['names']}.", "",
         "## Training", "", f"`{t['command']}`: {t['steps']} steps, {t['wall_time_s']} s on one CPU thread; "
-        f"stopped: {t['stopped']}.", "",
+        f"stopped: {t['stopped']}. Initialised from: {t['config']['init_from'] or 'random (seed ' + str(t['config']['seed']) + ')'}.",
+        "", "## Design history", "", extra["design_history"], "",
     ]
     return "\n".join(lines)
 
@@ -446,6 +467,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name", default=SIITConfig.name)
     parser.add_argument("--seed", type=int, default=SIITConfig.seed)
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
+    parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
+    parser.add_argument("--all-templates", action="store_true", help="train on all 15 templates")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--time-limit-min", type=float, default=SIITConfig.time_limit_min)
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
@@ -455,6 +478,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="start from another run's checkpoint weights (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
     cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight,
+                     strict_weight=args.strict_weight, hold_out_templates=not args.all_templates,
                      init_from=None if args.init_from is None else str(args.init_from), time_limit_min=args.time_limit_min, batch=args.batch,
                      eval_every=args.eval_every)
     return cfg, args
