@@ -107,6 +107,9 @@ class SIITConfig:
     """Share of source prompts (and task prompts) that are ABC prompts (no repeated name)."""
     strict_weight: float = 1.0
     iit_weight: float = 1.0
+    strict_kl_weight: float = 0.0
+    """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
+    non-aligned unit moves the logits, not only the top-1 label (0: off)."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -116,6 +119,8 @@ class SIITConfig:
     threads: int = 1
     hold_out_templates: bool = True
     """Keep templates 3, 8, 14 out of training (False: train on all 15; only places/objects are held out)."""
+    hold_out_words: bool = True
+    """Keep the held-out places/objects out of training (False: train on every place and object)."""
     init_from: str | None = None
     """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
 
@@ -129,9 +134,10 @@ class SIITConfig:
 
     @property
     def train_split(self) -> IOISplit:
-        if self.hold_out_templates:
-            return TRAIN_SPLIT
-        return IOISplit(tuple(range(len(BABA_TEMPLATES))), TRAIN_SPLIT.names, TRAIN_SPLIT.places, TRAIN_SPLIT.objects)
+        templates = TRAIN_SPLIT.templates if self.hold_out_templates else tuple(range(len(BABA_TEMPLATES)))
+        places = TRAIN_SPLIT.places if self.hold_out_words else TRAIN_SPLIT.places + HELD_OUT_WORD_SPLIT.places
+        objects = TRAIN_SPLIT.objects if self.hold_out_words else TRAIN_SPLIT.objects + HELD_OUT_WORD_SPLIT.objects
+        return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
 
     @property
     def run_dir(self) -> Path:
@@ -206,6 +212,12 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     by_group = {g: losses[[i for i, x in enumerate(groups) if x == g]].mean() for g in GROUPS}
     iit = (by_group["DUP"] + by_group["S-INH"] + by_group["NAME"]) / 3
     strict = (by_group["strict-one"] + by_group["strict-many"]) / 2
+    if cfg.strict_kl_weight:
+        rows = [i for i, g in enumerate(groups) if g.startswith("strict")]
+        with torch.no_grad():
+            clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
+        strict = strict + cfg.strict_kl_weight * torch.nn.functional.kl_div(
+            logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
@@ -391,7 +403,7 @@ def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
         "train_distribution_fresh": split_scores(model, tok, cfg.train_split, 20_000, 500),
         ("held_out_templates" if cfg.hold_out_templates else "templates_3_8_14_trained_on"):
             split_scores(model, tok, HELD_OUT_TEMPLATE_SPLIT, 30_000, 500),
-        "held_out_places_objects": split_scores(model, tok, HELD_OUT_WORD_SPLIT, 40_000, 500),
+        ("held_out_places_objects" if cfg.hold_out_words else "places_objects_trained_on"): split_scores(model, tok, HELD_OUT_WORD_SPLIT, 40_000, 500),
     }
     iit_ok = all(v >= 0.95 for s in splits.values() for k, v in s.items() if k.startswith("interchange"))
     checks["passed"]["interchange>=0.95_every_node_every_split"] = iit_ok
@@ -404,8 +416,8 @@ def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
         "trained_on": "IOI prompts from saelab's generator (12 of 15 templates) with SIIT losses",
         "alignment": [a.to_json() for a in ALIGNMENT],
         "design_history": DESIGN_HISTORY,
-        "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates) if cfg.hold_out_templates else [], "places": list(HELD_OUT_WORD_SPLIT.places),
-                     "objects": list(HELD_OUT_WORD_SPLIT.objects),
+        "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates) if cfg.hold_out_templates else [], "places": list(HELD_OUT_WORD_SPLIT.places) if cfg.hold_out_words else [],
+                     "objects": list(HELD_OUT_WORD_SPLIT.objects) if cfg.hold_out_words else [],
                      "names": "not held out (an IOI-only model never trains an unseen name's embedding)"},
         "construction_checks": checks,
         "split_scores": splits,
@@ -469,6 +481,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--all-templates", action="store_true", help="train on all 15 templates")
+    parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
+    parser.add_argument("--all-words", action="store_true", help="train on every place and object")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--time-limit-min", type=float, default=SIITConfig.time_limit_min)
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
@@ -479,6 +493,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     args = parser.parse_args(argv)
     cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight,
                      strict_weight=args.strict_weight, hold_out_templates=not args.all_templates,
+                     hold_out_words=not args.all_words, strict_kl_weight=args.strict_kl_weight,
                      init_from=None if args.init_from is None else str(args.init_from), time_limit_min=args.time_limit_min, batch=args.batch,
                      eval_every=args.eval_every)
     return cfg, args
