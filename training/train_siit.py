@@ -393,7 +393,9 @@ def write_ground_truth(cfg, model, effects, problem, means, checks) -> Path:
     return path
 
 
-def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
+def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...] = ()) -> None:
+    """Measure the construction checks on the saved model and write its card, config section and circuit file;
+    `stages` are earlier training stages (command and held-out scores) the run was initialised from."""
     torch.set_num_threads(cfg.threads)
     tok = tokenizer()
     model = load_model(str(cfg.model_dir))
@@ -416,6 +418,7 @@ def finalize(cfg: SIITConfig, state: dict, command: str) -> None:
         "trained_on": "IOI prompts from saelab's generator (12 of 15 templates) with SIIT losses",
         "alignment": [a.to_json() for a in ALIGNMENT],
         "design_history": DESIGN_HISTORY,
+        "stages": list(stages),
         "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates) if cfg.hold_out_templates else [], "places": list(HELD_OUT_WORD_SPLIT.places) if cfg.hold_out_words else [],
                      "objects": list(HELD_OUT_WORD_SPLIT.objects) if cfg.hold_out_words else [],
                      "names": "not held out (an IOI-only model never trains an unseen name's embedding)"},
@@ -471,6 +474,9 @@ def model_card(extra: dict) -> str:
         f"stopped: {t['stopped']}. Initialised from: {t['config']['init_from'] or 'random (seed ' + str(t['config']['seed']) + ')'}.",
         "", "## Design history", "", extra["design_history"], "",
     ]
+    if extra["stages"]:
+        lines += ["## Earlier stages this model was initialised from", ""]
+        lines += [f"{i + 1}. {stage}" for i, stage in enumerate(extra["stages"])] + [""]
     return "\n".join(lines)
 
 
