@@ -58,3 +58,9 @@ def register_builtin_models() -> None:
             trained_on="not trained: compiled by tracr from a RASP program (training/compile_tracr.py)",
             directory=models_dir / name,
         ))
+    register_model(BundledModel(
+        name="saelab-ioi-siit",
+        description="3 layers, d_model 64, 4 heads, d_mlp 128, saelab-tiny tokenizer; IOI circuit known by construction",
+        trained_on="IOI prompts (saelab's generator) with SIIT losses (training/train_siit.py; see its model card)",
+        directory=models_dir / "saelab-ioi-siit",
+    ))

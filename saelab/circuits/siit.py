@@ -1,0 +1,371 @@
+"""Strict interchange intervention training (SIIT, Gupta et al. 2024, InterpBench) for IOI: the high-level causal
+model, the prompt splits, patched forward passes and the construction checks of a model trained with it.
+
+High-level causal model (Wang et al.'s circuit shape: a stage at S2 that reads the repeated name, a stage that
+moves its result to END, a stage that writes the answer), a relay of the indirect object's identity:
+
+* DUP at S2: the earlier name that the name at S2 does not repeat (the indirect object); both earlier names at ½
+  each when S2 repeats neither (an ABC prompt).
+* S-INH at END: DUP, moved from S2 to END.
+* NAME at END: S-INH, written to the output. The output is NAME.
+
+Patching any of the three from a source prompt therefore makes the output the source's value (the source's
+indirect object), whatever the base prompt says; patching anything else must change nothing.
+Each variable is aligned to one attention head at one named position (`AlignedNode`); every other head, every
+MLP and the aligned heads at every other position are non-aligned: patching them must not change the output.
+"""
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from saelab.circuits.forward import end_logits
+from saelab.tasks import words
+from saelab.tasks.build import encode_prompts
+from saelab.tasks.ioi import BABA_TEMPLATES, ioi_prompt
+
+POSITIONS = ("S2", "end")
+
+
+@dataclass(frozen=True)
+class AlignedNode:
+    """One high-level variable and the head (at one named position) that carries it."""
+
+    variable: str
+    """The high-level variable ("DUP", "S-INH", "NAME")."""
+    layer: int
+    head: int
+    position: str
+    """The named prompt position the variable lives at: "S2" or "end"."""
+    meaning: str
+    """What the variable's value is, in words."""
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ValueError(f"aligned position {self.position!r} is not one of {POSITIONS}")
+        if self.layer < 0 or self.head < 0:
+            raise ValueError(f"aligned head {self.layer}.{self.head} has a negative index")
+
+    @property
+    def node(self) -> str:
+        """The head's node name in saelab's circuit graph ("L.H")."""
+        return f"{self.layer}.{self.head}"
+
+    def to_json(self) -> dict:
+        return {"variable": self.variable, "node": self.node, "position": self.position, "meaning": self.meaning}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AlignedNode":
+        layer, head = (int(x) for x in data["node"].split("."))
+        return cls(data["variable"], layer, head, data["position"], data["meaning"])
+
+
+@dataclass(frozen=True)
+class IOISplit:
+    """The templates and word lists a set of IOI prompts draws from."""
+
+    templates: tuple[int, ...]
+    """Indices into `saelab.tasks.ioi.BABA_TEMPLATES`."""
+    names: tuple[str, ...]
+    places: tuple[str, ...]
+    objects: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.templates if not 0 <= t < len(BABA_TEMPLATES)]
+        if bad or not self.templates:
+            raise ValueError(f"templates {self.templates} must be a non-empty subset of 0..{len(BABA_TEMPLATES) - 1}")
+        if len(self.names) < 5:
+            raise ValueError(f"an IOI split needs at least 5 names (ABC prompts use 3 fresh ones), got {len(self.names)}")
+
+
+HELD_OUT_TEMPLATES = (3, 8, 14)
+"""Templates never used in training or in choosing when to stop."""
+HELD_OUT_PLACES = ("hospital", "station")
+HELD_OUT_OBJECTS = ("necklace", "snack")
+_ALL_PLACES = words.IOI_PLACES + words.IOI_EXTRA_PLACES
+_ALL_OBJECTS = words.IOI_OBJECTS + words.IOI_EXTRA_OBJECTS
+TRAIN_SPLIT = IOISplit(
+    templates=tuple(t for t in range(len(BABA_TEMPLATES)) if t not in HELD_OUT_TEMPLATES),
+    names=words.IOI_NAMES,
+    places=tuple(p for p in _ALL_PLACES if p not in HELD_OUT_PLACES),
+    objects=tuple(o for o in _ALL_OBJECTS if o not in HELD_OUT_OBJECTS),
+)
+"""Training and early-stopping prompts. Names are not held out: a model trained on IOI alone would never see an
+unseen name's embedding trained, so it could not output it."""
+HELD_OUT_TEMPLATE_SPLIT = IOISplit(HELD_OUT_TEMPLATES, words.IOI_NAMES, TRAIN_SPLIT.places, TRAIN_SPLIT.objects)
+HELD_OUT_WORD_SPLIT = IOISplit(TRAIN_SPLIT.templates, words.IOI_NAMES, HELD_OUT_PLACES, HELD_OUT_OBJECTS)
+
+
+class IOIRows(NamedTuple):
+    """Tokenised IOI prompts with the facts the high-level model reads."""
+
+    tokens: Int[Tensor, "n pos"]
+    """BOS first, right-padded with BOS."""
+    end: Int[Tensor, " n"]
+    s2: Int[Tensor, " n"]
+    slot_names: Int[Tensor, "n 2"]
+    """Token ids of the names at the first and second name slots ("[X] and [Y]")."""
+    dup: Int[Tensor, " n"]
+    """Which slot S2 repeats: 0 / 1 = the first / second slot's name; -1 = neither (ABC)."""
+    templates: tuple[int, ...]
+
+
+class Spec(NamedTuple):
+    """One prompt to build: template, order ("ABB" or "BAB"), names (S1, IO, S2), place, object."""
+
+    template: int
+    order: str
+    names: tuple[str, str, str]
+    place: str
+    obj: str
+
+    @property
+    def dup(self) -> int:
+        s1, _, s2 = self.names
+        if s1 != s2:
+            return -1
+        return 1 if self.order == "ABB" else 0
+
+
+def sample_spec(rng: random.Random, split: IOISplit, template: int, abc: bool) -> Spec:
+    """An IOI prompt (or an ABC one, three different names) of `template` from `split`."""
+    order = rng.choice(("ABB", "BAB"))
+    a, b, c = rng.sample(split.names, 3)
+    names = (a, b, c) if abc else (a, b, a)
+    return Spec(template, order, names, rng.choice(split.places), rng.choice(split.objects))
+
+
+def encode_specs(tokenizer, specs: Sequence[Spec]) -> IOIRows:
+    """Tokenise specs with saelab's IOI generator and record the positions and slot names."""
+    prompts = [ioi_prompt(s.template, s.order, s.names, s.place, s.obj) for s in specs]
+    encoded = encode_prompts(tokenizer, prompts)
+    length = max(len(e.ids) for e in encoded)
+    pad = tokenizer.bos_token_id
+    tokens = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in encoded], dtype=torch.long)
+    first = [min(e.positions["IO"], e.positions["S1"]) for e in encoded]
+    second = [max(e.positions["IO"], e.positions["S1"]) for e in encoded]
+    rows = torch.arange(len(specs))
+    return IOIRows(
+        tokens=tokens,
+        end=torch.tensor([e.positions["end"] for e in encoded]),
+        s2=torch.tensor([e.positions["S2"] for e in encoded]),
+        slot_names=torch.stack([tokens[rows, torch.tensor(first)], tokens[rows, torch.tensor(second)]], dim=1),
+        dup=torch.tensor([s.dup for s in specs]),
+        templates=tuple(s.template for s in specs),
+    )
+
+
+class Target(NamedTuple):
+    """A high-level output: a distribution over (at most) two tokens per prompt."""
+
+    ids: Int[Tensor, "n 2"]
+    weights: Float[Tensor, "n 2"]
+
+
+def name_output(rows: IOIRows, repeated: Int[Tensor, " n"]) -> Target:
+    """The name at the slot S2 does not repeat (slot 1 − `repeated`); both slots' names at ½ each when `repeated`
+    is -1."""
+    other = (1 - repeated.clamp(min=0))[:, None]
+    picked = rows.slot_names.gather(1, other).expand(-1, 2)
+    none = (repeated < 0)[:, None]
+    ids = torch.where(none, rows.slot_names, picked)
+    return Target(ids, torch.full(ids.shape, 0.5))
+
+
+VARIABLES = ("DUP", "S-INH", "NAME")
+
+
+def high_level_output(base: IOIRows, source: IOIRows, variable: str | None) -> Target:
+    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no change).
+
+    Every variable carries the same value (DUP's), so setting any of them from `source` makes the output the
+    source's DUP value."""
+    if variable is None:
+        return name_output(base, base.dup)
+    if variable in VARIABLES:
+        return name_output(source, source.dup)
+    raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
+
+
+def target_loss(logits: Float[Tensor, "n d_vocab"], target: Target) -> Float[Tensor, " n"]:
+    """Cross-entropy against the high-level output distribution."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.gather(1, target.ids) * target.weights).sum(dim=1)
+
+
+# --- patched forward passes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Patch:
+    """Where a patched run takes activations from the source run: per layer, heads' z and MLP outputs."""
+
+    z: list[Bool[Tensor, "n pos n_heads"]]
+    mlp: list[Bool[Tensor, "n pos"]]
+
+    @classmethod
+    def empty(cls, model: HookedTransformer, n: int, pos: int) -> "Patch":
+        cfg = model.cfg
+        return cls(
+            [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)],
+            [torch.zeros(n, pos, dtype=torch.bool) for _ in range(cfg.n_layers)],
+        )
+
+    def aligned(self, rows: Tensor, node: AlignedNode, base: IOIRows) -> None:
+        """Patch `node`'s head at its position in `rows`."""
+        position = base.s2 if node.position == "S2" else base.end
+        self.z[node.layer][rows, position[rows], node.head] = True
+
+
+def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]) -> list[tuple[str, int, int | None]]:
+    """Every non-aligned unit as (kind, layer, head): ("head", L, H), ("mlp", L, None), and ("rest", L, H) for
+    an aligned head at every position but its aligned one."""
+    aligned = {(a.layer, a.head) for a in alignment}
+    units: list[tuple[str, int, int | None]] = []
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            units.append(("rest" if (layer, head) in aligned else "head", layer, head))
+        if not model.cfg.attn_only:
+            units.append(("mlp", layer, None))
+    return units
+
+
+def patch_unit(patch: Patch, row: int, unit: tuple[str, int, int | None], base: IOIRows,
+               alignment: Sequence[AlignedNode]) -> None:
+    """Mark one non-aligned unit of `row` for patching."""
+    kind, layer, head = unit
+    if kind == "mlp":
+        patch.mlp[layer][row] = True
+        return
+    patch.z[layer][row, :, head] = True
+    if kind == "rest":
+        for node in alignment:
+            if (node.layer, node.head) == (layer, head):
+                position = base.s2 if node.position == "S2" else base.end
+                patch.z[layer][row, position[row], head] = False
+
+
+@torch.no_grad()
+def source_cache(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict[str, Tensor]:
+    """Every head's z and every MLP's output on `tokens`."""
+    names = {f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)}
+    names |= {f"blocks.{layer}.hook_mlp_out" for layer in range(model.cfg.n_layers)}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, stop_at_layer=model.cfg.n_layers)
+    return {name: cache[name] for name in names}
+
+
+def patched_logits(
+    model: HookedTransformer, base: IOIRows, cache: dict[str, Tensor], patch: Patch
+) -> Float[Tensor, "n d_vocab"]:
+    """End logits of `base` with the activations `patch` marks replaced by the source's (`cache`)."""
+    return patched_end_logits(model, base.tokens, base.end, cache, patch)
+
+
+def patched_end_logits(
+    model: HookedTransformer, tokens: Int[Tensor, "n pos"], end: Int[Tensor, " n"], cache: dict[str, Tensor],
+    patch: Patch,
+) -> Float[Tensor, "n d_vocab"]:
+    """End logits of `tokens` with the activations `patch` marks replaced by the source's (`cache`)."""
+
+    def z_hook(x: Tensor, hook, layer: int) -> Tensor:
+        return torch.where(patch.z[layer][..., None], cache[hook.name], x)
+
+    def mlp_hook(x: Tensor, hook, layer: int) -> Tensor:
+        return torch.where(patch.mlp[layer][..., None], cache[hook.name], x)
+
+    hooks = []
+    for layer in range(model.cfg.n_layers):
+        if patch.z[layer].any():
+            hooks.append((f"blocks.{layer}.attn.hook_z", lambda x, hook, layer=layer: z_hook(x, hook, layer)))
+        if patch.mlp[layer].any():
+            hooks.append((f"blocks.{layer}.hook_mlp_out", lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
+    resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
+    return end_logits(model, resid, end)
+
+
+# --- construction checks ------------------------------------------------------------------------------------
+
+
+class PairSet(NamedTuple):
+    """Base prompts and same-template source prompts (IOI or ABC), aligned row by row."""
+
+    base: IOIRows
+    source: IOIRows
+
+
+def sample_pairs(tokenizer, split: IOISplit, n: int, seed: int, abc_share: float = 0.0) -> PairSet:
+    """n IOI base prompts, each with a source prompt of the same template (an ABC one with `abc_share`)."""
+    rng = random.Random(seed)
+    bases, sources = [], []
+    for _ in range(n):
+        template = rng.choice(split.templates)
+        bases.append(sample_spec(rng, split, template, abc=False))
+        sources.append(sample_spec(rng, split, template, abc=rng.random() < abc_share))
+    return PairSet(encode_specs(tokenizer, bases), encode_specs(tokenizer, sources))
+
+
+def top1(logits: Float[Tensor, "n d_vocab"], target: Target) -> Bool[Tensor, " n"]:
+    """Whether the top token over the whole vocabulary is the target's (deterministic targets only)."""
+    return logits.argmax(dim=-1) == target.ids[:, 0]
+
+
+@torch.no_grad()
+def task_accuracy(model: HookedTransformer, pairs: PairSet) -> float:
+    """Share of base prompts whose top-1 token (whole vocabulary) is the indirect object."""
+    patch = Patch.empty(model, *pairs.base.tokens.shape)
+    logits = patched_logits(model, pairs.base, {}, patch)
+    return float(top1(logits, high_level_output(pairs.base, pairs.base, None)).float().mean())
+
+
+@torch.no_grad()
+def interchange_accuracy(model: HookedTransformer, pairs: PairSet, node: AlignedNode) -> float:
+    """Share of (base, IOI source) pairs where patching `node` from the source gives the high-level model's
+    output under the same intervention (top-1 over the whole vocabulary)."""
+    keep = pairs.source.dup >= 0
+    base, source = (IOIRows(*(_rows(f, keep) for f in rows)) for rows in pairs)
+    patch = Patch.empty(model, *base.tokens.shape)
+    patch.aligned(torch.arange(len(base.end)), node, base)
+    logits = patched_logits(model, base, source_cache(model, source.tokens), patch)
+    return float(top1(logits, high_level_output(base, source, node.variable)).float().mean())
+
+
+def _rows(field, keep: Tensor):
+    if isinstance(field, Tensor):
+        return field[keep]
+    return tuple(v for v, k in zip(field, keep.tolist(), strict=True) if k)
+
+
+@torch.no_grad()
+def strict_accuracy(model: HookedTransformer, pairs: PairSet, alignment: Sequence[AlignedNode]) -> float:
+    """Share of pairs whose top-1 output stays the high-level output when every non-aligned unit (heads outside
+    the alignment, MLPs, aligned heads at their other positions) is patched from the source at once."""
+    base = pairs.base
+    patch = Patch.empty(model, *base.tokens.shape)
+    for unit in non_aligned_units(model, alignment):
+        for row in range(len(base.end)):
+            patch_unit(patch, row, unit, base, alignment)
+    logits = patched_logits(model, base, source_cache(model, pairs.source.tokens), patch)
+    return float(top1(logits, high_level_output(base, base, None)).float().mean())
+
+
+def dataset_rows(data) -> IOIRows:
+    """The `IOIRows` of an IOI `TaskDataset`'s clean prompts (for patching with its corrupted prompts)."""
+    io, s1 = data.positions["IO"], data.positions["S1"]
+    rows = torch.arange(len(data))
+    first, second = torch.minimum(io, s1), torch.maximum(io, s1)
+    tokens = data.clean_tokens
+    return IOIRows(
+        tokens=tokens,
+        end=data.positions["end"],
+        s2=data.positions["S2"],
+        slot_names=torch.stack([tokens[rows, first], tokens[rows, second]], dim=1),
+        dup=torch.tensor([1 if p == "ABB" else 0 for p in data.attributes["pos"]]),
+        templates=tuple(data.attributes["template"]),
+    )

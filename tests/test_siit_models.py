@@ -1,0 +1,181 @@
+"""saelab-ioi-siit: the high-level causal model, the committed circuit file, and a re-check of a sample of the
+construction checks on the committed weights (fresh seeds, held-out templates)."""
+
+import json
+
+import pytest
+import torch
+
+from saelab.circuits.graph import Graph, Node
+from saelab.circuits.io import find_ground_truth
+from saelab.circuits.patching import metric_means, node_effects
+from saelab.circuits.problem import problem_from_task
+from saelab.circuits.siit import (
+    HELD_OUT_TEMPLATE_SPLIT,
+    HELD_OUT_WORD_SPLIT,
+    TRAIN_SPLIT,
+    AlignedNode,
+    Patch,
+    Spec,
+    encode_specs,
+    high_level_output,
+    interchange_accuracy,
+    name_output,
+    non_aligned_units,
+    patch_unit,
+    sample_pairs,
+    strict_accuracy,
+    task_accuracy,
+)
+from saelab.models import bundled_models, load_model, read_model_card
+from saelab.models.io import model_files
+from saelab.models.registry import get_bundled
+from saelab.models.tokenizer import load_tokenizer
+from saelab.tasks import get_task
+
+NAME = "saelab-ioi-siit"
+
+
+def _available(name: str) -> bool:
+    return any(m.name == name and m.available for m in bundled_models())
+
+
+needs_siit = pytest.mark.skipif(not _available(NAME), reason=f"{NAME} has not been trained yet")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    name = "saelab-tiny"
+    return load_tokenizer(model_files(get_bundled(name).directory).tokenizer, name=name)
+
+
+@pytest.fixture(scope="module")
+def siit():
+    torch.set_num_threads(1)
+    return load_model(NAME)
+
+
+@pytest.fixture(scope="module")
+def alignment(siit):
+    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    return [AlignedNode.from_json(a) for a in truth.meta["alignment"]]
+
+
+# --- the high-level model (no weights needed) ---------------------------------------------------------------
+
+
+def test_dup_names_the_slot_that_s2_repeats(tokenizer):
+    specs = [Spec(t, order, ("Mary", "John", "Mary"), "store", "ring") for t in (0, 5, 14) for order in ("ABB", "BAB")]
+    rows = encode_specs(tokenizer, specs)
+    idx = torch.arange(len(specs))
+    # The name at slot DUP is the token at S2 (the subject); the other slot holds the indirect object.
+    assert torch.equal(rows.slot_names[idx, rows.dup], rows.tokens[idx, rows.s2])
+    io = tokenizer.encode(" John", add_special_tokens=False)[0]
+    assert torch.equal(rows.slot_names[idx, 1 - rows.dup], torch.full((len(specs),), io))
+    assert rows.dup.tolist() == [1, 0] * 3
+
+
+def test_high_level_outputs_under_interventions(tokenizer):
+    specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+             Spec(0, "BAB", ("Kevin", "Laura", "Kevin"), "store", "ring")]
+    base, source = encode_specs(tokenizer, specs[:1]), encode_specs(tokenizer, specs[1:])
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("John", "Laura")}
+    assert high_level_output(base, source, None).ids[0].tolist() == [tid["John"]] * 2
+    # Every variable relays DUP's value, so patching any of them from the source gives the source's indirect object,
+    # a name the base prompt does not contain.
+    for variable in ("DUP", "S-INH", "NAME"):
+        assert high_level_output(base, source, variable).ids[0].tolist() == [tid["Laura"]] * 2
+    with pytest.raises(ValueError, match="unknown high-level variable"):
+        high_level_output(base, source, "S")
+    abc = encode_specs(tokenizer, [Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring")])
+    assert abc.dup.tolist() == [-1]
+    relayed = high_level_output(base, abc, "S-INH")
+    assert sorted(relayed.ids[0].tolist()) == sorted(abc.slot_names[0].tolist()) and relayed.ids[0, 0] != relayed.ids[0, 1]
+    both = name_output(base, torch.tensor([-1]))
+    assert sorted(both.ids[0].tolist()) == sorted(base.slot_names[0].tolist())
+    assert both.weights.sum().item() == pytest.approx(1.0)
+
+
+def test_held_out_split_is_disjoint_from_training():
+    assert not set(HELD_OUT_TEMPLATE_SPLIT.templates) & set(TRAIN_SPLIT.templates)
+
+
+# --- the committed model --------------------------------------------------------------------------------------
+
+
+@needs_siit
+def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignment):
+    assert NAME in {m.name for m in bundled_models()}
+    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    assert truth.meta["kind"] == "by construction"
+    assert {a.node for a in alignment} == {n.name for n in truth.nodes}
+    assert len({a.layer for a in alignment}) >= 3
+    head_edges = [e for e in truth.edges if e.sender.kind == "head" and e.receiver.node.kind == "head"]
+    assert len(head_edges) >= 2
+    n_heads = siit.cfg.n_layers * siit.cfg.n_heads
+    assert len(truth.nodes) <= n_heads / 2 and not any(n.kind == "mlp" for n in truth.nodes)
+    card = read_model_card(get_bundled(NAME).directory)
+    assert card["construction_checks"] == json.loads(json.dumps(truth.meta["construction_checks"]))
+
+
+@pytest.fixture(scope="module")
+def card():
+    return read_model_card(get_bundled(NAME).directory)
+
+
+@needs_siit
+def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment, tokenizer, card):
+    """A fresh sample (other seeds) of the places/objects split (held out, or trained on where the card says so)
+    reproduces the card's numbers; every check the card claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96
+    pairs)."""
+    scores = card["split_scores"]
+    stored = scores.get("held_out_places_objects") or scores["places_objects_trained_on"]
+    pairs = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_457)
+    abc = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_458, abc_share=0.5)
+    measured = {"task_top1": task_accuracy(siit, pairs), "strict_all_units": strict_accuracy(siit, abc, alignment)}
+    measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, pairs, a) for a in alignment}
+    for key, value in measured.items():
+        assert value == pytest.approx(stored[key], abs=0.15), key
+        if stored[key] >= 0.95:
+            assert value >= 0.9, key
+
+
+@needs_siit
+def test_interchange_fails_for_a_wrongly_aligned_head(siit, alignment, tokenizer):
+    """The interchange check can fail: the same check on a head outside the alignment is near chance."""
+    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, 64, seed=99)
+    name = next(a for a in alignment if a.variable == "NAME")
+    wrong = AlignedNode("NAME", name.layer, (name.head + 1) % siit.cfg.n_heads, "end", "a head outside")
+    assert interchange_accuracy(siit, pairs, wrong) < 0.2
+
+
+@needs_siit
+def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, tokenizer, card):
+    """Resample-ablation effects on fresh prompts match the stored ones (relative to the gap); where the card claims
+    the circuit check passed, every circuit head moves the metric by > 20% of the gap."""
+    task = get_task("ioi")
+    data = task.generate(tokenizer, 64, seed=4242, vocabulary="tiny")
+    problem = problem_from_task(task, data)
+    clean, corrupted = metric_means(siit, problem)
+    gap = clean - corrupted
+    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    circuit = [Node(a.layer, "head", a.head) for a in alignment]
+    outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (alignment[1].head + 1) % siit.cfg.n_heads)]
+    effects = node_effects(siit, problem, "resample", circuit + outside)
+    for node, value in effects.items():
+        assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
+    if card["construction_checks"]["passed"]["each_circuit_node>0.20"]:
+        assert all(abs(effects[n]) > 0.2 * gap for n in circuit)
+
+
+def test_strict_units_leave_the_aligned_positions_alone(random_model, tokenizer):
+    alignment = [AlignedNode("DUP", 0, 2, "S2", "x"), AlignedNode("NAME", 1, 3, "end", "y")]
+    rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring")])
+    patch = Patch.empty(random_model, *rows.tokens.shape)
+    units = non_aligned_units(random_model, alignment)
+    for unit in units:
+        patch_unit(patch, 0, unit, rows, alignment)
+    assert len(units) == random_model.cfg.n_layers * (random_model.cfg.n_heads + 1)
+    assert not patch.z[0][0, rows.s2[0], 2] and patch.z[0][0, rows.end[0], 2]
+    assert not patch.z[1][0, rows.end[0], 3] and patch.z[1][0, rows.s2[0], 3]
+    assert patch.z[0][0, :, 0].all() and patch.mlp[1][0].all()
