@@ -494,5 +494,8 @@ def test_researcher_labels_a_latent_and_finds_it_by_search(monkeypatch, tmp_path
     _clean(at)
     table = next(d.value for d in at.dataframe if "label" in d.value.columns)
     assert table["latent"].tolist() == [2] and table["label"].tolist() == ["first two digits of a year"]
+    next(t for t in at.text_input if t.label == "label or note contains").input("").run()
+    assert next(d.value for d in at.dataframe if "label" in d.value.columns)["label"].tolist() == [
+        "", "", "first two digits of a year"]  # no label: an empty cell
     next(t for t in at.text_input if t.label == "label or note contains").input("after ' in'").run()  # the note
     assert next(d.value for d in at.dataframe if "label" in d.value.columns)["latent"].tolist() == [2]

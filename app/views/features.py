@@ -61,7 +61,7 @@ def _search(store, sae: q.SaeRow) -> None:
         st.rerun()
     rows = result.rows
     table = pd.DataFrame({
-        "latent": rows["latent"], "label": rows["label"], "density": rows["density"], "max act": rows["max_act"],
+        "latent": rows["latent"], "label": [v or "" for v in rows["label"]], "density": rows["density"], "max act": rows["max_act"],
         "mean act": rows["mean_act"],
         "top logits": [" ".join(repr(e.token) for e in logit_entries(v)[:3]) for v in rows["top_logits"]],
         "heads": [strongest_heads(v) for v in rows["head_attribution"]],
