@@ -1,5 +1,6 @@
 """saelab's web app. Started by `saelab app`, which runs
-`streamlit run app/main.py -- --workspace DIR`; pages only read the workspace's results store.
+`streamlit run app/main.py -- --workspace DIR`; pages only read the workspace's results store, except a latent's
+label and note saved from its feature page.
 
 Every page has a stable URL (`/runs`, `/features`, ...). Streamlit serves its default page at the root URL only,
 so the default is a hidden page that switches to Runs: `/` and `/runs` both land there.

@@ -1,7 +1,9 @@
 """End to end: `saelab app` serves the demo workspace on a free localhost port and headless Chromium (Debian's
 `chromium` + `chromium-driver`, driven by selenium) loads every page, opens a feature from the search table,
-runs a prompt and follows a latent link. Screenshots go to $SAELAB_SCREENSHOT_DIR (docs/screenshots when
-refreshing the committed ones) or the test's temporary directory.
+runs a prompt, follows a latent link, and names a latent then finds it by search. Screenshots go to
+$SAELAB_SCREENSHOT_DIR or the test's temporary directory. The README's screenshots come from a real `saelab demo`
+workspace instead: with $SAELAB_SCREENSHOT_WORKSPACE set to one, `test_screenshots_of_a_demo_workspace` visits
+its pages (and checks they show no error); without it that test skips.
 
 Needs: apt-get install chromium chromium-driver; pip install selenium. Skips (saying so) without them.
 """
@@ -16,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,10 +77,16 @@ def _wait_closed(port: int, timeout_s: float) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    workspace = build_demo_workspace(tmp_path_factory.mktemp("e2e"))
+    with _serve(build_demo_workspace(tmp_path_factory.mktemp("e2e")).root) as url:
+        yield url
+
+
+@contextmanager
+def _serve(root: Path) -> Iterator[str]:
+    """`saelab app` over the workspace at `root` on a free port (its log in root/app.log); its URL."""
     port = _free_port()
-    log = open(workspace.root / "app.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "saelab", "app", "--workspace", str(workspace.root),
+    log = open(root / "app.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "saelab", "app", "--workspace", str(root),
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -226,3 +235,72 @@ def test_overview_page_lists_the_latents_of_a_clicked_bin(server, browser, shots
           f"the bin {first_bin!r} to be listed")
     _settled(browser, "latents in bin")
     browser.save_screenshot(str(shots / "overview-bin.png"))
+
+
+def _type_into(driver, selector: str, text: str, enter: bool = False) -> None:
+    box = driver.find_element(By.CSS_SELECTOR, selector)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text, *([Keys.ENTER] if enter else []))
+
+
+def test_name_a_latent_and_find_it_by_search(server, browser):
+    _visit(browser, f"{server}/features?sae={ATTN}&latent=3", "Latent 3", "Name this latent")
+    next(e for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stExpander"] summary')
+         if "Name this latent" in e.text).click()
+    _type_into(browser, 'input[aria-label="label"]', "e2e label: names")
+    _type_into(browser, 'textarea[aria-label="note"]', "written by the browser test")
+    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Save label").click()
+    _settled(browser, "label: e2e label: names — written by the browser test", "Edit label")
+    _visit(browser, f"{server}/features?sae={ATTN}", "latents match")
+    _type_into(browser, 'input[aria-label="label or note contains"]', "browser test", enter=True)
+    _settled(browser, "1 latents match")  # only that latent's note has the text (the table is a canvas)
+
+
+SCREENSHOT_WORKSPACE = os.environ.get("SAELAB_SCREENSHOT_WORKSPACE")
+
+
+def _readable_latent(store, sae_id: str) -> int:
+    """Among the 50 strongest latents, the one whose automatic label covers the largest share of its contexts."""
+    from saelab.app_support.labels import auto_label
+    from saelab.app_support.render import distinct_contexts
+    from saelab.db import queries as q
+
+    def share(latent: int) -> float:
+        top = [e for e in q.feature_examples(store, sae_id, latent) if e.kind == "top"]
+        label = auto_label(distinct_contexts(top))
+        return 0.0 if label is None else label.support / label.n_contexts
+
+    latents = q.search_features(store, q.FeatureQuery(sae_id, limit=50)).rows["latent"].tolist()
+    return max(latents, key=share)
+
+
+@pytest.mark.skipif(not SCREENSHOT_WORKSPACE, reason="set SAELAB_SCREENSHOT_WORKSPACE to a `saelab demo` "
+                                                     "workspace to take the README's screenshots from it")
+def test_screenshots_of_a_demo_workspace(browser, shots):
+    from saelab.db import ResultsStore
+    from saelab.db import queries as q
+    from saelab.workspace import Workspace
+
+    workspace = Workspace(Path(SCREENSHOT_WORKSPACE).resolve())
+    store = ResultsStore(workspace.db_path)
+    sae = next(row for row in q.sae_rows(store)
+               if row.dashboards and row.site.endswith("resid_post") and row.architecture == "topk")
+    latent = _readable_latent(store, sae.sae_id)
+    with _serve(workspace.root) as url:
+        _visit(browser, f"{url}/runs", "Training curves", "Compare SAEs")
+        browser.save_screenshot(str(shots / "runs.png"))
+        chart = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[-1]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", chart)
+        time.sleep(1.0)
+        browser.save_screenshot(str(shots / "runs-frontier.png"))
+        for name, path, texts in [
+            ("features-search", f"/features?sae={sae.sae_id}", ("latents match",)),
+            ("features", f"/features?sae={sae.sae_id}&latent={latent}", (f"Latent {latent}", "Top activations")),
+            ("overview", f"/overview?sae={sae.sae_id}", ("SAE overview",)),
+            ("prompts", f"/prompts?sae={sae.sae_id}", ("Tokens shaded",)),
+            ("circuits", "/circuits", ("Circuits",)),
+            ("evaluations", "/evaluations", ("Evaluations",)),
+        ]:
+            _visit(browser, url + path, *texts)
+            browser.save_screenshot(str(shots / f"{name}.png"))

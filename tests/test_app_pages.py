@@ -464,3 +464,38 @@ def test_circuit_heads_link_to_the_attn_z_latents_written_through_them(monkeypat
     assert links[0].label.startswith(f"{ATTN} latent {best} ")
     at.selectbox(key="node_latents_head").select("1.0").run()  # no attn_z SAE at layer 1: say how to make one
     assert any("--sites 1.attn_z" in t for t in _texts(at.caption))
+
+
+def test_researcher_labels_a_latent_and_finds_it_by_search(monkeypatch, tmp_path):
+    from saelab.db import queries as q
+
+    store = _store_with(tmp_path, {"y": [{"sae_id": "y", "latent": i, "density": 0.1, "max_act": 2.0}
+                                         for i in range(3)]})
+    store.insert("feature_examples", [
+        {"sae_id": "y", "latent": 2, "kind": "top", "rank": r, "activation": 2.0 - r, "tokens": [" in", " 19", t],
+         "activations": [0.0, 2.0 - r, 0.0], "center": 1} for r, t in enumerate(["99", "85"])])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="2")
+    _clean(at)
+    next(t for t in at.text_area if t.label == "note").input("a note alone")  # a form: sent by its button
+    next(b for b in at.button if b.label == "Save label").click().run()
+    assert any("a note needs a label" in t for t in _texts(at.error))  # refused in one line, nothing stored
+    assert q.feature_label(store, "y", 2) is None
+    next(t for t in at.text_input if t.label == "label").input("first two digits of a year")
+    next(t for t in at.text_area if t.label == "note").input("fires on ' 19' after ' in'")
+    next(b for b in at.button if b.label == "Save label").click().run()
+    _clean(at)
+    assert q.feature_label(store, "y", 2)[:2] == ("first two digits of a year", "fires on ' 19' after ' in'")
+    shown = [t for t in _texts(at.markdown) if t.startswith("label:")]
+    assert shown == ["label: **first two digits of a year** — fires on ' 19' after ' in'"]
+    assert any(t.startswith("automatic label: **' 19' after ' in'**") for t in _texts(at.caption))  # beside it
+
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y")
+    next(t for t in at.text_input if t.label == "label or note contains").input("YEAR").run()
+    _clean(at)
+    table = next(d.value for d in at.dataframe if "label" in d.value.columns)
+    assert table["latent"].tolist() == [2] and table["label"].tolist() == ["first two digits of a year"]
+    next(t for t in at.text_input if t.label == "label or note contains").input("").run()
+    assert next(d.value for d in at.dataframe if "label" in d.value.columns)["label"].tolist() == [
+        "", "", "first two digits of a year"]  # no label: an empty cell
+    next(t for t in at.text_input if t.label == "label or note contains").input("after ' in'").run()  # the note
+    assert next(d.value for d in at.dataframe if "label" in d.value.columns)["latent"].tolist() == [2]

@@ -55,6 +55,7 @@ def test_search_filters_by_density_and_logit_token(store):
 @pytest.mark.parametrize("text", ["' OR 1=1 --", "%", "_", "\"; DROP TABLE features; --", "$[0]"])
 def test_search_text_is_a_parameter_not_sql(store, text):
     assert q.search_features(store, q.FeatureQuery("s", logit_token=text)).total == 0
+    assert q.search_features(store, q.FeatureQuery("s", label_text=text)).total == 0
     assert q.feature_count(store, "s") == 3  # nothing was dropped
 
 
@@ -211,3 +212,61 @@ def test_search_finds_text_in_contexts_across_tokens(store):
     assert _latents(store, context_text="DEF ADD") == [1]  # across two tokens, any case, this SAE only
     assert _latents(store, context_text="1999") == [2] and _latents(store, context_text="'; --") == []
     assert _latents(store, context_text="def", logit_token="the") == []  # filters combine
+
+
+# ---------------------------------------------------------------- issue 19 item 6: researchers' labels
+
+def test_labels_are_saved_replaced_removed_and_searched(store):
+    from saelab.app_support.labels import save_label
+
+    assert save_label(store, "s", 1, "  Python def  ", "fires on the def keyword")
+    assert save_label(store, "other", 0, "something else", "")
+    assert q.feature_label(store, "s", 1)[:2] == ("Python def", "fires on the def keyword")
+    assert q.feature_label(store, "s", 0) is None
+    assert _latents(store, label_text="PYTHON") == [1]
+    assert _latents(store, label_text="keyword") == [1]  # the note is searched too
+    assert _latents(store, label_text="something") == []  # another SAE's label
+    assert _latents(store, label_text="deffires") == []  # never across label and note
+    rows = q.search_features(store, q.FeatureQuery("s", sort_by="latent", descending=False)).rows
+    assert list(rows["label"]) == [None, "Python def", None]
+    assert save_label(store, "s", 1, "def keyword")  # saving again replaces
+    assert len(store.select("feature_labels", where={"sae_id": "s"})) == 1
+    assert q.feature_label(store, "s", 1)[:2] == ("def keyword", "")
+    assert not save_label(store, "s", 1, "", "")  # both cleared: removed
+    assert q.feature_label(store, "s", 1) is None and _latents(store, label_text="def") == []
+
+
+@pytest.mark.parametrize("label, note, message", [
+    ("", "a note alone", "a note needs a label"), ("x" * 201, "", "at most 200 characters, this one has 201"),
+    ("ok", "n" * 5001, "at most 5000 characters")])
+def test_save_label_refuses_bad_text_and_keeps_the_stored_one(store, label, note, message):
+    from saelab.app_support.labels import save_label
+
+    save_label(store, "s", 0, "kept")
+    with pytest.raises(ValueError, match=message):
+        save_label(store, "s", 0, label, note)
+    assert q.feature_label(store, "s", 0).label == "kept"
+
+
+def test_store_from_before_labels_is_read_and_migrated_by_the_first_save(tmp_path):
+    import duckdb
+
+    from saelab.app_support.labels import save_label
+    from saelab.db import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:3]:
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (3)")
+    con.execute("INSERT INTO features (sae_id, latent, density) VALUES ('s', 0, 0.1), ('s', 1, 0.2)")
+    con.close()
+    store = ResultsStore(path)
+    result = q.search_features(store, q.FeatureQuery("s"))
+    assert result.total == 2 and list(result.rows["label"]) == [None, None]
+    assert q.search_features(store, q.FeatureQuery("s", label_text="x")).total == 0
+    assert q.feature_label(store, "s", 0) is None and store.schema_version() == 3  # reading changes nothing
+    save_label(store, "s", 0, "first")
+    assert store.schema_version() == SCHEMA_VERSION and _latents(store, label_text="fir") == [0]

@@ -18,7 +18,8 @@ def test_schema_created_at_current_version(tmp_path):
     store = ResultsStore(tmp_path / "s.duckdb").initialize()
     assert store.schema_version() == SCHEMA_VERSION
     assert {"runs", "saes", "training_metrics", "eval_metrics", "features", "feature_examples",
-            "circuit_runs", "circuit_scores", "circuit_evals", "cached_sites", "task_prompts"} <= set(store.tables())
+            "circuit_runs", "circuit_scores", "circuit_evals", "cached_sites", "task_prompts",
+            "feature_labels"} <= set(store.tables())
 
 
 def test_migrates_previous_version_and_keeps_rows(tmp_path):
@@ -229,3 +230,26 @@ def test_transaction_stores_all_writes_or_none(tmp_path):
         tx.insert("runs", [{"run_id": "a", "kind": "eval", "status": "done"}])
         tx.replace_rows("runs", {"run_id": "a"}, [{"run_id": "a", "kind": "eval", "status": "failed"}])
     assert store.runs()["status"].tolist() == ["failed"]
+
+
+def test_migration_4_adds_one_label_per_latent_and_keeps_rows(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:3]:  # a store written by schema version 3
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (3)")
+    con.execute("INSERT INTO features (sae_id, latent, density) VALUES ('s', 3, 0.1)")
+    con.close()
+    store = ResultsStore(path)
+    assert "feature_labels" not in store.tables()
+    store.initialize()
+    assert store.schema_version() == 4 and store.select("features")["latent"].tolist() == [3]
+    store.insert("feature_labels", [{"sae_id": "s", "latent": 3, "label": "years", "note": None}])
+    row = store.select("feature_labels").iloc[0]
+    assert row["label"] == "years" and row["updated_at"] is not None
+    with pytest.raises(duckdb.ConstraintException):  # one label per latent: saving replaces the row
+        store.insert("feature_labels", [{"sae_id": "s", "latent": 3, "label": "again"}])
+    with pytest.raises(duckdb.ConstraintException):
+        store.insert("feature_labels", [{"sae_id": "s", "latent": 4, "label": None}])

@@ -7,7 +7,7 @@ import ui
 
 from saelab.app_support import context_html, histogram_bars, logit_entries, strongest_heads
 from saelab.app_support.export import dashboard_html, dashboard_json_text
-from saelab.app_support.labels import auto_label
+from saelab.app_support.labels import MAX_LABEL_CHARS, MAX_NOTE_CHARS, auto_label, save_label
 from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.db import queries as q
 
@@ -40,11 +40,13 @@ def _search_controls(sae: q.SaeRow) -> q.FeatureQuery:
     descending = c2.toggle("largest first", value=sort_by != "latent")
     token = c3.text_input("top logit token contains", max_chars=100, placeholder="e.g. def")
     context = c3.text_input("a context contains", max_chars=200, placeholder="e.g. return x")
+    label = c3.text_input("label or note contains", max_chars=200, placeholder="e.g. year")
     min_density = c4.number_input("min density", 0.0, 1.0, 0.0, format="%.5f")
     max_density = c5.number_input("max density", 0.0, 1.0, 1.0, format="%.5f")
     page = max(1, int(st.session_state.get("feature_page", 1)))
     return q.FeatureQuery(sae.sae_id, sort_by, descending, min_density or None, max_density, token.strip(),
-                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE, context)
+                          None if head is None else int(head), PAGE_SIZE, (page - 1) * PAGE_SIZE, context,
+                          label.strip())
 
 
 def _search(store, sae: q.SaeRow) -> None:
@@ -59,7 +61,7 @@ def _search(store, sae: q.SaeRow) -> None:
         st.rerun()
     rows = result.rows
     table = pd.DataFrame({
-        "latent": rows["latent"], "density": rows["density"], "max act": rows["max_act"],
+        "latent": rows["latent"], "label": [v or "" for v in rows["label"]], "density": rows["density"], "max act": rows["max_act"],
         "mean act": rows["mean_act"],
         "top logits": [" ".join(repr(e.token) for e in logit_entries(v)[:3]) for v in rows["top_logits"]],
         "heads": [strongest_heads(v) for v in rows["head_attribution"]],
@@ -116,10 +118,7 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     if feature is None and not examples:
         st.warning(f"No dashboard data for latent {latent} of {sae.sae_id!r}: {ui.dashboards_hint(sae)}.")
         return
-    label = auto_label(distinct_contexts([e for e in examples if e.kind == "top"]))
-    if label is not None:
-        st.caption(f"automatic label: **{label.text}** at the peak of {label.support} of {label.n_contexts} top "
-                   "contexts (n-gram counts, not a reading of the contexts; a starting point)")
+    _labels(store, sae, latent, examples)
     name = f"{sae.sae_id}-latent{latent}"
     c1, c2, _ = st.columns([1, 1, 4])
     c1.download_button("Download JSON", dashboard_json_text(sae, latent, feature, examples), f"{name}.json",
@@ -143,6 +142,33 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
         scale = (feature.max_act if feature and feature.max_act else None) or max(
             (e.activation for e in examples), default=1.0)
         _examples(examples, scale, feature.density if feature else None)
+
+
+def _labels(store, sae: q.SaeRow, latent: int, examples: list[q.FeatureExample]) -> None:
+    """The researcher's label (editable, saved to the store) beside the automatic one."""
+    mine = q.feature_label(store, sae.sae_id, latent)
+    if mine is not None:
+        st.markdown(f"label: **{mine.label}**" + (f" — {mine.note}" if mine.note else ""))
+    auto = auto_label(distinct_contexts([e for e in examples if e.kind == "top"]))
+    if auto is not None:
+        st.caption(f"automatic label: **{auto.text}** at the peak of {auto.support} of {auto.n_contexts} top "
+                   "contexts (n-gram counts, not a reading of the contexts; a starting point)")
+    with st.expander("Edit label" if mine else "Name this latent", expanded=False), \
+            st.form(f"label_{sae.sae_id}_{latent}", clear_on_submit=False):
+        text = st.text_input("label", mine.label if mine else "", max_chars=MAX_LABEL_CHARS,
+                             placeholder=auto.text if auto else "a few words naming the latent")
+        note = st.text_area("note", mine.note if mine else "", max_chars=MAX_NOTE_CHARS)
+        if st.form_submit_button("Save label", help="stored in this workspace's results store; clear both "
+                                                     "fields and save to remove it"):
+            try:
+                stored = save_label(store, sae.sae_id, latent, text, note)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            st.session_state["label_saved"] = "label saved" if stored else "label removed"
+            st.rerun()
+    if saved := st.session_state.pop("label_saved", None):
+        st.toast(saved)
 
 
 def _statistics(feature: q.FeatureRow | None) -> None:

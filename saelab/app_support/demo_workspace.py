@@ -231,7 +231,9 @@ def _small_tables() -> dict[str, list[dict]]:
                    ("positive", "When Mary and John went to the store, John gave a drink to", " Mary"),
                    ("negative", "When Mary and John went to the store, Anna gave a drink to", None),
                    ("positive", "When Tom and Sue went to the park, Sue gave a ball to", " Tom")])]
-    return {"runs": runs, "cached_sites": sites, "task_prompts": prompts}
+    labels = [{"sae_id": DEMO_SAES[0].sae_id, "latent": 5, "label": "demo label",
+               "note": "a synthetic row shaped like a researcher's label saved from the feature page"}]
+    return {"runs": runs, "cached_sites": sites, "task_prompts": prompts, "feature_labels": labels}
 
 
 def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_files: bool = True) -> Workspace:

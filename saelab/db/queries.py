@@ -1,6 +1,7 @@
 """Read queries behind the web app's pages. Every query is parameterised: values a user types (search text,
 ids, thresholds) travel as `?` parameters; the only SQL fragments chosen at run time are fixed strings picked
-from `FEATURE_SORTS` by name.
+from `FEATURE_SORTS` by name, and `_LABELS_EMPTY` standing in for the labels table of a store too old to have one
+(the app reads a store without migrating it).
 
 Each function opens its own short read-only connection through `ResultsStore.connect`, so the app keeps
 working while a trainer writes (the store retries while the writer holds the file).
@@ -30,7 +31,7 @@ def _loads(text: Any) -> Any:
 # ---------------------------------------------------------------- overview, runs, SAEs
 
 _TABLES = ("runs", "cached_sites", "saes", "training_metrics", "eval_metrics", "features", "feature_examples",
-           "circuit_runs", "circuit_scores", "circuit_evals", "task_prompts")
+           "circuit_runs", "circuit_scores", "circuit_evals", "task_prompts", "feature_labels")
 
 
 def table_counts(store: ResultsStore) -> dict[str, int]:
@@ -175,6 +176,8 @@ class FeatureQuery:
     context_text: str = ""
     """Keep latents one of whose stored contexts (top or quantile) contains this text, case-insensitive, across
     token boundaries; empty keeps all."""
+    label_text: str = ""
+    """Keep latents whose researcher's label or note contains this text, case-insensitive; empty keeps all."""
 
     def __post_init__(self) -> None:
         if self.sort_by not in FEATURE_SORTS:
@@ -195,7 +198,8 @@ class FeatureSearch(NamedTuple):
     """One page of a feature search and how many latents matched in all."""
 
     rows: pd.DataFrame
-    """latent, density, mean_act, max_act, top_logits and head_attribution (parsed JSON, None if absent)."""
+    """latent, density, mean_act, max_act, top_logits and head_attribution (parsed JSON, None if absent), and
+    the researcher's label (None where the latent has none)."""
     total: int
 
 
@@ -216,7 +220,22 @@ def _feature_filter(query: FeatureQuery) -> tuple[str, list[Any]]:
         clauses.append("latent IN (SELECT latent FROM feature_examples WHERE sae_id = ? AND "
                        "contains(lower(array_to_string(json_extract_string(tokens, '$[*]'), '')), lower(?)))")
         params += [query.sae_id, query.context_text]
+    if query.label_text:
+        # unit separator between label and note so a search cannot match across the two
+        clauses.append("contains(lower(coalesce(l.label, '') || chr(31) || coalesce(l.note, '')), lower(?))")
+        params.append(query.label_text)
     return " AND ".join(clauses), params
+
+
+_LABELS_EMPTY = ("(SELECT NULL::VARCHAR AS sae_id, NULL::INTEGER AS latent, NULL::VARCHAR AS label, "
+                 "NULL::VARCHAR AS note, NULL::TIMESTAMP AS updated_at WHERE false)")
+
+
+def _labels_table(con) -> str:
+    """`feature_labels`, or an empty stand-in on a store from before migration 4 (read, never migrated, here)."""
+    present = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'feature_labels'"
+                          ).fetchone()[0]
+    return "feature_labels" if present else _LABELS_EMPTY
 
 
 def search_features(store: ResultsStore, query: FeatureQuery) -> FeatureSearch:
@@ -225,14 +244,33 @@ def search_features(store: ResultsStore, query: FeatureQuery) -> FeatureSearch:
     order = FEATURE_SORTS[query.sort_by]
     order_params: list[Any] = [f"$[{int(query.head)}]"] if query.sort_by == "head_attribution" else []
     direction = "DESC" if query.descending else "ASC"
-    sql = (f"SELECT latent, density, mean_act, max_act, top_logits, head_attribution FROM features "
-           f"WHERE {where} ORDER BY {order} {direction} NULLS LAST, latent LIMIT ? OFFSET ?")
     with store.connect(read_only=True) as con:
+        source = f"features LEFT JOIN {_labels_table(con)} AS l USING (sae_id, latent)"
+        sql = (f"SELECT latent, density, mean_act, max_act, top_logits, head_attribution, l.label FROM {source} "
+               f"WHERE {where} ORDER BY {order} {direction} NULLS LAST, latent LIMIT ? OFFSET ?")
         rows = con.execute(sql, [*params, *order_params, query.limit, query.offset]).fetchdf()
-        total = con.execute(f"SELECT count(*) FROM features WHERE {where}", params).fetchone()[0]
+        total = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", params).fetchone()[0]
     for column in ("top_logits", "head_attribution"):
         rows[column] = [_loads(v) for v in rows[column]]
+    rows["label"] = rows["label"].astype(object).where(rows["label"].notna(), None)
     return FeatureSearch(rows, int(total))
+
+
+class FeatureLabel(NamedTuple):
+    """A researcher's name for a latent and their note on it (written from the feature page)."""
+
+    label: str
+    note: str
+    updated_at: Any
+    """When it was last saved (a timestamp)."""
+
+
+def feature_label(store: ResultsStore, sae_id: str, latent: int) -> FeatureLabel | None:
+    """The researcher's label of one latent, or None (also on a store from before labels existed)."""
+    with store.connect(read_only=True) as con:
+        row = con.execute(f"SELECT label, note, updated_at FROM {_labels_table(con)} WHERE sae_id = ? AND latent = ?",
+                          [sae_id, int(latent)]).fetchone()
+    return None if row is None else FeatureLabel(row[0], row[1] or "", row[2])
 
 
 def feature_count(store: ResultsStore, sae_id: str) -> int:

@@ -73,6 +73,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX training_metrics_sae ON training_metrics (sae_id, metric)",
         "ALTER TABLE runs ADD COLUMN pid INTEGER",
     )),
+    Migration(4, "researchers' labels and notes on latents", (
+        # written by the app (its one write), one row per latent: saving again replaces the row
+        """CREATE TABLE feature_labels (
+            sae_id VARCHAR NOT NULL, latent INTEGER NOT NULL, label VARCHAR NOT NULL, note VARCHAR,
+            updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp, PRIMARY KEY (sae_id, latent))""",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
