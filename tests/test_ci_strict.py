@@ -30,6 +30,15 @@ def test_passes():
     pass
 '''
 
+ALLOWED = '''
+import pytest
+
+@pytest.mark.skip_allowed_in_ci
+@pytest.mark.skipif(True, reason="no CUDA")
+def test_on_a_gpu():
+    pass
+'''
+
 MISSING_IMPORT = '''
 import pytest
 pytest.importorskip("a_package_that_is_not_installed_anywhere")
@@ -53,6 +62,8 @@ def folder(tmp_path_factory) -> Path:
     shutil.copy(Path(__file__).with_name("conftest.py"), root / "conftest.py")
     (root / "test_skipping.py").write_text(SKIPPING)
     (root / "test_missing_import.py").write_text(MISSING_IMPORT)
+    (root / "test_allowed.py").write_text(ALLOWED)
+    (root / "pytest.ini").write_text("[pytest]\nmarkers =\n    skip_allowed_in_ci: may skip under CI\n")
     return root
 
 
@@ -77,4 +88,9 @@ def test_skips_stay_skips_outside_ci(folder, ci):
     result = run_child(folder, ci, ".")
     last = result.stdout.splitlines()[-1]
     assert result.returncode == 0, result.stdout
-    assert "3 skipped" in last and "1 xfailed" in last and "1 passed" in last, result.stdout
+    assert "4 skipped" in last and "1 xfailed" in last and "1 passed" in last, result.stdout
+
+
+def test_a_test_marked_skip_allowed_in_ci_may_skip_under_ci(folder):
+    result = run_child(folder, "true", "test_allowed.py")
+    assert result.returncode == 0 and "1 skipped" in result.stdout.splitlines()[-1], result.stdout

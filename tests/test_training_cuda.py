@@ -10,7 +10,8 @@ from test_sae_topk import D_IN, D_SAE, K, _reference_grads, _sae_and_input
 from saelab.sae import SAE, SAEConfig, load_sae
 from saelab.training import TrainerConfig, train_saes
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.skip_allowed_in_ci,
+                                             pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")])]
 SITE = "0.resid_post"
 
 
