@@ -84,6 +84,36 @@ def test_ground_truth_file_round_trip(planted_runs, tmp_path):
         load_ground_truth(tmp_path / "missing.json", Graph.from_config(model.cfg))
 
 
+def test_prompt_counts_come_from_the_registry_and_splits_are_disjoint():
+    from saelab.circuits.runner import split_seeds
+
+    config = CircuitRunConfig(task="ioi", model="m", sae_prompts=10, paper_sae_prompts=250, acdc_prompts=16,
+                              n_prompts=32)
+    assert [config.prompts_for(m) for m in ("sae_codes", "sae_codes_saelab", "acdc", "eap", "output_change")] == [
+        250, 10, 16, 32, 32]
+    assert split_seeds("dev", 5) == (0, 1, 2, 3, 4) and split_seeds("test", 5) == (100, 101, 102, 103, 104)
+    assert not set(split_seeds("dev", 100)) & set(split_seeds("test", 100))
+    CircuitRunConfig(task="ioi", model="m", seeds=(100, 104), split="test")
+    with pytest.raises(ValueError, match="not all in the 'test' split"):
+        CircuitRunConfig(task="ioi", model="m", seeds=(0, 100), split="test")
+
+
+def test_table_reads_methods_against_the_baselines():
+    from saelab.circuits.summary import SummaryRow, column_table, reading
+
+    def row(method, auc, std=0.01):
+        return SummaryRow("t", "m", method, 5, (auc, std), None, False, 1.0, 0.0)
+
+    rows = [row("random", 0.5, 0.1), row("layer_order", 0.9), row("sae_codes", 0.8), row("eap", 0.99)]
+    assert "baseline layer_order wins" in reading(rows[2], rows)
+    assert reading(rows[3], rows).startswith("above every baseline")
+    assert "against itself" in reading(rows[3], rows)
+    assert reading(rows[0], rows) == "baseline"
+    table = column_table(rows, "t", "m")
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| layer_order", "| random", "| sae_codes", "| eap"]
+
+
 def test_run_config_validates():
     with pytest.raises(ValueError, match="unknown circuit method"):
         CircuitRunConfig(task="ioi", model="m", methods=("eap", "magic"))
