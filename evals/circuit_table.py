@@ -50,6 +50,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the split (default 5)")
     parser.add_argument("--split", default="test", choices=("dev", "test"),
                         help="prompt seeds: test 100.. (reported numbers, default) or dev 0.. (choosing defaults)")
+    parser.add_argument("--seed-list", default="",
+                        help="comma-separated seeds of the split to run instead of its first --seeds (e.g. 102)")
+    parser.add_argument("--extra-workspace", type=Path, action="append", default=[],
+                        help="also read the results stored in this workspace when writing the table (repeatable)")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--sae-prompts", type=int, default=10)
     parser.add_argument("--paper-sae-prompts", type=int, default=250)
@@ -88,6 +92,12 @@ def method_overrides(settings: list[str]) -> dict:
     return configs
 
 
+def run_seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.seed_list:
+        return tuple(int(x) for x in args.seed_list.split(","))
+    return split_seeds(args.split, args.seeds)
+
+
 def run_column(store: ResultsStore, task: str, model_name: str, args: argparse.Namespace) -> list[RunRecord]:
     model = load_model(model_name)
     truth = find_ground_truth(model_name, task, Graph.from_config(model.cfg))
@@ -95,7 +105,7 @@ def run_column(store: ResultsStore, task: str, model_name: str, args: argparse.N
         log.warning("no ground truth for %s on %s: run evals/ground_truth.py first; skipping", task, model_name)
         return []
     config = CircuitRunConfig(task=task, model=model_name, methods=tuple(args.methods.split(",")),
-                              seeds=split_seeds(args.split, args.seeds), n_prompts=args.prompts,
+                              seeds=run_seeds(args), n_prompts=args.prompts,
                               sae_prompts=args.sae_prompts, paper_sae_prompts=args.paper_sae_prompts,
                               acdc_prompts=args.acdc_prompts, faithfulness_prompts=args.faithfulness,
                               split=args.split, method_configs=method_overrides(args.set))
@@ -181,7 +191,10 @@ def main(argv: list[str]) -> int:
             run_column(store, task, model, args)
     seeds = set(split_seeds(args.split, args.seeds))
     command = "python evals/circuit_table.py " + " ".join(argv)
-    text = write_table(records_from_store(store, seeds), args.out, args.split, command)
+    records = records_from_store(store, seeds)
+    for extra in args.extra_workspace:
+        records += records_from_store(ResultsStore(Workspace.resolve(str(extra)).db_path).initialize(), seeds)
+    text = write_table(records, args.out, args.split, command)
     sys.stdout.write(text)
     return 0
 
