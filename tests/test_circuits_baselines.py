@@ -103,13 +103,17 @@ def test_output_change_is_fooled_by_the_distractor_and_misses_the_gate(distracto
 
 
 def test_output_change_by_hand(distractor):
-    """Mean over prompts and positions ≤ end of ‖z·W_O(clean) − z·W_O(corrupted)‖ for every layer-0 head."""
+    """Mean over prompts of the mean over positions ≤ end of ‖z·W_O(clean) − z·W_O(corrupted)‖, for every
+    layer-0 head; half the prompts end one position early (what follows is padding and must not count)."""
     model, problem, _ = distractor
     batch = problem.batches[0]
-    by_hand = (_z(model, batch.clean, 0) - _z(model, batch.corrupted, 0)).norm(dim=-1).mean(dim=(0, 1))
-    scores = run_method("output_change", model, problem).node_scores
+    end = torch.tensor([5, 4] * (len(batch.end) // 2))
+    short = make_problem("short", [batch._replace(end=end)])
+    norms = (_z(model, batch.clean, 0) - _z(model, batch.corrupted, 0)).norm(dim=-1)  # [batch, pos, head]
+    by_hand = torch.stack([norms[i, : int(e) + 1].mean(0) for i, e in enumerate(end)]).mean(0)
+    scores = run_method("output_change", model, short).node_scores
     got = torch.tensor([scores[head_node(0, h)] for h in range(model.cfg.n_heads)], dtype=by_hand.dtype)
-    torch.testing.assert_close(got, by_hand)
+    torch.testing.assert_close(got, by_hand.detach())
 
 
 def test_sae_codes_count_nothing_for_a_head_that_varies_alike(distractor):
