@@ -163,13 +163,15 @@ def column_table(rows: Sequence[SummaryRow], task: str, model: str) -> str:
     mine = sorted((r for r in rows if r.task == task and r.model == model), key=lambda r: _order(r.method))
     lines = ["| method | node AUC | node P@size | node AP | edge AUC | edge P@size | edge AP | s | read against "
              "baselines |", "|---|---|---|---|---|---|---|---|---|"]
+    most = max((r.n_seeds for r in mine), default=0)
     for r in mine:
         n = r.n_seeds
+        name = r.method if n == most else f"{r.method} (only {n} seed{'s' if n > 1 else ''})"
         edge_mark = " †" if r.edge_auc_heads_only and r.edge_auc is not None else ""
         cells = [_fmt(r.node_auc, n), _fmt(r.node_precision, n), _fmt(r.node_ap, n),
                  _fmt(r.edge_auc, n) + edge_mark, _fmt(r.edge_precision, n), _fmt(r.edge_ap, n),
                  f"{r.seconds:.1f}", reading(r, mine)]
-        lines.append(f"| {r.method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
