@@ -194,7 +194,8 @@ def main(argv: list[str]) -> int:
     records = records_from_store(store, seeds)
     for extra in args.extra_workspace:
         records += records_from_store(ResultsStore(Workspace.resolve(str(extra)).db_path).initialize(), seeds)
-    text = write_table(records, args.out, args.split, command)
+    unique = {(r.task, r.model, r.method, r.seed): r for r in records}  # a run stored twice counts once
+    text = write_table(list(unique.values()), args.out, args.split, command)
     sys.stdout.write(text)
     return 0
 

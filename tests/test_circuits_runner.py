@@ -104,14 +104,16 @@ def test_table_reads_methods_against_the_baselines():
     def row(method, auc, std=0.01):
         return SummaryRow("t", "m", method, 5, (auc, std), None, False, 1.0, 0.0)
 
-    rows = [row("random", 0.5, 0.1), row("layer_order", 0.9), row("sae_codes", 0.8), row("eap", 0.99)]
+    rows = [row("random", 0.5, 0.1), row("layer_order", 0.9), row("sae_codes", 0.8), row("eap", 0.99),
+            row("patching", 0.9)]
     assert "baseline layer_order wins" in reading(rows[2], rows)
     assert reading(rows[3], rows).startswith("above every baseline")
     assert "against itself" in reading(rows[3], rows)
     assert reading(rows[0], rows) == "baseline"
+    assert "ties baseline layer_order" in reading(rows[4], rows)
     table = column_table(rows, "t", "m")
     assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
-        "| layer_order", "| random", "| sae_codes", "| eap"]
+        "| layer_order", "| random", "| sae_codes", "| eap", "| patching"]
 
 
 def test_run_config_validates():

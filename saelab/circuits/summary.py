@@ -122,7 +122,9 @@ def reading(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:
     baselines = [b for b in rows if _kind(b.method) == "baseline" and b.node_auc is not None]
     if row.node_auc is not None and baselines:
         best = max(baselines, key=lambda b: b.node_auc[0])
-        if row.node_auc[0] <= best.node_auc[0]:
+        if abs(row.node_auc[0] - best.node_auc[0]) < 5e-4:
+            notes.append(f"**ties baseline {best.method}** ({best.node_auc[0]:.3f})")
+        elif row.node_auc[0] < best.node_auc[0]:
             notes.append(f"**baseline {best.method} wins** ({best.node_auc[0]:.3f})")
         elif row.node_auc[0] - row.node_auc[1] <= best.node_auc[0] + best.node_auc[1]:
             notes.append(f"above every baseline, within one std of {best.method}")
