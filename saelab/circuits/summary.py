@@ -24,7 +24,8 @@ class RunRecord(NamedTuple):
     """Evaluation metrics by name (node_auc, node_ap, edge_auc, head_edge_auc, …)."""
 
 
-def _fmt(stat: Stat, n: int) -> str:
+def stat_text(stat: Stat, n: int) -> str:
+    """"mean ± std" over n seeds ("mean" for one seed, "—" for none)."""
     if stat is None or math.isnan(stat[0]):
         return "—"
     return f"{stat[0]:.3f} ± {stat[1]:.3f}" if n > 1 else f"{stat[0]:.3f}"
@@ -51,11 +52,11 @@ class SummaryRow(NamedTuple):
 
     @property
     def node_auc_text(self) -> str:
-        return _fmt(self.node_auc, self.n_seeds)
+        return stat_text(self.node_auc, self.n_seeds)
 
     @property
     def edge_auc_text(self) -> str:
-        text = _fmt(self.edge_auc, self.n_seeds)
+        text = stat_text(self.edge_auc, self.n_seeds)
         return text + " †" if self.edge_auc_heads_only and self.edge_auc is not None else text
 
 
@@ -170,8 +171,8 @@ def column_table(rows: Sequence[SummaryRow], task: str, model: str) -> str:
         n = r.n_seeds
         name = r.method if n == most else f"{r.method} (only {n} seed{'s' if n > 1 else ''})"
         edge_mark = " †" if r.edge_auc_heads_only and r.edge_auc is not None else ""
-        cells = [_fmt(r.node_auc, n), _fmt(r.node_precision, n), _fmt(r.node_ap, n),
-                 _fmt(r.edge_auc, n) + edge_mark, _fmt(r.edge_precision, n), _fmt(r.edge_ap, n),
+        cells = [stat_text(r.node_auc, n), stat_text(r.node_precision, n), stat_text(r.node_ap, n),
+                 stat_text(r.edge_auc, n) + edge_mark, stat_text(r.edge_precision, n), stat_text(r.edge_ap, n),
                  f"{r.seconds:.1f}", reading(r, mine)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -84,7 +84,10 @@ def _run(config, workspace: Workspace, console) -> int:
 def _print_table(console, rows, title: str) -> None:
     from rich.table import Table
 
-    table = Table("method", "node AUC", "edge AUC", "seconds", "peak MB", title=title)
+    from saelab.circuits.summary import stat_text
+
+    table = Table("method", "node AUC", "node AP", "edge AUC", "edge AP", "seconds", "peak MB", title=title)
     for row in rows:
-        table.add_row(row.method, row.node_auc_text, row.edge_auc_text, f"{row.seconds:.2f}", f"{row.peak_mb:.0f}")
+        table.add_row(row.method, row.node_auc_text, stat_text(row.node_ap, row.n_seeds), row.edge_auc_text,
+                      stat_text(row.edge_ap, row.n_seeds), f"{row.seconds:.2f}", f"{row.peak_mb:.0f}")
     console.print(table)
