@@ -55,6 +55,7 @@ def random_problem(random_model):
     return make_problem("random", [PromptBatch(clean, corrupted, end, lambda logits: logits[:, 65] - logits[:, 66])])
 
 
+@torch.no_grad()
 def _z(model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
     _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.attn.hook_z")
     return head_outputs(model, layer, cache[f"blocks.{layer}.attn.hook_z"])
@@ -67,7 +68,7 @@ def test_distractor_toy_heads_do_what_they_are_built_to(distractor):
     gate, alike, decoy = (Node.parse(n, 2).head for n in (GATE, VARIES_ALIKE, DISTRACTOR))
     torch.testing.assert_close(clean[:, :, gate], corrupted[:, :, gate])  # the gate never changes
     torch.testing.assert_close(clean[:, :, alike], corrupted[:, :, alike])  # same on each pair ...
-    assert float(clean[:, -1, alike].detach().std(dim=0).sum()) > 1.0  # ... but varies across prompts
+    assert float(clean[:, -1, alike].std(dim=0).sum()) > 1.0  # ... but varies across prompts
     assert float((clean[:, -1, decoy] - corrupted[:, -1, decoy]).norm(dim=-1).min()) > 1.0  # reads the letter
     # resample ablation cannot see the gate: the patching ground truth is the planted circuit ...
     assert {n.name for n in truth.nodes} == set(PLANTED_NODES)
@@ -76,8 +77,9 @@ def test_distractor_toy_heads_do_what_they_are_built_to(distractor):
         z[:, :, gate] = 0.0
         return z
 
-    metric = batch.metric(model(batch.clean)[:, -1]).mean()
-    gated = batch.metric(model.run_with_hooks(batch.clean, fwd_hooks=[("blocks.0.attn.hook_z", zero_gate)])[:, -1])
+    with torch.no_grad():
+        metric = batch.metric(model(batch.clean)[:, -1]).mean()
+        gated = batch.metric(model.run_with_hooks(batch.clean, fwd_hooks=[("blocks.0.attn.hook_z", zero_gate)])[:, -1])
     assert float(gated.mean()) < 0.5 * float(metric)
     assert GATE in DISTRACTOR_CIRCUIT_NODES
 
@@ -113,7 +115,7 @@ def test_output_change_by_hand(distractor):
     by_hand = torch.stack([norms[i, : int(e) + 1].mean(0) for i, e in enumerate(end)]).mean(0)
     scores = run_method("output_change", model, short).node_scores
     got = torch.tensor([scores[head_node(0, h)] for h in range(model.cfg.n_heads)], dtype=by_hand.dtype)
-    torch.testing.assert_close(got, by_hand.detach())
+    torch.testing.assert_close(got, by_hand)
 
 
 def test_sae_codes_count_nothing_for_a_head_that_varies_alike(distractor):
