@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from saelab.circuits import ACDCConfig, EAPIGConfig, SAECodesConfig, list_methods, run_method
+from saelab.circuits import ACDCConfig, EAPIGConfig, SAECodesConfig, get_method, list_methods, run_method
 from saelab.circuits.acdc import prune
 from saelab.circuits.eap import attribution_scores
 from saelab.circuits.evaluate import evaluate_scores
@@ -52,12 +52,12 @@ def test_planted_ground_truth_is_the_planted_circuit(planted):
     assert again.nodes == truth.nodes and again.edges == truth.edges
 
 
-_FAST_CONFIGS = {"acdc": ACDCConfig(thresholds=(1e-3, 0.1)), "sae_codes": SAECodesConfig(steps=150),
+_FAST_CONFIGS = {"acdc": ACDCConfig(thresholds=(1e-3, 0.1)), "sae_codes_saelab": SAECodesConfig(steps=150),
                  "sae_codes_topk": SAECodesConfig(codes="topk", steps=150),
                  "sae_codes_vq": SAECodesConfig(codes="vq", k=1, steps=150)}
 
 
-@pytest.mark.parametrize("method", list_methods())
+@pytest.mark.parametrize("method", [m for m in list_methods() if get_method(m).kind == "method"])
 def test_every_method_recovers_the_planted_circuit(planted, method):
     model, problem, truth = planted
     scores = run_method(method, model, problem, _FAST_CONFIGS.get(method))

@@ -3,12 +3,14 @@
 import random
 
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from saelab.circuits.scoring import (
     align,
+    average_precision,
     mean_std,
     pareto_points,
+    precision_at_size,
     precision_recall_at,
     roc_auc,
     roc_curve,
@@ -58,3 +60,25 @@ def test_precision_recall_at_k_and_alignment():
 def test_mean_std():
     assert mean_std([1.0, 3.0]) == (2.0, 1.0)
     assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_average_precision_equals_sklearn_on_random_scores_with_ties():
+    rng = random.Random(1)
+    for _ in range(100):
+        n = rng.randint(2, 60)
+        labels = [rng.random() < 0.2 for _ in range(n)]
+        labels[0], labels[1] = True, False
+        scores = [rng.choice([0.0, 1.0, 2.5, rng.random()]) for _ in range(n)]
+        assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    # by hand: ranks 1..4 = T F T F -> precision at the two hits 1 and 2/3, each half the recall
+    assert average_precision([4, 3, 2, 1], [True, False, True, False]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_precision_at_size_shares_ties_by_expectation():
+    # 2 positives; top-2: "a" (hit) above, then 3 items tied at 1.0 of which 1 is a hit -> 1 + 1/3 of a hit
+    ranked = align({"a": 3.0, "b": 1.0, "c": 1.0, "d": 1.0}, {"a", "c"}, ["a", "b", "c", "d", "e"])
+    assert precision_at_size(ranked) == pytest.approx((1 + 1 / 3) / 2)
+    # item order does not matter
+    reordered = align({"a": 3.0, "b": 1.0, "c": 1.0, "d": 1.0}, {"a", "c"}, ["c", "e", "d", "b", "a"])
+    assert precision_at_size(reordered) == pytest.approx(precision_at_size(ranked))
+    assert precision_at_size(align({"a": 2.0, "c": 1.0}, {"a", "c"}, ["a", "b", "c"])) == 1.0

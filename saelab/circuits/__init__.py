@@ -5,8 +5,9 @@
     scores = run_method("eap", model, problem)                   # CircuitScores(node_scores, edge_scores, ...)
 
 Nodes are heads "L.H" and MLPs "mlpL"; edges run from senders (input, heads, MLPs) to receivers (head q/k/v
-inputs, MLP inputs, logits) as in ACDC and EAP. Methods: sae_codes (+ _topk, _vq), patching (+ _mean), eap,
-eap_ig, acdc.
+inputs, MLP inputs, logits) as in ACDC and EAP. Methods: sae_codes (O'Neill & Bui's protocol),
+sae_codes_saelab (+ _topk, _vq: our variants), patching (+ _mean), eap, eap_ig, acdc; baselines: random,
+layer_order, output_change.
 """
 
 from saelab.circuits.acdc import ACDCConfig

@@ -3,7 +3,8 @@
 Score of edge s → r ≈ metric(edge patched) − metric(clean), to first order:
     (corrupted_s − clean_s) · ∂metric/∂(input of r)
 EAP takes the gradient on the clean run (one corrupted forward, one clean forward + backward per batch);
-EAP-IG averages it over runs whose input embeddings are interpolated from corrupted to clean.
+EAP-IG averages it over runs whose input embeddings are interpolated from corrupted to clean, at
+α = k/m for k = 0, …, m−1 (Hanna et al. 2024: the corrupted end included, the clean end left out).
 """
 
 from collections.abc import Iterator, Sequence
@@ -38,7 +39,7 @@ class EAPIGConfig:
     """Settings of EAP with integrated gradients over the input embeddings."""
 
     steps: int = 5
-    """Interpolation points α = 1/steps, 2/steps, …, 1 between corrupted (α=0) and clean (α=1) embeddings."""
+    """m: interpolation points α = k/m, k = 0, …, m−1, between corrupted (α=0) and clean (α=1) embeddings."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -145,6 +146,11 @@ def run_eap(model: HookedTransformer, problem: CircuitProblem, config: EAPConfig
     return edge_output(Graph.from_config(model.cfg), attribution_scores(model, problem))
 
 
+def ig_alphas(steps: int) -> list[float]:
+    """Hanna et al.'s interpolation points k/m, k = 0, …, m−1."""
+    return [k / steps for k in range(steps)]
+
+
 def run_eap_ig(model: HookedTransformer, problem: CircuitProblem, config: EAPIGConfig) -> MethodOutput:
-    alphas = [(k + 1) / config.steps for k in range(config.steps)]
+    alphas = ig_alphas(config.steps)
     return edge_output(Graph.from_config(model.cfg), attribution_scores(model, problem, alphas))

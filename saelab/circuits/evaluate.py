@@ -13,8 +13,10 @@ from saelab.circuits.problem import CircuitProblem
 from saelab.circuits.scoring import (
     ROC,
     align,
+    average_precision,
     circuit_rates,
     pareto_points,
+    precision_at_size,
     precision_recall_at,
     roc_curve,
     staircase_auc,
@@ -46,13 +48,17 @@ def _level(
     values: dict,
     curves: dict,
 ) -> None:
-    """AUCs of one level (nodes, edges) into `values` / `curves`; NaN where the universe lacks a class."""
+    """ROC AUC, precision at the circuit's size and average precision of one level (nodes, edges) into
+    `values` / `curves`; NaN where the universe lacks a class."""
     ranked = align(scores, positives & set(universe), universe)
     if not any(ranked.labels) or all(ranked.labels):
-        values[f"{prefix}_auc"] = values[f"{prefix}_auc_staircase"] = math.nan
+        for name in ("auc", "auc_staircase", "precision_at_size", "ap"):
+            values[f"{prefix}_{name}"] = math.nan
         return
     roc = roc_curve(ranked.scores, ranked.labels)
     values[f"{prefix}_auc"] = trapezoid_auc(roc)
+    values[f"{prefix}_precision_at_size"] = precision_at_size(ranked)
+    values[f"{prefix}_ap"] = average_precision(ranked.scores, ranked.labels)
     curves[f"{prefix}_auc"] = _roc_json(roc)
     if sweep_sets is not None:
         points = [circuit_rates(s, positives, universe) for s in sweep_sets]
@@ -76,8 +82,8 @@ def head_pair_scores(edge_scores) -> dict[tuple[Node, Node], float]:
 def evaluate_scores(
     scores: CircuitScores, truth: GroundTruth, graph: Graph, node_scope: str = "heads"
 ) -> Evaluation:
-    """Node ROC/AUC over heads (or heads and MLPs), edge ROC/AUC over all edges and over head pairs,
-    precision/recall of the top-|circuit| nodes."""
+    """Node ROC/AUC, precision at |circuit| and average precision over heads (or heads and MLPs); the same
+    for edges over all edges and over head pairs; precision/recall of the top-|circuit| nodes."""
     if node_scope not in NODE_SCOPES:
         raise ValueError(f"node_scope {node_scope!r} is not one of {NODE_SCOPES}")
     values: dict[str, float] = {}

@@ -10,6 +10,7 @@ from saelab.circuits.measure import measured
 from saelab.circuits.problem import CircuitProblem
 from saelab.circuits.types import CircuitScores, MethodOutput
 
+PROMPT_COUNTS = ("n_prompts", "sae_prompts", "paper_sae_prompts", "acdc_prompts")
 MethodFn = Callable[[HookedTransformer, CircuitProblem, Any], MethodOutput]
 
 
@@ -29,10 +30,23 @@ class CircuitMethod:
     """Which edges it scores: none (node methods), head → head pairs only (discrete-SAE codes), all."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """Config fields that differ from the config type's own defaults (variants share one config type)."""
+    prompt_count: Literal["n_prompts", "sae_prompts", "paper_sae_prompts", "acdc_prompts"] = "n_prompts"
+    """The field of the runner's `CircuitRunConfig` that says how many prompt pairs this method is given."""
+    defaults_from: str = "no settings to choose"
+    """Where its default settings come from (a paper, or which prompt split they were chosen on)."""
+    kind: Literal["method", "baseline"] = "method"
+    """Baselines need no cleverness; tables read every method against them."""
+    self_scored: bool = False
+    """Resample-ablation based (patching, EAP, EAP-IG, ACDC): a patching ground truth on the same model
+    scores it partly against itself."""
 
     def __post_init__(self) -> None:
         if self.edge_scope not in ("none", "heads", "all"):
             raise ValueError(f"edge_scope {self.edge_scope!r} is not one of 'none', 'heads', 'all'")
+        if self.prompt_count not in PROMPT_COUNTS:
+            raise ValueError(f"prompt_count {self.prompt_count!r} is not one of {PROMPT_COUNTS}")
+        if self.kind not in ("method", "baseline"):
+            raise ValueError(f"kind {self.kind!r} is not 'method' or 'baseline'")
 
     def default_config(self) -> Any:
         return self.config_type(**self.defaults)

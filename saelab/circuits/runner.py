@@ -1,7 +1,9 @@
 """Run circuit methods on a task over several seeds, score them against the ground truth, build store rows.
 
-Seeds vary the prompt sample and (for the discrete-SAE methods) the SAE initialisation. Each method gets its
-own number of prompts: the discrete-SAE methods are meant to work from a handful.
+Seeds vary the prompt sample and (for the discrete-SAE methods and the random baseline) the initialisation.
+Each method gets its own number of prompts (its registry entry names which). Prompt seeds come in two
+disjoint splits: defaults are chosen on "dev" seeds (0, 1, …) and numbers are reported on "test" seeds
+(100, 101, …); the bundled ground truths use seeds 1000 and 1001.
 """
 
 import dataclasses
@@ -22,7 +24,19 @@ from saelab.circuits.registry import get_method, run_method
 from saelab.circuits.types import CircuitScores
 
 log = logging.getLogger(__name__)
-DEFAULT_METHODS = ("sae_codes", "eap", "eap_ig", "acdc", "patching")
+DEFAULT_METHODS = ("random", "layer_order", "output_change", "sae_codes", "sae_codes_saelab", "eap", "eap_ig",
+                   "patching", "acdc")
+SPLITS = {"dev": 0, "test": 100}
+"""Split name → its first prompt seed; a split holds the 100 seeds from there."""
+
+
+def split_seeds(split: str, n: int) -> tuple[int, ...]:
+    """The first `n` seeds of `split` ("dev": 0.., "test": 100..)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {tuple(SPLITS)}")
+    if not 1 <= n <= 100:
+        raise ValueError(f"a split holds 1 to 100 seeds, got {n}")
+    return tuple(range(SPLITS[split], SPLITS[split] + n))
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,9 @@ class CircuitRunConfig:
     n_prompts: int = 32
     """Clean/corrupted pairs for patching, EAP and EAP-IG."""
     sae_prompts: int = 10
-    """Positive (and as many negative) prompts for the discrete-SAE methods."""
+    """Positive (and as many negative) prompts for saelab's discrete-SAE variants."""
+    paper_sae_prompts: int = 250
+    """Positive (and as many negative) prompts for the paper protocol of the discrete-SAE method."""
     acdc_prompts: int = 16
     """Pairs for ACDC (each of its many forward passes runs all of them)."""
     faithfulness_prompts: int = 0
@@ -50,22 +66,25 @@ class CircuitRunConfig:
     """Task word lists: "tiny" for the bundled models, "canonical" for GPT-2-tokenised models."""
     method_configs: dict[str, Any] = field(default_factory=dict, hash=False)
     """Per-method config objects overriding the registry defaults (seeds are still applied)."""
+    split: str | None = None
+    """"dev" or "test" if the seeds are claimed to lie in that split (checked); None: no claim."""
 
     def __post_init__(self) -> None:
         for name in self.methods:
             get_method(name)
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
-        for name in ("n_prompts", "sae_prompts", "acdc_prompts", "batch_size"):
+        if self.split is not None and set(self.seeds) - set(split_seeds(self.split, 100)):
+            raise ValueError(f"seeds {self.seeds} are not all in the {self.split!r} split "
+                             f"({SPLITS.get(self.split, '?')}..+99)")
+        for name in ("n_prompts", "sae_prompts", "paper_sae_prompts", "acdc_prompts", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.faithfulness_prompts < 0:
             raise ValueError(f"faithfulness_prompts must be ≥ 0, got {self.faithfulness_prompts}")
 
     def prompts_for(self, method: str) -> int:
-        if method.startswith("sae_codes"):
-            return self.sae_prompts
-        return self.acdc_prompts if method == "acdc" else self.n_prompts
+        return getattr(self, get_method(method).prompt_count)
 
 
 class MethodRun(NamedTuple):

@@ -115,6 +115,34 @@ def precision_recall_at(ranked: Ranked, k: int) -> tuple[float, float]:
     return hits / k, hits / max(sum(ranked.labels), 1)
 
 
+def average_precision(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Σ over distinct thresholds of (recall gained) × (precision there), tied scores moving together;
+    equals sklearn.metrics.average_precision_score."""
+    s, y = _arrays(scores, labels)
+    order = torch.argsort(-s, stable=True)
+    s, y = s[order], y[order]
+    last_of_tie = torch.cat([torch.nonzero(s.diff())[:, 0], torch.tensor([len(s) - 1])])
+    tp = torch.cumsum(y, 0)[last_of_tie].double()
+    precision = tp / (last_of_tie + 1).double()
+    recall_gain = torch.cat([tp[:1], tp.diff()]) / y.sum()
+    return float((recall_gain * precision).sum())
+
+
+def precision_at_size(ranked: Ranked) -> float:
+    """Precision of the top-k items, k = |circuit| (the number of positives). Items tied at the k-th score
+    count by their expected share (ties broken at random), so a method cannot gain from item order."""
+    k = sum(ranked.labels)
+    if k < 1:
+        raise ValueError("precision at the circuit's size needs at least one positive")
+    s = torch.tensor(ranked.scores, dtype=torch.float64)
+    y = torch.tensor(ranked.labels, dtype=torch.bool)
+    cut = s.sort(descending=True).values[k - 1]
+    above, tied = s > cut, s == cut
+    need = k - int(above.sum())
+    hits = float(y[above].sum()) + need * float(y[tied].sum()) / int(tied.sum())
+    return hits / k
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and (population) standard deviation; std 0 for a single value."""
     arr = torch.tensor(list(values), dtype=torch.float64)

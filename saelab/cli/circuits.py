@@ -10,12 +10,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="ioi, greater_than, docstring; reverse or frac_prevs (tracr models); "
                         "required unless --list-methods")
     parser.add_argument("--model", default="saelab-tiny", help="model name or directory (default saelab-tiny)")
-    parser.add_argument("--methods", default="sae_codes,eap,eap_ig,acdc,patching",
-                        help="comma-separated circuit methods (see --list-methods)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
+    parser.add_argument("--methods", default="random,layer_order,output_change,sae_codes,sae_codes_saelab,eap,"
+                        "eap_ig,patching,acdc", help="comma-separated circuit methods (see --list-methods)")
+    parser.add_argument("--seeds", type=int, default=1, help="number of prompt seeds of the split (default 1)")
+    parser.add_argument("--split", default="test", choices=("dev", "test"),
+                        help="prompt seeds: test 100.. (default; report these) or dev 0.. (choose settings on these)")
     parser.add_argument("--prompts", type=int, default=32, help="prompt pairs for patching/EAP/EAP-IG (default 32)")
     parser.add_argument("--sae-prompts", type=int, default=10,
-                        help="positive and negative prompts for the discrete-SAE methods (default 10)")
+                        help="positive and negative prompts for saelab's discrete-SAE variants (default 10)")
+    parser.add_argument("--paper-sae-prompts", type=int, default=250,
+                        help="positive and negative prompts for sae_codes, the paper's protocol (default 250)")
     parser.add_argument("--acdc-prompts", type=int, default=16, help="prompt pairs for ACDC (default 16)")
     parser.add_argument("--faithfulness", type=int, default=0, metavar="N",
                         help="also measure faithfulness curves on N prompt pairs (default 0: skip)")
@@ -55,14 +59,15 @@ def run_circuits_command(args: argparse.Namespace, workspace: Workspace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.seeds < 1:
-        raise UsageError(f"saelab circuits: --seeds must be ≥ 1, got {args.seeds}")
-    from saelab.circuits.runner import CircuitRunConfig
+    if not 1 <= args.seeds <= 100:
+        raise UsageError(f"saelab circuits: --seeds must be in 1..100, got {args.seeds}")
+    from saelab.circuits.runner import CircuitRunConfig, split_seeds
 
     config = CircuitRunConfig(task=args.task, model=args.model, methods=_methods(args.methods),
-                              seeds=tuple(range(args.seeds)), n_prompts=args.prompts, sae_prompts=args.sae_prompts,
+                              seeds=split_seeds(args.split, args.seeds), n_prompts=args.prompts,
+                              sae_prompts=args.sae_prompts, paper_sae_prompts=args.paper_sae_prompts,
                               acdc_prompts=args.acdc_prompts, faithfulness_prompts=args.faithfulness,
-                              vocabulary=args.vocabulary)
+                              vocabulary=args.vocabulary, split=args.split)
     return _run(config, workspace, console)
 
 
@@ -82,7 +87,10 @@ def _run(config, workspace: Workspace, console) -> int:
 def _print_table(console, rows, title: str) -> None:
     from rich.table import Table
 
-    table = Table("method", "node AUC", "edge AUC", "seconds", "peak MB", title=title)
+    from saelab.circuits.summary import stat_text
+
+    table = Table("method", "node AUC", "node AP", "edge AUC", "edge AP", "seconds", "peak MB", title=title)
     for row in rows:
-        table.add_row(row.method, row.node_auc_text, row.edge_auc_text, f"{row.seconds:.2f}", f"{row.peak_mb:.0f}")
+        table.add_row(row.method, row.node_auc_text, stat_text(row.node_ap, row.n_seeds), row.edge_auc_text,
+                      stat_text(row.edge_ap, row.n_seeds), f"{row.seconds:.2f}", f"{row.peak_mb:.0f}")
     console.print(table)

@@ -1,0 +1,88 @@
+"""Baselines that need no cleverness, so that every circuit method's number can be read against them.
+
+- `random`: i.i.d. uniform scores for every node and edge (seeded); its expected AUC is 0.5 and its spread
+  over seeds shows how far chance alone moves a number.
+- `layer_order`: lower layer first. Node score −layer; edge score −(sender layer) − (receiver layer)/(L+2),
+  so edges leaving earlier senders rank first and, among them, those reaching earlier receivers.
+- `output_change`: how much a node's output moves when the prompt is corrupted, with no SAE: the mean over
+  prompts and positions (up to the answer position) of ‖out_clean − out_corrupted‖₂, where out is a head's
+  z·W_O or an MLP's output. Edge score = product of its endpoints' node scores divided by the largest node
+  score (the input and the logits count as 1): an edge ranks high when both ends move.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from saelab.circuits.forward import clean_run
+from saelab.circuits.graph import Graph, Node
+from saelab.circuits.problem import CircuitProblem
+from saelab.circuits.types import MethodOutput
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    """Settings of the random baseline."""
+
+    seed: int = 0
+    """Seed of the score generator (the runner sets it to the prompt seed)."""
+
+
+@dataclass(frozen=True)
+class LayerOrderConfig:
+    """The layer-order baseline has no settings."""
+
+
+@dataclass(frozen=True)
+class OutputChangeConfig:
+    """The output-change baseline has no settings (the distance and positions are fixed, see the module)."""
+
+
+def run_random(model: HookedTransformer, problem: CircuitProblem, config: RandomConfig) -> MethodOutput:
+    graph = Graph.from_config(model.cfg)
+    generator = torch.Generator().manual_seed(config.seed)
+    nodes = torch.rand(len(graph.nodes), generator=generator, dtype=torch.float64).tolist()
+    edges = torch.rand(graph.n_edges, generator=generator, dtype=torch.float64).tolist()
+    return MethodOutput(dict(zip(graph.nodes, nodes, strict=True)), dict(zip(graph.edges, edges, strict=True)))
+
+
+def run_layer_order(model: HookedTransformer, problem: CircuitProblem, config: LayerOrderConfig) -> MethodOutput:
+    graph = Graph.from_config(model.cfg)
+    nodes = {n: -float(n.layer) for n in graph.nodes}
+    depth = graph.n_layers + 2
+    edges = {e: -float(e.sender.layer) - e.receiver.node.layer / depth for e in graph.edges}
+    return MethodOutput(nodes, edges)
+
+
+@torch.no_grad()
+def output_distances(model: HookedTransformer, problem: CircuitProblem) -> Float[Tensor, " n_senders"]:
+    """Per sender: mean over prompts and positions ≤ end of ‖clean output − corrupted output‖₂."""
+    graph = Graph.from_config(model.cfg)
+    total = torch.zeros(len(graph.senders), dtype=torch.float64)
+    count = 0
+    for batch in problem.batches:
+        clean = clean_run(model, graph, batch.clean, batch.end).senders
+        corrupted = clean_run(model, graph, batch.corrupted, batch.end).senders
+        mask = torch.arange(batch.clean.shape[1])[None, :] <= batch.end[:, None]
+        distance = (clean - corrupted).double().norm(dim=-1)  # [batch, pos, n_senders]
+        per_prompt = (distance * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
+        total += per_prompt.sum(0)
+        count += len(batch.end)
+    return total / count
+
+
+def run_output_change(model: HookedTransformer, problem: CircuitProblem, config: OutputChangeConfig
+                      ) -> MethodOutput:
+    graph = Graph.from_config(model.cfg)
+    distances = output_distances(model, problem)
+    nodes = {n: float(distances[graph.sender_index[n]]) for n in graph.nodes}
+    top = max(max(nodes.values()), 1e-12)
+
+    def end(node: Node) -> float:
+        return nodes[node] / top if node in nodes else 1.0
+
+    edges = {e: end(e.sender) * end(e.receiver.node) for e in graph.edges}
+    return MethodOutput(nodes, edges)
