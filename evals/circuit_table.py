@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from saelab.circuits.graph import Graph
-from saelab.circuits.io import find_ground_truth
+from saelab.circuits.io import find_ground_truth, ground_truth_path
 from saelab.circuits.registry import METHODS
 from saelab.circuits.runner import (
     DEFAULT_METHODS,
@@ -39,8 +39,12 @@ from saelab.workspace import Workspace
 
 log = logging.getLogger("circuit_table")
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = (("IOI", "ioi", "saelab-tiny"), ("greater-than", "greater_than", "saelab-tiny"),
+COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("reverse (tracr)", "reverse", "tracr-reverse"),
+           ("frac_prevs (tracr)", "frac_prevs", "tracr-frac-prevs"),
+           ("IOI", "ioi", "saelab-tiny"), ("greater-than", "greater_than", "saelab-tiny"),
            ("docstring", "docstring", "saelab-tiny"), ("docstring (attn-only)", "docstring", "saelab-tiny-attn"))
+"""(header, task, model): the models whose circuits are known by construction first (the headline), then the
+bundled models scored against patching ground truths (secondary)."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -133,13 +137,23 @@ def records_from_store(store: ResultsStore, seeds: set[int] | None = None) -> li
 
 
 GROUND_TRUTH_TEXT = (
-    "Ground truth (data/circuits/MODEL/TASK.json): resample-ablation patching of the same model on 128 prompts "
+    "Ground truths (data/circuits/MODEL/TASK.json), each column says which it has. **By construction** "
+    "(saelab-ioi-siit: SIIT-trained so that three named heads implement a relay of the indirect object; "
+    "tracr-*: compiled RASP programs, circuit read from the compiled weights): the circuit was put there; "
+    "node metrics are over heads, so on the tracr models (4 and 2 heads, the rest of their circuits are MLPs) "
+    "they take only a few values. **By patching** (the saelab-tiny columns, secondary): resample-ablation patching of the same model on 128 prompts "
     "(seed 1000; re-checked on seed 1001) — a head is in the circuit if ablating it moves the task metric by "
     "≥ 10% of the clean−corrupted gap, an edge if path-patching it moves the metric by ≥ 5%. Patching, EAP "
     "(its first-order approximation), EAP-IG and ACDC (the same ablation, pruned) are therefore scored partly "
     "against themselves; the discrete-SAE methods and the baselines are not. On saelab-tiny most circuit heads "
     "sit in layer 0, which is why `layer_order` scores high, and no circuit has a head → head edge, so the "
     "head-pair edge metrics (†) of the discrete-SAE methods are empty (—).")
+
+
+def truth_kind(model: str, task: str) -> str:
+    """The ground-truth file's "kind" ("by construction"), or "patching" for files made by evals/ground_truth.py."""
+    path = ground_truth_path(model, task)
+    return json.loads(path.read_text(encoding="utf-8")).get("kind", "patching") if path.is_file() else "none"
 
 
 def defaults_text(methods: list[str], split: str) -> str:
@@ -162,8 +176,10 @@ def write_table(records: list[RunRecord], out: Path, split: str = "test", comman
     text = header
     for h, t, m in columns:
         seeds = sorted({r.seed for r in records if r.task == t and r.model == m})
+        by_patching = truth_kind(m, t) != "by construction"
         text += f"### {h} ({t} on {m}; seeds {seeds[0]}–{seeds[-1]}, n={len(seeds)})\n\n"
-        text += column_table(rows, t, m) + "\n"
+        text += f"Ground truth: {'patching (secondary)' if by_patching else 'by construction'}.\n\n"
+        text += column_table(rows, t, m, by_patching) + "\n"
     ratios = [(h, time_ratio(rows, t, m)) for h, t, m in columns]
     ratios = [f"{h} ×{r:.0f}" for h, r in ratios if r is not None]
     if ratios:

@@ -112,10 +112,10 @@ def _kind(method: str) -> str:
     return spec.kind if spec is not None else "method"
 
 
-def reading(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:
+def reading(row: SummaryRow, rows: Sequence[SummaryRow], truth_by_patching: bool = True) -> str:
     """How a method's node AUC reads against the baselines of the same column: the best baseline it does
     not beat (mean ± std), or that it beats them all; plus a warning where the ground truth is made of
-    the method's own kind of ablation."""
+    the method's own kind of ablation (`truth_by_patching`; not for circuits known by construction)."""
     spec = METHODS.get(_base(row.method))
     if spec is not None and spec.kind == "baseline":
         return "baseline"
@@ -131,7 +131,7 @@ def reading(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:
             notes.append(f"above every baseline, within one std of {best.method}")
         else:
             notes.append("above every baseline")
-    if spec is not None and spec.self_scored:
+    if spec is not None and spec.self_scored and truth_by_patching:
         notes.append("scored partly against itself (ground truth is resample patching)")
     return "; ".join(notes)
 
@@ -160,7 +160,7 @@ def _order(method: str) -> tuple[int, str]:
     return rank, method
 
 
-def column_table(rows: Sequence[SummaryRow], task: str, model: str) -> str:
+def column_table(rows: Sequence[SummaryRow], task: str, model: str, truth_by_patching: bool = True) -> str:
     """One (task, model) column as a table: a row per method with node and edge AUC, precision at the
     circuit's size, average precision, seconds, and how it reads against the baselines."""
     mine = sorted((r for r in rows if r.task == task and r.model == model), key=lambda r: _order(r.method))
@@ -173,7 +173,7 @@ def column_table(rows: Sequence[SummaryRow], task: str, model: str) -> str:
         edge_mark = " †" if r.edge_auc_heads_only and r.edge_auc is not None else ""
         cells = [stat_text(r.node_auc, n), stat_text(r.node_precision, n), stat_text(r.node_ap, n),
                  stat_text(r.edge_auc, n) + edge_mark, stat_text(r.edge_precision, n), stat_text(r.edge_ap, n),
-                 f"{r.seconds:.1f}", reading(r, mine)]
+                 f"{r.seconds:.1f}", reading(r, mine, truth_by_patching)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
