@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from saelab.circuits.graph import Graph
-from saelab.circuits.io import find_ground_truth, ground_truth_path
+from saelab.circuits.io import find_ground_truth, ground_truth_kind
 from saelab.circuits.registry import METHODS
 from saelab.circuits.runner import (
     DEFAULT_METHODS,
@@ -150,12 +150,6 @@ GROUND_TRUTH_TEXT = (
     "head-pair edge metrics (†) of the discrete-SAE methods are empty (—).")
 
 
-def truth_kind(model: str, task: str) -> str:
-    """The ground-truth file's "kind" ("by construction"), or "patching" for files made by evals/ground_truth.py."""
-    path = ground_truth_path(model, task)
-    return json.loads(path.read_text(encoding="utf-8")).get("kind", "patching") if path.is_file() else "none"
-
-
 def defaults_text(methods: list[str], split: str) -> str:
     """Where each method's defaults come from, and the split the numbers are on."""
     seeds = "dev seeds 0.." if split == "dev" else "test seeds 100.. (never used to choose a default)"
@@ -176,7 +170,7 @@ def write_table(records: list[RunRecord], out: Path, split: str = "test", comman
     text = header
     for h, t, m in columns:
         seeds = sorted({r.seed for r in records if r.task == t and r.model == m})
-        by_patching = truth_kind(m, t) != "by construction"
+        by_patching = ground_truth_kind(m, t) != "by construction"
         text += f"### {h} ({t} on {m}; seeds {seeds[0]}–{seeds[-1]}, n={len(seeds)})\n\n"
         text += f"Ground truth: {'patching (secondary)' if by_patching else 'by construction'}.\n\n"
         text += column_table(rows, t, m, by_patching) + "\n"

@@ -70,6 +70,10 @@ class CircuitSummary(NamedTuple):
     method: str
     node_auc: float
     seconds: float
+    model: str = ""
+    """The model the circuit was identified on (the demo's, or one whose circuit is known by construction)."""
+    ground_truth: str = ""
+    """What the node AUC is scored against: "patching", "by construction", or "" (no ground truth)."""
 
 
 class DemoResult(NamedTuple):

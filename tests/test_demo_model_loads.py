@@ -13,14 +13,21 @@ from saelab.models import load_model, save_model
 
 @pytest.fixture
 def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the models loaded while the test runs, from every way `load_model` resolves a name."""
+    """Names of the models loaded while the test runs, from every way `load_model` resolves a name (a load
+    that goes through another of these ways, a bundled model read from its directory, counts once)."""
     loads: list[str] = []
+    depth = [0]
     for name in ("_load_bundled", "load_model_dir", "_load_hugging_face"):
         original = getattr(saelab.models, name)
 
         def counted(target, *args, _original=original, **kwargs):
-            loads.append(str(getattr(target, "name", target)))
-            return _original(target, *args, **kwargs)
+            if depth[0] == 0:
+                loads.append(str(getattr(target, "name", target)))
+            depth[0] += 1
+            try:
+                return _original(target, *args, **kwargs)
+            finally:
+                depth[0] -= 1
 
         monkeypatch.setattr(saelab.models, name, counted)
     return loads
@@ -43,8 +50,9 @@ def test_quick_demo_loads_its_model_once_and_prints_no_device_moves(
     out = capsys.readouterr().out
     assert status == 0
     assert "recorded in" in out and "✓ circuits" in out  # every step ran
-    assert model_loads == ["saelab-random"]
+    assert model_loads == ["saelab-random", "saelab-ioi-siit"]  # each once; the second for its known circuit
     assert "Moving model to device" not in out
+    assert "by construction" in out and "output_change" in out  # the by-construction column, with baselines
 
 
 def test_loading_a_model_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,13 @@ def ground_truth_path(model: str, task: str, root: Path | None = None) -> Path:
     return (root or data_dir() / "circuits") / model.replace("/", "__") / f"{task}.json"
 
 
+def ground_truth_kind(model: str, task: str, root: Path | None = None) -> str:
+    """What the model's ground-truth circuit for `task` is made of: the file's "kind" ("by construction"),
+    "patching" for files written by evals/ground_truth.py (they carry no kind), or "" where there is none."""
+    path = ground_truth_path(model, task, root)
+    return json.loads(path.read_text(encoding="utf-8")).get("kind", "patching") if path.is_file() else ""
+
+
 def save_ground_truth(truth: GroundTruth, path: Path) -> Path:
     """Write atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,11 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
                      _fmt(sae.ce_recovered, "{:.3f}"))
     console.print(saes)
     if result.circuits:
-        circuits = Table("task", "method", "node AUC", "seconds", title="circuit identification")
+        circuits = Table("task", "model", "ground truth", "method", "node AUC", "seconds",
+                         title="circuit identification (baselines: random, layer_order, output_change)")
         for row in result.circuits:
-            circuits.add_row(row.task, row.method, _fmt(row.node_auc, "{:.3f}"), f"{row.seconds:.1f}")
+            circuits.add_row(row.task, row.model, row.ground_truth or "none", row.method,
+                             _fmt(row.node_auc, "{:.3f}"), f"{row.seconds:.1f}")
         console.print(circuits)
     console.print(f"run {result.run_id} recorded in {result.db_path}")
     if args.no_app:

@@ -6,8 +6,11 @@ from typing import NamedTuple
 from saelab.db import ResultsStore
 from saelab.workspace import Workspace
 
-DEMO_METHODS = ("sae_codes", "eap", "patching")
+DEMO_METHODS = ("random", "layer_order", "output_change", "sae_codes", "eap", "patching")
+"""The baselines first: every circuit table the demo prints shows them beside the methods."""
 DEMO_TASKS = ("ioi", "greater_than", "docstring")
+BY_CONSTRUCTION = (("ioi", "saelab-ioi-siit"),)
+"""(task, bundled model) pairs whose circuits are known by construction; the demo's circuit step runs them too."""
 
 
 class CircuitsResult(NamedTuple):
@@ -49,38 +52,49 @@ def run_circuits_in_workspace(workspace: Workspace, config, model=None, progress
 
 
 def demo_circuits(workspace: Workspace, cfg, model, circuits: list) -> str:
-    """The demo's step: a few methods on each task, skipped (with the reason) where the model cannot do it."""
+    """The demo's step: the baselines and a few methods on each task of the demo's model (skipped, with the
+    reason, where the model cannot do it), then on the bundled models whose circuits are known by construction
+    (each loaded once, here)."""
+    from saelab.models import get_bundled, load_model
+
+    notes = [_demo_task(workspace, cfg, task, cfg.model, model, circuits) for task in DEMO_TASKS]
+    for task, name in BY_CONSTRUCTION:
+        bundled = get_bundled(name)
+        if name != cfg.model and bundled is not None and bundled.available:
+            notes.append(_demo_task(workspace, cfg, task, name, load_model(name), circuits))
+    return "; ".join(notes)
+
+
+def _demo_task(workspace: Workspace, cfg, task: str, model_name: str, model, circuits: list) -> str:
+    from saelab.circuits.io import ground_truth_kind
     from saelab.circuits.runner import CircuitRunConfig
     from saelab.demo import CircuitSummary
 
     store = ResultsStore(workspace.db_path)
-    notes = []
-    for task in DEMO_TASKS:
-        done = store.select("circuit_runs", where={"task": task, "model": cfg.model})
-        if not done.empty:
-            notes.append(f"{task} reused")
-            _summaries_from_store(store, task, cfg.model, circuits)
-            continue
-        config = CircuitRunConfig(task=task, model=cfg.model, methods=DEMO_METHODS, seeds=(cfg.seed,),
-                                  n_prompts=8 if cfg.quick else 32, sae_prompts=10,
-                                  acdc_prompts=8 if cfg.quick else 16)
-        try:
-            result = run_circuits_in_workspace(workspace, config, model=model)
-        except ValueError as exc:  # e.g. a byte-level tokenizer splits the task's names
-            notes.append(f"{task} skipped ({str(exc)[:80]})")
-            continue
-        for row in result.summary:
-            auc = row.node_auc[0] if row.node_auc is not None else float("nan")
-            circuits.append(CircuitSummary(task, row.method, auc, row.seconds))
-        notes.append(f"{task} ({'scored' if result.ground_truth else 'no ground truth'})")
-    return "; ".join(notes)
+    where = task if model_name == cfg.model else f"{task} on {model_name}"
+    kind = ground_truth_kind(model_name, task)
+    if not store.select("circuit_runs", where={"task": task, "model": model_name}).empty:
+        _summaries_from_store(store, task, model_name, kind, circuits)
+        return f"{where} reused"
+    config = CircuitRunConfig(task=task, model=model_name, methods=DEMO_METHODS, seeds=(cfg.seed,),
+                              n_prompts=8 if cfg.quick else 32, sae_prompts=10,
+                              acdc_prompts=8 if cfg.quick else 16)
+    try:
+        result = run_circuits_in_workspace(workspace, config, model=model)
+    except ValueError as exc:  # e.g. a byte-level tokenizer splits the task's names
+        return f"{where} skipped ({str(exc)[:80]})"
+    for row in result.summary:
+        auc = row.node_auc[0] if row.node_auc is not None else float("nan")
+        circuits.append(CircuitSummary(task, row.method, auc, row.seconds, model_name, kind))
+    return f"{where} ({'scored against ' + kind if result.ground_truth else 'no ground truth'})"
 
 
-def _summaries_from_store(store: ResultsStore, task: str, model: str, circuits: list) -> None:
+def _summaries_from_store(store: ResultsStore, task: str, model: str, kind: str, circuits: list) -> None:
     from saelab.demo import CircuitSummary
 
     runs = store.select("circuit_runs", where={"task": task, "model": model})
     for _, run in runs.iterrows():
         evals = store.select("circuit_evals", where={"circuit_run_id": run["circuit_run_id"]})
         values = dict(zip(evals["metric"], evals["value"], strict=True))
-        circuits.append(CircuitSummary(task, run["method"], values.get("node_auc", float("nan")), run["seconds"]))
+        circuits.append(CircuitSummary(task, run["method"], values.get("node_auc", float("nan")), run["seconds"],
+                                       model, kind))
