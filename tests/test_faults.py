@@ -49,7 +49,9 @@ def damage_files(root):
     (root / "badmodel" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     (root / "truncws").mkdir()
     store = (ws / "saelab.duckdb").read_bytes()
-    (root / "truncws" / "saelab.duckdb").write_bytes(store[: len(store) // 2])
+    # cut inside the first storage block (DuckDB: three 4 KiB headers, then 256 KiB blocks): a cut further in can
+    # fall among free blocks (this store is mostly free blocks after its migrations) and leave it readable
+    (root / "truncws" / "saelab.duckdb").write_bytes(store[: 3 * 4096 + 4096])
     mistyped_files(root, sae_dir)
 
 
@@ -132,7 +134,7 @@ CASES = [
      "absent.txt"),
     ("k larger than width", [*BASE_TRAIN, "--width", "64", "--k", "100"], 1, "100"),
     ("zero width", [*BASE_TRAIN, "--width", "0"], 1, "d_sae"),
-    ("unregistered architecture", [*BASE_TRAIN, "--arch", "sparse_magic"], 1, "sparse_magic"),
+    ("unregistered architecture", [*BASE_TRAIN, "--arch", "sparse_magic"], 2, "sparse_magic"),  # a usage error, before the model loads
     ("bad site for training", [*BASE_TRAIN[:4], "2.resid_post", *BASE_TRAIN[5:]], 1, "2.resid_post"),
     ("zero batch size", [*BASE_TRAIN[:-1], "0"], 1, "0"),
     ("width list not numbers", [*BASE_TRAIN, "--width", "wide"], 2, "wide"),
