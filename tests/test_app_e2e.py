@@ -226,13 +226,30 @@ def test_evaluations_page(server, browser, shots):
 
 def test_overview_page_lists_the_latents_of_a_clicked_bin(server, browser, shots):
     _visit(browser, f"{server}/overview?sae={ATTN}", "SAE overview", "never fire", "latents in bin")
-    bars = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars path"), "the bars")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars path"), "the bars")
     browser.save_screenshot(str(shots / "overview.png"))
     first_bin = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .xtick text")[0].text
-    ActionChains(browser).move_to_element(bars[0]).click().perform()
-    _wait(browser, lambda d: any((box.get_attribute("value") or "").startswith(first_bin) for box in
-                                 d.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')),
-          f"the bin {first_bin!r} to be listed")
+
+    last_click = [0.0]
+
+    def listed_after_a_click(driver) -> bool:
+        """True once the clicked bin is listed; until then click its bar again (a click that lands while plotly
+        or a rerun redraws the chart is lost, and a redraw makes the old bar element stale) — only when no run is
+        in progress and 5 s after the last click, so a click that did land is never undone by a second one."""
+        boxes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')
+        if any((box.get_attribute("value") or "").startswith(first_bin) for box in boxes):
+            return True
+        if _script_state(driver) != "notRunning" or time.monotonic() - last_click[0] < 5.0:
+            return False
+        try:
+            bar = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars path")[0]
+            ActionChains(driver).move_to_element(bar).click().perform()
+            last_click[0] = time.monotonic()
+        except Exception:  # noqa: BLE001 - a stale or covered bar: try again on the next poll
+            pass
+        return False
+
+    _wait(browser, listed_after_a_click, f"the bin {first_bin!r} to be listed")
     _settled(browser, "latents in bin")
     browser.save_screenshot(str(shots / "overview-bin.png"))
 
@@ -246,8 +263,22 @@ def _type_into(driver, selector: str, text: str, enter: bool = False) -> None:
 
 def test_name_a_latent_and_find_it_by_search(server, browser):
     _visit(browser, f"{server}/features?sae={ATTN}&latent=3", "Latent 3", "Name this latent")
-    next(e for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stExpander"] summary')
-         if "Name this latent" in e.text).click()
+    def form_open(driver) -> bool:
+        """True once the label box can be typed into; until then open the expander (a click during a rerun is lost)."""
+        boxes = driver.find_elements(By.CSS_SELECTOR, 'input[aria-label="label"]')
+        if boxes and boxes[0].is_displayed() and boxes[0].is_enabled():
+            return True
+        try:
+            summary = next(e for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stExpander"] summary')
+                           if "Name this latent" in e.text)
+            if summary.find_element(By.XPATH, "..").get_attribute("open") is None:  # closed: open it, never close it
+                summary.click()
+        except Exception:  # noqa: BLE001 - stale or not yet drawn: try again on the next poll
+            pass
+        return False
+
+    _wait(browser, form_open, "the label form to open")
+    time.sleep(0.5)  # the expander's opening animation
     _type_into(browser, 'input[aria-label="label"]', "e2e label: names")
     _type_into(browser, 'textarea[aria-label="note"]', "written by the browser test")
     next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Save label").click()
