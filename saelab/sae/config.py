@@ -65,6 +65,18 @@ class SAEConfig:
     model_name: str = ""
     """Name of the model whose activations the SAE reads. Metadata."""
 
+    output_site: str = ""
+    """Where a transcoder's target is read, as saelab writes a hook site (e.g. "1.mlp_out" for a transcoder
+    reading "1.resid_mid"); "" for an SAE, whose target is its own input."""
+
+    d_out: int | None = None
+    """Width of the target (W_dec is (d_sae, d_out)); None: d_in (an SAE, or a transcoder between sites of
+    one width)."""
+
+    skip_connection: bool = False
+    """Add a linear skip term x @ W_skip, W_skip (d_in, d_out), to the reconstruction (a skip-transcoder,
+    Paulo et al. 2025)."""
+
     dtype: DTypeName = "float32"
     """Parameter dtype."""
 
@@ -83,6 +95,8 @@ class SAEConfig:
             raise ValueError(
                 f"k must be between 1 and d_sae={self.d_sae} for {self.architecture!r}, got {self.k}"
             )
+        if self.d_out is not None and self.d_out <= 0:
+            raise ValueError(f"d_out must be positive or None, got {self.d_out}")
         if self.auxk_k is not None and self.auxk_k < 1:
             raise ValueError(f"auxk_k must be positive or None, got {self.auxk_k}")
         if self.dtype not in DTYPES:
@@ -93,6 +107,21 @@ class SAEConfig:
         for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether the target is read somewhere else than the input (a transcoder) rather than being it."""
+        return bool(self.output_site) and self.output_site != self.hook_site
+
+    @property
+    def target_site(self) -> str:
+        """The site whose activation the dictionary reconstructs: output_site for a transcoder, else hook_site."""
+        return self.output_site or self.hook_site
+
+    @property
+    def d_target(self) -> int:
+        """Width of the reconstruction."""
+        return self.d_out if self.d_out is not None else self.d_in
 
     @property
     def torch_dtype(self) -> torch.dtype:

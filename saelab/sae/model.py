@@ -37,6 +37,16 @@ class SAE(nn.Module):
         """Reconstruction from dense latent activations."""
         return latents.to(self.cfg.torch_dtype) @ self.W_dec + self.b_dec
 
+    def skip(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"] | float:
+        """The skip term x @ W_skip of a skip-transcoder (cfg.skip_connection); 0.0 for every other dictionary."""
+        W_skip = getattr(self, "W_skip", None)
+        return 0.0 if W_skip is None else x.to(self.cfg.torch_dtype) @ W_skip
+
+    def reconstruct(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"]:
+        """Inference reconstruction of the target (the input itself for an SAE; the output site for a
+        transcoder): decode(encode(x)) + skip(x)."""
+        return self.decode(self.encode(x)) + self.skip(x)
+
     def forward(
         self, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None = None, work: Any = None
     ) -> SAEOutput:
