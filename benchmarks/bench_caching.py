@@ -27,13 +27,12 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saelab.activations import cache_activations, parse_sites, stop_layer
 from saelab.activations.batches import BatchConfig, store_batches
-from saelab.activations.store import META_DTYPE, Manifest, ShardInfo, store_paths, write_manifest
+from saelab.activations.store import write_random_store
 from saelab.data import TextsSource, batch_contexts, iter_contexts
 from saelab.models import load_model
 
@@ -180,27 +179,6 @@ def saelens_cache_runner(model, hook_name, d_in, source, n_tokens, context_len, 
         return n_tokens / (time.perf_counter() - start)
 
 
-def write_synthetic_store(out_dir: Path, site: str, n_tokens: int, d: int, shard_tokens: int) -> None:
-    """A float16 store of random activations laid out exactly as caching writes it."""
-    paths = store_paths(out_dir, site)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    shards = []
-    for index, first in enumerate(range(0, n_tokens, shard_tokens)):
-        n = min(shard_tokens, n_tokens - first)
-        acts = np.lib.format.open_memmap(paths.shard(index).acts, "w+", np.float16, (n, d))
-        for row in range(0, n, 8192):
-            acts[row:row + 8192] = rng.standard_normal((min(8192, n - row), d), dtype=np.float32)
-        acts.flush()
-        del acts
-        np.save(paths.shard(index).meta, np.zeros(n, META_DTYPE))
-        shards.append(ShardInfo(index, first // 128, n // 128, n))
-    write_manifest(paths.manifest, Manifest(
-        model="synthetic", site=site, hook_name="-", dtype="float16", d=d, feature_shape=(d,), context_len=128,
-        contexts_per_shard=shard_tokens // 128, n_contexts=n_tokens // 128, source={"kind": "synthetic"},
-        seed=0, shards=tuple(shards), complete=True))
-
-
 def memory_status() -> dict[str, float]:
     """Peak and current resident memory of this process in MiB (VmHWM restarts at exec, unlike ru_maxrss)."""
     fields = {}
@@ -228,7 +206,7 @@ def read_child(store_dir: str, site: str, batch_size: int, buffer_tokens: int, n
 def bench_reading(n_tokens, d, buffer_tokens, batch_size) -> dict:
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as out:
         start = time.perf_counter()
-        write_synthetic_store(Path(out), "0.resid_post", n_tokens, d, shard_tokens=131072)
+        write_random_store(Path(out), "0.resid_post", n_tokens, d, shard_tokens=131072)
         written = time.perf_counter() - start
         child = subprocess.run([sys.executable, __file__, "--read-child", out, str(batch_size), str(buffer_tokens),
                                 str(n_tokens)], capture_output=True, text=True, check=True)

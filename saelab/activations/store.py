@@ -363,3 +363,30 @@ def _check_openable(paths: StorePaths, manifest: Manifest, expect_d: int | None,
                                    f"but the reader expects d={expect_d}")
     if model is not None and manifest.model != model:
         raise ActivationStoreError(f"store {where!r} was cached from model {manifest.model!r}, not {model!r}")
+
+
+def write_random_store(out_dir: str | os.PathLike, site: str, n_tokens: int, d: int, shard_tokens: int,
+                       dtype: str = "float16", seed: int = 0) -> SiteStore:
+    """A complete store of standard-normal activations laid out exactly as caching writes it (for benchmarks and
+    tests of reading; written chunk by chunk, so its size is not bounded by memory)."""
+    if n_tokens % 128 or shard_tokens % 128:
+        raise ValueError(f"n_tokens {n_tokens} and shard_tokens {shard_tokens} must be multiples of 128 (one context)")
+    paths = store_paths(out_dir, site)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    rng, numpy_dtype = np.random.default_rng(seed), store_dtype(dtype).numpy_dtype
+    shards = []
+    for index, first in enumerate(range(0, n_tokens, shard_tokens)):
+        n = min(shard_tokens, n_tokens - first)
+        acts = np.lib.format.open_memmap(paths.shard(index).acts, "w+", numpy_dtype, (n, d))
+        for row in range(0, n, 8192):
+            block = torch.from_numpy(rng.standard_normal((min(8192, n - row), d), dtype=np.float32))
+            acts[row:row + 8192] = to_disk_array(block.to(store_dtype(dtype).torch_dtype), dtype)
+        acts.flush()
+        del acts
+        np.save(paths.shard(index).meta, np.zeros(n, META_DTYPE))
+        shards.append(ShardInfo(index, first // 128, n // 128, n))
+    write_manifest(paths.manifest, Manifest(
+        model="synthetic", site=site, hook_name="-", dtype=dtype, d=d, feature_shape=(d,), context_len=128,
+        contexts_per_shard=shard_tokens // 128, n_contexts=n_tokens // 128, source={"kind": "synthetic"},
+        seed=seed, shards=tuple(shards), complete=True))
+    return open_site_store(out_dir, site)
