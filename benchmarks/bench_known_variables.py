@@ -2,15 +2,17 @@
 high-level variable, beside raw-neuron, random-direction and chance baselines and the synthetic-dictionary score.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py            # 2,097,152 tokens, seeds 0 1 2
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py --quick    # 262,144 tokens, seed 0
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py --quick    # 262,144 tokens, seed 0, 1,000 prompts
 
 Ground truth: saelab-ioi-siit was trained with SIIT so that head 0.2 at S2 (DUP), head 1.1 at END (S-INH) and
 head 2.3 at END (NAME) carry the indirect object's identity (data/circuits/saelab-ioi-siit/ioi.json). SAEs: the
 demo's two kinds (`saelab.demo.demo_sweep`: TopK, width 8 x d_model = 512, k 16) at the hook_z of each aligned
 layer and at the residual stream after it, trained as `saelab demo` trains them (`train_in_workspace`, lr 1e-3,
 batch 4096, activations of the bundled corpus streamed from the model with 64-token contexts, the model's n_ctx).
-Scoring: `saelab.evals.known_variables` (unit and threshold chosen on 3,000 dev prompts, F1 on 3,000 other
-test prompts; IOI prompts of the SIIT generator). Synthetic dictionary: the setting of tests/test_sae_recovery.py
+The SIIT model never trained on that corpus, so a second set (ours, named as such) has the same configs and
+schedule but trains on the model's own training distribution: SIIT-generator prompts, half IOI, half ABC, every
+position after BOS up to END. Scoring: `saelab.evals.known_variables` (unit and threshold chosen on 2,000 dev
+prompts, F1 on 2,000 other test prompts; IOI prompts of the SIIT generator, different seeds from training). Synthetic dictionary: the setting of tests/test_sae_recovery.py
 (64 true unit directions in d_in 32, 4 active on average, TopK d_sae 128 k 4, 600 steps) with its mean-max-cosine
 score, and the same F1 protocol on it ("feature active" as the class), for a number on the same scale.
 Writes benchmarks/results/bench_known_variables.{json,md}.
@@ -19,20 +21,32 @@ Writes benchmarks/results/bench_known_variables.{json,md}.
 import argparse
 import json
 import logging
+import random
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from saelab.activations.collect import forward_sites
 from saelab.activations.sites import HookSite
 from saelab.circuits.io import ground_truth_path
-from saelab.circuits.siit import AlignedNode
+from saelab.circuits.siit import TRAIN_SPLIT, AlignedNode, encode_specs, sample_spec
 from saelab.evals.known_variables import KnownVariablesConfig, known_variable_scores, threshold_f1
 from saelab.models import load_model
 from saelab.sae import SAE, SAEConfig, load_sae
 from saelab.sae.synthetic import max_cosine_recovery, random_dictionary, sparse_feature_batch
-from saelab.workflows.train import SAESpec, TrainSpec, train_in_workspace
+from saelab.training import train_saes
+from saelab.workflows.train import (
+    SAESpec,
+    TrainSpec,
+    build_sae_configs,
+    peak_lrs,
+    scheduled_trainer_config,
+    train_in_workspace,
+)
 from saelab.workspace import Workspace
 
 MODEL = "saelab-ioi-siit"
@@ -44,17 +58,60 @@ def alignment() -> list[AlignedNode]:
     return [AlignedNode.from_json(entry) for entry in circuit["alignment"]]
 
 
-def train_demo_kinds(model, nodes: list[AlignedNode], tokens: int, seed: int, root: Path) -> dict:
-    """The demo's TopK SAE (its width and k) at hook_z and resid_post of every aligned layer, one pass."""
+def demo_kinds_spec(model, nodes: list[AlignedNode], tokens: int, seed: int) -> TrainSpec:
+    """The demo's TopK SAE (its width and k, lr, batch) at hook_z and resid_post of every aligned layer."""
     width = 8 * model.cfg.d_model
     layers = sorted({node.layer for node in nodes})
     specs = tuple(SAESpec(site=f"{layer}.{kind}", architecture="topk", width=width, k=16)
                   for layer in layers for kind in ("attn_z", "resid_post"))
-    spec = TrainSpec(model=MODEL, saes=specs, tokens=tokens, batch_size=4096, lr=1e-3, seed=seed,
+    return TrainSpec(model=MODEL, saes=specs, tokens=tokens, batch_size=4096, lr=1e-3, seed=seed,
                      context_len=model.cfg.n_ctx, log_every_steps=50, checkpoint_every_tokens=None)
-    result = train_in_workspace(Workspace(root), spec, progress=False, model=model)
-    saes = {sae_id: load_sae(path) for sae_id, path in result.paths.items()}
+
+
+def loaded(paths: dict) -> dict:
+    saes = {sae_id: load_sae(path) for sae_id, path in paths.items()}
     return {sae_id: (HookSite.parse(sae.cfg.hook_site), sae) for sae_id, sae in saes.items()}
+
+
+def train_on_corpus(model, spec: TrainSpec, root: Path) -> dict:
+    """As `saelab demo` trains: `train_in_workspace`, activations of the bundled corpus streamed from the model."""
+    return loaded(train_in_workspace(Workspace(root), spec, progress=False, model=model).paths)
+
+
+def ioi_batches(model, sites: list[HookSite], batch_size: int, seed: int) -> Iterator[dict]:
+    """Endless shuffled batches of the model's activations on its own training distribution: prompts of the SIIT
+    generator (half IOI, half ABC), every position from the first token after BOS to END."""
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    while True:
+        pending: dict[str, list] = {str(site): [] for site in sites}
+        rows = 0
+        while rows < 8 * batch_size:
+            prompts = encode_specs(model.tokenizer, [
+                sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
+                for _ in range(256)])
+            position = torch.arange(prompts.tokens.shape[1])[None]
+            keep = (position >= 1) & (position <= prompts.end[:, None])
+            with torch.no_grad():
+                acts = forward_sites(model, prompts.tokens, sites)
+            for site, act in acts.items():
+                pending[str(site)].append(act.reshape(*act.shape[:2], -1)[keep].float())
+            rows += int(keep.sum())
+        order = torch.randperm(rows, generator=generator)
+        data = {site: torch.cat(parts)[order] for site, parts in pending.items()}
+        for start in range(0, rows - batch_size + 1, batch_size):
+            yield {site: values[start:start + batch_size] for site, values in data.items()}
+
+
+def train_on_ioi(model, spec: TrainSpec, root: Path) -> dict:
+    """Ours: the same SAE configs and schedule, trained on `ioi_batches` instead of the corpus."""
+    configs = build_sae_configs(spec, model.cfg)
+    lrs = peak_lrs(spec)
+    trainer = scheduled_trainer_config(spec.tokens, spec.batch_size, lr=next(iter(lrs.values())),
+                                       sae_lrs=tuple(lrs.items()), seed=spec.seed, log_every_steps=10**9)
+    sites = sorted({HookSite.parse(c.hook_site).validate(model.cfg) for c in configs.values()}, key=str)
+    trained = train_saes(configs, ioi_batches(model, sites, spec.batch_size, spec.seed), trainer, root,
+                         progress=False)
+    return loaded({t.sae_id: t.paths.directory for t in trained})
 
 
 def synthetic_scores(seed: int) -> dict:
@@ -90,28 +147,33 @@ def synthetic_scores(seed: int) -> dict:
             "f1_active": sum(f1s) / len(f1s)}
 
 
+COLUMNS = (("sae:corpus", "SAE F1, demo (corpus)"), ("sae:ioi", "SAE F1, ours (IOI prompts)"),
+           ("neurons", "neurons F1"), ("random", "random F1"), ("chance", "chance F1"))
+
+
 def markdown(report: dict) -> str:
-    lines = ["| variable (node@pos) | site | attribute | SAE F1 | neurons F1 | random F1 | chance F1 | SAE P / R |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variable (node@pos) | site | attribute | " + " | ".join(title for _, title in COLUMNS) +
+             " | demo SAE P / R |", "|---" * (4 + len(COLUMNS)) + "|"]
     for key, cell in report["table"].items():
         variable, site, attribute = key.split("|")
-        f1 = {kind: _mean_sd([s["f1"] for s in cell[kind]]) for kind in ("sae", "neurons", "random", "chance")}
-        sae = cell["sae"]
-        lines.append(f"| {variable} | {site} | {attribute} | {f1['sae']} | {f1['neurons']} | {f1['random']} | "
-                     f"{f1['chance']} | {_mean([s['precision'] for s in sae]):.3f} / "
-                     f"{_mean([s['recall'] for s in sae]):.3f} |")
+        f1 = [_mean_sd([s["f1"] for s in cell.get(column, [])]) for column, _ in COLUMNS]
+        demo = cell.get("sae:corpus", [])
+        pr = f"{_mean([s['precision'] for s in demo]):.3f} / {_mean([s['recall'] for s in demo]):.3f}" if demo else "-"
+        lines.append(f"| {variable} | {site} | {attribute} | " + " | ".join(f1) + f" | {pr} |")
     syn = report["synthetic"]
-    lines += ["", f"Synthetic dictionary (tests/test_sae_recovery.py's TopK setting), seeds {report['seeds']}: "
+    lines += ["", f"Synthetic dictionary (tests/test_sae_recovery.py's TopK setting), seeds {report['seeds_done']}: "
               f"mean max cosine {_mean_sd([s['mean_max_cosine'] for s in syn])}, "
               f"macro F1 (feature active, same protocol) {_mean_sd([s['f1_active'] for s in syn])}."]
     return "\n".join(lines)
 
 
 def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
     mean = _mean(values)
@@ -123,37 +185,64 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="262,144 training tokens, one seed, 1,000 prompts")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--tokens", type=int, default=None, help="training tokens per SAE (default: the demo's)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. one per seed run in parallel)")
+    parser.add_argument("--merge", nargs="+", help="merge these result JSONs (one seed each) into the main files")
     args = parser.parse_args()
+    if args.merge:
+        report = merge([json.loads(Path(name).read_text()) for name in args.merge])
+        write(report, "")
+        print(markdown(report))
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    tokens = 262_144 if args.quick else 2_097_152
-    n_prompts = 1000 if args.quick else 3000
+    tokens = args.tokens or (262_144 if args.quick else 2_097_152)
+    n_prompts = 1000 if args.quick else 2000
     model, nodes = load_model(MODEL), alignment()
     report = {"model": MODEL, "tokens": tokens, "seeds": seeds, "n_dev": n_prompts, "n_test": n_prompts,
               "table": {}, "synthetic": [], "seconds": {}}
+    report["seeds_done"] = []
+    suffix = ("_quick" if args.quick else "") + args.tag
     for seed in seeds:
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as root:
-            saes = train_demo_kinds(model, nodes, tokens, seed, Path(root))
-        trained = time.perf_counter()
-        rows = known_variable_scores(model, nodes, saes, KnownVariablesConfig(n_prompts, n_prompts,
-                                                                              random_seed=seed))
-        for row in rows:
-            key = f"{row.variable} ({row.node}@{row.position})|{row.site}|{row.attribute}"
-            cell = report["table"].setdefault(key, {"sae": [], "neurons": [], "random": [], "chance": []})
-            cell[row.units].append(row.score._asdict())
+        spec = demo_kinds_spec(model, nodes, tokens, seed)
+        scoring = KnownVariablesConfig(n_prompts, n_prompts, random_seed=seed)
+        for data, train in (("corpus", train_on_corpus), ("ioi", train_on_ioi)):
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as root:
+                saes = train(model, spec, Path(root))
+            trained = time.perf_counter()
+            config = scoring if data == "corpus" else replace(scoring, baselines=False)
+            for row in known_variable_scores(model, nodes, saes, config):
+                key = f"{row.variable} ({row.node}@{row.position})|{row.site}|{row.attribute}"
+                column = f"sae:{data}" if row.units == "sae" else row.units
+                report["table"].setdefault(key, {}).setdefault(column, []).append(row.score._asdict())
+            report["seconds"][f"{seed}:{data}"] = {"train": trained - start, "score": time.perf_counter() - trained}
+            print(f"seed {seed}, SAEs trained on {data}: trained in {trained - start:.0f} s, scored in "
+                  f"{time.perf_counter() - trained:.0f} s", flush=True)
         report["synthetic"].append(synthetic_scores(seed))
-        report["seconds"][str(seed)] = {"train": trained - start, "score": time.perf_counter() - trained}
-        print(f"seed {seed}: trained in {trained - start:.0f} s, scored in {time.perf_counter() - trained:.0f} s",
-              flush=True)
-    table = markdown(report)
-    print(table)
-    suffix = "_quick" if args.quick else ""
+        report["seeds_done"].append(seed)
+        write(report, suffix)  # after every seed, so a long run keeps what it has
+    print(markdown(report))
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from several runs of the same settings on different seeds."""
+    out = {**reports[0], "table": {}, "synthetic": [], "seconds": {}, "seeds_done": [], "seeds": []}
+    for report in reports:
+        for key, cell in report["table"].items():
+            for column, scores in cell.items():
+                out["table"].setdefault(key, {}).setdefault(column, []).extend(scores)
+        for field in ("synthetic", "seeds_done", "seeds"):
+            out[field] += report[field]
+        out["seconds"].update(report["seconds"])
+    return out
+
+
+def write(report: dict, suffix: str) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{RESULTS}{suffix}.json").write_text(json.dumps(report, indent=1))
-    Path(f"{RESULTS}{suffix}.md").write_text(table + "\n")
-    print(f"wrote {RESULTS}{suffix}.json and .md")
+    Path(f"{RESULTS}{suffix}.md").write_text(markdown(report) + "\n")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def main() -> None:
 
     d, n_tokens, buffer_tokens = (512, 262_144, 32_768) if args.quick else (1024, 524_288, 65_536)
     report = {"rows": []}
-    with tempfile.TemporaryDirectory(dir=RESULTS.parent) as store_dir:
+    with tempfile.TemporaryDirectory() as store_dir:
         write_random_store(store_dir, SITE, n_tokens, d, shard_tokens=65_536, dtype="float16")
         store_mib = n_tokens * d * 2 / MIB
         print(f"store: {n_tokens:,} tokens x d {d} float16 = {store_mib:,.0f} MiB; one epoch of a TopK SAE "

@@ -18,7 +18,8 @@ MIB = 2**20
 @pytest.mark.slow
 def test_training_memory_is_bounded_by_the_buffer_not_the_store(tmp_path) -> None:
     d, n_tokens, buffer_tokens, batch_size = 512, 131_072, 4096, 2048
-    write_random_store(tmp_path, "0.resid_post", n_tokens, d, shard_tokens=16_384, dtype="float32")
+    store = write_random_store(tmp_path, "0.resid_post", n_tokens, d, shard_tokens=16_384, dtype="float32")
+    assert (store.n_tokens, store.d, len(store.shard_sizes)) == (n_tokens, d, 8)
     store_mib = n_tokens * d * 4 / MIB  # 256 MiB, 32x the buffer
     env = {**os.environ, "PYTHONPATH": str(BENCH.parents[1])}
     done = subprocess.run([sys.executable, str(BENCH), "--child", json.dumps([str(tmp_path), buffer_tokens, batch_size,

@@ -181,6 +181,9 @@ class KnownVariablesConfig:
     """Seed of the test prompts (must differ from `dev_seed`)."""
     random_seed: int = 0
     """Seed of the random directions."""
+    baselines: bool = True
+    """Score the neurons, random and chance baselines beside the SAEs (False: the SAEs alone, e.g. a second set
+    of SAEs at sites already scored)."""
 
     def __post_init__(self) -> None:
         for name in ("n_dev", "n_test"):
@@ -233,10 +236,11 @@ def known_variable_scores(model: HookedTransformer, alignment: Sequence[AlignedN
             x_dev, x_test = node_activations(model, dev, site, node), node_activations(model, test, site, node)
             for attribute, (dev_code, test_code, n_values) in codes.items():
                 base = (node.variable, node.node, node.position, str(site), attribute)
-                for kind in ("sae", "neurons", "random"):
+                for kind in ("sae", "neurons", "random") if cfg.baselines else ("sae",):
                     score = macro_score(threshold_f1(
                         unit_scores(kind, x_dev, sae, sae.cfg.d_sae, cfg.random_seed), dev_code,
                         unit_scores(kind, x_test, sae, sae.cfg.d_sae, cfg.random_seed), test_code, n_values))
                     rows.append(KnownVariableRow(*base, kind, score, sae_id if kind == "sae" else ""))
-                rows.append(KnownVariableRow(*base, "chance", chance_score(dev_code, test_code, n_values)))
+                if cfg.baselines:
+                    rows.append(KnownVariableRow(*base, "chance", chance_score(dev_code, test_code, n_values)))
     return rows
