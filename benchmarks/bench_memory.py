@@ -82,6 +82,8 @@ def run_child(store_dir: str, buffer_tokens: int, batch_size: int, width: int, k
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 256 MiB store at d_in 512")
+    parser.add_argument("--buffers", type=int, nargs="+", default=None,
+                        help="buffer sizes in tokens (default: 1/8 and 1/4 of the store, and the whole store)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -98,7 +100,7 @@ def main() -> None:
               f"(width {4 * d}, k 32, batch 4096) per row, each in a fresh process")
         print("  buffer tokens | store/buffer (tokens, bytes) | buffer MiB | SAEs MiB | peak RSS MiB | bound MiB | "
               "within | RSS after imports | tok/s")
-        for buffer in (buffer_tokens, 2 * buffer_tokens, n_tokens):
+        for buffer in args.buffers or (buffer_tokens, 2 * buffer_tokens, n_tokens):
             row = run_child(store_dir, buffer, 4096, 4 * d, 32)
             row["store_mib"] = store_mib
             report["rows"].append(row)
@@ -109,6 +111,8 @@ def main() -> None:
     report["children_maxrss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     out = RESULTS.with_name("bench_memory_quick.json") if args.quick else RESULTS
+    if args.buffers:
+        out = out.with_name(out.stem + "_buffers_" + "_".join(map(str, args.buffers)) + ".json")
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
 
