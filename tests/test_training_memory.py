@@ -24,7 +24,7 @@ def test_training_memory_is_bounded_by_the_buffer_not_the_store(tmp_path) -> Non
     env = {**os.environ, "PYTHONPATH": str(BENCH.parents[1])}
     done = subprocess.run([sys.executable, str(BENCH), "--child", json.dumps([str(tmp_path), buffer_tokens, batch_size,
                                                                              512, 16])],
-                          capture_output=True, text=True, env=env, timeout=240)
+                          capture_output=True, text=True, env=env, timeout=540)
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["tokens"] == n_tokens  # one whole epoch was read
