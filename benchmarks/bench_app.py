@@ -36,9 +36,9 @@ CHUNK = 1024
 
 def build_store(root: Path, n_latents: int) -> "object":
     """A workspace whose store holds one attn_z SAE with n_latents dashboard rows and its saved weights."""
-    from saelab.app_support.demo_workspace import example_rows, feature_rows
     from saelab.db import ResultsStore
     from saelab.sae import SAE, SAEConfig, save_sae
+    from saelab.testing.demo_workspace import example_rows, feature_rows
     from saelab.workspace import Workspace
 
     workspace = Workspace(root).create()

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from saelab.app_support import build_demo_workspace
-from saelab.app_support.demo_workspace import DEMO_SAES
 from saelab.db import ResultsStore
+from saelab.testing import DEMO_SAES, build_demo_workspace
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]

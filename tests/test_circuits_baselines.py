@@ -19,7 +19,7 @@ from saelab.circuits.forward import (
 from saelab.circuits.graph import Graph, Node, head_node
 from saelab.circuits.ground_truth import compute_ground_truth
 from saelab.circuits.problem import PromptBatch, make_problem
-from saelab.circuits.toy import (
+from saelab.testing.planted_circuit import (
     DISTRACTOR,
     DISTRACTOR_CIRCUIT_NODES,
     GATE,

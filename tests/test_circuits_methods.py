@@ -14,7 +14,7 @@ from saelab.circuits.graph import Graph, head_node
 from saelab.circuits.ground_truth import compute_ground_truth, from_json, to_json
 from saelab.circuits.patching import node_effects
 from saelab.circuits.problem import PromptBatch, make_problem
-from saelab.circuits.toy import PLANTED_EDGES, PLANTED_NODES, planted_model, planted_problem
+from saelab.testing.planted_circuit import PLANTED_EDGES, PLANTED_NODES, planted_model, planted_problem
 
 
 @pytest.fixture(scope="module", autouse=True)

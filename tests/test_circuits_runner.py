@@ -11,7 +11,7 @@ from saelab.circuits.ground_truth import compute_ground_truth
 from saelab.circuits.io import load_ground_truth, save_ground_truth
 from saelab.circuits.runner import CircuitRunConfig, result_rows, run_circuits, write_results
 from saelab.circuits.summary import markdown_table, summary_rows
-from saelab.circuits.toy import planted_model, planted_problem
+from saelab.testing.planted_circuit import planted_model, planted_problem
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,6 @@ that module loads torch and TransformerLens, so it is imported from there, not f
 """
 
 from saelab.app_support.circuits import HeadGrid, ground_truth_heads, head_grid, parse_head_node, roc_points
-from saelab.app_support.demo_workspace import build_demo_workspace
 from saelab.app_support.frontier import frontier_points, pareto_frontier
 from saelab.app_support.launch import app_main_script, streamlit_command
 from saelab.app_support.render import (
@@ -33,7 +32,6 @@ __all__ = [
     "HeadGrid",
     "MissingArtifactError",
     "app_main_script",
-    "build_demo_workspace",
     "context_html",
     "dashboards_command",
     "frontier_points",

@@ -26,8 +26,8 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from saelab.demo import DemoConfig, run_demo
     from saelab.models import get_default_model_name
+    from saelab.workflows.demo import DemoConfig, run_demo
 
     console = Console()
     model = args.model or get_default_model_name()

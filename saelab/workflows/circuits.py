@@ -68,7 +68,7 @@ def demo_circuits(workspace: Workspace, cfg, model, circuits: list) -> str:
 def _demo_task(workspace: Workspace, cfg, task: str, model_name: str, model, circuits: list) -> str:
     from saelab.circuits.io import ground_truth_kind
     from saelab.circuits.runner import CircuitRunConfig
-    from saelab.demo import CircuitSummary
+    from saelab.workflows.demo import CircuitSummary
 
     store = ResultsStore(workspace.db_path)
     where = task if model_name == cfg.model else f"{task} on {model_name}"
@@ -90,7 +90,7 @@ def _demo_task(workspace: Workspace, cfg, task: str, model_name: str, model, cir
 
 
 def _summaries_from_store(store: ResultsStore, task: str, model: str, kind: str, circuits: list) -> None:
-    from saelab.demo import CircuitSummary
+    from saelab.workflows.demo import CircuitSummary
 
     runs = store.select("circuit_runs", where={"task": task, "model": model})
     for _, run in runs.iterrows():

@@ -13,8 +13,8 @@ from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
-from saelab.evals.storage import sae_row
 from saelab.sae import SAEConfig, get_architecture, sae_paths
+from saelab.workflows.storage import sae_row
 from saelab.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -174,8 +174,8 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
 
 
 def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes: list) -> str:
-    from saelab.evals.storage import missing_eval_outputs
-    from saelab.evals.workflow import EvalRequest, run_eval
+    from saelab.workflows.eval import EvalRequest, run_eval
+    from saelab.workflows.storage import missing_eval_outputs
 
     store = ResultsStore(workspace.db_path)
     for sae_id, path in trained.items():  # every SAE gets core metrics and dashboards (attn_z: head attribution)
