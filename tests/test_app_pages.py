@@ -178,7 +178,10 @@ def test_evaluations_page_opens_on_key_core_metrics_and_a_metric_that_differs(mo
     assert at.selectbox[1].value == "fvu" and table["fvu"].nunique() > 1  # the first key metric that differs
     at.selectbox[0].select("supervised_ioi").run()
     _clean(at)
-    assert "supervised:ioi" in at.dataframe[0].value.index
+    table = at.dataframe[0].value
+    assert {"no-edit", "supervised:ioi:name_movers@END", ATTN} <= set(table.index)
+    assert {"sufficiency", "necessity", "saelab_edit_accuracy", "supervised_edit_accuracy", "f1_IO",
+            "occlusion"} <= set(table.columns)  # the names the evaluation writes (score_rows)
 
 
 def test_most_varying_metric_skips_constant_ones():
