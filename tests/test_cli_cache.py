@@ -67,7 +67,7 @@ def test_cache_bad_shard_size_is_usage_error_before_the_workspace_is_touched(tmp
     ws = tmp_path / "ws"
     assert main(["cache", "--workspace", str(ws), "--sites", "0.resid_pre", "--tokens", "256",
                  "--shard-tokens", "0"]) == 2
-    assert "shard_tokens must be positive, got 0" in capsys.readouterr().err
+    assert "shard_tokens 0 must be a positive integer" in capsys.readouterr().err
     assert not ws.exists()
 
 

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from saelab.activations.cache import CacheConfig
 from saelab.db import ResultsStore
 from saelab.workflows.storage import cached_site_rows
 from saelab.workspace import Workspace
@@ -41,10 +42,8 @@ class CacheRequest:
     num_workers: int | None = None
     """Independent workers splitting the shards."""
 
-    def __post_init__(self) -> None:
-        for name in ("n_tokens", "context_len", "batch_size", "shard_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    def __post_init__(self) -> None:  # the layout's own checks, before anything is loaded or written
+        CacheConfig(self.n_tokens, self.dtype, self.context_len, self.batch_size, self.shard_tokens, self.seed)
 
 
 class CacheOutcome(NamedTuple):
