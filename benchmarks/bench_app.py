@@ -36,17 +36,17 @@ CHUNK = 1024
 
 def build_store(root: Path, n_latents: int) -> "object":
     """A workspace whose store holds one attn_z SAE with n_latents dashboard rows and its saved weights."""
-    from saelab.app_support.demo_workspace import example_rows, feature_rows
     from saelab.db import ResultsStore
     from saelab.sae import SAE, SAEConfig, save_sae
+    from saelab.testing.demo_workspace import example_rows, feature_rows
+    from saelab.workflows.storage import sae_row
     from saelab.workspace import Workspace
 
     workspace = Workspace(root).create()
     store = ResultsStore(workspace.db_path).initialize()
     cfg = SAEConfig(architecture="topk", d_in=D_IN, d_sae=n_latents, k=32, hook_site=SITE, model_name=MODEL)
     save_sae(SAE(cfg), workspace.saes_dir / SAE_ID)
-    store.insert("saes", [{"sae_id": SAE_ID, "model": MODEL, "site": SITE, "architecture": "topk", "d_in": D_IN,
-                           "d_sae": n_latents, "k": 32, "path": f"saes/{SAE_ID}"}])
+    store.insert("saes", [sae_row(cfg, SAE_ID, f"saes/{SAE_ID}", None)])
     rng = np.random.default_rng(0)
     for start in range(0, n_latents, CHUNK):
         features = feature_rows(SAE_ID, range(start, min(start + CHUNK, n_latents)), N_HEADS, rng)

@@ -276,7 +276,7 @@ LEGEND = ("suff/nec: logit difference recovered relative to mean ablation (Makel
 
 def store_results(scores: list[DictionaryScores], trained: dict, args) -> str:
     from saelab.db import ResultsStore
-    from saelab.evals.storage import ensure_sae_row, write_eval_metrics
+    from saelab.workflows.storage import ensure_sae_row, write_eval_metrics
     from saelab.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace).create()

@@ -64,3 +64,31 @@ def random_model():
     from saelab.models import load_model
 
     return load_model("saelab-random")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): tiny
+    tensors gain nothing from a second thread but hand-off costs, and spin on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def random_problem(random_model):
+    """Three random prompt pairs for saelab-random (positions 2-3 corrupted); metric: logit 65 − logit 66."""
+    import torch
+
+    from saelab.circuits.problem import PromptBatch, make_problem
+
+    torch.manual_seed(0)
+    clean = torch.randint(3, 250, (3, 7))
+    corrupted = clean.clone()
+    corrupted[:, 2:4] = torch.randint(3, 250, (3, 2))
+    end = torch.tensor([6, 5, 6])
+    batch = PromptBatch(clean, corrupted, end, lambda logits: logits[:, 65] - logits[:, 66])
+    return make_problem("random", [batch])

@@ -174,11 +174,11 @@ def _write_files(directory: Path) -> str:
     return str(directory)
 
 
-def _cli(out_dir, corpus, *extra, tokens="800", shard_tokens=CONTEXT):
-    return [sys.executable, "-m", "saelab.activations", "--model", "saelab-random", "--sites",
-            "0.resid_post,1.head_result", "--tokens", tokens, "--source", corpus, "--out", str(out_dir),
-            "--context-len", str(CONTEXT), "--batch-size", "2", "--shard-tokens", str(shard_tokens),
-            "--no-progress", *extra]
+def _cli(workspace, corpus, *extra, tokens="800", shard_tokens=CONTEXT):
+    """`saelab cache` into `workspace`; its store is `workspace / "activations" / "saelab-random"`."""
+    return [sys.executable, "-m", "saelab", "cache", "--workspace", str(workspace), "--model", "saelab-random",
+            "--sites", "0.resid_post,1.head_result", "--tokens", tokens, "--source", corpus,
+            "--context-len", str(CONTEXT), "--batch-size", "2", "--shard-tokens", str(shard_tokens), *extra]
 
 
 def _store_bytes(out_dir) -> dict[str, bytes]:
@@ -193,7 +193,7 @@ def _reference(tmp_path, corpus, model):
     return _store_bytes(tmp_path / "reference")
 
 
-# `python -m saelab.activations` with a block before any manifest lists the last shard (or says complete): the
+# `saelab cache` with a block before any manifest lists the last shard (or says complete): the
 # process waits there to be killed, so it cannot finish before the kill however fast the machine is.
 BLOCK_BEFORE_LAST_SHARD = """
 import runpy, sys, time
@@ -207,18 +207,19 @@ def write_manifest_unless_last(path, manifest):
     _write_manifest(path, manifest)
 
 cache_module.write_manifest = write_manifest_unless_last
-runpy.run_module("saelab.activations", run_name="__main__", alter_sys=True)
+runpy.run_module("saelab", run_name="__main__", alter_sys=True)
 """
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path, random_model):
     corpus = _write_files(tmp_path / "corpus")
-    out = tmp_path / "killed"
+    workspace = tmp_path / "killed"
+    out = workspace / "activations" / "saelab-random"
     manifest = store_paths(out, "1.head_result").manifest
     entry = BLOCK_BEFORE_LAST_SHARD.format(n_shards=800 // CONTEXT)
-    process = subprocess.Popen([sys.executable, "-c", entry, *_cli(out, corpus)[3:]], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-c", entry, *_cli(workspace, corpus)[3:]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while not (manifest.exists() and len(read_manifest(manifest).shards) >= 3):  # pytest's timeout bounds this
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         time.sleep(0.005)
@@ -230,9 +231,9 @@ def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path, random_model):
         partial = read_manifest(store_paths(out, site).manifest)
         for shard in partial.shards:
             check_shard(store_paths(out, site), partial, shard)
-    resumed = subprocess.run(_cli(out, corpus), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_cli(workspace, corpus), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"({800 - len(killed.shards) * CONTEXT} computed now)" in resumed.stderr
+    assert f"{800 - len(killed.shards) * CONTEXT} tokens computed in" in resumed.stdout
     assert read_manifest(manifest).complete
     assert _store_bytes(out) == _reference(tmp_path, corpus, random_model)
 
@@ -240,11 +241,16 @@ def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path, random_model):
 @pytest.mark.slow
 def test_two_workers_equal_one(tmp_path, random_model):
     corpus = _write_files(tmp_path / "corpus")
-    out = tmp_path / "workers"
-    workers = [subprocess.Popen(_cli(out, corpus, "--worker", str(i), "--num-workers", "2", shard_tokens=5 * CONTEXT),
+    workspace = tmp_path / "workers"
+    out = workspace / "activations" / "saelab-random"
+    workers = [subprocess.Popen(_cli(workspace, corpus, "--worker", str(i), "--num-workers", "2",
+                                     shard_tokens=5 * CONTEXT),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
+    for site in ("0.resid_post", "1.head_result"):  # the last worker to finish merged; undo it, merge by hand
+        assert read_manifest(store_paths(out, site).manifest).complete
+        store_paths(out, site).manifest.unlink()
     with pytest.raises(ActivationStoreError, match="only workers' manifests; merge them"):
         open_site_store(out, "0.resid_post")
     merged = merge_worker_manifests(out)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from saelab.app_support import build_demo_workspace
-from saelab.app_support.demo_workspace import DEMO_SAES
+from saelab.testing import DEMO_SAES, build_demo_workspace
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from saelab.app_support import build_demo_workspace
-from saelab.app_support.demo_workspace import DEMO_SAES
 from saelab.db import ResultsStore
+from saelab.testing import DEMO_SAES, build_demo_workspace
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
@@ -179,7 +178,10 @@ def test_evaluations_page_opens_on_key_core_metrics_and_a_metric_that_differs(mo
     assert at.selectbox[1].value == "fvu" and table["fvu"].nunique() > 1  # the first key metric that differs
     at.selectbox[0].select("supervised_ioi").run()
     _clean(at)
-    assert "supervised:ioi" in at.dataframe[0].value.index
+    table = at.dataframe[0].value
+    assert {"no-edit", "supervised:ioi:name_movers@END", ATTN} <= set(table.index)
+    assert {"sufficiency", "necessity", "saelab_edit_accuracy", "supervised_edit_accuracy", "f1_IO",
+            "occlusion"} <= set(table.columns)  # the names the evaluation writes (score_rows)
 
 
 def test_most_varying_metric_skips_constant_ones():

@@ -2,10 +2,9 @@
 
 import pytest
 
-from saelab.app_support import build_demo_workspace
-from saelab.app_support.demo_workspace import DEMO_SAES
 from saelab.db import ResultsStore
 from saelab.db import queries as q
+from saelab.testing import DEMO_SAES, build_demo_workspace
 
 ATTN = DEMO_SAES[0].sae_id
 

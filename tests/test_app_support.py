@@ -1,4 +1,5 @@
-"""saelab.app_support: the pure helpers behind the web app (rendering, shaping, prompts, DFA, launching)."""
+"""saelab.app_support: the pure helpers behind the web app (rendering, shaping, prompts, DFA); how `saelab app`
+starts Streamlit (saelab.cli.app)."""
 
 import math
 import sys
@@ -10,7 +11,6 @@ import torch
 from saelab.activations.collect import collect
 from saelab.activations.sites import HookSite
 from saelab.app_support import (
-    app_main_script,
     ground_truth_heads,
     head_grid,
     histogram_bars,
@@ -18,7 +18,6 @@ from saelab.app_support import (
     pareto_frontier,
     parse_head_node,
     roc_points,
-    streamlit_command,
     strongest_heads,
     token_spans_html,
     visible_token,
@@ -29,6 +28,7 @@ from saelab.app_support.frontier import frontier_points
 from saelab.app_support.prompts import PromptTooLongError, attn_z_dfa, prompt_top_latents
 from saelab.app_support.render import distinct_contexts, quantile_groups
 from saelab.app_support.resources import MissingArtifactError, resolve_sae_dir
+from saelab.cli.app import app_main_script, streamlit_command
 from saelab.db.queries import SaeRow
 from saelab.errors import SaelabError
 from saelab.sae import SAE, SAEConfig
@@ -240,7 +240,7 @@ def test_run_server_stops_its_child_when_terminated(tmp_path):
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
     parent = subprocess.Popen([sys.executable, "-c",
-                               "import sys; from saelab.app_support.launch import run_server; "
+                               "import sys; from saelab.cli.app import run_server; "
                                f"sys.exit(run_server([sys.executable, '-c', {child!r}]))"])
     while not (pid_file.exists() and pid_file.read_text()):  # a handshake; pytest's timeout bounds it
         assert parent.poll() is None, f"run_server exited with {parent.returncode} before starting its child"

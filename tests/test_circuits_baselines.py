@@ -18,8 +18,8 @@ from saelab.circuits.forward import (
 )
 from saelab.circuits.graph import Graph, Node, head_node
 from saelab.circuits.ground_truth import compute_ground_truth
-from saelab.circuits.problem import PromptBatch, make_problem
-from saelab.circuits.toy import (
+from saelab.circuits.problem import make_problem
+from saelab.testing.planted_circuit import (
     DISTRACTOR,
     DISTRACTOR_CIRCUIT_NODES,
     GATE,
@@ -29,13 +29,7 @@ from saelab.circuits.toy import (
     planted_problem,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +37,6 @@ def distractor():
     model = planted_model(with_mlps=True, distractors=True)
     problem = planted_problem(16, batch_size=16, distractors=True)
     return model, problem, compute_ground_truth(model, problem, "distractor")
-
-
-@pytest.fixture(scope="module")
-def random_problem(random_model):
-    torch.manual_seed(0)
-    clean = torch.randint(3, 250, (3, 7))
-    corrupted = clean.clone()
-    corrupted[:, 2:4] = torch.randint(3, 250, (3, 2))
-    end = torch.tensor([6, 5, 6])
-    return make_problem("random", [PromptBatch(clean, corrupted, end, lambda logits: logits[:, 65] - logits[:, 66])])
 
 
 @torch.no_grad()

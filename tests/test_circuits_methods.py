@@ -13,17 +13,9 @@ from saelab.circuits.forward import cache_batches, clean_run, patched_end_logits
 from saelab.circuits.graph import Graph, head_node
 from saelab.circuits.ground_truth import compute_ground_truth, from_json, to_json
 from saelab.circuits.patching import node_effects
-from saelab.circuits.problem import PromptBatch, make_problem
-from saelab.circuits.toy import PLANTED_EDGES, PLANTED_NODES, planted_model, planted_problem
+from saelab.testing.planted_circuit import PLANTED_EDGES, PLANTED_NODES, planted_model, planted_problem
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds hand-off costs (and spins on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +23,6 @@ def planted():
     model = planted_model(with_mlps=True)
     problem = planted_problem(16, batch_size=16)
     return model, problem, compute_ground_truth(model, problem, "planted")
-
-
-@pytest.fixture(scope="module")
-def random_problem(random_model):
-    torch.manual_seed(0)
-    clean = torch.randint(3, 250, (3, 7))
-    corrupted = clean.clone()
-    corrupted[:, 2:4] = torch.randint(3, 250, (3, 2))
-    end = torch.tensor([6, 5, 6])
-    return make_problem("random", [PromptBatch(clean, corrupted, end, lambda logits: logits[:, 65] - logits[:, 66])])
 
 
 def test_planted_ground_truth_is_the_planted_circuit(planted):

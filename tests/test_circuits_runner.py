@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from saelab.circuits import SAECodesConfig
 from saelab.circuits.graph import Graph
@@ -11,15 +10,9 @@ from saelab.circuits.ground_truth import compute_ground_truth
 from saelab.circuits.io import load_ground_truth, save_ground_truth
 from saelab.circuits.runner import CircuitRunConfig, result_rows, run_circuits, write_results
 from saelab.circuits.summary import markdown_table, summary_rows
-from saelab.circuits.toy import planted_model, planted_problem
+from saelab.testing.planted_circuit import planted_model, planted_problem
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

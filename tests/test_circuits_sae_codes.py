@@ -89,7 +89,7 @@ def test_paper_protocol_settings_are_fixed_and_its_l1_is_the_references():
 def test_paper_protocol_trains_on_train_examples_prompts_only(monkeypatch):
     """The SAE sees the vectors of `train_examples` prompts (all heads of each); every prompt is coded."""
     from saelab.circuits import sae_codes
-    from saelab.circuits.toy import planted_model, planted_problem
+    from saelab.testing.planted_circuit import planted_model, planted_problem
 
     seen = []
     real = sae_codes.train_shared_sae

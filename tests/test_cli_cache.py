@@ -61,3 +61,21 @@ def test_cache_workers_merge_when_the_last_one_finishes(tmp_path, capsys):
         s["n_contexts"] for s in merged["shards"]) * 64
     assert main(["cache", "--workspace", str(ws), "--model", "saelab-random", "--sites", "1.resid_post", "--merge"]) == 0
     capsys.readouterr()
+
+
+def test_cache_bad_shard_size_is_usage_error_before_the_workspace_is_touched(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["cache", "--workspace", str(ws), "--sites", "0.resid_pre", "--tokens", "256",
+                 "--shard-tokens", "0"]) == 2
+    assert "shard_tokens 0 must be a positive integer" in capsys.readouterr().err
+    assert not ws.exists()
+
+
+def test_cache_shard_tokens_sets_the_shards_a_killed_run_resumes_from(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    assert main(["cache", "--workspace", str(ws), "--model", "saelab-random", "--sites", "1.resid_post",
+                 "--tokens", "512", "--source", str(corpus), "--context-len", "64", "--shard-tokens", "128"]) == 0
+    manifest = json.loads((ws / "activations" / "saelab-random" / "1.resid_post" / "manifest.json").read_text())
+    assert [s["n_contexts"] for s in manifest["shards"]] == [2, 2, 2, 2]
+    assert "512 tokens computed in" in capsys.readouterr().out

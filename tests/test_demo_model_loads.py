@@ -7,8 +7,8 @@ import pytest
 
 import saelab.models
 from saelab.cli import main
-from saelab.demo import DemoConfig
 from saelab.models import load_model, save_model
+from saelab.workflows.demo import DemoConfig
 
 
 @pytest.fixture

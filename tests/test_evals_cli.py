@@ -12,7 +12,7 @@ TEXTS = tuple(f"def function_{i}(x):\n    return x * {i} + {i * i}\n" * 3 for i 
 
 @pytest.fixture
 def small_sources(monkeypatch):
-    import saelab.evals.workflow as workflow
+    import saelab.workflows.eval as workflow
 
     monkeypatch.setattr(workflow, "held_out_source", lambda: TextsSource(TEXTS, name="held"))
     monkeypatch.setattr(workflow, "training_source", lambda: TextsSource(TEXTS[::-1], name="train"))

@@ -155,7 +155,7 @@ class FailingInsert:
 
 
 def test_dashboards_are_replaced_in_one_transaction(tmp_path, monkeypatch):
-    from saelab.evals.storage import write_dashboards
+    from saelab.workflows.storage import write_dashboards
 
     store = ResultsStore(tmp_path / "s.duckdb").initialize()
     old_features = [{"sae_id": "s", "latent": i, "max_act": 0.646} for i in range(3)]

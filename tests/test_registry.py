@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from saelab.evals.storage import sae_row
 from saelab.registry import Registry
 from saelab.sae import ARCHITECTURES, SAE, SAEConfig, fraction_of_variance_unexplained, load_sae
 from saelab.sae.functional import dense_output, mse_loss, tied_init, unit_norm_decoder_
@@ -11,6 +10,7 @@ from saelab.sae.registry import register_architecture
 from saelab.sae.synthetic import random_dictionary, sparse_feature_batch
 from saelab.sae.types import Architecture, InitialState, LossOutput
 from saelab.training import TrainerConfig, train_saes
+from saelab.workflows.storage import sae_row
 
 
 def test_registry_refuses_duplicates_lists_names_and_names_an_unknown_one():

@@ -15,12 +15,7 @@ from saelab.sae.synthetic import random_dictionary, sparse_feature_batch
 D_IN, N_FEATURES, D_SAE, K = 32, 64, 128, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_batchtopk(generator: torch.Generator, dictionary: torch.Tensor, steps: int = 300) -> SAE:

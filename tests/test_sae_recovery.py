@@ -17,13 +17,7 @@ BATCH, LR = 256, 3e-3
 DEAD_AFTER_STEPS = 50
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run fastest (and steadiest on a shared machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(sae: SAE, next_batch, steps: int, on_step=None) -> None:

@@ -20,12 +20,7 @@ D_IN, D_SAE, BATCH = 32, 128, 128
 SITE_A, SITE_B = "0.resid_post", "1.mlp_out"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_batches(n: int, seed: int = 0, scale: float = 7.0) -> list[dict[str, torch.Tensor]]:

@@ -15,12 +15,7 @@ SITE = "0.resid_post"
 D_IN, D_SAE, K, BATCH = 16, 64, 4, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batches(n: int) -> list[torch.Tensor]:

@@ -342,7 +342,7 @@ def open_site_store(
     paths = store_paths(out_dir, site)
     if not paths.manifest.exists() and any(paths.root.glob("manifest.worker-*.json")):
         raise ActivationStoreError(f"store {str(paths.root)!r} holds only workers' manifests; merge them first "
-                                   "(merge_worker_manifests or python -m saelab.activations --merge)")
+                                   "(merge_worker_manifests, or saelab cache --merge)")
     manifest = read_manifest(paths.manifest)
     _check_openable(paths, manifest, expect_d, model)
     for shard in manifest.shards:

@@ -3,14 +3,12 @@ testable and the pages stay a thin shell.
 
 Where the library lacks a piece a page needs (per-token top latents of a prompt, direct feature attribution
 of attention SAEs), a small function in `saelab.app_support.prompts` composes the library pieces that exist;
-that module loads torch and TransformerLens, so it is imported from there, not from this package, which
-`saelab app` imports before starting the server.
+that module loads torch and TransformerLens, so it is imported from there, not from this package, which every
+page imports. How `saelab app` starts the server is `saelab.cli.app`.
 """
 
 from saelab.app_support.circuits import HeadGrid, ground_truth_heads, head_grid, parse_head_node, roc_points
-from saelab.app_support.demo_workspace import build_demo_workspace
 from saelab.app_support.frontier import frontier_points, pareto_frontier
-from saelab.app_support.launch import app_main_script, streamlit_command
 from saelab.app_support.render import (
     context_html,
     histogram_bars,
@@ -32,8 +30,6 @@ __all__ = [
     "AppContext",
     "HeadGrid",
     "MissingArtifactError",
-    "app_main_script",
-    "build_demo_workspace",
     "context_html",
     "dashboards_command",
     "frontier_points",
@@ -46,7 +42,6 @@ __all__ = [
     "parse_head_node",
     "resolve_sae_dir",
     "roc_points",
-    "streamlit_command",
     "strongest_heads",
     "token_spans_html",
     "visible_token",

@@ -26,8 +26,8 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from saelab.demo import DemoConfig, run_demo
     from saelab.models import get_default_model_name
+    from saelab.workflows.demo import DemoConfig, run_demo
 
     console = Console()
     model = args.model or get_default_model_name()
@@ -60,7 +60,7 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     if args.no_app:
         console.print(f"browse it with: saelab app --workspace {workspace.root}")
         return 0
-    from saelab.app_support.launch import run_server, streamlit_command
+    from saelab.cli.app import run_server, streamlit_command
 
     console.print(f"saelab app: http://127.0.0.1:{args.port} (Ctrl-C stops it)")
     return run_server(streamlit_command(workspace, port=args.port))

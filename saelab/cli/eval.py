@@ -46,7 +46,7 @@ def run_eval_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.table import Table
 
     from saelab.data.counts import parse_token_count
-    from saelab.evals.workflow import EvalRequest, run_eval
+    from saelab.workflows.eval import EvalRequest, run_eval
 
     try:
         n_tokens, dashboard_tokens = parse_token_count(args.tokens), parse_token_count(args.dashboard_tokens)

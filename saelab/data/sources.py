@@ -87,8 +87,7 @@ class FileSource:
         try:
             yield from _texts(dataset, self.text_column, self.describe())
         except UnicodeDecodeError:
-            raise DataSourceError(f"input file {_first_non_utf8(self.paths)!r} is not UTF-8 text; convert it "
-                                  "(e.g. iconv -t utf-8) or leave it out") from None
+            raise _not_utf8(_first_non_utf8(self.paths)) from None
 
     def check_utf8(self) -> None:
         """Raise naming the first text file that is not UTF-8 (reads every text file once)."""
@@ -96,8 +95,7 @@ class FileSource:
             return
         bad = _first_non_utf8(self.paths)
         if bad != "<unknown>":
-            raise DataSourceError(f"input file {bad!r} is not UTF-8 text; convert it (e.g. iconv -t utf-8) "
-                                  "or leave it out")
+            raise _not_utf8(bad)
 
     def describe(self) -> dict:
         files = [{"path": str(Path(p).resolve()), "bytes": os.path.getsize(p)} for p in self.paths]
@@ -213,6 +211,10 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
 
 
+def _not_utf8(path: str) -> DataSourceError:
+    return DataSourceError(f"input file {path!r} is not UTF-8 text; convert it (e.g. iconv -t utf-8) or leave it out")
+
+
 def _first_non_utf8(paths: Iterable[str]) -> str:
     """The first file that does not decode as UTF-8 (read in chunks, only on the error path)."""
     for path in paths:
@@ -276,6 +278,15 @@ def source_from_spec(spec: str) -> TextSource:
     if spec in SOURCE_PREFIXES:
         return SOURCE_PREFIXES[spec]("")
     return FileSource.from_patterns([p for p in spec.split(",") if p])
+
+
+def checked_source(spec: str) -> TextSource:
+    """`source_from_spec(spec)`, with its text files read once now to check they are UTF-8 (a bad file is a
+    one-line DataSourceError before anything is written, not a failure deep inside a run)."""
+    source = source_from_spec(spec)
+    if isinstance(source, FileSource):
+        source.check_utf8()
+    return source
 
 
 def bundled_source() -> TextSource:

@@ -8,7 +8,8 @@
 - supervised (torch only): `fit_supervised`, `supervised_reconstruction`, `supervised_edit`, `decode_attributes`,
   `f1_table`, `assign_latents`, `sae_edit`, `sae_dictionary`; supervised_ioi: `location_context`,
   `evaluate_dictionary`, `score_rows`; ioi: `Location`, `ioi_locations`, `split_fit_eval`.
-- workflow: `run_eval(workspace, EvalRequest)` (what `saelab eval` runs); storage: the row writers.
+
+Running an evaluation against a workspace and its store is `saelab.workflows.eval`.
 """
 
 import importlib
@@ -22,7 +23,6 @@ _EXPORTS = {
                    "supervised_edit", "decode_attributes", "f1_table", "sae_dictionary"),
     "supervised_ioi": ("location_context", "evaluate_dictionary", "score_rows", "DictionaryScores"),
     "ioi": ("Location", "ioi_locations", "split_fit_eval", "prompts_from_dataset"),
-    "workflow": ("EvalRequest", "run_eval"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -13,6 +13,19 @@ BY_CONSTRUCTION = (("ioi", "saelab-ioi-siit"),)
 """(task, bundled model) pairs whose circuits are known by construction; the demo's circuit step runs them too."""
 
 
+class CircuitSummary(NamedTuple):
+    """One method's node AUC on a task, as the demo reports it."""
+
+    task: str
+    method: str
+    node_auc: float
+    seconds: float
+    model: str = ""
+    """The model the circuit was identified on (the demo's, or one whose circuit is known by construction)."""
+    ground_truth: str = ""
+    """What the node AUC is scored against: "patching", "by construction", or "" (no ground truth)."""
+
+
 class CircuitsResult(NamedTuple):
     run_id: str
     runs: list
@@ -51,34 +64,37 @@ def run_circuits_in_workspace(workspace: Workspace, config, model=None, progress
     return CircuitsResult(run_id, runs, summary_rows(runs, config.task, config.model), truth_name)
 
 
-def demo_circuits(workspace: Workspace, cfg, model, circuits: list) -> str:
-    """The demo's step: the baselines and a few methods on each task of the demo's model (skipped, with the
-    reason, where the model cannot do it), then on the bundled models whose circuits are known by construction
-    (each loaded once, here)."""
+def demo_circuits(workspace: Workspace, demo_model: str, model, seed: int, quick: bool,
+                  circuits: list[CircuitSummary]) -> str:
+    """The demo's step: the baselines and a few methods on each task of the demo's model `demo_model`
+    (`model`, loaded; a task is skipped, with the reason, where the model cannot do it), then on the bundled
+    models whose circuits are known by construction (each loaded once, here). Appends to `circuits`; returns a
+    note."""
     from saelab.models import get_bundled, load_model
 
-    notes = [_demo_task(workspace, cfg, task, cfg.model, model, circuits) for task in DEMO_TASKS]
+    notes = [_demo_task(workspace, task, demo_model, model, seed, quick, circuits, demo_model)
+             for task in DEMO_TASKS]
     for task, name in BY_CONSTRUCTION:
         bundled = get_bundled(name)
-        if name != cfg.model and bundled is not None and bundled.available:
-            notes.append(_demo_task(workspace, cfg, task, name, load_model(name), circuits))
+        if name != demo_model and bundled is not None and bundled.available:
+            notes.append(_demo_task(workspace, task, name, load_model(name), seed, quick, circuits,
+                                    demo_model))
     return "; ".join(notes)
 
 
-def _demo_task(workspace: Workspace, cfg, task: str, model_name: str, model, circuits: list) -> str:
+def _demo_task(workspace: Workspace, task: str, model_name: str, model, seed: int, quick: bool,
+               circuits: list[CircuitSummary], demo_model: str) -> str:
     from saelab.circuits.io import ground_truth_kind
     from saelab.circuits.runner import CircuitRunConfig
-    from saelab.demo import CircuitSummary
 
     store = ResultsStore(workspace.db_path)
-    where = task if model_name == cfg.model else f"{task} on {model_name}"
+    where = task if model_name == demo_model else f"{task} on {model_name}"
     kind = ground_truth_kind(model_name, task)
     if not store.select("circuit_runs", where={"task": task, "model": model_name}).empty:
         _summaries_from_store(store, task, model_name, kind, circuits)
         return f"{where} reused"
-    config = CircuitRunConfig(task=task, model=model_name, methods=DEMO_METHODS, seeds=(cfg.seed,),
-                              n_prompts=8 if cfg.quick else 32, sae_prompts=10,
-                              acdc_prompts=8 if cfg.quick else 16)
+    config = CircuitRunConfig(task=task, model=model_name, methods=DEMO_METHODS, seeds=(seed,),
+                              n_prompts=8 if quick else 32, sae_prompts=10, acdc_prompts=8 if quick else 16)
     try:
         result = run_circuits_in_workspace(workspace, config, model=model)
     except ValueError as exc:  # e.g. a byte-level tokenizer splits the task's names
@@ -89,9 +105,8 @@ def _demo_task(workspace: Workspace, cfg, task: str, model_name: str, model, cir
     return f"{where} ({'scored against ' + kind if result.ground_truth else 'no ground truth'})"
 
 
-def _summaries_from_store(store: ResultsStore, task: str, model: str, kind: str, circuits: list) -> None:
-    from saelab.demo import CircuitSummary
-
+def _summaries_from_store(store: ResultsStore, task: str, model: str, kind: str,
+                          circuits: list[CircuitSummary]) -> None:
     runs = store.select("circuit_runs", where={"task": task, "model": model})
     for _, run in runs.iterrows():
         evals = store.select("circuit_evals", where={"circuit_run_id": run["circuit_run_id"]})

@@ -13,8 +13,8 @@ from saelab.activations import BatchConfig, parse_sites
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
-from saelab.evals.storage import sae_row
 from saelab.sae import SAEConfig, get_architecture, sae_paths
+from saelab.workflows.storage import sae_row
 from saelab.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def peak_lrs(spec: TrainSpec) -> dict[str, float]:
 
 def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, SAEConfig]):
     """Batches from the workspace's cached activations of every site, else streamed from the model."""
-    from saelab.data.sources import source_from_spec
+    from saelab.data.sources import checked_source
 
     sites = sorted({cfg.hook_site for cfg in configs.values()})
     widths = {cfg.hook_site: cfg.d_in for cfg in configs.values()}
@@ -166,9 +166,7 @@ def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict
     cached = workspace.activations_for(spec.model)
     if all((cached / site / "manifest.json").exists() for site in sites):
         return store_batches(cached, sites, batch_config, expect_d=widths), f"cached activations in {cached}"
-    source = source_from_spec(spec.source)
-    if hasattr(source, "check_utf8"):
-        source.check_utf8()
+    source = checked_source(spec.source)
     batches = stream_batches(model, sites, source, batch_config, context_len=spec.context_len, source_seed=spec.seed)
     return batches, f"streamed from {spec.model}"
 

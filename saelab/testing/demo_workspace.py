@@ -113,6 +113,8 @@ def _save_sae_dirs(workspace: Workspace, d_sae: int) -> None:
 
 
 def _sae_rows(d_sae: int) -> list[dict]:
+    """Shaped like `saelab.workflows.storage.sae_row`'s, but written by hand: the rows stand for SAEs wider than
+    `d_sae` (a test's small d_sae keeps every k, which an SAEConfig of that width would refuse)."""
     return [{"sae_id": d.sae_id, "run_id": "train-demo", "model": DEMO_MODEL, "site": d.site,
              "architecture": d.architecture, "d_in": D_MODEL, "d_sae": d_sae, "k": d.k,
              "config": {"architecture": d.architecture, "k": d.k, "lr": 4e-4, "n_tokens": 2_000_000},
@@ -140,14 +142,47 @@ def _eval_rows(rng: np.random.Generator) -> list[dict]:
                 "ce_loss_score": 1 - 1.5 * fvu, "kl_div": 0.3 * fvu}
         rows += [{"run_id": "eval-demo", "sae_id": demo.sae_id, "eval_kind": "core", "metric": m, "value": v}
                  for m, v in core.items()]
-    dictionaries = {"supervised:ioi": 0.0, DEMO_SAES[0].sae_id: 0.15, "random-1.resid_post-topk-k8": 0.25}
-    for sae_id, gap in dictionaries.items():
-        metrics = {"sufficiency": 0.92 - gap, "necessity": 0.88 - gap, "edit_accuracy": 0.95 - 1.5 * gap,
-                   "edit_magnitude": 1.0 + 2 * gap, "f1_io_name": 0.9 - gap, "f1_s_name": 0.85 - gap,
-                   "f1_position": 0.97 - gap / 2, "occlusion": gap / 2, "over_splitting": 1 + 4 * gap}
-        rows += [{"run_id": "eval-demo", "sae_id": sae_id, "eval_kind": "supervised_ioi", "metric": m,
-                  "value": round(v, 4)} for m, v in metrics.items()]
+    return rows + _supervised_rows()
+
+
+SUPERVISED_LOCATION = "name_movers@END"
+"""The one location of the synthetic supervised-dictionary evaluation (named as `evals/supervised_table.py` names
+its locations)."""
+
+
+def _supervised_rows() -> list[dict]:
+    """`supervised_ioi` rows as the evaluation writes them (through `score_rows`, so the metric names are the
+    evaluation's own): the no-edit row, the supervised dictionary and two SAEs at one location; `gap` is how far
+    a dictionary falls short of the supervised one."""
+    from saelab.evals.supervised_ioi import DictionaryScores, EditScores, score_rows
+
+    dictionaries = (("no-edit", ("none",), None), (f"supervised:ioi:{SUPERVISED_LOCATION}", ("supervised",), 0.0),
+                    (DEMO_SAES[0].sae_id, ("saelab", "makelov"), 0.15),
+                    ("random-1.resid_post-topk-k8", ("saelab", "makelov"), 0.25))
+    rows = []
+    for name, edits, gap in dictionaries:
+        off = 0.6 if gap is None else gap  # the no-edit row: its prediction never follows the counterfactual
+        approximation = (float("nan"),) * 5 if gap is None else (
+            0.02 + gap, 0.4 + 2.8 * (0.92 - gap), 3.2 - 2.8 * (0.88 - gap), 0.92 - gap, 0.88 - gap)
+        control = {edit: EditScores(_per_attribute(0.95 - (1.5 + i) * off), _per_attribute(0.9 - (1.5 + i) * off),
+                                    _per_attribute(1.0 + 2 * off)) for i, edit in enumerate(edits)}
+        interpretability = _interpretability(gap) if "saelab" in edits else None
+        scores = DictionaryScores(SUPERVISED_LOCATION, name, approximation[0], 3.2, 0.4, *approximation[1:], control,
+                                  {"IO": 180, "S": 150, "pos": 90}, 200, interpretability)
+        rows += [{**row, "run_id": "eval-demo", "value": round(row["value"], 4)} for row in score_rows(scores, None)]
     return rows
+
+
+def _per_attribute(value: float) -> dict[str, float]:
+    return {attribute: value * (1 - 0.03 * i) for i, attribute in enumerate(("IO", "S", "pos"))}
+
+
+def _interpretability(gap: float):
+    from saelab.evals.supervised import Interpretability
+
+    return Interpretability(f1=_per_attribute(0.9 - gap), precision=_per_attribute(0.92 - gap),
+                            recall=_per_attribute(0.88 - gap), over_splitting=_per_attribute(gap),
+                            occlusion=_per_attribute(gap / 2))
 
 
 CIRCUIT_METHODS = {"sae_codes": (0.4, 0.8), "patching": (35.0, 0.75), "eap": (2.0, 0.6),
@@ -222,9 +257,6 @@ def _small_tables() -> dict[str, list[dict]]:
              "config": {"model": DEMO_MODEL, **({"tokens": 2_000_000, "batch_size": 4096} if r == "train-demo" else {})},
              "status": "done", "message": "synthetic demo rows"}
             for r in ("cache-demo", "train-demo", "eval-demo", "circuits-demo")]
-    sites = [{"run_id": "cache-demo", "model": DEMO_MODEL, "site": site, "dtype": "float32", "d": D_MODEL,
-              "n_tokens": 2_000_000, "manifest_path": f"activations/{site}/manifest.json"}
-             for site in ("0.attn_z", "1.resid_post")]
     prompts = [{"dataset_id": "ioi-demo", "task": "ioi", "seed": 0, "idx": i, "kind": kind, "prompt": text,
                 "answer": answer, "attributes": {"template": "ABBA"}}
                for i, (kind, text, answer) in enumerate([
@@ -233,7 +265,19 @@ def _small_tables() -> dict[str, list[dict]]:
                    ("positive", "When Tom and Sue went to the park, Sue gave a ball to", " Tom")])]
     labels = [{"sae_id": DEMO_SAES[0].sae_id, "latent": 5, "label": "demo label",
                "note": "a synthetic row shaped like a researcher's label saved from the feature page"}]
-    return {"runs": runs, "cached_sites": sites, "task_prompts": prompts, "feature_labels": labels}
+    return {"runs": runs, "task_prompts": prompts, "feature_labels": labels}
+
+
+def _cached_site_rows(workspace: Workspace) -> list[dict]:
+    from saelab.activations import HookSite, SiteCacheResult
+    from saelab.activations.store import store_paths
+    from saelab.workflows.storage import cached_site_rows
+
+    out_dir = workspace.activations_for(DEMO_MODEL)
+    sites = [SiteCacheResult(site, HookSite.parse(site).hook_name, store_paths(out_dir, site).manifest, 2_000_000,
+                             D_MODEL, "float32", shape) for site, shape in (("0.attn_z", (N_HEADS, D_MODEL // N_HEADS)),
+                                                                            ("1.resid_post", (D_MODEL,)))]
+    return cached_site_rows(workspace, "cache-demo", DEMO_MODEL, sites)
 
 
 def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_files: bool = True) -> Workspace:
@@ -244,8 +288,9 @@ def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_f
         raise ValueError(f"{workspace.db_path} already exists; build the demo workspace in an empty directory")
     store = ResultsStore(workspace.db_path).initialize()
     rng = np.random.default_rng(seed)
-    tables = {**_small_tables(), "saes": _sae_rows(d_sae), "training_metrics": list(_curves(rng)),
-              "eval_metrics": _eval_rows(rng), "features": [], "feature_examples": []}
+    tables = {**_small_tables(), "cached_sites": _cached_site_rows(workspace), "saes": _sae_rows(d_sae),
+              "training_metrics": list(_curves(rng)), "eval_metrics": _eval_rows(rng), "features": [],
+              "feature_examples": []}
     for demo in DEMO_SAES:
         n_heads = N_HEADS if demo.site.endswith("attn_z") else None
         features = feature_rows(demo.sae_id, range(d_sae), n_heads, rng)

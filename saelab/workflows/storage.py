@@ -1,10 +1,17 @@
-"""Thin writers of evaluation rows into the results store (all SQL stays in saelab.db)."""
+"""The one builder of each row the workflows write into the results store, and thin writers of them (all SQL
+stays in saelab.db)."""
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saelab.db import ResultsStore
 from saelab.sae import SAE, SAEConfig, get_architecture
+
+if TYPE_CHECKING:
+    from saelab.activations import SiteCacheResult
+    from saelab.workspace import Workspace
 
 
 def sae_row(cfg: SAEConfig, sae_id: str, path: str, run_id: str | None) -> dict:
@@ -14,6 +21,14 @@ def sae_row(cfg: SAEConfig, sae_id: str, path: str, run_id: str | None) -> dict:
             "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
             "k": cfg.k if get_architecture(cfg.architecture).uses_k else None,
             "config": dataclasses.asdict(cfg), "path": path}
+
+
+def cached_site_rows(workspace: "Workspace", run_id: str, model: str, sites: "Iterable[SiteCacheResult]"
+                     ) -> list[dict]:
+    """The `cached_sites` rows of `sites`, cached for `model` by the run `run_id` (the one builder of that
+    row: `saelab cache` and the demo both write it); manifest paths relative to the workspace."""
+    return [{"run_id": run_id, "model": model, "site": s.site, "dtype": s.dtype, "d": s.d,
+             "n_tokens": s.n_tokens, "manifest_path": workspace.relative(s.manifest_path)} for s in sites]
 
 
 def ensure_sae_row(store: ResultsStore, sae: SAE, sae_id: str, path: str | Path, run_id: str | None) -> bool:

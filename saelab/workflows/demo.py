@@ -11,6 +11,10 @@ from typing import NamedTuple
 
 from saelab.db import ResultsStore
 from saelab.models import load_model
+from saelab.workflows.circuits import CircuitSummary, demo_circuits
+from saelab.workflows.eval import EvalRequest, run_eval
+from saelab.workflows.storage import cached_site_rows, missing_eval_outputs
+from saelab.workflows.train import SAESpec, TrainSpec, train_in_workspace
 from saelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -65,17 +69,6 @@ class SAESummary(NamedTuple):
     ce_recovered: float
 
 
-class CircuitSummary(NamedTuple):
-    task: str
-    method: str
-    node_auc: float
-    seconds: float
-    model: str = ""
-    """The model the circuit was identified on (the demo's, or one whose circuit is known by construction)."""
-    ground_truth: str = ""
-    """What the node AUC is scored against: "patching", "by construction", or "" (no ground truth)."""
-
-
 class DemoResult(NamedTuple):
     run_id: str
     db_path: Path
@@ -90,10 +83,8 @@ def demo_sites(n_layers: int) -> list[str]:
     return [f"{middle}.resid_post", f"{middle - 1}.attn_z"]
 
 
-def demo_sweep(sites: list[str], d_model: int):
+def demo_sweep(sites: list[str], d_model: int) -> tuple[SAESpec, ...]:
     """TopK, ReLU-L1, JumpReLU and a discrete VQ SAE on the residual site; TopK on hook_z (Kissane et al.)."""
-    from saelab.workflows.train import SAESpec
-
     resid, attn = sites
     width = 8 * d_model
     return (
@@ -127,7 +118,8 @@ def run_demo(workspace: Workspace, cfg: DemoConfig,
         steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, model, trained, saes), report))
         circuits: list[CircuitSummary] = []
         if cfg.circuits:
-            steps.append(_timed("circuits", lambda: _circuits(workspace, cfg, model, circuits), report))
+            steps.append(_timed("circuits", lambda: demo_circuits(workspace, cfg.model, model, cfg.seed,
+                                                                  cfg.quick, circuits), report))
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -152,18 +144,14 @@ def _cache(workspace: Workspace, cfg: DemoConfig, model, sites: list[str], run_i
     result = cache_activations(cfg.model, sites, cfg.cache_tokens, out_dir=workspace.activations_for(cfg.model),
                                source=bundled_source(), seed=cfg.seed, context_len=min(128, model.cfg.n_ctx),
                                model=model, progress=False)
-    store = ResultsStore(workspace.db_path)
     if result.tokens_written:
-        store.insert("cached_sites", [
-            {"run_id": run_id, "model": cfg.model, "site": s.site, "dtype": s.dtype, "d": s.d, "n_tokens": s.n_tokens,
-             "manifest_path": workspace.relative(s.manifest_path)} for s in result.sites.values()])
+        ResultsStore(workspace.db_path).insert("cached_sites",
+                                               cached_site_rows(workspace, run_id, cfg.model, result.sites.values()))
     reused = "" if result.tokens_written else " (reused)"
     return f"{', '.join(result.sites)}: {result.n_tokens:,} tokens{reused}"
 
 
 def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, trained: dict) -> str:
-    from saelab.workflows.train import TrainSpec, train_in_workspace
-
     spec = TrainSpec(model=cfg.model, saes=demo_sweep(sites, model.cfg.d_model), tokens=cfg.train_tokens,
                      batch_size=cfg.batch_size, lr=1e-3, seed=cfg.seed, log_every_steps=5,
                      checkpoint_every_tokens=cfg.train_tokens // 4)
@@ -174,9 +162,6 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
 
 
 def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes: list) -> str:
-    from saelab.evals.storage import missing_eval_outputs
-    from saelab.evals.workflow import EvalRequest, run_eval
-
     store = ResultsStore(workspace.db_path)
     for sae_id, path in trained.items():  # every SAE gets core metrics and dashboards (attn_z: head attribution)
         dashboards = True
@@ -192,10 +177,3 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes:
     return f"{len(saes)} SAEs: core metrics and dashboards"
 
 
-def _circuits(workspace: Workspace, cfg: DemoConfig, model, circuits: list) -> str:
-    """Circuit methods on the three tasks, where the model's tokenizer can express them."""
-    try:
-        from saelab.workflows.circuits import demo_circuits
-    except ImportError:
-        return "skipped: circuit workflow not available in this version"
-    return demo_circuits(workspace, cfg, model, circuits)

@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 from saelab.db import ResultsStore
 from saelab.evals.core import CoreEvalConfig, CoreMetrics, core_metric_rows, evaluate_core
-from saelab.evals.storage import ensure_sae_row, write_dashboards, write_eval_metrics
 from saelab.evals.tokens import held_out_source, token_contexts, training_source
+from saelab.workflows.storage import ensure_sae_row, write_dashboards, write_eval_metrics
 from saelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
