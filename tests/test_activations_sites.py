@@ -56,7 +56,7 @@ def test_parse_sites_refuses_duplicates_and_empty():
 
 def test_registry_refuses_duplicate_kind():
     with pytest.raises(ValueError, match="already registered"):
-        register_site_kind(SiteKind("resid_post", "blocks.{layer}.hook_resid_post", lambda cfg: (cfg.d_model,)))
+        register_site_kind(SiteKind("resid_post", "hook_resid_post", lambda cfg: (cfg.d_model,)))
 
 
 def test_widths(random_model):
