@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from saelab.activations.sites import HookSite, block_hook
 from saelab.sae import SAE
 
 
@@ -166,7 +167,7 @@ def latent_dfa(
     model, sae: SAE, layer: int, tokens: Tensor, latent: int, destination: Tensor
 ) -> LatentDFA:
     """DFA of latent `latent` of an attn_z SAE at layer `layer`, at token `destination[b]` of each prompt b."""
-    names = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_z")
+    names = (block_hook(layer, "attn.hook_pattern"), block_hook(layer, "attn.hook_v"), HookSite(layer, "attn_z").hook_name)
     cache: dict[str, Tensor] = {}
 
     def keep(tensor: Tensor, hook) -> None:

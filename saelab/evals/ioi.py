@@ -8,6 +8,7 @@ A location is a set of attention heads' hook_z read at one named prompt position
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import einops
@@ -16,6 +17,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite, block_hook
 from saelab.tasks.base import TaskDataset
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,10 @@ def location_acts(
     """The location's activation: its heads' z at each prompt's `position`, concatenated."""
     captured: dict[int, Tensor] = {}
 
-    def keep(z: Tensor, hook) -> None:
-        captured[hook.layer()] = z[_rows(z.shape[0], z.device), position.to(z.device)]
+    def keep(z: Tensor, hook, layer: int) -> None:
+        captured[layer] = z[_rows(z.shape[0], z.device), position.to(z.device)]
 
-    hooks = [(f"blocks.{layer}.attn.hook_z", keep) for layer in location.layers()]
+    hooks = [(HookSite(layer, "attn_z").hook_name, partial(keep, layer=layer)) for layer in location.layers()]
     model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(location.layers()) + 1)
     return torch.cat([captured[layer][:, head] for layer, head in location.heads], dim=-1)
 
@@ -127,7 +129,7 @@ def patched_end_logits(
                     z[rows, position.to(z.device), location.heads[i][1]] = blocks[:, i].to(z)
                 return z
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", patch))
+            hooks.append((HookSite(layer, "attn_z").hook_name, patch))
     logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[_rows(tokens.shape[0], logits.device), end.to(logits.device)]
 
@@ -299,10 +301,11 @@ def attention_scores(
     layers = sorted({layer for layer, _ in heads})
     patterns: dict[int, Tensor] = {}
 
-    def keep(pattern: Tensor, hook) -> None:
-        patterns[hook.layer()] = pattern
+    def keep(pattern: Tensor, hook, layer: int) -> None:
+        patterns[layer] = pattern
 
-    model.run_with_hooks(prompts.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep) for layer in layers],
+    hooks = [(block_hook(layer, "attn.hook_pattern"), partial(keep, layer=layer)) for layer in layers]
+    model.run_with_hooks(prompts.tokens, fwd_hooks=hooks,
                          stop_at_layer=max(layers) + 1)
     rows = torch.arange(prompts.size)
     scores: dict[tuple[int, int], dict[str, float]] = {}

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from saelab.activations import BatchConfig, parse_sites
+from saelab.activations import BatchConfig, parse_sites, store_paths
 from saelab.activations.batches import store_batches, stream_batches
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
@@ -159,12 +159,12 @@ def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict
     """Batches from the workspace's cached activations of every site, else streamed from the model."""
     from saelab.data.sources import source_from_spec
 
-    sites = sorted({cfg.hook_site for cfg in configs.values()})
+    sites = parse_sites(sorted({cfg.hook_site for cfg in configs.values()}))  # the configs' text, parsed once
     widths = {cfg.hook_site: cfg.d_in for cfg in configs.values()}
     batch_config = BatchConfig(batch_size=spec.batch_size, buffer_tokens=max(spec.batch_size, min(262144, spec.tokens)),
                                seed=spec.seed)
     cached = workspace.activations_for(spec.model)
-    if all((cached / site / "manifest.json").exists() for site in sites):
+    if all(store_paths(cached, site).manifest.exists() for site in sites):
         return store_batches(cached, sites, batch_config, expect_d=widths), f"cached activations in {cached}"
     source = source_from_spec(spec.source)
     if hasattr(source, "check_utf8"):
