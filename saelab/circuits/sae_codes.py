@@ -179,7 +179,7 @@ def train_shared_sae(x: Float[Tensor, "n d_in"], config: SAECodesConfig, l1_coef
         loss.backward()
         optimizer.step()
         sae.post_step_(out)
-        if architecture == "vq" and step % 50 == 0 and step < config.steps // 2:
+        if config.codes == "vq" and step % 50 == 0 and step < config.steps // 2:
             used = torch.zeros(config.d_sae, dtype=torch.bool)
             used[out.indices.flatten()] = True
             replace_dead_codes_(sae, ~used, x, generator)

@@ -5,6 +5,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
+from saelab.sae.dead import resample_dead_latents_
 from saelab.sae.functional import dense_output, mse_loss, no_post_step, tied_init, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
@@ -59,6 +60,7 @@ RELU_L1 = register_architecture(
         unit_norm_decoder=True,
         uses_l1=True,
         saelens_name="standard",
+        resample_dead_=resample_dead_latents_,
     )
 )
 
@@ -103,5 +105,6 @@ RELU_L1_ANTHROPIC = register_architecture(
         unit_norm_decoder=False,
         uses_l1=True,
         saelens_name="standard",
+        resample_dead_=resample_dead_latents_,
     )
 )

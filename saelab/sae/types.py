@@ -68,6 +68,8 @@ ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"]
 WorkspaceFn = Callable[["SAE", int], Any]
 LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
 PostStepFn = Callable[["SAE", SAEOutput], None]
+ResampleFn = Callable[["SAE", torch.optim.Optimizer, Bool[Tensor, " d_sae"], Float[Tensor, "batch d_in"],
+                       torch.Generator], int]
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class Architecture:
     workspace: WorkspaceFn | None = None
     """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
     a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""
+
+    resample_dead_: ResampleFn | None = None
+    """Dead-latent policy: what training does, every dead window, with latents that have not fired in it
+    (re-initialise them and their optimiser state in place, returning how many); None: nothing (TopK-style
+    SAEs train dead latents through the AuxK loss of `forward` instead)."""
 
     default_lr: float = 4e-4
     """Peak Adam learning rate `saelab train` uses for this architecture when none is given (inputs normalised

@@ -12,6 +12,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
+from saelab.sae.dead import reset_adam_rows_
 from saelab.sae.functional import mse_loss, no_latents, no_post_step, random_unit_rows
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
@@ -76,6 +77,18 @@ def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: Loss
     return LossOutput(total, {"mse": mse, "codebook": codebook, "commitment": commitment})
 
 
+@torch.no_grad()
+def replace_dead_vq_codes_(
+    sae: SAE, optimizer: torch.optim.Optimizer, dead: Bool[Tensor, " d_sae"], x: Float[Tensor, "batch d_in"],
+    generator: torch.Generator,
+) -> int:
+    """VQ's dead-latent policy: re-seed dead codes from inputs and reset their optimiser state; returns how many."""
+    replaced = replace_dead_codes_(sae, dead, x, generator)
+    if replaced:
+        reset_adam_rows_(optimizer, sae.W_dec, dead.nonzero().squeeze(1), 0)
+    return replaced
+
+
 VQ = register_architecture(
     Architecture(
         name="vq",
@@ -87,6 +100,7 @@ VQ = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
         uses_k=True,
+        resample_dead_=replace_dead_vq_codes_,
     )
 )
 

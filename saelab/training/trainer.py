@@ -33,7 +33,7 @@ from saelab.sae import (
 from saelab.training.checkpoint import load_checkpoint, save_checkpoint
 from saelab.training.config import TrainerConfig
 from saelab.training.data import Batch, DataFeed
-from saelab.training.dead import RESAMPLERS, dead_latents, update_tokens_since_fired_
+from saelab.training.dead import dead_latents, update_tokens_since_fired_
 from saelab.training.distributed import (
     SINGLE_PROCESS,
     RankSlice,
@@ -215,7 +215,7 @@ def resample_if_due(
     if not (config.resample_dead and crossed and config.total_tokens - tokens >= window):
         return
     for sae_id, m in members.items():
-        resampler = RESAMPLERS.get(m.sae.cfg.architecture)
+        resampler = m.sae.architecture.resample_dead_
         dead = dead_latents(m.tokens_since_fired, window)
         if resampler is not None and bool(dead.any()):
             count = resampler(m.sae, m.optimizer, dead, inputs[sae_id], m.generator)
