@@ -167,7 +167,8 @@ def latent_dfa(
     model, sae: SAE, layer: int, tokens: Tensor, latent: int, destination: Tensor
 ) -> LatentDFA:
     """DFA of latent `latent` of an attn_z SAE at layer `layer`, at token `destination[b]` of each prompt b."""
-    names = (block_hook(layer, "attn.hook_pattern"), block_hook(layer, "attn.hook_v"), HookSite(layer, "attn_z").hook_name)
+    names = (block_hook(layer, "attn.hook_pattern"), block_hook(layer, "attn.hook_v"),
+             HookSite(layer, "attn_z").hook_name)
     cache: dict[str, Tensor] = {}
 
     def keep(tensor: Tensor, hook) -> None:
