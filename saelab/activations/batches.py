@@ -13,7 +13,7 @@ From the model, window w holds the next `buffer_tokens` tokens of the token stre
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ Permutation = Callable[[int], Tensor]
 """n -> the window's row order, a permutation of range(n)."""
 
 
+@runtime_checkable
 class WindowSource(Protocol):
     """Loads window w deterministically, rows already in the order `permutation(n)` gives
     (site text -> float32 [n, d]), or None past the end."""

@@ -5,17 +5,13 @@ language model), which says what the contexts share at the peak token and is mar
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
+from saelab.app_support.render import TokenContext
 from saelab.db import ResultsStore
 
 MAX_LABEL_CHARS = 200
 MAX_NOTE_CHARS = 5000
-
-
-class _Context(Protocol):
-    tokens: Sequence[str]
-    center: int | None
 
 
 class AutoLabel(NamedTuple):
@@ -27,7 +23,7 @@ class AutoLabel(NamedTuple):
     n_contexts: int
 
 
-def auto_label(contexts: Sequence[_Context], min_share: float = 0.5) -> AutoLabel | None:
+def auto_label(contexts: Sequence[TokenContext], min_share: float = 0.5) -> AutoLabel | None:
     """The most common bigram ending at the peak token if it covers at least `min_share` of the contexts, else the
     most common peak token if it does; None when nothing is shared by that many (or there are no contexts)."""
     peaks = [c for c in contexts if c.center is not None and 0 <= c.center < len(c.tokens)]

@@ -7,7 +7,7 @@ older or foreign shapes (pairs instead of objects) are accepted too.
 import html
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 _SHADE = "255, 106, 0"  # orange, as in the usual feature dashboards
@@ -119,12 +119,15 @@ def strongest_heads(attribution: Any, top: int = 2) -> str:
     return ", ".join(f"h{h} {a:.2f}" for h, a in ranked)
 
 
-class _Context(Protocol):
+@runtime_checkable
+class TokenContext(Protocol):
+    """A window of tokens around a peak (a stored top example, or a context row)."""
+
     tokens: Sequence[str]
     center: int | None
 
 
-def _shifted_copy(a: _Context, b: _Context, min_overlap: float = 0.5) -> bool:
+def _shifted_copy(a: TokenContext, b: TokenContext, min_overlap: float = 0.5) -> bool:
     """Whether `b` is `a` seen through a shifted window: at some offset the two token lists agree on an overlap
     of at least `min_overlap` of the shorter one (the same text around another peak of the same document)."""
     short = min(len(a.tokens), len(b.tokens))
@@ -136,7 +139,7 @@ def _shifted_copy(a: _Context, b: _Context, min_overlap: float = 0.5) -> bool:
     return False
 
 
-def distinct_contexts(examples: Sequence[_Context]) -> list:
+def distinct_contexts(examples: Sequence[TokenContext]) -> list:
     """The examples, strongest first as given, without shifted copies of a context already kept: one context per
     stretch of text, as Neuronpedia and SAEDashboard show them (the store keeps no document ids)."""
     kept: list = []
