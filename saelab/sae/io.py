@@ -115,8 +115,11 @@ def _config_from_json(path: Path) -> SAEConfig:
 
 
 def sae_bytes(cfg: SAEConfig) -> int:
-    """Bytes of an SAE's parameters (both weight matrices and the per-latent and per-input vectors)."""
-    return (2 * cfg.d_in * cfg.d_sae + 3 * cfg.d_sae + cfg.d_in) * cfg.torch_dtype.itemsize
+    """Bytes of an SAE's parameters (both weight matrices, a skip-transcoder's W_skip, and the per-latent and
+    per-input vectors)."""
+    skip = cfg.d_in * cfg.d_target if cfg.skip_connection else 0
+    weights = (cfg.d_in + cfg.d_target) * cfg.d_sae + skip
+    return (weights + 3 * cfg.d_sae + max(cfg.d_in, cfg.d_target)) * cfg.torch_dtype.itemsize
 
 
 def _sae_from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], source: Path) -> SAE:
