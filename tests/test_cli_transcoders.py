@@ -171,3 +171,17 @@ def random_d_model(ws, saes) -> int:
 
 def test_the_write_back_of_the_output_site_is_the_mlp_out_hook(random_model):
     assert HookSite.parse(OUT).hook_name == "blocks.1.hook_mlp_out" and flat_acts is not None
+
+
+def test_dashboard_logit_effects_go_through_the_output_site(random_model, tokens):
+    """A transcoder from resid_mid to the MLP neurons (mlp_post): its decoder directions reach the residual
+    stream through W_out, not as they are (as they would at its input site)."""
+    from saelab.evals.features import DashboardConfig, compute_dashboards, unembed_directions
+
+    model = random_model
+    tc = SAE(SAEConfig("topk", model.cfg.d_model, 32, k=4, d_out=model.cfg.d_mlp, hook_site=IN,
+                       output_site="1.mlp_post"))
+    dash = compute_dashboards(model, tc, tokens, DashboardConfig(n_logits=3, batch_size=2))
+    with torch.no_grad():
+        expected = unembed_directions(model, tc.W_dec @ model.blocks[1].mlp.W_out).topk(3, dim=1)
+    torch.testing.assert_close(dash.logits.top_values, expected.values)

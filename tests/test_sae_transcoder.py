@@ -247,3 +247,47 @@ def test_an_sae_saved_before_transcoders_existed_still_loads(tmp_path: Path) -> 
     paths.cfg.write_text(json.dumps(fields))
     loaded = load_sae(tmp_path / "old")
     assert loaded.cfg == sae.cfg and not loaded.cfg.is_transcoder
+
+
+# ---------------------------------------------------------------- SAELens export
+
+
+def _perturbed(architecture: str, skip: bool) -> SAE:
+    tc = SAE(transcoder_config(architecture, skip=skip, hook_name="blocks.1.hook_resid_mid"))
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for tensor in list(tc.parameters()) + list(tc.buffers()):
+            tensor.add_(0.1 * torch.rand(tensor.shape, generator=generator))
+    return tc
+
+
+@pytest.mark.parametrize("architecture, skip, saelens_class", [
+    ("relu_l1", False, "Transcoder"), ("relu_l1_anthropic", True, "SkipTranscoder"),
+    ("jumprelu", False, "JumpReLUTranscoder"), ("jumprelu", True, "JumpReLUSkipTranscoder"),
+    ("batchtopk", True, "JumpReLUSkipTranscoder"),
+])
+def test_saelens_loads_an_exported_transcoder_with_the_same_output(tmp_path: Path, architecture, skip, saelens_class):
+    sae_lens = pytest.importorskip("sae_lens")
+    from saelab.sae import batchtopk_to_jumprelu, export_saelens, import_saelens
+
+    tc = _perturbed(architecture, skip)
+    reference = batchtopk_to_jumprelu(tc) if architecture == "batchtopk" else tc
+    paths = export_saelens(tc, tmp_path / "lens")
+    theirs = sae_lens.SAE.load_from_disk(str(paths.directory), device="cpu")
+    assert type(theirs).__name__ == saelens_class and theirs.cfg.d_out == D_OUT
+    x = torch.randn(20, D_IN, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ours = reference.reconstruct(x)
+        torch.testing.assert_close(theirs(x), ours, rtol=1e-5, atol=1e-5)
+        back = import_saelens(paths.directory)
+        assert back.cfg.is_transcoder and back.cfg.output_site == OUT_SITE and back.cfg.skip_connection == skip
+        torch.testing.assert_close(back.reconstruct(x), ours, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["topk", "gated"])
+def test_a_transcoder_saelens_cannot_represent_is_refused_before_writing(tmp_path: Path, architecture: str):
+    from saelab.sae import export_saelens
+
+    with pytest.raises(ValueError, match=f"SAELens 6 has no '{architecture}' skip-transcoder"):
+        export_saelens(_perturbed(architecture, True), tmp_path / "lens")
+    assert not (tmp_path / "lens").exists()
