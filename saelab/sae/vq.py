@@ -67,7 +67,11 @@ def vq_forward(
     )
 
 
-def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients) -> LossOutput:
+def vq_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_in"], out: SAEOutput,
+    coef: LossCoefficients,
+) -> LossOutput:
+    """Never a transcoder (the codebook quantises the centred input itself), so target is x."""
     z = x - sae.b_dec
     z_q = sae.W_dec[out.indices].sum(1)
     mse = mse_loss(out.x_hat, x)
@@ -80,7 +84,7 @@ def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: Loss
 @torch.no_grad()
 def replace_dead_vq_codes_(
     sae: SAE, optimizer: torch.optim.Optimizer, dead: Bool[Tensor, " d_sae"], x: Float[Tensor, "batch d_in"],
-    generator: torch.Generator,
+    generator: torch.Generator, target: Float[Tensor, "batch d_in"] | None = None,
 ) -> int:
     """VQ's dead-latent policy: re-seed dead codes from inputs and reset their optimiser state; returns how many."""
     replaced = replace_dead_codes_(sae, dead, x, generator)
@@ -99,6 +103,7 @@ VQ = register_architecture(
         post_step_=no_post_step,
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
+        transcoder=False,
         uses_k=True,
         resample_dead_=replace_dead_vq_codes_,
     )
