@@ -53,7 +53,7 @@ def test_each_architecture_carries_its_dead_latent_policy() -> None:
 def test_trainer_resamples_dead_latents_by_the_architecture_policy() -> None:
     from saelab.training import TrainerConfig
     from saelab.training.state import new_member
-    from saelab.training.trainer import resample_if_due
+    from saelab.training.trainer import ScaledBatch, resample_if_due
 
     config = TrainerConfig(total_tokens=64 * 100, batch_size=64, dead_window_tokens=128)
     members = {name: new_member(name, SAEConfig(architecture=name, d_in=8, d_sae=16, k=2), config, torch.device("cpu"))
@@ -62,7 +62,8 @@ def test_trainer_resamples_dead_latents_by_the_architecture_policy() -> None:
     for m in members.values():
         m.tokens_since_fired[:5] = 1000  # latents 0..4 dead for longer than the window
     before = {name: m.sae.W_dec.detach().clone() for name, m in members.items()}
-    resample_if_due(members, {name: x for name in members}, step=1, config=config)  # 128 tokens: a window ends
+    batch = ScaledBatch({name: x for name in members}, {name: x for name in members})
+    resample_if_due(members, batch, step=1, config=config)  # 128 tokens: a window ends
     resampled = (members["relu_l1"].sae.W_dec != before["relu_l1"]).any(dim=1)
     assert resampled.tolist() == [True] * 5 + [False] * 11
     assert int(members["relu_l1"].tokens_since_fired.sum()) == 0

@@ -192,8 +192,9 @@ class HookSite:
 
     layer: int
     """Block index, 0-based."""
-    kind: SiteKind
-    """What to read in that block (a registry entry; a kind name is accepted and looked up)."""
+    kind: "SiteKind | str"
+    """What to read in that block: a registry entry (a kind name is accepted and looked up, so after
+    construction this is always a SiteKind)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.kind, str):
