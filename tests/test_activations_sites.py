@@ -28,7 +28,9 @@ def test_text_form_round_trips_and_hook_names_are_derived():
     assert pickle.loads(pickle.dumps(site)) == site
 
 
-@pytest.mark.parametrize("text", ["resid_post", "1.resid", "-1.resid_post", "1.2.resid_post", "a.resid_post", ""])
+@pytest.mark.parametrize(
+    "text", ["resid_post", "1.resid", "-1.resid_post", "1.2.resid_post", "a.resid_post", ""]
+)
 def test_bad_site_text_names_the_text_and_lists_kinds(text):
     with pytest.raises(ValueError) as info:
         HookSite.parse(text)
@@ -133,7 +135,9 @@ def test_positions_modes(random_model):
     got = collect(random_model, tokens, [site], named)[site]
     assert got.shape == (3, 2, 64)
     assert torch.equal(got[1, 0], full[1, 5]) and torch.equal(got[2, 1], full[2, 0])
-    heads = collect(random_model, tokens, ["1.head_result"], Positions.at(END=end))[HookSite(1, "head_result")]
+    heads = collect(random_model, tokens, ["1.head_result"], Positions.at(END=end))[
+        HookSite(1, "head_result")
+    ]
     assert heads.shape == (3, 1, 4, 64)
 
 

@@ -55,7 +55,9 @@ def test_toy_kind_parses_and_reads_through_its_transform(toy_kind, random_model,
 
 def test_toy_kind_splices_through_its_write_back(toy_kind, random_model, tokens):
     site, resid = HookSite(0, "toy_doubled"), HookSite(0, "resid_post")
-    replacement = torch.randn(*tokens.shape, random_model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    replacement = torch.randn(
+        *tokens.shape, random_model.cfg.d_model, generator=torch.Generator().manual_seed(1)
+    )
     via_toy = run_with_replacement(random_model, tokens, site, 2 * replacement)
     torch.testing.assert_close(via_toy, run_with_replacement(random_model, tokens, resid, replacement))
     assert (via_toy - run_with_replacement(random_model, tokens, resid, 2 * replacement)).abs().max() > 1e-3
@@ -76,6 +78,8 @@ def test_toy_kind_maps_decoder_directions_through_its_residual_map(toy_kind, ran
 
 def test_a_kind_with_a_transform_must_say_how_to_write_back():
     with pytest.raises(ValueError, match="toy_bad.*write an activation back"):
-        SiteKind("toy_bad", "hook_resid_post", lambda cfg: (cfg.d_model,), transform=lambda x, m, layer: 2 * x)
+        SiteKind(
+            "toy_bad", "hook_resid_post", lambda cfg: (cfg.d_model,), transform=lambda x, m, layer: 2 * x
+        )
     with pytest.raises(ValueError, match="hook point 'blocks.0.hook_resid_post'"):
         SiteKind("toy_bad", "blocks.0.hook_resid_post", lambda cfg: (cfg.d_model,))

@@ -56,8 +56,12 @@ def test_trainer_resamples_dead_latents_by_the_architecture_policy() -> None:
     from saelab.training.trainer import ScaledBatch, resample_if_due
 
     config = TrainerConfig(total_tokens=64 * 100, batch_size=64, dead_window_tokens=128)
-    members = {name: new_member(name, SAEConfig(architecture=name, d_in=8, d_sae=16, k=2), config, torch.device("cpu"))
-               for name in ("relu_l1", "topk")}
+    members = {
+        name: new_member(
+            name, SAEConfig(architecture=name, d_in=8, d_sae=16, k=2), config, torch.device("cpu")
+        )
+        for name in ("relu_l1", "topk")
+    }
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     for m in members.values():
         m.tokens_since_fired[:5] = 1000  # latents 0..4 dead for longer than the window

@@ -24,7 +24,8 @@ Transform = Callable[[Tensor, HookedTransformer, int], Tensor]
 """(hook tensor, model, layer) -> activation of shape [batch, pos, *feature_shape]."""
 
 WriteBack = Callable[[Float[Tensor, "batch pos d_in"], HookedTransformer], Tensor]
-"""(SAE-shaped activation, model) -> the tensor to return from the site's hook (reshaped to the hook's shape)."""
+"""(SAE-shaped activation, model) -> the tensor to return from the site's hook (reshaped to the hook's
+shape)."""
 
 ResidualMap = Callable[[Float[Tensor, "d_sae d_in"], HookedTransformer, int], Float[Tensor, "d_sae d_model"]]
 """(W_dec, model, layer) -> the latents' decoder directions written into the residual stream."""
@@ -80,7 +81,9 @@ def _head_result(
 ) -> Float[Tensor, "batch pos n_heads d_model"]:
     """Each head's output z·W_O (no bias), as TransformerLens' hook_result, without use_attn_result."""
     W_O = model.blocks[layer].attn.W_O.to(dtype=z.dtype, device=z.device)
-    return einops.einsum(z, W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos n_heads d_model")
+    return einops.einsum(
+        z, W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos n_heads d_model"
+    )
 
 
 def _always(cfg: HookedTransformerConfig) -> str | None:
@@ -100,8 +103,8 @@ def _needs_sequential_mlp(cfg: HookedTransformerConfig) -> str | None:
 @dataclass(frozen=True, eq=False)
 class SiteKind:
     """One kind of hook site: where it hooks, how wide it is, how its activation is read and written back, and
-    how its directions reach the residual stream. The defaults describe a residual-stream-shaped tensor read as
-    it is (resid_*, mlp_out, attn_out)."""
+    how its directions reach the residual stream. The defaults describe a residual-stream-shaped tensor read
+    as it is (resid_*, mlp_out, attn_out)."""
 
     name: str
     """Short name used in the text form, e.g. "resid_post"."""
@@ -112,9 +115,9 @@ class SiteKind:
     transform: Transform = _identity
     """Turns the hooked tensor into the activation (e.g. concatenating heads)."""
     write_back: WriteBack | None = _same_shape
-    """Turns an SAE-shaped activation back into the hooked tensor, for splicing a reconstruction into the model;
-    None when no single hook carries the activation (e.g. head_result), so it cannot be spliced. A kind with its
-    own `transform` must give its own (or None)."""
+    """Turns an SAE-shaped activation back into the hooked tensor, for splicing a reconstruction into the
+    model; None when no single hook carries the activation (e.g. head_result), so it cannot be spliced. A kind
+    with its own `transform` must give its own (or None)."""
     residual_map: ResidualMap | None = _in_residual
     """Maps decoder directions into the residual stream (for direct logit effects); None when there is no
     such linear path."""
@@ -125,12 +128,18 @@ class SiteKind:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
-            raise ValueError(f"site kind name {self.name!r} must be lower-case letters, digits and underscores")
+            raise ValueError(
+                f"site kind name {self.name!r} must be lower-case letters, digits and underscores"
+            )
         if "{" in self.hook_point or self.hook_point.startswith("blocks."):
-            raise ValueError(f"hook point {self.hook_point!r} must name a hook inside a block, e.g. 'hook_resid_post'")
+            raise ValueError(
+                f"hook point {self.hook_point!r} must name a hook inside a block, e.g. 'hook_resid_post'"
+            )
         if self.transform is not _identity and self.write_back is _same_shape:
-            raise ValueError(f"site kind {self.name!r} transforms its hook tensor, so it must say how to write an "
-                             "activation back (write_back=..., or None when it cannot be spliced)")
+            raise ValueError(
+                f"site kind {self.name!r} transforms its hook tensor, so it must say how to write an "
+                "activation back (write_back=..., or None when it cannot be spliced)"
+            )
 
     def width(self, cfg: HookedTransformerConfig) -> int:
         """Number of values per token once the activation is flattened (the SAE's d_in)."""
@@ -169,17 +178,42 @@ def _d_model(cfg: HookedTransformerConfig) -> tuple[int, ...]:
 
 for _kind in (
     SiteKind("resid_pre", "hook_resid_pre", _d_model, description="residual stream before the block"),
-    SiteKind("resid_mid", "hook_resid_mid", _d_model, unavailable=_needs_sequential_mlp,
-             description="residual stream between attention and MLP"),
+    SiteKind(
+        "resid_mid",
+        "hook_resid_mid",
+        _d_model,
+        unavailable=_needs_sequential_mlp,
+        description="residual stream between attention and MLP",
+    ),
     SiteKind("resid_post", "hook_resid_post", _d_model, description="residual stream after the block"),
     SiteKind("mlp_out", "hook_mlp_out", _d_model, unavailable=_needs_mlp, description="MLP output"),
-    SiteKind("mlp_post", "mlp.hook_post", lambda cfg: (cfg.d_mlp,), residual_map=_through_W_out,
-             unavailable=_needs_mlp, description="MLP neurons after the nonlinearity"),
-    SiteKind("attn_z", "attn.hook_z", lambda cfg: (cfg.n_heads * cfg.d_head,), _concat_heads, _split_heads,
-             _through_W_O, description="attention z (hook_z), heads concatenated"),
+    SiteKind(
+        "mlp_post",
+        "mlp.hook_post",
+        lambda cfg: (cfg.d_mlp,),
+        residual_map=_through_W_out,
+        unavailable=_needs_mlp,
+        description="MLP neurons after the nonlinearity",
+    ),
+    SiteKind(
+        "attn_z",
+        "attn.hook_z",
+        lambda cfg: (cfg.n_heads * cfg.d_head,),
+        _concat_heads,
+        _split_heads,
+        _through_W_O,
+        description="attention z (hook_z), heads concatenated",
+    ),
     SiteKind("attn_out", "hook_attn_out", _d_model, description="attention output"),
-    SiteKind("head_result", "attn.hook_z", lambda cfg: (cfg.n_heads, cfg.d_model), _head_result, None, _sum_heads,
-             description="each head's output z·W_O, [n_heads, d_model] per token"),
+    SiteKind(
+        "head_result",
+        "attn.hook_z",
+        lambda cfg: (cfg.n_heads, cfg.d_model),
+        _head_result,
+        None,
+        _sum_heads,
+        description="each head's output z·W_O, [n_heads, d_model] per token",
+    ),
 ):
     register_site_kind(_kind)
 
@@ -208,7 +242,8 @@ class HookSite:
         match = _TEXT_FORM.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None or match.group(2) not in SITE_KINDS:
             raise ValueError(
-                f"bad hook site {text!r}: write LAYER.KIND, e.g. '1.resid_post'; valid kinds: {', '.join(SITE_KINDS)}"
+                f"bad hook site {text!r}: write LAYER.KIND, e.g. '1.resid_post'; valid kinds: "
+                f"{', '.join(SITE_KINDS)}"
             )
         return cls(int(match.group(1)), SITE_KINDS[match.group(2)])
 
@@ -286,7 +321,9 @@ def parse_site_pairs(text: str) -> list[SitePair]:
     or none at all is an error."""
     pairs = [parse_site_pair(part) for part in text.split(",") if part.strip()]
     if not pairs:
-        raise ValueError(f"no hook sites given ({text!r}); write e.g. '1.resid_post' or '1.resid_mid:1.mlp_out'")
+        raise ValueError(
+            f"no hook sites given ({text!r}); write e.g. '1.resid_post' or '1.resid_mid:1.mlp_out'"
+        )
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"a site or pair is listed twice in {text!r}")
     return pairs

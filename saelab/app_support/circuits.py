@@ -1,8 +1,8 @@
 """The circuits page's shaping of stored results: head nodes on a layer × head grid, ROC curves, ground truth.
 
-Node names are the ones `saelab.circuits.graph` writes, read back by its `find_node`: heads "L.H", MLPs "mlpL",
-"input", "logits"; edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"); the head forms "a{L}.h{H}" (ACDC)
-and "L{L}H{H}" are accepted too.
+Node names are the ones `saelab.circuits.graph` writes, read back by its `find_node`: heads "L.H", MLPs
+"mlpL", "input", "logits"; edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"); the head forms
+"a{L}.h{H}" (ACDC) and "L{L}H{H}" are accepted too.
 """
 
 import json
@@ -61,7 +61,9 @@ def head_grid(node_scores: pd.DataFrame, n_layers: int | None = None, n_heads: i
 def membership_grid(heads: Iterable[tuple[int, int]], n_layers: int, n_heads: int) -> HeadGrid:
     """1 for heads in the set, 0 elsewhere."""
     members = set(heads)
-    values = [[1.0 if (layer, head) in members else 0.0 for head in range(n_heads)] for layer in range(n_layers)]
+    values = [
+        [1.0 if (layer, head) in members else 0.0 for head in range(n_heads)] for layer in range(n_layers)
+    ]
     return HeadGrid(values, n_layers, n_heads)
 
 

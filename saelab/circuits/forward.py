@@ -77,7 +77,8 @@ class CleanRun(NamedTuple):
 def sender_hooks(
     model: HookedTransformer, graph: Graph, write: Callable[[slice, Tensor], None]
 ) -> list[Hook]:
-    """Hooks that hand every sender group's output [batch, pos, k, d_model] to `write(sender_slice, output)`."""
+    """Hooks that hand every sender group's output [batch, pos, k, d_model] to `write(sender_slice,
+    output)`."""
     hooks: list[Hook] = []
     for group in sender_groups(graph):
 
@@ -140,7 +141,8 @@ class ReceiverPoint(NamedTuple):
     hook_name: str
     columns: slice | int
     """Their receiver indices: a slice over n_heads receivers for a head group (the hook tensor is
-    [batch, pos, n_heads, d_model]); one index for an MLP or the logits (the hook tensor is [batch, pos, d_model])."""
+    [batch, pos, n_heads, d_model]); one index for an MLP or the logits (the hook tensor is [batch, pos,
+    d_model])."""
 
 
 def receiver_hook_points(graph: Graph) -> list[ReceiverPoint]:
@@ -174,7 +176,9 @@ def sender_groups(graph: Graph) -> list[SenderGroup]:
     """The input, each layer's heads and each MLP, in forward order."""
     groups = [SenderGroup(-1, slice(0, 1), HookSite(0, "resid_pre").hook_name, is_heads=False)]
     for layer in range(graph.n_layers):
-        groups.append(SenderGroup(layer, graph.head_senders(layer), HookSite(layer, "attn_z").hook_name, True))
+        groups.append(
+            SenderGroup(layer, graph.head_senders(layer), HookSite(layer, "attn_z").hook_name, True)
+        )
         if graph.has_mlps:
             m = graph.mlp_sender(layer)
             groups.append(SenderGroup(layer, slice(m, m + 1), HookSite(layer, "mlp_out").hook_name, False))

@@ -23,7 +23,8 @@ from saelab.tasks.base import TaskDataset
 log = logging.getLogger(__name__)
 
 ATTRIBUTES: tuple[str, ...] = ("IO", "S", "pos")
-"""Makelov et al.'s IOI attributes: the indirect object's name, the subject's name, and the order (ABB/BAB)."""
+"""Makelov et al.'s IOI attributes: the indirect object's name, the subject's name, and the order
+(ABB/BAB)."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,9 @@ def circuit_heads(circuit: dict) -> list[tuple[int, int]]:
         if dot and layer.isdigit() and head.isdigit():
             heads.append((int(layer), int(head)))
     if not heads:
-        raise ValueError("the circuit lists no attention heads (expected 'nodes' such as '2.3' or a 'heads' list)")
+        raise ValueError(
+            "the circuit lists no attention heads (expected 'nodes' such as '2.3' or a 'heads' list)"
+        )
     return heads
 
 
@@ -375,16 +378,22 @@ def ioi_locations(
     measured by the evaluation itself (its clean and mean-ablated logit differences)."""
     if "heads" in circuit:
         return locations_from_circuit(circuit)
-    locations = locations_from_classified(classify_heads(model, prompts, circuit_heads(circuit), min_attention))
+    locations = locations_from_classified(
+        classify_heads(model, prompts, circuit_heads(circuit), min_attention)
+    )
     if not locations:
-        raise ValueError(f"no circuit head attends (≥ {min_attention}) along any of {sorted(ATTENTION_CLASSES)}; "
-                         "give locations explicitly")
+        raise ValueError(
+            f"no circuit head attends (≥ {min_attention}) along any of {sorted(ATTENTION_CLASSES)}; "
+            "give locations explicitly"
+        )
     return locations
 
 
-def synthetic_prompts(n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int) -> Prompts:
-    """IOI-shaped prompts for plumbing checks on models whose tokenizer lacks IOI's names: random filler tokens,
-    BOS, then S1/IO at positions 2/4 (ABB) or 4/2 (BAB), S2 at 7 and END at 9 (10 tokens each)."""
+def synthetic_prompts(
+    n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int
+) -> Prompts:
+    """IOI-shaped prompts for plumbing checks on models whose tokenizer lacks IOI's names: random filler
+    tokens, BOS, then S1/IO at positions 2/4 (ABB) or 4/2 (BAB), S2 at 7 and END at 9 (10 tokens each)."""
     if len(names) < 3:
         raise ValueError(f"synthetic prompts need at least 3 names, got {len(names)}")
     g = torch.Generator().manual_seed(seed)

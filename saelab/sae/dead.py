@@ -26,7 +26,8 @@ def reset_adam_rows_(optimizer: torch.optim.Optimizer, param: Tensor, rows: Tens
 
 
 ENCODER_RESAMPLE_SCALE = 0.2
-"""Resampled encoder columns get this fraction of the mean norm of the living ones (as in Anthropic's recipe)."""
+"""Resampled encoder columns get this fraction of the mean norm of the living ones (as in Anthropic's
+recipe)."""
 
 
 def _unit(rows: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
