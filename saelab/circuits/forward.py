@@ -186,7 +186,7 @@ def sender_groups(graph: Graph) -> list[SenderGroup]:
 
 
 def _ablation_delta(
-    diffs: dict[int, Tensor], groups: list[tuple[int, slice]], columns: Float[Tensor, "n_senders n_cols"]
+    diffs: dict[int, Tensor], groups: list[SenderGroup], columns: Float[Tensor, "n_senders n_cols"]
 ) -> Tensor | None:
     """Σ over ablated senders s of diff_s weighted by columns[s]: [batch, pos, n_cols, d_model], or None."""
     total = None

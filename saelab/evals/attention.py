@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
 from saelab.activations.sites import HookSite, block_hook
@@ -134,7 +134,7 @@ def head_summary(
     W_dec: Float[Tensor, "d_sae d_in"],
     n_heads: int,
     cfg: HeadSummaryConfig = HeadSummaryConfig(),
-    alive: Float[Tensor, " d_sae"] | None = None,
+    alive: Shaped[Tensor, " d_sae"] | None = None,
 ) -> HeadSummary:
     """Top latents per head and polysemantic heads: a head is polysemantic when at least `min_latents` of its
     belonging latents (attribution ≥ threshold, alive if `alive` is given) write mutually dissimilar
