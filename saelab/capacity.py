@@ -1,5 +1,5 @@
-"""Checks that the machine can hold what a step is about to allocate or write, made before it starts, so that a
-width or a cache too large for memory or disk is a one-line error with the estimate instead of a crash."""
+"""Checks that the machine can hold what a step is about to allocate or write, made before it starts, so that
+a width or a cache too large for memory or disk is a one-line error with the estimate instead of a crash."""
 
 import os
 import shutil
@@ -36,7 +36,8 @@ def require_memory(needed_bytes: int, what: str) -> None:
 
 
 def require_disk(directory: Path, needed_bytes: int, what: str) -> None:
-    """Refuse, naming the sizes and the place, when `directory`'s filesystem has less than `needed_bytes` free."""
+    """Refuse, naming the sizes and the place, when `directory`'s filesystem has less than `needed_bytes`
+    free."""
     free = shutil.disk_usage(directory).free
     if needed_bytes > free:
         raise CapacityError(no_space_message(directory, needed_bytes, free, what))

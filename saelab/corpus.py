@@ -64,7 +64,9 @@ def stdlib_root() -> Path:
 def _is_source(relative: Path) -> bool:
     if relative.suffix != ".py" or relative.name.startswith(_EXCLUDED_PREFIXES):
         return False
-    return not any(part in _EXCLUDED_DIRS or part.startswith(_EXCLUDED_PREFIXES) for part in relative.parts[:-1])
+    return not any(
+        part in _EXCLUDED_DIRS or part.startswith(_EXCLUDED_PREFIXES) for part in relative.parts[:-1]
+    )
 
 
 def is_held_out(relative_path: str) -> bool:
@@ -129,7 +131,9 @@ def bundled_corpus(seed: int = 0, split: Split = "train", mix: CorpusMix = Corpu
     return (doc.text for doc in bundled_documents(seed, split, mix))
 
 
-def token_shares(documents: Iterable[Document], encode: Callable[[list[str]], list[list[int]]]) -> dict[str, float]:
+def token_shares(
+    documents: Iterable[Document], encode: Callable[[list[str]], list[list[int]]]
+) -> dict[str, float]:
     """The fraction of tokens each source contributes (`encode` maps texts to token-id lists)."""
     counts: dict[str, int] = {}
     by_source: dict[str, list[str]] = {}

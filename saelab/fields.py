@@ -1,5 +1,5 @@
-"""Type checks of values read from files (cfg.json, TOML sweeps) against the dataclass they build, so that a wrong
-type is a one-line error naming the file and the field before anything is computed or written."""
+"""Type checks of values read from files (cfg.json, TOML sweeps) against the dataclass they build, so that a
+wrong type is a one-line error naming the file and the field before anything is computed or written."""
 
 import dataclasses
 import types
@@ -8,9 +8,9 @@ from typing import Any, Literal, Union
 
 
 def check_field_types(cls: type, values: dict[str, Any], where: str) -> None:
-    """Raise ValueError naming `where` and the field when a value in `values` does not have the type the dataclass
-    `cls` declares for it (int: an integer, not a bool or 2.5; float: any real number; str; bool; Literal; X | None;
-    tuple and list: a list; dict: a table). Unknown fields are left to the dataclass."""
+    """Raise ValueError naming `where` and the field when a value in `values` does not have the type the
+    dataclass `cls` declares for it (int: an integer, not a bool or 2.5; float: any real number; str; bool;
+    Literal; X | None; tuple and list: a list; dict: a table). Unknown fields are left to the dataclass."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in values and not _matches(values[field.name], hints[field.name]):
@@ -48,7 +48,13 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(arm) for arm in typing.get_args(hint))
     if origin is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "absent"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        type(None): "absent",
+    }
     if hint in names:
         return names[hint]
     return "a list" if origin in (tuple, list) or hint in (tuple, list) else "a table"

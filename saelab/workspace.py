@@ -111,7 +111,8 @@ def _locked_fd(path: Path, name: str) -> int:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise WorkspaceBusyError(
-                f"{name} is in use by process {holder} (lock {path}); wait for it to finish, or stop it and run "
+                f"{name} is in use by process {holder} (lock {path}); wait for it to finish, or stop it and "
+                "run "
                 "the command again (it resumes)"
             ) from None
         try:

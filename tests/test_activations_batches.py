@@ -53,7 +53,9 @@ def test_buffer_mixes_distant_chunks_and_bounds_window_size(store_dir):
     stores = [open_site_store(store_dir, "0.resid_post")]
     config = BatchConfig(batch_size=8, buffer_tokens=64, chunks_per_buffer=4, seed=1)
     windows = StoreWindows(stores, config)
-    sizes = [windows.load(w, torch.randperm)["0.resid_post"].shape[0] for w in range(windows.windows_per_epoch)]
+    sizes = [
+        windows.load(w, torch.randperm)["0.resid_post"].shape[0] for w in range(windows.windows_per_epoch)
+    ]
     assert max(sizes) <= 64 and sum(sizes) == 640
     first_chunks = windows._chunk_order(0)[:4]
     assert first_chunks.max() - first_chunks.min() > 4  # not just neighbouring rows

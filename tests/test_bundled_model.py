@@ -92,9 +92,14 @@ def test_tokenizer_prepends_bos_and_round_trips_code(tokenizer):
     assert tok.decode(ids[1:]) == text
 
 
-@pytest.mark.skipif(not (_available("saelab-tiny") and _available("saelab-tiny-attn")), reason="needs both models")
+@pytest.mark.skipif(
+    not (_available("saelab-tiny") and _available("saelab-tiny-attn")), reason="needs both models"
+)
 def test_both_models_share_one_tokenizer():
-    texts = [model_files(get_bundled(n).directory).tokenizer.read_text() for n in ("saelab-tiny", "saelab-tiny-attn")]
+    texts = [
+        model_files(get_bundled(n).directory).tokenizer.read_text()
+        for n in ("saelab-tiny", "saelab-tiny-attn")
+    ]
     assert texts[0] == texts[1]
 
 
@@ -103,7 +108,9 @@ def test_both_models_share_one_tokenizer():
 @pytest.mark.slow
 @needs_tiny
 def test_tiny_solves_ioi(tiny):
-    accuracy, logit_diff = _scores(tiny, "ioi", n=1000)  # the 1,000 fresh prompts (0.952 at this seed)
+    accuracy, logit_diff = _scores(
+        tiny, "ioi", n=1000
+    )  # the 1,000 fresh prompts (0.952 at this seed)
     assert accuracy >= 0.95, (accuracy, logit_diff)
     assert logit_diff >= 3.0, (accuracy, logit_diff)
 
@@ -145,7 +152,14 @@ def test_attn_only_solves_docstring(tiny_attn):
 @needs_tiny
 def test_model_card_records_training(tiny):
     card = read_model_card(get_bundled("saelab-tiny").directory)
-    for key in ("token_shares", "steps", "tokens_trained", "wall_time_s", "held_out_stdlib_loss", "task_scores"):
+    for key in (
+        "token_shares",
+        "steps",
+        "tokens_trained",
+        "wall_time_s",
+        "held_out_stdlib_loss",
+        "task_scores",
+    ):
         assert key in card, key
     assert abs(sum(card["token_shares"].values()) - 1) < 1e-3
     assert tiny.cfg.n_layers == card["config"]["n_layers"]

@@ -74,7 +74,13 @@ def test_skips_fail_the_run_under_ci(folder):
     assert out.count("skipped under CI=true") >= 2, out
     assert "no chromedriver here" in out and "saelab-tiny is not available" in out, out
     # a skip in setup (a skipif mark) shows as an error, one in the test body as a failure
-    assert "1 failed" in last and "1 error" in last and "1 passed" in last and "1 xfailed" in last and "skipped" not in last, out
+    assert (
+        "1 failed" in last
+        and "1 error" in last
+        and "1 passed" in last
+        and "1 xfailed" in last
+        and "skipped" not in last
+    ), out
 
 
 def test_a_module_skipped_at_import_fails_collection_under_ci(folder):

@@ -42,5 +42,7 @@ def test_discrete_sae_codes_cover_all_144_heads(gpt2_shaped):
     model, problem = gpt2_shaped
     scores = run_method("sae_codes", model, problem, SAECodesConfig(steps=30))
     assert len(scores.node_scores) == 144
-    head_pairs = sum(1 for e, v in scores.edge_scores.items() if e.receiver.node.kind == "head" and e.sender.kind == "head")
+    head_pairs = sum(
+        1 for e, v in scores.edge_scores.items() if e.receiver.node.kind == "head" and e.sender.kind == "head"
+    )
     assert head_pairs == 3 * sum(12 * 12 * layer for layer in range(12))

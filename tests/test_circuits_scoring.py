@@ -40,7 +40,9 @@ def test_pessimistic_staircase_over_pareto_points():
     assert staircase_auc(pareto) == pytest.approx(0.1 * 0 + 0.4 * 0.6 + 0.5 * 0.9)
     # thresholding a strict ranking gives the same area as the trapezoid
     scores, labels = [3, 2, 1, 0], [True, False, True, False]
-    assert staircase_auc(pareto_points(threshold_points(scores, labels))) == pytest.approx(roc_auc(scores, labels))
+    assert staircase_auc(pareto_points(threshold_points(scores, labels))) == pytest.approx(
+        roc_auc(scores, labels)
+    )
 
 
 def test_auc_rejects_single_class_and_nan():
@@ -69,7 +71,9 @@ def test_average_precision_equals_sklearn_on_random_scores_with_ties():
         labels = [rng.random() < 0.2 for _ in range(n)]
         labels[0], labels[1] = True, False
         scores = [rng.choice([0.0, 1.0, 2.5, rng.random()]) for _ in range(n)]
-        assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+        assert average_precision(scores, labels) == pytest.approx(
+            average_precision_score(labels, scores), abs=1e-12
+        )
     # by hand: ranks 1..4 = T F T F -> precision at the two hits 1 and 2/3, each half the recall
     assert average_precision([4, 3, 2, 1], [True, False, True, False]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
 

@@ -12,7 +12,9 @@ from saelab.sae import load_sae
 def write_corpus(folder):
     folder.mkdir()
     for i in range(3):
-        (folder / f"doc{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(80)))
+        (folder / f"doc{i}.py").write_text(
+            "".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(80))
+        )
     return folder
 
 
@@ -52,7 +54,14 @@ def test_train_streams_records_and_reuses(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "saelab train: loading saelab-random" in out and "note:" not in out  # 4096 = 16 batches of 256
     words = " ".join(out.split())
-    for text in ("FVU", "L0", "dead", relu_id, topk_id, "idle for the last 1,024 training tokens"):  # a quarter
+    for text in (
+        "FVU",
+        "L0",
+        "dead",
+        relu_id,
+        topk_id,
+        "idle for the last 1,024 training tokens",
+    ):  # a quarter
         assert text in words, out
     assert f"saelab eval --sae {ws / 'saes' / topk_id} --dashboards --workspace {ws}" in words
     before = tree_digest(ws)
@@ -71,10 +80,14 @@ def test_train_says_when_it_rounds_the_token_count(tmp_path, capsys, monkeypatch
     args = [a if a != "4096" else "5000" for a in TRAIN]
     assert main([*args, "--workspace", str(tmp_path)]) == 130
     out = " ".join(capsys.readouterr().out.split())
-    assert "5,000 tokens is not a whole number of batches of 256; training 19 steps = 4,864 tokens" in out, out
+    assert "5,000 tokens is not a whole number of batches of 256; training 19 steps = 4,864 tokens" in out, (
+        out
+    )
 
 
-def test_train_help_lists_architectures_and_rejects_an_unknown_one_before_loading(tmp_path, capsys, monkeypatch):
+def test_train_help_lists_architectures_and_rejects_an_unknown_one_before_loading(
+    tmp_path, capsys, monkeypatch
+):
     import saelab.models
     from saelab.sae import ARCHITECTURES
 
@@ -87,7 +100,10 @@ def test_train_help_lists_architectures_and_rejects_an_unknown_one_before_loadin
         raise AssertionError("the model was loaded before --arch was checked")
 
     monkeypatch.setattr(saelab.models, "load_model", no_model)
-    assert main(["train", "--sites", "1.resid_post", "--arch", "topk,nosucharch", "--workspace", str(tmp_path)]) == 2
+    assert (
+        main(["train", "--sites", "1.resid_post", "--arch", "topk,nosucharch", "--workspace", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown architecture 'nosucharch'; choose from batchtopk" in err, err
     assert not (tmp_path / "saelab.duckdb").exists()
@@ -128,6 +144,15 @@ def test_flag_grid_sets_k_and_l1_only_where_the_architecture_uses_them():
     entries = spec_from_args(args).saes
     grid = sorted((e.architecture, e.k, e.l1_coefficient) for e in entries)
     default_k, default_l1 = SAESpec.k, SAESpec.l1_coefficient
-    assert grid == sorted([("topk", 4, default_l1), ("topk", 8, default_l1), ("jumprelu", default_k, default_l1),
-                           *[(arch, default_k, l1) for arch in ("relu_l1", "relu_l1_anthropic", "gated")
-                             for l1 in (1.0, 2.0)]])
+    assert grid == sorted(
+        [
+            ("topk", 4, default_l1),
+            ("topk", 8, default_l1),
+            ("jumprelu", default_k, default_l1),
+            *[
+                (arch, default_k, l1)
+                for arch in ("relu_l1", "relu_l1_anthropic", "gated")
+                for l1 in (1.0, 2.0)
+            ],
+        ]
+    )

@@ -21,7 +21,12 @@ def identity_sae(d: int, site: str) -> SAE:
 
 
 def zero_sae(d: int, site: str) -> SAE:
-    params = {"W_enc": torch.randn(d, 8), "b_enc": torch.full((8,), -1e6), "W_dec": torch.zeros(8, d), "b_dec": torch.zeros(d)}
+    params = {
+        "W_enc": torch.randn(d, 8),
+        "b_enc": torch.full((8,), -1e6),
+        "W_dec": torch.zeros(8, d),
+        "b_dec": torch.zeros(d),
+    }
     return SAE(SAEConfig("relu_l1", d, 8, k=1, hook_site=site), InitialState(params, {}))
 
 
@@ -82,7 +87,9 @@ def test_reconstruction_metrics_match_direct_computation(random_model, tokens):
     latents = sae.encode(x).detach()
     x_hat = sae.decode(latents).detach()
     m = evaluate_core(random_model, sae, tokens, CoreEvalConfig(batch_size=3, splice=False))
-    assert m.n_tokens == x.shape[0] == 4 * 15 - int((tokens[:, 1:] == random_model.tokenizer.bos_token_id).sum())
+    assert (
+        m.n_tokens == x.shape[0] == 4 * 15 - int((tokens[:, 1:] == random_model.tokenizer.bos_token_id).sum())
+    )
     assert m.mse == pytest.approx(float((x_hat - x).pow(2).sum(-1).mean()), rel=1e-4)
     assert m.fvu == pytest.approx(float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-4)
     l0 = (latents > 0).sum(-1)
@@ -95,7 +102,9 @@ def test_reconstruction_metrics_match_direct_computation(random_model, tokens):
 
 def test_head_result_sae_skips_splice_with_reason(random_model, tokens):
     width = HookSite.parse("0.head_result").width(random_model.cfg)
-    m = evaluate_core(random_model, SAE(SAEConfig("topk", width, 16, k=2, hook_site="0.head_result")), tokens, CFG)
+    m = evaluate_core(
+        random_model, SAE(SAEConfig("topk", width, 16, k=2, hook_site="0.head_result")), tokens, CFG
+    )
     assert "head_result" in m.splice_skipped and math.isnan(m.kl_div) and not math.isnan(m.fvu)
     names = {r["metric"] for r in core_metric_rows(m, "sae", "run")}
     assert "fvu" in names and "kl_div" not in names

@@ -27,7 +27,9 @@ TOL = dict(rel=1e-5, abs=1e-6)
 @pytest.fixture(scope="module")
 def tokens(random_model):
     bos = random_model.tokenizer.bos_token_id
-    t = torch.randint(0, random_model.cfg.d_vocab, (N_CONTEXTS, N_POS), generator=torch.Generator().manual_seed(1))
+    t = torch.randint(
+        0, random_model.cfg.d_vocab, (N_CONTEXTS, N_POS), generator=torch.Generator().manual_seed(1)
+    )
     t[t == bos] = 7
     t[:, 0] = bos
     t[1, 6] = bos  # BOS separators inside contexts: neither spliced nor averaged over
@@ -170,5 +172,9 @@ def test_dead_dense_and_l0_by_hand(random_model, tokens):
 
 def test_l0_quantiles_by_hand():
     # 5 tokens with L0 = 1 and 5 with L0 = 2: the median is the first L0 whose CDF reaches 0.5
-    assert l0_quantiles(torch.tensor([0, 5, 5]), (0.1, 0.5, 0.9)) == {"l0_p10": 1.0, "l0_p50": 1.0, "l0_p90": 2.0}
+    assert l0_quantiles(torch.tensor([0, 5, 5]), (0.1, 0.5, 0.9)) == {
+        "l0_p10": 1.0,
+        "l0_p50": 1.0,
+        "l0_p90": 2.0,
+    }
     assert l0_quantiles(torch.tensor([2, 0, 0, 8]), (0.2, 0.25)) == {"l0_p20": 0.0, "l0_p25": 3.0}

@@ -10,7 +10,9 @@ from saelab.evals.features import DashboardConfig, compute_dashboards, unembed_d
 from saelab.sae import SAE, SAEConfig
 
 SITE = "1.resid_post"
-CFG = DashboardConfig(batch_size=2, n_top=5, window=3, sample_size=6, n_quantiles=3, per_quantile=2, n_logits=4)
+CFG = DashboardConfig(
+    batch_size=2, n_top=5, window=3, sample_size=6, n_quantiles=3, per_quantile=2, n_logits=4
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def test_windows_hold_neighbouring_activations(dash, dense, tokens):
             index = int(dash.top.token_index[latent, rank])
             position = index % context_len
             for offset in range(-CFG.window, CFG.window + 1):
-                expected = float(dense[latent, index + offset]) if 0 <= position + offset < context_len else 0.0
+                expected = (
+                    float(dense[latent, index + offset]) if 0 <= position + offset < context_len else 0.0
+                )
                 assert float(dash.top.window[latent, rank, offset + CFG.window]) == pytest.approx(expected)
 
 
@@ -81,7 +85,9 @@ def test_sample_is_firing_tokens_without_repeats(dash, dense):
 
 
 def test_batch_size_does_not_change_top_examples(random_model, tokens, sae, dash):
-    other = compute_dashboards(random_model, sae, tokens, DashboardConfig(**{**CFG.__dict__, "batch_size": 5}))
+    other = compute_dashboards(
+        random_model, sae, tokens, DashboardConfig(**{**CFG.__dict__, "batch_size": 5})
+    )
     torch.testing.assert_close(other.top.activation, dash.top.activation)
     torch.testing.assert_close(other.top.window, dash.top.window)
 
@@ -114,7 +120,9 @@ def test_rows(random_model, dash, tokens):
     assert all(sum(r["histogram"]["counts"]) == round(r["density"] * dash.n_tokens) for r in alive)
     examples = example_rows(dash, "s", strings, CFG)
     tops = [r for r in examples if r["kind"] == "top"]
-    assert tops and all(r["activations"][r["center"]] == pytest.approx(r["activation"], abs=1e-4) for r in tops)
+    assert tops and all(
+        r["activations"][r["center"]] == pytest.approx(r["activation"], abs=1e-4) for r in tops
+    )
     assert all(len(r["tokens"]) == len(r["activations"]) <= 2 * CFG.window + 1 for r in examples)
     first = next(r for r in tops if r["latent"] == tops[0]["latent"] and r["rank"] == 0)
     index = int(dash.top.token_index[first["latent"], 0])

@@ -1,5 +1,5 @@
-"""Supervised dictionaries: recovery of planted attribute vectors, F1 tables and failure-mode rules, SAE edits,
-IOI counterfactuals and the fit/eval split, and the whole evaluation on the small random model."""
+"""Supervised dictionaries: recovery of planted attribute vectors, F1 tables and failure-mode rules, SAE
+edits, IOI counterfactuals and the fit/eval split, and the whole evaluation on the small random model."""
 
 import itertools
 import math
@@ -111,7 +111,9 @@ def test_supervised_dictionary_by_hand_on_an_unbalanced_design():
     # E[a|A=0] = [3, 0], E[a|A=1] = [3, 6]
     torch.testing.assert_close(dictionary.vectors["A"], torch.tensor([[0.0, -3.0], [0.0, 3.0]]))
     # E[a|B=0] = [2, 0], E[a|B=1] = [10/3, 4], B=2 never seen
-    torch.testing.assert_close(dictionary.vectors["B"], torch.tensor([[-1.0, -3.0], [1 / 3, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(
+        dictionary.vectors["B"], torch.tensor([[-1.0, -3.0], [1 / 3, 1.0], [0.0, 0.0]])
+    )
     assert dictionary.counts["B"].tolist() == [1, 3, 0]
     expected = torch.tensor([[2.0, -3.0], [10 / 3, 1.0], [10 / 3, 7.0], [10 / 3, 7.0]])
     torch.testing.assert_close(supervised_reconstruction(dictionary, codes), expected)
@@ -204,7 +206,9 @@ def test_sae_edit_through_assigned_latents_matches_true_edit():
     assert assignment["S"].best.tolist() == [5, 6, 7, 8]
     target = (codes["S"] + 1) % 4
     edited = sae_edit(sae.W_dec.detach(), acts, latents, assignment["S"], codes["S"], target)
-    torch.testing.assert_close(edited, synthesize(base, vectors, {**codes, "S": target}), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        edited, synthesize(base, vectors, {**codes, "S": target}), atol=1e-4, rtol=1e-4
+    )
     dictionary = sae_dictionary(sae, "ind", acts, codes, N_VALUES, SupervisedEvalConfig(assign_f1=0.5))
     torch.testing.assert_close(dictionary.reconstruct(acts, codes), acts, atol=1e-4, rtol=1e-4)
     moved = synthesize(base, vectors, {**codes, "S": target})
@@ -218,11 +222,15 @@ def test_sae_edit_through_assigned_latents_matches_true_edit():
     expected = acts - vectors["S"][codes["S"]] + 0.75 * vectors["S"][target]
     assert not torch.allclose(expected, moved, atol=1e-2)
     torch.testing.assert_close(weaker_edit, expected, atol=1e-4, rtol=1e-4)
-    discrete = sae_dictionary(sae, "ind-argmax", acts, codes, N_VALUES, SupervisedEvalConfig(), argmax_code=True)
+    discrete = sae_dictionary(
+        sae, "ind-argmax", acts, codes, N_VALUES, SupervisedEvalConfig(), argmax_code=True
+    )
     kept = discrete.latents(acts)
     assert ((kept > 0).sum(-1) == 1).all()
     torch.testing.assert_close(kept.max(-1).values, latents.max(-1).values)
-    assert (discrete.reconstruct(acts, codes) - acts).norm() > 1e-2  # one code cannot rebuild three attributes
+    assert (
+        discrete.reconstruct(acts, codes) - acts
+    ).norm() > 1e-2  # one code cannot rebuild three attributes
 
 
 # ---------------------------------------------------------------- IOI prompts (GPT-2 tokenizer, no model)
@@ -251,13 +259,17 @@ def test_counterfactuals_change_exactly_one_attribute(gpt2):
         assert text == data.clean_prompts[i].replace(" " + prompts.attributes["IO"][i], " " + new)
     assert torch.equal(io.prompts.io_ids, torch.tensor([ids[n] for n in io.values]))
     s = COUNTERFACTUALS["S"](prompts, names, ids, g)
-    assert torch.equal(s.prompts.tokens[rows, prompts.positions["S1"]], s.prompts.tokens[rows, prompts.positions["S2"]])
+    assert torch.equal(
+        s.prompts.tokens[rows, prompts.positions["S1"]], s.prompts.tokens[rows, prompts.positions["S2"]]
+    )
     assert torch.equal(s.prompts.s_ids, s.prompts.tokens[rows, prompts.positions["S2"]])
     flipped = COUNTERFACTUALS["pos"](prompts, ["ABB", "BAB"], ids, g)
     assert all(a != b for a, b in zip(flipped.values, prompts.attributes["pos"], strict=True))
     # the flipped prompt is the template in the other order: IO now sits where S1 was
     assert torch.equal(flipped.prompts.tokens[rows, flipped.prompts.positions["IO"]], prompts.io_ids)
-    assert torch.equal(flipped.prompts.tokens[rows, prompts.positions["end"]], prompts.tokens[rows, prompts.positions["end"]])
+    assert torch.equal(
+        flipped.prompts.tokens[rows, prompts.positions["end"]], prompts.tokens[rows, prompts.positions["end"]]
+    )
 
 
 def test_split_has_unseen_pairs_of_seen_names(gpt2):
@@ -321,13 +333,18 @@ def test_context_baselines(context):
 def test_identity_and_mean_dictionaries_bound_the_approximation_scores(random_model, context):
     identity = Dictionary("identity", lambda a, c: a.clone(), {"none": lambda a, c, attr, t, cf: a}, None)
     scores = evaluate_dictionary(random_model, context, identity)
-    assert scores.sufficiency == pytest.approx(1.0, abs=1e-4) and scores.necessity == pytest.approx(1.0, abs=1e-4)
+    assert scores.sufficiency == pytest.approx(1.0, abs=1e-4) and scores.necessity == pytest.approx(
+        1.0, abs=1e-4
+    )
     assert scores.fvu == pytest.approx(0.0, abs=1e-8)
     mean = context.fit_acts.mean(0)
-    constant = Dictionary("mean", lambda a, c: mean.expand_as(a).clone(), {"none": lambda a, c, attr, t, cf: a},
-                          None)
+    constant = Dictionary(
+        "mean", lambda a, c: mean.expand_as(a).clone(), {"none": lambda a, c, attr, t, cf: a}, None
+    )
     scores = evaluate_dictionary(random_model, context, constant)
-    assert scores.sufficiency == pytest.approx(0.0, abs=1e-4) and scores.necessity == pytest.approx(0.0, abs=1e-4)
+    assert scores.sufficiency == pytest.approx(0.0, abs=1e-4) and scores.necessity == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_oracle_and_no_edit_rows(random_model, context):
@@ -411,11 +428,15 @@ def test_attention_classes_read_the_right_pattern_entries(random_model):
     pattern = cache["blocks.1.attn.hook_pattern"][:, 3]
     assert scores[(1, 3)]["name mover"] == pytest.approx(
         float(pattern[rows, prompts.positions["end"], prompts.positions["IO"]].mean()))
-    assert scores[(1, 3)]["induction"] == pytest.approx(float(pattern[rows, 7, prompts.positions["S1"] + 1].mean()))
+    assert scores[(1, 3)]["induction"] == pytest.approx(
+        float(pattern[rows, 7, prompts.positions["S1"] + 1].mean())
+    )
     classified = classify_heads(random_model, prompts, [(1, 3), (0, 0)], min_attention=0.0)
     for head in classified:
         assert head["class"] in ATTENTION_CLASSES and head["position"] == ATTENTION_CLASSES[head["class"]][0]
-    assert all(h["class"] == "other" for h in classify_heads(random_model, prompts, [(1, 3)], min_attention=1.1))
+    assert all(
+        h["class"] == "other" for h in classify_heads(random_model, prompts, [(1, 3)], min_attention=1.1)
+    )
     assert circuit_heads({"nodes": ["input", "0.1", "mlp0", "1.2", "logits"]}) == [(0, 1), (1, 2)]
     locations = ioi_locations({"nodes": ["1.3", "0.0"]}, random_model, prompts, min_attention=0.0)
     assert locations and all(loc.position in ("end", "S2") and "attends" in loc.name for loc in locations)

@@ -1,7 +1,7 @@
 """Bad input across the CLI: each case exits non-zero with a one-line error, and nothing already in the
 workspace changes (checksums of every file before and after). Faults that need processes, kills or a mounted
-filesystem (a killed demo, two identical trains, a full disk, a read-only workspace, a symlinked folder) are in
-tests/test_faults_reliability.py; kills of train and cache in tests/test_faults_processes.py."""
+filesystem (a killed demo, two identical trains, a full disk, a read-only workspace, a symlinked folder) are
+in tests/test_faults_reliability.py; kills of train and cache in tests/test_faults_processes.py."""
 
 import hashlib
 import os
@@ -21,8 +21,9 @@ def tree_digest(root):
 
 def saelab(*args, env=None):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "saelab", *args], capture_output=True, text=True, env=full_env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "saelab", *args], capture_output=True, text=True, env=full_env, timeout=600
+    )
 
 
 def damage_files(root):
@@ -49,8 +50,8 @@ def damage_files(root):
     (root / "badmodel" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     (root / "truncws").mkdir()
     store = (ws / "saelab.duckdb").read_bytes()
-    # cut inside the first storage block (DuckDB: three 4 KiB headers, then 256 KiB blocks): a cut further in can
-    # fall among free blocks (this store is mostly free blocks after its migrations) and leave it readable
+    # cut inside the first storage block (DuckDB: three 4 KiB headers, then 256 KiB blocks): a cut further in
+    # can fall among free blocks (this store is mostly free blocks after its migrations) and leave it readable
     (root / "truncws" / "saelab.duckdb").write_bytes(store[: 3 * 4096 + 4096])
     mistyped_files(root, sae_dir)
 
@@ -63,12 +64,26 @@ TOML_TYPOS = {"width_text": ("", "width = 'wide'"), "k_fraction": ("", "width = 
               "tokens_list": ("tokens = [1, 2]", "width = 64")}
 TOML_FIELDS = {"width_text": "width", "k_fraction": "k", "seed_text": "seed", "model_number": "model",
                "tokens_list": "tokens"}
-CORRUPT_CHECKPOINT_TRAIN = ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--tokens", "2048",
-                            "--batch-size", "256", "--width", "96", "--k", "8"]
+CORRUPT_CHECKPOINT_TRAIN = [
+    "train",
+    "--model",
+    "saelab-random",
+    "--sites",
+    "1.resid_post",
+    "--tokens",
+    "2048",
+    "--batch-size",
+    "256",
+    "--width",
+    "96",
+    "--k",
+    "8",
+]
 
 
 def mistyped_files(root, sae_dir):
-    """SAE directories whose cfg.json has a wrong type, TOML sweeps with one, and a corrupt trainer_state.pt."""
+    """SAE directories whose cfg.json has a wrong type, TOML sweeps with one, and a corrupt
+    trainer_state.pt."""
     import json
 
     from saelab.cli.main import build_parser
@@ -94,18 +109,48 @@ def workspace(tmp_path_factory):
     corpus = root / "corpus"
     corpus.mkdir()
     for i in range(3):
-        (corpus / f"doc{i}.py").write_text("".join(f"def g{i}_{j}(y):\n    return y - {j}\n" for j in range(80)))
+        (corpus / f"doc{i}.py").write_text(
+            "".join(f"def g{i}_{j}(y):\n    return y - {j}\n" for j in range(80))
+        )
     (root / "empty").mkdir()
     (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e\n".encode("latin-1") * 20)
     (root / "bad.toml").write_text("model = 'saelab-random'\n[[sae]\nsite = ")
-    (root / "nofield.toml").write_text("model = 'saelab-random'\n[[sae]]\nsite = '1.resid_post'\ncolour = 'red'\n")
+    (root / "nofield.toml").write_text(
+        "model = 'saelab-random'\n[[sae]]\nsite = '1.resid_post'\ncolour = 'red'\n"
+    )
     (root / "blocker").write_text("a file where a directory is expected\n")
     ws = root / "ws"
-    for args in (["demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app"],
-                 ["cache", "--model", "saelab-random", "--sites", "0.mlp_out,1.mlp_out", "--tokens", "2048",
-                  "--source", str(corpus), "--context-len", "64"],
-                 ["train", "--model", "saelab-random", "--sites", "1.resid_post", "--width", "128", "--k", "8",
-                  "--tokens", "2048", "--batch-size", "256"]):
+    for args in (
+        ["demo", "--quick", "--no-circuits", "--model", "saelab-random", "--no-app"],
+        [
+            "cache",
+            "--model",
+            "saelab-random",
+            "--sites",
+            "0.mlp_out,1.mlp_out",
+            "--tokens",
+            "2048",
+            "--source",
+            str(corpus),
+            "--context-len",
+            "64",
+        ],
+        [
+            "train",
+            "--model",
+            "saelab-random",
+            "--sites",
+            "1.resid_post",
+            "--width",
+            "128",
+            "--k",
+            "8",
+            "--tokens",
+            "2048",
+            "--batch-size",
+            "256",
+        ],
+    ):
         done = saelab("--workspace", str(ws), *args)
         assert done.returncode == 0, done.stderr
     damage_files(root)
@@ -120,7 +165,12 @@ BASE_CACHE = ["cache", "--model", "saelab-random", "--tokens", "1024"]
 CASES = [
     ("unknown model", ["demo", "--model", "no-such-model", "--no-app"], 1, "no-such-model"),
     ("hub model offline", ["demo", "--model", "gpt2", "--no-app"], 1, "not available offline"),
-    ("hub model offline (cache)", ["cache", "--model", "gpt2-medium", "--sites", "0.resid_pre"], 1, "gpt2-medium"),
+    (
+        "hub model offline (cache)",
+        ["cache", "--model", "gpt2-medium", "--sites", "0.resid_pre"],
+        1,
+        "gpt2-medium",
+    ),
     ("site without layer", [*BASE_CACHE, "--sites", "resid_post"], 1, "resid_post"),
     ("site layer missing", [*BASE_CACHE, "--sites", "9.resid_post"], 1, "9.resid_post"),
     ("site kind unknown", [*BASE_CACHE, "--sites", "0.nonsense"], 1, "0.nonsense"),
@@ -128,13 +178,26 @@ CASES = [
     ("token count not a number", [*BASE_CACHE[:-2], "--sites", "0.resid_pre", "--tokens", "lots"], 2, "lots"),
     ("dtype not supported", [*BASE_CACHE, "--sites", "0.resid_pre", "--dtype", "int8"], 2, "int8"),
     ("empty corpus", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/empty"], 1, "empty"),
-    ("non-UTF-8 text file", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/latin1.txt"], 1,
-     "latin1.txt"),
-    ("missing source file", [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/absent.txt"], 1,
-     "absent.txt"),
+    (
+        "non-UTF-8 text file",
+        [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/latin1.txt"],
+        1,
+        "latin1.txt",
+    ),
+    (
+        "missing source file",
+        [*BASE_CACHE, "--sites", "0.resid_pre", "--source", "{root}/absent.txt"],
+        1,
+        "absent.txt",
+    ),
     ("k larger than width", [*BASE_TRAIN, "--width", "64", "--k", "100"], 1, "100"),
     ("zero width", [*BASE_TRAIN, "--width", "0"], 1, "d_sae"),
-    ("unregistered architecture", [*BASE_TRAIN, "--arch", "sparse_magic"], 2, "sparse_magic"),  # a usage error, before the model loads
+    (
+        "unregistered architecture",
+        [*BASE_TRAIN, "--arch", "sparse_magic"],
+        2,
+        "sparse_magic",
+    ),  # a usage error, before the model loads
     ("bad site for training", [*BASE_TRAIN[:4], "2.resid_post", *BASE_TRAIN[5:]], 1, "2.resid_post"),
     ("zero batch size", [*BASE_TRAIN[:-1], "0"], 1, "0"),
     ("width list not numbers", [*BASE_TRAIN, "--width", "wide"], 2, "wide"),
@@ -143,28 +206,79 @@ CASES = [
     ("unknown field in TOML", ["train", "--config", "{root}/nofield.toml"], 1, "colour"),
     ("unknown flag", ["train", "--sites", "1.resid_post", "--turbo"], 2, "--turbo"),
     ("unknown subcommand", ["frobnicate"], 2, "frobnicate"),
-    ("workspace under a file", ["--workspace", "{root}/blocker/ws", "demo", "--model", "saelab-random", "--no-app"],
-     1, "blocker"),
-    ("NaN in cached activations", [*BASE_TRAIN[:4], "1.mlp_out", *BASE_TRAIN[5:], "--width", "64", "--k", "8"], 1,
-     "1.mlp_out: cannot normalise inputs whose mean norm is nan"),
-    ("SAE weights not safetensors", ["eval", "--sae", "{root}/garbagesae", "--tokens", "1024"], 1,
-     "sae.safetensors is not a readable safetensors file"),
-    ("SAE weights truncated", ["eval", "--sae", "{root}/truncatedsae", "--tokens", "1024"], 1,
-     "sae.safetensors is not a readable safetensors file"),
-    ("model weights truncated", [*BASE_CACHE, "--sites", "0.resid_pre", "--model", "{root}/badmodel"], 1,
-     "model.safetensors"),
-    ("truncated store (cache)", ["--workspace", "{root}/truncws", *BASE_CACHE, "--sites", "0.resid_pre"], 1,
-     "saelab.duckdb"),
-    ("truncated store (train)", ["--workspace", "{root}/truncws", *BASE_TRAIN, "--width", "64", "--k", "8"], 1,
-     "saelab.duckdb"),
-    ("truncated store (eval)", ["--workspace", "{root}/truncws", "eval", "--sae", "{root}/goodsae",
-                                "--tokens", "1024"], 1, "saelab.duckdb"),
+    (
+        "workspace under a file",
+        ["--workspace", "{root}/blocker/ws", "demo", "--model", "saelab-random", "--no-app"],
+        1,
+        "blocker",
+    ),
+    (
+        "NaN in cached activations",
+        [*BASE_TRAIN[:4], "1.mlp_out", *BASE_TRAIN[5:], "--width", "64", "--k", "8"],
+        1,
+        "1.mlp_out: cannot normalise inputs whose mean norm is nan",
+    ),
+    (
+        "SAE weights not safetensors",
+        ["eval", "--sae", "{root}/garbagesae", "--tokens", "1024"],
+        1,
+        "sae.safetensors is not a readable safetensors file",
+    ),
+    (
+        "SAE weights truncated",
+        ["eval", "--sae", "{root}/truncatedsae", "--tokens", "1024"],
+        1,
+        "sae.safetensors is not a readable safetensors file",
+    ),
+    (
+        "model weights truncated",
+        [*BASE_CACHE, "--sites", "0.resid_pre", "--model", "{root}/badmodel"],
+        1,
+        "model.safetensors",
+    ),
+    (
+        "truncated store (cache)",
+        ["--workspace", "{root}/truncws", *BASE_CACHE, "--sites", "0.resid_pre"],
+        1,
+        "saelab.duckdb",
+    ),
+    (
+        "truncated store (train)",
+        ["--workspace", "{root}/truncws", *BASE_TRAIN, "--width", "64", "--k", "8"],
+        1,
+        "saelab.duckdb",
+    ),
+    (
+        "truncated store (eval)",
+        ["--workspace", "{root}/truncws", "eval", "--sae", "{root}/goodsae", "--tokens", "1024"],
+        1,
+        "saelab.duckdb",
+    ),
     # issue 20: wrong types where files are read name the file and the field, before anything is written
-    *[(f"cfg.json {name}", ["eval", "--sae", f"{{root}}/cfg_{name}", "--tokens", "1024"], 1,
-       (f"cfg_{name}/cfg.json", next(iter(change)))) for name, change in CFG_TYPOS.items()],
-    *[(f"TOML {name}", ["train", "--config", f"{{root}}/sweep_{name}.toml"], 1,
-       (f"sweep_{name}.toml", field)) for name, field in TOML_FIELDS.items()],
-    ("width too large to allocate", [*BASE_TRAIN, "--width", "100000000000", "--k", "8"], 1, ("GiB", "memory")),
+    *[
+        (
+            f"cfg.json {name}",
+            ["eval", "--sae", f"{{root}}/cfg_{name}", "--tokens", "1024"],
+            1,
+            (f"cfg_{name}/cfg.json", next(iter(change))),
+        )
+        for name, change in CFG_TYPOS.items()
+    ],
+    *[
+        (
+            f"TOML {name}",
+            ["train", "--config", f"{{root}}/sweep_{name}.toml"],
+            1,
+            (f"sweep_{name}.toml", field),
+        )
+        for name, field in TOML_FIELDS.items()
+    ],
+    (
+        "width too large to allocate",
+        [*BASE_TRAIN, "--width", "100000000000", "--k", "8"],
+        1,
+        ("GiB", "memory"),
+    ),
     ("corrupt trainer_state.pt", CORRUPT_CHECKPOINT_TRAIN, 1, ("trainer_state.pt", "delete")),
 ]
 

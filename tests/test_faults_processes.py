@@ -1,6 +1,6 @@
-"""Faults across real processes: `saelab train` and `saelab cache` killed with SIGKILL at random points and run
-again; the web app (a Streamlit server and a reader of the app's queries) running while `saelab train` writes
-the same results store.
+"""Faults across real processes: `saelab train` and `saelab cache` killed with SIGKILL at random points and
+run again; the web app (a Streamlit server and a reader of the app's queries) running while `saelab train`
+writes the same results store.
 
 Every run is small (the saelab-random model, 16k cached tokens, a 32-latent TopK SAE) so a process costs
 mostly its start-up. Kill points come from a seeded RNG, so a failure names a reproducible trial. Nothing
@@ -35,8 +35,25 @@ pytestmark = pytest.mark.slow
 MODEL, SITE = "saelab-random", "1.resid_post"
 CACHE_TOKENS, CONTEXT_LEN = 16384, 64
 BATCH, CHECKPOINT_EVERY = 64, 1280  # 256 steps, a checkpoint every 20 steps, metric rows every 10
-TRAIN = ["train", "--model", MODEL, "--sites", SITE, "--arch", "topk", "--width", "32", "--k", "4",
-         "--tokens", str(CACHE_TOKENS), "--batch-size", str(BATCH), "--checkpoint-every", str(CHECKPOINT_EVERY)]
+TRAIN = [
+    "train",
+    "--model",
+    MODEL,
+    "--sites",
+    SITE,
+    "--arch",
+    "topk",
+    "--width",
+    "32",
+    "--k",
+    "4",
+    "--tokens",
+    str(CACHE_TOKENS),
+    "--batch-size",
+    str(BATCH),
+    "--checkpoint-every",
+    str(CHECKPOINT_EVERY),
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 TIMEOUT_S = 600  # a process on a loaded 2-core machine spends most of a minute importing torch
 
@@ -97,7 +114,9 @@ def sync_env(sync: Path) -> dict[str, str]:
 
 
 def run_saelab(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(saelab_argv(workspace, *args), capture_output=True, text=True, env=ENV, timeout=TIMEOUT_S)
+    return subprocess.run(
+        saelab_argv(workspace, *args), capture_output=True, text=True, env=ENV, timeout=TIMEOUT_S
+    )
 
 
 class Progress:
@@ -137,7 +156,9 @@ def kill_when(process: subprocess.Popen, ready, delay_s: float, what: str) -> No
     time.sleep(delay_s)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, f"the process ended (status {process.returncode}) before {what}"
+    assert process.returncode == -signal.SIGKILL, (
+        f"the process ended (status {process.returncode}) before {what}"
+    )
 
 
 # ---------------------------------------------------------------- workspaces and what they hold
@@ -248,7 +269,9 @@ def test_run_killed_while_saving_its_saes_is_finished_not_reused(reference, tmp_
     again = run_saelab(workspace, *TRAIN)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reused" not in again.stdout
-    assert_finished_like(workspace, reference)  # (that a finished run is then reused: tests/test_cli_train.py)
+    assert_finished_like(
+        workspace, reference
+    )  # (that a finished run is then reused: tests/test_cli_train.py)
 
 
 # ---------------------------------------------------------------- 2. the app while training writes
@@ -337,8 +360,12 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
     try:
         wait_healthy(url, server)
         assert reader.stdout.readline().strip() == "ready", reader.stderr.read()[-3000:]
-        writer = subprocess.Popen(entry_argv(workspace, PAUSE_AFTER_FIRST_ROWS, *TRAIN), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, env=sync_env(tmp_path / "sync"))
+        writer = subprocess.Popen(
+            entry_argv(workspace, PAUSE_AFTER_FIRST_ROWS, *TRAIN),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=sync_env(tmp_path / "sync"),
+        )
         polls = 0
         while writer.poll() is None:
             assert http_get(f"{url}/_stcore/health") == (200, b"ok")
@@ -383,7 +410,8 @@ import functools
 import saelab.activations as activations
 activations.cache_activations = functools.partial(activations.cache_activations, shard_tokens={SHARD_TOKENS})
 """
-# ...and, for the run that is killed, a block before the manifest lists the last shard (so the kill comes first).
+# ...and, for the run that is killed, a block before the manifest lists the last shard (so the kill comes
+# first).
 BLOCK_BEFORE_LAST_SHARD = SMALL_SHARDS + f"""
 import saelab.activations.cache as cache_module
 _write_manifest = cache_module.write_manifest
@@ -395,8 +423,19 @@ def write_manifest_unless_last(path, manifest):
 
 cache_module.write_manifest = write_manifest_unless_last
 """
-CACHE = ["cache", "--model", MODEL, "--sites", SITE, "--tokens", str(CACHE_TOKENS), "--context-len", str(CONTEXT_LEN),
-         "--batch-size", "8"]
+CACHE = [
+    "cache",
+    "--model",
+    MODEL,
+    "--sites",
+    SITE,
+    "--tokens",
+    str(CACHE_TOKENS),
+    "--context-len",
+    str(CONTEXT_LEN),
+    "--batch-size",
+    "8",
+]
 
 
 
@@ -411,8 +450,12 @@ def test_sigkilled_cache_shows_only_whole_shards_and_resumes(template, tmp_path)
     listed, delay_s = rng.randint(2, 8), rng.uniform(0.0, 0.3)
     workspace = tmp_path / "ws"
     paths = store_paths(workspace / "activations" / MODEL, SITE)
-    victim = subprocess.Popen(entry_argv(workspace, BLOCK_BEFORE_LAST_SHARD, *CACHE), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=sync_env(tmp_path / "sync"))
+    victim = subprocess.Popen(
+        entry_argv(workspace, BLOCK_BEFORE_LAST_SHARD, *CACHE),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=sync_env(tmp_path / "sync"),
+    )
     progress = Progress(victim)
     kill_when(victim, lambda: paths.manifest.exists() and len(read_manifest(paths.manifest).shards) >= listed,
               delay_s, f"{listed} shards were listed")
@@ -426,12 +469,15 @@ def test_sigkilled_cache_shows_only_whole_shards_and_resumes(template, tmp_path)
         assert acts.shape == (shard.n_tokens, killed.d) and np.isfinite(acts).all()
     for acts_file in paths.root.glob("shard-*.acts.npy"):  # a shard file under its final name is whole
         index = int(acts_file.name.split("-")[1].split(".")[0])
-        check_npy(acts_file, (SHARD_TOKENS, killed.d), store_dtype(killed.dtype).numpy_dtype, "after the kill")
+        check_npy(
+            acts_file, (SHARD_TOKENS, killed.d), store_dtype(killed.dtype).numpy_dtype, "after the kill"
+        )
         assert index < CACHE_TOKENS // SHARD_TOKENS
     with pytest.raises(ValueError, match="incomplete"):
         open_site_store(paths.root.parent, SITE)
-    assert ResultsStore(workspace / "saelab.duckdb").select("runs", where={"kind": "cache"})["status"].tolist() == [
-        "running"]
+    assert ResultsStore(workspace / "saelab.duckdb").select("runs", where={"kind": "cache"})[
+        "status"
+    ].tolist() == ["running"]
 
     resumed = subprocess.run(entry_argv(workspace, SMALL_SHARDS, *CACHE), capture_output=True, text=True,
                              env=sync_env(tmp_path / "sync"), timeout=TIMEOUT_S)

@@ -27,7 +27,9 @@ def test_save_load_round_trip_gives_same_logits(random_model, tmp_path):
 
 def test_float16_weights_load_as_float32(random_model, tmp_path):
     files = save_model(random_model, tmp_path / "m16", weights_dtype=torch.float16)
-    assert files.weights.stat().st_size < 0.6 * save_model(random_model, tmp_path / "m32").weights.stat().st_size
+    assert (
+        files.weights.stat().st_size < 0.6 * save_model(random_model, tmp_path / "m32").weights.stat().st_size
+    )
     loaded = load_model(str(tmp_path / "m16"))
     assert loaded.W_E.dtype == torch.float32
     tokens = random_model.to_tokens("hello")

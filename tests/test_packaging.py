@@ -11,13 +11,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
-                              "saelab-workspace", "runs")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "saelab-workspace",
+    "runs",
+)
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -28,8 +39,21 @@ def wheel_venv(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     shutil.copytree(REPO, source, ignore=SKIP)
-    run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist")],
-        cwd=source)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+        ],
+        cwd=source,
+    )
     (wheel,) = (root / "dist").glob("saelab-*.whl")
     venv = root / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=root)
@@ -44,9 +68,15 @@ def wheel_venv(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_carries_data_and_app_and_runs_outside_the_checkout(wheel_venv, tmp_path):
     saelab = str(wheel_venv / "bin" / "saelab")
-    where = run([str(wheel_venv / "bin" / "python"), "-c",
-                 "import saelab, saelab.paths as p; print(saelab.__file__); print(p.data_dir()); print(p.app_dir())"],
-                cwd=tmp_path)
+    where = run(
+        [
+            str(wheel_venv / "bin" / "python"),
+            "-c",
+            "import saelab, saelab.paths as p; print(saelab.__file__); print(p.data_dir()); "
+            "print(p.app_dir())",
+        ],
+        cwd=tmp_path,
+    )
     package, data, app = where.stdout.split()
     assert str(wheel_venv) in package and str(REPO) not in package
     assert Path(data, "models", "saelab-tiny", "model.safetensors").is_file()
@@ -54,7 +84,10 @@ def test_wheel_carries_data_and_app_and_runs_outside_the_checkout(wheel_venv, tm
     assert Path(app, "main.py").is_file() and Path(app, "views", "features.py").is_file()
 
     models = run([saelab, "models"], cwd=tmp_path, env={"COLUMNS": "200"})
-    assert "saelab-tiny " in models.stdout and "no " not in models.stdout.split("saelab-tiny ")[1].splitlines()[0]
+    assert (
+        "saelab-tiny " in models.stdout
+        and "no " not in models.stdout.split("saelab-tiny ")[1].splitlines()[0]
+    )
 
     demo = run([saelab, "--workspace", str(tmp_path / "ws"), "demo", "--quick", "--model", "saelab-random",
                 "--no-app"], cwd=tmp_path)

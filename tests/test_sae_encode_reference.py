@@ -245,12 +245,16 @@ def test_metrics_by_hand() -> None:
     # x's mean is (3, 5): total variance 4 + 9 + 0 + 1 + 4 + 16 = 34
     assert float(fraction_of_variance_unexplained(x_hat, x)) == pytest.approx(3 / 34)
     acts = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    out = SAEOutput(acts, acts, torch.arange(3).expand(4, 3), acts, acts[:, :0], torch.zeros(4, 0, dtype=torch.long))
+    out = SAEOutput(
+        acts, acts, torch.arange(3).expand(4, 3), acts, acts[:, :0], torch.zeros(4, 0, dtype=torch.long)
+    )
     assert float(mean_l0(out)) == pytest.approx(1.5)  # (2 + 0 + 1 + 3) / 4
 
 
 @pytest.mark.parametrize("architecture", sorted(REFERENCES))
-def test_post_step_puts_decoder_rows_at_unit_norm_exactly_when_the_architecture_says(architecture: str) -> None:
+def test_post_step_puts_decoder_rows_at_unit_norm_exactly_when_the_architecture_says(
+    architecture: str,
+) -> None:
     sae, x = make_sae(architecture, seed=3), inputs(seed=3)
     before = sae.W_dec.detach().clone()
     with torch.no_grad():
@@ -271,7 +275,8 @@ def _l1(architecture: str, x: Tensor) -> tuple[float, dict]:
 
 
 def test_l1_penalties_by_hand() -> None:
-    """Plain L1 for relu_l1; L1 weighted by decoder row norms for Anthropic's variant and for the gate of gated."""
+    """Plain L1 for relu_l1; L1 weighted by decoder row norms for Anthropic's variant and for the gate of
+    gated."""
     x = inputs(seed=4)
     l1, p = _l1("relu_l1", x)
     assert l1 == pytest.approx(float(ref_relu_l1(p, x).sum(-1).mean()), rel=1e-10)

@@ -65,7 +65,11 @@ def alignment(siit):
 
 
 def test_dup_names_the_slot_that_s2_repeats(tokenizer):
-    specs = [Spec(t, order, ("Mary", "John", "Mary"), "store", "ring") for t in (0, 5, 14) for order in ("ABB", "BAB")]
+    specs = [
+        Spec(t, order, ("Mary", "John", "Mary"), "store", "ring")
+        for t in (0, 5, 14)
+        for order in ("ABB", "BAB")
+    ]
     rows = encode_specs(tokenizer, specs)
     idx = torch.arange(len(specs))
     # The name at slot DUP is the token at S2 (the subject); the other slot holds the indirect object.
@@ -81,8 +85,8 @@ def test_high_level_outputs_under_interventions(tokenizer):
     base, source = encode_specs(tokenizer, specs[:1]), encode_specs(tokenizer, specs[1:])
     tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("John", "Laura")}
     assert high_level_output(base, source, None).ids[0].tolist() == [tid["John"]] * 2
-    # Every variable relays DUP's value, so patching any of them from the source gives the source's indirect object,
-    # a name the base prompt does not contain.
+    # Every variable relays DUP's value, so patching any of them from the source gives the source's indirect
+    # object, a name the base prompt does not contain.
     for variable in ("DUP", "S-INH", "NAME"):
         assert high_level_output(base, source, variable).ids[0].tolist() == [tid["Laura"]] * 2
     with pytest.raises(ValueError, match="unknown high-level variable"):
@@ -90,7 +94,10 @@ def test_high_level_outputs_under_interventions(tokenizer):
     abc = encode_specs(tokenizer, [Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring")])
     assert abc.dup.tolist() == [-1]
     relayed = high_level_output(base, abc, "S-INH")
-    assert sorted(relayed.ids[0].tolist()) == sorted(abc.slot_names[0].tolist()) and relayed.ids[0, 0] != relayed.ids[0, 1]
+    assert (
+        sorted(relayed.ids[0].tolist()) == sorted(abc.slot_names[0].tolist())
+        and relayed.ids[0, 0] != relayed.ids[0, 1]
+    )
     both = name_output(base, torch.tensor([-1]))
     assert sorted(both.ids[0].tolist()) == sorted(base.slot_names[0].tolist())
     assert both.weights.sum().item() == pytest.approx(1.0)
@@ -100,7 +107,8 @@ def test_held_out_split_is_disjoint_from_training():
     assert not set(HELD_OUT_TEMPLATE_SPLIT.templates) & set(TRAIN_SPLIT.templates)
 
 
-# --- the committed model --------------------------------------------------------------------------------------
+# --- the committed model
+# --------------------------------------------------------------------------------------
 
 
 @needs_siit
@@ -125,14 +133,17 @@ def card():
 
 @needs_siit
 def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment, tokenizer, card):
-    """A fresh sample (other seeds) of the places/objects split (held out, or trained on where the card says so)
-    reproduces the card's numbers; every check the card claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96
-    pairs)."""
+    """A fresh sample (other seeds) of the places/objects split (held out, or trained on where the card says
+    so) reproduces the card's numbers; every check the card claims passed (≥ 0.95) holds on the sample (≥ 0.9,
+    96 pairs)."""
     scores = card["split_scores"]
     stored = scores.get("held_out_places_objects") or scores["places_objects_trained_on"]
     pairs = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_457)
     abc = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_458, abc_share=0.5)
-    measured = {"task_top1": task_accuracy(siit, pairs), "strict_all_units": strict_accuracy(siit, abc, alignment)}
+    measured = {
+        "task_top1": task_accuracy(siit, pairs),
+        "strict_all_units": strict_accuracy(siit, abc, alignment),
+    }
     measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, pairs, a) for a in alignment}
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
@@ -151,8 +162,8 @@ def test_interchange_fails_for_a_wrongly_aligned_head(siit, alignment, tokenizer
 
 @needs_siit
 def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, tokenizer, card):
-    """Resample-ablation effects on fresh prompts match the stored ones (relative to the gap); where the card claims
-    the circuit check passed, every circuit head moves the metric by > 20% of the gap."""
+    """Resample-ablation effects on fresh prompts match the stored ones (relative to the gap); where the card
+    claims the circuit check passed, every circuit head moves the metric by > 20% of the gap."""
     task = get_task("ioi")
     data = task.generate(tokenizer, 64, seed=4242, vocabulary="tiny")
     problem = problem_from_task(task, data)

@@ -124,7 +124,9 @@ def test_every_circuit_node_is_needed_under_zero_ablation(models, name):
     truth = load_ground_truth(ground_truth_path(program.model, name), Graph.from_config(model.cfg))
     inputs = _random_inputs(program, 100, seed=7)
     for node in Graph.from_config(model.cfg).senders[1:]:
-        hook = f"blocks.{node.layer}.hook_mlp_out" if node.kind == "mlp" else f"blocks.{node.layer}.attn.hook_z"
+        hook = (
+            f"blocks.{node.layer}.hook_mlp_out" if node.kind == "mlp" else f"blocks.{node.layer}.attn.hook_z"
+        )
 
         def zero(x, hook):
             return torch.zeros_like(x)

@@ -1,4 +1,5 @@
-"""`reuse_freed_memory`: after it, a training-sized block freed and allocated again is not faulted in again."""
+"""`reuse_freed_memory`: after it, a training-sized block freed and allocated again is not faulted in
+again."""
 
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from saelab.training import reuse_freed_memory
 def faults_of_five_steps():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
-        torch.empty(4096, 12288).fill_(1.0)  # a TopK step's pre-activations at d_sae 12288: 200 MB, then freed
+        # a TopK step's pre-activations at d_sae 12288: 200 MB, then freed
+        torch.empty(4096, 12288).fill_(1.0)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 default = faults_of_five_steps()
@@ -25,7 +27,9 @@ print(default, faults_of_five_steps(), applied)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc malloc setting")
 def test_freed_step_sized_blocks_are_reused_instead_of_faulted_in_again() -> None:
     # a fresh process: the setting is process-wide and must not leak into the test session
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120
+    )
     default, reused, applied = done.stdout.split()
     assert applied == "True"
     assert int(default) > 5 * 40_000  # 5 x 200 MB in 4 KiB pages, faulted in every time by default

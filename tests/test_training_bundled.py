@@ -30,5 +30,8 @@ def test_topk_sae_on_saelab_tiny_reaches_fvu_at_most_0_15(tmp_path, record_prope
     with torch.no_grad():
         fvu = float(fraction_of_variance_unexplained(sae(held_out).x_hat, held_out))
     record_property("fvu", fvu)
-    print(f"saelab-tiny {SITE}: TopK k=32 width {16 * d_model}, {TRAIN_BATCHES * BATCH} tokens: held-out FVU {fvu:.3f}")
+    print(
+        f"saelab-tiny {SITE}: TopK k=32 width {16 * d_model}, {TRAIN_BATCHES * BATCH} tokens: held-out FVU "
+        f"{fvu:.3f}"
+    )
     assert fvu <= 0.15

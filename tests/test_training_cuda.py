@@ -1,5 +1,5 @@
-"""Training on a device: the tests `benchmarks/gpu_check.sh` runs with `-k cuda` on a GPU machine (each also runs
-on the CPU, `-k cpu`, so that they are known to pass without one)."""
+"""Training on a device: the tests `benchmarks/gpu_check.sh` runs with `-k cuda` on a GPU machine (each also
+runs on the CPU, `-k cpu`, so that they are known to pass without one)."""
 
 from pathlib import Path
 
@@ -10,8 +10,16 @@ from test_sae_topk import D_IN, D_SAE, K, _reference_grads, _sae_and_input
 from saelab.sae import SAE, SAEConfig, load_sae
 from saelab.training import TrainerConfig, train_saes
 
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.skip_allowed_in_ci,
-                                             pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.skip_allowed_in_ci,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"),
+        ],
+    ),
+]
 SITE = "0.resid_post"
 
 
@@ -62,8 +70,9 @@ def test_bfloat16_training_reduces_the_loss(device: str, tmp_path: Path) -> None
     cfg = SAEConfig(architecture="topk", d_in=32, d_sae=128, k=8, hook_site=SITE, dtype="bfloat16")
     config = TrainerConfig(total_tokens=60 * 64, batch_size=64, lr=3e-3, log_every_steps=5)
     rows: list[dict] = []
-    trained = train_saes({"sae": cfg}, batches(60), config, tmp_path, metrics_sink=rows.extend, progress=False,
-                         device=device)
+    trained = train_saes(
+        {"sae": cfg}, batches(60), config, tmp_path, metrics_sink=rows.extend, progress=False, device=device
+    )
     fvu = [row["fvu"] for row in rows]
     assert all(torch.isfinite(torch.tensor(fvu)))
     assert fvu[-1] < 0.6 * fvu[0], fvu

@@ -3,7 +3,8 @@
 import torch
 
 from saelab.sae import SAE, SAEConfig
-from saelab.training.dead import dead_latents, resample_dead_latents_, update_tokens_since_fired_
+from saelab.sae.dead import resample_dead_latents_
+from saelab.training.dead import dead_latents, update_tokens_since_fired_
 
 
 def test_tokens_since_fired_and_dead_mask() -> None:
@@ -37,3 +38,37 @@ def test_resampling_moves_only_dead_latents_and_resets_their_adam_state() -> Non
     state = opt.state[sae.W_dec]
     assert bool((state["exp_avg"][dead] == 0).all()) and bool((state["exp_avg"][alive] != 0).any())
     assert bool((opt.state[sae.W_enc]["exp_avg_sq"][:, dead] == 0).all())
+
+
+def test_each_architecture_carries_its_dead_latent_policy() -> None:
+    from saelab.sae import ARCHITECTURES
+    from saelab.sae.vq import replace_dead_vq_codes_
+
+    policies = {name: arch.resample_dead_ for name, arch in ARCHITECTURES.items()}
+    assert policies == {"relu_l1": resample_dead_latents_, "relu_l1_anthropic": resample_dead_latents_,
+                        "vq": replace_dead_vq_codes_, "topk": None, "batchtopk": None, "jumprelu": None,
+                        "gated": None}
+
+
+def test_trainer_resamples_dead_latents_by_the_architecture_policy() -> None:
+    from saelab.training import TrainerConfig
+    from saelab.training.state import new_member
+    from saelab.training.trainer import ScaledBatch, resample_if_due
+
+    config = TrainerConfig(total_tokens=64 * 100, batch_size=64, dead_window_tokens=128)
+    members = {
+        name: new_member(
+            name, SAEConfig(architecture=name, d_in=8, d_sae=16, k=2), config, torch.device("cpu")
+        )
+        for name in ("relu_l1", "topk")
+    }
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    for m in members.values():
+        m.tokens_since_fired[:5] = 1000  # latents 0..4 dead for longer than the window
+    before = {name: m.sae.W_dec.detach().clone() for name, m in members.items()}
+    batch = ScaledBatch({name: x for name in members}, {name: x for name in members})
+    resample_if_due(members, batch, step=1, config=config)  # 128 tokens: a window ends
+    resampled = (members["relu_l1"].sae.W_dec != before["relu_l1"]).any(dim=1)
+    assert resampled.tolist() == [True] * 5 + [False] * 11
+    assert int(members["relu_l1"].tokens_since_fired.sum()) == 0
+    assert torch.equal(members["topk"].sae.W_dec, before["topk"])  # TopK: AuxK in forward, no resampling

@@ -13,7 +13,7 @@ From the model, window w holds the next `buffer_tokens` tokens of the token stre
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,7 +50,9 @@ class BatchConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} {value!r} must be a positive integer")
         if self.buffer_tokens < self.batch_size:
-            raise ValueError(f"buffer_tokens {self.buffer_tokens} must be at least batch_size {self.batch_size}")
+            raise ValueError(
+                f"buffer_tokens {self.buffer_tokens} must be at least batch_size {self.batch_size}"
+            )
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs {self.epochs} must be positive or None")
 
@@ -59,6 +61,7 @@ Permutation = Callable[[int], Tensor]
 """n -> the window's row order, a permutation of range(n)."""
 
 
+@runtime_checkable
 class WindowSource(Protocol):
     """Loads window w deterministically, rows already in the order `permutation(n)` gives
     (site text -> float32 [n, d]), or None past the end."""
@@ -75,7 +78,9 @@ class ShuffledBatches:
     place touches no other batch. Peak memory is about one window per site (float32) plus a chunk.
     """
 
-    def __init__(self, windows: WindowSource, config: BatchConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, windows: WindowSource, config: BatchConfig, device: str | torch.device = "cpu"
+    ) -> None:
         self.windows = windows
         self.config = config
         self.device = torch.device(device)
@@ -129,8 +134,10 @@ class ShuffledBatches:
         mine = self.state_dict()
         changed = [k for k in mine if k not in ("window", "offset") and state.get(k) != mine[k]]
         if changed:
-            raise ValueError(f"batch state was saved with different {', '.join(changed)}; resume with the same "
-                             "data and batch settings")
+            raise ValueError(
+                f"batch state was saved with different {', '.join(changed)}; resume with the same "
+                "data and batch settings"
+            )
         self._window, self._offset, self._data = int(state["window"]), int(state["offset"]), None
         if self._offset and self._ensure_window() is False:
             raise ValueError(f"batch state points past the end of the data (window {self._window})")
@@ -159,7 +166,9 @@ class StoreWindows:
         epoch, within = divmod(window, self.windows_per_epoch)
         if self.config.epochs is not None and epoch >= self.config.epochs:
             return None
-        chunks = self._chunk_order(epoch)[within * self.chunks_per_window:(within + 1) * self.chunks_per_window]
+        chunks = self._chunk_order(epoch)[
+            within * self.chunks_per_window : (within + 1) * self.chunks_per_window
+        ]
         spans = [(int(c) * self.chunk_rows, min((int(c) + 1) * self.chunk_rows, self.n_rows)) for c in chunks]
         places = torch.argsort(permutation(sum(b - a for a, b in spans)))
         return {str(store.site): _scatter_rows(store, spans, places) for store in self.stores}
@@ -196,8 +205,10 @@ def check_same_rows(stores: Sequence[SiteStore]) -> None:
         same = (m.model, m.source, m.seed, m.context_len, m.shards) == (
             first.model, first.source, first.seed, first.context_len, first.shards)
         if not same:
-            raise ActivationStoreError(f"stores {first.site} and {m.site} hold different token rows (model, "
-                                       "source, seed or shards differ); cache them in one run to batch them together")
+            raise ActivationStoreError(
+                f"stores {first.site} and {m.site} hold different token rows (model, "
+                "source, seed or shards differ); cache them in one run to batch them together"
+            )
 
 
 def store_batches(out_dir, sites: "str | Iterable[HookSite | str]", config: BatchConfig,
@@ -215,9 +226,17 @@ def store_batches(out_dir, sites: "str | Iterable[HookSite | str]", config: Batc
 class StreamWindows:
     """Windows of consecutive contexts run through the model on demand (no disk)."""
 
-    def __init__(self, model: HookedTransformer, sites: Sequence[HookSite], source: TextSource,
-                 context_len: int, config: BatchConfig, model_batch_size: int = 32, n_tokens: int | None = None,
-                 source_seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: HookedTransformer,
+        sites: Sequence[HookSite],
+        source: TextSource,
+        context_len: int,
+        config: BatchConfig,
+        model_batch_size: int = 32,
+        n_tokens: int | None = None,
+        source_seed: int = 0,
+    ) -> None:
         self.model, self.sites, self.source = model, list(sites), source
         self.context_len, self.config, self.model_batch_size = context_len, config, model_batch_size
         self.source_seed = source_seed
@@ -250,7 +269,9 @@ class StreamWindows:
         if count <= 0:
             return []
         if self._stream is None or first < self._next_context:
-            self._stream = iter_contexts(self.source, self.model.tokenizer, self.context_len, self.source_seed)
+            self._stream = iter_contexts(
+                self.source, self.model.tokenizer, self.context_len, self.source_seed
+            )
             self._next_context = 0
         out = []
         for context in self._stream:
@@ -262,8 +283,14 @@ class StreamWindows:
         return out
 
     def describe(self) -> dict:
-        return {"kind": "stream", "sites": [str(s) for s in self.sites], "source": self.source.describe(),
-                "source_seed": self.source_seed, "context_len": self.context_len, "n_tokens_limit": self.max_contexts}
+        return {
+            "kind": "stream",
+            "sites": [str(s) for s in self.sites],
+            "source": self.source.describe(),
+            "source_seed": self.source_seed,
+            "context_len": self.context_len,
+            "n_tokens_limit": self.max_contexts,
+        }
 
 
 def stream_batches(model: HookedTransformer, sites: "str | Iterable[HookSite | str]", source: TextSource,
@@ -273,5 +300,7 @@ def stream_batches(model: HookedTransformer, sites: "str | Iterable[HookSite | s
     parsed = [site.validate(model.cfg) for site in parse_sites(sites)]
     if context_len > model.cfg.n_ctx:
         raise ValueError(f"context_len {context_len} exceeds the model's n_ctx {model.cfg.n_ctx}")
-    windows = StreamWindows(model, parsed, source, context_len, config, model_batch_size, n_tokens, source_seed)
+    windows = StreamWindows(
+        model, parsed, source, context_len, config, model_batch_size, n_tokens, source_seed
+    )
     return ShuffledBatches(windows, config, model.cfg.device)

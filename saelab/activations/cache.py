@@ -82,7 +82,9 @@ class CacheConfig:
                 raise ValueError(f"{name} {value!r} must be a positive integer")
         store_dtype(self.dtype)
         if not 0 <= self.worker < self.num_workers:
-            raise ValueError(f"worker {self.worker} must lie in 0..{self.num_workers - 1} (num_workers {self.num_workers})")
+            raise ValueError(
+                f"worker {self.worker} must lie in 0..{self.num_workers - 1} (num_workers {self.num_workers})"
+            )
         if self.context_len < 2:
             raise ValueError(f"context_len {self.context_len} must be at least 2 (BOS plus one token)")
 
@@ -136,10 +138,18 @@ def new_manifest(model_name: str, site: HookSite, model: HookedTransformer, conf
     """The manifest of a run that has written nothing yet; `source` is the token source's description."""
     worker = (config.worker, config.num_workers) if config.num_workers > 1 else None
     return Manifest(
-        model=model_name, site=str(site), hook_name=site.hook_name, dtype=config.dtype, d=site.width(model.cfg),
-        feature_shape=site.feature_shape(model.cfg), context_len=config.context_len,
-        contexts_per_shard=config.contexts_per_shard, n_contexts=config.n_contexts, source=source,
-        seed=config.seed, worker=worker,
+        model=model_name,
+        site=str(site),
+        hook_name=site.hook_name,
+        dtype=config.dtype,
+        d=site.width(model.cfg),
+        feature_shape=site.feature_shape(model.cfg),
+        context_len=config.context_len,
+        contexts_per_shard=config.contexts_per_shard,
+        n_contexts=config.n_contexts,
+        source=source,
+        seed=config.seed,
+        worker=worker,
     )
 
 
@@ -173,7 +183,11 @@ class SiteWriter:
         what = f"shard {shard.index} of {self.site}"
         require_disk(self.paths.root, self.shard_bytes(shard), what)
         acts = np.lib.format.open_memmap(
-            path, mode="w+", dtype=store_dtype(self.config.dtype).numpy_dtype, shape=(shard.n_tokens, self.manifest.d))
+            path,
+            mode="w+",
+            dtype=store_dtype(self.config.dtype).numpy_dtype,
+            shape=(shard.n_tokens, self.manifest.d),
+        )
         self._open[shard.index] = acts
         try:
             with open(path, "rb+") as handle:
@@ -223,7 +237,9 @@ class SiteWriter:
 
     def result(self) -> SiteCacheResult:
         m = self.manifest
-        return SiteCacheResult(m.site, m.hook_name, self.manifest_path, m.n_tokens, m.d, m.dtype, m.feature_shape)
+        return SiteCacheResult(
+            m.site, m.hook_name, self.manifest_path, m.n_tokens, m.d, m.dtype, m.feature_shape
+        )
 
 
 def _resumable(paths, manifest_path: Path, fresh: Manifest, config: CacheConfig) -> Manifest:
@@ -342,8 +358,10 @@ def cache_activations(
     if context_len > model.cfg.n_ctx:
         raise ValueError(f"context_len {context_len} exceeds the model's n_ctx {model.cfg.n_ctx}")
     description = source.describe()
-    writers = [SiteWriter(Path(out_dir), site, new_manifest(model_name, site, model, config, description), config)
-               for site in parsed]
+    writers = [
+        SiteWriter(Path(out_dir), site, new_manifest(model_name, site, model, config, description), config)
+        for site in parsed
+    ]
     done = set.intersection(*(w.completed() for w in writers))
     todo = [s for s in config.worker_shards() if s.index not in done]
     start = time.perf_counter()
@@ -411,7 +429,9 @@ def merge_worker_manifests(out_dir: str | os.PathLike, sites: "Iterable[HookSite
     names = [str(s) for s in parse_sites(sites)] if sites is not None else sorted(
         p.name for p in out_dir.iterdir() if any(p.glob("manifest.worker-*.json")))
     if not names:
-        raise ActivationStoreError(f"no worker manifests under {str(out_dir)!r}; run the caching workers first")
+        raise ActivationStoreError(
+            f"no worker manifests under {str(out_dir)!r}; run the caching workers first"
+        )
     return {name: merge_site(out_dir, name) for name in names}
 
 

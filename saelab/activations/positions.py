@@ -85,7 +85,8 @@ class Positions:
 
     @classmethod
     def at(cls, named: Mapping[str, Int[Tensor, " batch"]] | None = None, **indices: Tensor) -> "Positions":
-        """Named positions per prompt, e.g. `Positions.at(END=end, S2=s2)`; the output stacks them in order."""
+        """Named positions per prompt, e.g. `Positions.at(END=end, S2=s2)`; the output stacks them in
+        order."""
         return cls("named", named={**(named or {}), **indices})
 
     @property

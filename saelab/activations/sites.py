@@ -1,13 +1,17 @@
 """Hook sites as typed values: `HookSite(layer, kind)` with the TransformerLens hook name derived from it.
 
 The compact text form `"2.resid_post"` is parsed once, at the boundary, into a `HookSite`; nothing downstream
-parses hook names back into layers.
+parses hook names back into layers. A `SiteKind` registry entry owns everything about its kind: the hook, how
+the activation is read from it, how a reconstruction is written back into it (splicing) and how decoder
+directions reach the residual stream (logit effects). Adding a kind is one `register_site_kind` call.
+`block_hook` names the per-block hooks that are not SAE sites (attention patterns, q/k/v inputs, ...).
 """
 
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 import einops
 from jaxtyping import Float
@@ -19,9 +23,51 @@ from saelab.registry import Registry
 Transform = Callable[[Tensor, HookedTransformer, int], Tensor]
 """(hook tensor, model, layer) -> activation of shape [batch, pos, *feature_shape]."""
 
+WriteBack = Callable[[Float[Tensor, "batch pos d_in"], HookedTransformer], Tensor]
+"""(SAE-shaped activation, model) -> the tensor to return from the site's hook (reshaped to the hook's
+shape)."""
+
+ResidualMap = Callable[[Float[Tensor, "d_sae d_in"], HookedTransformer, int], Float[Tensor, "d_sae d_model"]]
+"""(W_dec, model, layer) -> the latents' decoder directions written into the residual stream."""
+
+
+def block_hook(layer: int, point: str) -> str:
+    """The TransformerLens name of hook `point` in block `layer`: block_hook(2, "attn.hook_z") ->
+    "blocks.2.attn.hook_z". The one place hook names are built (SAE sites go through `HookSite.hook_name`)."""
+    return f"blocks.{layer}.{point}"
+
 
 def _identity(hook_tensor: Tensor, model: HookedTransformer, layer: int) -> Tensor:
     return hook_tensor
+
+
+def _same_shape(acts: Tensor, model: HookedTransformer) -> Tensor:
+    return acts
+
+
+def _split_heads(
+    acts: Float[Tensor, "batch pos n_heads_d_head"], model: HookedTransformer
+) -> Float[Tensor, "batch pos n_heads d_head"]:
+    return einops.rearrange(acts, "batch pos (n_heads d_head) -> batch pos n_heads d_head",
+                            n_heads=model.cfg.n_heads)
+
+
+def _in_residual(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return W_dec
+
+
+def _through_W_O(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    W_O = model.blocks[layer].attn.W_O  # n_heads d_head d_model
+    z = einops.rearrange(W_dec, "d_sae (n_heads d_head) -> d_sae n_heads d_head", n_heads=model.cfg.n_heads)
+    return einops.einsum(z, W_O.to(W_dec.dtype), "s h d, h d m -> s m")
+
+
+def _through_W_out(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return W_dec @ model.blocks[layer].mlp.W_out.to(W_dec.dtype)
+
+
+def _sum_heads(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
+    return einops.reduce(W_dec, "d_sae (n_heads d_model) -> d_sae d_model", "sum", n_heads=model.cfg.n_heads)
 
 
 def _concat_heads(
@@ -35,7 +81,9 @@ def _head_result(
 ) -> Float[Tensor, "batch pos n_heads d_model"]:
     """Each head's output z·W_O (no bias), as TransformerLens' hook_result, without use_attn_result."""
     W_O = model.blocks[layer].attn.W_O.to(dtype=z.dtype, device=z.device)
-    return einops.einsum(z, W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos n_heads d_model")
+    return einops.einsum(
+        z, W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos n_heads d_model"
+    )
 
 
 def _always(cfg: HookedTransformerConfig) -> str | None:
@@ -54,16 +102,25 @@ def _needs_sequential_mlp(cfg: HookedTransformerConfig) -> str | None:
 
 @dataclass(frozen=True, eq=False)
 class SiteKind:
-    """One kind of hook site: where it hooks, how wide it is, how its activation is read."""
+    """One kind of hook site: where it hooks, how wide it is, how its activation is read and written back, and
+    how its directions reach the residual stream. The defaults describe a residual-stream-shaped tensor read
+    as it is (resid_*, mlp_out, attn_out)."""
 
     name: str
     """Short name used in the text form, e.g. "resid_post"."""
-    hook_template: str
-    """TransformerLens hook name with a `{layer}` field, e.g. "blocks.{layer}.hook_resid_post"."""
+    hook_point: str
+    """The hook inside the block, e.g. "hook_resid_post" or "attn.hook_z" (see `block_hook`)."""
     feature_shape: Callable[[HookedTransformerConfig], tuple[int, ...]]
     """Shape of one token's activation for a model config, e.g. (d_model,) or (n_heads, d_model)."""
     transform: Transform = _identity
     """Turns the hooked tensor into the activation (e.g. concatenating heads)."""
+    write_back: WriteBack | None = _same_shape
+    """Turns an SAE-shaped activation back into the hooked tensor, for splicing a reconstruction into the
+    model; None when no single hook carries the activation (e.g. head_result), so it cannot be spliced. A kind
+    with its own `transform` must give its own (or None)."""
+    residual_map: ResidualMap | None = _in_residual
+    """Maps decoder directions into the residual stream (for direct logit effects); None when there is no
+    such linear path."""
     unavailable: Callable[[HookedTransformerConfig], str | None] = _always
     """Why a model lacks this site (None when it has it)."""
     description: str = ""
@@ -71,9 +128,18 @@ class SiteKind:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
-            raise ValueError(f"site kind name {self.name!r} must be lower-case letters, digits and underscores")
-        if "{layer}" not in self.hook_template:
-            raise ValueError(f"hook template {self.hook_template!r} lacks a {{layer}} field")
+            raise ValueError(
+                f"site kind name {self.name!r} must be lower-case letters, digits and underscores"
+            )
+        if "{" in self.hook_point or self.hook_point.startswith("blocks."):
+            raise ValueError(
+                f"hook point {self.hook_point!r} must name a hook inside a block, e.g. 'hook_resid_post'"
+            )
+        if self.transform is not _identity and self.write_back is _same_shape:
+            raise ValueError(
+                f"site kind {self.name!r} transforms its hook tensor, so it must say how to write an "
+                "activation back (write_back=..., or None when it cannot be spliced)"
+            )
 
     def width(self, cfg: HookedTransformerConfig) -> int:
         """Number of values per token once the activation is flattened (the SAE's d_in)."""
@@ -111,19 +177,43 @@ def _d_model(cfg: HookedTransformerConfig) -> tuple[int, ...]:
 
 
 for _kind in (
-    SiteKind("resid_pre", "blocks.{layer}.hook_resid_pre", _d_model, description="residual stream before the block"),
-    SiteKind("resid_mid", "blocks.{layer}.hook_resid_mid", _d_model, unavailable=_needs_sequential_mlp,
-             description="residual stream between attention and MLP"),
-    SiteKind("resid_post", "blocks.{layer}.hook_resid_post", _d_model, description="residual stream after the block"),
-    SiteKind("mlp_out", "blocks.{layer}.hook_mlp_out", _d_model, unavailable=_needs_mlp,
-             description="MLP output"),
-    SiteKind("mlp_post", "blocks.{layer}.mlp.hook_post", lambda cfg: (cfg.d_mlp,), unavailable=_needs_mlp,
-             description="MLP neurons after the nonlinearity"),
-    SiteKind("attn_z", "blocks.{layer}.attn.hook_z", lambda cfg: (cfg.n_heads * cfg.d_head,), _concat_heads,
-             description="attention z (hook_z), heads concatenated"),
-    SiteKind("attn_out", "blocks.{layer}.hook_attn_out", _d_model, description="attention output"),
-    SiteKind("head_result", "blocks.{layer}.attn.hook_z", lambda cfg: (cfg.n_heads, cfg.d_model), _head_result,
-             description="each head's output z·W_O, [n_heads, d_model] per token"),
+    SiteKind("resid_pre", "hook_resid_pre", _d_model, description="residual stream before the block"),
+    SiteKind(
+        "resid_mid",
+        "hook_resid_mid",
+        _d_model,
+        unavailable=_needs_sequential_mlp,
+        description="residual stream between attention and MLP",
+    ),
+    SiteKind("resid_post", "hook_resid_post", _d_model, description="residual stream after the block"),
+    SiteKind("mlp_out", "hook_mlp_out", _d_model, unavailable=_needs_mlp, description="MLP output"),
+    SiteKind(
+        "mlp_post",
+        "mlp.hook_post",
+        lambda cfg: (cfg.d_mlp,),
+        residual_map=_through_W_out,
+        unavailable=_needs_mlp,
+        description="MLP neurons after the nonlinearity",
+    ),
+    SiteKind(
+        "attn_z",
+        "attn.hook_z",
+        lambda cfg: (cfg.n_heads * cfg.d_head,),
+        _concat_heads,
+        _split_heads,
+        _through_W_O,
+        description="attention z (hook_z), heads concatenated",
+    ),
+    SiteKind("attn_out", "hook_attn_out", _d_model, description="attention output"),
+    SiteKind(
+        "head_result",
+        "attn.hook_z",
+        lambda cfg: (cfg.n_heads, cfg.d_model),
+        _head_result,
+        None,
+        _sum_heads,
+        description="each head's output z·W_O, [n_heads, d_model] per token",
+    ),
 ):
     register_site_kind(_kind)
 
@@ -136,8 +226,9 @@ class HookSite:
 
     layer: int
     """Block index, 0-based."""
-    kind: SiteKind
-    """What to read in that block (a registry entry; a kind name is accepted and looked up)."""
+    kind: "SiteKind | str"
+    """What to read in that block: a registry entry (a kind name is accepted and looked up, so after
+    construction this is always a SiteKind)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.kind, str):
@@ -151,7 +242,8 @@ class HookSite:
         match = _TEXT_FORM.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None or match.group(2) not in SITE_KINDS:
             raise ValueError(
-                f"bad hook site {text!r}: write LAYER.KIND, e.g. '1.resid_post'; valid kinds: {', '.join(SITE_KINDS)}"
+                f"bad hook site {text!r}: write LAYER.KIND, e.g. '1.resid_post'; valid kinds: "
+                f"{', '.join(SITE_KINDS)}"
             )
         return cls(int(match.group(1)), SITE_KINDS[match.group(2)])
 
@@ -160,7 +252,7 @@ class HookSite:
 
     @property
     def hook_name(self) -> str:
-        return self.kind.hook_template.format(layer=self.layer)
+        return block_hook(self.layer, self.kind.hook_point)
 
     def feature_shape(self, cfg: HookedTransformerConfig) -> tuple[int, ...]:
         return self.kind.feature_shape(cfg)
@@ -201,6 +293,46 @@ def parse_sites(sites: "str | Iterable[HookSite | str]") -> list[HookSite]:
             raise ValueError(f"hook site {str(site)!r} is listed twice")
         seen.add(site)
     return parsed
+
+
+class SitePair(NamedTuple):
+    """Where a dictionary reads (`input`) and what it reconstructs (`output`: another site for a transcoder,
+    None for an SAE, which reconstructs its input)."""
+
+    input: HookSite
+    output: HookSite | None
+
+
+def parse_site_pair(text: str) -> SitePair:
+    """`"1.resid_post"` -> an SAE's site; `"1.resid_mid:1.mlp_out"` -> a transcoder's IN:OUT pair. A bad form,
+    an unknown site or a pair of one site twice raises ValueError naming the text."""
+    parts = text.strip().split(":")
+    if len(parts) > 2 or not all(part.strip() for part in parts):
+        raise ValueError(f"bad site pair {text!r}: write IN:OUT, e.g. '1.resid_mid:1.mlp_out', or one site")
+    sites = [HookSite.parse(part) for part in parts]
+    if len(sites) == 2 and sites[0] == sites[1]:
+        raise ValueError(f"site pair {text!r} reads and reconstructs the same site; an SAE there is written "
+                         f"{str(sites[0])!r}")
+    return SitePair(sites[0], sites[1] if len(sites) == 2 else None)
+
+
+def parse_site_pairs(text: str) -> list[SitePair]:
+    """Comma-separated sites and IN:OUT pairs, e.g. "1.resid_mid:1.mlp_out,2.resid_post"; a pair listed twice
+    or none at all is an error."""
+    pairs = [parse_site_pair(part) for part in text.split(",") if part.strip()]
+    if not pairs:
+        raise ValueError(
+            f"no hook sites given ({text!r}); write e.g. '1.resid_post' or '1.resid_mid:1.mlp_out'"
+        )
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"a site or pair is listed twice in {text!r}")
+    return pairs
+
+
+def sites_of_pairs(pairs: Iterable[SitePair]) -> list[HookSite]:
+    """Every site the pairs read, inputs and outputs, each once, in order of first mention."""
+    sites = [site for pair in pairs for site in (pair.input, pair.output) if site is not None]
+    return list(dict.fromkeys(sites))
 
 
 def stop_layer(sites: Iterable[HookSite]) -> int:

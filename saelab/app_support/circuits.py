@@ -1,47 +1,39 @@
 """The circuits page's shaping of stored results: head nodes on a layer × head grid, ROC curves, ground truth.
 
-Node names are the ones `saelab.circuits.graph` writes: heads "L.H", MLPs "mlpL", "input", "logits";
-edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"). The head forms "a{L}.h{H}" (ACDC) and "L{L}H{H}"
-are accepted too.
+Node names are the ones `saelab.circuits.graph` writes, read back by its `find_node`: heads "L.H", MLPs
+"mlpL", "input", "logits"; edge targets are receivers ("L.H.q|k|v", "mlpL", "logits"); the head forms
+"a{L}.h{H}" (ACDC) and "L{L}H{H}" are accepted too.
 """
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
-_HEAD_FORMS = (
-    re.compile(r"(\d+)\.(\d+)(?:\.[qkv])?"),
-    re.compile(r"a(\d+)\.h(\d+)"),
-    re.compile(r"[Ll](\d+)[Hh](\d+)"),
-)
-_MLP_FORM = re.compile(r"mlp(\d+)")
 _MODEL_ALIASES = {"gpt2-small": "gpt2"}
 
 
 def parse_head_node(node: str) -> tuple[int, int] | None:
-    """(layer, head) of an attention-head node name; None for other nodes (MLPs, embeddings, logits)."""
-    for form in _HEAD_FORMS:
-        match = form.fullmatch(node.strip())
-        if match:
-            return int(match.group(1)), int(match.group(2))
-    return None
+    """(layer, head) of an attention-head node (or head receiver) name; None for other nodes."""
+    from saelab.circuits.graph import head_of_name  # saelab.circuits loads torch and TransformerLens
+
+    return head_of_name(node)
 
 
 def node_position(node: str, n_layers: int, n_heads: int) -> tuple[float, float] | None:
     """Where the circuit graph draws a node (or a receiver): heads at (layer, head), an MLP after its layer's
     heads, the input before layer 0 and the logits after the last layer; None for names it does not know."""
-    head = parse_head_node(node)
-    if head is not None:
-        return float(head[0]), float(head[1])
-    middle = (n_heads - 1) / 2
-    if match := _MLP_FORM.fullmatch(node.strip()):
-        return int(match.group(1)) + 0.5, middle
-    return {"input": (-1.0, middle), "logits": (float(n_layers), middle)}.get(node.strip())
+    from saelab.circuits.graph import find_node
+
+    found = find_node(node, n_layers)
+    if found is None:
+        return None
+    if found.kind == "head":
+        return float(found.layer), float(found.head)
+    return found.layer + (0.5 if found.kind == "mlp" else 0.0), (n_heads - 1) / 2
 
 
 class HeadGrid(NamedTuple):
@@ -69,7 +61,9 @@ def head_grid(node_scores: pd.DataFrame, n_layers: int | None = None, n_heads: i
 def membership_grid(heads: Iterable[tuple[int, int]], n_layers: int, n_heads: int) -> HeadGrid:
     """1 for heads in the set, 0 elsewhere."""
     members = set(heads)
-    values = [[1.0 if (layer, head) in members else 0.0 for head in range(n_heads)] for layer in range(n_layers)]
+    values = [
+        [1.0 if (layer, head) in members else 0.0 for head in range(n_heads)] for layer in range(n_layers)
+    ]
     return HeadGrid(values, n_layers, n_heads)
 
 

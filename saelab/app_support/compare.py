@@ -1,6 +1,7 @@
-"""Latents of two SAEs side by side: for one latent of SAE A, the latents of SAE B whose decoder directions point
-the same way (cosine similarity of W_dec rows), the usual way to match features across SAEs (e.g. Bricken et
-al. 2023's feature splitting, Templeton et al. 2024). Loads torch: import it from pages, not from the package."""
+"""Latents of two SAEs side by side: for one latent of SAE A, the latents of SAE B whose decoder directions
+point the same way (cosine similarity of W_dec rows), the usual way to match features across SAEs (e.g.
+Bricken et al. 2023's feature splitting, Templeton et al. 2024). Loads torch: import it from pages, not from
+the package."""
 
 from typing import NamedTuple
 
@@ -15,7 +16,9 @@ class NearestLatents(NamedTuple):
     cosines: list[float]
 
 
-def nearest_latents(direction: Float[Tensor, " d_in"], W_dec: Float[Tensor, "d_sae d_in"], k: int) -> NearestLatents:
+def nearest_latents(
+    direction: Float[Tensor, " d_in"], W_dec: Float[Tensor, "d_sae d_in"], k: int
+) -> NearestLatents:
     """The `k` rows of `W_dec` with the largest cosine similarity to `direction` (zero rows score 0)."""
     if direction.shape[-1] != W_dec.shape[-1]:
         raise ValueError(f"decoder widths differ: a direction of {direction.shape[-1]} against rows of "

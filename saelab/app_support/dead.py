@@ -2,8 +2,8 @@
 
 Training logs `dead_fraction` as the share of latents idle for the trainer's dead window (the last
 min(1M, a quarter of the run) training tokens); `saelab eval` stores `dead_fraction` as the share that never
-fired on its held-out tokens. Different windows give different numbers for the same SAE, so the app always shows
-them with their windows.
+fired on its held-out tokens. Different windows give different numbers for the same SAE, so the app always
+shows them with their windows.
 """
 
 import json
@@ -30,7 +30,12 @@ def tokens_text(values: Iterable[float | None]) -> str:
 
 def dead_fraction_note(training_windows: Iterable[int | None], eval_tokens: Iterable[float | None]) -> str:
     """One paragraph naming both definitions with the windows of the SAEs shown."""
-    return (f"**dead_fraction** has two windows. In the training curves: the share of latents that have not fired "
-            f"in the last {tokens_text(training_windows)} training tokens (the trainer's dead window: a quarter of the "
-            f"run, at most 1M). In the core metrics: the share that never fired on the {tokens_text(eval_tokens)} "
-            f"held-out tokens `saelab eval` read (n_tokens). The windows differ, so the numbers differ.")
+    return (
+        "**dead_fraction** has two windows. In the training curves: the share of latents that have not "
+        "fired "
+        f"in the last {tokens_text(training_windows)} training tokens (the trainer's dead window: a quarter "
+        "of the "
+        "run, at most 1M). In the core metrics: the share that never fired on the "
+        f"{tokens_text(eval_tokens)} "
+        f"held-out tokens `saelab eval` read (n_tokens). The windows differ, so the numbers differ."
+    )

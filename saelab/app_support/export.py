@@ -10,7 +10,9 @@ from saelab.app_support.render import context_html, histogram_bars, logit_entrie
 from saelab.db.queries import FeatureExample, FeatureRow, SaeRow
 
 
-def dashboard_json(sae: SaeRow, latent: int, feature: FeatureRow | None, examples: list[FeatureExample]) -> dict:
+def dashboard_json(
+    sae: SaeRow, latent: int, feature: FeatureRow | None, examples: list[FeatureExample]
+) -> dict:
     """One latent's dashboard as a JSON-ready dict (Neuronpedia field names where they fit; saelab's own
     fields, such as `sae_id` and `head_attribution`, beside them)."""
     top, bottom = logit_entries(feature.top_logits if feature else None), logit_entries(
@@ -37,7 +39,9 @@ def dashboard_json_text(*args: Any) -> str:
     return json.dumps(dashboard_json(*args), indent=1, ensure_ascii=False)
 
 
-def dashboard_html(sae: SaeRow, latent: int, feature: FeatureRow | None, examples: list[FeatureExample]) -> str:
+def dashboard_html(
+    sae: SaeRow, latent: int, feature: FeatureRow | None, examples: list[FeatureExample]
+) -> str:
     """A self-contained HTML page of the latent: statistics, logit effects and every context, shaded."""
     data = dashboard_json(sae, latent, feature, examples)
     scale = data["maxActApprox"] or max((e.activation for e in examples), default=1.0)
@@ -48,7 +52,9 @@ def dashboard_html(sae: SaeRow, latent: int, feature: FeatureRow | None, example
                                   *zip(data["neg_str"], data["neg_values"], strict=True)))
     sections = []
     for kind in dict.fromkeys(e.kind for e in examples):
-        body = "".join(context_html(e.tokens, e.activations, scale, e.center) for e in examples if e.kind == kind)
+        body = "".join(
+            context_html(e.tokens, e.activations, scale, e.center) for e in examples if e.kind == kind
+        )
         sections.append(f"<h3>{html.escape(kind.replace('_', ' '))}</h3>{body}")
     title = html.escape(f"{sae.sae_id} latent {latent}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"

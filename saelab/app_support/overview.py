@@ -1,5 +1,6 @@
-"""An SAE at a glance: its latents binned by log density (which latents sit in each bin), dead and dense counts.
-Densities come from the dashboards (`features.density`: the share of the dashboard tokens a latent fires on)."""
+"""An SAE at a glance: its latents binned by log density (which latents sit in each bin), dead and dense
+counts. Densities come from the dashboards (`features.density`: the share of the dashboard tokens a latent
+fires on)."""
 
 import math
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ class DensityHistogram(NamedTuple):
 
 def density_histogram(latents: Sequence[int], densities: Sequence[float], dense_threshold: float,
                       bins_per_decade: int = 4) -> DensityHistogram:
-    """Bins of width 1/`bins_per_decade` decade from the decade of the rarest firing latent up to density 1."""
+    """Bins of width 1/`bins_per_decade` decade from the decade of the rarest firing latent up to density
+    1."""
     if len(latents) != len(densities):
         raise ValueError(f"{len(latents)} latents but {len(densities)} densities")
     if bins_per_decade < 1:

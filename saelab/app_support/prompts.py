@@ -43,7 +43,8 @@ def prompt_tokens(model: HookedTransformer, text: str) -> Int64[Tensor, " pos"]:
     tokens = model.to_tokens(text, prepend_bos=True, truncate=False)[0]
     if tokens.shape[0] > model.cfg.n_ctx:
         raise PromptTooLongError(
-            f"the prompt is {tokens.shape[0]} tokens but the model reads at most {model.cfg.n_ctx}; shorten it"
+            f"the prompt is {tokens.shape[0]} tokens but the model reads at most {model.cfg.n_ctx}; shorten "
+            "it"
         )
     return tokens
 
@@ -61,7 +62,9 @@ def _site_input(model: HookedTransformer, sae: SAE, site: HookSite,
 
 
 @torch.no_grad()
-def prompt_top_latents(model: HookedTransformer, sae: SAE, site: HookSite, text: str, k: int = 5) -> PromptLatents:
+def prompt_top_latents(
+    model: HookedTransformer, sae: SAE, site: HookSite, text: str, k: int = 5
+) -> PromptLatents:
     """The k most active latents of `sae` at each token of `text` (one forward pass to the site's layer)."""
     tokens = prompt_tokens(model, text)
     latents = sae.encode(_site_input(model, sae, site, tokens))
@@ -95,7 +98,11 @@ def attn_z_dfa(model: HookedTransformer, sae: SAE, site: HookSite, text: str, la
         raise SaelabError(f"latent {latent} is out of range: the SAE has latents 0..{sae.cfg.d_sae - 1}")
     tokens = prompt_tokens(model, text)
     if not 0 <= position < tokens.shape[0]:
-        raise SaelabError(f"position {position} is out of range: the prompt has positions 0..{tokens.shape[0] - 1}")
+        raise SaelabError(
+            f"position {position} is out of range: the prompt has positions 0..{tokens.shape[0] - 1}"
+        )
     destination = torch.tensor([position], device=tokens.device)
     result = latent_dfa(model, sae, site.layer, tokens[None], latent, destination)
-    return DirectFeatureAttribution(result.contributions[0].t().float(), list(model.to_str_tokens(tokens)), position)
+    return DirectFeatureAttribution(
+        result.contributions[0].t().float(), list(model.to_str_tokens(tokens)), position
+    )

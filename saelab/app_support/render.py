@@ -7,7 +7,7 @@ older or foreign shapes (pairs instead of objects) are accepted too.
 import html
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 _SHADE = "255, 106, 0"  # orange, as in the usual feature dashboards
@@ -119,14 +119,18 @@ def strongest_heads(attribution: Any, top: int = 2) -> str:
     return ", ".join(f"h{h} {a:.2f}" for h, a in ranked)
 
 
-class _Context(Protocol):
+@runtime_checkable
+class TokenContext(Protocol):
+    """A window of tokens around a peak (a stored top example, or a context row)."""
+
     tokens: Sequence[str]
     center: int | None
 
 
-def _shifted_copy(a: _Context, b: _Context, min_overlap: float = 0.5) -> bool:
-    """Whether `b` is `a` seen through a shifted window: at some offset the two token lists agree on an overlap
-    of at least `min_overlap` of the shorter one (the same text around another peak of the same document)."""
+def _shifted_copy(a: TokenContext, b: TokenContext, min_overlap: float = 0.5) -> bool:
+    """Whether `b` is `a` seen through a shifted window: at some offset the two token lists agree on an
+    overlap of at least `min_overlap` of the shorter one (the same text around another peak of the same
+    document)."""
     short = min(len(a.tokens), len(b.tokens))
     need = max(2, math.ceil(min_overlap * short))
     for shift in range(-len(b.tokens) + need, len(a.tokens) - need + 1):
@@ -136,9 +140,9 @@ def _shifted_copy(a: _Context, b: _Context, min_overlap: float = 0.5) -> bool:
     return False
 
 
-def distinct_contexts(examples: Sequence[_Context]) -> list:
-    """The examples, strongest first as given, without shifted copies of a context already kept: one context per
-    stretch of text, as Neuronpedia and SAEDashboard show them (the store keeps no document ids)."""
+def distinct_contexts(examples: Sequence[TokenContext]) -> list:
+    """The examples, strongest first as given, without shifted copies of a context already kept: one context
+    per stretch of text, as Neuronpedia and SAEDashboard show them (the store keeps no document ids)."""
     kept: list = []
     for example in examples:
         if not any(_shifted_copy(k, example) for k in kept):
@@ -160,8 +164,8 @@ class QuantileGroup(NamedTuple):
 
 
 def quantile_groups(activations_by_kind: dict[str, list[float]]) -> list[QuantileGroup]:
-    """`{"quantile_0": [activations of its examples], ...}` as labelled groups, strongest first. The groups split
-    a uniform sample of the firing tokens into equal counts, so each holds 1/n of them."""
+    """`{"quantile_0": [activations of its examples], ...}` as labelled groups, strongest first. The groups
+    split a uniform sample of the firing tokens into equal counts, so each holds 1/n of them."""
     indices = sorted(int(kind.rsplit("_", 1)[1]) for kind in activations_by_kind)
     n = len(indices)
     return [QuantileGroup(q, min(acts), max(acts), 1 / n)

@@ -2,7 +2,8 @@
 
     from saelab.circuits import problem_from_task, run_method
     problem = problem_from_task(get_task("ioi"), data)           # clean/corrupted batches + metric
-    scores = run_method("eap", model, problem)                   # CircuitScores(node_scores, edge_scores, ...)
+    scores = run_method("eap", model, problem)                   # CircuitScores(node_scores, edge_scores,
+    ...)
 
 Nodes are heads "L.H" and MLPs "mlpL"; edges run from senders (input, heads, MLPs) to receivers (head q/k/v
 inputs, MLP inputs, logits) as in ACDC and EAP. Methods: sae_codes (O'Neill & Bui's protocol),

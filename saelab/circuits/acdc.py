@@ -96,7 +96,8 @@ def sweep_point(graph: Graph, threshold: float, ablate: Tensor) -> SweepPoint:
 
 
 def scores_from_sweep(graph: Graph, sweep: list[SweepPoint]) -> tuple[dict[Node, float], dict[Edge, float]]:
-    """Score = 1 + the index (in ascending τ) of the largest threshold at which it is kept; 0 if never kept."""
+    """Score = 1 + the index (in ascending τ) of the largest threshold at which it is kept; 0 if never
+    kept."""
     nodes = dict.fromkeys(graph.nodes, 0.0)
     edges = dict.fromkeys(graph.edges, 0.0)
     for rank, point in enumerate(sorted(sweep, key=lambda p: p.threshold), start=1):

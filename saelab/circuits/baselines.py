@@ -46,10 +46,14 @@ def run_random(model: HookedTransformer, problem: CircuitProblem, config: Random
     generator = torch.Generator().manual_seed(config.seed)
     nodes = torch.rand(len(graph.nodes), generator=generator, dtype=torch.float64).tolist()
     edges = torch.rand(graph.n_edges, generator=generator, dtype=torch.float64).tolist()
-    return MethodOutput(dict(zip(graph.nodes, nodes, strict=True)), dict(zip(graph.edges, edges, strict=True)))
+    return MethodOutput(
+        dict(zip(graph.nodes, nodes, strict=True)), dict(zip(graph.edges, edges, strict=True))
+    )
 
 
-def run_layer_order(model: HookedTransformer, problem: CircuitProblem, config: LayerOrderConfig) -> MethodOutput:
+def run_layer_order(
+    model: HookedTransformer, problem: CircuitProblem, config: LayerOrderConfig
+) -> MethodOutput:
     graph = Graph.from_config(model.cfg)
     nodes = {n: -float(n.layer) for n in graph.nodes}
     depth = graph.n_layers + 2

@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite
 from saelab.circuits.forward import (
     clean_run,
     end_logits,
@@ -79,9 +80,9 @@ def _receiver_gradients(
 
         return hook
 
-    hooks = [(name, add_leaf(columns)) for name, columns in receiver_hook_points(graph)]
+    hooks = [(point.hook_name, add_leaf(point.columns)) for point in receiver_hook_points(graph)]
     if embed_in is not None:
-        hooks.append(("blocks.0.hook_resid_pre", lambda x, hook: embed_in))
+        hooks.append((HookSite(0, "resid_pre").hook_name, lambda x, hook: embed_in))
     if record is not None:
 
         def write(rows: slice, value: Tensor) -> None:

@@ -128,7 +128,8 @@ def edges_among(graph: Graph, nodes: set[Node]) -> set[Edge]:
 def ranked_circuits(
     graph: Graph, scores: CircuitScores, by_edges: bool, max_points: int = 12
 ) -> list[set[Edge]]:
-    """Nested circuits of growing size: the top-n edges, or (by_edges False) the edges among the top-n nodes."""
+    """Nested circuits of growing size: the top-n edges, or (by_edges False) the edges among the top-n
+    nodes."""
     if by_edges:
         if scores.edge_scores is None:
             raise ValueError(f"method {scores.method!r} has no edge scores to rank circuits by")

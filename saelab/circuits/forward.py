@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite, block_hook
 from saelab.circuits.graph import CHANNELS, Graph
 from saelab.circuits.problem import CircuitProblem, PromptBatch
 
@@ -76,7 +77,8 @@ class CleanRun(NamedTuple):
 def sender_hooks(
     model: HookedTransformer, graph: Graph, write: Callable[[slice, Tensor], None]
 ) -> list[Hook]:
-    """Hooks that hand every sender group's output [batch, pos, k, d_model] to `write(sender_slice, output)`."""
+    """Hooks that hand every sender group's output [batch, pos, k, d_model] to `write(sender_slice,
+    output)`."""
     hooks: list[Hook] = []
     for group in sender_groups(graph):
 
@@ -101,7 +103,7 @@ def clean_run(
 
     hooks = sender_hooks(model, graph, write)
     hooks += [
-        (f"blocks.{layer}.hook_resid_pre", lambda x, hook: resid_pre.append(x.clone()))
+        (HookSite(layer, "resid_pre").hook_name, lambda x, hook: resid_pre.append(x.clone()))
         for layer in range(graph.n_layers)
     ]
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=graph.n_layers)
@@ -131,25 +133,30 @@ def cache_batches(model: HookedTransformer, graph: Graph, problem: CircuitProble
     return out
 
 
-def receiver_hook_points(graph: Graph) -> list[tuple[str, Callable[[], object]]]:
-    """(hook name, receiver columns) for each group of receivers read at one hook point.
+class ReceiverPoint(NamedTuple):
+    """A group of receivers read at one hook point."""
 
-    Head groups return a slice over n_heads receivers (the hook tensor is [batch, pos, n_heads, d_model]);
-    MLP and logits groups return one receiver index (the hook tensor is [batch, pos, d_model]).
-    """
+    layer: int
+    """Block index of the hook."""
+    hook_name: str
+    columns: slice | int
+    """Their receiver indices: a slice over n_heads receivers for a head group (the hook tensor is
+    [batch, pos, n_heads, d_model]); one index for an MLP or the logits (the hook tensor is [batch, pos,
+    d_model])."""
+
+
+def receiver_hook_points(graph: Graph) -> list[ReceiverPoint]:
+    """Each group of receivers read at one hook point, in forward order."""
     points = []
     for layer in range(graph.n_layers):
         for channel in CHANNELS:
-            points.append((f"blocks.{layer}.hook_{channel}_input", graph.head_receivers(layer, channel)))
+            points.append(ReceiverPoint(layer, block_hook(layer, f"hook_{channel}_input"),
+                                        graph.head_receivers(layer, channel)))
         if graph.has_mlps:
-            points.append((f"blocks.{layer}.hook_mlp_in", graph.mlp_receiver(layer)))
-    points.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", graph.logits_receiver))
+            points.append(ReceiverPoint(layer, block_hook(layer, "hook_mlp_in"), graph.mlp_receiver(layer)))
+    last = graph.n_layers - 1
+    points.append(ReceiverPoint(last, HookSite(last, "resid_post").hook_name, graph.logits_receiver))
     return points
-
-
-def hook_layer(name: str) -> int:
-    """The block index of one of our own hook names "blocks.L.…" (we built the name; see receiver_hook_points)."""
-    return int(name.split(".")[1])
 
 
 class SenderGroup(NamedTuple):
@@ -160,26 +167,26 @@ class SenderGroup(NamedTuple):
     rows: slice
     """Their sender indices."""
     hook_name: str
-    """Where their outputs are read ("blocks.L.attn.hook_z" for heads, z·W_O is applied on top)."""
-
-    @property
-    def is_heads(self) -> bool:
-        return self.hook_name.endswith("hook_z")
+    """Where their outputs are read (heads: their z, with z·W_O applied on top)."""
+    is_heads: bool
+    """True for one layer's heads."""
 
 
 def sender_groups(graph: Graph) -> list[SenderGroup]:
     """The input, each layer's heads and each MLP, in forward order."""
-    groups = [SenderGroup(-1, slice(0, 1), "blocks.0.hook_resid_pre")]
+    groups = [SenderGroup(-1, slice(0, 1), HookSite(0, "resid_pre").hook_name, is_heads=False)]
     for layer in range(graph.n_layers):
-        groups.append(SenderGroup(layer, graph.head_senders(layer), f"blocks.{layer}.attn.hook_z"))
+        groups.append(
+            SenderGroup(layer, graph.head_senders(layer), HookSite(layer, "attn_z").hook_name, True)
+        )
         if graph.has_mlps:
             m = graph.mlp_sender(layer)
-            groups.append(SenderGroup(layer, slice(m, m + 1), f"blocks.{layer}.hook_mlp_out"))
+            groups.append(SenderGroup(layer, slice(m, m + 1), HookSite(layer, "mlp_out").hook_name, False))
     return groups
 
 
 def _ablation_delta(
-    diffs: dict[int, Tensor], groups: list[tuple[int, slice]], columns: Float[Tensor, "n_senders n_cols"]
+    diffs: dict[int, Tensor], groups: list[SenderGroup], columns: Float[Tensor, "n_senders n_cols"]
 ) -> Tensor | None:
     """Σ over ablated senders s of diff_s weighted by columns[s]: [batch, pos, n_cols, d_model], or None."""
     total = None
@@ -258,11 +265,11 @@ def _late_sender_hooks(model, graph, groups, ablated_rows, corrupted, diffs, sta
 
 def _receiver_hooks(graph, groups, weights, diffs, start_layer) -> list[Hook]:
     hooks: list[Hook] = []
-    for name, columns in receiver_hook_points(graph):
+    for layer, name, columns in receiver_hook_points(graph):
         cols = weights[:, columns] if isinstance(columns, slice) else weights[:, columns : columns + 1]
         if not bool(cols.any()):
             continue
-        if hook_layer(name) < start_layer:
+        if layer < start_layer:
             raise ValueError(f"receiver {name} lies before start layer {start_layer}")
         squeeze = not isinstance(columns, slice)
 

@@ -19,8 +19,11 @@ NodeKind = Literal["input", "head", "mlp", "logits"]
 Channel = Literal["q", "k", "v"]
 CHANNELS: tuple[Channel, ...] = ("q", "k", "v")
 
-_HEAD_NAME = re.compile(r"(\d+)\.(\d+)")
+_HEAD_NAMES = (re.compile(r"(\d+)\.(\d+)"), re.compile(r"a(\d+)\.h(\d+)"), re.compile(r"[Ll](\d+)[Hh](\d+)"))
+"""A head's name: ours ("L.H") first, then other tools' (ACDC's "a{L}.h{H}", and "L{L}H{H}")."""
 _MLP_NAME = re.compile(r"mlp(\d+)")
+_CHANNEL = re.compile(r"(.+)\.[qkv]")
+"""A head receiver's name: its head's name and ".q", ".k" or ".v"."""
 
 
 @dataclass(frozen=True, order=True)
@@ -54,15 +57,35 @@ class Node:
     @classmethod
     def parse(cls, text: str, n_layers: int) -> "Node":
         """ "input", "logits", "L.H" or "mlpL" → Node; ValueError naming the text otherwise."""
-        if text == "input":
-            return input_node()
-        if text == "logits":
-            return logits_node(n_layers)
-        if match := _HEAD_NAME.fullmatch(text):
-            return head_node(int(match.group(1)), int(match.group(2)))
-        if match := _MLP_NAME.fullmatch(text):
-            return mlp_node(int(match.group(1)))
-        raise ValueError(f"bad node name {text!r}: write 'input', 'logits', 'L.H' (a head) or 'mlpL'")
+        node = find_node(text, n_layers)
+        if node is None or node.name != text:
+            raise ValueError(f"bad node name {text!r}: write 'input', 'logits', 'L.H' (a head) or 'mlpL'")
+        return node
+
+
+def head_of_name(text: str) -> tuple[int, int] | None:
+    """(layer, head) named by a head's or a head receiver's name ("L.H", "L.H.q", "a{L}.h{H}", "L{L}H{H}");
+    None for other names."""
+    text = text.strip()
+    if match := _CHANNEL.fullmatch(text):
+        text = match.group(1)
+    for form in _HEAD_NAMES:
+        if match := form.fullmatch(text):
+            return int(match.group(1)), int(match.group(2))
+    return None
+
+
+def find_node(text: str, n_layers: int) -> Node | None:
+    """The node a name stands for: a node's name, a receiver's (its node) or another tool's head name (see
+    `head_of_name`); None for names it does not know. `Node.parse` accepts only the node names we write."""
+    text = text.strip()
+    if text in ("input", "logits"):
+        return input_node() if text == "input" else logits_node(n_layers)
+    if head := head_of_name(text):
+        return head_node(*head)
+    if match := _MLP_NAME.fullmatch(text):
+        return mlp_node(int(match.group(1)))
+    return None
 
 
 def input_node() -> Node:

@@ -1,9 +1,10 @@
 """Wall-clock time and peak memory of a block of work.
 
 Peak memory is the process's resident-set high-water mark (Linux VmHWM, reset through
-/proc/self/clear_refs) minus the resident set at the start (after freed heap pages are returned to the OS), so it counts tensors torch allocates outside
-Python's allocator. Where the reset is unavailable it falls back to ru_maxrss (then the figure is an upper
-bound: the process's lifetime peak minus the starting RSS). On CUDA the allocator's own peak is used.
+/proc/self/clear_refs) minus the resident set at the start (after freed heap pages are returned to the OS), so
+it counts tensors torch allocates outside Python's allocator. Where the reset is unavailable it falls back to
+ru_maxrss (then the figure is an upper bound: the process's lifetime peak minus the starting RSS). On CUDA the
+allocator's own peak is used.
 """
 
 import ctypes

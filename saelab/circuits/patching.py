@@ -14,6 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite
 from saelab.circuits.forward import end_logits
 from saelab.circuits.graph import Graph, Node
 from saelab.circuits.problem import CircuitProblem, PromptBatch
@@ -35,7 +36,7 @@ class PatchingConfig:
 
 
 def _hook_name(node: Node) -> str:
-    return f"blocks.{node.layer}.attn.hook_z" if node.kind == "head" else f"blocks.{node.layer}.hook_mlp_out"
+    return HookSite(node.layer, "attn_z" if node.kind == "head" else "mlp_out").hook_name
 
 
 @torch.no_grad()
@@ -74,7 +75,7 @@ def _clean_stream(model: HookedTransformer, batch: PromptBatch) -> tuple[Tensor,
     """The clean run's block inputs [n_layers, batch, pos, d_model] and its per-prompt metric."""
     keep: list[Tensor] = []
     hooks = [
-        (f"blocks.{layer}.hook_resid_pre", lambda x, hook: keep.append(x.clone()))
+        (HookSite(layer, "resid_pre").hook_name, lambda x, hook: keep.append(x.clone()))
         for layer in range(model.cfg.n_layers)
     ]
     resid = model.run_with_hooks(batch.clean, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)

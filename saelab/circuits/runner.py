@@ -168,16 +168,27 @@ def result_rows(run: MethodRun, task: str, model: str, truth_name: str | None, r
     runs = [{"circuit_run_id": run.circuit_run_id, "run_id": run_id, "task": task, "model": model,
              "method": run.method, "config": config_json(run.config), "seed": run.seed,
              "seconds": run.scores.seconds, "peak_memory_mb": run.scores.peak_memory_mb}]
-    scores = [{"circuit_run_id": run.circuit_run_id, "level": "node", "node": n.name, "target": None, "score": v}
-              for n, v in run.scores.node_scores.items()]
+    scores = [
+        {"circuit_run_id": run.circuit_run_id, "level": "node", "node": n.name, "target": None, "score": v}
+        for n, v in run.scores.node_scores.items()
+    ]
     if run.scores.edge_scores is not None:
         scores += [{"circuit_run_id": run.circuit_run_id, "level": "edge", "node": e.sender.name,
                     "target": e.receiver.name, "score": v} for e, v in run.scores.edge_scores.items()]
     evals = []
     if run.evaluation is not None:
-        evals = [{"circuit_run_id": run.circuit_run_id, "ground_truth": truth_name, "metric": name, "value": value,
-                  "curve": json.dumps(run.evaluation.curves.get(name)) if name in run.evaluation.curves else None}
-                 for name, value in run.evaluation.values.items()]
+        evals = [
+            {
+                "circuit_run_id": run.circuit_run_id,
+                "ground_truth": truth_name,
+                "metric": name,
+                "value": value,
+                "curve": json.dumps(run.evaluation.curves.get(name))
+                if name in run.evaluation.curves
+                else None,
+            }
+            for name, value in run.evaluation.values.items()
+        ]
     if run.faithfulness is not None:
         evals.append({"circuit_run_id": run.circuit_run_id, "ground_truth": truth_name or "none",
                       "metric": "faithfulness", "value": mean_faithfulness(run.faithfulness),

@@ -97,8 +97,10 @@ class SAECodesConfig:
         if self.protocol == "paper":
             for name, value in PAPER_SETTINGS.items():
                 if getattr(self, name) != value:
-                    raise ValueError(f"the paper protocol uses {name}={value!r}, got {getattr(self, name)!r}; "
-                                     "use protocol='saelab' for variants")
+                    raise ValueError(
+                        f"the paper protocol uses {name}={value!r}, got {getattr(self, name)!r}; "
+                        "use protocol='saelab' for variants"
+                    )
         if self.codes not in CODE_KINDS:
             raise ValueError(f"codes {self.codes!r} is not one of {CODE_KINDS}")
         if self.scale not in SCALES:
@@ -179,7 +181,7 @@ def train_shared_sae(x: Float[Tensor, "n d_in"], config: SAECodesConfig, l1_coef
         loss.backward()
         optimizer.step()
         sae.post_step_(out)
-        if architecture == "vq" and step % 50 == 0 and step < config.steps // 2:
+        if config.codes == "vq" and step % 50 == 0 and step < config.steps // 2:
             used = torch.zeros(config.d_sae, dtype=torch.bool)
             used[out.indices.flatten()] = True
             replace_dead_codes_(sae, ~used, x, generator)
@@ -215,7 +217,9 @@ def discrete_codes(model: HookedTransformer, problem: CircuitProblem, config: SA
     generator = torch.Generator().manual_seed(config.seed)
     if config.protocol == "paper":
         if config.train_examples > vectors.shape[0]:
-            raise ValueError(f"train_examples={config.train_examples} exceeds the {vectors.shape[0]} prompts coded")
+            raise ValueError(
+                f"train_examples={config.train_examples} exceeds the {vectors.shape[0]} prompts coded"
+            )
         train = vectors[torch.randperm(vectors.shape[0], generator=generator)[: config.train_examples]]
     else:
         train = vectors

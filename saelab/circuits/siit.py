@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite
 from saelab.circuits.forward import end_logits
 from saelab.tasks import words
 from saelab.tasks.build import encode_prompts
@@ -255,8 +256,7 @@ def patch_unit(patch: Patch, row: int, unit: tuple[str, int, int | None], base: 
 @torch.no_grad()
 def source_cache(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict[str, Tensor]:
     """Every head's z and every MLP's output on `tokens`."""
-    names = {f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)}
-    names |= {f"blocks.{layer}.hook_mlp_out" for layer in range(model.cfg.n_layers)}
+    names = {HookSite(layer, kind).hook_name for layer in range(model.cfg.n_layers) for kind in ("attn_z", "mlp_out")}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, stop_at_layer=model.cfg.n_layers)
     return {name: cache[name] for name in names}
 
@@ -283,9 +283,9 @@ def patched_end_logits(
     hooks = []
     for layer in range(model.cfg.n_layers):
         if patch.z[layer].any():
-            hooks.append((f"blocks.{layer}.attn.hook_z", lambda x, hook, layer=layer: z_hook(x, hook, layer)))
+            hooks.append((HookSite(layer, "attn_z").hook_name, lambda x, hook, layer=layer: z_hook(x, hook, layer)))
         if patch.mlp[layer].any():
-            hooks.append((f"blocks.{layer}.hook_mlp_out", lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
+            hooks.append((HookSite(layer, "mlp_out").hook_name, lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
     return end_logits(model, resid, end)
 

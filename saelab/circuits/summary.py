@@ -164,16 +164,26 @@ def column_table(rows: Sequence[SummaryRow], task: str, model: str, truth_by_pat
     """One (task, model) column as a table: a row per method with node and edge AUC, precision at the
     circuit's size, average precision, seconds, and how it reads against the baselines."""
     mine = sorted((r for r in rows if r.task == task and r.model == model), key=lambda r: _order(r.method))
-    lines = ["| method | node AUC | node P@size | node AP | edge AUC | edge P@size | edge AP | s | read against "
-             "baselines |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | node AUC | node P@size | node AP | edge AUC | edge P@size | edge AP | s | read against "
+        "baselines |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     most = max((r.n_seeds for r in mine), default=0)
     for r in mine:
         n = r.n_seeds
         name = r.method if n == most else f"{r.method} (only {n} seed{'s' if n > 1 else ''})"
         edge_mark = " †" if r.edge_auc_heads_only and r.edge_auc is not None else ""
-        cells = [stat_text(r.node_auc, n), stat_text(r.node_precision, n), stat_text(r.node_ap, n),
-                 stat_text(r.edge_auc, n) + edge_mark, stat_text(r.edge_precision, n), stat_text(r.edge_ap, n),
-                 f"{r.seconds:.1f}", reading(r, mine, truth_by_patching)]
+        cells = [
+            stat_text(r.node_auc, n),
+            stat_text(r.node_precision, n),
+            stat_text(r.node_ap, n),
+            stat_text(r.edge_auc, n) + edge_mark,
+            stat_text(r.edge_precision, n),
+            stat_text(r.edge_ap, n),
+            f"{r.seconds:.1f}",
+            reading(r, mine, truth_by_patching),
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

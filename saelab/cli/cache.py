@@ -8,7 +8,8 @@ from saelab.workspace import Workspace
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name or directory (default: the bundled model)")
-    parser.add_argument("--sites", required=True, help="comma-separated hook sites, e.g. 1.resid_post,1.attn_z")
+    parser.add_argument("--sites", required=True, help="comma-separated hook sites, e.g. 1.resid_post,1.attn_z; a "
+                                                       "transcoder's IN:OUT pair (1.resid_mid:1.mlp_out) caches both")
     parser.add_argument("--tokens", default="1M", help="tokens to cache, e.g. 500k, 2M (default 1M)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--source", default="bundled",
@@ -31,6 +32,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from saelab.activations import parse_site_pairs, sites_of_pairs
     from saelab.data.counts import parse_token_count
     from saelab.models import get_default_model_name
     from saelab.workflows.cache import CacheRequest, cache_in_workspace, merge_in_workspace, worker_note
@@ -39,8 +41,12 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
         n_tokens = parse_token_count(args.tokens)
     except ValueError as exc:
         raise UsageError(f"saelab cache: --tokens: {exc}") from None
+    try:  # a transcoder's IN:OUT pair caches both of its sites
+        sites = ",".join(map(str, sites_of_pairs(parse_site_pairs(args.sites))))
+    except ValueError as exc:
+        raise UsageError(f"saelab cache: --sites: {exc}") from None
     try:
-        request = CacheRequest(model=args.model or get_default_model_name(), sites=args.sites,
+        request = CacheRequest(model=args.model or get_default_model_name(), sites=sites,
                                n_tokens=n_tokens, dtype=args.dtype, source=args.source,
                                context_len=args.context_len, batch_size=args.batch_size,
                                shard_tokens=args.shard_tokens, seed=args.seed, worker=args.worker,

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in _COMMANDS.values():
         subparser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         # --workspace is accepted before or after the subcommand; SUPPRESS keeps the global value otherwise.
-        subparser.add_argument("--workspace", metavar="DIR", default=argparse.SUPPRESS, help="workspace directory")
+        subparser.add_argument(
+            "--workspace", metavar="DIR", default=argparse.SUPPRESS, help="workspace directory"
+        )
         cmd.add_arguments(subparser)
     return parser
 
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace.resolve(args.workspace)
     from saelab.training.allocator import reuse_freed_memory
 
-    reuse_freed_memory()  # every command's process keeps freed step-sized blocks instead of faulting them in again
+    # every command's process keeps freed step-sized blocks instead of faulting them in again
+    reuse_freed_memory()
     try:
         return _COMMANDS[args.command].run(args, workspace)
     except UsageError as exc:
@@ -105,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def system_error_message(exc: BaseException, workspace: Workspace) -> str | None:
-    """One line for an error of the machine rather than of saelab (a full disk, a read-only or missing file, too
-    little memory, the results store failing), naming the path; None for anything else (a bug: its traceback
-    is worth seeing)."""
+    """One line for an error of the machine rather than of saelab (a full disk, a read-only or missing file,
+    too little memory, the results store failing), naming the path; None for anything else (a bug: its
+    traceback is worth seeing)."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, OSError):
         return f"{exc.strerror or first} {_where(exc, workspace)}"
@@ -129,6 +132,8 @@ def _where(exc: OSError, workspace: Workspace) -> str:
                                workspace.checkpoints_dir) if f.is_dir()]
         if folders:
             fullest = min(folders, key=lambda folder: shutil.disk_usage(folder).free)
-            return f"under {fullest} ({shutil.disk_usage(fullest).free / 2**20:,.1f} MiB free); free some space"
+            return (
+                f"under {fullest} ({shutil.disk_usage(fullest).free / 2**20:,.1f} MiB free); free some space"
+            )
     return f"in workspace {workspace.root}"
 

@@ -15,6 +15,8 @@ def run_models(args: argparse.Namespace, workspace: Workspace) -> int:
 
     table = Table("name", "size", "trained on", "available")
     for model in bundled_models():
-        table.add_row(model.name, model.description, model.trained_on, "yes" if model.available else "no (not trained)")
+        table.add_row(
+            model.name, model.description, model.trained_on, "yes" if model.available else "no (not trained)"
+        )
     Console().print(table)
     return 0

@@ -46,8 +46,10 @@ def make_encoder(tokenizer) -> Encoder:
 def bos_id_of(tokenizer) -> int:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
-        raise DataSourceError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no BOS token; "
-                              "set tokenizer.bos_token first")
+        raise DataSourceError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no BOS token; "
+            "set tokenizer.bos_token first"
+        )
     return int(bos)
 
 
@@ -82,7 +84,9 @@ def pack_contexts(
 
 def iter_contexts(source: TextSource, tokenizer, context_len: int, seed: int) -> Iterator[PackedContext]:
     """The packed context stream of `source` for `seed`; the same arguments always give the same stream."""
-    contexts = pack_contexts(source.documents(seed), make_encoder(tokenizer), bos_id_of(tokenizer), context_len)
+    contexts = pack_contexts(
+        source.documents(seed), make_encoder(tokenizer), bos_id_of(tokenizer), context_len
+    )
     first = next(contexts, None)
     if first is None:
         raise DataSourceError(f"source {describe_short(source)} holds fewer than {context_len} tokens; "

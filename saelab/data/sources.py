@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from saelab.errors import SaelabError
@@ -30,6 +30,7 @@ class DataSourceError(SaelabError, ValueError):
     """A text source that cannot be read: missing or empty files, bad encoding, hub not reachable."""
 
 
+@runtime_checkable
 class TextSource(Protocol):
     def documents(self, seed: int) -> Iterator[str]:
         """Documents in a deterministic order for `seed`."""

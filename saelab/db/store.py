@@ -42,14 +42,18 @@ class ResultsStore:
     def connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; waits (bounded) while another process holds the file."""
         if read_only and not self.path.exists():
-            raise StoreError(f"no results store at {self.path}: run a saelab command that writes results first")
+            raise StoreError(
+                f"no results store at {self.path}: run a saelab command that writes results first"
+            )
         con = self._open_with_retries(read_only)
         try:
             yield con
         except duckdb.IOException as exc:  # e.g. a truncated file: it opens, then a page cannot be read
             if "No space left" in str(exc):
-                raise StoreError(f"no space left on the device of {self.path}; the last write was not stored: "
-                                 "free some space and run the command again") from None
+                raise StoreError(
+                    f"no space left on the device of {self.path}; the last write was not stored: "
+                    "free some space and run the command again"
+                ) from None
             raise StoreError(
                 f"{self.path} could not be read or written ({str(exc).splitlines()[0]}); "
                 "if it is damaged, move it aside or pick another --workspace"
@@ -67,7 +71,8 @@ class ResultsStore:
                 message = str(exc)
                 if any(m in message for m in _READ_ONLY_MESSAGES):
                     raise StoreError(
-                        f"{self.path} is read-only here ({message.splitlines()[0]}); nothing in it was changed: "
+                        f"{self.path} is read-only here ({message.splitlines()[0]}); nothing in it was "
+                        "changed: "
                         "make the workspace writable or pick another --workspace"
                     ) from None
                 if not any(m in message for m in _LOCK_MESSAGES):
@@ -113,7 +118,9 @@ class ResultsStore:
 
     def tables(self) -> list[str]:
         with self.connect(read_only=True) as con:
-            rows = con.execute("SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()
+            rows = con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY table_name"
+            ).fetchall()
         return [r[0] for r in rows]
 
     # -- generic typed insert / select over known tables ----------------------------------------------
@@ -175,7 +182,8 @@ class ResultsStore:
     def _table_columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         if table not in self._columns:
             rows = con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY "
+                "ordinal_position",
                 [table],
             ).fetchall()
             if not rows:
@@ -202,8 +210,11 @@ class ResultsStore:
     def resume_run(self, run_id: str, message: str) -> None:
         """Mark an existing run 'running' again, now owned by this process."""
         with self.connect(read_only=False) as con:
-            con.execute("UPDATE runs SET status = 'running', message = ?, pid = ?, updated_at = current_timestamp "
-                        "WHERE run_id = ?", [message, os.getpid(), run_id])
+            con.execute(
+                "UPDATE runs SET status = 'running', message = ?, pid = ?, updated_at = current_timestamp "
+                "WHERE run_id = ?",
+                [message, os.getpid(), run_id],
+            )
 
     def finish_run(self, run_id: str, status: str = "done", message: str | None = None) -> None:
         with self.connect(read_only=False) as con:

@@ -1,4 +1,5 @@
-"""Attention-output SAEs (Kissane, Krzyzanowski, Bloom, Conmy & Nanda 2024): SAEs on hook_z, heads concatenated.
+"""Attention-output SAEs (Kissane, Krzyzanowski, Bloom, Conmy & Nanda 2024): SAEs on hook_z, heads
+concatenated.
 
 Weight-based head attribution of latent i to head j: ‖W_dec[i, block j]‖ / Σ_k ‖W_dec[i, block k]‖, where
 block j is head j's d_head slice of the concatenated z.
@@ -20,16 +21,19 @@ from typing import NamedTuple
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
+from saelab.activations.sites import HookSite, block_hook
 from saelab.sae import SAE
 
 
 def head_blocks(W: Float[Tensor, "d_sae d_in"], n_heads: int) -> Float[Tensor, "d_sae n_heads d_head"]:
     """Split the concatenated-heads axis of a (d_sae, n_heads * d_head) matrix into heads."""
     if W.shape[-1] % n_heads:
-        raise ValueError(f"width {W.shape[-1]} is not a multiple of n_heads={n_heads}; is this an attn_z SAE?")
+        raise ValueError(
+            f"width {W.shape[-1]} is not a multiple of n_heads={n_heads}; is this an attn_z SAE?"
+        )
     return einops.rearrange(W, "d_sae (n_heads d_head) -> d_sae n_heads d_head", n_heads=n_heads)
 
 
@@ -62,7 +66,8 @@ def dfa_bias(sae: SAE, latent: int) -> Float[Tensor, ""]:
 
 
 def pre_activation(sae: SAE, z_flat: Float[Tensor, "n d_in"], latent: int) -> Float[Tensor, " n"]:
-    """A latent's pre-activation ((x − b_dec) · W_enc + b_enc, or x · W_enc + b_enc), before any nonlinearity."""
+    """A latent's pre-activation ((x − b_dec) · W_enc + b_enc, or x · W_enc + b_enc), before any
+    nonlinearity."""
     return z_flat @ encoder_matrix(sae)[:, latent] + dfa_bias(sae, latent)
 
 
@@ -103,7 +108,8 @@ class HeadSummaryConfig:
     n_top: int = 10
     """Latents listed per head."""
     min_latents: int = 3
-    """A head with at least this many belonging latents that are mutually dissimilar is called polysemantic."""
+    """A head with at least this many belonging latents that are mutually dissimilar is called
+    polysemantic."""
     max_similarity: float = 0.5
     """Two belonging latents count as dissimilar when the cosine of their decoder blocks is below this."""
 
@@ -128,7 +134,7 @@ def head_summary(
     W_dec: Float[Tensor, "d_sae d_in"],
     n_heads: int,
     cfg: HeadSummaryConfig = HeadSummaryConfig(),
-    alive: Float[Tensor, " d_sae"] | None = None,
+    alive: Shaped[Tensor, " d_sae"] | None = None,
 ) -> HeadSummary:
     """Top latents per head and polysemantic heads: a head is polysemantic when at least `min_latents` of its
     belonging latents (attribution ≥ threshold, alive if `alive` is given) write mutually dissimilar
@@ -146,8 +152,10 @@ def head_summary(
         values.append([float(column[i]) for i in order[: cfg.n_top]])
         counts.append(int(belonging.numel()))
         poly.append(_dissimilar_count(blocks[order, h], cfg.max_similarity) >= cfg.min_latents)
-    rule = (f"at least {cfg.min_latents} latents with ≥ {cfg.threshold:.0%} of their decoder norm in the head "
-            f"whose decoder blocks have pairwise cosine < {cfg.max_similarity}")
+    rule = (
+        f"at least {cfg.min_latents} latents with ≥ {cfg.threshold:.0%} of their decoder norm in the head "
+        f"whose decoder blocks have pairwise cosine < {cfg.max_similarity}"
+    )
     return HeadSummary(tops, values, counts, poly, rule)
 
 
@@ -165,8 +173,10 @@ class LatentDFA(NamedTuple):
 def latent_dfa(
     model, sae: SAE, layer: int, tokens: Tensor, latent: int, destination: Tensor
 ) -> LatentDFA:
-    """DFA of latent `latent` of an attn_z SAE at layer `layer`, at token `destination[b]` of each prompt b."""
-    names = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_z")
+    """DFA of latent `latent` of an attn_z SAE at layer `layer`, at token `destination[b]` of each prompt
+    b."""
+    names = (block_hook(layer, "attn.hook_pattern"), block_hook(layer, "attn.hook_v"),
+             HookSite(layer, "attn_z").hook_name)
     cache: dict[str, Tensor] = {}
 
     def keep(tensor: Tensor, hook) -> None:
@@ -188,13 +198,22 @@ HEADS_EVAL_KIND = "attn_heads"
 
 def head_summary_rows(summary: HeadSummary, sae_id: str, run_id: str | None) -> list[dict]:
     """`eval_metrics` rows (eval_kind "attn_heads"): per head h, "h{h}/n_latents" (latents belonging to it),
-    "h{h}/polysemantic" (1 or 0 by the summary's rule) and "h{h}/top_latent" (its strongest latent, if any)."""
+    "h{h}/polysemantic" (1 or 0 by the summary's rule) and "h{h}/top_latent" (its strongest latent, if
+    any)."""
     rows = []
     for head, (count, poly, top) in enumerate(zip(summary.n_attributed, summary.polysemantic,
                                                    summary.top_latents, strict=True)):
         values = {"n_latents": count, "polysemantic": float(poly)}
         if top:
             values["top_latent"] = top[0]
-        rows += [{"run_id": run_id, "sae_id": sae_id, "eval_kind": HEADS_EVAL_KIND, "metric": f"h{head}/{name}",
-                  "value": float(value)} for name, value in values.items()]
+        rows += [
+            {
+                "run_id": run_id,
+                "sae_id": sae_id,
+                "eval_kind": HEADS_EVAL_KIND,
+                "metric": f"h{head}/{name}",
+                "value": float(value),
+            }
+            for name, value in values.items()
+        ]
     return rows

@@ -35,14 +35,25 @@ def feature_rows(dash: FeatureDashboards, sae_id: str, strings: list[str]) -> li
     rows = []
     for latent in range(len(dash.density)):
         mean = float(dash.mean_act[latent])
-        rows.append({
-            "sae_id": sae_id, "latent": latent, "density": float(dash.density[latent]),
-            "mean_act": None if math.isnan(mean) else mean, "max_act": float(dash.max_act[latent]),
-            "histogram": _histogram(edges, histogram[latent]),
-            "top_logits": None if logits is None else _logits(logits[0][latent], logits[1][latent], strings),
-            "bottom_logits": None if logits is None else _logits(logits[2][latent], logits[3][latent], strings),
-            "head_attribution": None if attribution is None else [round(a, 5) for a in attribution[latent]],
-        })
+        rows.append(
+            {
+                "sae_id": sae_id,
+                "latent": latent,
+                "density": float(dash.density[latent]),
+                "mean_act": None if math.isnan(mean) else mean,
+                "max_act": float(dash.max_act[latent]),
+                "histogram": _histogram(edges, histogram[latent]),
+                "top_logits": None
+                if logits is None
+                else _logits(logits[0][latent], logits[1][latent], strings),
+                "bottom_logits": None
+                if logits is None
+                else _logits(logits[2][latent], logits[3][latent], strings),
+                "head_attribution": None
+                if attribution is None
+                else [round(a, 5) for a in attribution[latent]],
+            }
+        )
     return rows
 
 
@@ -51,13 +62,19 @@ def _rounded(t: torch.Tensor) -> list:
     return t.double().round(decimals=5).tolist()
 
 
-def _example(tokens: list[list[int]], window: list[float], token_index: int, half: int, strings: list[str]) -> dict:
+def _example(
+    tokens: list[list[int]], window: list[float], token_index: int, half: int, strings: list[str]
+) -> dict:
     """Tokens, activations and centre of one example, its window cut to the context."""
     context_len = len(tokens[0])
     context, position = divmod(token_index, context_len)
     low, high = max(0, position - half), min(context_len, position + half + 1)
     cut = window[low - (position - half): high - (position - half)]
-    return {"tokens": [strings[i] for i in tokens[context][low:high]], "activations": cut, "center": position - low}
+    return {
+        "tokens": [strings[i] for i in tokens[context][low:high]],
+        "activations": cut,
+        "center": position - low,
+    }
 
 
 def quantile_picks(activations: list[float], n_quantiles: int, per_quantile: int) -> list[list[int]]:
@@ -75,12 +92,19 @@ def quantile_picks(activations: list[float], n_quantiles: int, per_quantile: int
     return picks
 
 
-def example_rows(dash: FeatureDashboards, sae_id: str, strings: list[str], cfg: DashboardConfig) -> list[dict]:
-    """`feature_examples` rows: kind "top" (rank 0 = strongest) and "quantile_q" (q = 0 is the weakest group)."""
+def example_rows(
+    dash: FeatureDashboards, sae_id: str, strings: list[str], cfg: DashboardConfig
+) -> list[dict]:
+    """`feature_examples` rows: kind "top" (rank 0 = strongest) and "quantile_q" (q = 0 is the weakest
+    group)."""
     tokens = dash.tokens.tolist()
     top = (_rounded(dash.top.activation), dash.top.token_index.tolist(), _rounded(dash.top.window))
-    sample = ((dash.sample.score >= 0).tolist(), _rounded(dash.sample.activation), dash.sample.token_index.tolist(),
-              _rounded(dash.sample.window))
+    sample = (
+        (dash.sample.score >= 0).tolist(),
+        _rounded(dash.sample.activation),
+        dash.sample.token_index.tolist(),
+        _rounded(dash.sample.window),
+    )
     rows = []
     for latent in range(len(dash.density)):
         for rank, (a, t, w) in enumerate(zip(*(column[latent] for column in top), strict=True)):
@@ -90,8 +114,15 @@ def example_rows(dash: FeatureDashboards, sae_id: str, strings: list[str], cfg: 
         kept, activation, token_index, window = (
             [v for v, k in zip(column[latent], sample[0][latent], strict=True) if k] for column in sample)
         for q, members in enumerate(quantile_picks(activation, cfg.n_quantiles, cfg.per_quantile)):
-            rows.extend({"sae_id": sae_id, "latent": latent, "kind": f"quantile_{q}", "rank": rank,
-                         "activation": activation[i], **_example(tokens, window[i], token_index[i], cfg.window,
-                                                                 strings)}
-                        for rank, i in enumerate(members))
+            rows.extend(
+                {
+                    "sae_id": sae_id,
+                    "latent": latent,
+                    "kind": f"quantile_{q}",
+                    "rank": rank,
+                    "activation": activation[i],
+                    **_example(tokens, window[i], token_index[i], cfg.window, strings),
+                }
+                for rank, i in enumerate(members)
+            )
     return rows

@@ -20,11 +20,9 @@ linear (centred and scaled by its weight, the per-token normalisation ignored, a
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -34,8 +32,7 @@ from transformer_lens import HookedTransformer
 from saelab.activations.sites import HookSite
 from saelab.evals.attention import head_attribution
 from saelab.evals.core import keep_mask
-from saelab.evals.splice import capturing_hook, sae_site
-from saelab.registry import Registry
+from saelab.evals.splice import capturing_hook, sae_site, sae_target_site
 from saelab.sae import SAE
 
 
@@ -261,42 +258,6 @@ def update_state(
 
 # ---------------------------------------------------------------- logit effects
 
-ResidualMap = Callable[[Float[Tensor, "d_sae d_in"], HookedTransformer, int], Float[Tensor, "d_sae d_model"]]
-"""(W_dec, model, layer) -> the latents' decoder directions written into the residual stream."""
-
-RESIDUAL_MAPS: Registry[ResidualMap] = Registry("residual map for site kind")
-
-
-def register_residual_map(kind: str, residual_map: ResidualMap) -> ResidualMap:
-    """Say how a site kind's decoder directions reach the residual stream; twice for one kind is an error."""
-    return RESIDUAL_MAPS.register(kind, residual_map)
-
-
-def _in_residual(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
-    return W_dec
-
-
-def _through_W_O(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
-    W_O = model.blocks[layer].attn.W_O  # n_heads d_head d_model
-    z = einops.rearrange(W_dec, "d_sae (n_heads d_head) -> d_sae n_heads d_head", n_heads=model.cfg.n_heads)
-    return einops.einsum(z, W_O.to(W_dec.dtype), "s h d, h d m -> s m")
-
-
-def _through_W_out(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
-    return W_dec @ model.blocks[layer].mlp.W_out.to(W_dec.dtype)
-
-
-def _sum_heads(W_dec: Tensor, model: HookedTransformer, layer: int) -> Tensor:
-    return einops.reduce(W_dec, "d_sae (n_heads d_model) -> d_sae d_model", "sum", n_heads=model.cfg.n_heads)
-
-
-for _kind in ("resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out"):
-    register_residual_map(_kind, _in_residual)
-register_residual_map("attn_z", _through_W_O)
-register_residual_map("mlp_post", _through_W_out)
-register_residual_map("head_result", _sum_heads)
-
-
 def unembed_directions(model: HookedTransformer, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
     """Residual directions through the final LayerNorm taken as linear (centred, times its weight), then W_U."""
     if model.cfg.normalization_type in ("LN", "LNPre"):
@@ -312,11 +273,11 @@ def logit_effects(
     model: HookedTransformer, sae: SAE, site: HookSite, n: int, chunk: int = 512
 ) -> tuple[LogitEffects | None, str]:
     """Top and bottom `n` direct logit effects of each latent, or None and the reason they are skipped."""
-    if site.kind.name not in RESIDUAL_MAPS:
-        return None, f"site kind {site.kind.name!r} has no registered path to the residual stream"
+    if site.kind.residual_map is None:
+        return None, f"site kind {site.kind.name!r} has no linear path to the residual stream"
     if n == 0:
         return None, "n_logits is 0"
-    directions = RESIDUAL_MAPS[site.kind.name](sae.W_dec.detach().float(), model, site.layer)
+    directions = site.kind.residual_map(sae.W_dec.detach().float(), model, site.layer)
     n = min(n, model.cfg.d_vocab)
     parts = []
     for block in directions.split(chunk):
@@ -368,12 +329,14 @@ def compute_dashboards(
     progress: bool = False,
 ) -> FeatureDashboards:
     """Dashboards of every latent of `sae` over `tokens` (packed contexts), at its config's site unless given;
-    a progress bar with ETA over the streaming pass if `progress`."""
+    a progress bar with ETA over the streaming pass if `progress`. A transcoder's latents are read at its input
+    site and their logit effects go through its output site, where its decoder writes."""
     site = sae_site(sae, model, site)
     tokens = tokens.cpu()
     state = stream_dashboards(model, sae, site, tokens, cfg, progress)
-    logits, skipped = logit_effects(model, sae, site, cfg.n_logits)
-    attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if site.kind.name == "attn_z" else None
+    written = sae_target_site(sae, model, site)  # where the decoder writes: a transcoder's output site
+    logits, skipped = logit_effects(model, sae, written, cfg.n_logits)
+    attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if written.kind.name == "attn_z" else None
     fires = state.fire_counts.double()
     return FeatureDashboards(
         n_tokens=state.n_tokens, density=(fires / max(state.n_tokens, 1)).float(),

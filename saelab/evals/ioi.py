@@ -8,6 +8,7 @@ A location is a set of attention heads' hook_z read at one named prompt position
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import einops
@@ -16,12 +17,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from saelab.activations.sites import HookSite, block_hook
 from saelab.tasks.base import TaskDataset
 
 log = logging.getLogger(__name__)
 
 ATTRIBUTES: tuple[str, ...] = ("IO", "S", "pos")
-"""Makelov et al.'s IOI attributes: the indirect object's name, the subject's name, and the order (ABB/BAB)."""
+"""Makelov et al.'s IOI attributes: the indirect object's name, the subject's name, and the order
+(ABB/BAB)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,10 @@ def location_acts(
     """The location's activation: its heads' z at each prompt's `position`, concatenated."""
     captured: dict[int, Tensor] = {}
 
-    def keep(z: Tensor, hook) -> None:
-        captured[hook.layer()] = z[_rows(z.shape[0], z.device), position.to(z.device)]
+    def keep(z: Tensor, hook, layer: int) -> None:
+        captured[layer] = z[_rows(z.shape[0], z.device), position.to(z.device)]
 
-    hooks = [(f"blocks.{layer}.attn.hook_z", keep) for layer in location.layers()]
+    hooks = [(HookSite(layer, "attn_z").hook_name, partial(keep, layer=layer)) for layer in location.layers()]
     model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(location.layers()) + 1)
     return torch.cat([captured[layer][:, head] for layer, head in location.heads], dim=-1)
 
@@ -127,7 +130,7 @@ def patched_end_logits(
                     z[rows, position.to(z.device), location.heads[i][1]] = blocks[:, i].to(z)
                 return z
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", patch))
+            hooks.append((HookSite(layer, "attn_z").hook_name, patch))
     logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[_rows(tokens.shape[0], logits.device), end.to(logits.device)]
 
@@ -299,10 +302,11 @@ def attention_scores(
     layers = sorted({layer for layer, _ in heads})
     patterns: dict[int, Tensor] = {}
 
-    def keep(pattern: Tensor, hook) -> None:
-        patterns[hook.layer()] = pattern
+    def keep(pattern: Tensor, hook, layer: int) -> None:
+        patterns[layer] = pattern
 
-    model.run_with_hooks(prompts.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep) for layer in layers],
+    hooks = [(block_hook(layer, "attn.hook_pattern"), partial(keep, layer=layer)) for layer in layers]
+    model.run_with_hooks(prompts.tokens, fwd_hooks=hooks,
                          stop_at_layer=max(layers) + 1)
     rows = torch.arange(prompts.size)
     scores: dict[tuple[int, int], dict[str, float]] = {}
@@ -336,7 +340,9 @@ def circuit_heads(circuit: dict) -> list[tuple[int, int]]:
         if dot and layer.isdigit() and head.isdigit():
             heads.append((int(layer), int(head)))
     if not heads:
-        raise ValueError("the circuit lists no attention heads (expected 'nodes' such as '2.3' or a 'heads' list)")
+        raise ValueError(
+            "the circuit lists no attention heads (expected 'nodes' such as '2.3' or a 'heads' list)"
+        )
     return heads
 
 
@@ -372,16 +378,22 @@ def ioi_locations(
     measured by the evaluation itself (its clean and mean-ablated logit differences)."""
     if "heads" in circuit:
         return locations_from_circuit(circuit)
-    locations = locations_from_classified(classify_heads(model, prompts, circuit_heads(circuit), min_attention))
+    locations = locations_from_classified(
+        classify_heads(model, prompts, circuit_heads(circuit), min_attention)
+    )
     if not locations:
-        raise ValueError(f"no circuit head attends (≥ {min_attention}) along any of {sorted(ATTENTION_CLASSES)}; "
-                         "give locations explicitly")
+        raise ValueError(
+            f"no circuit head attends (≥ {min_attention}) along any of {sorted(ATTENTION_CLASSES)}; "
+            "give locations explicitly"
+        )
     return locations
 
 
-def synthetic_prompts(n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int) -> Prompts:
-    """IOI-shaped prompts for plumbing checks on models whose tokenizer lacks IOI's names: random filler tokens,
-    BOS, then S1/IO at positions 2/4 (ABB) or 4/2 (BAB), S2 at 7 and END at 9 (10 tokens each)."""
+def synthetic_prompts(
+    n: int, seed: int, names: Sequence[str], name_ids: NameIds, vocab_size: int, bos_id: int
+) -> Prompts:
+    """IOI-shaped prompts for plumbing checks on models whose tokenizer lacks IOI's names: random filler
+    tokens, BOS, then S1/IO at positions 2/4 (ABB) or 4/2 (BAB), S2 at 7 and END at 9 (10 tokens each)."""
     if len(names) < 3:
         raise ValueError(f"synthetic prompts need at least 3 names, got {len(names)}")
     g = torch.Generator().manual_seed(seed)

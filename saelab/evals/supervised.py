@@ -322,8 +322,8 @@ def sae_edit(
 def top_active_latents(
     latents: Float[Tensor, "n d_sae"], rank: Float[Tensor, "n d_sae"], k: int
 ) -> Float[Tensor, "n d_sae"]:
-    """Per row, the k active latents (latents > 0) that rank highest, at their strengths; the rest zeroed. A row
-    with fewer than k active latents keeps all of them."""
+    """Per row, the k active latents (latents > 0) that rank highest, at their strengths; the rest zeroed. A
+    row with fewer than k active latents keeps all of them."""
     masked = rank.masked_fill(latents <= 0, float("-inf"))
     index = masked.topk(min(k, latents.shape[1]), dim=-1).indices
     kept = latents.gather(-1, index).clamp_min(0)
@@ -412,7 +412,10 @@ def supervised_dictionary(dictionary: SupervisedDictionary, name: str) -> Dictio
         return supervised_edit(dictionary, acts, attribute, codes[attribute], target)
 
     return Dictionary(
-        name, lambda acts, codes: supervised_reconstruction(dictionary, codes).to(acts), {"supervised": edit}, None
+        name,
+        lambda acts, codes: supervised_reconstruction(dictionary, codes).to(acts),
+        {"supervised": edit},
+        None,
     )
 
 
@@ -434,8 +437,10 @@ def sae_dictionary(
     """An SAE whose input is the location's activation, with latents assigned to values on the fit set.
     With `argmax_code`, only each input's strongest latent is kept (a discrete, one-code dictionary)."""
     if sae.cfg.d_in != fit_acts.shape[1]:
-        raise ValueError(f"SAE {name!r} reads {sae.cfg.d_in} values, the location is {fit_acts.shape[1]} wide; "
-                         "use an SAE trained on this location's activations")
+        raise ValueError(
+            f"SAE {name!r} reads {sae.cfg.d_in} values, the location is {fit_acts.shape[1]} wide; "
+            "use an SAE trained on this location's activations"
+        )
 
     @torch.no_grad()
     def latents(acts: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
-"""Running the supervised-dictionary evaluation on a model: per location, a context computed once (activations,
-attribute codes, ablation baselines, counterfactual patches), then every dictionary scored against it.
+"""Running the supervised-dictionary evaluation on a model: per location, a context computed once
+(activations, attribute codes, ablation baselines, counterfactual patches), then every dictionary scored
+against it.
 
     ctx = location_context(model, fit, evaluation, location, name_ids(model.tokenizer, names), cfg)
     if (reason := refusal(ctx, cfg)) is None:
@@ -44,7 +45,8 @@ DEFAULT_CONFIG = SupervisedEvalConfig()
 
 
 class AttributeCounterfactual(NamedTuple):
-    """The evaluation prompts with one attribute changed, and the model with the true counterfactual patched in."""
+    """The evaluation prompts with one attribute changed, and the model with the true counterfactual patched
+    in."""
 
     target: Int[Tensor, " n"]
     """Codes of the new values."""
@@ -244,8 +246,8 @@ class EditAccuracy(NamedTuple):
 def edit_accuracy(
     edited: Int[Tensor, " n"], counterfactual: Int[Tensor, " n"], changed: Bool[Tensor, " n"]
 ) -> EditAccuracy:
-    """Agreement of the edited run's top tokens with the true counterfactual patch's: over all prompts, and over
-    the prompts where that patch changes the clean prediction (`changed`)."""
+    """Agreement of the edited run's top tokens with the true counterfactual patch's: over all prompts, and
+    over the prompts where that patch changes the clean prediction (`changed`)."""
     agree = (edited == counterfactual).double()
     return EditAccuracy(float(agree.mean()), float(agree[changed].mean()) if changed.any() else float("nan"))
 
@@ -255,7 +257,9 @@ def _edit_scores(model, ctx: LocationContext, edit, cfg: SupervisedEvalConfig) -
     for attribute, cf in ctx.counterfactuals.items():
         edited = edit(ctx.eval_acts, ctx.eval_codes, attribute, cf.target, cf.acts)
         prediction = end_logits(model, ctx.prompts, ctx.location, edited, cfg.batch_size).argmax(-1)
-        accuracy[attribute], accuracy_changed[attribute] = edit_accuracy(prediction, cf.prediction, cf.changed)
+        accuracy[attribute], accuracy_changed[attribute] = edit_accuracy(
+            prediction, cf.prediction, cf.changed
+        )
         true_change = (cf.acts - ctx.eval_acts).norm(dim=-1).mean()
         magnitude[attribute] = _ratio(float((edited - ctx.eval_acts).norm(dim=-1).mean()), float(true_change))
     return EditScores(accuracy, accuracy_changed, magnitude)
@@ -269,7 +273,9 @@ class Approximation(NamedTuple):
     necessity: float
 
 
-def _approximation(model, ctx: LocationContext, dictionary: Dictionary, cfg: SupervisedEvalConfig) -> Approximation:
+def _approximation(
+    model, ctx: LocationContext, dictionary: Dictionary, cfg: SupervisedEvalConfig
+) -> Approximation:
     if dictionary.reconstruct is None:
         return Approximation(*[float("nan")] * 5)
     a = ctx.eval_acts
@@ -285,7 +291,11 @@ def _approximation(model, ctx: LocationContext, dictionary: Dictionary, cfg: Sup
     )
     gap = ctx.ld_clean - ctx.ld_mean_ablation
     return Approximation(
-        fvu, ld_spliced, ld_nec, _ratio(ld_spliced - ctx.ld_mean_ablation, gap), _ratio(ctx.ld_clean - ld_nec, gap)
+        fvu,
+        ld_spliced,
+        ld_nec,
+        _ratio(ld_spliced - ctx.ld_mean_ablation, gap),
+        _ratio(ctx.ld_clean - ld_nec, gap),
     )
 
 
@@ -334,8 +344,8 @@ def _mean(values: dict[str, float]) -> float:
 
 
 def score_metrics(scores: DictionaryScores) -> dict[str, float]:
-    """Flat metric name -> value. Per-attribute values are suffixed with _IO, _S, _pos and plain names are their
-    means; control metrics are prefixed with the edit's name ("saelab_edit_accuracy_changed_IO")."""
+    """Flat metric name -> value. Per-attribute values are suffixed with _IO, _S, _pos and plain names are
+    their means; control metrics are prefixed with the edit's name ("saelab_edit_accuracy_changed_IO")."""
     out = {
         name: getattr(scores, name)
         for name in (
@@ -364,7 +374,8 @@ def score_metrics(scores: DictionaryScores) -> dict[str, float]:
 
 
 def score_rows(scores: DictionaryScores, run_id: str | None) -> list[dict]:
-    """`eval_metrics` rows (eval_kind "supervised_ioi"); the sae_id is the dictionary's name. NaNs left out."""
+    """`eval_metrics` rows (eval_kind "supervised_ioi"); the sae_id is the dictionary's name. NaNs left
+    out."""
     return [
         {
             "run_id": run_id,

@@ -18,7 +18,9 @@ def held_out_source() -> TextSource:
     """The bundled corpus's held-out split (standard-library files never trained on)."""
     from saelab.corpus import CORPUS_NAME, bundled_corpus
 
-    return GeneratorSource(lambda seed: bundled_corpus(seed, split="held_out"), name=f"{CORPUS_NAME}/held_out")
+    return GeneratorSource(
+        lambda seed: bundled_corpus(seed, split="held_out"), name=f"{CORPUS_NAME}/held_out"
+    )
 
 
 def training_source() -> TextSource:

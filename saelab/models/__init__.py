@@ -54,7 +54,9 @@ def _load_bundled(bundled: BundledModel, device: str) -> HookedTransformer:
                 "`python training/train_lm.py` or pick another from `saelab models`"
             )
         return load_model_dir(bundled.directory, device)
-    return bundled.build().to(device, print_details=False).eval()  # TransformerLens prints every move otherwise
+    return (
+        bundled.build().to(device, print_details=False).eval()
+    )  # TransformerLens prints every move otherwise
 
 
 def _load_hugging_face(name: str, device: str) -> HookedTransformer:
@@ -71,8 +73,10 @@ def _load_hugging_face(name: str, device: str) -> HookedTransformer:
         ) from None
     if not hub_reachable() and not _in_local_cache(official):
         raise ModelNotAvailableError(
-            f"model {name!r} is not available offline: the Hugging Face hub is not reachable and it is not in "
-            "the local HF cache; save it once where it is reachable with saelab.models.save_model(model, DIR) "
+            f"model {name!r} is not available offline: the Hugging Face hub is not reachable and it is not "
+            "in "
+            "the local HF cache; save it once where it is reachable with saelab.models.save_model(model, "
+            "DIR) "
             "and pass DIR instead"
         )
     try:
@@ -82,7 +86,8 @@ def _load_hugging_face(name: str, device: str) -> HookedTransformer:
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure means "not available here"
         log.debug("loading %s failed", official, exc_info=True)
         raise ModelNotAvailableError(
-            f"model {name!r} could not be loaded ({type(exc).__name__}): the Hugging Face hub is not reachable "
+            f"model {name!r} could not be loaded ({type(exc).__name__}): the Hugging Face hub is not "
+            "reachable "
             "and it is not in the local HF cache; save it once where it is reachable with "
             "saelab.models.save_model(model, DIR) and pass DIR instead"
         ) from None

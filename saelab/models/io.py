@@ -25,7 +25,9 @@ class ModelFiles(NamedTuple):
 def model_files(directory: Path) -> ModelFiles:
     """The one place that names the files of a saved model."""
     directory = Path(directory)
-    return ModelFiles(directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json")
+    return ModelFiles(
+        directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json"
+    )
 
 
 def config_to_json(cfg: HookedTransformerConfig) -> dict:
@@ -64,7 +66,8 @@ def load_model_dir(directory: Path, device: str = "cpu") -> HookedTransformer:
     missing = [p.name for p in files if not p.exists()]
     if missing:
         raise ModelNotAvailableError(
-            f"model directory {str(directory)!r} lacks {', '.join(missing)}; save it with saelab.models.save_model"
+            f"model directory {str(directory)!r} lacks {', '.join(missing)}; save it with "
+            "saelab.models.save_model"
         )
     payload = json.loads(files.config.read_text())
     cfg = HookedTransformerConfig(**payload["hooked_transformer_config"], device=device)
@@ -74,7 +77,8 @@ def load_model_dir(directory: Path, device: str = "cpu") -> HookedTransformer:
         tensors = load_file(str(files.weights))
     except SafetensorError as exc:
         raise ModelNotAvailableError(
-            f"model weights {str(files.weights)!r} are not a readable safetensors file ({exc}); save the model again"
+            f"model weights {str(files.weights)!r} are not a readable safetensors file ({exc}); save the "
+            "model again"
         ) from None
     state = {k: _cast_float(v, torch.float32) for k, v in tensors.items()}
     model.load_state_dict(state, strict=True)

@@ -1,4 +1,5 @@
-"""The architecture registry: every SAE architecture, by name (adding one is registering it here, from its module)."""
+"""The architecture registry: every SAE architecture, by name (adding one is registering it here, from its
+module)."""
 
 from saelab.registry import Registry
 from saelab.sae.types import Architecture

@@ -21,8 +21,9 @@ class SAEOutput(NamedTuple):
     latents; dense architectures list all d_sae latents (`indices` is then a broadcast `arange`).
     """
 
-    x_hat: Float[Tensor, "batch d_in"]
-    """Reconstruction of the input."""
+    x_hat: Float[Tensor, "batch d_target"]
+    """Reconstruction of the target (the input itself for an SAE, the output site's activation for a
+    transcoder), skip term included."""
 
     acts: Float[Tensor, "batch n_active"]
     """Activations of the latents named in `indices` (zero where a listed latent is inactive)."""
@@ -66,8 +67,13 @@ InitFn = Callable[["SAEConfig", torch.Generator], InitialState]
 EncodeFn = Callable[["SAE", Float[Tensor, "batch d_in"]], Float[Tensor, "batch d_sae"]]
 ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None, Any], SAEOutput]
 WorkspaceFn = Callable[["SAE", int], Any]
-LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
+LossFn = Callable[
+    ["SAE", Float[Tensor, "batch d_in"], Float[Tensor, "batch d_target"], SAEOutput, LossCoefficients], LossOutput
+]
 PostStepFn = Callable[["SAE", SAEOutput], None]
+ResampleFn = Callable[["SAE", torch.optim.Optimizer, Bool[Tensor, " d_sae"], Float[Tensor, "batch d_in"],
+                       torch.Generator, Float[Tensor, "batch d_target"] | None], int]
+"""(sae, optimiser, dead mask, scaled inputs, generator, scaled targets or None) -> how many were resampled."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ class Architecture:
     by `workspace` (or None: the pass allocates what it needs)."""
 
     loss: LossFn
-    """Training loss of a forward output."""
+    """Training loss of a forward output of x, whose reconstruction should match the target (x itself for an
+    SAE): loss(sae, x, target, out, coefficients)."""
 
     post_step_: PostStepFn
     """In-place update after each optimiser step (unit-norm decoder, threshold estimates); may do nothing."""
@@ -98,6 +105,9 @@ class Architecture:
 
     unit_norm_decoder: bool
     """Whether training keeps the decoder rows at unit norm."""
+
+    transcoder: bool = True
+    """Whether it can be a transcoder (target at another site than the input; encoder reads x, not x - b_dec)."""
 
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
@@ -113,6 +123,11 @@ class Architecture:
     workspace: WorkspaceFn | None = None
     """Builds the tensors `forward` (and its backward pass) may write into instead of allocating, for an SAE and
     a batch size, so that a trainer can reuse them step after step; None: the architecture uses none."""
+
+    resample_dead_: ResampleFn | None = None
+    """Dead-latent policy: what training does, every dead window, with latents that have not fired in it
+    (re-initialise them and their optimiser state in place, returning how many); None: nothing (TopK-style
+    SAEs train dead latents through the AuxK loss of `forward` instead)."""
 
     default_lr: float = 4e-4
     """Peak Adam learning rate `saelab train` uses for this architecture when none is given (inputs normalised

@@ -12,6 +12,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
+from saelab.sae.dead import reset_adam_rows_
 from saelab.sae.functional import mse_loss, no_latents, no_post_step, random_unit_rows
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
@@ -66,7 +67,11 @@ def vq_forward(
     )
 
 
-def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients) -> LossOutput:
+def vq_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_in"], out: SAEOutput,
+    coef: LossCoefficients,
+) -> LossOutput:
+    """Never a transcoder (the codebook quantises the centred input itself), so target is x."""
     z = x - sae.b_dec
     z_q = sae.W_dec[out.indices].sum(1)
     mse = mse_loss(out.x_hat, x)
@@ -74,6 +79,18 @@ def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: Loss
     commitment = mse_loss(z, z_q.detach())
     total = mse + codebook + sae.cfg.vq_commitment * commitment
     return LossOutput(total, {"mse": mse, "codebook": codebook, "commitment": commitment})
+
+
+@torch.no_grad()
+def replace_dead_vq_codes_(
+    sae: SAE, optimizer: torch.optim.Optimizer, dead: Bool[Tensor, " d_sae"], x: Float[Tensor, "batch d_in"],
+    generator: torch.Generator, target: Float[Tensor, "batch d_in"] | None = None,
+) -> int:
+    """VQ's dead-latent policy: re-seed dead codes from inputs and reset their optimiser state; returns how many."""
+    replaced = replace_dead_codes_(sae, dead, x, generator)
+    if replaced:
+        reset_adam_rows_(optimizer, sae.W_dec, dead.nonzero().squeeze(1), 0)
+    return replaced
 
 
 VQ = register_architecture(
@@ -86,7 +103,9 @@ VQ = register_architecture(
         post_step_=no_post_step,
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
+        transcoder=False,
         uses_k=True,
+        resample_dead_=replace_dead_vq_codes_,
     )
 )
 

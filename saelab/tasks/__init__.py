@@ -1,4 +1,5 @@
-"""Circuit tasks (IOI, greater-than, docstring; tracr's reverse and frac_prevs): prompts, corruptions, positive/negative sets, metrics.
+"""Circuit tasks (IOI, greater-than, docstring; tracr's reverse and frac_prevs): prompts, corruptions,
+positive/negative sets, metrics.
 
 Example::
 

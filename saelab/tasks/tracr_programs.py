@@ -65,7 +65,9 @@ class TracrProgram:
         if self.max_seq_len < 1:
             raise ValueError(f"program {self.name!r}: max_seq_len must be ≥ 1, got {self.max_seq_len}")
         if self.output_kind == "numerical" and "x" not in self.vocab:
-            raise ValueError(f"program {self.name!r}: a numerical output is read from ' x', not in {self.vocab}")
+            raise ValueError(
+                f"program {self.name!r}: a numerical output is read from ' x', not in {self.vocab}"
+            )
 
 
 REVERSE_PROGRAM = TracrProgram("reverse", "tracr-reverse", ("1", "2", "3"), 5, "categorical", reverse_outputs)
@@ -99,7 +101,9 @@ def _sampler(program: TracrProgram):
             corrupted = [rng.choice(words) for _ in range(length)]
             while program.outputs(corrupted)[-1] == program.outputs(clean)[-1]:
                 corrupted = [rng.choice(words) for _ in range(length)]
-            pairs.append(PromptPair(tracr_prompt(program, clean, corrupted), tracr_prompt(program, corrupted, clean)))
+            pairs.append(
+                PromptPair(tracr_prompt(program, clean, corrupted), tracr_prompt(program, corrupted, clean))
+            )
         return pairs
 
     return sample_pairs
@@ -113,7 +117,9 @@ def categorical_logit_diff(
     return metrics.logit_diff(end_logits, data.answer_ids, data.wrong_ids)
 
 
-def categorical_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
+def categorical_accuracy(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Bool[Tensor, " batch"]:
     """The answer's logit beats every other output token's at "end"."""
     end_logits = metrics.logits_at(logits, data.positions["end"])
     return metrics.top1_among(end_logits, data.answer_ids, data.candidate_ids)
@@ -128,14 +134,18 @@ def _attribute(data: TaskDataset, name: str, like: Tensor) -> Tensor:
     return torch.tensor(data.attributes[name], dtype=like.dtype, device=like.device)
 
 
-def numerical_progress(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Float[Tensor, " batch"]:
+def numerical_progress(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Float[Tensor, " batch"]:
     """(output at "end" − the paired input's fraction) / (this input's fraction − the paired input's)."""
     value = _numerical_output(logits, data)
     other = _attribute(data, "other_target", value)
     return (value - other) / (_attribute(data, "target", value) - other)
 
 
-def numerical_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) -> Bool[Tensor, " batch"]:
+def numerical_accuracy(
+    logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset
+) -> Bool[Tensor, " batch"]:
     """The output at "end" rounds to the true fraction: |error| < 1 / (2 · number of input tokens)."""
     value = _numerical_output(logits, data)
     n_tokens = data.positions["end"].to(value.device).to(value.dtype)  # BOS is position 0

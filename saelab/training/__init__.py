@@ -8,13 +8,11 @@ trained = train_saes({"l2-topk32": sae_cfg}, batches, TrainerConfig(total_tokens
 from saelab.training.allocator import reuse_freed_memory
 from saelab.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from saelab.training.config import TrainerConfig
-from saelab.training.dead import RESAMPLERS, register_resampler
 from saelab.training.normalization import estimate_input_scale
 from saelab.training.schedule import lr_multiplier, sparsity_multiplier
 from saelab.training.trainer import MetricsSink, TrainedSAE, TrainingDivergedError, train_saes
 
 __all__ = [
-    "RESAMPLERS",
     "MetricsSink",
     "TrainedSAE",
     "TrainerConfig",
@@ -23,7 +21,6 @@ __all__ = [
     "estimate_input_scale",
     "load_checkpoint",
     "lr_multiplier",
-    "register_resampler",
     "reuse_freed_memory",
     "save_checkpoint",
     "sparsity_multiplier",

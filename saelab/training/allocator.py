@@ -1,15 +1,15 @@
 """A process-wide memory setting: keep freed large blocks for reuse.
 
-glibc's malloc serves blocks above its mmap threshold (at most 32 MB) with fresh pages and unmaps them when they
-are freed, so a loop that allocates and frees the same large tensors faults them in again every time and the
-kernel zeroes them. The trainer removes the largest such tensors of a TopK step at their source: its per-SAE
-workspace holds the (batch, d_sae) pre-activations (200 MB at batch 4096 and 12,288 latents) and the two
-(d_sae, d_in) weight gradients, which took a d_in-768 step from ~75,000 faults to ~16,000 (BENCHMARKS.md). What is
-left (input-sized loss temporaries, fused Adam's contiguous copy of W_enc, and evaluation's and caching's own
-tensors) this setting removes: with mmap off for large blocks and a high trim threshold the heap keeps freed
-blocks and the next use takes them. The cost: the process holds on to its peak memory until it exits, which suits
-a command-line process and is why every `saelab` command makes this call for its own process (saelab.cli.main; a
-script can make it too), not something the library does on import.
+glibc's malloc serves blocks above its mmap threshold (at most 32 MB) with fresh pages and unmaps them when
+they are freed, so a loop that allocates and frees the same large tensors faults them in again every time and
+the kernel zeroes them. The trainer removes the largest such tensors of a TopK step at their source: its
+per-SAE workspace holds the (batch, d_sae) pre-activations (200 MB at batch 4096 and 12,288 latents) and the
+two (d_sae, d_in) weight gradients, which took a d_in-768 step from ~75,000 faults to ~16,000 (BENCHMARKS.md).
+What is left (input-sized loss temporaries, fused Adam's contiguous copy of W_enc, and evaluation's and
+caching's own tensors) this setting removes: with mmap off for large blocks and a high trim threshold the heap
+keeps freed blocks and the next use takes them. The cost: the process holds on to its peak memory until it
+exits, which suits a command-line process and is why every `saelab` command makes this call for its own
+process (saelab.cli.main; a script can make it too), not something the library does on import.
 """
 
 import ctypes

@@ -36,14 +36,15 @@ class TrainerConfig:
     resample it (every window) while enough training remains, and AuxK reconstructs with it."""
 
     auxk_window_tokens: int | None = None
-    """AuxK's own, usually shorter, window: it trains latents idle this long on the residual (a gradient, not a
-    reset, so it can start early); None: `dead_window_tokens`."""
+    """AuxK's own, usually shorter, window: it trains latents idle this long on the residual (a gradient, not
+    a reset, so it can start early); None: `dead_window_tokens`."""
 
     resample_dead: bool = True
     """Resample dead latents of architectures that use resampling (relu_l1, relu_l1_anthropic, vq)."""
 
     normalization_batches: int = 8
-    """Batches used to estimate each site's input scale (mean norm sqrt(d_in)) and mean; they are trained on too."""
+    """Batches used to estimate each site's input scale (mean norm sqrt(d_in)) and mean; they are trained on
+    too."""
 
     init_b_dec_to_mean: bool = True
     """Start each SAE's decoder bias at the mean of its (scaled) input over the normalisation batches, so that
@@ -76,7 +77,9 @@ class TrainerConfig:
             raise ValueError(f"total_tokens {self.total_tokens} is less than one batch of {self.batch_size}")
         for sae_id, lr in ((None, self.lr), *self.sae_lrs):
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-                raise ValueError(f"lr{'' if sae_id is None else f' of {sae_id!r}'} must be positive, got {lr!r}")
+                raise ValueError(
+                    f"lr{'' if sae_id is None else f' of {sae_id!r}'} must be positive, got {lr!r}"
+                )
         if not all(0 <= beta < 1 for beta in self.adam_betas):
             raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
         if self.auxk_window_tokens is not None and self.auxk_window_tokens <= 0:

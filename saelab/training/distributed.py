@@ -53,7 +53,9 @@ def init_from_env(device: str | torch.device = "cpu") -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
-        logger.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
+        logger.info(
+            "rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend
+        )
     return current_world()
 
 
@@ -79,7 +81,9 @@ class RankSlice:
         batch = next(self._iterator)
         return {site: rows.chunk(self.world.size)[self.world.rank] for site, rows in batch.items()}
 
-    def __getattr__(self, name: str) -> Any:  # state_dict / load_state_dict when the wrapped iterator has them
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # state_dict / load_state_dict when the wrapped iterator has them
         if name in ("state_dict", "load_state_dict"):
             return getattr(self._iterator, name)
         raise AttributeError(name)

@@ -19,7 +19,9 @@ def estimate_input_scale(batches: Sequence[Float[Tensor, "batch d_in"]]) -> floa
 def estimate_input_mean(batches: Sequence[Float[Tensor, "batch d_in"]]) -> Float[Tensor, " d_in"]:
     """The mean row of `batches` (float64), where a fresh SAE's decoder bias starts."""
     rows = sum(x.shape[0] for x in batches)
-    mean = sum(x.detach().double().sum(0) for x in batches) / rows  # no float64 copy of all the batches at once
+    mean = (
+        sum(x.detach().double().sum(0) for x in batches) / rows
+    )  # no float64 copy of all the batches at once
     if not bool(mean.isfinite().all()):
         raise ValueError("cannot take the mean of activations holding NaN or inf; check the activations")
     return mean

@@ -25,8 +25,8 @@ class Member:
     module: torch.nn.Module | None = None
     """What the forward pass calls: the SAE itself, or its DistributedDataParallel wrapper."""
     work: Any = None
-    """The SAE's forward workspace (`SAE.new_workspace`), overwritten every step instead of allocating its large
-    temporaries afresh; None: the forward allocates them (architectures without one)."""
+    """The SAE's forward workspace (`SAE.new_workspace`), overwritten every step instead of allocating its
+    large temporaries afresh; None: the forward allocates them (architectures without one)."""
 
 
 @dataclass
@@ -45,7 +45,9 @@ def _member_seed(seed: int, sae_id: str) -> int:
 
 def new_member(sae_id: str, cfg: SAEConfig, config: TrainerConfig, device: torch.device) -> Member:
     sae = SAE(cfg).to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.peak_lr(sae_id), betas=config.adam_betas, fused=True)
+    optimizer = torch.optim.Adam(
+        sae.parameters(), lr=config.peak_lr(sae_id), betas=config.adam_betas, fused=True
+    )
     tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(_member_seed(config.seed, sae_id))
     return Member(sae_id, sae, optimizer, tokens_since_fired, generator)
