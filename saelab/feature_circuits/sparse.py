@@ -18,7 +18,8 @@ ablation.py):
   with ∇_d m the same gradient the node effects used (IG-averaged for "ig") and kept only where the
   downstream node's per-prompt, per-position effect exceeds T_N; summed over both positions, averaged over
   prompts. Edges run from every dictionary to each later one; where another dictionary's site blocks every
-  path (e.g. a residual-stream dictionary in between) the weight is zero.
+  path (e.g. a residual-stream dictionary in between) the weight is zero. They are computed only into the
+  circuit's nodes (the graph keeps no others), after the node effects of all prompts are known.
 - Circuit: nodes with |aggregated effect| > T_N, edges between circuit nodes with |weight| > T_E.
 - Ablation (their `run_with_ablations`, mean ablation, errors handled "default"): on the clean prompts, every
   latent and error term outside the circuit is set to its mean over the corrupted prompts at that position.
@@ -280,14 +281,16 @@ def _spliced_leaves(model, placed, batch: PromptBatch) -> tuple[list[State], lis
     return [live[i] for i in range(len(placed))], [leaves[i] for i in range(len(placed))]
 
 
-def _objectives(grads: Gradients, effects: PositionEffects, live: State, threshold: float):
+def _objectives(grads: Gradients, effects: PositionEffects, live: State, threshold: float, keep: "Keep | None"):
     """(node index, Σ_{prompt, pos} ∇_d m · d) for each downstream node with some per-position effect above
-    the threshold; the gradient is zeroed where the effect is not (the authors' `features_by_submod`)."""
+    the threshold; the gradient is zeroed where the effect is not (the authors' `features_by_submod`). With
+    `keep`, only for the circuit's nodes (edges into other nodes never enter the circuit)."""
     keep_acts = effects.acts.abs() > threshold
     keep_error = effects.error.abs() > threshold
-    for j in keep_acts.any(dim=(0, 1)).nonzero().flatten().tolist():
+    wanted = keep_acts.any(dim=(0, 1)) if keep is None else keep_acts.any(dim=(0, 1)) & keep.acts
+    for j in wanted.nonzero().flatten().tolist():
         yield j, (grads.acts[..., j] * keep_acts[..., j] * live.acts[..., j]).sum()
-    if keep_error.any():
+    if keep_error.any() and (keep is None or keep.error):
         yield live.acts.shape[-1], (grads.error * keep_error[..., None] * live.error).sum()
 
 
@@ -296,13 +299,15 @@ GRAD_CHUNK = 16
 
 
 def batch_edges(model, placed, batch: PromptBatch, clean: list[State], corrupt: list[State],
-                grads: list[Gradients], effects: list[PositionEffects], threshold: float, into: EdgeSums) -> None:
+                grads: list[Gradients], effects: list[PositionEffects], threshold: float, into: EdgeSums,
+                keep: "list[Keep] | None" = None) -> None:
     """Add this batch's edge weights ∇_d m · ∂d/∂u · (u_corrupt − u_clean), summed over both positions and
-    the prompts, to `into`."""
+    the prompts, to `into` (only into the downstream nodes `keep` keeps, if given)."""
     live, leaves = _spliced_leaves(model, placed, batch)
     for d in range(1, len(placed)):
         inputs = [t for u in range(d) for t in leaves[u]]
-        found = [(j, o) for j, o in _objectives(grads[d], effects[d], live[d], threshold) if o.requires_grad]
+        wanted = None if keep is None else keep[d]
+        found = [(j, o) for j, o in _objectives(grads[d], effects[d], live[d], threshold, wanted) if o.requires_grad]
         for start in range(0, len(found), GRAD_CHUNK):
             chunk = found[start:start + GRAD_CHUNK]
             outputs = torch.stack([o for _, o in chunk])
@@ -337,13 +342,15 @@ class Measured(NamedTuple):
 
 def measure(model: HookedTransformer, placed: list[Placed], problem: CircuitProblem,
             config: FeatureCircuitConfig) -> Measured:
-    """Node effects (per prompt, summed over positions) and edge weights over all of the problem's prompts."""
+    """Node effects (per prompt, summed over positions) over all of the problem's prompts, then the edge
+    weights into the circuit's nodes (|aggregated effect| > T_N)."""
     K = len(placed)
     latent: list[list[Tensor]] = [[] for _ in range(K)]
     error: list[list[Tensor]] = [[] for _ in range(K)]
     act_sum = [torch.zeros(p.sae.cfg.d_sae, dtype=p.sae.cfg.torch_dtype) for p in placed]
     count = 0
     edges: EdgeSums = {}
+    kept_batches = []
     for batch in problem.batches:
         clean, _ = recorded_states(model, placed, batch.clean, batch.end)
         corrupt, _ = recorded_states(model, placed, batch.corrupted, batch.end)
@@ -356,9 +363,12 @@ def measure(model: HookedTransformer, placed: list[Placed], problem: CircuitProb
             act_sum[i] += (clean[i].acts * valid[..., None]).sum(dim=(0, 1))
         count += int(valid.sum())
         if config.edges:
-            batch_edges(model, placed, batch, clean, corrupt, grads, effects, config.node_threshold, edges)
+            kept_batches.append((batch, clean, corrupt, grads, effects))
     node_effects = NodeEffects(tuple(torch.cat(x) for x in latent), tuple(torch.cat(x) for x in error),
                                tuple(a / max(count, 1) for a in act_sum))
+    keep = circuit_nodes(node_effects, config.node_threshold)
+    for batch, clean, corrupt, grads, effects in kept_batches:
+        batch_edges(model, placed, batch, clean, corrupt, grads, effects, config.node_threshold, edges, keep)
     return Measured(node_effects, edges, problem.n_prompts)
 
 
