@@ -92,7 +92,7 @@ BUILTIN_METHODS = (
         FeatureComponentsConfig,
         "ours: heads/MLPs scored by their latents' share of per-prompt sparse feature circuits (needs SAEs)",
         "none",
-        defaults_from="ours: T_N 0.05 and the strength score chosen on dev seeds 0-4 (BENCHMARKS.md)",
+        defaults_from="ours: T_N 0.01 chosen from 0.01/0.1/0.5 on dev seeds 0-4 (BENCHMARKS.md)",
     ),
     CircuitMethod("random", run_random, RandomConfig, "baseline: uniform random node and edge scores (seeded)",
                   "all", kind="baseline"),

@@ -44,7 +44,7 @@ class FeatureComponentsConfig:
     node_method: Literal["attrib", "ig"] = "attrib"
     """How latent effects are computed (see `sparse.FeatureCircuitConfig`)."""
     ig_steps: int = 10
-    node_threshold: float = 0.05
+    node_threshold: float = 0.01
     """Per-prompt T_N: a latent is in a prompt's circuit if |its effect summed over positions| exceeds it."""
     score: Literal["strength", "frequency"] = "strength"
     """Which of the two scores is the node score (the other is an extra score)."""
