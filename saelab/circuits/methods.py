@@ -93,6 +93,7 @@ BUILTIN_METHODS = (
         "ours: heads/MLPs scored by their latents' share of per-prompt sparse feature circuits (needs SAEs)",
         "none",
         defaults_from="ours: T_N 0.01 chosen from 0.01/0.1/0.5 on dev seeds 0-4 (BENCHMARKS.md)",
+        self_scored=True,
     ),
     CircuitMethod("random", run_random, RandomConfig, "baseline: uniform random node and edge scores (seeded)",
                   "all", kind="baseline"),
