@@ -154,7 +154,7 @@ def state_of(sae: SAE, x: Tensor, y: Tensor) -> State:
 def spliced_end_logits(model: HookedTransformer, placed: list[Placed], tokens: Int[Tensor, "batch pos"],
                        end: Int[Tensor, " batch"], site_fn: SiteFn) -> Float[Tensor, "batch d_vocab"]:
     """End logits of `tokens` with each dictionary's target value replaced by `site_fn(i, x, y)`."""
-    from saelab.evals.splice import WRITE_BACKS, flat_acts
+    from saelab.evals.splice import flat_acts
 
     inputs: dict[int, Tensor] = {}
     hooks = []
@@ -167,7 +167,7 @@ def spliced_end_logits(model: HookedTransformer, placed: list[Placed], tokens: I
         def write(tensor, hook, i=i, p=p):
             y = flat_acts(p.write, tensor, model)
             new = site_fn(i, inputs.get(i, y), y)
-            return WRITE_BACKS[p.write.kind.name](new.to(tensor.dtype), model).reshape(tensor.shape)
+            return p.write.kind.write_back(new.to(tensor.dtype), model).reshape(tensor.shape)
         hooks.append((p.write.hook_name, write))
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
     return end_logits(model, resid, end)
