@@ -20,12 +20,18 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from saelab.feature_circuits.attribution import AttributionConfig, attribute, attribution_graph, encoder_affine, \
-    graph_scores
+from saelab.feature_circuits.attribution import (
+    AttributionConfig,
+    attribute,
+    attribution_graph,
+    encoder_affine,
+    graph_scores,
+)
 from saelab.models import load_model
 from saelab.models.registry import get_bundled
 from saelab.sae import SAE, SAEConfig
@@ -42,13 +48,21 @@ def random_transcoders(n_layers: int, d_model: int, d_sae: int, k: int) -> list[
                           output_site=f"{layer}.mlp_out", seed=layer)) for layer in range(n_layers)]
 
 
-def time_runs(fn, repeats: int) -> tuple[list[float], object]:
-    times, result = [], None
+class Timed(NamedTuple):
+    wall: list[float]
+    cpu: list[float]
+    """Process CPU seconds (all threads): on a shared machine, wall time mostly measures the other jobs."""
+    result: object
+
+
+def time_runs(fn, repeats: int) -> Timed:
+    wall, cpu, result = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return times, result
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return Timed(wall, cpu, result)
 
 
 def ct_exchange(directory: Path, model_dir: Path, tokens, logit_tokens, transcoders, args) -> None:
@@ -126,14 +140,17 @@ def main() -> None:
     else:
         transcoders = random_transcoders(model.cfg.n_layers, model.cfg.d_model, args.d_sae, args.k)
     config = AttributionConfig(batch_size=args.batch_size)
-    ours_times, dense = time_runs(lambda: attribute(model, tokens, transcoders, config), args.repeats)
-    graph_times, graph = time_runs(lambda: attribution_graph(model, tokens, transcoders, config), args.repeats)
+    ours = time_runs(lambda: attribute(model, tokens, transcoders, config), args.repeats)
+    pruned = time_runs(lambda: attribution_graph(model, tokens, transcoders, config), args.repeats)
+    dense, graph = ours.result, pruned.result
     scores = graph_scores(dense)
     row = {
         "model": args.model, "prompt": args.prompt, "n_pos": len(tokens), "threads": args.threads,
         "transcoders": args.transcoders or f"random topk d_sae={args.d_sae} k={args.k}",
         "n_active_latents": len(dense.features), "n_logits": len(dense.logit_tokens),
-        "saelab_attribute_s": statistics.median(ours_times), "saelab_graph_s": statistics.median(graph_times),
+        "saelab_attribute_s": statistics.median(ours.wall), "saelab_attribute_cpu_s": statistics.median(ours.cpu),
+        "saelab_graph_s": statistics.median(pruned.wall), "saelab_graph_cpu_s": statistics.median(pruned.cpu),
+        "load_average_1min": os.getloadavg()[0],
         "saelab_scores": scores._asdict(), "pruned_nodes": len(graph.nodes), "pruned_edges": len(graph.edges),
     }
     bundled = get_bundled(args.model)
@@ -146,7 +163,9 @@ def main() -> None:
         row["circuit_tracer"] = {
             "version": ct["circuit_tracer_version"], "attribute_s": statistics.median(ct["seconds"]),
             "scores": {"replacement_score": ct["replacement_score"], "completeness_score": ct["completeness_score"]},
+            "attribute_cpu_s": statistics.median(ct["cpu_seconds"]),
             "ratio_ct_over_saelab": statistics.median(ct["seconds"]) / row["saelab_attribute_s"],
+            "cpu_ratio_ct_over_saelab": statistics.median(ct["cpu_seconds"]) / row["saelab_attribute_cpu_s"],
             **agreement(dense, ct_dense),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)

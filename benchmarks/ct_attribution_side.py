@@ -35,11 +35,12 @@ class ReluTopK(nn.Module):
 
 
 def build_model(request: dict, tensors: dict):
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel,
+    )
+    from circuit_tracer.transcoder import SingleLayerTranscoder, TranscoderSet
     from transformer_lens import HookedTransformerConfig
     from transformers import PreTrainedTokenizerFast
-
-    from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
-    from circuit_tracer.transcoder import SingleLayerTranscoder, TranscoderSet
 
     model_dir = Path(request["model_dir"])
     saved = json.loads((model_dir / "config.json").read_text())["hooked_transformer_config"]
@@ -82,16 +83,17 @@ def main(exchange: Path) -> None:
     model = build_model(request, load_file(str(exchange / "transcoders.safetensors")))
     tokens = torch.tensor(request["tokens"])
     targets = torch.tensor(request["logit_tokens"])
-    times = []
+    times, cpu_times = [], []
     for _ in range(request["repeats"]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         graph = attribute(tokens, model, attribution_targets=targets, batch_size=request["ct_batch_size"])
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
     replacement, completeness = compute_graph_scores(graph)
     save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
                "active_features": graph.active_features.contiguous(),
                "activation_values": graph.activation_values.float().contiguous()}, str(exchange / "ct_graph.safetensors"))
-    result = {"seconds": times, "replacement_score": replacement, "completeness_score": completeness,
+    result = {"seconds": times, "cpu_seconds": cpu_times, "replacement_score": replacement, "completeness_score": completeness,
               "circuit_tracer_version": version("circuit-tracer"), "transformer_lens_version": version("transformer-lens")}
     (exchange / "ct_result.json").write_text(json.dumps(result))
 

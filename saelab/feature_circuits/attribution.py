@@ -49,7 +49,7 @@ class AttributionConfig:
     edge_threshold: float = 0.98
     """Then keep the most influential edges holding this fraction of the edge influence."""
     batch_size: int = 256
-    """Targets per backward pass."""
+    """Targets per (vmapped) backward pass."""
     zero_first_position: bool = True
     """No latent or error nodes at position 0 (BOS): its MLP output is a constant, as in circuit-tracer."""
 
@@ -314,26 +314,25 @@ def demeaned_unembed(model: HookedTransformer, ids: Int[Tensor, " n"]) -> Float[
 
 
 def _backward_rows(frozen: _Frozen, targets: _Targets, sources: _Sources) -> Float[Tensor, "n n_sources"]:
-    """One backward pass: batch row b is seeded with target b's vector at its site and position; the gradient
-    at each source's site, contracted with what the source writes, is the direct effect. Only the sites of
-    this batch's targets are seeded, so the pass stops at their deepest layer."""
+    """One backward pass of the batch-1 forward, vmapped over seeds: seed b holds target b's vector at its site
+    and position; the gradient at each source's site, contracted with what the source writes, is the direct
+    effect. Only the sites of this batch's targets are seeded, so the pass stops at their deepest layer."""
     n = len(targets.layers)
     all_outputs = (*frozen.inputs, frozen.final)
     seeded = targets.layers.unique().tolist()
     seeds = []
     for layer in seeded:
         mask = targets.layers == layer
-        seed = torch.zeros_like(all_outputs[layer])
-        seed[mask.nonzero(as_tuple=True)[0], targets.positions[mask]] = targets.vectors[mask, : seed.shape[-1]].to(
-            seed.dtype
-        )
+        seed = all_outputs[layer].new_zeros(n, *all_outputs[layer].shape)  # [n, 1, pos, d]
+        rows = mask.nonzero(as_tuple=True)[0]
+        seed[rows, 0, targets.positions[mask]] = targets.vectors[mask, : seed.shape[-1]].to(seed.dtype)
         seeds.append(seed)
     upstream = range(max(seeded))  # MLP outputs that can reach a target: those of earlier layers
-    grads = torch.autograd.grad(
+    grads = torch.autograd.grad(  # vmapped over the n seeds: one forward pass of batch 1 serves them all
         [all_outputs[layer] for layer in seeded], (frozen.embed, *(frozen.outputs[i] for i in upstream)),
-        grad_outputs=seeds, retain_graph=True, materialize_grads=True,
+        grad_outputs=seeds, retain_graph=True, materialize_grads=True, is_grads_batched=True,
     )
-    g_embed, g_out = grads[0][:n], [g[:n] for g in grads[1:]]
+    g_embed, g_out = grads[0][:, 0], [g[:, 0] for g in grads[1:]]
     latent_cols = [
         _latent_columns(g_out[i], pos, dec) if i in upstream else g_embed.new_zeros(n, len(pos))
         for i, (pos, dec) in enumerate(zip(sources.positions, sources.decoders, strict=True))
@@ -378,7 +377,7 @@ def attribute(
     n_nodes = n_sources + len(logit_ids)
     adjacency = torch.zeros(n_nodes, n_nodes, dtype=state.logits.dtype)
     target_rows = torch.cat([torch.arange(n_features), torch.arange(len(logit_ids)) + n_sources])
-    frozen = frozen_forward(model, state, transcoders, batch=min(config.batch_size, n_targets))
+    frozen = frozen_forward(model, state, transcoders, batch=1)
     for start in range(0, n_targets, config.batch_size):
         chunk = slice(start, start + config.batch_size)
         rows = _backward_rows(frozen, _Targets(*(t[chunk] for t in targets)), sources)
