@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
+from saelab.activations.sites import HookSite
 from saelab.feature_circuits.attribution import (
     AttributionConfig,
     attribute,
@@ -53,6 +54,24 @@ class Timed(NamedTuple):
     cpu: list[float]
     """Process CPU seconds (all threads): on a shared machine, wall time mostly measures the other jobs."""
     result: object
+
+
+def workspace_transcoders(workspace: Path, model_name: str, n_layers: int) -> list[Path]:
+    """One saved transcoder per layer (L.* -> L.mlp_out of `model_name`) from `workspace`/saes; the first by
+    directory name where a layer has several."""
+    found: dict[int, Path] = {}
+    for cfg_path in sorted((workspace / "saes").glob("*/cfg.json")):
+        cfg = json.loads(cfg_path.read_text())
+        target = cfg.get("output_site", "")
+        if cfg.get("model_name") != model_name or not target or target == cfg.get("hook_site"):
+            continue
+        site = HookSite.parse(target)
+        if site.kind.name == "mlp_out":
+            found.setdefault(site.layer, cfg_path.parent)
+    missing = [layer for layer in range(n_layers) if layer not in found]
+    if missing:
+        raise SystemExit(f"{workspace} has no transcoder for the MLP of layer(s) {missing} of {model_name}")
+    return [found[layer] for layer in range(n_layers)]
 
 
 def time_runs(fn, repeats: int) -> Timed:
@@ -122,6 +141,7 @@ def main() -> None:
     parser.add_argument("--model", default="saelab-tiny")
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--transcoders", nargs="*", default=[], help="saved transcoder dirs, one per layer, in order")
+    parser.add_argument("--workspace", type=Path, help="take one trained transcoder per layer from this workspace")
     parser.add_argument("--d-sae", type=int, default=4096)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -135,6 +155,8 @@ def main() -> None:
 
     model = load_model(args.model)
     tokens = model.to_tokens(args.prompt)[0]
+    if args.workspace is not None:
+        args.transcoders = [str(d) for d in workspace_transcoders(args.workspace, args.model, model.cfg.n_layers)]
     if args.transcoders:
         transcoders = [load_sae(d) for d in args.transcoders]
     else:
