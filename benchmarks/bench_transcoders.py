@@ -60,41 +60,63 @@ def row(kind: str, layer: int, metrics) -> dict:
     return {"kind": kind, "layer": layer, **{name: float(getattr(metrics, name)) for name in COLUMNS}}
 
 
+def evaluate_dictionaries(workspace: Workspace, model, n_tokens: int) -> list[dict]:
+    """Core metrics of every dictionary in the workspace's store, recorded there as `saelab eval` records them."""
+    saes = ResultsStore(workspace.db_path).select("saes", order_by=["sae_id"])
+    rows = []
+    for sae_id, path in zip(saes["sae_id"], saes["path"], strict=True):
+        outcome = run_eval(workspace, EvalRequest(sae_path=str(workspace.root / path), sae_id=sae_id,
+                                                  n_tokens=n_tokens), model=model)
+        cfg = json.loads((workspace.root / path / "cfg.json").read_text())
+        kind = ("skip-transcoder" if cfg["skip_connection"] else "transcoder") if cfg["output_site"] else "SAE"
+        layer = int(cfg["hook_site"].split(".")[0])  # the benchmark's own label, read from the saved config
+        rows.append({**row(kind, layer, outcome.core), "sae_id": sae_id})
+    return rows
+
+
+def evaluate_linear_maps(model, n_tokens: int, fit_tokens: int) -> list[dict]:
+    tokens = token_contexts(model.tokenizer, held_out_source(), n_tokens, 128, 0)  # the tokens run_eval uses
+    return [{**row("linear map (least squares)", layer,
+                   evaluate_core(model, linear_map(model, layer, fit_tokens, 128), tokens, CoreEvalConfig())),
+             "sae_id": ""} for layer in range(model.cfg.n_layers)]
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| layer | dictionary | FVU (MLP out) | L0 | dead | CE recovered (zero-abl.) | CE recovered (mean-abl.) "
+          "| KL | CE spliced (clean) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["layer"], r["kind"])):
+        linear = r["kind"].startswith("linear")
+        l0, dead = ("-", "-") if linear else (f"{r['l0']:.1f}", f"{r['dead_fraction']:.1%}")
+        print(f"| {r['layer']} | {r['kind']} | {r['fvu']:.3f} | {l0} | {dead} | {r['ce_loss_score']:.3f} | "
+              f"{r['ce_recovered_mean']:.3f} | {r['kl_div']:.4f} | {r['ce_spliced']:.3f} ({r['ce_clean']:.3f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path("runs/tc-tiny"))
     parser.add_argument("--tokens", type=int, default=16384, help="held-out tokens per evaluation")
     parser.add_argument("--fit-tokens", type=int, default=65536, help="training tokens for the linear baseline")
+    parser.add_argument("--part", choices=["all", "dictionaries", "linear"], default="all",
+                        help="evaluate only the stored dictionaries or only the linear baseline (two processes)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_transcoders.json"))
+    parser.add_argument("--table", type=Path, nargs="*", help="only print the table of these result files")
     args = parser.parse_args()
+    if args.table:
+        print_table([r for path in args.table for r in json.loads(path.read_text())["rows"]])
+        return
     torch.set_num_threads(1)
-    workspace = Workspace.resolve(str(args.workspace))
     model = load_model("saelab-tiny")
-    saes = ResultsStore(workspace.db_path).select("saes", order_by=["sae_id"])
     rows = []
-    for sae_id, path in zip(saes["sae_id"], saes["path"], strict=True):
-        outcome = run_eval(workspace, EvalRequest(sae_path=str(workspace.root / path), sae_id=sae_id,
-                                                  n_tokens=args.tokens), model=model)
-        cfg = json.loads((workspace.root / path / "cfg.json").read_text())
-        kind = ("skip-transcoder" if cfg["skip_connection"] else "transcoder") if cfg["output_site"] else "SAE"
-        layer = int(cfg["hook_site"].split(".")[0])  # the benchmark's own label, read from the saved config
-        rows.append({**row(kind, layer, outcome.core), "sae_id": sae_id})
-    tokens = token_contexts(model.tokenizer, held_out_source(), args.tokens, 128, 0)  # what run_eval used
-    for layer in range(model.cfg.n_layers):
-        metrics = evaluate_core(model, linear_map(model, layer, args.fit_tokens, 128), tokens, CoreEvalConfig())
-        rows.append({**row("linear map (least squares)", layer, metrics), "sae_id": ""})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"workspace": str(args.workspace), "tokens": args.tokens,
-                                    "fit_tokens": args.fit_tokens, "rows": rows}, indent=2))
-    print("| layer | dictionary | FVU (MLP out) | L0 | dead | CE recovered (zero-abl.) | CE recovered (mean-abl.) "
-          "| KL | CE spliced (clean) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(rows, key=lambda r: (r["layer"], r["kind"])):
-        l0 = "-" if r["kind"].startswith("linear") else f"{r['l0']:.1f}"
-        dead = "-" if r["kind"].startswith("linear") else f"{r['dead_fraction']:.1%}"
-        print(f"| {r['layer']} | {r['kind']} | {r['fvu']:.3f} | {l0} | {dead} | {r['ce_loss_score']:.3f} | "
-              f"{r['ce_recovered_mean']:.3f} | {r['kl_div']:.4f} | {r['ce_spliced']:.3f} ({r['ce_clean']:.3f}) |")
+    if args.part in ("all", "dictionaries"):
+        rows += evaluate_dictionaries(Workspace.resolve(str(args.workspace)), model, args.tokens)
+    if args.part in ("all", "linear"):
+        rows += evaluate_linear_maps(model, args.tokens, args.fit_tokens)
     assert all(not math.isnan(r["fvu"]) for r in rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"workspace": str(args.workspace), "tokens": args.tokens, "part": args.part,
+                                    "fit_tokens": args.fit_tokens, "rows": rows}, indent=2))
+    print_table(rows)
 
 
 if __name__ == "__main__":
