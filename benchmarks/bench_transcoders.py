@@ -3,7 +3,7 @@
     .venv/bin/python -m saelab train --config benchmarks/transcoders_tiny.toml --workspace runs/tc-tiny
     .venv/bin/python benchmarks/bench_transcoders.py --workspace runs/tc-tiny [--tokens 16384]
 
-Every dictionary the workspace's store lists (transcoders resid_mid -> mlp_out, a skip-transcoder, TopK SAEs of
+Every dictionary saved in the workspace (transcoders resid_mid -> mlp_out, a skip-transcoder, TopK SAEs of
 mlp_out) is evaluated with `saelab eval`'s own code (`run_eval`, core metrics stored in the workspace's store) on the
 same held-out tokens of the bundled corpus (standard-library files never trained on):
   FVU (MLP out)   squared error of the reconstruction of L.mlp_out over its variance (BOS positions left out);
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from saelab.db import ResultsStore
 from saelab.evals.core import CoreEvalConfig, evaluate_core
 from saelab.evals.tokens import held_out_source, token_contexts, training_source
 from saelab.evals.workflow import EvalRequest, run_eval
@@ -61,13 +60,14 @@ def row(kind: str, layer: int, metrics) -> dict:
 
 
 def evaluate_dictionaries(workspace: Workspace, model, n_tokens: int) -> list[dict]:
-    """Core metrics of every dictionary in the workspace's store, recorded there as `saelab eval` records them."""
-    saes = ResultsStore(workspace.db_path).select("saes", order_by=["sae_id"])
+    """Core metrics of every dictionary saved under the workspace's saes/ (by `saelab train`, or from a run's last
+    checkpoint by `saelab.training.save_checkpointed`), recorded in its store as `saelab eval` records them."""
     rows = []
-    for sae_id, path in zip(saes["sae_id"], saes["path"], strict=True):
-        outcome = run_eval(workspace, EvalRequest(sae_path=str(workspace.root / path), sae_id=sae_id,
-                                                  n_tokens=n_tokens), model=model)
-        cfg = json.loads((workspace.root / path / "cfg.json").read_text())
+    for directory in sorted(path for path in workspace.saes_dir.iterdir() if (path / "cfg.json").is_file()):
+        sae_id = directory.name
+        outcome = run_eval(workspace, EvalRequest(sae_path=str(directory), sae_id=sae_id, n_tokens=n_tokens),
+                           model=model)
+        cfg = json.loads((directory / "cfg.json").read_text())
         kind = ("skip-transcoder" if cfg["skip_connection"] else "transcoder") if cfg["output_site"] else "SAE"
         layer = int(cfg["hook_site"].split(".")[0])  # the benchmark's own label, read from the saved config
         rows.append({**row(kind, layer, outcome.core), "sae_id": sae_id})

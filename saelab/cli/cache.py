@@ -39,10 +39,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
         n_tokens = parse_token_count(args.tokens)
     except ValueError as exc:
         raise UsageError(f"saelab cache: --tokens: {exc}") from None
-    try:
-        sites = sites_of_pairs(parse_site_pairs(args.sites))
-    except ValueError as exc:
-        raise UsageError(f"saelab cache: --sites: {exc}") from None
+    sites = sites_of_pairs(parse_site_pairs(args.sites))  # a bad site: one line, before the model loads
     site_list = ",".join(map(str, sites))  # a transcoder's pair caches both of its sites
     model = args.model or get_default_model_name()
     # Validate everything a user typed before the workspace is touched: a bad value changes nothing.
