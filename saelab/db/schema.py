@@ -79,6 +79,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             sae_id VARCHAR NOT NULL, latent INTEGER NOT NULL, label VARCHAR NOT NULL, note VARCHAR,
             updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp, PRIMARY KEY (sae_id, latent))""",
     )),
+    Migration(5, "transcoders: the site a dictionary reconstructs and its width", (
+        # NULL for an SAE (it reconstructs its own input at `site`, d_in wide)
+        "ALTER TABLE saes ADD COLUMN output_site VARCHAR",
+        "ALTER TABLE saes ADD COLUMN d_out INTEGER",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
