@@ -110,17 +110,21 @@ def transcoder_layers(model: HookedTransformer, transcoders: Sequence[SAE]) -> N
         raise ValueError(f"got {len(transcoders)} transcoders; the replacement model needs one per MLP ({n_layers})")
     for layer, sae in enumerate(transcoders):
         cfg = sae.cfg
-        if not cfg.is_transcoder or cfg.target_site != f"{layer}.mlp_out":
+        if not cfg.is_transcoder or HookSite.parse(cfg.target_site) != _mlp_out(layer):
             raise ValueError(f"transcoder {layer} writes {cfg.target_site!r}; expected '{layer}.mlp_out'")
         if HookSite.parse(cfg.hook_site).layer != layer:
             raise ValueError(f"transcoder {layer} reads {cfg.hook_site!r}, a site outside block {layer}")
 
 
+def _mlp_out(layer: int) -> HookSite:
+    return HookSite(layer, "mlp_out")
+
+
 def encoder_affine(sae: SAE) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor, " d_sae"]]:
-    """(W, b) with pre-activation = x @ W + b: W_enc, and b_enc - b_dec @ W_enc where the architecture
-    subtracts b_dec from its input."""
+    """(W, b) with pre-activation = x @ W + b: W_enc, and b_enc - b_dec @ W_enc where the encoder reads
+    x - b_dec (`SAE.subtracts_b_dec`; never for a transcoder)."""
     W_enc = sae.W_enc.detach()
-    shift = sae.b_dec.detach() @ W_enc if sae.architecture.apply_b_dec_to_input else 0.0
+    shift = sae.b_dec.detach() @ W_enc if sae.subtracts_b_dec else 0.0
     return W_enc, sae.b_enc.detach() - shift
 
 
@@ -130,7 +134,8 @@ def replacement_state(
 ) -> Replacement:
     """One clean forward pass: logits, transcoder inputs, activations and error vectors."""
     sites = [HookSite.parse(t.cfg.hook_site) for t in transcoders]
-    names = {s.hook_name for s in sites} | {f"blocks.{i}.hook_mlp_out" for i in range(len(transcoders))}
+    outs = [_mlp_out(layer).hook_name for layer in range(len(transcoders))]
+    names = {s.hook_name for s in sites} | set(outs)
     logits, cache = model.run_with_cache(tokens[None], names_filter=lambda name: name in names)
     inputs, acts, errors = [], [], []
     for layer, (site, sae) in enumerate(zip(sites, transcoders, strict=True)):
@@ -139,13 +144,13 @@ def replacement_state(
         _check_linear_activations(sae, x, a)
         if zero_first_position:
             a[0] = 0
-        error = cache[f"blocks.{layer}.hook_mlp_out"][0] - (sae.decode(a) + sae.skip(x))
+        error = cache[outs[layer]][0] - (sae.decode(a) + sae.skip(x))
         if zero_first_position:
             error[0] = 0
         inputs.append(x)
         acts.append(a)
         errors.append(error)
-    mlp_out = torch.stack([cache[f"blocks.{i}.hook_mlp_out"][0] for i in range(len(transcoders))])
+    mlp_out = torch.stack([cache[name][0] for name in outs])
     return Replacement(tokens, logits[0], tuple(inputs), tuple(acts), torch.stack(errors), mlp_out, zero_first_position)
 
 
@@ -162,7 +167,8 @@ def _check_linear_activations(sae: SAE, x: Tensor, acts: Tensor) -> None:
 
 
 class _Frozen(NamedTuple):
-    """The replacement model's forward pass on `batch` copies of the prompt, kept for backward passes."""
+    """The replacement model's forward pass on `batch` copies of the prompt (1 for attribution: the backward
+    passes are vmapped over their seeds), kept for backward passes."""
 
     embed: Tensor
     """Token embeddings [batch, pos, d_model] (a leaf: token nodes read their gradient here)."""
@@ -188,7 +194,7 @@ def mlp_constants(state: Replacement, transcoders: Sequence[SAE]) -> Float[Tenso
 
 
 def frozen_forward(
-    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], batch: int, freeze: bool = True
+    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], batch: int
 ) -> _Frozen:
     """The replacement model: attention patterns and LayerNorm scales detached (frozen at their clean values,
     which this very pass recomputes), each MLP output replaced by its transcoder's constant part plus the live
@@ -214,13 +220,11 @@ def frozen_forward(
         outputs[layer] = base + skip if isinstance(skip, Tensor) else base.clone().requires_grad_(True)
         return outputs[layer]
 
-    hooks: list = [("hook_embed", leaf)]
-    if freeze:
-        hooks += [(name, _detach) for name in _frozen_hook_names(model)]
+    hooks: list = [("hook_embed", leaf), *((name, _detach) for name in _frozen_hook_names(model))]
     for layer, sae in enumerate(transcoders):
         site = HookSite.parse(sae.cfg.hook_site)
         hooks.append((site.hook_name, _bind(keep_input, layer=layer, site=site)))
-        hooks.append((f"blocks.{layer}.hook_mlp_out", _bind(replace_mlp, layer=layer)))
+        hooks.append((_mlp_out(layer).hook_name, _bind(replace_mlp, layer=layer)))
     with model.hooks(fwd_hooks=hooks), _mlps_skipped(model):
         resid = model(state.tokens[None].expand(batch, -1), stop_at_layer=model.cfg.n_layers)
         final = model.ln_final(resid)
