@@ -103,11 +103,19 @@ def ct_exchange(directory: Path, model_dir: Path, tokens, logit_tokens, transcod
     (directory / "request.json").write_text(json.dumps(request))
 
 
-def run_circuit_tracer(model_dir: Path, tokens, logit_tokens, transcoders, args) -> dict | None:
-    python = args.ct_python
+def circuit_tracer_refuses(transcoders, python: str) -> str | None:
+    """Why circuit-tracer cannot build this graph here, or None."""
     if not Path(python).exists() or subprocess.run([python, "-c", "import circuit_tracer"],
                                                    capture_output=True).returncode != 0:
-        return None
+        return f"skipped: {python} cannot import circuit_tracer"
+    if len({sae.cfg.skip_connection for sae in transcoders}) > 1:
+        return ("skipped: circuit-tracer's TranscoderSet takes a skip connection on every layer or none (its flag "
+                "is layer 0's), and this set mixes them")
+    return None
+
+
+def run_circuit_tracer(model_dir: Path, tokens, logit_tokens, transcoders, args) -> dict:
+    python = args.ct_python
     with tempfile.TemporaryDirectory() as tmp:
         exchange = Path(tmp)
         ct_exchange(exchange, model_dir, tokens, logit_tokens, transcoders, args)
@@ -177,10 +185,11 @@ def main() -> None:
     }
     bundled = get_bundled(args.model)
     model_dir = Path(bundled.directory) if bundled is not None else Path(args.model)
-    ct = run_circuit_tracer(model_dir, tokens, dense.logit_tokens, transcoders, args)
-    if ct is None:
-        row["circuit_tracer"] = f"skipped: {args.ct_python} cannot import circuit_tracer"
+    refused = circuit_tracer_refuses(transcoders, args.ct_python)
+    if refused is not None:
+        row["circuit_tracer"] = refused
     else:
+        ct = run_circuit_tracer(model_dir, tokens, dense.logit_tokens, transcoders, args)
         ct_dense = {**ct["graph"]}
         row["circuit_tracer"] = {
             "version": ct["circuit_tracer_version"], "attribute_s": statistics.median(ct["seconds"]),
