@@ -48,26 +48,37 @@ def test_help_lists_the_transcoder_archs(capsys):
     assert "transcoder" in help_text and "skip_transcoder" in help_text and "IN:OUT" in help_text
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--arch", "transcoder", "--sites", "1.resid_mid"], "--arch transcoder needs IN:OUT site pairs"),
-    (["--sites", "1.resid_mid:1.resid_mid"], "reads and reconstructs the same site"),
-    (["--sites", "1.resid_mid:1.nosuch"], "bad hook site '1.nosuch'"),
-    (["--sites", "1.resid_mid:"], "bad site pair '1.resid_mid:'"),
-    (["--sites", "1.resid_mid:1.mlp_out:2.mlp_out"], "bad site pair"),
-    (["--sites", "1.resid_mid:1.mlp_out,1.resid_mid:1.mlp_out"], "listed twice"),
-    (["--arch", "vq", "--sites", "1.resid_mid:1.mlp_out"], "'vq' cannot be a transcoder"),
+@pytest.mark.parametrize("flags, code, message", [
+    (["--arch", "transcoder", "--sites", "1.resid_mid"], 2, "--arch transcoder needs IN:OUT site pairs"),
+    (["--arch", "vq", "--sites", "1.resid_mid:1.mlp_out"], 2, "'vq' cannot be a transcoder"),
+    (["--sites", "1.resid_mid:1.resid_mid"], 1, "reads and reconstructs the same site"),
+    (["--sites", "1.resid_mid:1.nosuch"], 1, "bad hook site '1.nosuch'"),
+    (["--sites", "1.resid_mid:"], 1, "bad site pair '1.resid_mid:'"),
+    (["--sites", "1.resid_mid:1.mlp_out:2.mlp_out"], 1, "bad site pair"),
+    (["--sites", "1.resid_mid:1.mlp_out,1.resid_mid:1.mlp_out"], 1, "listed twice"),
 ])
-def test_a_bad_pair_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, flags, message):
+def test_a_bad_pair_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, flags, code, message):
+    """Flags that do not go together are usage errors (exit 2, like an unknown --arch); a bad site or pair is a
+    bad value (exit 1, like a bad site of `saelab cache`)."""
     import saelab.models
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before --sites was checked")
 
     monkeypatch.setattr(saelab.models, "load_model", no_model)
-    assert main(["train", *flags, "--workspace", str(tmp_path)]) == 2
+    assert main(["train", *flags, "--workspace", str(tmp_path)]) == code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "saelab.duckdb").exists()
+
+
+def test_cache_refuses_a_bad_pair_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import saelab.models
+
+    monkeypatch.setattr(saelab.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    assert main(["cache", "--sites", "1.resid_mid:1.resid_mid", "--workspace", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads and reconstructs the same site" in err, err
 
 
 # ---------------------------------------------------------------- the eval splice against hand-written hooks

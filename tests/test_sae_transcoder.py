@@ -291,3 +291,19 @@ def test_a_transcoder_saelens_cannot_represent_is_refused_before_writing(tmp_pat
     with pytest.raises(ValueError, match=f"SAELens 6 has no '{architecture}' skip-transcoder"):
         export_saelens(_perturbed(architecture, True), tmp_path / "lens")
     assert not (tmp_path / "lens").exists()
+
+
+def test_dictionaries_saved_from_a_checkpoint_equal_those_of_a_run_that_stopped_there(tmp_path: Path) -> None:
+    from saelab.training import save_checkpointed
+
+    batches = linear_then_sparse_batches(12, seed=6)
+    cfgs = {"tc": transcoder_config("topk", skip=True), "sae": SAEConfig("topk", D_OUT, 32, k=4, hook_site=OUT_SITE)}
+    config = trainer_config(12, checkpoint_every_tokens=6 * BATCH)
+    train_saes(cfgs, batches[:6], config, tmp_path / "stopped", tmp_path / "ck", progress=False)  # data ends at 6
+    saved = save_checkpointed(tmp_path / "ck", tmp_path / "from-ck")
+    assert {t.sae_id: t.steps for t in saved} == {"tc": 6, "sae": 6}
+    for sae_id in cfgs:
+        stopped, restored = (load_sae(tmp_path / d / sae_id) for d in ("stopped", "from-ck"))
+        assert stopped.cfg == restored.cfg
+        for name, tensor in stopped.state_dict().items():
+            assert torch.equal(restored.state_dict()[name], tensor), f"{sae_id}.{name}"

@@ -99,13 +99,11 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def _site_pairs(text: str):
-    """The --sites list as SitePairs, parsed before any model loads: a bad site or pair is a usage error."""
+    """The --sites list as SitePairs, parsed before any model loads: a bad site or pair is a one-line ValueError
+    (exit 1, as a bad site of `saelab cache`)."""
     from saelab.activations import parse_site_pairs
 
-    try:
-        return parse_site_pairs(text)
-    except ValueError as exc:
-        raise UsageError(f"saelab train: --sites: {exc}") from None
+    return parse_site_pairs(text)
 
 
 def _entry(pair, arch: str, width: int, k: int, l1: float):

@@ -10,7 +10,13 @@ from saelab.training.checkpoint import checkpoint_path, load_checkpoint, save_ch
 from saelab.training.config import TrainerConfig
 from saelab.training.normalization import estimate_input_scale
 from saelab.training.schedule import lr_multiplier, sparsity_multiplier
-from saelab.training.trainer import MetricsSink, TrainedSAE, TrainingDivergedError, train_saes
+from saelab.training.trainer import (
+    MetricsSink,
+    TrainedSAE,
+    TrainingDivergedError,
+    save_checkpointed,
+    train_saes,
+)
 
 __all__ = [
     "MetricsSink",
@@ -24,5 +30,6 @@ __all__ = [
     "reuse_freed_memory",
     "save_checkpoint",
     "sparsity_multiplier",
+    "save_checkpointed",
     "train_saes",
 ]

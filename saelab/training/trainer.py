@@ -415,3 +415,23 @@ def train_saes(
     if run.last_checkpoint_step != run.step:
         _save_checkpoint(ctx, run)
     return save_trained(members, run, Path(output_dir), config, world)
+
+
+def save_checkpointed(
+    checkpoint_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> list[TrainedSAE]:
+    """Save every SAE of the checkpoint in `checkpoint_dir` (input and target scales folded in) under
+    output_dir / sae_id, as the run would save them had it stopped at the checkpoint's step: what a run that
+    cannot finish (killed, out of time) has trained so far."""
+    state = load_checkpoint(checkpoint_dir)
+    if state is None:
+        raise ValueError(f"no checkpoint in {checkpoint_dir}; train with a checkpoint directory first")
+    config = TrainerConfig(**{**state["signature"]["trainer"], "adam_betas": tuple(
+        state["signature"]["trainer"]["adam_betas"]), "sae_lrs": tuple(
+        tuple(pair) for pair in state["signature"]["trainer"]["sae_lrs"])})
+    members = {}
+    for sae_id, fields in state["signature"]["saes"].items():
+        members[sae_id] = new_member(sae_id, SAEConfig(**fields), config, torch.device(device))
+        members[sae_id].sae.load_state_dict(state["members"][sae_id]["sae"])
+    run = RunState(step=state["step"], input_scales=state["input_scales"])
+    return save_trained(members, run, Path(output_dir), config)
