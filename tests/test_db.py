@@ -245,7 +245,7 @@ def test_migration_4_adds_one_label_per_latent_and_keeps_rows(tmp_path):
     store = ResultsStore(path)
     assert "feature_labels" not in store.tables()
     store.initialize()
-    assert store.schema_version() == 4 and store.select("features")["latent"].tolist() == [3]
+    assert store.schema_version() == SCHEMA_VERSION and store.select("features")["latent"].tolist() == [3]
     store.insert("feature_labels", [{"sae_id": "s", "latent": 3, "label": "years", "note": None}])
     row = store.select("feature_labels").iloc[0]
     assert row["label"] == "years" and row["updated_at"] is not None
