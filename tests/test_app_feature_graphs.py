@@ -13,6 +13,7 @@ from saelab.app_support.feature_graphs import (
     latent_nodes,
     layout,
     prune,
+    readable_edge_threshold,
     top_tokens_by_node,
 )
 from saelab.app_support.steering import LatentEdit, edit_latent
@@ -76,6 +77,16 @@ def test_layout_of_a_graph_without_positions():
     placed = layout(graph)
     assert placed.columns == ["tokens", "0.attn_z", "1.resid_post", "logits"]
     assert len(placed.xy) == len(graph.nodes)
+
+
+def test_readable_edge_threshold_keeps_at_most_the_strongest_edges():
+    graph = _tiny()  # |weights| 2, 1, 0.8, 0.2, 0.1, 0.05
+    assert readable_edge_threshold(graph, max_edges=10) == 0.0
+    for n in (1, 3, 5):
+        threshold = readable_edge_threshold(graph, max_edges=n)
+        assert len(prune(graph, min_edge_weight=threshold).edges) == n
+    with pytest.raises(ValueError, match="max_edges"):
+        readable_edge_threshold(graph, 0)
 
 
 def test_edge_widths_follow_magnitude():

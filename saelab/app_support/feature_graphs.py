@@ -133,3 +133,15 @@ def top_tokens_by_node(graph: FeatureGraph, tops: Mapping[tuple[str, int], Seque
     """node id -> its latent's top activating tokens, from `tops` keyed by (sae_id, latent)."""
     return {n.id: list(tops.get((n.dictionary, n.index), ())) for n in graph.nodes
             if n.kind == "latent" and n.index is not None}
+
+
+def readable_edge_threshold(graph: FeatureGraph, max_edges: int = 120) -> float:
+    """The smallest edge-weight threshold that leaves at most `max_edges` edges (0 when there are fewer): the
+    page's default, so a large graph opens readable."""
+    if max_edges < 1:
+        raise ValueError(f"max_edges must be at least 1, got {max_edges}")
+    weights = sorted((abs(e.weight) for e in graph.edges), reverse=True)
+    if len(weights) <= max_edges:
+        return 0.0
+    cut = weights[max_edges]  # the strongest edge that must go
+    return math.nextafter(cut, math.inf)
