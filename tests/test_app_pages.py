@@ -556,6 +556,7 @@ def test_feature_graph_ablate_a_latent_shows_old_and_new_top_logits(monkeypatch,
     assert any("Latent activation × 0 at every position" in t for t in _texts(at.caption)), _texts(at.caption)
     before, after = at.dataframe[1].value, at.dataframe[2].value
     assert len(before) == len(after) == 10 and list(before.columns) == ["token", "logit", "prob"]
+    assert list(after.columns) == ["token", "logit", "prob", "logit change"]
     at.radio[0].set_value("scale")
     at.number_input[0].set_value(5.0)
     at.button[0].click().run()

@@ -2,6 +2,7 @@
 edge weight and node effect, each latent linked to its dashboard, and one latent ablated or steered on a prompt
 (shareable as ?graph=ID)."""
 
+import math
 from urllib.parse import urlencode
 
 import charts
@@ -51,7 +52,7 @@ def _summary(graph: FeatureGraph) -> None:
     if graph.metrics:
         columns = st.columns(min(len(graph.metrics), 6))
         for column, (name, value) in zip(columns, graph.metrics.items(), strict=False):
-            column.metric(name, f"{value:.3f}")
+            column.metric(name, "n/a" if math.isnan(value) else f"{value:.3f}")
 
 
 def _thresholds(graph: FeatureGraph) -> tuple[float, float]:
@@ -149,15 +150,18 @@ def _show_edit(result, scale: float, position: int | None) -> None:
                f"positions of this prompt (max {float(result.latent_acts.max()):.3f}). Next-token logits at the "
                f"last token {result.str_tokens[-1]!r}:")
 
-    def frame(rows):
-        return pd.DataFrame({"token": [repr(r.token) for r in rows], "logit": [r.logit for r in rows],
-                             "prob": [r.prob for r in rows]})
+    def frame(rows, change: bool):
+        table = pd.DataFrame({"token": [repr(r.token) for r in rows], "logit": [r.logit for r in rows],
+                              "prob": [r.prob for r in rows]})
+        if change:
+            table["logit change"] = [float(result.logit_diff[r.token_id]) for r in rows]
+        return table
 
     left, right = st.columns(2)
     left.markdown("**before**")
-    left.dataframe(frame(result.before), hide_index=True)
+    left.dataframe(frame(result.before, False), hide_index=True)
     right.markdown("**after the edit**")
-    right.dataframe(frame(result.after), hide_index=True)
+    right.dataframe(frame(result.after, True), hide_index=True)
 
 
 def render() -> None:
