@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import duckdb
+import pandas as pd
 import pytest
 
 from saelab.db import MIGRATIONS, SCHEMA_VERSION, ResultsStore
@@ -253,3 +254,27 @@ def test_migration_4_adds_one_label_per_latent_and_keeps_rows(tmp_path):
         store.insert("feature_labels", [{"sae_id": "s", "latent": 3, "label": "again"}])
     with pytest.raises(duckdb.ConstraintException):
         store.insert("feature_labels", [{"sae_id": "s", "latent": 4, "label": None}])
+
+
+def test_migration_5_records_a_transcoders_output_site_and_keeps_old_sae_rows(tmp_path):
+    from saelab.evals.storage import sae_row
+    from saelab.sae import SAEConfig
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:4]:  # a store written by schema version 4
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (4)")
+    con.execute("INSERT INTO saes (sae_id, architecture, d_in, d_sae, path) VALUES ('old', 'topk', 8, 16, 'saes/old')")
+    con.close()
+    store = ResultsStore(path).initialize()
+    tc = SAEConfig("topk", 8, 16, k=4, d_out=6, hook_site="1.resid_mid", output_site="1.mlp_out")
+    sae = SAEConfig("topk", 8, 16, k=4, hook_site="1.mlp_out")
+    store.insert("saes", [sae_row(tc, "tc", "saes/tc", None), sae_row(sae, "sae", "saes/sae", None)])
+    rows = store.select("saes", order_by=["sae_id"]).set_index("sae_id")
+    assert rows.loc["tc", "output_site"] == "1.mlp_out" and rows.loc["tc", "d_out"] == 6
+    assert rows.loc["tc", "site"] == "1.resid_mid"
+    for sae_id in ("old", "sae"):  # an SAE (and a row written before transcoders) has no output site
+        assert pd.isna(rows.loc[sae_id, "output_site"]) and pd.isna(rows.loc[sae_id, "d_out"])

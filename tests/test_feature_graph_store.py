@@ -1,4 +1,4 @@
-"""Feature graphs in the results store: save -> load round trip, the listing query, schema migration 5 from an
+"""Feature graphs in the results store: save -> load round trip, the listing query, schema migration 6 from an
 older store (nothing stored is lost), all-or-nothing writes and clear errors."""
 
 import math
@@ -78,22 +78,22 @@ def _old_store(path, version: int):
     return ResultsStore(path)
 
 
-def test_migration_5_adds_graph_tables_and_keeps_rows(tmp_path):
-    store = _old_store(tmp_path / "old.duckdb", 4)
+def test_migration_6_adds_graph_tables_and_keeps_rows(tmp_path):
+    store = _old_store(tmp_path / "old.duckdb", 5)
     assert "feature_graphs" not in store.tables()
     assert q.list_feature_graphs(store).empty  # the app reads an old store without migrating it
     graph_id = save_feature_graph(store, synthetic_graph())  # saving migrates forward first
-    assert store.schema_version() == SCHEMA_VERSION >= 5
+    assert store.schema_version() == SCHEMA_VERSION >= 6
     assert store.select("features")["latent"].tolist() == [3]
     assert store.select("feature_labels")["label"].tolist() == ["years"]
     assert q.list_feature_graphs(store)["graph_id"].tolist() == [graph_id]
 
 
 def test_load_from_a_store_without_graph_tables_says_so(tmp_path):
-    store = _old_store(tmp_path / "old.duckdb", 4)
+    store = _old_store(tmp_path / "old.duckdb", 5)
     with pytest.raises(UnknownGraphError, match="saelab circuits --features"):
         load_feature_graph(store, "x")
-    assert store.schema_version() == 4  # reading did not migrate
+    assert store.schema_version() == 5  # reading did not migrate
 
 
 def test_top_example_tokens_reads_the_peak_token_of_top_examples(tmp_path):

@@ -43,8 +43,8 @@ def _toy_forward(sae: SAE, x: torch.Tensor, dead_mask, work=None):
     return dense_output(sae, x, pre, pre.relu())
 
 
-def _toy_loss(sae: SAE, x: torch.Tensor, out, coef) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
+def _toy_loss(sae: SAE, x: torch.Tensor, target: torch.Tensor, out, coef) -> LossOutput:
+    mse = mse_loss(out.x_hat, target)
     return LossOutput(mse, {"mse": mse})
 
 

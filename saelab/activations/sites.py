@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 import einops
 from jaxtyping import Float
@@ -201,6 +202,44 @@ def parse_sites(sites: "str | Iterable[HookSite | str]") -> list[HookSite]:
             raise ValueError(f"hook site {str(site)!r} is listed twice")
         seen.add(site)
     return parsed
+
+
+class SitePair(NamedTuple):
+    """Where a dictionary reads (`input`) and what it reconstructs (`output`: another site for a transcoder,
+    None for an SAE, which reconstructs its input)."""
+
+    input: HookSite
+    output: HookSite | None
+
+
+def parse_site_pair(text: str) -> SitePair:
+    """`"1.resid_post"` -> an SAE's site; `"1.resid_mid:1.mlp_out"` -> a transcoder's IN:OUT pair. A bad form,
+    an unknown site or a pair of one site twice raises ValueError naming the text."""
+    parts = text.strip().split(":")
+    if len(parts) > 2 or not all(part.strip() for part in parts):
+        raise ValueError(f"bad site pair {text!r}: write IN:OUT, e.g. '1.resid_mid:1.mlp_out', or one site")
+    sites = [HookSite.parse(part) for part in parts]
+    if len(sites) == 2 and sites[0] == sites[1]:
+        raise ValueError(f"site pair {text!r} reads and reconstructs the same site; an SAE there is written "
+                         f"{str(sites[0])!r}")
+    return SitePair(sites[0], sites[1] if len(sites) == 2 else None)
+
+
+def parse_site_pairs(text: str) -> list[SitePair]:
+    """Comma-separated sites and IN:OUT pairs, e.g. "1.resid_mid:1.mlp_out,2.resid_post"; a pair listed twice
+    or none at all is an error."""
+    pairs = [parse_site_pair(part) for part in text.split(",") if part.strip()]
+    if not pairs:
+        raise ValueError(f"no hook sites given ({text!r}); write e.g. '1.resid_post' or '1.resid_mid:1.mlp_out'")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"a site or pair is listed twice in {text!r}")
+    return pairs
+
+
+def sites_of_pairs(pairs: Iterable[SitePair]) -> list[HookSite]:
+    """Every site the pairs read, inputs and outputs, each once, in order of first mention."""
+    sites = [site for pair in pairs for site in (pair.input, pair.output) if site is not None]
+    return list(dict.fromkeys(sites))
 
 
 def stop_layer(sites: Iterable[HookSite]) -> int:

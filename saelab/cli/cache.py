@@ -8,7 +8,8 @@ from saelab.workspace import Workspace
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name or directory (default: the bundled model)")
-    parser.add_argument("--sites", required=True, help="comma-separated hook sites, e.g. 1.resid_post,1.attn_z")
+    parser.add_argument("--sites", required=True, help="comma-separated hook sites, e.g. 1.resid_post,1.attn_z; a "
+                                                       "transcoder's IN:OUT pair (1.resid_mid:1.mlp_out) caches both")
     parser.add_argument("--tokens", default="1M", help="tokens to cache, e.g. 500k, 2M (default 1M)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--source", default="bundled",
@@ -27,7 +28,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from saelab.activations import cache_activations, parse_sites
+    from saelab.activations import cache_activations, parse_site_pairs, sites_of_pairs
     from saelab.activations.cache import merge_worker_manifests
     from saelab.data.counts import parse_token_count
     from saelab.data.sources import source_from_spec
@@ -38,19 +39,24 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
         n_tokens = parse_token_count(args.tokens)
     except ValueError as exc:
         raise UsageError(f"saelab cache: --tokens: {exc}") from None
+    try:
+        sites = sites_of_pairs(parse_site_pairs(args.sites))
+    except ValueError as exc:
+        raise UsageError(f"saelab cache: --sites: {exc}") from None
+    site_list = ",".join(map(str, sites))  # a transcoder's pair caches both of its sites
     model = args.model or get_default_model_name()
     # Validate everything a user typed before the workspace is touched: a bad value changes nothing.
     source = source_from_spec(args.source)
     if hasattr(source, "check_utf8"):
         source.check_utf8()
     loaded = load_model(model)
-    for site in parse_sites(args.sites):
+    for site in sites:
         site.validate(loaded.cfg)
     console = Console()
     if args.merge:
-        merged = merge_worker_manifests(workspace.activations_for(model), args.sites)
+        merged = merge_worker_manifests(workspace.activations_for(model), site_list)
         store = ResultsStore(workspace.create().db_path).initialize()
-        run_id = store.start_run("cache", name=model, config={"merge": True, "sites": args.sites, "model": model})
+        run_id = store.start_run("cache", name=model, config={"merge": True, "sites": site_list, "model": model})
         store.insert("cached_sites", _merged_rows(workspace, run_id, model, merged))
         store.finish_run(run_id, "done", f"merged {len(merged)} sites")
         console.print(f"merged the workers' manifests of {', '.join(merged)}; run {run_id}")
@@ -61,7 +67,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     try:
         result = cache_activations(
             model,
-            args.sites,
+            site_list,
             n_tokens,
             dtype=args.dtype,
             out_dir=workspace.activations_for(model),
@@ -76,7 +82,7 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    merged = None if result.complete else _merge_when_all_finished(result.out_dir, args.sites)
+    merged = None if result.complete else _merge_when_all_finished(result.out_dir, site_list)
     if result.complete:
         store.insert("cached_sites", _site_rows(workspace, run_id, model, [
             (s.site, s.dtype, s.d, s.n_tokens, s.manifest_path) for s in result.sites.values()]))

@@ -16,8 +16,9 @@ class _ArchitectureNames:
 
     def names(self) -> list[str]:
         from saelab.sae import ARCHITECTURES
+        from saelab.workflows.train import TRANSCODER_ARCHS
 
-        return ARCHITECTURES.names()
+        return [*ARCHITECTURES.names(), *TRANSCODER_ARCHS]
 
     def __iter__(self):
         return iter(self.names())
@@ -51,9 +52,12 @@ def _csv(kind):
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with the run and its [[sae]] entries (a sweep)")
     parser.add_argument("--model", help="model name or directory (default: the bundled model)")
-    parser.add_argument("--sites", help="comma-separated hook sites, e.g. 2.resid_post,1.attn_z")
+    parser.add_argument("--sites", help="comma-separated hook sites, e.g. 2.resid_post,1.attn_z; a transcoder's "
+                                        "IN:OUT pair, e.g. 1.resid_mid:1.mlp_out")
     parser.add_argument("--arch", type=_architectures, default=["topk"], choices=ARCHITECTURE_CHOICES, metavar="ARCH",
-                        help="architectures, comma-separated, from: %(choices)s (default topk)")
+                        help="architectures, comma-separated, from: %(choices)s (default topk); transcoder and "
+                             "skip_transcoder are TopK (skip-)transcoders on IN:OUT pairs, and IN:OUT pairs with "
+                             "another architecture make transcoders of it")
     parser.add_argument("--width", type=_csv(int), default=[4096], help="latents, comma-separated")
     parser.add_argument("--k", type=_csv(int), default=[32], help="k of topk/batchtopk/vq, comma-separated")
     parser.add_argument("--l1", type=_csv(float), default=[5.0], help="L1 coefficients, comma-separated")
@@ -72,20 +76,15 @@ def spec_from_args(args: argparse.Namespace):
     """A TrainSpec from flags (a grid over sites x arch x width x k x l1) or from a TOML file."""
     from saelab.data.counts import parse_token_count
     from saelab.models import get_default_model_name
-    from saelab.workflows.train import SAESpec, TrainSpec
+    from saelab.workflows.train import TrainSpec
 
     if args.config is not None:
         return spec_from_toml(args.config)
     if not args.sites:
         raise UsageError("saelab train: give --sites (e.g. --sites 2.resid_post) or --config FILE")
-    from saelab.sae import get_architecture
-
     entries = []
-    for site, arch, width, k, l1 in itertools.product(args.sites.split(","), args.arch, args.width, args.k, args.l1):
-        architecture = get_architecture(arch)
-        entry = SAESpec(site=site.strip(), architecture=arch, width=width,
-                        k=k if architecture.uses_k else SAESpec.k,
-                        l1_coefficient=l1 if architecture.uses_l1 else SAESpec.l1_coefficient)
+    for pair, arch, width, k, l1 in itertools.product(_site_pairs(args.sites), args.arch, args.width, args.k, args.l1):
+        entry = _entry(pair, arch, width, k, l1)
         if entry not in entries:
             entries.append(entry)
     counts = {}
@@ -97,6 +96,35 @@ def spec_from_args(args: argparse.Namespace):
     return TrainSpec(model=args.model or get_default_model_name(), saes=tuple(entries), tokens=counts["--tokens"],
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, source=args.source,
                      checkpoint_every_tokens=counts["--checkpoint-every"])
+
+
+def _site_pairs(text: str):
+    """The --sites list as SitePairs, parsed before any model loads: a bad site or pair is a usage error."""
+    from saelab.activations import parse_site_pairs
+
+    try:
+        return parse_site_pairs(text)
+    except ValueError as exc:
+        raise UsageError(f"saelab train: --sites: {exc}") from None
+
+
+def _entry(pair, arch: str, width: int, k: int, l1: float):
+    """The SAESpec of one grid point: an SAE of one site, or a transcoder of an IN:OUT pair."""
+    from saelab.sae import get_architecture
+    from saelab.workflows.train import TRANSCODER_ARCHS, SAESpec
+
+    name, skip = TRANSCODER_ARCHS.get(arch, (arch, False))
+    architecture = get_architecture(name)
+    if arch in TRANSCODER_ARCHS and pair.output is None:
+        raise UsageError(f"saelab train: --arch {arch} needs IN:OUT site pairs, e.g. --sites "
+                         f"{pair.input}:{pair.input.layer}.mlp_out; got the single site {str(pair.input)!r}")
+    if pair.output is not None and not architecture.transcoder:
+        raise UsageError(f"saelab train: architecture {name!r} cannot be a transcoder ({pair.input}:{pair.output}); "
+                         "use --arch transcoder, skip_transcoder, or another architecture")
+    return SAESpec(site=str(pair.input), architecture=name, width=width,
+                   k=k if architecture.uses_k else SAESpec.k,
+                   l1_coefficient=l1 if architecture.uses_l1 else SAESpec.l1_coefficient,
+                   output_site=str(pair.output) if pair.output is not None else "", skip_connection=skip)
 
 
 def spec_from_toml(path: Path):
@@ -128,7 +156,7 @@ def spec_from_toml(path: Path):
 
 def _setup_lines(spec) -> list[str]:
     """What the command says before its progress bar appears: what it loads, and any rounding of --tokens."""
-    sites = sorted({entry.site for entry in spec.saes})
+    sites = sorted({f"{e.site}:{e.output_site}" if e.output_site else e.site for e in spec.saes})
     lines = [f"saelab train: loading {spec.model} and preparing {len(spec.saes)} SAE(s) on {', '.join(sites)}; "
              "the progress bar starts with the first batch"]
     steps = spec.tokens // spec.batch_size

@@ -79,7 +79,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             sae_id VARCHAR NOT NULL, latent INTEGER NOT NULL, label VARCHAR NOT NULL, note VARCHAR,
             updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp, PRIMARY KEY (sae_id, latent))""",
     )),
-    Migration(5, "feature graphs: feature circuits and attribution graphs, their nodes and edges", (
+    Migration(5, "transcoders: the site a dictionary reconstructs and its width", (
+        # NULL for an SAE (it reconstructs its own input at `site`, d_in wide)
+        "ALTER TABLE saes ADD COLUMN output_site VARCHAR",
+        "ALTER TABLE saes ADD COLUMN d_out INTEGER",
+    )),
+    Migration(6, "feature graphs: feature circuits and attribution graphs, their nodes and edges", (
         # one row per graph; metrics as a JSON object (NaN stored as null), dictionaries as a JSON list of sae_ids
         """CREATE TABLE feature_graphs (
             graph_id VARCHAR PRIMARY KEY, run_id VARCHAR, kind VARCHAR NOT NULL, model VARCHAR NOT NULL,

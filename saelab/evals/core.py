@@ -1,5 +1,8 @@
 """Core SAE metrics on a held-out token set: reconstruction, sparsity, and the model with the SAE spliced in.
 
+For a transcoder everything below is about its target: x̂ = reconstruct(input) against the activation at the
+output site (e.g. the MLP output), read from the same forward pass as the input, and spliced in place of it.
+
 Reconstruction: MSE (squared error summed over d_in, averaged over tokens), FVU (total squared error over the
 total variance of x around its mean), cosine similarity of x̂ and x, L0 (mean and its distribution), dead
 latents (never fire on the tokens) and dense latents (fire on more than `dense_threshold` of them).
@@ -24,7 +27,13 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from saelab.activations.sites import HookSite
-from saelab.evals.splice import capturing_hook, run_with_replacement, sae_site, splice_unsupported
+from saelab.evals.splice import (
+    capturing_hook,
+    run_with_replacement,
+    sae_site,
+    sae_target_site,
+    splice_unsupported,
+)
 from saelab.sae import SAE
 
 EVAL_KIND = "core"
@@ -53,7 +62,7 @@ class CoreEvalConfig:
 class Reconstruction(NamedTuple):
     """An SAE's inference-time latents and reconstruction of a batch of inputs."""
 
-    x_hat: Float[Tensor, "n d_in"]
+    x_hat: Float[Tensor, "n d_target"]
     latents: Float[Tensor, "n d_sae"]
 
 
@@ -107,9 +116,11 @@ class CoreMetrics(NamedTuple):
 
 @torch.no_grad()
 def reconstruct(sae: SAE, x: Float[Tensor, "n d_in"]) -> Reconstruction:
-    """Inference latents (`sae.encode`) and their decoding, in x's dtype."""
-    latents = sae.encode(x.to(sae.cfg.torch_dtype))
-    return Reconstruction(sae.decode(latents).to(x.dtype), latents)
+    """Inference latents (`sae.encode`) and their decoding plus any skip term (as `SAE.reconstruct`), in x's
+    dtype."""
+    x_sae = x.to(sae.cfg.torch_dtype)
+    latents = sae.encode(x_sae)
+    return Reconstruction((sae.decode(latents) + sae.skip(x_sae)).to(x.dtype), latents)
 
 
 def keep_mask(tokens: Int[Tensor, "batch pos"], bos_id: int | None, skip_bos: bool) -> Bool[Tensor, "batch pos"]:
@@ -196,24 +207,27 @@ def batch_stats(
     sae: SAE,
     site: HookSite,
     tokens: Int[Tensor, "batch pos"],
-    mean: Float[Tensor, " d_in"] | None,
+    mean: Float[Tensor, " d_target"] | None,
     cfg: CoreEvalConfig,
+    target: HookSite | None = None,
 ) -> CoreStats:
-    """Sums of one batch. `mean` (for mean-ablation) is only needed when splicing; without it the forward
-    pass stops after the site's layer."""
+    """Sums of one batch. `target`: where the reconstruction belongs (None: `site`, an SAE's own input). `mean`
+    (of the target, for mean-ablation) is only needed when splicing; without it the forward pass stops after
+    the last layer read."""
+    target = site if target is None else target
     captured: dict[HookSite, Tensor] = {}
-    stop = None if mean is not None else site.layer + 1
-    clean_logits = model.run_with_hooks(tokens, fwd_hooks=[capturing_hook(site, model, captured)],
-                                        stop_at_layer=stop)
-    x = captured[site]
+    stop = None if mean is not None else max(site.layer, target.layer) + 1
+    hooks = [capturing_hook(s, model, captured) for s in dict.fromkeys((site, target))]
+    clean_logits = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=stop)
+    x, y = captured[site], captured[target]
     keep = keep_mask(tokens, _bos_id(model), cfg.skip_bos)
     rec = reconstruct(sae, x[keep])
-    recon = _reconstruction_stats(x[keep], rec, sae.cfg.d_sae)
+    recon = _reconstruction_stats(y[keep], rec, sae.cfg.d_sae)
     if mean is None:
         return CoreStats(*recon, *([0.0] * 8))
-    x_hat = x.clone()
-    x_hat[keep] = rec.x_hat
-    return CoreStats(*recon, *_splice_stats(model, site, tokens, clean_logits, x, x_hat, mean, keep))
+    y_hat = y.clone()
+    y_hat[keep] = rec.x_hat
+    return CoreStats(*recon, *_splice_stats(model, target, tokens, clean_logits, y, y_hat, mean, keep))
 
 
 def add_stats(a: CoreStats, b: CoreStats) -> CoreStats:
@@ -255,15 +269,17 @@ def evaluate_core(
     progress: bool = False,
 ) -> CoreMetrics:
     """Core metrics of `sae` on `tokens` (contexts that start with BOS), at its config's site unless given; a
-    progress bar with ETA over the metric pass if `progress`."""
+    progress bar with ETA over the metric pass if `progress`. A transcoder reads `site` and is measured, and
+    spliced, at its output site."""
     site = sae_site(sae, model, site)
+    target = sae_target_site(sae, model, site)
     tokens = tokens.to(model.cfg.device)
     parts = list(tokens.split(cfg.batch_size))
-    skipped = "splicing disabled" if not cfg.splice else (splice_unsupported(site) or "")
-    mean = site_mean(model, site, parts, cfg.skip_bos) if not skipped else None
+    skipped = "splicing disabled" if not cfg.splice else (splice_unsupported(target) or "")
+    mean = site_mean(model, target, parts, cfg.skip_bos) if not skipped else None
     total = None
     for part in tqdm(parts, desc="core metrics", unit="batch", disable=not progress):
-        stats = batch_stats(model, sae, site, part, mean, cfg)
+        stats = batch_stats(model, sae, site, part, mean, cfg, target)
         total = stats if total is None else add_stats(total, stats)
     if total is None or total.n_tokens == 0:
         raise ValueError("the token set is empty after dropping BOS tokens; give more tokens")

@@ -34,7 +34,7 @@ from transformer_lens import HookedTransformer
 from saelab.activations.sites import HookSite
 from saelab.evals.attention import head_attribution
 from saelab.evals.core import keep_mask
-from saelab.evals.splice import capturing_hook, sae_site
+from saelab.evals.splice import capturing_hook, sae_site, sae_target_site
 from saelab.registry import Registry
 from saelab.sae import SAE
 
@@ -368,12 +368,14 @@ def compute_dashboards(
     progress: bool = False,
 ) -> FeatureDashboards:
     """Dashboards of every latent of `sae` over `tokens` (packed contexts), at its config's site unless given;
-    a progress bar with ETA over the streaming pass if `progress`."""
+    a progress bar with ETA over the streaming pass if `progress`. A transcoder's latents are read at its input
+    site and their logit effects go through its output site, where its decoder writes."""
     site = sae_site(sae, model, site)
     tokens = tokens.cpu()
     state = stream_dashboards(model, sae, site, tokens, cfg, progress)
-    logits, skipped = logit_effects(model, sae, site, cfg.n_logits)
-    attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if site.kind.name == "attn_z" else None
+    written = sae_target_site(sae, model, site)  # where the decoder writes: a transcoder's output site
+    logits, skipped = logit_effects(model, sae, written, cfg.n_logits)
+    attribution = head_attribution(sae.W_dec, model.cfg.n_heads).cpu() if written.kind.name == "attn_z" else None
     fires = state.fire_counts.double()
     return FeatureDashboards(
         n_tokens=state.n_tokens, density=(fires / max(state.n_tokens, 1)).float(),

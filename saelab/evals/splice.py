@@ -65,6 +65,18 @@ def sae_site(sae: SAE, model: HookedTransformer, site: "HookSite | str | None" =
     return site
 
 
+def sae_target_site(sae: SAE, model: HookedTransformer, site: HookSite) -> HookSite:
+    """The site an SAE's reconstruction belongs at: `site` (the one it reads) for an SAE, its config's output site
+    for a transcoder (checked against the model and d_target)."""
+    if not sae.cfg.is_transcoder:
+        return site
+    target = HookSite.parse(sae.cfg.output_site).validate(model.cfg)
+    if target.width(model.cfg) != sae.cfg.d_target:
+        raise ValueError(f"output site {str(target)!r} is {target.width(model.cfg)} wide in this model, but the "
+                         f"transcoder's d_out is {sae.cfg.d_target}; evaluate it on the model it was trained on")
+    return target
+
+
 def flat_acts(site: HookSite, hook_tensor: Tensor, model: HookedTransformer) -> Float[Tensor, "batch pos d_in"]:
     """The SAE-shaped activation [batch, pos, d_in] at `site` from its hooked tensor."""
     acts = site.read(hook_tensor, model)

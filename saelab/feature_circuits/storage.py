@@ -1,5 +1,5 @@
 """Feature graphs in the results store: one `feature_graphs` row per graph, its nodes and edges in
-`feature_graph_nodes` / `feature_graph_edges` (schema migration 5). The writes go through `ResultsStore`'s
+`feature_graph_nodes` / `feature_graph_edges` (schema migration 6). The writes go through `ResultsStore`'s
 typed insert in one transaction, so a graph is stored whole or not at all; all SQL stays in `saelab.db`."""
 
 import json

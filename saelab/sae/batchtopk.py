@@ -13,7 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import dense_output, tied_init, top_dead_latents, unit_norm_rows_
+from saelab.sae.functional import dense_output, dictionary_init, top_dead_latents, unit_norm_rows_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.topk import topk_loss
@@ -25,11 +25,11 @@ THRESHOLD_RATE = 0.01
 
 def batchtopk_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
     buffers = {"threshold": torch.zeros(()), "threshold_steps": torch.zeros(())}
-    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator), buffers)
+    return InitialState(dictionary_init(cfg, generator), buffers)
 
 
 def _relu_pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-    return ((x - sae.b_dec) @ sae.W_enc + sae.b_enc).relu()
+    return (sae.encoder_input(x) @ sae.W_enc + sae.b_enc).relu()
 
 
 def batchtopk_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
@@ -99,7 +99,8 @@ def estimate_batchtopk_threshold(sae: SAE, batches: Iterable[Float[Tensor, "batc
 def batchtopk_to_jumprelu(sae: SAE, threshold: float | None = None) -> SAE:
     """A JumpReLU SAE that applies `threshold` (default: the estimate made during training) per input.
 
-    JumpReLU reads x rather than x - b_dec, so b_dec @ W_enc is folded into b_enc.
+    JumpReLU reads x rather than x - b_dec, so b_dec @ W_enc is folded into b_enc (a transcoder reads x
+    already).
     """
     if sae.cfg.architecture != "batchtopk":
         raise ValueError(f"expected a 'batchtopk' SAE, got {sae.cfg.architecture!r}")
@@ -110,9 +111,11 @@ def batchtopk_to_jumprelu(sae: SAE, threshold: float | None = None) -> SAE:
         )
     params = {
         "W_enc": sae.W_enc.clone(),
-        "b_enc": sae.b_enc - sae.b_dec @ sae.W_enc,
+        "b_enc": sae.b_enc - sae.b_dec @ sae.W_enc if sae.subtracts_b_dec else sae.b_enc.clone(),
         "W_dec": sae.W_dec.clone(),
         "b_dec": sae.b_dec.clone(),
         "threshold": torch.full_like(sae.b_enc, theta),
     }
+    if sae.cfg.skip_connection:
+        params["W_skip"] = sae.W_skip.clone()
     return SAE(dataclasses.replace(sae.cfg, architecture="jumprelu"), InitialState(params, {}))

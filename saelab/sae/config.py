@@ -97,6 +97,7 @@ class SAEConfig:
             )
         if self.d_out is not None and self.d_out <= 0:
             raise ValueError(f"d_out must be positive or None, got {self.d_out}")
+        self._check_transcoder(architecture.transcoder)
         if self.auxk_k is not None and self.auxk_k < 1:
             raise ValueError(f"auxk_k must be positive or None, got {self.auxk_k}")
         if self.dtype not in DTYPES:
@@ -107,6 +108,18 @@ class SAEConfig:
         for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def _check_transcoder(self, architecture_can: bool) -> None:
+        """A target width, a skip term and a transcoder architecture only where the target is another site."""
+        if self.is_transcoder and not architecture_can:
+            raise ValueError(f"architecture {self.architecture!r} cannot be a transcoder (output_site "
+                             f"{self.output_site!r}); use topk, batchtopk, relu_l1, jumprelu or gated")
+        if not self.is_transcoder and self.d_target != self.d_in:
+            raise ValueError(f"d_out={self.d_out} differs from d_in={self.d_in} but the target is the input; set "
+                             "output_site (and hook_site) to make a transcoder")
+        if not self.is_transcoder and self.skip_connection:
+            raise ValueError("skip_connection=True needs a transcoder: set output_site to a site other than "
+                             f"hook_site {self.hook_site!r}")
 
     @property
     def is_transcoder(self) -> bool:

@@ -18,6 +18,7 @@ from torch import Tensor
 from saelab.sae.types import SAEOutput
 
 if TYPE_CHECKING:
+    from saelab.sae.config import SAEConfig
     from saelab.sae.model import SAE
 
 # ---------------------------------------------------------------- initialisation
@@ -40,6 +41,23 @@ def tied_init(
         "W_dec": W_dec,
         "b_dec": torch.zeros(d_in),
     }
+
+
+def dictionary_init(cfg: "SAEConfig", generator: torch.Generator, decoder_norm: float = 1.0) -> dict[str, Tensor]:
+    """W_enc, b_enc, W_dec, b_dec (and a zero W_skip with cfg.skip_connection). An SAE gets `tied_init`; a
+    transcoder, whose input and target are different spaces, gets W_enc and W_dec drawn independently (unit
+    encoder columns, decoder rows of norm `decoder_norm`), W_dec (d_sae, d_target) and b_dec (d_target)."""
+    if not cfg.is_transcoder:
+        return tied_init(cfg.d_in, cfg.d_sae, generator, decoder_norm)
+    params = {
+        "W_enc": random_unit_rows(cfg.d_sae, cfg.d_in, generator).t().contiguous(),
+        "b_enc": torch.zeros(cfg.d_sae),
+        "W_dec": random_unit_rows(cfg.d_sae, cfg.d_target, generator) * decoder_norm,
+        "b_dec": torch.zeros(cfg.d_target),
+    }
+    if cfg.skip_connection:
+        params["W_skip"] = torch.zeros(cfg.d_in, cfg.d_target)  # Paulo et al. 2025 start the skip term at zero
+    return params
 
 
 @torch.no_grad()
@@ -136,9 +154,9 @@ class _SparseDecode(torch.autograd.Function):
 
 
 def sparse_decode(
-    acts: Float[Tensor, "batch k"], indices: Int64[Tensor, "batch k"], W_dec: Float[Tensor, "d_sae d_in"],
-    grad_out: Float[Tensor, "d_sae d_in"] | None = None,
-) -> Float[Tensor, "batch d_in"]:
+    acts: Float[Tensor, "batch k"], indices: Int64[Tensor, "batch k"], W_dec: Float[Tensor, "d_sae d_out"],
+    grad_out: Float[Tensor, "d_sae d_out"] | None = None,
+) -> Float[Tensor, "batch d_out"]:
     """sum_j acts[b, j] * W_dec[indices[b, j]] (no bias), with a sparse backward (that writes W_dec's gradient
     into `grad_out` when given, e.g. a workspace's `grad_W_dec`)."""
     if indices.shape[1] == 0:
@@ -190,12 +208,12 @@ class TopKWorkspace(NamedTuple):
     top_indices: Int64[Tensor, "batch k"]
     grad_W_enc: Float[Tensor, "d_in d_sae"]
     """The backward pass's gradient of W_enc, laid out like W_enc (so autograd adds it to W_enc.grad as it is)."""
-    grad_W_dec: Float[Tensor, "d_sae d_in"]
+    grad_W_dec: Float[Tensor, "d_sae d_out"]
     """The backward pass's gradient of W_dec through the main (not the AuxK) reconstruction, laid out like W_dec."""
 
 
 def topk_workspace(
-    batch: int, W_enc: Float[Tensor, "d_in d_sae"], W_dec: Float[Tensor, "d_sae d_in"], k: int
+    batch: int, W_enc: Float[Tensor, "d_in d_sae"], W_dec: Float[Tensor, "d_sae d_out"], k: int
 ) -> TopKWorkspace:
     """An (uninitialised) workspace for sparse_topk_encode and sparse_decode on batches of `batch` rows, with
     the dtype, device and memory layout of the weights it serves."""
@@ -228,7 +246,7 @@ def _encode_pre_topk(
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, b_dec, W_enc, b_enc, k, dead_mask, n_aux, work):  # type: ignore[override]
-        x_in = x - b_dec
+        x_in = x if b_dec is None else x - b_dec
         pre, top_pre, top_idx = _encode_pre_topk(x_in, W_enc, b_enc, k, work)
         aux_pre, aux_idx = top_dead_latents(pre, dead_mask, n_aux)
         acts, aux_acts = top_pre.relu(), aux_pre.relu()
@@ -267,7 +285,7 @@ class _TopKEncode(torch.autograd.Function):
 
 def sparse_topk_encode(
     x: Float[Tensor, "batch d_in"],
-    b_dec: Float[Tensor, " d_in"],
+    b_dec: Float[Tensor, " d_in"] | None,
     W_enc: Float[Tensor, "d_in d_sae"],
     b_enc: Float[Tensor, " d_sae"],
     k: int,
@@ -275,7 +293,8 @@ def sparse_topk_encode(
     n_aux: int = 0,
     work: TopKWorkspace | None = None,
 ) -> TopKSelection:
-    """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc, and of the top-n_aux dead ones.
+    """ReLU of the top-k pre-activations of (x - b_dec) @ W_enc + b_enc (x @ W_enc + b_enc when b_dec is None,
+    as for a transcoder), and of the top-n_aux dead ones.
 
     The backward pass only reads the selected latents; `pre_acts` carries no gradient. With `work` the
     pre-activations and the top-k selection are written into its tensors, and the backward pass writes W_enc's
@@ -300,16 +319,17 @@ def fraction_of_variance_unexplained(
 
 
 def auxk_loss(
-    x: Float[Tensor, "batch d_in"], out: SAEOutput, W_dec: Float[Tensor, "d_sae d_in"]
+    target: Float[Tensor, "batch d_target"], out: SAEOutput, W_dec: Float[Tensor, "d_sae d_target"]
 ) -> Float[Tensor, ""]:
-    """AuxK (OpenAI, 2024): the top dead latents reconstruct the main reconstruction's residual.
+    """AuxK (OpenAI, 2024): the top dead latents reconstruct the main reconstruction's residual, target - x_hat
+    (the target being the input itself for an SAE).
 
     Squared error summed over features and averaged over the batch, like `mse_loss`; zero without dead
     latents.
     """
     if out.aux_indices.shape[1] == 0:
-        return x.new_zeros(())
-    residual = (x - out.x_hat).detach()
+        return target.new_zeros(())
+    residual = (target - out.x_hat).detach()
     residual_hat = sparse_decode(out.aux_acts, out.aux_indices, W_dec)
     return (residual_hat - residual).pow(2).sum(-1).mean()
 
@@ -331,11 +351,11 @@ def dense_output(
     acts: Float[Tensor, "batch d_sae"],
     aux: tuple[Float[Tensor, "batch n_aux"], Int64[Tensor, "batch n_aux"]] | None = None,
 ) -> SAEOutput:
-    """The forward output of a dense architecture: every latent listed, decoded by one matmul; `aux` is the
-    AuxK (acts, indices) pair, or None for architectures without AuxK."""
+    """The forward output of a dense architecture: every latent listed, decoded by one matmul (plus the skip
+    term of a skip-transcoder); `aux` is the AuxK (acts, indices) pair, or None for architectures without AuxK."""
     aux_acts, aux_indices = aux if aux is not None else no_latents(x.shape[0], x)
     return SAEOutput(
-        x_hat=acts @ sae.W_dec + sae.b_dec,
+        x_hat=acts @ sae.W_dec + sae.b_dec + sae.skip(x),
         acts=acts,
         indices=all_latents(x.shape[0], sae.cfg.d_sae, x.device),
         pre_acts=pre_acts,

@@ -9,28 +9,22 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import dense_output, mse_loss, random_unit_rows, unit_norm_decoder_
+from saelab.sae.functional import dense_output, dictionary_init, mse_loss, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
 
 
 def gated_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
-    W_dec = random_unit_rows(cfg.d_sae, cfg.d_in, generator)
-    params = {
-        "W_enc": W_dec.t().clone(),
-        "b_gate": torch.zeros(cfg.d_sae),
-        "r_mag": torch.zeros(cfg.d_sae),
-        "b_mag": torch.zeros(cfg.d_sae),
-        "W_dec": W_dec,
-        "b_dec": torch.zeros(cfg.d_in),
-    }
-    return InitialState(params, {})
+    params = dictionary_init(cfg, generator)
+    del params["b_enc"]  # the gate and magnitude paths have their own biases
+    zeros = torch.zeros(cfg.d_sae)
+    return InitialState({**params, "b_gate": zeros, "r_mag": zeros.clone(), "b_mag": zeros.clone()}, {})
 
 
 def _gate_and_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> tuple[Tensor, Tensor]:
     """(pi_gate, f): gate pre-activations and the gated magnitudes."""
-    projected = (x - sae.b_dec) @ sae.W_enc
+    projected = sae.encoder_input(x) @ sae.W_enc
     pi_gate = projected + sae.b_gate
     pi_mag = projected * sae.r_mag.exp() + sae.b_mag
     return pi_gate, (pi_gate > 0).to(x.dtype) * pi_mag.relu()
@@ -48,12 +42,15 @@ def gated_forward(
 
 
 def gated_loss(
-    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_target"], out: SAEOutput,
+    coef: LossCoefficients,
 ) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
+    mse = mse_loss(out.x_hat, target)
     gate = out.pre_acts.relu()
     l1 = (gate * sae.W_dec.norm(dim=-1)).sum(-1).mean()
-    aux = mse_loss(gate @ sae.W_dec.detach() + sae.b_dec.detach(), x)
+    with torch.no_grad():  # the auxiliary reconstruction trains the gate only
+        frozen = sae.b_dec + sae.skip(x)
+    aux = mse_loss(gate @ sae.W_dec.detach() + frozen, target)
     total = mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1 + aux
     return LossOutput(total, {"mse": mse, "l1": l1, "aux": aux})
 

@@ -115,8 +115,11 @@ def _config_from_json(path: Path) -> SAEConfig:
 
 
 def sae_bytes(cfg: SAEConfig) -> int:
-    """Bytes of an SAE's parameters (both weight matrices and the per-latent and per-input vectors)."""
-    return (2 * cfg.d_in * cfg.d_sae + 3 * cfg.d_sae + cfg.d_in) * cfg.torch_dtype.itemsize
+    """Bytes of an SAE's parameters (both weight matrices, a skip-transcoder's W_skip, and the per-latent and
+    per-input vectors)."""
+    skip = cfg.d_in * cfg.d_target if cfg.skip_connection else 0
+    weights = (cfg.d_in + cfg.d_target) * cfg.d_sae + skip
+    return (weights + 3 * cfg.d_sae + max(cfg.d_in, cfg.d_target)) * cfg.torch_dtype.itemsize
 
 
 def _sae_from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], source: Path) -> SAE:
@@ -147,19 +150,46 @@ def load_sae(directory: str | os.PathLike[str], device: str | torch.device = "cp
 
 # ---------------------------------------------------------------- SAELens on-disk format
 
+SAELENS_TRANSCODERS: dict[tuple[str, bool], str] = {
+    ("standard", False): "transcoder",
+    ("standard", True): "skip_transcoder",
+    ("jumprelu", False): "jumprelu_transcoder",
+    ("jumprelu", True): "jumprelu_skip_transcoder",
+}
+"""SAELens 6's transcoder classes, by (the SAELens name of the sparsity rule, skip term). Their encoders read x
+(apply_b_dec_to_input=False), as saelab's transcoders do; SAELens has no TopK or gated transcoder."""
+
+
+def _saelens_name(sae: SAE) -> str:
+    """SAELens' architecture name of an SAE or transcoder; a one-line ValueError where SAELens has none."""
+    name = sae.architecture.saelens_name
+    if name is None:
+        raise ValueError(f"SAELens has no equivalent of the {sae.cfg.architecture!r} architecture")
+    if not sae.cfg.is_transcoder:
+        return name
+    kind = "skip-transcoder" if sae.cfg.skip_connection else "transcoder"
+    if (name, sae.cfg.skip_connection) not in SAELENS_TRANSCODERS:
+        raise ValueError(f"SAELens 6 has no {sae.cfg.architecture!r} {kind} (only ReLU and JumpReLU ones); keep it "
+                         "in saelab's format, or export a relu_l1, jumprelu or batchtopk transcoder")
+    return SAELENS_TRANSCODERS[name, sae.cfg.skip_connection]
+
+
 def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
-    return {name: t.detach() for name, t in sae.named_parameters()}
+    tensors = {name: t.detach() for name, t in sae.named_parameters()}
+    if "W_skip" in tensors:
+        tensors["W_skip"] = tensors["W_skip"].t()  # SAELens keeps W_skip as (d_out, d_in)
+    return tensors
 
 
 def _saelens_cfg(sae: SAE) -> dict[str, Any]:
     cfg = sae.cfg
     fields: dict[str, Any] = {
-        "architecture": sae.architecture.saelens_name,
+        "architecture": _saelens_name(sae),
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
         "device": "cpu",
-        "apply_b_dec_to_input": sae.architecture.apply_b_dec_to_input,
+        "apply_b_dec_to_input": sae.subtracts_b_dec,
         "normalize_activations": "none",  # saelab folds the input scale into the weights
         "reshape_activations": "none",
         "hook_name": cfg.hook_name,
@@ -172,25 +202,30 @@ def _saelens_cfg(sae: SAE) -> dict[str, Any]:
     }
     if sae.architecture.uses_k:
         fields.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    if cfg.is_transcoder:
+        fields["d_out"] = cfg.d_target
+        fields["metadata"]["saelab_output_site"] = cfg.output_site
     return fields
 
 
 def export_saelens(sae: SAE, directory: str | os.PathLike[str]) -> SAEPaths:
     """Write `sae` in SAELens' format (cfg.json + sae_weights.safetensors), loadable with
-    `sae_lens.SAE.load_from_disk`. BatchTopK SAEs are written as JumpReLU SAEs with their threshold."""
+    `sae_lens.SAE.load_from_disk`. BatchTopK SAEs are written as JumpReLU SAEs with their threshold. Transcoders
+    become SAELens' (JumpReLU) (Skip)Transcoder; a TopK or gated transcoder is refused (SAELens has none)."""
     if sae.cfg.architecture == "batchtopk":
         sae = batchtopk_to_jumprelu(sae)
-    if sae.architecture.saelens_name is None:
-        raise ValueError(f"SAELens has no equivalent of the {sae.cfg.architecture!r} architecture")
+    fields = _saelens_cfg(sae)  # refuses what SAELens cannot represent, before anything is written
     paths = saelens_paths(directory)
     paths.directory.mkdir(parents=True, exist_ok=True)
     _write_tensors(paths.weights, _saelens_tensors(sae))
-    _write_json(paths.cfg, _saelens_cfg(sae))
+    _write_json(paths.cfg, fields)
     return paths
 
 
 def _saelab_architecture(fields: dict[str, Any], source: Path) -> str:
     saelens_arch = fields.get("architecture", "standard")
+    transcoders = {name: rule for (rule, _), name in SAELENS_TRANSCODERS.items()}
+    saelens_arch = transcoders.get(saelens_arch, saelens_arch)
     same = [arch for arch in ARCHITECTURES.values() if arch.saelens_name == saelens_arch]
     if len(same) > 1:  # e.g. SAELens' "standard": saelab's classic and Anthropic ReLU SAEs
         same = [arch for arch in same if arch.apply_b_dec_to_input == fields.get("apply_b_dec_to_input", True)]
@@ -228,8 +263,20 @@ def _shift_input(tensors: dict[str, Tensor], architecture: str, reads_b_dec: boo
     return tensors
 
 
+def _transcoder_fields(fields: dict[str, Any], metadata: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The SAEConfig fields of a SAELens transcoder ({} for an SAE); its output site must be known."""
+    skip = {name: skip for (_, skip), name in SAELENS_TRANSCODERS.items()}.get(fields.get("architecture"))
+    if skip is None:
+        return {}
+    if not metadata.get("saelab_output_site"):
+        raise ValueError(f"{source}: a SAELens {fields['architecture']} whose output site saelab cannot tell (no "
+                         "metadata.saelab_output_site); add it, e.g. \"1.mlp_out\", to import it")
+    return {"output_site": metadata["saelab_output_site"], "d_out": int(fields["d_out"]), "skip_connection": skip}
+
+
 def import_saelens(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> SAE:
-    """Read an SAE in SAELens' format (standard, topk, jumprelu or gated)."""
+    """Read an SAE in SAELens' format (standard, topk, jumprelu or gated), or a transcoder ((jumprelu_)(skip_)
+    transcoder) that names its saelab output site in its metadata."""
     paths = saelens_paths(directory)
     if not paths.cfg.is_file() or not paths.weights.is_file():
         raise ValueError(
@@ -239,6 +286,7 @@ def import_saelens(directory: str | os.PathLike[str], device: str | torch.device
     _check_importable(fields, paths.cfg)
     architecture = _saelab_architecture(fields, paths.cfg)
     metadata = fields.get("metadata") or {}
+    transcoder = _transcoder_fields(fields, metadata, paths.cfg)
     cfg = SAEConfig(
         architecture=architecture,
         d_in=int(fields["d_in"]),
@@ -249,7 +297,10 @@ def import_saelens(directory: str | os.PathLike[str], device: str | torch.device
         hook_site=metadata.get("saelab_hook_site") or "",
         model_name=fields.get("model_name") or metadata.get("model_name") or "",
         dtype=fields.get("dtype", "float32").removeprefix("torch."),
+        **transcoder,
     )
     tensors = {name: t.to(torch.float64) for name, t in _read_tensors(paths.weights).items()}
+    if "W_skip" in tensors:
+        tensors["W_skip"] = tensors["W_skip"].t()
     tensors = _shift_input(tensors, architecture, bool(fields.get("apply_b_dec_to_input", True)))
     return _sae_from_tensors(cfg, tensors, paths.weights).to(device)

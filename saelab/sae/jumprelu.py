@@ -12,7 +12,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import dense_output, mse_loss, rectangle, tied_init, unit_norm_decoder_
+from saelab.sae.functional import dense_output, dictionary_init, mse_loss, rectangle, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
@@ -66,7 +66,7 @@ def step(pre: Float[Tensor, "batch d_sae"], threshold: Float[Tensor, " d_sae"], 
 
 
 def jumprelu_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
-    params = tied_init(cfg.d_in, cfg.d_sae, generator)
+    params = dictionary_init(cfg, generator)
     params["threshold"] = torch.full((cfg.d_sae,), cfg.jumprelu_init_threshold)
     return InitialState(params, {})
 
@@ -89,9 +89,10 @@ def jumprelu_forward(
 
 
 def jumprelu_loss(
-    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_target"], out: SAEOutput,
+    coef: LossCoefficients,
 ) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
+    mse = mse_loss(out.x_hat, target)
     l0 = step(out.pre_acts, sae.threshold, sae.cfg.jumprelu_bandwidth).sum(-1).mean()
     return LossOutput(mse + sae.cfg.l0_coefficient * coef.sparsity_scale * l0, {"mse": mse, "l0": l0})
 

@@ -5,19 +5,18 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.functional import dense_output, mse_loss, no_post_step, tied_init, unit_norm_decoder_
+from saelab.sae.functional import dense_output, dictionary_init, mse_loss, no_post_step, unit_norm_decoder_
 from saelab.sae.model import SAE
 from saelab.sae.registry import register_architecture
 from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossOutput, SAEOutput
 
 
-def _pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> Float[Tensor, "batch d_sae"]:
-    x_in = x - sae.b_dec if subtract_b_dec else x
-    return x_in @ sae.W_enc + sae.b_enc
+def _pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+    return sae.encoder_input(x) @ sae.W_enc + sae.b_enc
 
 
-def _forward(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> SAEOutput:
-    pre = _pre_acts(sae, x, subtract_b_dec)
+def _forward(sae: SAE, x: Float[Tensor, "batch d_in"]) -> SAEOutput:
+    pre = _pre_acts(sae, x)
     acts = pre.relu()
     return dense_output(sae, x, pre, acts)
 
@@ -26,23 +25,25 @@ def _forward(sae: SAE, x: Float[Tensor, "batch d_in"], subtract_b_dec: bool) -> 
 
 
 def classic_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
-    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator), {})
+    return InitialState(dictionary_init(cfg, generator), {})
 
 
-def classic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-    return _pre_acts(sae, x, subtract_b_dec=True).relu()
+def relu_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+    return _pre_acts(sae, x).relu()
 
 
-def classic_forward(
+def relu_forward(
     sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
 ) -> SAEOutput:
-    return _forward(sae, x, subtract_b_dec=True)
+    """Both variants: whether the encoder reads x - b_dec is their `apply_b_dec_to_input` (see SAE.encoder_input)."""
+    return _forward(sae, x)
 
 
 def classic_loss(
-    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_target"], out: SAEOutput,
+    coef: LossCoefficients,
 ) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
+    mse = mse_loss(out.x_hat, target)
     l1 = out.acts.abs().sum(-1).mean()
     return LossOutput(mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1, {"mse": mse, "l1": l1})
 
@@ -51,8 +52,8 @@ RELU_L1 = register_architecture(
     Architecture(
         name="relu_l1",
         init=classic_init,
-        encode=classic_encode,
-        forward=classic_forward,
+        encode=relu_encode,
+        forward=relu_forward,
         loss=classic_loss,
         post_step_=unit_norm_decoder_,
         apply_b_dec_to_input=True,
@@ -70,23 +71,16 @@ ANTHROPIC_DECODER_INIT_NORM = 0.1
 
 
 def anthropic_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
-    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator, ANTHROPIC_DECODER_INIT_NORM), {})
+    return InitialState(dictionary_init(cfg, generator, ANTHROPIC_DECODER_INIT_NORM), {})
 
 
-def anthropic_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-    return _pre_acts(sae, x, subtract_b_dec=False).relu()
-
-
-def anthropic_forward(
-    sae: SAE, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None, work: None = None
-) -> SAEOutput:
-    return _forward(sae, x, subtract_b_dec=False)
 
 
 def anthropic_loss(
-    sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_target"], out: SAEOutput,
+    coef: LossCoefficients,
 ) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
+    mse = mse_loss(out.x_hat, target)
     l1 = (out.acts * sae.W_dec.norm(dim=-1)).sum(-1).mean()
     return LossOutput(mse + sae.cfg.l1_coefficient * coef.sparsity_scale * l1, {"mse": mse, "l1": l1})
 
@@ -95,8 +89,8 @@ RELU_L1_ANTHROPIC = register_architecture(
     Architecture(
         name="relu_l1_anthropic",
         init=anthropic_init,
-        encode=anthropic_encode,
-        forward=anthropic_forward,
+        encode=relu_encode,
+        forward=relu_forward,
         loss=anthropic_loss,
         post_step_=no_post_step,
         apply_b_dec_to_input=False,

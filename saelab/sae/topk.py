@@ -8,10 +8,10 @@ from saelab.sae.config import SAEConfig
 from saelab.sae.functional import (
     TopKWorkspace,
     auxk_loss,
+    dictionary_init,
     mse_loss,
     sparse_decode,
     sparse_topk_encode,
-    tied_init,
     topk_workspace,
     unit_norm_decoder_,
 )
@@ -21,11 +21,11 @@ from saelab.sae.types import Architecture, InitialState, LossCoefficients, LossO
 
 
 def topk_init(cfg: SAEConfig, generator: torch.Generator) -> InitialState:
-    return InitialState(tied_init(cfg.d_in, cfg.d_sae, generator), {})
+    return InitialState(dictionary_init(cfg, generator), {})
 
 
 def topk_encode(sae: SAE, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    pre = sae.encoder_input(x) @ sae.W_enc + sae.b_enc
     values, indices = pre.topk(sae.cfg.k, dim=-1, sorted=False)
     return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 
@@ -39,10 +39,11 @@ def topk_forward(
     work: TopKWorkspace | None = None,
 ) -> SAEOutput:
     cfg = sae.cfg
-    sel = sparse_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk, work)
+    b_dec = sae.b_dec if sae.subtracts_b_dec else None
+    sel = sparse_topk_encode(x, b_dec, sae.W_enc, sae.b_enc, cfg.k, dead_mask, cfg.n_auxk, work)
     return SAEOutput(
         x_hat=sparse_decode(sel.acts, sel.indices, sae.W_dec, work.grad_W_dec if work is not None else None)
-        + sae.b_dec,
+        + sae.b_dec + sae.skip(x),
         acts=sel.acts,
         indices=sel.indices,
         pre_acts=sel.pre_acts,
@@ -51,9 +52,12 @@ def topk_forward(
     )
 
 
-def topk_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients) -> LossOutput:
-    mse = mse_loss(out.x_hat, x)
-    auxk = auxk_loss(x, out, sae.W_dec)
+def topk_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_target"], out: SAEOutput,
+    coef: LossCoefficients,
+) -> LossOutput:
+    mse = mse_loss(out.x_hat, target)
+    auxk = auxk_loss(target, out, sae.W_dec)
     return LossOutput(mse + sae.cfg.auxk_coefficient * auxk, {"mse": mse, "auxk": auxk})
 
 

@@ -21,8 +21,9 @@ class SAEOutput(NamedTuple):
     latents; dense architectures list all d_sae latents (`indices` is then a broadcast `arange`).
     """
 
-    x_hat: Float[Tensor, "batch d_in"]
-    """Reconstruction of the input."""
+    x_hat: Float[Tensor, "batch d_target"]
+    """Reconstruction of the target (the input itself for an SAE, the output site's activation for a
+    transcoder), skip term included."""
 
     acts: Float[Tensor, "batch n_active"]
     """Activations of the latents named in `indices` (zero where a listed latent is inactive)."""
@@ -66,7 +67,9 @@ InitFn = Callable[["SAEConfig", torch.Generator], InitialState]
 EncodeFn = Callable[["SAE", Float[Tensor, "batch d_in"]], Float[Tensor, "batch d_sae"]]
 ForwardFn = Callable[["SAE", Float[Tensor, "batch d_in"], Bool[Tensor, " d_sae"] | None, Any], SAEOutput]
 WorkspaceFn = Callable[["SAE", int], Any]
-LossFn = Callable[["SAE", Float[Tensor, "batch d_in"], SAEOutput, LossCoefficients], LossOutput]
+LossFn = Callable[
+    ["SAE", Float[Tensor, "batch d_in"], Float[Tensor, "batch d_target"], SAEOutput, LossCoefficients], LossOutput
+]
 PostStepFn = Callable[["SAE", SAEOutput], None]
 
 
@@ -88,7 +91,8 @@ class Architecture:
     by `workspace` (or None: the pass allocates what it needs)."""
 
     loss: LossFn
-    """Training loss of a forward output."""
+    """Training loss of a forward output of x, whose reconstruction should match the target (x itself for an
+    SAE): loss(sae, x, target, out, coefficients)."""
 
     post_step_: PostStepFn
     """In-place update after each optimiser step (unit-norm decoder, threshold estimates); may do nothing."""
@@ -98,6 +102,9 @@ class Architecture:
 
     unit_norm_decoder: bool
     """Whether training keeps the decoder rows at unit norm."""
+
+    transcoder: bool = True
+    """Whether it can be a transcoder (target at another site than the input; encoder reads x, not x - b_dec)."""
 
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""

@@ -66,7 +66,11 @@ def vq_forward(
     )
 
 
-def vq_loss(sae: SAE, x: Float[Tensor, "batch d_in"], out: SAEOutput, coef: LossCoefficients) -> LossOutput:
+def vq_loss(
+    sae: SAE, x: Float[Tensor, "batch d_in"], target: Float[Tensor, "batch d_in"], out: SAEOutput,
+    coef: LossCoefficients,
+) -> LossOutput:
+    """Never a transcoder (the codebook quantises the centred input itself), so target is x."""
     z = x - sae.b_dec
     z_q = sae.W_dec[out.indices].sum(1)
     mse = mse_loss(out.x_hat, x)
@@ -86,6 +90,7 @@ VQ = register_architecture(
         post_step_=no_post_step,
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
+        transcoder=False,
         uses_k=True,
     )
 )

@@ -40,6 +40,10 @@ ENCODER_RESAMPLE_SCALE = 0.2
 """Resampled encoder columns get this fraction of the mean norm of the living ones (as in Anthropic's recipe)."""
 
 
+def _unit(rows: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+    return rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 @torch.no_grad()
 def resample_dead_latents_(
     sae: SAE,
@@ -47,20 +51,24 @@ def resample_dead_latents_(
     dead: Bool[Tensor, " d_sae"],
     x: Float[Tensor, "batch d_in"],
     generator: torch.Generator,
+    target: Float[Tensor, "batch d_target"] | None = None,
 ) -> int:
-    """Anthropic's resampling of dead ReLU/L1 latents, in place; returns how many were resampled."""
+    """Anthropic's resampling of dead ReLU/L1 latents, in place; returns how many were resampled. A transcoder
+    (with its `target`) draws inputs by its loss on the target; the decoder row points along the drawn
+    target's deviation from b_dec, the encoder column along the drawn input (its encoder reads x)."""
     rows = dead.nonzero().squeeze(1)
     if rows.numel() == 0 or bool(dead.all()):
         return 0
-    losses = (sae(x).x_hat - x).pow(2).sum(-1)
+    target = x if target is None else target
+    losses = (sae(x).x_hat - target).pow(2).sum(-1)
     weights = losses.pow(2).double().cpu() + 1e-12
     picks = torch.multinomial(weights, rows.numel(), replacement=True, generator=generator).to(x.device)
-    directions = x[picks] - sae.b_dec
-    directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    decoder_directions = _unit(target[picks] - sae.b_dec)
+    encoder_directions = _unit(x[picks]) if sae.cfg.is_transcoder else decoder_directions
     alive_decoder_norm = sae.W_dec[~dead].norm(dim=-1).mean()
     alive_encoder_norm = sae.W_enc[:, ~dead].norm(dim=0).mean()
-    sae.W_dec[rows] = directions * (1.0 if sae.architecture.unit_norm_decoder else alive_decoder_norm)
-    sae.W_enc[:, rows] = (directions * ENCODER_RESAMPLE_SCALE * alive_encoder_norm).t()
+    sae.W_dec[rows] = decoder_directions * (1.0 if sae.architecture.unit_norm_decoder else alive_decoder_norm)
+    sae.W_enc[:, rows] = (encoder_directions * ENCODER_RESAMPLE_SCALE * alive_encoder_norm).t()
     sae.b_enc[rows] = 0.0
     for name, dim in (("W_dec", 0), ("W_enc", 1), ("b_enc", 0)):
         reset_adam_rows_(optimizer, getattr(sae, name), rows, dim)
@@ -74,6 +82,7 @@ def replace_dead_vq_codes_(
     dead: Bool[Tensor, " d_sae"],
     x: Float[Tensor, "batch d_in"],
     generator: torch.Generator,
+    target: Float[Tensor, "batch d_in"] | None = None,
 ) -> int:
     """Re-seed dead VQ codes from inputs and reset their optimiser state; returns how many."""
     replaced = replace_dead_codes_(sae, dead, x, generator)
@@ -82,7 +91,8 @@ def replace_dead_vq_codes_(
     return replaced
 
 
-Resampler = Callable[[SAE, torch.optim.Optimizer, Tensor, Tensor, torch.Generator], int]
+Resampler = Callable[[SAE, torch.optim.Optimizer, Tensor, Tensor, torch.Generator, Tensor | None], int]
+"""(sae, optimiser, dead mask, scaled inputs, generator, scaled targets or None) -> how many were resampled."""
 
 RESAMPLERS: dict[str, Resampler] = {}
 """Architecture -> what to do with its dead latents every dead window (architectures absent: nothing)."""

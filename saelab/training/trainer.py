@@ -2,7 +2,8 @@
 
 The trainer is handed its data iterator (site text -> Float[Tensor, "batch d_in"]), a metrics sink and a
 checkpoint directory, so a test can feed it a list of tensors. Each SAE has its own Adam optimiser, reads
-the site named by its config's `hook_site`, and ends up saved (input scale folded in) under
+the site named by its config's `hook_site`, reconstructs the one named by its `target_site` (the same site for
+an SAE, another one for a transcoder), and ends up saved (input and target scales folded in) under
 output_dir / sae_id.
 """
 
@@ -74,20 +75,25 @@ class TrainedSAE(NamedTuple):
     input_scale: float
     steps: int
     tokens: int
+    output_scale: float | None = None
+    """The target's scale of a transcoder (None: an SAE, whose target is its input)."""
 
 
 def train_step(
     member: Member, x: Float[Tensor, "batch d_in"], step: int, config: TrainerConfig, log: bool,
-    world: World = SINGLE_PROCESS,
+    world: World = SINGLE_PROCESS, target: Float[Tensor, "batch d_target"] | None = None,
 ) -> dict[str, Any] | None:
     """One optimiser step of one SAE on one (already scaled) batch, this rank's slice of the global batch
-    when training is distributed; a metrics row (this rank's numbers) if `log`."""
+    when training is distributed; a metrics row (this rank's numbers) if `log`. `target`: what a transcoder
+    reconstructs (scaled like x; None: x itself)."""
     sae = member.sae
+    target = x if target is None else target
     dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
     auxk_window = config.auxk_window_tokens
     idle = dead if auxk_window is None else dead_latents(member.tokens_since_fired, auxk_window)
     out = (member.module or sae)(x, idle, member.work)
-    loss = sae.loss(x, out, LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps)))
+    coefficients = LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps))
+    loss = sae.loss(x, out, coefficients, target=target)
     if not bool(torch.isfinite(loss.total)):
         raise TrainingDivergedError(
             f"SAE {member.sae_id!r} has loss {float(loss.total.detach())} at step {step + 1}"
@@ -110,7 +116,7 @@ def train_step(
     row["loss"] = float(loss.total.detach())
     row.update({f"loss_{name}": float(value.detach()) for name, value in loss.parts.items()})
     row["mse"] = row["loss_mse"]
-    row["fvu"] = float(fraction_of_variance_unexplained(out.x_hat.detach(), x))
+    row["fvu"] = float(fraction_of_variance_unexplained(out.x_hat.detach(), target))
     row["l0"] = float(mean_l0(out))
     row["dead_fraction"] = float(dead.float().mean())
     return row
@@ -119,36 +125,42 @@ def train_step(
 # ---------------------------------------------------------------- inputs
 
 
+def site_widths(cfg: SAEConfig) -> dict[str, int]:
+    """The sites a dictionary reads (its input, and a transcoder's target) and their widths."""
+    return {cfg.hook_site: cfg.d_in, cfg.target_site: cfg.d_target}
+
+
 def check_batch(batch: Batch, saes: Mapping[str, SAEConfig], batch_size: int) -> None:
-    """Every SAE's site is in the batch with shape (batch_size, d_in)."""
+    """Every SAE's input site (and a transcoder's target site) is in the batch with shape (batch_size, width)."""
     for sae_id, cfg in saes.items():
-        if cfg.hook_site not in batch:
-            raise ValueError(
-                f"SAE {sae_id!r} reads site {cfg.hook_site!r}, absent from the batch (sites: {sorted(batch)})"
-            )
-        shape = tuple(batch[cfg.hook_site].shape)
-        if shape != (batch_size, cfg.d_in):
-            raise ValueError(
-                f"site {cfg.hook_site!r} batch has shape {shape}; SAE {sae_id!r} expects {(batch_size, cfg.d_in)}"
-            )
+        for site, width in site_widths(cfg).items():
+            if site not in batch:
+                raise ValueError(
+                    f"SAE {sae_id!r} reads site {site!r}, absent from the batch (sites: {sorted(batch)})"
+                )
+            shape = tuple(batch[site].shape)
+            if shape != (batch_size, width):
+                raise ValueError(
+                    f"site {site!r} batch has shape {shape}; SAE {sae_id!r} expects {(batch_size, width)}"
+                )
 
 
 def estimate_input_scales(
     feed: DataFeed, saes: Mapping[str, SAEConfig], config: TrainerConfig, world: World = SINGLE_PROCESS
 ) -> dict[str, float]:
-    """Per site, the scale giving mean norm sqrt(d_in) over the first (global) batches (1.0 where no SAE
-    normalises)."""
+    """Per site read (inputs and transcoders' targets), the scale giving mean norm sqrt(width) over the first
+    (global) batches (1.0 where no SAE normalises)."""
     first = feed.look_ahead(config.normalization_batches)
     if not first:
         raise ValueError("the data iterator yielded no batch")
     for batch in first:
         check_batch(batch, saes, local_batch_size(config.batch_size, world))
-    sites = sorted({cfg.hook_site for cfg in saes.values() if cfg.normalize_activations})
-    d_in = {cfg.hook_site: cfg.d_in for cfg in saes.values()}
+    widths = {site: width for cfg in saes.values() for site, width in site_widths(cfg).items()}
+    sites = sorted({site for cfg in saes.values() if cfg.normalize_activations for site in site_widths(cfg)})
     # every rank holds as many rows, so the global mean norm is the mean of the ranks' mean norms
-    norms = [d_in[site] ** 0.5 / _site_scale(site, [batch[site] for batch in first]) for site in sites]
-    scales = {site: d_in[site] ** 0.5 / norm for site, norm in zip(sites, mean_over_ranks(norms, world), strict=True)}
-    return {cfg.hook_site: scales.get(cfg.hook_site, 1.0) for cfg in saes.values()}
+    norms = [widths[site] ** 0.5 / _site_scale(site, [batch[site] for batch in first]) for site in sites]
+    scales = {site: widths[site] ** 0.5 / norm for site, norm in zip(sites, mean_over_ranks(norms, world), strict=True)}
+    return {site: scales.get(site, 1.0) for site in widths}
 
 
 @torch.no_grad()
@@ -156,10 +168,11 @@ def start_decoder_biases_at_mean_(
     feed: DataFeed, members: Mapping[str, Member], scales: dict[str, float], config: TrainerConfig,
     world: World = SINGLE_PROCESS,
 ) -> None:
-    """Set each fresh SAE's b_dec to the mean of its (scaled) input over the first (global) batches."""
+    """Set each fresh SAE's b_dec to the mean of its (scaled) target (its input, or a transcoder's output site)
+    over the first (global) batches."""
     first = feed.look_ahead(config.normalization_batches)
     means = {}
-    for site in sorted({m.sae.cfg.hook_site for m in members.values()}):
+    for site in sorted({m.sae.cfg.target_site for m in members.values()}):
         try:
             local = estimate_input_mean([batch[site] for batch in first])
         except ValueError as exc:
@@ -167,8 +180,8 @@ def start_decoder_biases_at_mean_(
         means[site] = sum_over_ranks(local, world) / world.size
     for m in members.values():
         cfg = m.sae.cfg
-        scale = scales[cfg.hook_site] if cfg.normalize_activations else 1.0
-        m.sae.b_dec.copy_(means[cfg.hook_site] * scale)
+        scale = scales[cfg.target_site] if cfg.normalize_activations else 1.0
+        m.sae.b_dec.copy_(means[cfg.target_site] * scale)
 
 
 def _site_scale(site: str, rows: list[Float[Tensor, "batch d_in"]]) -> float:
@@ -178,17 +191,29 @@ def _site_scale(site: str, rows: list[Float[Tensor, "batch d_in"]]) -> float:
         raise ValueError(f"site {site}: {exc}") from None
 
 
-def scaled_inputs(
+class ScaledBatch(NamedTuple):
+    """Each SAE's input and target (the same tensor for an SAE), on the device, scaled if it normalises."""
+
+    inputs: dict[str, Float[Tensor, "batch d_in"]]
+    targets: dict[str, Float[Tensor, "batch d_target"]]
+
+
+def scaled_batch(
     batch: Batch, saes: Mapping[str, SAEConfig], scales: dict[str, float], device: torch.device
-) -> dict[str, Tensor]:
-    """Each SAE's input: its site's batch on the device, times the site scale if the SAE normalises."""
-    inputs: dict[tuple[str, bool], Tensor] = {}
-    for cfg in saes.values():
-        key = (cfg.hook_site, cfg.normalize_activations)
-        if key not in inputs:
-            x = batch[cfg.hook_site].to(device=device, dtype=cfg.torch_dtype)
-            inputs[key] = x * scales[cfg.hook_site] if cfg.normalize_activations else x
-    return {sae_id: inputs[(cfg.hook_site, cfg.normalize_activations)] for sae_id, cfg in saes.items()}
+) -> ScaledBatch:
+    """Each SAE's input site's batch and target site's batch on the device, each times its own site's scale
+    if the SAE normalises (one tensor per site, dtype and scaling, shared by every SAE that reads it)."""
+    tensors: dict[tuple[str, bool, torch.dtype], Tensor] = {}
+
+    def scaled(site: str, cfg: SAEConfig) -> Tensor:
+        key = (site, cfg.normalize_activations, cfg.torch_dtype)
+        if key not in tensors:
+            x = batch[site].to(device=device, dtype=cfg.torch_dtype)
+            tensors[key] = x * scales[site] if cfg.normalize_activations else x
+        return tensors[key]
+
+    return ScaledBatch({sae_id: scaled(cfg.hook_site, cfg) for sae_id, cfg in saes.items()},
+                       {sae_id: scaled(cfg.target_site, cfg) for sae_id, cfg in saes.items()})
 
 
 # ---------------------------------------------------------------- the run
@@ -205,7 +230,7 @@ def _check_sae_ids(saes: Mapping[str, SAEConfig]) -> None:
 
 
 def resample_if_due(
-    members: Mapping[str, Member], inputs: dict[str, Tensor], step: int, config: TrainerConfig,
+    members: Mapping[str, Member], scaled: ScaledBatch, step: int, config: TrainerConfig,
     world: World = SINGLE_PROCESS,
 ) -> None:
     """Every dead window, resample the dead latents of architectures that do so (not near the end);
@@ -218,7 +243,7 @@ def resample_if_due(
         resampler = RESAMPLERS.get(m.sae.cfg.architecture)
         dead = dead_latents(m.tokens_since_fired, window)
         if resampler is not None and bool(dead.any()):
-            count = resampler(m.sae, m.optimizer, dead, inputs[sae_id], m.generator)
+            count = resampler(m.sae, m.optimizer, dead, scaled.inputs[sae_id], m.generator, scaled.targets[sae_id])
             broadcast_module_and_optimizer_(m.sae, m.optimizer, world)
             m.tokens_since_fired[dead] = 0
             logger.info("step %d: resampled %d dead latents of %s", step + 1, count, sae_id)
@@ -245,15 +270,21 @@ def save_trained(
     members: Mapping[str, Member], run: RunState, output_dir: Path, config: TrainerConfig,
     world: World = SINGLE_PROCESS,
 ) -> list[TrainedSAE]:
-    """Save every SAE (input scale folded in) under output_dir / sae_id (rank 0 writes; all return)."""
+    """Save every SAE (input and target scales folded in) under output_dir / sae_id (rank 0 writes; all
+    return)."""
     trained = []
     for sae_id, m in members.items():
-        scale = run.input_scales[m.sae.cfg.hook_site] if m.sae.cfg.normalize_activations else 1.0
+        cfg = m.sae.cfg
+        scale, output_scale = (
+            (run.input_scales[cfg.hook_site], run.input_scales[cfg.target_site]) if cfg.normalize_activations
+            else (1.0, 1.0)
+        )
         if world.is_main:
-            paths = save_sae(fold_input_scale(m.sae, scale), output_dir / sae_id)
+            paths = save_sae(fold_input_scale(m.sae, scale, output_scale), output_dir / sae_id)
         else:
             paths = sae_paths(output_dir / sae_id)
-        trained.append(TrainedSAE(sae_id, paths, scale, run.step, run.step * config.batch_size))
+        trained.append(TrainedSAE(sae_id, paths, scale, run.step, run.step * config.batch_size,
+                                  output_scale if cfg.is_transcoder else None))
     barrier(world)
     return trained
 
@@ -290,13 +321,14 @@ def run_one_batch(ctx: RunContext, run: RunState, batch: Batch) -> list[dict[str
     """Train every SAE on one batch; metrics rows on logging steps."""
     config, world = ctx.config, ctx.world
     check_batch(batch, ctx.saes, local_batch_size(config.batch_size, world))
-    inputs = scaled_inputs(batch, ctx.saes, run.input_scales, ctx.device)
+    scaled = scaled_batch(batch, ctx.saes, run.input_scales, ctx.device)
     log = (run.step + 1) % config.log_every_steps == 0 or run.step + 1 == config.total_steps
     try:
-        rows = [train_step(m, inputs[sae_id], run.step, config, log, world) for sae_id, m in ctx.members.items()]
+        rows = [train_step(m, scaled.inputs[sae_id], run.step, config, log, world, scaled.targets[sae_id])
+                for sae_id, m in ctx.members.items()]
     except TrainingDivergedError as error:
         raise _diverged(error, ctx, run) from None
-    resample_if_due(ctx.members, inputs, run.step, config, world)
+    resample_if_due(ctx.members, scaled, run.step, config, world)
     run.step += 1
     return [average_row(row, world) for row in rows if row is not None]
 

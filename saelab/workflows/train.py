@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from saelab.activations import BatchConfig, parse_sites
+from saelab.activations import BatchConfig
 from saelab.activations.batches import store_batches, stream_batches
+from saelab.activations.sites import parse_site_pair
 from saelab.capacity import require_memory
 from saelab.db import ResultsStore
 from saelab.evals.storage import sae_row
@@ -41,10 +42,32 @@ class SAESpec:
     """L0 weight (jumprelu)."""
     lr: float | None = None
     """Peak learning rate of this SAE; None: the run's `lr`, or else its architecture's `default_lr`."""
+    output_site: str = ""
+    """Site a transcoder reconstructs (e.g. "1.mlp_out" for `site` "1.resid_mid"); "": an SAE of `site`."""
+    skip_connection: bool = False
+    """A skip-transcoder: add a linear skip term x @ W_skip (Paulo et al. 2025); needs `output_site`."""
 
     def __post_init__(self) -> None:
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr of the {self.architecture} SAE on {self.site} must be positive, got {self.lr}")
+        if self.skip_connection and not self.output_site:
+            raise ValueError(f"skip_connection needs a transcoder: give the {self.architecture} dictionary on "
+                             f"{self.site} an output_site")
+
+
+TRANSCODER_ARCHS: dict[str, tuple[str, bool]] = {"transcoder": ("topk", False), "skip_transcoder": ("topk", True)}
+"""`saelab train --arch` names that are dictionaries rather than architectures: name -> (architecture, skip term).
+They take IN:OUT site pairs; any architecture that can be a transcoder also takes pairs."""
+
+
+def _hashed(entry: "SAESpec") -> dict:
+    """The fields of an entry that identify it; the transcoder fields only when set, so that an SAE keeps the
+    id (and its run the hash) it had before transcoders existed."""
+    fields = asdict(entry)
+    for name, default in (("output_site", ""), ("skip_connection", False)):
+        if fields[name] == default:
+            del fields[name]
+    return fields
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,7 @@ class TrainSpec:
     def run_hash(self) -> str:
         """Identifies the run: the same spec resumes the same checkpoint."""
         payload = {k: v for k, v in asdict(self).items() if k != "extra"}
+        payload["saes"] = [_hashed(entry) for entry in self.saes]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -99,22 +123,27 @@ class TrainResult(NamedTuple):
 
 
 def sae_id_of(spec: SAESpec, run_hash: str) -> str:
-    """A readable, unique id: site, architecture, width, k (only for architectures that use k), and a hash of
-    the SAE and its training run."""
-    digest = hashlib.sha256(json.dumps([asdict(spec), run_hash], sort_keys=True).encode()).hexdigest()[:6]
+    """A readable, unique id: site (IN-to-OUT for a transcoder), architecture ("-skip" for a skip-transcoder),
+    width, k (only for architectures that use k), and a hash of the SAE and its training run."""
+    digest = hashlib.sha256(json.dumps([_hashed(spec), run_hash], sort_keys=True).encode()).hexdigest()[:6]
     k = f"-k{spec.k}" if get_architecture(spec.architecture).uses_k else ""
-    return f"{spec.site}-{spec.architecture}-w{spec.width}{k}-{digest}"
+    sites = f"{spec.site}-to-{spec.output_site}" if spec.output_site else spec.site
+    skip = "-skip" if spec.skip_connection else ""
+    return f"{sites}-{spec.architecture}{skip}-w{spec.width}{k}-{digest}"
 
 
 def build_sae_configs(spec: TrainSpec, model_cfg) -> dict[str, SAEConfig]:
     """SAE configs for every entry of the sweep (validates sites, widths, k, architectures)."""
     configs = {}
     for entry in spec.saes:
-        site = parse_sites(entry.site)[0].validate(model_cfg)
+        text = f"{entry.site}:{entry.output_site}" if entry.output_site else entry.site
+        site, output = (s.validate(model_cfg) if s is not None else None for s in parse_site_pair(text))
         configs[sae_id_of(entry, spec.run_hash)] = SAEConfig(
             architecture=entry.architecture, d_in=site.width(model_cfg), d_sae=entry.width, k=entry.k,
             l1_coefficient=entry.l1_coefficient, l0_coefficient=entry.l0_coefficient,
             hook_site=str(site), hook_name=site.hook_name, model_name=spec.model, seed=spec.seed,
+            output_site=str(output) if output is not None else "",
+            d_out=output.width(model_cfg) if output is not None else None, skip_connection=entry.skip_connection,
         )
     return configs
 
@@ -158,9 +187,10 @@ def peak_lrs(spec: TrainSpec) -> dict[str, float]:
 def training_batches(workspace: Workspace, spec: TrainSpec, model, configs: dict[str, SAEConfig]):
     """Batches from the workspace's cached activations of every site, else streamed from the model."""
     from saelab.data.sources import source_from_spec
+    from saelab.training.trainer import site_widths
 
-    sites = sorted({cfg.hook_site for cfg in configs.values()})
-    widths = {cfg.hook_site: cfg.d_in for cfg in configs.values()}
+    widths = {site: width for cfg in configs.values() for site, width in site_widths(cfg).items()}
+    sites = sorted(widths)
     batch_config = BatchConfig(batch_size=spec.batch_size, buffer_tokens=max(spec.batch_size, min(262144, spec.tokens)),
                                seed=spec.seed)
     cached = workspace.activations_for(spec.model)
