@@ -57,10 +57,32 @@ _FAST_CONFIGS = {"acdc": ACDCConfig(thresholds=(1e-3, 0.1)), "sae_codes_saelab":
                  "sae_codes_vq": SAECodesConfig(codes="vq", k=1, steps=150)}
 
 
+def identity_attn_z_dictionaries(model, directory) -> tuple[str, ...]:
+    """Lossless attn_z "SAEs" (latents ±each coordinate of z), so each latent lies in exactly one head."""
+    from saelab.sae import SAE, SAEConfig, save_sae
+    from saelab.sae.types import InitialState
+
+    width = model.cfg.n_heads * model.cfg.d_head
+    eye = torch.eye(width)
+    W_dec = torch.cat([eye, -eye])
+    state = InitialState({"W_enc": W_dec.T.clone(), "b_enc": torch.zeros(2 * width), "W_dec": W_dec,
+                          "b_dec": torch.zeros(width)}, {})
+    out = []
+    for layer in range(model.cfg.n_layers):
+        cfg = SAEConfig("relu_l1", width, 2 * width, hook_site=f"{layer}.attn_z", normalize_activations=False)
+        out.append(str(save_sae(SAE(cfg, state), directory / f"z{layer}").directory))
+    return tuple(out)
+
+
 @pytest.mark.parametrize("method", [m for m in list_methods() if get_method(m).kind == "method"])
-def test_every_method_recovers_the_planted_circuit(planted, method):
+def test_every_method_recovers_the_planted_circuit(planted, method, tmp_path):
+    from saelab.feature_circuits.components import FeatureComponentsConfig
+
     model, problem, truth = planted
-    scores = run_method(method, model, problem, _FAST_CONFIGS.get(method))
+    config = _FAST_CONFIGS.get(method)
+    if method == "feature_circuit_components":
+        config = FeatureComponentsConfig(dictionaries=identity_attn_z_dictionaries(model, tmp_path))
+    scores = run_method(method, model, problem, config)
     values = evaluate_scores(scores, truth, Graph.from_config(model.cfg), node_scope="all").values
     assert values["node_auc"] == 1.0, values
     if method in ("eap", "eap_ig", "acdc"):

@@ -234,3 +234,30 @@ def test_config_validation():
         FeatureCircuitConfig(ig_steps=0)
     with pytest.raises(ValueError, match="thresholds"):
         FeatureCircuitConfig(node_threshold=-1)
+
+
+def test_component_shares_map_latents_to_heads_and_mlps(setup):
+    from saelab.feature_circuits.components import component_shares
+
+    model, _, placed, _ = setup
+    z = dictionary("1.attn_z", d_sae=8, seed=7)
+    with torch.no_grad():
+        z.W_dec.zero_()
+        z.W_dec[0, 4:8] = 1.0  # latent 0 writes head 1's block only
+        z.W_dec[1, :] = 1.0  # latent 1 all heads alike
+    nodes, shares = component_shares(model, sparse.place(model, {"z": z})[0])
+    assert [n.name for n in nodes] == ["1.0", "1.1", "1.2", "1.3"]
+    assert torch.allclose(shares[0], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert torch.allclose(shares[1], torch.full((4,), 0.25))
+    nodes, shares = component_shares(model, placed[2])  # 1.mlp_out
+    assert [n.name for n in nodes] == ["mlp1"] and torch.all(shares == 1)
+    nodes, shares = component_shares(model, placed[1])  # 1.attn_out: shares over heads sum to 1
+    assert len(nodes) == 4 and torch.allclose(shares.sum(-1), torch.ones(shares.shape[0]))
+    W_O = model.blocks[1].attn.W_O.detach()
+    in_head_2 = dictionary("1.attn_out", d_sae=2, seed=8)
+    with torch.no_grad():
+        in_head_2.W_dec[0] = W_O[2, 0]  # a direction head 2 writes: its largest share is head 2
+    _, shares = component_shares(model, sparse.place(model, {"a": in_head_2})[0])
+    assert int(shares[0].argmax()) == 2
+    nodes, shares = component_shares(model, placed[0])  # residual stream: no component
+    assert nodes == [] and shares.shape[1] == 0

@@ -14,6 +14,7 @@ from saelab.circuits.eap import EAPConfig, EAPIGConfig, run_eap, run_eap_ig
 from saelab.circuits.patching import PatchingConfig, run_patching
 from saelab.circuits.registry import METHODS, CircuitMethod, register_method
 from saelab.circuits.sae_codes import SAECodesConfig, run_sae_codes
+from saelab.feature_circuits.components import FeatureComponentsConfig, run_feature_components
 
 PAPER_SAE_CODES = {"protocol": "paper", "position": "mean", "scale": "none", "steps": 500, "lr": 1e-3,
                    "l1_coefficient": 0.02, "l1_by_task": (("docstring", 0.05),), "train_examples": 10}
@@ -85,6 +86,14 @@ BUILTIN_METHODS = (
     CircuitMethod("acdc", run_acdc, ACDCConfig, "ACDC greedy edge pruning over a threshold sweep", "all",
                   prompt_count="acdc_prompts", defaults_from="a fixed τ sweep 1e-4..0.1 (not tuned here)",
                   self_scored=True),
+    CircuitMethod(
+        "feature_circuit_components",
+        run_feature_components,
+        FeatureComponentsConfig,
+        "ours: heads/MLPs scored by their latents' share of per-prompt sparse feature circuits (needs SAEs)",
+        "none",
+        defaults_from="ours: T_N 0.05 and the strength score chosen on dev seeds 0-4 (BENCHMARKS.md)",
+    ),
     CircuitMethod("random", run_random, RandomConfig, "baseline: uniform random node and edge scores (seeded)",
                   "all", kind="baseline"),
     CircuitMethod("layer_order", run_layer_order, LayerOrderConfig,

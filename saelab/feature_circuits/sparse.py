@@ -291,6 +291,10 @@ def _objectives(grads: Gradients, effects: PositionEffects, live: State, thresho
         yield live.acts.shape[-1], (grads.error * keep_error[..., None] * live.error).sum()
 
 
+GRAD_CHUNK = 16
+"""Downstream nodes whose gradients one batched backward pass computes (vmap over the backward)."""
+
+
 def batch_edges(model, placed, batch: PromptBatch, clean: list[State], corrupt: list[State],
                 grads: list[Gradients], effects: list[PositionEffects], threshold: float, into: EdgeSums) -> None:
     """Add this batch's edge weights ∇_d m · ∂d/∂u · (u_corrupt − u_clean), summed over both positions and
@@ -298,21 +302,29 @@ def batch_edges(model, placed, batch: PromptBatch, clean: list[State], corrupt: 
     live, leaves = _spliced_leaves(model, placed, batch)
     for d in range(1, len(placed)):
         inputs = [t for u in range(d) for t in leaves[u]]
-        for j, objective in _objectives(grads[d], effects[d], live[d], threshold):
-            if not objective.requires_grad:
-                continue
-            found = torch.autograd.grad(objective, inputs, retain_graph=True, allow_unused=True)
+        found = [(j, o) for j, o in _objectives(grads[d], effects[d], live[d], threshold) if o.requires_grad]
+        for start in range(0, len(found), GRAD_CHUNK):
+            chunk = found[start:start + GRAD_CHUNK]
+            outputs = torch.stack([o for _, o in chunk])
+            eye = torch.eye(len(chunk), dtype=outputs.dtype)
+            parts = torch.autograd.grad(outputs, inputs, grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                        is_grads_batched=True)
             for u in range(d):
-                g_acts, g_error = found[2 * u], found[2 * u + 1]
-                if g_acts is None and g_error is None:
-                    continue
-                w_acts = (clean[u].acts.new_zeros(clean[u].acts.shape[-1]) if g_acts is None
-                          else (g_acts * (corrupt[u].acts - clean[u].acts)).sum(dim=(0, 1)))
-                w_error = (clean[u].error.new_zeros(()) if g_error is None
-                           else (g_error * (corrupt[u].error - clean[u].error)).sum())
-                weights = torch.cat([w_acts.detach(), w_error.detach()[None]])
-                key = (u, d, j)
-                into[key] = into[key] + weights if key in into else weights
+                weights = _edge_weights(parts[2 * u], parts[2 * u + 1], clean[u], corrupt[u], len(chunk))
+                for row, (j, _) in enumerate(chunk):
+                    key = (u, d, j)
+                    into[key] = into[key] + weights[row] if key in into else weights[row]
+
+
+def _edge_weights(g_acts: Tensor | None, g_error: Tensor | None, clean: State, corrupt: State, n: int
+                  ) -> Float[Tensor, "n d_sae_plus_1"]:
+    """Gradients [n, batch, pos, ·] of n downstream nodes times the upstream deltas, summed over prompts and
+    positions: one row of weights per downstream node (the upstream error term last)."""
+    w_acts = (clean.acts.new_zeros(n, clean.acts.shape[-1]) if g_acts is None
+              else (g_acts * (corrupt.acts - clean.acts)).sum(dim=(1, 2)))
+    w_error = (clean.error.new_zeros(n) if g_error is None
+               else (g_error * (corrupt.error - clean.error)).sum(dim=(1, 2, 3)))
+    return torch.cat([w_acts, w_error[:, None]], dim=1).detach()
 
 
 class Measured(NamedTuple):

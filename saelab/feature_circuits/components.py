@@ -1,0 +1,113 @@
+"""Head/MLP scores from sparse feature circuits: saelab's method "feature_circuit_components" (ours).
+
+The idea is the discrete-SAE authors' follow-up (github.com/charlieoneill11/transcoder-sae-circuits,
+src/circuit_discovery.py `get_heads_and_mlps_in_graph`): build feature-level circuits over many prompts and
+ask how often, and how strongly, each head's and MLP's latents appear in them. Their graphs come from their
+own per-prompt greedy discovery; ours are per-prompt sparse feature circuits (Marks et al., `sparse`), so
+the method is ours, not their protocol:
+
+- node effects of every latent on each prompt (summed over positions; attribution patching by default);
+  a latent is in a prompt's circuit if |its effect| > T_N;
+- each latent is shared among components: an attn_z latent among the heads by each head's share of the
+  decoder norm (Kissane et al.'s weight-based head attribution); an attn_out latent among the heads by the
+  norm of its decoder direction projected onto each head's output space (the row space of W_O^h; ours); an
+  mlp_out / mlp_post latent, or a transcoder's that writes an MLP's output, belongs to that MLP; residual-
+  stream latents belong to no component and are left out, as are error terms;
+- score "strength": mean over prompts of Σ_{latents in the prompt's circuit} share · |effect|;
+  "frequency": mean over prompts of Σ share (how many circuit latents the component has, per prompt).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from saelab.circuits.graph import Graph, Node, head_node, mlp_node
+from saelab.circuits.problem import CircuitProblem
+from saelab.circuits.types import MethodOutput
+from saelab.feature_circuits.sparse import FeatureCircuitConfig, Placed, measure, place
+
+SCORES = ("strength", "frequency")
+_MLP_KINDS = ("mlp_out", "mlp_post")
+
+
+@dataclass(frozen=True)
+class FeatureComponentsConfig:
+    """Settings of the feature-circuit component score."""
+
+    dictionaries: tuple[str, ...] = ()
+    """Directories of the SAEs / transcoders (saved by `saelab train`), e.g. "<ws>/saes/<sae_id>"."""
+    node_method: Literal["attrib", "ig"] = "attrib"
+    """How latent effects are computed (see `sparse.FeatureCircuitConfig`)."""
+    ig_steps: int = 10
+    node_threshold: float = 0.05
+    """Per-prompt T_N: a latent is in a prompt's circuit if |its effect summed over positions| exceeds it."""
+    score: Literal["strength", "frequency"] = "strength"
+    """Which of the two scores is the node score (the other is an extra score)."""
+    seed: int = 0
+    """Unused (nothing is random); the runner sets it."""
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"score {self.score!r} is not one of {SCORES}")
+        if self.node_threshold < 0:
+            raise ValueError(f"node_threshold must be ≥ 0, got {self.node_threshold}")
+        FeatureCircuitConfig(node_method=self.node_method, ig_steps=self.ig_steps)
+
+
+def _head_space_shares(W_dec: Float[Tensor, "d_sae d_model"], W_O: Float[Tensor, "n_heads d_head d_model"]
+                       ) -> Float[Tensor, "d_sae n_heads"]:
+    """‖decoder row projected onto head h's output space‖, normalised over heads (uniform if all zero)."""
+    norms = []
+    for h in range(W_O.shape[0]):
+        basis, _ = torch.linalg.qr(W_O[h].double().T)  # [d_model, d_head], orthonormal columns
+        norms.append((W_dec.double() @ basis).norm(dim=-1))
+    norms_ = torch.stack(norms, dim=-1)
+    total = norms_.sum(-1, keepdim=True)
+    return torch.where(total > 0, norms_ / total.clamp_min(1e-300), 1.0 / W_O.shape[0]).float()
+
+
+def component_shares(model: HookedTransformer, p: Placed) -> tuple[list[Node], Float[Tensor, "d_sae n"]]:
+    """The components a dictionary's latents belong to and each latent's share of each (see the module)."""
+    from saelab.evals.attention import head_attribution
+
+    layer, kind = p.write.layer, p.write.kind.name
+    W_dec = p.sae.W_dec.detach()
+    heads = [head_node(layer, h) for h in range(model.cfg.n_heads)]
+    if kind == "attn_z":
+        return heads, head_attribution(W_dec, model.cfg.n_heads)
+    if kind == "attn_out":
+        return heads, _head_space_shares(W_dec, model.blocks[layer].attn.W_O.detach())
+    if kind in _MLP_KINDS:
+        return [mlp_node(layer)], torch.ones(W_dec.shape[0], 1)
+    return [], torch.zeros(W_dec.shape[0], 0)
+
+
+def run_feature_components(model: HookedTransformer, problem: CircuitProblem, config: FeatureComponentsConfig
+                           ) -> MethodOutput:
+    from saelab.sae.io import load_sae
+
+    if not config.dictionaries:
+        raise ValueError("feature_circuit_components needs SAE directories: set FeatureComponentsConfig."
+                         "dictionaries, e.g. ('<workspace>/saes/<sae_id>', ...)")
+    dicts = {Path(d).name: load_sae(d, model.cfg.device) for d in config.dictionaries}
+    placed = place(model, dicts)
+    fc = FeatureCircuitConfig(node_method=config.node_method, ig_steps=config.ig_steps, edges=False)
+    effects = measure(model, placed, problem, fc).effects
+    graph = Graph.from_config(model.cfg)
+    scores = {name: dict.fromkeys(graph.nodes, 0.0) for name in SCORES}
+    for i, p in enumerate(placed):
+        nodes, shares = component_shares(model, p)
+        per_prompt = effects.latent[i].float()  # [n_prompts, d_sae]
+        selected = (per_prompt.abs() > config.node_threshold).float()
+        strength = ((selected * per_prompt.abs()) @ shares).mean(0)
+        frequency = (selected @ shares).mean(0)
+        for n, node in enumerate(nodes):
+            scores["strength"][node] += float(strength[n])
+            scores["frequency"][node] += float(frequency[n])
+    other = "frequency" if config.score == "strength" else "strength"
+    return MethodOutput(scores[config.score], extra_node_scores={other: scores[other]})
