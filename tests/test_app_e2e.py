@@ -389,6 +389,20 @@ def test_screenshots_of_a_demo_workspace(browser, shots):
             ("prompts", f"/prompts?sae={sae.sae_id}", ("Tokens shaded",)),
             ("circuits", "/circuits", ("Circuits",)),
             ("evaluations", "/evaluations", ("Evaluations",)),
+            *_graph_pages(store),
         ]:
             _visit(browser, url + path, *texts)
             browser.save_screenshot(str(shots / f"{name}.png"))
+
+
+def _graph_pages(store) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The newest stored graph of each kind (`saelab circuits --features`, `saelab graph`), if any."""
+    from saelab.db import queries as q
+
+    graphs = q.list_feature_graphs(store)
+    pages = []
+    for kind, name in (("feature_circuit", "feature-graphs"), ("attribution_graph", "feature-graphs-attribution")):
+        newest = graphs[graphs["kind"] == kind]
+        if not newest.empty:
+            pages.append((name, f"/feature_graphs?graph={newest.iloc[0]['graph_id']}", ("Showing",)))
+    return pages

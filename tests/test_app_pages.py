@@ -574,3 +574,14 @@ def test_feature_graph_unknown_id_falls_back_and_missing_dictionary_is_one_line(
     at.button[0].click().run()
     assert not at.exception
     assert any("'not-stored'" in t and "saelab train" in t for t in _texts(at.error)), _texts(at.error)
+
+
+def test_feature_graph_without_nodes_says_how_to_get_some(monkeypatch, tmp_path):
+    from saelab.feature_circuits.types import FeatureGraph
+
+    store = ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    save_feature_graph(store, FeatureGraph("feature_circuit", "saelab-random", ("d",), (), (), task="ioi",
+                                           params={"node_threshold": 0.1}), graph_id="empty")
+    at = _app(monkeypatch, tmp_path, "views/feature_graphs.py")
+    _clean(at)
+    assert any("has no nodes" in t and "--node-threshold" in t for t in _texts(at.info)), _texts(at.info)

@@ -174,6 +174,10 @@ def render() -> None:
     graph_id = _pick(graphs)
     graph = load_feature_graph(store, graph_id)
     _summary(graph)
+    if not graph.nodes:
+        st.info(f"This graph has no nodes: its thresholds ({graph.params}) kept none. Build it again with lower "
+                "thresholds (e.g. `--node-threshold`).")
+        return
     shown = _draw(store, graph)
     _latent_table(shown)
     _intervene(store, graph_id, graph, shown)
