@@ -18,8 +18,9 @@ target's pre-activation. Pruning and the graph scores follow circuit-tracer's `p
 `compute_graph_scores`.
 """
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -220,10 +221,33 @@ def frozen_forward(
         site = HookSite.parse(sae.cfg.hook_site)
         hooks.append((site.hook_name, _bind(keep_input, layer=layer, site=site)))
         hooks.append((f"blocks.{layer}.hook_mlp_out", _bind(replace_mlp, layer=layer)))
-    with model.hooks(fwd_hooks=hooks):
+    with model.hooks(fwd_hooks=hooks), _mlps_skipped(model):
         resid = model(state.tokens[None].expand(batch, -1), stop_at_layer=model.cfg.n_layers)
         final = model.ln_final(resid)
     return _Frozen(kept["embed"], tuple(inputs), tuple(outputs), final)
+
+
+class _NoMLP(torch.nn.Module):
+    """Stands in for an MLP whose output the replacement overwrites anyway (saves computing it B times)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.d_model = d_model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros(*x.shape[:-1], self.d_model)
+
+
+@contextlib.contextmanager
+def _mlps_skipped(model: HookedTransformer) -> Iterator[None]:
+    mlps = [block.mlp for block in model.blocks]
+    try:
+        for block in model.blocks:
+            block.mlp = _NoMLP(model.cfg.d_model)
+        yield
+    finally:
+        for block, mlp in zip(model.blocks, mlps, strict=True):
+            block.mlp = mlp
 
 
 def _frozen_hook_names(model: HookedTransformer) -> list[str]:
@@ -291,25 +315,51 @@ def demeaned_unembed(model: HookedTransformer, ids: Int[Tensor, " n"]) -> Float[
 
 def _backward_rows(frozen: _Frozen, targets: _Targets, sources: _Sources) -> Float[Tensor, "n n_sources"]:
     """One backward pass: batch row b is seeded with target b's vector at its site and position; the gradient
-    at each source's site, contracted with what the source writes, is the direct effect."""
+    at each source's site, contracted with what the source writes, is the direct effect. Only the sites of
+    this batch's targets are seeded, so the pass stops at their deepest layer."""
     n = len(targets.layers)
-    outputs = (*frozen.inputs, frozen.final)
-    seeds = [torch.zeros_like(t) for t in outputs]
-    rows = torch.arange(n)
-    for layer in targets.layers.unique().tolist():
+    all_outputs = (*frozen.inputs, frozen.final)
+    seeded = targets.layers.unique().tolist()
+    seeds = []
+    for layer in seeded:
         mask = targets.layers == layer
-        width = seeds[layer].shape[-1]
-        seeds[layer][rows[mask], targets.positions[mask]] = targets.vectors[mask, :width].to(seeds[layer].dtype)
+        seed = torch.zeros_like(all_outputs[layer])
+        seed[mask.nonzero(as_tuple=True)[0], targets.positions[mask]] = targets.vectors[mask, : seed.shape[-1]].to(
+            seed.dtype
+        )
+        seeds.append(seed)
+    upstream = range(max(seeded))  # MLP outputs that can reach a target: those of earlier layers
     grads = torch.autograd.grad(
-        outputs, (frozen.embed, *frozen.outputs), grad_outputs=seeds, retain_graph=True, materialize_grads=True
+        [all_outputs[layer] for layer in seeded], (frozen.embed, *(frozen.outputs[i] for i in upstream)),
+        grad_outputs=seeds, retain_graph=True, materialize_grads=True,
     )
     g_embed, g_out = grads[0][:n], [g[:n] for g in grads[1:]]
     latent_cols = [
-        torch.einsum("bfd,fd->bf", g[:, pos], dec) for g, pos, dec in zip(g_out, sources.positions, sources.decoders, strict=True)
+        _latent_columns(g_out[i], pos, dec) if i in upstream else g_embed.new_zeros(n, len(pos))
+        for i, (pos, dec) in enumerate(zip(sources.positions, sources.decoders, strict=True))
     ]
-    error_cols = [torch.einsum("bpd,pd->bp", g, err) for g, err in zip(g_out, sources.errors, strict=True)]
+    error_cols = [
+        torch.einsum("bpd,pd->bp", g_out[i], err) if i in upstream else g_embed.new_zeros(n, len(err))
+        for i, err in enumerate(sources.errors)
+    ]
     token_cols = torch.einsum("bpd,pd->bp", g_embed, sources.embeddings)
     return torch.cat([*latent_cols, *error_cols, token_cols], 1).detach()
+
+
+def _latent_columns(
+    grad: Float[Tensor, "n pos d_model"], positions: Int[Tensor, " f"], decoders: Float[Tensor, "f d_model"]
+) -> Float[Tensor, "n f"]:
+    """grad[:, positions[f]] . decoders[f] for each latent f, one matrix product per position (latents are
+    sorted by position), never materialising the [n, f, d_model] gather."""
+    columns = grad.new_zeros(len(grad), len(positions))
+    if len(positions) == 0:
+        return columns
+    bounds = torch.searchsorted(positions, torch.arange(grad.shape[1] + 1)).tolist()
+    for pos in range(grad.shape[1]):
+        lo, hi = bounds[pos], bounds[pos + 1]
+        if hi > lo:
+            columns[:, lo:hi] = grad[:, pos] @ decoders[lo:hi].T
+    return columns
 
 
 def attribute(
