@@ -75,7 +75,7 @@ def hand_frozen(model, transcoders, tokens, cache, keep):
     for layer, block in enumerate(model.blocks):
         x = x + frozen_attention(block, x, cache, layer)
         sae = transcoders[layer]
-        W, b = sae.W_enc, sae.b_enc - sae.b_dec @ sae.W_enc  # topk subtracts b_dec from its input
+        W, b = sae.W_enc, sae.b_enc  # a transcoder's encoder reads x (SAE.subtracts_b_dec is False for it)
         pre_all.append(x @ W + b)
         acts = state.acts[layer] * keep["latent"][layer]
         out = acts @ sae.W_dec + sae.b_dec + state.errors[layer] * keep["error"][layer][:, None]

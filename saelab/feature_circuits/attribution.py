@@ -120,7 +120,7 @@ def encoder_affine(sae: SAE) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor,
     """(W, b) with pre-activation = x @ W + b: W_enc, and b_enc - b_dec @ W_enc where the architecture
     subtracts b_dec from its input."""
     W_enc = sae.W_enc.detach()
-    shift = sae.b_dec.detach() @ W_enc if sae.architecture.apply_b_dec_to_input else 0.0
+    shift = sae.b_dec.detach() @ W_enc if sae.subtracts_b_dec else 0.0
     return W_enc, sae.b_enc.detach() - shift
 
 
