@@ -95,6 +95,7 @@ def test_feature_circuit_and_attribution_graph_are_stored_and_summarised(tmp_pat
     circuit = load_feature_graph(store, circuit_id)
     assert circuit.kind == "feature_circuit" and circuit.model == "saelab-tiny" and circuit.task == "greater_than"
     assert circuit.dictionaries == ("sae1", "tc2") and circuit.params["n_prompts"] == 4
+    assert circuit.params["example_prompt"].startswith("The ")  # a clean prompt: the app edits latents on it
     assert {"sae1", "tc2"} <= set(q.list_saes(store)["sae_id"])  # the app can load them to ablate/steer
 
     transcoders = ",".join(str(dicts / f"tc{layer}") for layer in range(4))

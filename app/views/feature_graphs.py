@@ -25,6 +25,8 @@ from saelab.db import queries as q
 from saelab.feature_circuits.storage import load_feature_graph
 from saelab.feature_circuits.types import FeatureGraph, FeatureNode
 
+KEY_METRICS = ("faithfulness", "completeness", "replacement_score", "completeness_score")
+"""Shown first: what the methods' papers report."""
 FILL = ("run `saelab circuits --features --task greater_than --dicts ...` or "
         "`saelab graph --prompt \"...\" --transcoders ...` to store one")
 
@@ -49,10 +51,17 @@ def _summary(graph: FeatureGraph) -> None:
     what = f"task {graph.task}" if graph.task else f"prompt {graph.prompt!r}"
     st.caption(f"{graph.kind.replace('_', ' ')} of {graph.model} · {what} · dictionaries: "
                f"{', '.join(graph.dictionaries)}" + (f" · {graph.params}" if graph.params else ""))
-    if graph.metrics:
-        columns = st.columns(min(len(graph.metrics), 6))
-        for column, (name, value) in zip(columns, graph.metrics.items(), strict=False):
-            column.metric(name, "n/a" if math.isnan(value) else f"{value:.3f}")
+    first = [k for k in KEY_METRICS if k in graph.metrics]
+    names = first + [k for k in graph.metrics if k not in first]
+    for row in range(0, len(names), 6):
+        for column, name in zip(st.columns(6), names[row:row + 6], strict=False):
+            column.metric(name, _number(graph.metrics[name]))
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:,.0f}" if value == int(value) and abs(value) >= 1 else f"{value:.3f}"
 
 
 def _thresholds(graph: FeatureGraph) -> tuple[float, float]:
@@ -96,10 +105,13 @@ def _latent_table(shown: FeatureGraph) -> None:
 
 
 def _default_prompt(store, graph: FeatureGraph) -> str:
+    """The graph's prompt; for a feature circuit, one of its clean prompts (or a stored prompt of its task)."""
     if graph.kind == "attribution_graph" or not graph.task:
         return graph.prompt
+    if graph.params.get("example_prompt"):
+        return str(graph.params["example_prompt"])
     examples = q.task_prompts(store, graph.task, limit=1)
-    return str(examples["prompt"].iloc[0]) if not examples.empty else graph.prompt
+    return str(examples["prompt"].iloc[0]) if not examples.empty else ""
 
 
 def _intervene(store, graph_id: str, graph: FeatureGraph, shown: FeatureGraph) -> None:

@@ -116,19 +116,21 @@ def feature_circuit_in_workspace(workspace: Workspace, task: str, dictionaries: 
                                  model=None) -> GraphRun:
     """The sparse feature circuit of `task` on `n_prompts` prompt pairs (seed `seed`) over `dictionaries`
     (config: a `FeatureCircuitConfig`), stored in the workspace."""
-    from saelab.circuits.runner import task_problem
+    from saelab.circuits.problem import problem_from_task
     from saelab.feature_circuits.sparse import feature_circuit
     from saelab.models import load_model
     from saelab.tasks import get_task
 
     task_spec = get_task(task)
     model = model if model is not None else load_model(model_name)
-    problem = task_problem(task_spec, model.tokenizer, n_prompts, seed, vocabulary, batch_size=16)
+    dataset = task_spec.generate(model.tokenizer, n_prompts, seed, vocabulary=vocabulary)
+    problem = problem_from_task(task_spec, dataset, 16)  # as the circuit runner's task_problem, keeping the text
     start = time.perf_counter()
     graph = feature_circuit(model, problem, {d.sae_id: d.sae for d in dictionaries}, config)
     seconds = time.perf_counter() - start
-    graph = dataclasses.replace(graph, model=model_name, params={**graph.params, "seed": seed,
-                                                                 "vocabulary": vocabulary, "seconds": seconds})
+    params = {**graph.params, "seed": seed, "vocabulary": vocabulary, "seconds": seconds,
+              "example_prompt": dataset.clean_prompts[0]}
+    graph = dataclasses.replace(graph, model=model_name, params=params)
     return GraphRun(_store(workspace, graph, dictionaries, "feature_circuit", f"{task}/{model_name}"), graph,
                     seconds)
 
