@@ -25,8 +25,8 @@ from saelab.db import queries as q
 from saelab.feature_circuits.storage import load_feature_graph
 from saelab.feature_circuits.types import FeatureGraph, FeatureNode
 
+# shown first: what the methods' papers report (a bare string here would be drawn by Streamlit's magic)
 KEY_METRICS = ("faithfulness", "completeness", "replacement_score", "completeness_score")
-"""Shown first: what the methods' papers report."""
 FILL = ("run `saelab circuits --features --task greater_than --dicts ...` or "
         "`saelab graph --prompt \"...\" --transcoders ...` to store one")
 
