@@ -202,3 +202,43 @@ def l0_quantiles(quantiles: dict[str, float]) -> go.Figure:
     fig.update_layout(title="L0 per token: quantiles over the evaluation tokens")
     fig.update_yaxes(title_text="active latents")
     return _compact(_categorical(fig, "x"), 280)
+
+
+_NODE_STYLE = {"token": ("square", "#dddddd", 16), "latent": ("circle", None, 18), "error": ("diamond", "#999999", 14),
+               "logit": ("triangle-right", "#2ca02c", 18)}
+"""Marker symbol, fixed colour (None: coloured by effect) and size of each node kind."""
+
+
+def feature_graph(graph, xy: dict, columns: list[str], hovers: dict[str, str], widths: list[float]) -> go.Figure:
+    """A feature graph: columns left to right (tokens … logits), edges as lines whose width follows |weight|
+    (blue positive, red negative), latents coloured by effect; hover a node for its text in `hovers`."""
+    fig = go.Figure()
+    for edge, width in zip(graph.edges, widths, strict=True):
+        (x0, y0), (x1, y1) = xy[edge.source], xy[edge.target]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"width": width, "color": "rgba(31,119,180,0.45)" if edge.weight >= 0
+                                       else "rgba(214,39,40,0.45)"}))
+    effects = [abs(n.effect) for n in graph.nodes if n.kind == "latent"]
+    top = max(effects, default=1.0) or 1.0
+    for kind, (symbol, colour, size) in _NODE_STYLE.items():
+        nodes = [n for n in graph.nodes if n.kind == kind]
+        if not nodes:
+            continue
+        marker = {"symbol": symbol, "size": size, "line": {"width": 1, "color": "#333"}}
+        marker["color"] = colour or [n.effect for n in nodes]
+        if colour is None:
+            marker.update(colorscale="RdBu", cmin=-top, cmax=top, showscale=True,
+                          colorbar={"title": {"text": "effect"}, "thickness": 12})
+        text = [n.label if kind in ("token", "logit") else (str(n.index) if kind == "latent" else "ε")
+                for n in nodes]
+        fig.add_trace(go.Scatter(x=[xy[n.id][0] for n in nodes], y=[xy[n.id][1] for n in nodes], name=kind,
+                                 mode="markers+text", text=[repr(t) if kind in ("token", "logit") else t for t in text],
+                                 textposition="middle left" if kind == "token" else "top center",
+                                 textfont={"size": 10}, hovertext=[hovers.get(n.id, n.id) for n in nodes],
+                                 hoverinfo="text", marker=marker))
+    fig.update_xaxes(tickvals=list(range(len(columns))), ticktext=columns, range=[-0.8, len(columns) - 0.5],
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(legend={"orientation": "h", "y": -0.05})
+    rows = max((sum(1 for v in xy.values() if v[0] == c) for c in range(len(columns))), default=1)
+    return _compact(fig, max(380, min(1100, 120 + 28 * rows)))

@@ -17,6 +17,7 @@ PAGES = [
     st.Page("views/features.py", title="Features", icon=":material/neurology:", url_path="features"),
     st.Page("views/prompts.py", title="Prompt explorer", icon=":material/edit_note:", url_path="prompts"),
     st.Page("views/circuits.py", title="Circuits", icon=":material/account_tree:", url_path="circuits"),
+    st.Page("views/feature_graphs.py", title="Feature graphs", icon=":material/schema:", url_path="feature_graphs"),
     st.Page("views/evaluations.py", title="Evaluations", icon=":material/table_chart:", url_path="evaluations"),
 ]
 

@@ -25,7 +25,7 @@ import torch
 
 from saelab.evals.core import CoreEvalConfig, evaluate_core
 from saelab.evals.tokens import held_out_source, token_contexts, training_source
-from saelab.evals.workflow import EvalRequest, run_eval
+from saelab.workflows.eval import EvalRequest, run_eval
 from saelab.models import load_model
 from saelab.sae import SAE, InitialState, SAEConfig
 from saelab.workspace import Workspace

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from saelab.db import ResultsStore
+from saelab.feature_circuits.storage import save_feature_graph
 from saelab.testing import DEMO_SAES, build_demo_workspace
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -38,6 +40,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ATTN = DEMO_SAES[0].sae_id
+GRAPH_ID = "attribution_graph-e2e"
 TIMEOUT_S = 180  # the first page load imports torch and TransformerLens in the server
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -76,7 +79,11 @@ def _wait_closed(port: int, timeout_s: float) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    with _serve(build_demo_workspace(tmp_path_factory.mktemp("e2e")).root) as url:
+    from synthetic_graphs import synthetic_graph  # tests/: a small graph over two of the demo SAEs
+
+    workspace = build_demo_workspace(tmp_path_factory.mktemp("e2e"))
+    save_feature_graph(ResultsStore(workspace.db_path), synthetic_graph(), graph_id=GRAPH_ID)
+    with _serve(workspace.root) as url:
         yield url
 
 
@@ -287,6 +294,55 @@ def test_name_a_latent_and_find_it_by_search(server, browser):
     _settled(browser, "1 latents match")  # only that latent's note has the text (the table is a canvas)
 
 
+def _retry_click(driver, button_text: str, done, last_click: list[float]) -> bool:
+    """True once `done(driver)`; until then click the button labelled `button_text` again, but only when no
+    script run is in progress and 5 s after the last click (a click that lands during a rerun is lost; one that
+    landed is never repeated)."""
+    if done(driver):
+        return True
+    if _script_state(driver) != "notRunning" or time.monotonic() - last_click[0] < 5.0:
+        return False
+    try:
+        next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == button_text).click()
+        last_click[0] = time.monotonic()
+    except Exception:  # noqa: BLE001 - stale or not yet drawn: try again on the next poll
+        pass
+    return False
+
+
+def _hover_shows(driver, text: str) -> bool:
+    """Hover each latent marker of the graph until plotly's hover label shows `text`."""
+    points = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace .points path")
+    for point in points[:60]:
+        try:
+            ActionChains(driver).move_to_element(point).perform()
+            time.sleep(0.2)
+            if any(text in label.text for label in driver.find_elements(By.CSS_SELECTOR, ".hoverlayer .hovertext")):
+                return True
+        except Exception:  # noqa: BLE001 - a redraw made the marker stale: the next poll finds the new ones
+            return False
+    return False
+
+
+def test_feature_graph_page_hover_ablate_and_dashboard_link(server, browser, shots):
+    _visit(browser, f"{server}/feature_graphs?graph={GRAPH_ID}", "Feature graphs", "Showing", "Ablate or steer")
+    assert GRAPH_ID in browser.current_url
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer"), "the graph")
+    _wait(browser, lambda d: _hover_shows(d, "top activating tokens"), "a latent's hover text")
+    browser.save_screenshot(str(shots / "feature-graphs.png"))
+    last_click = [0.0]
+    _wait(browser, lambda d: _retry_click(d, "Run the edit", lambda d2: "after the edit" in d2.find_element(
+        By.TAG_NAME, "body").text, last_click), "the edit's top logits")
+    _settled(browser, "before", "after the edit", "Latent activation × 0")
+    browser.save_screenshot(str(shots / "feature-graphs-edit.png"))
+    link = _wait(browser, lambda d: [a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stPageLink-NavLink"]')
+                                     if "dashboard of latent" in a.text], "the dashboard link")[0]
+    latent = link.get_attribute("href").split("latent=")[1].split("&")[0]
+    link.click()
+    _wait(browser, lambda d: "/features" in d.current_url, "the feature page")
+    _settled(browser, f"Latent {latent}", "Top activations")
+
+
 SCREENSHOT_WORKSPACE = os.environ.get("SAELAB_SCREENSHOT_WORKSPACE")
 
 
@@ -332,6 +388,20 @@ def test_screenshots_of_a_demo_workspace(browser, shots):
             ("prompts", f"/prompts?sae={sae.sae_id}", ("Tokens shaded",)),
             ("circuits", "/circuits", ("Circuits",)),
             ("evaluations", "/evaluations", ("Evaluations",)),
+            *_graph_pages(store),
         ]:
             _visit(browser, url + path, *texts)
             browser.save_screenshot(str(shots / f"{name}.png"))
+
+
+def _graph_pages(store) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The newest stored graph of each kind (`saelab circuits --features`, `saelab graph`), if any."""
+    from saelab.db import queries as q
+
+    graphs = q.list_feature_graphs(store)
+    pages = []
+    for kind, name in (("feature_circuit", "feature-graphs"), ("attribution_graph", "feature-graphs-attribution")):
+        newest = graphs[graphs["kind"] == kind]
+        if not newest.empty:
+            pages.append((name, f"/feature_graphs?graph={newest.iloc[0]['graph_id']}", ("Showing",)))
+    return pages

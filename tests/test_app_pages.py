@@ -6,18 +6,25 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from synthetic_graphs import synthetic_graph
 
 from saelab.db import ResultsStore
+from saelab.feature_circuits.storage import save_feature_graph
 from saelab.testing import DEMO_SAES, build_demo_workspace
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py"]
+PAGES = ["views/runs.py", "views/overview.py", "views/features.py", "views/prompts.py", "views/circuits.py", "views/evaluations.py",
+         "views/feature_graphs.py"]
 ATTN, RESID = DEMO_SAES[0].sae_id, DEMO_SAES[2].sae_id
+GRAPH_ID = "attribution_graph-demo"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return build_demo_workspace(tmp_path_factory.mktemp("demo"), d_sae=16)
+    """The demo workspace with a synthetic feature graph over two of its SAEs stored (id GRAPH_ID)."""
+    workspace = build_demo_workspace(tmp_path_factory.mktemp("demo"), d_sae=16)
+    save_feature_graph(ResultsStore(workspace.db_path), synthetic_graph(), graph_id=GRAPH_ID)
+    return workspace
 
 
 def _app(monkeypatch, workspace_root, page: str, **params) -> AppTest:
@@ -290,7 +297,7 @@ def test_every_page_has_its_own_stable_url(monkeypatch, demo):
     assert _texts(at.title) == ["Runs"]
     visible = {p.title: p.url_path for p in seen if p._visibility != "hidden"}
     assert visible == {"Runs": "runs", "SAE overview": "overview", "Features": "features", "Prompt explorer": "prompts",
-                       "Circuits": "circuits", "Evaluations": "evaluations"}
+                       "Circuits": "circuits", "Evaluations": "evaluations", "Feature graphs": "feature_graphs"}
 
 
 def test_runs_page_names_both_dead_fraction_windows(monkeypatch, demo):
@@ -502,3 +509,82 @@ def test_researcher_labels_a_latent_and_finds_it_by_search(monkeypatch, tmp_path
         "", "", "first two digits of a year"]  # no label: an empty cell
     next(t for t in at.text_input if t.label == "label or note contains").input("after ' in'").run()  # the note
     assert next(d.value for d in at.dataframe if "label" in d.value.columns)["latent"].tolist() == [2]
+
+
+# ---------------------------------------------------------------- feature graphs
+
+def _showing(at: AppTest) -> tuple[int, int]:
+    """(nodes shown, edges shown) from the graph's caption."""
+    text = next(t for t in _texts(at.caption) if t.startswith("Showing"))
+    words = text.split()
+    return int(words[1]), int(words[6])
+
+
+def test_feature_graph_page_draws_the_graph_with_metrics_and_dashboard_links(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/feature_graphs.py")
+    _clean(at)
+    graph = synthetic_graph()
+    assert at.selectbox[0].value == GRAPH_ID and at.query_params["graph"] in (GRAPH_ID, [GRAPH_ID])
+    assert _showing(at) == (len(graph.nodes), len(graph.edges))  # few edges: nothing pruned by default
+    assert {m.label for m in at.metric} == {"faithfulness", "completeness"}
+    spec = _plotly_specs(at)[0]
+    latents = next(t for t in spec["data"] if t.get("name") == "latent")
+    assert len(latents["x"]) == 8 and any("top activating tokens" in h for h in latents["hovertext"])
+    ticks = spec["layout"]["xaxis"]["ticktext"]
+    assert ticks == ["tokens", "0.attn_z", "1.resid_post", "logits"]  # layers left to right
+    links = at.dataframe[0].value["dashboard"].tolist()
+    assert f"features?sae={ATTN}&latent=1" in links and len(links) == 8
+    assert any(p.proto.page.endswith("features.py") or "features" in p.proto.page for p in at.get("page_link"))
+
+
+def test_feature_graph_sliders_prune_edges_and_nodes(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/feature_graphs.py", graph=GRAPH_ID)
+    graph = synthetic_graph()
+    at.slider(key="graph_min_edge").set_value(1.0).run()
+    _clean(at)
+    nodes, edges = _showing(at)
+    assert edges == sum(abs(e.weight) >= 1.0 for e in graph.edges) and 0 < edges < len(graph.edges)
+    at.slider(key="graph_min_edge").set_value(0.0).run()
+    at.slider(key="graph_min_node").set_value(0.5).run()
+    _clean(at)
+    nodes, _ = _showing(at)
+    strong = sum(abs(n.effect) >= 0.5 for n in graph.nodes if n.kind in ("latent", "error"))
+    assert nodes == strong + 5 + 2  # the five tokens and two logits stay
+
+
+def test_feature_graph_ablate_a_latent_shows_old_and_new_top_logits(monkeypatch, demo):
+    at = _app(monkeypatch, demo.root, "views/feature_graphs.py", graph=GRAPH_ID)
+    at.button[0].click().run()  # "Run the edit" with the defaults: ablate, every position
+    _clean(at)
+    assert any("Latent activation × 0 at every position" in t for t in _texts(at.caption)), _texts(at.caption)
+    before, after = at.dataframe[1].value, at.dataframe[2].value
+    assert len(before) == len(after) == 10 and list(before.columns) == ["token", "logit", "prob"]
+    assert list(after.columns) == ["token", "logit", "prob", "logit change"]
+    at.radio[0].set_value("scale")
+    at.number_input[0].set_value(5.0)
+    at.button[0].click().run()
+    _clean(at)
+    assert any("× 5 at every position" in t for t in _texts(at.caption))
+
+
+def test_feature_graph_unknown_id_falls_back_and_missing_dictionary_is_one_line(monkeypatch, tmp_path):
+    workspace = build_demo_workspace(tmp_path / "ws", d_sae=16)
+    store = ResultsStore(workspace.db_path)
+    save_feature_graph(store, synthetic_graph(dicts=(("not-stored", "1.resid_post", 1),)), graph_id="g-missing")
+    at = _app(monkeypatch, workspace.root, "views/feature_graphs.py", graph="no-such-graph")
+    assert not at.exception
+    assert any("no-such-graph" in t for t in _texts(at.warning))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("'not-stored'" in t and "saelab train" in t for t in _texts(at.error)), _texts(at.error)
+
+
+def test_feature_graph_without_nodes_says_how_to_get_some(monkeypatch, tmp_path):
+    from saelab.feature_circuits.types import FeatureGraph
+
+    store = ResultsStore(tmp_path / "saelab.duckdb").initialize()
+    save_feature_graph(store, FeatureGraph("feature_circuit", "saelab-random", ("d",), (), (), task="ioi",
+                                           params={"node_threshold": 0.1}), graph_id="empty")
+    at = _app(monkeypatch, tmp_path, "views/feature_graphs.py")
+    _clean(at)
+    assert any("has no nodes" in t and "--node-threshold" in t for t in _texts(at.info)), _texts(at.info)

@@ -11,8 +11,15 @@ ATTN = DEMO_SAES[0].sae_id
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory):
+    """The demo workspace's store, with a synthetic feature graph (the demo builder stores none)."""
+    from synthetic_graphs import synthetic_graph
+
+    from saelab.feature_circuits.storage import save_feature_graph
+
     workspace = build_demo_workspace(tmp_path_factory.mktemp("demo"), d_sae=16, sae_files=False)
-    return ResultsStore(workspace.db_path)
+    store = ResultsStore(workspace.db_path)
+    save_feature_graph(store, synthetic_graph())
+    return store
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from saelab.cli import main
 
-SUBCOMMANDS = ["demo", "models", "cache", "train", "eval", "circuits", "app"]
+SUBCOMMANDS = ["demo", "models", "cache", "train", "eval", "circuits", "graph", "app"]
 
 
 def run_cli(*args, cwd=None, env=None):

@@ -31,7 +31,8 @@ def _loads(text: Any) -> Any:
 # ---------------------------------------------------------------- overview, runs, SAEs
 
 _TABLES = ("runs", "cached_sites", "saes", "training_metrics", "eval_metrics", "features", "feature_examples",
-           "circuit_runs", "circuit_scores", "circuit_evals", "task_prompts", "feature_labels")
+           "circuit_runs", "circuit_scores", "circuit_evals", "task_prompts", "feature_labels", "feature_graphs",
+           "feature_graph_nodes", "feature_graph_edges")
 
 
 def table_counts(store: ResultsStore) -> dict[str, int]:
@@ -405,3 +406,49 @@ def task_prompts(store: ResultsStore, task: str, limit: int = 20) -> pd.DataFram
     """A few stored prompts of `task` (for examples on the circuits page)."""
     return _frame(store, "SELECT dataset_id, idx, kind, prompt, answer FROM task_prompts WHERE task = ? "
                          "ORDER BY dataset_id, idx LIMIT ?", [task, int(limit)])
+
+
+# ---------------------------------------------------------------- feature graphs
+
+def _has_table(con, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+                            ).fetchone()[0])
+
+
+_GRAPH_COLUMNS = ["graph_id", "kind", "model", "task", "prompt", "dictionaries", "n_nodes", "n_edges", "metrics",
+                  "params", "created_at"]
+
+
+def list_feature_graphs(store: ResultsStore) -> pd.DataFrame:
+    """Every stored feature graph, newest first: its kind, model, task, prompt, dictionaries (a list), node and
+    edge counts, metrics and params (parsed JSON). Empty on a store from before feature graphs existed."""
+    with store.connect(read_only=True) as con:
+        if not _has_table(con, "feature_graphs"):
+            return pd.DataFrame(columns=_GRAPH_COLUMNS)
+        frame = con.execute("""
+            SELECT g.graph_id, g.kind, g.model, g.task, g.prompt, g.dictionaries,
+                   coalesce(n.n, 0) AS n_nodes, coalesce(e.n, 0) AS n_edges, g.metrics, g.params, g.created_at
+            FROM feature_graphs AS g
+            LEFT JOIN (SELECT graph_id, count(*) AS n FROM feature_graph_nodes GROUP BY graph_id) AS n USING (graph_id)
+            LEFT JOIN (SELECT graph_id, count(*) AS n FROM feature_graph_edges GROUP BY graph_id) AS e USING (graph_id)
+            ORDER BY g.created_at DESC, g.graph_id""").fetchdf()
+    for column in ("dictionaries", "metrics", "params"):
+        frame[column] = [_loads(v) for v in frame[column]]
+    return frame
+
+
+def top_example_tokens(store: ResultsStore, latents: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
+    """For each (sae_id, latent), the token at the peak of each of its stored top examples, strongest first
+    (from the dashboards `saelab eval --dashboards` wrote); latents without dashboards are left out."""
+    if not latents:
+        return {}
+    keys = sorted({f"{sae_id}\x1f{int(latent)}" for sae_id, latent in latents})
+    frame = _frame(store, "SELECT sae_id, latent, tokens, center FROM feature_examples "
+                          "WHERE kind = 'top' AND list_contains(?, sae_id || chr(31) || CAST(latent AS VARCHAR)) "
+                          "ORDER BY sae_id, latent, rank", [keys])
+    tops: dict[tuple[str, int], list[str]] = {}
+    for row in frame.itertuples(index=False):
+        tokens = _loads(row.tokens) or []
+        if row.center is not None and not pd.isna(row.center) and 0 <= int(row.center) < len(tokens):
+            tops.setdefault((row.sae_id, int(row.latent)), []).append(tokens[int(row.center)])
+    return tops

@@ -84,6 +84,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE saes ADD COLUMN output_site VARCHAR",
         "ALTER TABLE saes ADD COLUMN d_out INTEGER",
     )),
+    Migration(6, "feature graphs: feature circuits and attribution graphs, their nodes and edges", (
+        # one row per graph; metrics as a JSON object (NaN stored as null), dictionaries as a JSON list of sae_ids
+        """CREATE TABLE feature_graphs (
+            graph_id VARCHAR PRIMARY KEY, run_id VARCHAR, kind VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            task VARCHAR, prompt VARCHAR, dictionaries JSON, metrics JSON, params JSON,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
+        # `ord` keeps the graph's own node and edge order, so a loaded graph equals the saved one
+        """CREATE TABLE feature_graph_nodes (
+            graph_id VARCHAR NOT NULL, ord INTEGER NOT NULL, node VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+            layer INTEGER, site VARCHAR, dictionary VARCHAR, idx INTEGER, position INTEGER, activation DOUBLE,
+            effect DOUBLE, label VARCHAR, PRIMARY KEY (graph_id, node))""",
+        """CREATE TABLE feature_graph_edges (
+            graph_id VARCHAR NOT NULL, ord INTEGER NOT NULL, source VARCHAR NOT NULL, target VARCHAR NOT NULL,
+            weight DOUBLE, PRIMARY KEY (graph_id, ord))""",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,5 +1,6 @@
-"""A small workspace with synthetic rows in every table of the results store, and real (untrained) SAE
-directories behind the SAE rows, for the app's tests, screenshots and benchmark.
+"""A small workspace with synthetic rows in every table of the results store but the feature-graph tables
+(graphs come from `saelab.feature_circuits`; the app's tests store a synthetic one themselves), and real
+(untrained) SAE directories behind the SAE rows, for the app's tests, screenshots and benchmark.
 
 The numbers are made up but shaped like the real thing (densities spanning decades, peaked contexts, a
 frontier per architecture), so every page has something to draw. Deterministic for a seed.

@@ -70,7 +70,7 @@ def _load(request: EvalRequest, model=None):
     return sae, model if model is not None else load_model(model_name), model_name
 
 
-def _stored_path(workspace: Workspace, path: Path) -> str:
+def stored_path(workspace: Workspace, path: Path) -> str:
     """Workspace-relative when the path lies below the workspace (a symlinked folder included), else absolute."""
     try:
         return workspace.relative(path)
@@ -115,7 +115,7 @@ def run_eval(workspace: Workspace, request: EvalRequest, model=None,
     store = ResultsStore(workspace.create().db_path).initialize()
     run_id = store.start_run("eval", name=sae_id, config={**asdict(request), "model": model_name})
     try:
-        ensure_sae_row(store, sae, sae_id, _stored_path(workspace, path), run_id)
+        ensure_sae_row(store, sae, sae_id, stored_path(workspace, path), run_id)
         stage(f"core metrics: tokenizing {request.n_tokens:,} held-out tokens")
         tokens = token_contexts(model.tokenizer, held_out_source(), request.n_tokens, context_len, request.seed)
         seconds["load"] = time.perf_counter() - start
