@@ -71,7 +71,12 @@ DESIGN_HISTORY = {
         "at the final :param that attends to the token after the previous 'param', MOVER an induction-style "
         "match of LAST (query) against PREV (key) that copies the matched argument's own token. Every "
         "variable is a token, so interventions that break the match need a defined output: the method's name "
-        "(a fixed key the mover can fall back to)."
+        "(a fixed key the mover can fall back to). Run 1 used learned absolute positions (lr 2e-3, batch 24 per "
+        "group): after 700 steps (17 min on the shared machine) task top-1 was 0.35-0.41, interchange "
+        "PREV/LAST/MOVER 0.20/0.21/0.11 and strict 0.0; at step 696 head 0.1 at C_def gave 0.04 of its attention "
+        "to the previous argument, 1.2 at END 0.01 to the last documented argument and 2.0 at END 0.01 to C_def: "
+        "no stage had formed. Run 2 (these weights) uses rotary positions, where 'two tokens back' or 'the most "
+        "recent' is one query/key bias rather than a map the learned position embeddings must first form."
     ),
 }
 
@@ -163,6 +168,8 @@ def build_model(cfg: SIITConfig) -> HookedTransformer:
         n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
         d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx or cfg.entry.n_ctx, d_vocab=len(tok), act_fn="gelu",
         normalization_type="LN", default_prepend_bos=True, seed=cfg.seed, model_name=cfg.model_name,
+        positional_embedding_type=cfg.entry.positional_embedding_type,
+        rotary_dim=cfg.d_model // cfg.n_heads if cfg.entry.positional_embedding_type == "rotary" else None,
     )
     return HookedTransformer(hcfg, tokenizer=tok, move_to_device=False)
 

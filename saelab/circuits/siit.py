@@ -420,6 +420,8 @@ class SIITTask:
     summary: str
     """The high-level model in one line."""
     n_ctx: int = 64
+    positional_embedding_type: str = "standard"
+    """The trained model's positions: "standard" (learned absolute) or "rotary"."""
     source_share: float = 0.25
     """Default `pair_specs` source share."""
 

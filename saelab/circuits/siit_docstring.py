@@ -267,5 +267,6 @@ def task_entry() -> SIITTask:
         held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT, "held_out_descriptions": HELD_OUT_WORD_SPLIT},
         summary="PREV at C_def (key) and LAST at END (query) -> MOVER at END",
         n_ctx=96,
+        positional_embedding_type="rotary",
         source_share=0.5,
     )
