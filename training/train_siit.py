@@ -106,6 +106,9 @@ class SIITConfig:
     base's names permuted, for PREV and LAST); -1: the entry's default."""
     strict_weight: float = 1.0
     iit_weight: float = 1.0
+    attention_weight: float = 0.0
+    """Ours, not InterpBench's: on the task rows also −log(attention of each aligned head, from its position, to
+    the key position the high-level model says it reads) (`SIITTask.attention_targets`; 0: off)."""
     strict_kl_weight: float = 0.0
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
@@ -208,10 +211,26 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     return base, source, patch, target, row_groups
 
 
+def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row_groups: list[str]) -> torch.Tensor:
+    """Mean −log attention of each aligned head to its target key on the task rows (no patch)."""
+    rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
+    keys = entry.attention_targets(base)
+    terms = []
+    for node in entry.alignment:
+        query = base.position(node.position)[rows]
+        attention = patterns[node.layer][rows, node.head, query, keys[node.variable][rows]]
+        terms.append(-(attention + 1e-6).log().mean())
+    return sum(terms) / len(terms)
+
+
 def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     base, source, patch, target, row_groups = step_batch(cfg, model, tok, step)
     cache = source_cache(model, source.tokens)
-    logits = patched_logits(model, base, cache, patch)
+    patterns: dict[int, torch.Tensor] = {}
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda x, hook, layer=layer: patterns.__setitem__(layer, x))
+             for layer in {a.layer for a in cfg.entry.alignment}] if cfg.attention_weight else []
+    with model.hooks(fwd_hooks=hooks):
+        logits = patched_logits(model, base, cache, patch)
     losses = target_loss(logits, target)
     by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg.entry)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
@@ -223,6 +242,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
         strict = strict + cfg.strict_kl_weight * torch.nn.functional.kl_div(
             logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
+    if cfg.attention_weight:
+        loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -508,6 +529,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
+    parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
     parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
     parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
@@ -523,7 +545,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
-                     strict_kl_weight=args.strict_kl_weight, source_share=args.source_share,
+                     strict_kl_weight=args.strict_kl_weight, attention_weight=args.attention_weight, source_share=args.source_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

@@ -424,6 +424,9 @@ class SIITTask:
     """The trained model's positions: "standard" (learned absolute) or "rotary"."""
     source_share: float = 0.25
     """Default `pair_specs` source share."""
+    attention_targets: Callable | None = None
+    """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
+    trainer's optional attention loss (None: the entry has none)."""
 
     def __post_init__(self) -> None:
         if len({a.variable for a in self.alignment}) != len(self.alignment):

@@ -16,6 +16,7 @@ MOVER at another argument; patching MOVER outputs the source's answer.
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from string import ascii_uppercase
 from typing import NamedTuple
 
 import torch
@@ -94,7 +95,7 @@ class DocSpec(NamedTuple):
         s = self.layout
         doc = self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
         prompt = docstring_prompt(self.method, self.method_desc, self.def_args, doc, self.arg_descs, s)
-        start, slots = len(f"\ndef {self.method}(self"), {}
+        start, slots = len(f"\ndef {self.method}(self"), {"last_doc": prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]}
         for i, arg in enumerate(self.def_args):
             start += 1  # the comma
             slots[f"def{i}"] = (start, start + len(arg) + 1)
@@ -141,6 +142,8 @@ class DocRows(NamedTuple):
     """The token before each signature argument's comma: the previous argument ("self" for the first; -1 past)."""
     method: Int[Tensor, " n"]
     """Token id of the method's name (MOVER's output when nothing matches)."""
+    last_doc_pos: Int[Tensor, " n"]
+    """Position of the last documented argument's name (B_doc)."""
 
     def position(self, name: str) -> Int[Tensor, " n"]:
         if name == "end":
@@ -178,6 +181,7 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
         def_tokens=def_tokens,
         prev_tokens=prev_tokens,
         method=tokens[:, 3],
+        last_doc_pos=torch.tensor([e.positions["last_doc"] for e in encoded]),
     )
 
 
@@ -208,6 +212,12 @@ def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> T
         raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
     ids = mover_output(base, prev, last)
     return Target(ids[:, None].expand(-1, 2), torch.full((len(ids), 2), 0.5))
+
+
+def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
+    """Where each aligned head attends on a clean prompt (from its named position): PREV → the previous argument,
+    LAST → the last documented argument, MOVER → the answer's signature position."""
+    return {"PREV": rows.answer_def - 2, "LAST": rows.last_doc_pos, "MOVER": rows.answer_def}
 
 
 def pair_specs(rng: random.Random, split: DocSplit, group: str, permuted_share: float) -> tuple[DocSpec, DocSpec]:
@@ -268,5 +278,6 @@ def task_entry() -> SIITTask:
         summary="PREV at C_def (key) and LAST at END (query) -> MOVER at END",
         n_ctx=96,
         positional_embedding_type="rotary",
+        attention_targets=attention_targets,
         source_share=0.5,
     )
