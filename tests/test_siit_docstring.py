@@ -75,6 +75,9 @@ def test_rows_locate_the_answer_its_previous_argument_and_the_method(tokenizer):
     assert rows.prev_tokens[0, 1:].tolist() == _ids(tokenizer, args[:-1])
     assert tokenizer.decode(rows.prev_tokens[0, 0]) == "self"
     assert rows.last_doc.tolist() == _ids(tokenizer, ["size"]) and rows.method.tolist() == _ids(tokenizer, ["old"])
+    assert rows.tokens[0, rows.last_doc_pos[0]] == rows.last_doc[0] and rows.last_doc_pos[0] > rows.answer_def[0]
+    targets = ENTRY.attention_targets(rows)
+    assert tokenizer.decode(rows.tokens[0, targets["PREV"][0]]) == " size" and targets["MOVER"][0] == rows.answer_def[0]
     assert rows.position("end").tolist() == [rows.tokens.shape[1] - 1]
 
 
@@ -166,11 +169,13 @@ def test_held_out_scores_reproduce_and_claimed_passes_hold(model, tokenizer, car
 
 
 @needs_model
-def test_interchange_fails_for_a_wrongly_aligned_head(model, tokenizer):
+def test_interchange_fails_for_a_wrongly_aligned_head(model, tokenizer, card):
     pairs = ENTRY.sample_pairs(tokenizer, TRAIN_SPLIT, 64, 99, "iit")
     mover = ENTRY.alignment[-1]
     wrong = AlignedNode("MOVER", mover.layer, (mover.head + 1) % model.cfg.n_heads, "end", "a head outside")
     assert interchange_accuracy(model, pairs, wrong, ENTRY.high_level_output) < 0.2
+    if card["split_scores"]["train_distribution_fresh"]["interchange_MOVER"] >= 0.95:
+        assert interchange_accuracy(model, pairs, mover, ENTRY.high_level_output) >= 0.9
 
 
 @needs_model
