@@ -39,7 +39,8 @@ from saelab.workspace import Workspace
 
 log = logging.getLogger("circuit_table")
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("reverse (tracr)", "reverse", "tracr-reverse"),
+COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("docstring (SIIT)", "docstring", "saelab-docstring-siit"),
+           ("reverse (tracr)", "reverse", "tracr-reverse"),
            ("frac_prevs (tracr)", "frac_prevs", "tracr-frac-prevs"),
            ("IOI", "ioi", "saelab-tiny"), ("greater-than", "greater_than", "saelab-tiny"),
            ("docstring", "docstring", "saelab-tiny"), ("docstring (attn-only)", "docstring", "saelab-tiny-attn"))
@@ -139,6 +140,8 @@ def records_from_store(store: ResultsStore, seeds: set[int] | None = None) -> li
 GROUND_TRUTH_TEXT = (
     "Ground truths (data/circuits/MODEL/TASK.json), each column says which it has. **By construction** "
     "(saelab-ioi-siit: SIIT-trained so that three named heads implement a relay of the indirect object; "
+    "saelab-docstring-siit: SIIT-trained so that a previous-argument head (key) and a last-documented-argument "
+    "head (query) feed an argument mover, three heads in three layers; "
     "tracr-*: compiled RASP programs, circuit read from the compiled weights): the circuit was put there; "
     "node metrics are over heads, so on the tracr models (4 and 2 heads, the rest of their circuits are MLPs) "
     "they take only a few values. **By patching** (the saelab-tiny columns, secondary): resample-ablation patching of the same model on 128 prompts "

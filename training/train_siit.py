@@ -1,19 +1,19 @@
-"""Train saelab-ioi-siit with strict interchange intervention training (SIIT; Gupta et al. 2024, InterpBench).
+"""Train a model with strict interchange intervention training (SIIT; Gupta et al. 2024, InterpBench) on a task's
+high-level causal model (`saelab.circuits.siit.siit_task`: IOI → saelab-ioi-siit, docstring → saelab-docstring-siit).
 
-Losses per step, each a cross-entropy at the answer position against the high-level causal model of
-`saelab.circuits.siit` (DUP at S2 → S-INH at END → NAME at END):
-  task   : no intervention (IOI prompts, and ABC prompts whose high-level output is ½/½ over both names);
-  IIT    : one aligned head patched at its position from a same-template source prompt (IOI or ABC); the target is
-           the high-level output under the same intervention;
+Losses per step, each a cross-entropy at the answer position against the task's high-level model:
+  task   : no intervention;
+  IIT    : one aligned head patched at its named position from a same-layout source prompt; the target is the
+           high-level output under the same intervention;
   strict : non-aligned units (other heads, MLPs, aligned heads at other positions) patched from a source, one at
            a time or a random half at once; the target is the unchanged high-level output.
-Held-out templates and places/objects (`saelab.circuits.siit`) are never used in training or stopping. Resumes
-from runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit.
-Then writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and
-data/circuits/NAME/ioi.json with the construction checks measured on the saved model.
+The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
+runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
+writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
+with the construction checks measured on the saved model.
 
-  PYTHONPATH=. .venv/bin/python training/train_siit.py            # train (or resume), then finalise
-  PYTHONPATH=. .venv/bin/python training/train_siit.py --finalize-only
+  PYTHONPATH=. .venv/bin/python training/train_siit.py --task ioi          # train (or resume), then finalise
+  PYTHONPATH=. .venv/bin/python training/train_siit.py --task docstring --finalize-only
 """
 
 import argparse
@@ -35,23 +35,15 @@ from saelab.circuits.ground_truth import edge_effects
 from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
-    HELD_OUT_TEMPLATE_SPLIT,
-    HELD_OUT_WORD_SPLIT,
-    TRAIN_SPLIT,
-    AlignedNode,
-    IOISplit,
     Patch,
+    SIITTask,
     Target,
-    dataset_rows,
-    encode_specs,
-    high_level_output,
     interchange_accuracy,
     non_aligned_units,
     patch_unit,
     patched_end_logits,
     patched_logits,
-    sample_pairs,
-    sample_spec,
+    siit_task,
     source_cache,
     strict_accuracy,
     target_loss,
@@ -60,53 +52,74 @@ from saelab.circuits.siit import (
 from saelab.models import load_model, save_model
 from saelab.models.tokenizer import load_tokenizer
 from saelab.paths import data_dir
-from saelab.tasks.ioi import BABA_TEMPLATES
 from saelab.tasks.registry import get_task
 
 log = logging.getLogger("train_siit")
 ROOT = Path(__file__).resolve().parent.parent
 
-ALIGNMENT = (
-    AlignedNode("DUP", 0, 2, "S2", "the earlier name the name at S2 does not repeat (the indirect object); both "
-                "earlier names at 1/2 when it repeats neither (ABC)"),
-    AlignedNode("S-INH", 1, 1, "end", "DUP, moved from S2 to END"),
-    AlignedNode("NAME", 2, 3, "end", "S-INH, written to the output (the answer)"),
-)
-CIRCUIT_EDGES = (
-    "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q", "input->1.1.k",
-    "1.1->2.3.v", "input->2.3.q", "input->2.3.k", "2.3->logits",
-)
-"""The edges the high-level model's data flow implies (head → head edges are the ones SIIT constrains)."""
-DESIGN_HISTORY = (
-    "A first high-level model carried Wang et al.'s positional S-inhibition signal (DUP and S-INH = the slot of "
-    "the subject, NAME = the name at the other slot). In three runs (lr 2e-3 and 3e-3, IIT weight 1 and 3, "
-    "600-1600 steps) the task reached 0.94-0.99 and NAME interchange 0.39-0.87, but DUP and S-INH interchange "
-    "stayed at chance (0.42-0.54): head 0.2 at S2 attended to the indirect object (0.99 of its attention), and "
-    "the name mover read it from S2. The high-level model was changed to that relay."
-)
+DESIGN_HISTORY = {
+    "ioi": (
+        "A first high-level model carried Wang et al.'s positional S-inhibition signal (DUP and S-INH = the slot "
+        "of the subject, NAME = the name at the other slot). In three runs (lr 2e-3 and 3e-3, IIT weight 1 and 3, "
+        "600-1600 steps) the task reached 0.94-0.99 and NAME interchange 0.39-0.87, but DUP and S-INH interchange "
+        "stayed at chance (0.42-0.54): head 0.2 at S2 attended to the indirect object (0.99 of its attention), "
+        "and the name mover read it from S2. The high-level model was changed to that relay."
+    ),
+    "docstring": (
+        "Designed from the IOI lesson (a stage must be something one head can compute from what it can attend "
+        "to): PREV is a previous-argument head (attend two tokens back from a signature argument), LAST a head "
+        "at the final :param that attends to the token after the previous 'param', MOVER an induction-style "
+        "match of LAST (query) against PREV (key) that copies the matched argument's own token. Every "
+        "variable is a token, so interventions that break the match need a defined output: the method's name "
+        "(a fixed key the mover can fall back to). Run 1 used learned absolute positions (lr 2e-3, batch 24 per "
+        "group): after 700 steps (17 min on the shared machine) task top-1 was 0.35-0.41, interchange "
+        "PREV/LAST/MOVER 0.20/0.21/0.11 and strict 0.0; at step 696 head 0.1 at C_def gave 0.04 of its attention "
+        "to the previous argument, 1.2 at END 0.01 to the last documented argument and 2.0 at END 0.01 to C_def: "
+        "no stage had formed. Run 2 (these weights) uses rotary positions, where 'two tokens back' or 'the most "
+        "recent' is one query/key bias rather than a map the learned position embeddings must first form. In "
+        "its first 478 steps (no attention loss) no stage formed either (step 429: 0.09 / 0.00 / 0.01 of the "
+        "three heads' attention on their targets; task top-1 0.22, interchange at most 0.2), so from step 478 the "
+        "run was resumed with our attention loss (--attention-weight 1): by step 823 heads 0.1 and 1.2 gave 0.99 "
+        "of their attention to their targets and 2.0 gave 0.41 to C_def; task top-1 then rose from 0.35 (step "
+        "1000) to 0.93-0.96 (steps 1800-2300), interchange PREV/LAST/MOVER to about 0.64/0.65/0.94 on dev "
+        "prompts, while strict accuracy (every non-aligned unit patched at once) stayed 0.0 to the end. The run "
+        "stopped at its 56-min time limit (step 2357); it was resumed three times from its checkpoint: at step "
+        "478 to add the attention loss, at 881 and 1291 to change the time limit (47, then 56 min). The "
+        "construction does not hold: layer-0 heads 0.0 and 0.2 carry much of the effect (resample-ablating them "
+        "moves the metric by 0.63 and 0.53 of the gap), and the edge input->1.2.v carries almost none, so LAST "
+        "reads the last documented name through them; PREV and LAST interchange stay below 0.95."
+    ),
+}
 
 
 @dataclass(frozen=True)
 class SIITConfig:
     """Model shape and training settings."""
 
-    name: str = "saelab-ioi-siit"
-    """Output: data/models/NAME, data/circuits/NAME/ioi.json; checkpoints in runs/NAME."""
+    task: str = "ioi"
+    """The SIIT entry (`saelab.circuits.siit.siit_task`): "ioi" or "docstring"."""
+    name: str = ""
+    """Output: data/models/NAME, data/circuits/NAME/TASK.json; checkpoints in runs/NAME ("": the entry's model)."""
     n_layers: int = 3
     d_model: int = 64
     n_heads: int = 4
     d_mlp: int = 128
-    n_ctx: int = 64
+    n_ctx: int = 0
+    """0: the entry's."""
     seed: int = 0
     lr: float = 2e-3
     """AdamW peak learning rate (linear warm-up over `warmup_steps`, then constant)."""
     warmup_steps: int = 100
     batch: int = 24
     """Rows per loss group (task, each aligned node, strict ×2)."""
-    abc_share: float = 0.25
-    """Share of source prompts (and task prompts) that are ABC prompts (no repeated name)."""
+    source_share: float = -1.0
+    """Share of the task's second kind of source prompt (IOI: ABC prompts, also as task prompts; docstring: the
+    base's names permuted, for PREV and LAST); -1: the entry's default."""
     strict_weight: float = 1.0
     iit_weight: float = 1.0
+    attention_weight: float = 0.0
+    """Ours, not InterpBench's: on the task rows also −log(attention of each aligned head, from its position, to
+    the key position the high-level model says it reads) (`SIITTask.attention_targets`; 0: off)."""
     strict_kl_weight: float = 0.0
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
@@ -117,35 +130,46 @@ class SIITConfig:
     time_limit_min: float = 60.0
     checkpoint_every_s: float = 120.0
     threads: int = 1
-    hold_out_templates: bool = True
-    """Keep templates 3, 8, 14 out of training (False: train on all 15; only places/objects are held out)."""
-    hold_out_words: bool = True
-    """Keep the held-out places/objects out of training (False: train on every place and object)."""
+    trained_on: tuple[str, ...] = ()
+    """Held-out splits of the entry this run trains on anyway (then they are reported as trained on)."""
     init_from: str | None = None
     """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        if not 0 <= self.abc_share < 1:
-            raise ValueError(f"abc_share must be in [0, 1), got {self.abc_share}")
+        if not (0 <= self.source_share < 1 or self.source_share == -1):
+            raise ValueError(f"source_share must be in [0, 1) (or -1), got {self.source_share}")
         if not 0 < self.stop_at <= 1:
             raise ValueError(f"stop_at must be in (0, 1], got {self.stop_at}")
+        unknown = set(self.trained_on) - set(self.entry.held_out_splits)
+        if unknown:
+            raise ValueError(f"--train-on {sorted(unknown)}: not held-out splits of {self.task} "
+                             f"({sorted(self.entry.held_out_splits)})")
 
     @property
-    def train_split(self) -> IOISplit:
-        templates = TRAIN_SPLIT.templates if self.hold_out_templates else tuple(range(len(BABA_TEMPLATES)))
-        places = TRAIN_SPLIT.places if self.hold_out_words else TRAIN_SPLIT.places + HELD_OUT_WORD_SPLIT.places
-        objects = TRAIN_SPLIT.objects if self.hold_out_words else TRAIN_SPLIT.objects + HELD_OUT_WORD_SPLIT.objects
-        return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
+    def entry(self) -> SIITTask:
+        return siit_task(self.task)
+
+    @property
+    def model_name(self) -> str:
+        return self.name or self.entry.model
+
+    @property
+    def share(self) -> float:
+        return self.entry.source_share if self.source_share == -1 else self.source_share
+
+    @property
+    def train_split(self):
+        return self.entry.train_split(frozenset(self.trained_on))
 
     @property
     def run_dir(self) -> Path:
-        return ROOT / "runs" / self.name
+        return ROOT / "runs" / self.model_name
 
     @property
     def model_dir(self) -> Path:
-        return data_dir() / "models" / self.name
+        return data_dir() / "models" / self.model_name
 
 
 def tokenizer():
@@ -156,69 +180,81 @@ def build_model(cfg: SIITConfig) -> HookedTransformer:
     tok = tokenizer()
     hcfg = HookedTransformerConfig(
         n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
-        d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx, d_vocab=len(tok), act_fn="gelu", normalization_type="LN",
-        default_prepend_bos=True, seed=cfg.seed, model_name=cfg.name,
+        d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx or cfg.entry.n_ctx, d_vocab=len(tok), act_fn="gelu",
+        normalization_type="LN", default_prepend_bos=True, seed=cfg.seed, model_name=cfg.model_name,
+        positional_embedding_type=cfg.entry.positional_embedding_type,
+        rotary_dim=cfg.d_model // cfg.n_heads if cfg.entry.positional_embedding_type == "rotary" else None,
     )
     return HookedTransformer(hcfg, tokenizer=tok, move_to_device=False)
 
 
 # --- one training step --------------------------------------------------------------------------------------
 
-GROUPS = ("task", "DUP", "S-INH", "NAME", "strict-one", "strict-many")
+
+def groups(entry: SIITTask) -> tuple[str, ...]:
+    return ("task", *entry.variables, "strict-one", "strict-many")
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     """Base and source rows for every loss group, the patch, the targets and each row's group."""
+    entry, split = cfg.entry, cfg.train_split
     rng = random.Random(cfg.seed * 1_000_003 + step)
-    bases, sources, groups = [], [], []
-    for group in GROUPS:
-        for _ in range(cfg.batch):
-            split = cfg.train_split
-            template = rng.choice(split.templates)
-            abc_base = group == "task" and rng.random() < cfg.abc_share
-            bases.append(sample_spec(rng, split, template, abc=abc_base))
-            sources.append(sample_spec(rng, split, template, abc=rng.random() < cfg.abc_share))
-            groups.append(group)
-    base, source = encode_specs(tok, bases), encode_specs(tok, sources)
+    pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(entry) for _ in range(cfg.batch)]
+    row_groups = [g for g, _, _ in pairs]
+    base, source = entry.encode(tok, [b for _, b, _ in pairs]), entry.encode(tok, [s for _, _, s in pairs])
     patch = Patch.empty(model, *base.tokens.shape)
-    units = non_aligned_units(model, ALIGNMENT)
-    ids, weights = [], []
-    for row, group in enumerate(groups):
-        node = next((a for a in ALIGNMENT if a.variable == group), None)
+    units = non_aligned_units(model, entry.alignment)
+    for row, group in enumerate(row_groups):
+        node = next((a for a in entry.alignment if a.variable == group), None)
         if node is not None:
             patch.aligned(torch.tensor([row]), node, base)
         elif group == "strict-one":
-            patch_unit(patch, row, rng.choice(units), base, ALIGNMENT)
+            patch_unit(patch, row, rng.choice(units), base, entry.alignment)
         elif group == "strict-many":
             for unit in units:
                 if rng.random() < 0.5:
-                    patch_unit(patch, row, unit, base, ALIGNMENT)
-    for variable in (None, "DUP", "S-INH", "NAME"):
-        target = high_level_output(base, source, variable)
-        ids.append(target.ids)
-        weights.append(target.weights)
-    variable_index = torch.tensor([{"DUP": 1, "S-INH": 2, "NAME": 3}.get(g, 0) for g in groups])
-    rows = torch.arange(len(groups))
-    target_ids = torch.stack(ids)[variable_index, rows]
-    target_weights = torch.stack(weights)[variable_index, rows]
-    return base, source, patch, (target_ids, target_weights), groups
+                    patch_unit(patch, row, unit, base, entry.alignment)
+    targets = [entry.high_level_output(base, source, v) for v in (None, *entry.variables)]
+    index = torch.tensor([entry.variables.index(g) + 1 if g in entry.variables else 0 for g in row_groups])
+    rows = torch.arange(len(row_groups))
+    target = Target(torch.stack([t.ids for t in targets])[index, rows],
+                    torch.stack([t.weights for t in targets])[index, rows])
+    return base, source, patch, target, row_groups
+
+
+def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row_groups: list[str]) -> torch.Tensor:
+    """Mean −log attention of each aligned head to its target key on the task rows (no patch)."""
+    rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
+    keys = entry.attention_targets(base)
+    terms = []
+    for node in entry.alignment:
+        query = base.position(node.position)[rows]
+        attention = patterns[node.layer][rows, node.head, query, keys[node.variable][rows]]
+        terms.append(-(attention + 1e-6).log().mean())
+    return sum(terms) / len(terms)
 
 
 def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
-    base, source, patch, (ids, weights), groups = step_batch(cfg, model, tok, step)
+    base, source, patch, target, row_groups = step_batch(cfg, model, tok, step)
     cache = source_cache(model, source.tokens)
-    logits = patched_logits(model, base, cache, patch)
-    losses = target_loss(logits, Target(ids, weights))
-    by_group = {g: losses[[i for i, x in enumerate(groups) if x == g]].mean() for g in GROUPS}
-    iit = (by_group["DUP"] + by_group["S-INH"] + by_group["NAME"]) / 3
+    patterns: dict[int, torch.Tensor] = {}
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda x, hook, layer=layer: patterns.__setitem__(layer, x))
+             for layer in {a.layer for a in cfg.entry.alignment}] if cfg.attention_weight else []
+    with model.hooks(fwd_hooks=hooks):
+        logits = patched_logits(model, base, cache, patch)
+    losses = target_loss(logits, target)
+    by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg.entry)}
+    iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     strict = (by_group["strict-one"] + by_group["strict-many"]) / 2
     if cfg.strict_kl_weight:
-        rows = [i for i, g in enumerate(groups) if g.startswith("strict")]
+        rows = [i for i, g in enumerate(row_groups) if g.startswith("strict")]
         with torch.no_grad():
             clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
         strict = strict + cfg.strict_kl_weight * torch.nn.functional.kl_div(
             logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
+    if cfg.attention_weight:
+        loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -229,14 +265,21 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict}.items()}
 
 
+def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
+    """Task top-1, per-node interchange and strict accuracy on `n` fresh pairs of `split`."""
+    pairs = entry.sample_pairs(tok, split, n, seed, "iit")
+    strict_pairs = entry.sample_pairs(tok, split, n, seed + 1, "strict")
+    high = entry.high_level_output
+    scores = {"task_top1": task_accuracy(model, pairs, high)}
+    scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in entry.alignment}
+    scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
 def dev_scores(cfg: SIITConfig, model: HookedTransformer, tok, seed: int = 10_000) -> dict[str, float]:
-    """Task, per-node interchange and strict accuracy on fresh training-distribution prompts (the stop rule)."""
+    """`split_scores` on fresh training-distribution prompts (the stop rule)."""
     model.eval()
-    pairs = sample_pairs(tok, cfg.train_split, cfg.eval_prompts, seed, abc_share=0.0)
-    abc_pairs = sample_pairs(tok, cfg.train_split, cfg.eval_prompts, seed + 1, abc_share=0.5)
-    scores = {"task": task_accuracy(model, pairs)}
-    scores |= {f"iit_{a.variable}": interchange_accuracy(model, pairs, a) for a in ALIGNMENT}
-    scores["strict_all"] = strict_accuracy(model, abc_pairs, ALIGNMENT)
+    scores = split_scores(cfg.entry, model, tok, cfg.train_split, seed, cfg.eval_prompts)
     model.train()
     return scores
 
@@ -292,28 +335,19 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             last_save = time.time()
     log.info("stopped: %s", state["stopped"])
     model.eval()
-    save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra={"name": cfg.name})
+    save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra={"name": cfg.model_name})
     return state
 
 
 # --- construction checks on the saved model ----------------------------------------------------------------
 
 
-def split_scores(model, tok, split, seed: int, n: int) -> dict[str, float]:
-    pairs = sample_pairs(tok, split, n, seed, abc_share=0.0)
-    abc_pairs = sample_pairs(tok, split, n, seed + 1, abc_share=0.5)
-    scores = {"task_top1": task_accuracy(model, pairs)}
-    scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a) for a in ALIGNMENT}
-    scores["strict_all_units"] = strict_accuracy(model, abc_pairs, ALIGNMENT)
-    return {k: round(v, 4) for k, v in scores.items()}
-
-
 @torch.no_grad()
-def all_non_circuit_effect(model, data, circuit: set[str]) -> float:
-    """Mean metric change when every non-circuit head and MLP is resample-ablated at once (ABC corruption)."""
-    task = get_task("ioi")
-    rows = dataset_rows(data)
-    patch = Patch.empty(model, *rows.tokens.shape)
+def all_non_circuit_effect(model, task, data, circuit: set[str]) -> float:
+    """Mean metric change when every non-circuit head and MLP is resample-ablated at once (from the task's
+    corrupted prompts)."""
+    tokens, end = data.clean_tokens, data.positions["end"]
+    patch = Patch.empty(model, *tokens.shape)
     for node in Graph.from_config(model.cfg).nodes:
         if node.name in circuit:
             continue
@@ -322,9 +356,9 @@ def all_non_circuit_effect(model, data, circuit: set[str]) -> float:
         else:
             patch.mlp[node.layer][:] = True
     cache = source_cache(model, data.corrupted_tokens)
-    clean = task.metric_fn(patched_end_logits(model, rows.tokens, rows.end, {}, Patch.empty(
-        model, *rows.tokens.shape))[:, None], _at_zero(data))
-    ablated = task.metric_fn(patched_end_logits(model, rows.tokens, rows.end, cache, patch)[:, None], _at_zero(data))
+    clean = task.metric_fn(patched_end_logits(model, tokens, end, {}, Patch.empty(model, *tokens.shape))[:, None],
+                           _at_zero(data))
+    ablated = task.metric_fn(patched_end_logits(model, tokens, end, cache, patch)[:, None], _at_zero(data))
     return float((ablated - clean).mean())
 
 
@@ -332,29 +366,32 @@ def _at_zero(data):
     return dataclasses.replace(data, positions={**data.positions, "end": torch.zeros(len(data), dtype=torch.long)})
 
 
-def construction_checks(model, tok, n: int = 400, seed: int = 777) -> dict:
-    """The issue's checks on saelab's own IOI generator (vocabulary "tiny", ABC corruption, resample ablation)."""
-    task = get_task("ioi")
+def construction_checks(entry: SIITTask, model, tok, n: int = 400, seed: int = 777) -> dict:
+    """The issue's checks on saelab's own task generator (vocabulary "tiny", its default corruption, resample
+    ablation)."""
+    task = get_task(entry.task)
     data = task.generate(tok, n, seed=seed, vocabulary="tiny")
     logits = model(data.clean_tokens)
     problem = problem_from_task(task, data)
     clean, corrupted = metric_means(model, problem)
     gap = clean - corrupted
     effects = node_effects(model, problem, "resample")
-    circuit = {a.node for a in ALIGNMENT}
+    circuit = {a.node for a in entry.alignment}
     relative = {node.name: effect / gap for node, effect in effects.items()}
     outside = {k: v for k, v in relative.items() if k not in circuit}
-    together = all_non_circuit_effect(model, data, circuit) / gap
+    together = all_non_circuit_effect(model, task, data, circuit) / gap
     checks = {
-        "ioi_accuracy_io_vs_s": round(float(task.accuracy(logits, data).float().mean()), 4),
+        "task_accuracy": round(float(task.accuracy(logits, data).float().mean()), 4),
+        "corruption": task.default_corruption,
         "metric_clean": round(clean, 4),
         "metric_corrupted": round(corrupted, 4),
         "max_single_non_circuit_effect_over_gap": round(max(abs(v) for v in outside.values()), 4),
+        "largest_non_circuit_node": max(outside, key=lambda k: abs(outside[k])),
         "all_non_circuit_together_effect_over_gap": round(abs(together), 4),
         "min_circuit_effect_over_gap": round(min(abs(relative[c]) for c in circuit), 4),
     }
     checks["passed"] = {
-        "task_accuracy>=0.95": checks["ioi_accuracy_io_vs_s"] >= 0.95,
+        "task_accuracy>=0.95": checks["task_accuracy"] >= 0.95,
         "single_non_circuit<0.02": checks["max_single_non_circuit_effect_over_gap"] < 0.02,
         "all_non_circuit<0.10": checks["all_non_circuit_together_effect_over_gap"] < 0.10,
         "each_circuit_node>0.20": checks["min_circuit_effect_over_gap"] > 0.20,
@@ -362,32 +399,31 @@ def construction_checks(model, tok, n: int = 400, seed: int = 777) -> dict:
     return {"n_prompts": n, "seed": seed, **checks}, effects, problem, (clean, corrupted)
 
 
-def write_ground_truth(cfg, model, effects, problem, means, checks) -> Path:
+def write_ground_truth(cfg: SIITConfig, model, effects, problem, means, checks) -> Path:
+    entry = cfg.entry
     graph = Graph.from_config(model.cfg)
-    edges = [graph.edge(e) for e in CIRCUIT_EDGES]
-    measured = edge_effects(model, problem, edges)
-    order = sorted(effects)
+    measured = edge_effects(model, problem, [graph.edge(e) for e in entry.circuit_edges])
     payload = {
         "format_version": 1,
-        "task": "ioi",
-        "model": cfg.name,
+        "task": entry.task,
+        "model": cfg.model_name,
         "kind": "by construction",
         "rule": {"node_fraction": 0.1, "edge_fraction": 0.05,
                  "text": "by construction (SIIT): the nodes are the heads the high-level model is aligned to; the "
                          "edges are its data flow. node_effects and edge_effects are measured (resample ablation "
-                         "from ABC prompts, path patching) only to show the construction holds; they do not "
-                         "define the circuit"},
+                         f"from the task's {get_task(entry.task).default_corruption} corruption, path patching) "
+                         "only to show the construction holds; they do not define the circuit"},
         "metric": {"clean": round(means[0], 6), "corrupted": round(means[1], 6),
                    "gap": round(means[0] - means[1], 6)},
-        "nodes": sorted(a.node for a in ALIGNMENT),
-        "edges": sorted(CIRCUIT_EDGES),
-        "node_effects": {n.name: round(effects[n], 6) for n in order},
+        "nodes": sorted(a.node for a in entry.alignment),
+        "edges": sorted(entry.circuit_edges),
+        "node_effects": {n.name: round(effects[n], 6) for n in sorted(effects)},
         "edge_effects": {e.name: round(v, 6) for e, v in sorted(measured.items())},
-        "alignment": [a.to_json() for a in ALIGNMENT],
-        "high_level_model": "saelab.circuits.siit (DUP at S2 -> S-INH at END -> NAME at END)",
+        "alignment": [a.to_json() for a in entry.alignment],
+        "high_level_model": f"saelab.circuits.siit.siit_task({entry.task!r}) ({entry.summary})",
         "construction_checks": checks,
     }
-    path = data_dir() / "circuits" / cfg.name / "ioi.json"
+    path = data_dir() / "circuits" / cfg.model_name / f"{entry.task}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")
     return path
@@ -397,31 +433,30 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     """Measure the construction checks on the saved model and write its card, config section and circuit file;
     `stages` are earlier training stages (command and held-out scores) the run was initialised from."""
     torch.set_num_threads(cfg.threads)
-    tok = tokenizer()
+    entry, tok = cfg.entry, tokenizer()
     model = load_model(str(cfg.model_dir))
-    model.cfg.model_name = cfg.name
-    checks, effects, problem, means = construction_checks(model, tok)
-    splits = {
-        "train_distribution_fresh": split_scores(model, tok, cfg.train_split, 20_000, 500),
-        ("held_out_templates" if cfg.hold_out_templates else "templates_3_8_14_trained_on"):
-            split_scores(model, tok, HELD_OUT_TEMPLATE_SPLIT, 30_000, 500),
-        ("held_out_places_objects" if cfg.hold_out_words else "places_objects_trained_on"): split_scores(model, tok, HELD_OUT_WORD_SPLIT, 40_000, 500),
-    }
+    model.cfg.model_name = cfg.model_name
+    checks, effects, problem, means = construction_checks(entry, model, tok)
+    splits = {"train_distribution_fresh": split_scores(entry, model, tok, cfg.train_split, 20_000, 500)}
+    for i, (name, split) in enumerate(entry.held_out_splits.items()):
+        label = f"{name}_trained_on" if name in cfg.trained_on else name
+        splits[label] = split_scores(entry, model, tok, split, 30_000 + 10_000 * i, 500)
     iit_ok = all(v >= 0.95 for s in splits.values() for k, v in s.items() if k.startswith("interchange"))
     checks["passed"]["interchange>=0.95_every_node_every_split"] = iit_ok
     checks["passed"]["task_top1>=0.95_every_split"] = all(s["task_top1"] >= 0.95 for s in splits.values())
     write_ground_truth(cfg, model, effects, problem, means, checks)
     extra = {
-        "name": cfg.name,
-        "description": (f"SIIT IOI model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+        "name": cfg.model_name,
+        "description": (f"SIIT {entry.task} model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
                         f"d_mlp {cfg.d_mlp}, saelab-tiny tokenizer; circuit known by construction"),
-        "trained_on": "IOI prompts from saelab's generator (12 of 15 templates) with SIIT losses",
-        "alignment": [a.to_json() for a in ALIGNMENT],
-        "design_history": DESIGN_HISTORY,
+        "task": entry.task,
+        "trained_on": f"{entry.task} prompts from saelab's generator with SIIT losses (held-out splits excluded)",
+        "high_level_model": entry.summary,
+        "alignment": [a.to_json() for a in entry.alignment],
+        "design_history": DESIGN_HISTORY[entry.task],
         "stages": list(stages),
-        "held_out": {"templates": list(HELD_OUT_TEMPLATE_SPLIT.templates) if cfg.hold_out_templates else [], "places": list(HELD_OUT_WORD_SPLIT.places) if cfg.hold_out_words else [],
-                     "objects": list(HELD_OUT_WORD_SPLIT.objects) if cfg.hold_out_words else [],
-                     "names": "not held out (an IOI-only model never trains an unseen name's embedding)"},
+        "held_out": {name: (name in cfg.trained_on and "trained on") or "held out of training and stopping"
+                     for name in entry.held_out_splits},
         "construction_checks": checks,
         "split_scores": splits,
         "training": {"steps": state["step"], "wall_time_s": round(state["elapsed_s"]), "stopped": state["stopped"],
@@ -430,48 +465,64 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     }
     # Re-save from the loaded (float16-rounded) model so the weights are exactly the ones checked.
     save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra=extra)
-    (cfg.model_dir / "MODEL_CARD.md").write_text(model_card(extra))
+    (cfg.model_dir / "MODEL_CARD.md").write_text(model_card(extra, HELD_OUT_TEXT[entry.task]))
 
 
-def model_card(extra: dict) -> str:
-    checks, splits = extra["construction_checks"], extra["split_scores"]
+HELD_OUT_TEXT = {
+    "ioi": "Held out: templates 3, 8, 14 (held_out_templates); places hospital/station and objects necklace/snack "
+           "(held_out_places_objects). Names are not held out (an IOI-only model never trains an unseen name's "
+           "embedding).",
+    "docstring": "Held out: the (prefix, matching, suffix) argument counts (1,3,2), (3,2,0), (0,4,1), (2,4,2), "
+                 "(3,3,1) and 4-word argument descriptions (held_out_layouts; training uses 0-3 prefix, 2-4 "
+                 "matching, 0-2 suffix arguments, 1-3-word argument and 2-4-word method descriptions); every fifth "
+                 "description noun that is not also an argument name (held_out_descriptions). Argument names are "
+                 "not held out (they are the outputs; an unseen name's unembedding is never trained).",
+}
+
+
+def model_card(extra: dict, held_out_text: str) -> str:
+    checks, splits, task = extra["construction_checks"], extra["split_scores"], extra["task"]
     lines = [
         f"# {extra['name']}", "", extra["description"] + ".", "",
         "Trained with strict interchange intervention training (SIIT; Gupta et al. 2024, InterpBench) so that a "
-        "high-level causal model of IOI in the shape of Wang et al.'s circuit is implemented by three named heads "
-        "at named positions and nothing else matters:", "",
+        f"high-level causal model of {task} ({extra['high_level_model']}) is implemented by named heads at named "
+        "positions and nothing else matters:", "",
     ]
     lines += [f"- `{a['variable']}` → head {a['node']} at {a['position']}: {a['meaning']}" for a in extra["alignment"]]
+    passed = checks["passed"]
+    failing = [k for k, v in passed.items() if not v]
+    if failing:
+        lines += ["", f"**Construction checks that fail: {', '.join(failing)}.** The circuit file states the "
+                  "intended circuit; where a check fails, this model implements it only in part."]
     lines += [
         "", "Every other head, every MLP and the aligned heads at other positions are non-aligned (strict loss). "
-        "The circuit is `data/circuits/saelab-ioi-siit/ioi.json`.", "",
-        "## Construction checks (saelab's IOI generator, vocabulary tiny, ABC resample ablation, "
-        f"{checks['n_prompts']} prompts, seed {checks['seed']})", "",
+        f"The circuit is `data/circuits/{extra['name']}/{task}.json`.", "",
+        f"## Construction checks (saelab's {task} generator, vocabulary tiny, resample ablation from its "
+        f"{checks['corruption']} corruption, {checks['n_prompts']} prompts, seed {checks['seed']})", "",
         "| check | measured | passed |", "|---|---|---|",
-        f"| IOI accuracy (IO vs S) ≥ 0.95 | {checks['ioi_accuracy_io_vs_s']} | "
-        f"{checks['passed']['task_accuracy>=0.95']} |",
-        f"| max single non-circuit node effect / gap < 0.02 | {checks['max_single_non_circuit_effect_over_gap']} | "
-        f"{checks['passed']['single_non_circuit<0.02']} |",
+        f"| task accuracy ≥ 0.95 | {checks['task_accuracy']} | {passed['task_accuracy>=0.95']} |",
+        f"| max single non-circuit node effect / gap < 0.02 | {checks['max_single_non_circuit_effect_over_gap']} "
+        f"(node {checks['largest_non_circuit_node']}) | {passed['single_non_circuit<0.02']} |",
         f"| all non-circuit nodes together / gap < 0.10 | {checks['all_non_circuit_together_effect_over_gap']} | "
-        f"{checks['passed']['all_non_circuit<0.10']} |",
+        f"{passed['all_non_circuit<0.10']} |",
         f"| min circuit node effect / gap > 0.20 | {checks['min_circuit_effect_over_gap']} | "
-        f"{checks['passed']['each_circuit_node>0.20']} |",
+        f"{passed['each_circuit_node>0.20']} |",
         f"| interchange accuracy ≥ 0.95, every node, every split | see below | "
-        f"{checks['passed']['interchange>=0.95_every_node_every_split']} |",
+        f"{passed['interchange>=0.95_every_node_every_split']} |",
+        f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
-        "## Per split (500 pairs each; top-1 over the whole vocabulary; strict = all non-aligned units patched "
-        "from a same-template source, half ABC)", "",
+        "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
+        "output is one token; strict = every non-aligned unit patched at once from a same-layout source)", "",
     ]
     keys = list(next(iter(splits.values())))
     lines += ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |" for name, s in splits.items()]
-    held = extra["held_out"]
     t = extra["training"]
+    init = t["config"]["init_from"] or f"random (seed {t['config']['seed']})"
     lines += [
-        "", f"Held out of training and stopping: templates {held['templates']}, places {held['places']}, objects "
-        f"{held['objects']}. Names: {held['names']}.", "",
+        "", held_out_text, "",
         "## Training", "", f"`{t['command']}`: {t['steps']} steps, {t['wall_time_s']} s on one CPU thread; "
-        f"stopped: {t['stopped']}. Initialised from: {t['config']['init_from'] or 'random (seed ' + str(t['config']['seed']) + ')'}.",
+        f"stopped: {t['stopped']}. Initialised from: {init}.",
         "", "## Design history", "", extra["design_history"], "",
     ]
     if extra["stages"]:
@@ -480,16 +531,24 @@ def model_card(extra: dict) -> str:
     return "\n".join(lines)
 
 
+HELD_OUT_ALIASES = {"--all-templates": "held_out_templates", "--all-words": "held_out_places_objects"}
+
+
 def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default=SIITConfig.task, choices=("ioi", "docstring"))
     parser.add_argument("--name", default=SIITConfig.name)
     parser.add_argument("--seed", type=int, default=SIITConfig.seed)
+    parser.add_argument("--n-layers", type=int, default=SIITConfig.n_layers)
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
-    parser.add_argument("--all-templates", action="store_true", help="train on all 15 templates")
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
-    parser.add_argument("--all-words", action="store_true", help="train on every place and object")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
+    parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
+    parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
+    parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
+    parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
+    parser.add_argument("--all-words", action="store_true", help="IOI: --train-on held_out_places_objects")
     parser.add_argument("--time-limit-min", type=float, default=SIITConfig.time_limit_min)
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
@@ -497,11 +556,13 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from another run's checkpoint weights (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
-    cfg = SIITConfig(name=args.name, seed=args.seed, lr=args.lr, iit_weight=args.iit_weight,
-                     strict_weight=args.strict_weight, hold_out_templates=not args.all_templates,
-                     hold_out_words=not args.all_words, strict_kl_weight=args.strict_kl_weight,
-                     init_from=None if args.init_from is None else str(args.init_from), time_limit_min=args.time_limit_min, batch=args.batch,
-                     eval_every=args.eval_every)
+    trained_on = list(args.train_on)
+    trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
+    cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
+                     iit_weight=args.iit_weight, strict_weight=args.strict_weight,
+                     strict_kl_weight=args.strict_kl_weight, attention_weight=args.attention_weight, source_share=args.source_share,
+                     trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
+                     time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
 
 

@@ -1,5 +1,7 @@
-"""Strict interchange intervention training (SIIT, Gupta et al. 2024, InterpBench) for IOI: the high-level causal
-model, the prompt splits, patched forward passes and the construction checks of a model trained with it.
+"""Strict interchange intervention training (SIIT, Gupta et al. 2024, InterpBench): a task's entry (`SIITTask`: its
+high-level causal model, alignment and prompt splits; `siit_task(name)`), patched forward passes and the
+construction checks of a model trained with it; and the IOI entry. The docstring entry is
+`saelab.circuits.siit_docstring`.
 
 High-level causal model (Wang et al.'s circuit shape: a stage at S2 that reads the repeated name, a stage that
 moves its result to END, a stage that writes the answer), a relay of the indirect object's identity:
@@ -16,7 +18,7 @@ MLP and the aligned heads at every other position are non-aligned: patching them
 """
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -33,6 +35,7 @@ from saelab.tasks.build import encode_prompts
 from saelab.tasks.ioi import BABA_TEMPLATES, ioi_prompt
 
 POSITIONS = ("S2", "end")
+"""IOI's named positions (each task's rows name their own, `rows.position(name)`)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,13 @@ class AlignedNode:
     layer: int
     head: int
     position: str
-    """The named prompt position the variable lives at: "S2" or "end"."""
+    """The named prompt position the variable lives at (IOI: "S2" or "end"; docstring: "C_def" or "end")."""
     meaning: str
     """What the variable's value is, in words."""
 
     def __post_init__(self) -> None:
-        if self.position not in POSITIONS:
-            raise ValueError(f"aligned position {self.position!r} is not one of {POSITIONS}")
+        if not self.position:
+            raise ValueError(f"aligned head {self.layer}.{self.head} needs a named position, got {self.position!r}")
         if self.layer < 0 or self.head < 0:
             raise ValueError(f"aligned head {self.layer}.{self.head} has a negative index")
 
@@ -116,6 +119,11 @@ class IOIRows(NamedTuple):
     dup: Int[Tensor, " n"]
     """Which slot S2 repeats: 0 / 1 = the first / second slot's name; -1 = neither (ABC)."""
     templates: tuple[int, ...]
+
+    def position(self, name: str) -> Int[Tensor, " n"]:
+        if name not in POSITIONS:
+            raise ValueError(f"unknown IOI position {name!r}; expected one of {POSITIONS}")
+        return self.s2 if name == "S2" else self.end
 
 
 class Spec(NamedTuple):
@@ -219,10 +227,9 @@ class Patch:
             [torch.zeros(n, pos, dtype=torch.bool) for _ in range(cfg.n_layers)],
         )
 
-    def aligned(self, rows: Tensor, node: AlignedNode, base: IOIRows) -> None:
-        """Patch `node`'s head at its position in `rows`."""
-        position = base.s2 if node.position == "S2" else base.end
-        self.z[node.layer][rows, position[rows], node.head] = True
+    def aligned(self, rows: Tensor, node: AlignedNode, base) -> None:
+        """Patch `node`'s head at its position in `rows` (`base`: the task's rows, with `.position(name)`)."""
+        self.z[node.layer][rows, base.position(node.position)[rows], node.head] = True
 
 
 def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]) -> list[tuple[str, int, int | None]]:
@@ -238,7 +245,7 @@ def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]
     return units
 
 
-def patch_unit(patch: Patch, row: int, unit: tuple[str, int, int | None], base: IOIRows,
+def patch_unit(patch: Patch, row: int, unit: tuple[str, int, int | None], base,
                alignment: Sequence[AlignedNode]) -> None:
     """Mark one non-aligned unit of `row` for patching."""
     kind, layer, head = unit
@@ -249,8 +256,7 @@ def patch_unit(patch: Patch, row: int, unit: tuple[str, int, int | None], base: 
     if kind == "rest":
         for node in alignment:
             if (node.layer, node.head) == (layer, head):
-                position = base.s2 if node.position == "S2" else base.end
-                patch.z[layer][row, position[row], head] = False
+                patch.z[layer][row, base.position(node.position)[row], head] = False
 
 
 @torch.no_grad()
@@ -262,7 +268,7 @@ def source_cache(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict
 
 
 def patched_logits(
-    model: HookedTransformer, base: IOIRows, cache: dict[str, Tensor], patch: Patch
+    model: HookedTransformer, base, cache: dict[str, Tensor], patch: Patch
 ) -> Float[Tensor, "n d_vocab"]:
     """End logits of `base` with the activations `patch` marks replaced by the source's (`cache`)."""
     return patched_end_logits(model, base.tokens, base.end, cache, patch)
@@ -294,10 +300,10 @@ def patched_end_logits(
 
 
 class PairSet(NamedTuple):
-    """Base prompts and same-template source prompts (IOI or ABC), aligned row by row."""
+    """Base prompts and same-layout source prompts (a task's rows: `IOIRows`, `DocRows`), aligned row by row."""
 
-    base: IOIRows
-    source: IOIRows
+    base: NamedTuple
+    source: NamedTuple
 
 
 def sample_pairs(tokenizer, split: IOISplit, n: int, seed: int, abc_share: float = 0.0) -> PairSet:
@@ -316,24 +322,35 @@ def top1(logits: Float[Tensor, "n d_vocab"], target: Target) -> Bool[Tensor, " n
     return logits.argmax(dim=-1) == target.ids[:, 0]
 
 
+HighLevel = Callable[..., Target]
+"""(base rows, source rows, variable or None) → the high-level output under that intervention."""
+
+
 @torch.no_grad()
-def task_accuracy(model: HookedTransformer, pairs: PairSet) -> float:
-    """Share of base prompts whose top-1 token (whole vocabulary) is the indirect object."""
+def task_accuracy(model: HookedTransformer, pairs: PairSet, high_level: HighLevel = None) -> float:
+    """Share of base prompts whose top-1 token (whole vocabulary) is the high-level output (IOI: the indirect
+    object; `high_level` defaults to IOI's)."""
+    high_level = high_level or high_level_output
     patch = Patch.empty(model, *pairs.base.tokens.shape)
     logits = patched_logits(model, pairs.base, {}, patch)
-    return float(top1(logits, high_level_output(pairs.base, pairs.base, None)).float().mean())
+    return float(top1(logits, high_level(pairs.base, pairs.base, None)).float().mean())
 
 
 @torch.no_grad()
-def interchange_accuracy(model: HookedTransformer, pairs: PairSet, node: AlignedNode) -> float:
-    """Share of (base, IOI source) pairs where patching `node` from the source gives the high-level model's
-    output under the same intervention (top-1 over the whole vocabulary)."""
-    keep = pairs.source.dup >= 0
-    base, source = (IOIRows(*(_rows(f, keep) for f in rows)) for rows in pairs)
+def interchange_accuracy(
+    model: HookedTransformer, pairs: PairSet, node: AlignedNode, high_level: HighLevel = None
+) -> float:
+    """Share of pairs where patching `node` from the source gives the high-level model's output under the same
+    intervention (top-1 over the whole vocabulary), over the pairs where that output is one token (IOI: not an
+    ABC source)."""
+    high_level = high_level or high_level_output
+    ids = high_level(*pairs, node.variable).ids
+    keep = ids[:, 0] == ids[:, 1]
+    base, source = (type(rows)(*(_rows(f, keep) for f in rows)) for rows in pairs)
     patch = Patch.empty(model, *base.tokens.shape)
     patch.aligned(torch.arange(len(base.end)), node, base)
     logits = patched_logits(model, base, source_cache(model, source.tokens), patch)
-    return float(top1(logits, high_level_output(base, source, node.variable)).float().mean())
+    return float(top1(logits, high_level(base, source, node.variable)).float().mean())
 
 
 def _rows(field, keep: Tensor):
@@ -343,7 +360,9 @@ def _rows(field, keep: Tensor):
 
 
 @torch.no_grad()
-def strict_accuracy(model: HookedTransformer, pairs: PairSet, alignment: Sequence[AlignedNode]) -> float:
+def strict_accuracy(
+    model: HookedTransformer, pairs: PairSet, alignment: Sequence[AlignedNode], high_level: HighLevel = None
+) -> float:
     """Share of pairs whose top-1 output stays the high-level output when every non-aligned unit (heads outside
     the alignment, MLPs, aligned heads at their other positions) is patched from the source at once."""
     base = pairs.base
@@ -352,7 +371,7 @@ def strict_accuracy(model: HookedTransformer, pairs: PairSet, alignment: Sequenc
         for row in range(len(base.end)):
             patch_unit(patch, row, unit, base, alignment)
     logits = patched_logits(model, base, source_cache(model, pairs.source.tokens), patch)
-    return float(top1(logits, high_level_output(base, base, None)).float().mean())
+    return float(top1(logits, (high_level or high_level_output)(base, base, None)).float().mean())
 
 
 def dataset_rows(data) -> IOIRows:
@@ -369,3 +388,104 @@ def dataset_rows(data) -> IOIRows:
         dup=torch.tensor([1 if p == "ABB" else 0 for p in data.attributes["pos"]]),
         templates=tuple(data.attributes["template"]),
     )
+
+
+# --- a task's SIIT entry ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SIITTask:
+    """Everything the SIIT trainer and the construction checks need to know about one task's high-level model."""
+
+    task: str
+    """The saelab task (`saelab.tasks.get_task`) whose generator the construction checks use."""
+    model: str
+    """The bundled model trained on it (data/models/MODEL, data/circuits/MODEL/TASK.json)."""
+    alignment: tuple[AlignedNode, ...]
+    circuit_edges: tuple[str, ...]
+    """The edges the high-level model's data flow implies (head → head edges are the ones SIIT constrains)."""
+    high_level_output: HighLevel
+    encode: Callable
+    """(tokenizer, specs) → the task's rows (tokens, end, `.position(name)`, the facts `high_level_output` reads)."""
+    pair_specs: Callable
+    """(rng, split, group, source_share) → (base spec, source spec) for one training row of `group`
+    ("task", a variable, "strict-one", "strict-many"); `source_share`: the share of the task's second kind of
+    source (IOI: ABC prompts; docstring: the base's own names permuted)."""
+    sample_pairs: Callable
+    """(tokenizer, split, n, seed, purpose) → `PairSet` for "iit" (interchange and task accuracy) or "strict"."""
+    train_split: Callable
+    """(names of held-out splits trained on) → the split training and early stopping draw from."""
+    held_out_splits: Mapping[str, object]
+    """Name → split never used in training or in choosing when to stop (unless the run trains on it)."""
+    summary: str
+    """The high-level model in one line."""
+    n_ctx: int = 64
+    positional_embedding_type: str = "standard"
+    """The trained model's positions: "standard" (learned absolute) or "rotary"."""
+    source_share: float = 0.25
+    """Default `pair_specs` source share."""
+    attention_targets: Callable | None = None
+    """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
+    trainer's optional attention loss (None: the entry has none)."""
+
+    def __post_init__(self) -> None:
+        if len({a.variable for a in self.alignment}) != len(self.alignment):
+            raise ValueError(f"{self.task}: two aligned nodes carry the same variable")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(a.variable for a in self.alignment)
+
+
+IOI_ALIGNMENT = (
+    AlignedNode("DUP", 0, 2, "S2", "the earlier name the name at S2 does not repeat (the indirect object); both "
+                "earlier names at 1/2 when it repeats neither (ABC)"),
+    AlignedNode("S-INH", 1, 1, "end", "DUP, moved from S2 to END"),
+    AlignedNode("NAME", 2, 3, "end", "S-INH, written to the output (the answer)"),
+)
+IOI_CIRCUIT_EDGES = (
+    "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q", "input->1.1.k",
+    "1.1->2.3.v", "input->2.3.q", "input->2.3.k", "2.3->logits",
+)
+
+
+def ioi_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
+    """A same-template (base, source) pair; task bases are ABC with `abc_share`, sources always may be."""
+    template = rng.choice(split.templates)
+    abc_base = group == "task" and rng.random() < abc_share
+    base = sample_spec(rng, split, template, abc=abc_base)
+    return base, sample_spec(rng, split, template, abc=rng.random() < abc_share)
+
+
+def ioi_sample_pairs(tokenizer, split: IOISplit, n: int, seed: int, purpose: str) -> PairSet:
+    """IOI bases with IOI sources ("iit") or half-ABC sources ("strict")."""
+    return sample_pairs(tokenizer, split, n, seed, abc_share=0.5 if purpose == "strict" else 0.0)
+
+
+def ioi_train_split(trained_on: frozenset[str] = frozenset()) -> IOISplit:
+    """The training split, plus the held-out splits named in `trained_on`."""
+    templates = TRAIN_SPLIT.templates
+    if "held_out_templates" in trained_on:
+        templates = tuple(range(len(BABA_TEMPLATES)))
+    places, objects = TRAIN_SPLIT.places, TRAIN_SPLIT.objects
+    if "held_out_places_objects" in trained_on:
+        places, objects = places + HELD_OUT_WORD_SPLIT.places, objects + HELD_OUT_WORD_SPLIT.objects
+    return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
+
+
+def siit_task(task: str) -> SIITTask:
+    """The SIIT entry of `task` ("ioi" or "docstring")."""
+    if task == "ioi":
+        return SIITTask(
+            task="ioi", model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
+            high_level_output=high_level_output, encode=encode_specs, pair_specs=ioi_pair_specs,
+            sample_pairs=ioi_sample_pairs, train_split=ioi_train_split,
+            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
+                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
+            summary="DUP at S2 -> S-INH at END -> NAME at END",
+        )
+    if task == "docstring":
+        from saelab.circuits.siit_docstring import task_entry
+
+        return task_entry()
+    raise ValueError(f"no SIIT entry for task {task!r}; expected 'ioi' or 'docstring'")

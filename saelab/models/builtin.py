@@ -64,3 +64,11 @@ def register_builtin_models() -> None:
         trained_on="IOI prompts (saelab's generator) with SIIT losses (training/train_siit.py; see its model card)",
         directory=models_dir / "saelab-ioi-siit",
     ))
+    register_model(BundledModel(
+        name="saelab-docstring-siit",
+        description="3 layers, d_model 64, 4 heads, d_mlp 128, saelab-tiny tokenizer; docstring circuit known by "
+                    "construction",
+        trained_on="docstring prompts (saelab's prompt builder, held-out layouts and words excluded) with SIIT "
+                   "losses (training/train_siit.py --task docstring; see its model card)",
+        directory=models_dir / "saelab-docstring-siit",
+    ))

@@ -1,0 +1,283 @@
+"""The high-level causal model of the docstring task that saelab-docstring-siit implements (SIIT).
+
+Shape of Heimersheim & Janiak's circuit (a previous-argument head at the signature, a head that brings the last
+documented argument to the final `:param`, argument movers that match the two), as three stages in three layers:
+
+  PREV  at C_def (the answer's signature position): the signature argument before it (B; "self" for the first);
+  LAST  at end: the last documented argument (B);
+  MOVER at end: the signature argument whose PREV equals LAST (C), read with PREV as key and LAST as query; when no
+        argument matches (an intervention broke the match), the method's name.
+
+Every variable is a token, so every intervention has one output: patching PREV or LAST from a prompt with other
+names makes the match fail (→ the method's name); from a prompt that permutes the base's own names it points
+MOVER at another argument; patching MOVER outputs the source's answer.
+"""
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from string import ascii_uppercase
+from typing import NamedTuple
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from saelab.circuits.siit import AlignedNode, PairSet, SIITTask, Target
+from saelab.tasks import words
+from saelab.tasks.build import encode_prompts
+from saelab.tasks.docstring import PUBLISHED, DocstringSetting, docstring_prompt
+
+
+@dataclass(frozen=True)
+class DocSplit:
+    """The layouts and word lists a set of docstring prompts draws from."""
+
+    layouts: tuple[DocstringSetting, ...]
+    variables: tuple[str, ...]
+    """Argument and method names (outputs: never held out, an unseen name's unembedding is never trained)."""
+    descriptions: tuple[str, ...]
+    """Words of the method and argument descriptions."""
+
+    def __post_init__(self) -> None:
+        if not self.layouts:
+            raise ValueError("a docstring split needs at least one layout")
+        most = max(1 + s.n_prefix + s.n_matching + s.n_suffix for s in self.layouts)
+        if len(self.variables) < 2 * most:
+            raise ValueError(f"{len(self.variables)} names cannot fill two disjoint prompts of {most} names")
+
+
+def _layout(n_prefix: int, n_matching: int, n_suffix: int, desc_words: int, method_desc_words: int):
+    return DocstringSetting(n_prefix, n_matching, n_suffix, desc_words, method_desc_words)
+
+
+_SHAPES = [(p, m, s) for p in range(4) for m in (2, 3, 4) for s in range(3)]
+HELD_OUT_SHAPES = ((1, 3, 2), (3, 2, 0), (0, 4, 1), (2, 4, 2), (3, 3, 1))
+"""(prefix, matching, suffix) argument counts never used in training or in choosing when to stop."""
+HELD_OUT_DESC_WORDS = 4
+"""Words per argument description never used in training (training uses 1-3)."""
+_DESCRIPTIONS = tuple(w for w in words.DOCSTRING_NOUNS if w not in words.DOCSTRING_VARIABLES)
+HELD_OUT_DESCRIPTIONS = _DESCRIPTIONS[::5]
+"""Description words never used in training (every fifth noun that is not also an argument name)."""
+_TRAIN_DESCRIPTIONS = tuple(w for w in words.DOCSTRING_NOUNS if w not in HELD_OUT_DESCRIPTIONS)
+
+
+def _layouts(shapes, desc_words: Sequence[int], method_words: Sequence[int]) -> tuple[DocstringSetting, ...]:
+    return tuple(_layout(*shape, d, w) for shape in shapes for d in desc_words for w in method_words)
+
+
+TRAIN_SPLIT = DocSplit(
+    _layouts([s for s in _SHAPES if s not in HELD_OUT_SHAPES], (1, 2, 3), (2, 3, 4)),
+    words.DOCSTRING_VARIABLES,
+    _TRAIN_DESCRIPTIONS,
+)
+"""Training and early-stopping prompts (the published layout is among them)."""
+HELD_OUT_LAYOUT_SPLIT = DocSplit(
+    _layouts(HELD_OUT_SHAPES, (1, 2, 3), (2, 3, 4)) + _layouts(_SHAPES[:12], (HELD_OUT_DESC_WORDS,), (3,)),
+    words.DOCSTRING_VARIABLES,
+    _TRAIN_DESCRIPTIONS,
+)
+HELD_OUT_WORD_SPLIT = DocSplit(TRAIN_SPLIT.layouts, words.DOCSTRING_VARIABLES, HELD_OUT_DESCRIPTIONS)
+assert PUBLISHED in TRAIN_SPLIT.layouts
+
+
+class DocSpec(NamedTuple):
+    """One clean docstring prompt: layout, method name and description, signature args, their descriptions."""
+
+    layout: DocstringSetting
+    method: str
+    method_desc: tuple[str, ...]
+    def_args: tuple[str, ...]
+    arg_descs: tuple[tuple[str, ...], ...]
+
+    def prompt(self):
+        """The prompt, with a slot at every signature argument ("def0", "def1", ...)."""
+        s = self.layout
+        doc = self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
+        prompt = docstring_prompt(self.method, self.method_desc, self.def_args, doc, self.arg_descs, s)
+        start, slots = len(f"\ndef {self.method}(self"), {"last_doc": prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]}
+        for i, arg in enumerate(self.def_args):
+            start += 1  # the comma
+            slots[f"def{i}"] = (start, start + len(arg) + 1)
+            start += len(arg) + 1
+        return replace(prompt, slots=slots)
+
+
+def _spec(rng: random.Random, split: DocSplit, layout: DocstringSetting, names: Sequence[str]) -> DocSpec:
+    method, *args = names
+    return DocSpec(
+        layout, method, tuple(rng.sample(split.descriptions, layout.method_desc_words)), tuple(args),
+        tuple(tuple(rng.sample(split.descriptions, layout.desc_words)) for _ in range(layout.n_matching - 1)),
+    )
+
+
+def sample_spec(rng: random.Random, split: DocSplit, layout: DocstringSetting, avoid: Sequence[str] = ()) -> DocSpec:
+    """A clean prompt of `layout` whose names avoid `avoid`."""
+    pool = [v for v in split.variables if v not in set(avoid)]
+    return _spec(rng, split, layout, rng.sample(pool, 1 + layout.n_prefix + layout.n_matching + layout.n_suffix))
+
+
+def permuted_spec(rng: random.Random, split: DocSplit, base: DocSpec) -> DocSpec:
+    """A clean prompt of the base's layout whose signature is the base's own arguments in another order."""
+    args = list(base.def_args)
+    while tuple(args) == base.def_args:
+        rng.shuffle(args)
+    method = rng.choice([v for v in split.variables if v not in set(base.def_args) | {base.method}])
+    return _spec(rng, split, base.layout, [method, *args])
+
+
+class DocRows(NamedTuple):
+    """Tokenised clean docstring prompts with the facts the high-level model reads."""
+
+    tokens: Int[Tensor, "n pos"]
+    """BOS first, right-padded with BOS."""
+    end: Int[Tensor, " n"]
+    answer_def: Int[Tensor, " n"]
+    """Position of the answer's signature argument (C_def)."""
+    answer_index: Int[Tensor, " n"]
+    """Its index among the signature arguments."""
+    def_tokens: Int[Tensor, "n args"]
+    """Token ids of the signature arguments in order (-1 past the last)."""
+    prev_tokens: Int[Tensor, "n args"]
+    """The token before each signature argument's comma: the previous argument ("self" for the first; -1 past)."""
+    method: Int[Tensor, " n"]
+    """Token id of the method's name (MOVER's output when nothing matches)."""
+    last_doc_pos: Int[Tensor, " n"]
+    """Position of the last documented argument's name (B_doc)."""
+
+    def position(self, name: str) -> Int[Tensor, " n"]:
+        if name == "end":
+            return self.end
+        if name == "C_def":
+            return self.answer_def
+        raise ValueError(f"unknown docstring position {name!r}; expected 'C_def' or 'end'")
+
+    @property
+    def last_doc(self) -> Int[Tensor, " n"]:
+        """The last documented argument (the one before the answer in the signature)."""
+        return self.def_tokens.gather(1, (self.answer_index - 1)[:, None])[:, 0]
+
+
+def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
+    """Tokenise specs with saelab's docstring prompt builder and record the positions the model reads."""
+    encoded = encode_prompts(tokenizer, [s.prompt() for s in specs])
+    length = max(len(e.ids) for e in encoded)
+    width = max(len(s.def_args) for s in specs)
+    pad = tokenizer.bos_token_id
+    tokens = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in encoded], dtype=torch.long)
+    where = torch.full((len(specs), width), -1, dtype=torch.long)
+    for row, (e, s) in enumerate(zip(encoded, specs, strict=True)):
+        where[row, : len(s.def_args)] = torch.tensor([e.positions[f"def{i}"] for i in range(len(s.def_args))])
+    rows = torch.arange(len(specs))[:, None]
+    valid = where >= 0
+    def_tokens = torch.where(valid, tokens[rows, where.clamp(min=2)], -1)
+    prev_tokens = torch.where(valid, tokens[rows, (where - 2).clamp(min=0)], -1)
+    answer_index = torch.tensor([s.layout.answer_index for s in specs])
+    return DocRows(
+        tokens=tokens,
+        end=torch.tensor([e.positions["end"] for e in encoded]),
+        answer_def=where.gather(1, answer_index[:, None])[:, 0],
+        answer_index=answer_index,
+        def_tokens=def_tokens,
+        prev_tokens=prev_tokens,
+        method=tokens[:, 3],
+        last_doc_pos=torch.tensor([e.positions["last_doc"] for e in encoded]),
+    )
+
+
+def mover_output(rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"]) -> Int[Tensor, " n"]:
+    """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`; the method if none does."""
+    prev = rows.prev_tokens.clone()
+    prev[torch.arange(len(prev)), rows.answer_index] = prev_at_answer
+    match = (prev == last[:, None]) & (rows.def_tokens >= 0)
+    first = match.int().argmax(dim=1)
+    found = rows.def_tokens.gather(1, first[:, None])[:, 0]
+    return torch.where(match.any(dim=1), found, rows.method)
+
+
+VARIABLES = ("PREV", "LAST", "MOVER")
+
+
+def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
+    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no change)."""
+    prev = base.prev_tokens.gather(1, base.answer_index[:, None])[:, 0]
+    last = base.last_doc
+    if variable == "PREV":
+        prev = source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0]
+    elif variable == "LAST":
+        last = source.last_doc
+    elif variable == "MOVER":
+        base, prev, last = source, source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0], source.last_doc
+    elif variable is not None:
+        raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
+    ids = mover_output(base, prev, last)
+    return Target(ids[:, None].expand(-1, 2), torch.full((len(ids), 2), 0.5))
+
+
+def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
+    """Where each aligned head attends on a clean prompt (from its named position): PREV → the previous argument,
+    LAST → the last documented argument, MOVER → the answer's signature position."""
+    return {"PREV": rows.answer_def - 2, "LAST": rows.last_doc_pos, "MOVER": rows.answer_def}
+
+
+def pair_specs(rng: random.Random, split: DocSplit, group: str, permuted_share: float) -> tuple[DocSpec, DocSpec]:
+    """A base prompt and a same-layout source for one training row of `group` ("task", a variable, "strict-*").
+
+    PREV and LAST sources permute the base's own names with `permuted_share` (so the match moves to another
+    argument), else use other names (the match fails); every other group's source uses other names."""
+    base = sample_spec(rng, split, rng.choice(split.layouts))
+    if group in ("PREV", "LAST") and rng.random() < permuted_share:
+        return base, permuted_spec(rng, split, base)
+    return base, sample_spec(rng, split, base.layout, avoid=(base.method, *base.def_args))
+
+
+def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) -> PairSet:
+    """n base prompts with same-layout sources: for "iit", half permute the base's names; for "strict" and
+    "task", all use other names."""
+    rng = random.Random(seed)
+    share = 0.5 if purpose == "iit" else 0.0
+    specs = [pair_specs(rng, split, "PREV" if purpose == "iit" else purpose, share) for _ in range(n)]
+    return PairSet(encode_specs(tokenizer, [b for b, _ in specs]), encode_specs(tokenizer, [s for _, s in specs]))
+
+
+ALIGNMENT = (
+    AlignedNode("PREV", 0, 1, "C_def", "the signature argument before the answer's (B): a previous-argument head"),
+    AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
+    AlignedNode("MOVER", 2, 0, "end", "the signature argument whose PREV equals LAST (the answer C); the method's "
+                "name when none does"),
+)
+CIRCUIT_EDGES = (
+    "input->0.1.q", "input->0.1.k", "input->0.1.v", "input->1.2.q", "input->1.2.k", "input->1.2.v",
+    "0.1->2.0.k", "1.2->2.0.q", "input->2.0.v", "2.0->logits",
+)
+"""The edges the high-level model's data flow implies: PREV is MOVER's key, LAST its query."""
+
+
+def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
+    """The training split, plus the held-out splits named in `trained_on`."""
+    layouts, descriptions = TRAIN_SPLIT.layouts, TRAIN_SPLIT.descriptions
+    if "held_out_layouts" in trained_on:
+        layouts = layouts + HELD_OUT_LAYOUT_SPLIT.layouts
+    if "held_out_descriptions" in trained_on:
+        descriptions = descriptions + HELD_OUT_WORD_SPLIT.descriptions
+    return DocSplit(layouts, TRAIN_SPLIT.variables, descriptions)
+
+
+def task_entry() -> SIITTask:
+    return SIITTask(
+        task="docstring",
+        model="saelab-docstring-siit",
+        alignment=ALIGNMENT,
+        circuit_edges=CIRCUIT_EDGES,
+        high_level_output=high_level_output,
+        encode=encode_specs,
+        pair_specs=pair_specs,
+        sample_pairs=sample_pairs,
+        train_split=train_split,
+        held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT, "held_out_descriptions": HELD_OUT_WORD_SPLIT},
+        summary="PREV at C_def (key) and LAST at END (query) -> MOVER at END",
+        n_ctx=96,
+        positional_embedding_type="rotary",
+        attention_targets=attention_targets,
+        source_share=0.5,
+    )

@@ -1,0 +1,200 @@
+"""saelab-docstring-siit: the docstring high-level causal model (checked against a hand computation on names), its
+held-out splits, and a re-check of a sample of the construction checks on the committed weights."""
+
+import random
+
+import pytest
+import torch
+
+from saelab.circuits.graph import Graph, Node
+from saelab.circuits.io import find_ground_truth
+from saelab.circuits.patching import metric_means, node_effects
+from saelab.circuits.problem import problem_from_task
+from saelab.circuits.siit import AlignedNode, interchange_accuracy, siit_task, strict_accuracy, task_accuracy
+from saelab.circuits.siit_docstring import (
+    HELD_OUT_LAYOUT_SPLIT,
+    HELD_OUT_WORD_SPLIT,
+    TRAIN_SPLIT,
+    DocSpec,
+    encode_specs,
+    high_level_output,
+    permuted_spec,
+    sample_spec,
+)
+from saelab.models import bundled_models, load_model, read_model_card
+from saelab.models.io import model_files
+from saelab.models.registry import get_bundled
+from saelab.models.tokenizer import load_tokenizer
+from saelab.tasks import get_task
+from saelab.tasks.docstring import PUBLISHED, DocstringSetting
+
+NAME = "saelab-docstring-siit"
+ENTRY = siit_task("docstring")
+
+
+def _available(name: str) -> bool:
+    return any(m.name == name and m.available for m in bundled_models())
+
+
+needs_model = pytest.mark.skipif(not _available(NAME), reason=f"{NAME} has not been trained yet")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    name = "saelab-tiny"
+    return load_tokenizer(model_files(get_bundled(name).directory).tokenizer, name=name)
+
+
+def _ids(tokenizer, names):
+    return [tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in names]
+
+
+def _spec(method, args, layout=PUBLISHED):
+    descs = tuple(("price", "control")[: layout.desc_words] for _ in range(layout.n_matching - 1))
+    return DocSpec(layout, method, ("cost", "issue", "process")[: layout.method_desc_words], tuple(args), descs)
+
+
+def _by_hand(method, args, layout, prev_at_answer=None, last=None):
+    """MOVER's output from names: the arg whose previous arg ("self" first) is `last`, else the method."""
+    answer = layout.answer_index
+    last = args[answer - 1] if last is None else last
+    prev = ["self", *args[:-1]]
+    prev[answer] = prev[answer] if prev_at_answer is None else prev_at_answer
+    return next((a for a, p in zip(args, prev, strict=True) if p == last), method)
+
+
+# --- the high-level model (no weights needed) ---------------------------------------------------------------
+
+
+def test_rows_locate_the_answer_its_previous_argument_and_the_method(tokenizer):
+    layout = DocstringSetting(1, 3, 2, 2, 3)
+    args = ("page", "names", "size", "read", "file", "data")
+    rows = encode_specs(tokenizer, [_spec("old", args, layout)])
+    assert tokenizer.decode(rows.tokens[0, rows.answer_def[0]]) == " read"  # prefix 1 + matching 3 → index 3
+    assert rows.def_tokens[0].tolist() == _ids(tokenizer, args)
+    assert rows.prev_tokens[0, 1:].tolist() == _ids(tokenizer, args[:-1])
+    assert tokenizer.decode(rows.prev_tokens[0, 0]) == "self"
+    assert rows.last_doc.tolist() == _ids(tokenizer, ["size"]) and rows.method.tolist() == _ids(tokenizer, ["old"])
+    assert rows.tokens[0, rows.last_doc_pos[0]] == rows.last_doc[0] and rows.last_doc_pos[0] > rows.answer_def[0]
+    targets = ENTRY.attention_targets(rows)
+    assert tokenizer.decode(rows.tokens[0, targets["PREV"][0]]) == " size" and targets["MOVER"][0] == rows.answer_def[0]
+    assert rows.position("end").tolist() == [rows.tokens.shape[1] - 1]
+
+
+@pytest.mark.parametrize("layout", [PUBLISHED, DocstringSetting(0, 2, 0, 1, 2), DocstringSetting(3, 4, 2, 3, 4)])
+def test_high_level_outputs_match_a_hand_computation_on_names(tokenizer, layout):
+    rng = random.Random(5)
+    for _ in range(6):
+        base = sample_spec(rng, TRAIN_SPLIT, layout)
+        for source in (permuted_spec(rng, TRAIN_SPLIT, base), sample_spec(rng, TRAIN_SPLIT, layout, base.def_args)):
+            b, s = encode_specs(tokenizer, [base]), encode_specs(tokenizer, [source])
+            i = layout.answer_index
+            expected = {
+                None: _by_hand(base.method, base.def_args, layout),
+                "PREV": _by_hand(base.method, base.def_args, layout, prev_at_answer=source.def_args[i - 1]),
+                "LAST": _by_hand(base.method, base.def_args, layout, last=source.def_args[i - 1]),
+                "MOVER": source.def_args[i],
+            }
+            for variable, name in expected.items():
+                assert high_level_output(b, s, variable).ids[0].tolist() == _ids(tokenizer, [name]) * 2, variable
+    assert expected[None] == base.def_args[layout.answer_index]
+    with pytest.raises(ValueError, match="unknown high-level variable"):
+        high_level_output(b, s, "NAME")
+
+
+def test_interventions_from_permuted_sources_move_the_answer_and_others_fall_back(tokenizer):
+    base = _spec("old", ("page", "names", "size", "read", "file", "data"))  # answer "file", after "read"
+    moved = _spec("new", ("page", "names", "data", "size", "file", "read"))  # its last doc arg "size"
+    b, s = encode_specs(tokenizer, [base]), encode_specs(tokenizer, [moved])
+    assert high_level_output(b, s, "LAST").ids[0, 0] == _ids(tokenizer, ["read"])[0]  # the arg after "size"
+    assert high_level_output(b, s, "PREV").ids[0, 0] == _ids(tokenizer, ["old"])[0]  # PREV("file")=size ≠ read
+    other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
+    assert high_level_output(b, other, "LAST").ids[0, 0] == _ids(tokenizer, ["old"])[0]
+
+
+def test_held_out_splits_are_disjoint_from_training_and_the_published_layout_is_trained():
+    assert not set(HELD_OUT_LAYOUT_SPLIT.layouts) & set(TRAIN_SPLIT.layouts)
+    assert not set(HELD_OUT_WORD_SPLIT.descriptions) & set(TRAIN_SPLIT.descriptions)
+    assert PUBLISHED in TRAIN_SPLIT.layouts and len(HELD_OUT_WORD_SPLIT.descriptions) >= 10
+    assert ENTRY.train_split(frozenset({"held_out_layouts"})).layouts[-1] == HELD_OUT_LAYOUT_SPLIT.layouts[-1]
+
+
+def test_sources_share_the_base_layout_token_for_token(tokenizer):
+    pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 64, 3, "iit")
+    assert torch.equal(pairs.base.end, pairs.source.end) and torch.equal(pairs.base.answer_def, pairs.source.answer_def)
+
+
+# --- the committed model --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return load_model(NAME)
+
+
+@pytest.fixture(scope="module")
+def card():
+    return read_model_card(get_bundled(NAME).directory)
+
+
+@needs_model
+def test_circuit_file_has_the_shape_the_issue_asks(model, card):
+    truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
+    assert truth.meta["kind"] == "by construction"
+    alignment = [AlignedNode.from_json(a) for a in truth.meta["alignment"]]
+    assert alignment == list(ENTRY.alignment) and {a.node for a in alignment} == {n.name for n in truth.nodes}
+    assert len({a.layer for a in alignment}) >= 3
+    head_edges = [e for e in truth.edges if e.sender.kind == "head" and e.receiver.node.kind == "head"]
+    assert len(head_edges) >= 2
+    assert len(truth.nodes) <= model.cfg.n_layers * model.cfg.n_heads / 2
+    assert card["construction_checks"] == truth.meta["construction_checks"]
+
+
+@needs_model
+def test_held_out_scores_reproduce_and_claimed_passes_hold(model, tokenizer, card):
+    """A fresh sample (other seeds) of the held-out layouts reproduces the card's numbers; every check the card
+    claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96 pairs)."""
+    stored = card["split_scores"]["held_out_layouts"]
+    pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_457, "iit")
+    strict = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_458, "strict")
+    high = ENTRY.high_level_output
+    measured = {"task_top1": task_accuracy(model, pairs, high),
+                "strict_all_units": strict_accuracy(model, strict, ENTRY.alignment, high)}
+    measured |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in ENTRY.alignment}
+    for key, value in measured.items():
+        assert value == pytest.approx(stored[key], abs=0.15), key
+        if stored[key] >= 0.95:
+            assert value >= 0.9, key
+
+
+@needs_model
+def test_interchange_fails_for_a_wrongly_aligned_head(model, tokenizer, card):
+    pairs = ENTRY.sample_pairs(tokenizer, TRAIN_SPLIT, 64, 99, "iit")
+    mover = ENTRY.alignment[-1]
+    wrong = AlignedNode("MOVER", mover.layer, (mover.head + 1) % model.cfg.n_heads, "end", "a head outside")
+    assert interchange_accuracy(model, pairs, wrong, ENTRY.high_level_output) < 0.2
+    if card["split_scores"]["train_distribution_fresh"]["interchange_MOVER"] >= 0.95:
+        assert interchange_accuracy(model, pairs, mover, ENTRY.high_level_output) >= 0.9
+
+
+@needs_model
+def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, card):
+    """On fresh task-generator prompts: accuracy near the card's, resample-ablation effects (relative to the gap)
+    match the stored ones, and where the card claims the circuit check passed every circuit head moves the
+    metric by > 20% of the gap."""
+    task = get_task("docstring")
+    data = task.generate(tokenizer, 64, seed=4242, vocabulary="tiny")
+    accuracy = float(task.accuracy(model(data.clean_tokens), data).float().mean())
+    assert accuracy == pytest.approx(card["construction_checks"]["task_accuracy"], abs=0.1)
+    problem = problem_from_task(task, data)
+    clean, corrupted = metric_means(model, problem)
+    gap = clean - corrupted
+    truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
+    circuit = [Node(a.layer, "head", a.head) for a in ENTRY.alignment]
+    outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (ENTRY.alignment[1].head + 1) % model.cfg.n_heads)]
+    effects = node_effects(model, problem, "resample", circuit + outside)
+    for node, value in effects.items():
+        assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
+    if card["construction_checks"]["passed"]["each_circuit_node>0.20"]:
+        assert all(abs(effects[n]) > 0.2 * gap for n in circuit)
