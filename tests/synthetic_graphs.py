@@ -7,8 +7,8 @@ dictionary -> two logits, with deterministic weights and effects, edges between 
 
 import numpy as np
 
-from saelab.testing.demo_workspace import DEMO_MODEL, DEMO_SAES, N_LAYERS
 from saelab.feature_circuits.types import FeatureEdge, FeatureGraph, FeatureNode, node_id
+from saelab.testing.demo_workspace import DEMO_MODEL, DEMO_SAES, N_LAYERS
 
 DEMO_DICTS = ((DEMO_SAES[0].sae_id, "0.attn_z", 0), (DEMO_SAES[2].sae_id, "1.resid_post", 1))
 """(sae_id, site, layer) of two demo-workspace SAEs: dashboards and SAE files exist for them."""

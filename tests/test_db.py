@@ -257,8 +257,8 @@ def test_migration_4_adds_one_label_per_latent_and_keeps_rows(tmp_path):
 
 
 def test_migration_5_records_a_transcoders_output_site_and_keeps_old_sae_rows(tmp_path):
-    from saelab.workflows.storage import sae_row
     from saelab.sae import SAEConfig
+    from saelab.workflows.storage import sae_row
 
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))

@@ -94,9 +94,9 @@ def model_of(dictionaries: Sequence[Dictionary], model: str | None) -> str:
 
 
 def _store(workspace: Workspace, graph, dictionaries: Sequence[Dictionary], kind: str, name: str) -> str:
-    from saelab.workflows.storage import ensure_sae_row
-    from saelab.workflows.eval import stored_path
     from saelab.feature_circuits.storage import save_feature_graph
+    from saelab.workflows.eval import stored_path
+    from saelab.workflows.storage import ensure_sae_row
 
     store = ResultsStore(workspace.create().db_path).initialize()
     run_id = store.start_run(kind, name, {"dictionaries": [d.sae_id for d in dictionaries], **graph.params})
