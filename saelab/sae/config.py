@@ -57,7 +57,9 @@ class SAEConfig:
     """Train on inputs scaled so that the mean norm is sqrt(d_in); the scale is folded into the weights on save."""
 
     hook_site: str = ""
-    """Where the input activations come from, as saelab writes a hook site (e.g. "2.resid_post"). Metadata."""
+    """Where the input activations come from, as saelab writes a hook site (e.g. "2.resid_post"); the trainer
+    picks each dictionary's input batch by this text (and its target by `target_site`). Parsed into a `HookSite`
+    at the boundaries that touch the model (saelab.sae imports nothing from saelab.activations)."""
 
     hook_name: str = ""
     """The TransformerLens hook name of that site (e.g. "blocks.2.hook_resid_post"). Metadata."""
