@@ -26,11 +26,11 @@ def synthetic_graph(dicts=DEMO_DICTS, latents_per_dict: int = 4, kind: str = "at
         nodes = []
         for j in range(latents_per_dict):
             latent, position = 3 * j + 1, (j % len(PROMPT_TOKENS) if positions else None)
-            nodes.append(FeatureNode(node_id("latent", site, latent, position), "latent", layer, site, sae_id, latent,
-                                     position, activation=float(rng.uniform(0.5, 3)),
+            nodes.append(FeatureNode(node_id("latent", site, latent, position), "latent", layer, site, sae_id,
+                                     latent, position, activation=float(rng.uniform(0.5, 3)),
                                      effect=round(float(rng.uniform(0.01, 1.0)) * (-1) ** j, 4)))
-        nodes.append(FeatureNode(node_id("error", site, position=last if positions else None), "error", layer, site,
-                                 sae_id, None, last if positions else None, effect=0.05))
+        nodes.append(FeatureNode(node_id("error", site, position=last if positions else None), "error", layer,
+                                 site, sae_id, None, last if positions else None, effect=0.05))
         layers.append(nodes)
     logits = [FeatureNode(node_id("logit", index=i), "logit", N_LAYERS, index=i,
                           effect=1.0, label=label) for i, label in ((7, " Mary"), (9, " John"))]
@@ -40,5 +40,6 @@ def synthetic_graph(dicts=DEMO_DICTS, latents_per_dict: int = 4, kind: str = "at
     return FeatureGraph(kind=kind, model=model, dictionaries=tuple(d[0] for d in dicts),
                         nodes=tuple(n for layer in layers for n in layer), edges=tuple(edges),
                         task="ioi" if kind == "feature_circuit" else "",
-                        prompt="When Mary and John", metrics={"faithfulness": 0.8, "completeness": float("nan")},
+                        prompt="When Mary and John",
+                        metrics={"faithfulness": 0.8, "completeness": float("nan")},
                         params={"method": "synthetic", "threshold": 0.1, "seed": seed})

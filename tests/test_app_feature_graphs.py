@@ -1,6 +1,6 @@
 """The Feature graphs page's logic without the app: pruning, layout (layers left to right), edge widths, hover
-text, feature-page links, and ablating/steering a latent (checked against the same edit computed by hand from a
-cached run)."""
+text, feature-page links, and ablating/steering a latent (checked against the same edit computed by hand from
+a cached run)."""
 
 import pytest
 import torch
@@ -25,10 +25,12 @@ from saelab.sae import SAE, SAEConfig
 def _tiny() -> FeatureGraph:
     t = FeatureNode(node_id("token", position=0), "token", None, index=5, position=0, label="a")
     t2 = FeatureNode(node_id("token", position=1), "token", None, index=6, position=1, label="b")
-    a = FeatureNode(node_id("latent", "0.resid_post", 1, 1), "latent", 0, "0.resid_post", "d0", 1, 1, 2.0, 0.5)
+    a = FeatureNode(node_id("latent", "0.resid_post", 1, 1), "latent", 0, "0.resid_post", "d0", 1, 1, 2.0,
+                    0.5)
     b = FeatureNode(node_id("latent", "0.mlp_out", 2, 1), "latent", 0, "0.mlp_out", "d1", 2, 1, 1.0, -0.05)
     c = FeatureNode(node_id("latent", "1.attn_out", 3, 1), "latent", 1, "1.attn_out", "d2", 3, 1, 1.0, 0.3)
-    e = FeatureNode(node_id("error", "1.attn_out", position=1), "error", 1, "1.attn_out", "d2", None, 1, 0.0, 0.01)
+    e = FeatureNode(node_id("error", "1.attn_out", position=1), "error", 1, "1.attn_out", "d2", None, 1, 0.0,
+                    0.01)
     out = FeatureNode(node_id("logit", index=9), "logit", 2, index=9, effect=1.0, label="z")
     edges = (FeatureEdge(t.id, a.id, 1.0), FeatureEdge(t2.id, b.id, -0.2), FeatureEdge(a.id, c.id, -0.8),
              FeatureEdge(b.id, c.id, 0.1), FeatureEdge(c.id, out.id, 2.0), FeatureEdge(e.id, out.id, 0.05))
@@ -97,7 +99,8 @@ def test_edge_widths_follow_magnitude():
 def test_hover_text_names_the_latent_its_numbers_and_top_tokens_escaped():
     node = _tiny().nodes[2]
     text = hover_text(node, ["<b>", "\n"])
-    assert "latent 1 @1" in text and "d0 (0.resid_post)" in text and "activation 2" in text and "effect 0.5" in text
+    assert "latent 1 @1" in text and "d0 (0.resid_post)" in text
+    assert "activation 2" in text and "effect 0.5" in text
     assert "&lt;b&gt;" in text and "<b>" not in text and "↵" in text
     assert "no dashboard" in hover_text(node, [])
     assert "top activating" not in hover_text(_tiny().nodes[0])
@@ -150,7 +153,8 @@ def test_edit_of_a_final_layer_sae_matches_the_hand_computation(random_model, sc
     assert torch.allclose(result.latent_acts, f, atol=1e-5) and f[-1] > 0
     edited = resid + (scale - 1) * f[:, None] * sae.W_dec[latent]
     expected = model.unembed(model.ln_final(edited[None]))[0, -1]
-    assert torch.allclose(result.logit_diff, (expected - model(model.to_tokens(TEXT))[0, -1]).detach(), atol=1e-4)
+    assert torch.allclose(result.logit_diff, (expected - model(model.to_tokens(TEXT))[0, -1]).detach(),
+                          atol=1e-4)
     assert result.logit_diff.abs().max() > 1e-2  # the edit did something
     assert result.after[0].logit == pytest.approx(float(expected.detach().max()), abs=1e-4)
     assert result.before[0].prob >= result.before[1].prob and len(result.before) == 10
@@ -175,7 +179,8 @@ def test_transcoder_reads_its_input_site_and_edits_its_output_site(random_model)
     result = edit_latent(model, sae, TEXT, LatentEdit(latent, scale=0.0))
     assert torch.allclose(result.latent_acts, f[:, latent], atol=1e-5)
     edited = cache["blocks.0.hook_mlp_out"] - f[:, latent][None, :, None] * sae.W_dec[latent]
-    expected = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_mlp_out", lambda t, hook: edited)])[0, -1]
+    hooks = [("blocks.0.hook_mlp_out", lambda t, hook: edited)]
+    expected = model.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1]
     assert torch.allclose(result.logit_diff, (expected - model(tokens)[0, -1]).detach(), atol=1e-4)
     assert result.logit_diff.abs().max() > 1e-3
 

@@ -1,6 +1,7 @@
-"""`saelab circuits --features` and `saelab graph` end to end on saelab-tiny (untrained dictionaries: this tests
-the wiring, storage and summary, not the graphs' content, which tests/test_feature_circuits_sparse.py and
-tests/test_feature_attribution.py check), and their one-line refusals of bad input before the model loads."""
+"""`saelab circuits --features` and `saelab graph` end to end on saelab-tiny (untrained dictionaries: this
+tests the wiring, storage and summary, not the graphs' content, which tests/test_feature_circuits_sparse.py
+and tests/test_feature_attribution.py check), and their one-line refusals of bad input before the model
+loads."""
 
 import pytest
 
@@ -15,17 +16,17 @@ PROMPT = "The war lasted from the year 1732 to the year 17"
 
 @pytest.fixture(scope="module")
 def dicts(tmp_path_factory):
-    """Directories of untrained saelab-tiny dictionaries: a transcoder per block (resid_mid -> mlp_out), an SAE
-    on 1.resid_post, and an SAE trained for another model."""
+    """Directories of untrained saelab-tiny dictionaries: a transcoder per block (resid_mid -> mlp_out), an
+    SAE on 1.resid_post, and an SAE trained for another model."""
     root = tmp_path_factory.mktemp("dicts")
     for layer in range(4):
         save_sae(SAE(SAEConfig("topk", d_in=256, d_sae=32, k=4, hook_site=f"{layer}.resid_mid",
                                output_site=f"{layer}.mlp_out", model_name="saelab-tiny",
                                normalize_activations=False, seed=layer)), root / f"tc{layer}")
-    save_sae(SAE(SAEConfig("topk", d_in=256, d_sae=32, k=4, hook_site="1.resid_post", model_name="saelab-tiny",
-                           normalize_activations=False)), root / "sae1")
-    save_sae(SAE(SAEConfig("topk", d_in=64, d_sae=32, k=4, hook_site="1.resid_post", model_name="saelab-random",
-                           normalize_activations=False)), root / "other-model")
+    save_sae(SAE(SAEConfig("topk", d_in=256, d_sae=32, k=4, hook_site="1.resid_post",
+                           model_name="saelab-tiny", normalize_activations=False)), root / "sae1")
+    save_sae(SAE(SAEConfig("topk", d_in=64, d_sae=32, k=4, hook_site="1.resid_post",
+                           model_name="saelab-random", normalize_activations=False)), root / "other-model")
     return root
 
 
@@ -73,10 +74,12 @@ def test_an_sae_given_as_a_transcoder_is_refused_by_name(tmp_path, capsys, no_mo
 
 
 def test_dictionaries_of_another_model_are_refused(tmp_path, capsys, no_model, dicts):
-    argv = ["circuits", "--features", "--task", "greater_than", "--dicts", f"{dicts / 'sae1'},{dicts / 'other-model'}"]
+    argv = ["circuits", "--features", "--task", "greater_than", "--dicts",
+            f"{dicts / 'sae1'},{dicts / 'other-model'}"]
     assert main([*argv, "--workspace", str(tmp_path)]) == 1
     _one_line_error(capsys, "saelab-random", "--model")
-    argv = ["circuits", "--features", "--task", "greater_than", "--dicts", str(dicts / "sae1"), "--model", "gpt2"]
+    argv = ["circuits", "--features", "--task", "greater_than", "--dicts", str(dicts / "sae1"), "--model",
+            "gpt2"]
     assert main([*argv, "--workspace", str(tmp_path)]) == 1
     _one_line_error(capsys, "'gpt2'")
 
@@ -84,7 +87,8 @@ def test_dictionaries_of_another_model_are_refused(tmp_path, capsys, no_model, d
 @pytest.mark.slow
 def test_feature_circuit_and_attribution_graph_are_stored_and_summarised(tmp_path, capsys, dicts):
     workspace = tmp_path / "ws"
-    argv = ["circuits", "--features", "--task", "greater_than", "--dicts", f"{dicts / 'sae1'},{dicts / 'tc2'}",
+    argv = ["circuits", "--features", "--task", "greater_than", "--dicts",
+            f"{dicts / 'sae1'},{dicts / 'tc2'}",
             "--prompts", "4", "--node-method", "attrib", "--workspace", str(workspace)]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -93,7 +97,7 @@ def test_feature_circuit_and_attribution_graph_are_stored_and_summarised(tmp_pat
     (circuit_id,) = q.list_feature_graphs(store)["graph_id"]
     assert circuit_id in out
     circuit = load_feature_graph(store, circuit_id)
-    assert circuit.kind == "feature_circuit" and circuit.model == "saelab-tiny" and circuit.task == "greater_than"
+    assert (circuit.kind, circuit.model, circuit.task) == ("feature_circuit", "saelab-tiny", "greater_than")
     assert circuit.dictionaries == ("sae1", "tc2") and circuit.params["n_prompts"] == 4
     assert circuit.params["example_prompt"].startswith("The ")  # a clean prompt: the app edits latents on it
     assert {"sae1", "tc2"} <= set(q.list_saes(store)["sae_id"])  # the app can load them to ablate/steer

@@ -73,7 +73,8 @@ def test_best_cuts_and_test_scores_match_scikit_learn() -> None:
         candidates = [float("-inf")] + [t + 0.5 for t in range(6)]
         for value in range(3):
             truth = (dev_code == value).numpy()
-            brute = max(f1_score(truth, (dev_scores[:, unit] > t).numpy(), zero_division=0) for t in candidates)
+            brute = max(f1_score(truth, (dev_scores[:, unit] > t).numpy(), zero_division=0)
+                        for t in candidates)
             assert float(cuts.f1[unit, value]) == pytest.approx(brute, abs=1e-6)
             chosen = (dev_scores[:, unit] > cuts.threshold[unit, value]).numpy()
             assert f1_score(truth, chosen, zero_division=0) == pytest.approx(brute, abs=1e-6)
@@ -107,7 +108,8 @@ def test_units_and_codes() -> None:
 def test_ioi_values_read_the_indirect_object() -> None:
     from saelab.circuits.siit import IOIRows
 
-    rows = IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]), s2=torch.tensor([1, 1]),
+    rows = IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]),
+                   s2=torch.tensor([1, 1]),
                    slot_names=torch.tensor([[10, 11], [12, 13]]), dup=torch.tensor([1, 0]), templates=(0, 0))
     values = ioi_values(rows)  # dup 1: S2 repeats the second slot, so the IO is the first slot's name
     assert values["name"].tolist() == [10, 13] and values["slot"].tolist() == [0, 1]

@@ -65,10 +65,11 @@ def setup():
 
 
 def hand_frozen(model, transcoders, tokens, cache, keep):
-    """The replacement model written out by hand: attention patterns and LN scales from `cache` (the clean run),
-    MLP outputs = sum of kept latents' a*W_dec + b_dec + kept error + skip(x); `keep` says which sources are
-    present: keep["token"][p], keep["latent"][(layer, p, i)], keep["error"][(layer, p)]. Returns the
-    pre-activation of every latent of every layer [layer][pos, d_sae] and the demeaned logits at the last position."""
+    """The replacement model written out by hand: attention patterns and LN scales from `cache` (the clean
+    run), MLP outputs = sum of kept latents' a*W_dec + b_dec + kept error + skip(x); `keep` says which sources
+    are present: keep["token"][p], keep["latent"][(layer, p, i)], keep["error"][(layer, p)]. Returns the
+    pre-activation of every latent of every layer [layer][pos, d_sae] and the demeaned logits at the last
+    position."""
     state = keep["state"]
     x = model.W_E[tokens] * keep["token"][:, None] + model.W_pos[: len(tokens)]
     pre_all = []
@@ -146,7 +147,8 @@ def target_rows(graph):
 @pytest.mark.parametrize("zero_first", [False, True])
 def test_every_edge_equals_brute_force_in_the_frozen_model(setup, zero_first):
     model, transcoders, tokens = setup
-    config = AttributionConfig(zero_first_position=zero_first, max_n_logits=4, desired_logit_prob=0.99, batch_size=7)
+    config = AttributionConfig(zero_first_position=zero_first, max_n_logits=4, desired_logit_prob=0.99,
+                               batch_size=7)
     graph = attribute(model, tokens, transcoders, config)
     state = replacement_state(model, tokens, transcoders, zero_first)
     _, cache = model.run_with_cache(tokens[None])
@@ -196,7 +198,8 @@ def test_influence_is_the_neumann_series_and_pruning_keeps_tokens_and_logits(set
     A = normalized_adjacency(graph.adjacency)
     w = torch.zeros(len(A), dtype=A.dtype)
     w[-len(graph.logit_tokens) :] = graph.logit_probs
-    closed_form = w @ (torch.linalg.inv(torch.eye(len(A), dtype=A.dtype) - A) - torch.eye(len(A), dtype=A.dtype))
+    eye = torch.eye(len(A), dtype=A.dtype)
+    closed_form = w @ (torch.linalg.inv(eye - A) - eye)
     torch.testing.assert_close(influence(A, w), closed_form, rtol=1e-9, atol=1e-12)
     kept = prune(graph, 0.8, 0.98)
     n_always = len(graph.logit_tokens) + N_POS
@@ -212,7 +215,8 @@ def test_graph_scores_by_hand_on_a_three_node_chain():
     from saelab.feature_circuits.attribution import Attribution
 
     # order: [no latents], error (1 layer x 1 pos), token (1 pos), logit
-    adjacency = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])  # error <- token; logit <- both
+    # error <- token; logit <- both
+    adjacency = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
     graph = Attribution(adjacency, torch.zeros(0, 3, dtype=torch.long), torch.zeros(0), torch.tensor([7]),
                         torch.tensor([2]), torch.tensor([1.0]), 1)
     scores = graph_scores(graph)
@@ -224,7 +228,8 @@ def test_graph_scores_by_hand_on_a_three_node_chain():
 def test_attribution_graph_returns_a_feature_graph(setup):
     model, transcoders, tokens = setup
     named = {"tc0": transcoders[0], "tc1": transcoders[1]}
-    graph = attribution_graph(model, tokens, named, AttributionConfig(max_n_logits=3, desired_logit_prob=0.99))
+    graph = attribution_graph(model, tokens, named,
+                              AttributionConfig(max_n_logits=3, desired_logit_prob=0.99))
     assert graph.kind == "attribution_graph" and graph.dictionaries == ("tc0", "tc1")
     ids = {n.id for n in graph.nodes}
     assert {node_id("token", position=p) for p in range(N_POS)} <= ids

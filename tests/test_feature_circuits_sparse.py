@@ -15,7 +15,8 @@ D_MODEL, N_VOCAB, SEQ = 16, 12, 6
 
 
 def tiny_model(normalization: str | None = "LN", n_layers: int = 2) -> HookedTransformer:
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=D_MODEL, n_ctx=SEQ, d_head=4, n_heads=4, d_mlp=32,
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=D_MODEL, n_ctx=SEQ, d_head=4, n_heads=4,
+                                  d_mlp=32,
                                   d_vocab=N_VOCAB, act_fn="gelu", normalization_type=normalization, seed=3,
                                   dtype=torch.float64, init_weights=True)
     model = HookedTransformer(cfg)
@@ -23,9 +24,10 @@ def tiny_model(normalization: str | None = "LN", n_layers: int = 2) -> HookedTra
     return model
 
 
-def dictionary(site: str, d_sae: int = 24, seed: int = 0, output_site: str = "", arch: str = "relu_l1") -> SAE:
-    cfg = SAEConfig(architecture=arch, d_in=D_MODEL, d_sae=d_sae, k=6, hook_site=site, output_site=output_site,
-                    dtype="float64", seed=seed)
+def dictionary(site: str, d_sae: int = 24, seed: int = 0, output_site: str = "",
+               arch: str = "relu_l1") -> SAE:
+    cfg = SAEConfig(architecture=arch, d_in=D_MODEL, d_sae=d_sae, k=6, hook_site=site,
+                    output_site=output_site, dtype="float64", seed=seed)
     sae = SAE(cfg)
     with torch.no_grad():  # biases off zero so that some latents are active and some not
         sae.b_enc.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed))
@@ -112,7 +114,8 @@ def _metric_with(model, placed, batch, k, clean_k: State, acts, error) -> float:
 def test_attribution_patching_matches_finite_differences(setup):
     model, _, placed, problem = setup
     batch = problem.batches[0]
-    clean, corrupt, _, effects = _node_effects(model, placed, batch, FeatureCircuitConfig(node_method="attrib"))
+    clean, corrupt, _, effects = _node_effects(model, placed, batch,
+                                               FeatureCircuitConfig(node_method="attrib"))
     eps = 1e-5
     checked = 0
     for k in range(len(placed)):
@@ -131,17 +134,20 @@ def test_attribution_patching_matches_finite_differences(setup):
         step[:, 3] = eps * (corrupt[k].error - clean[k].error)[:, 3]
         up = _metric_with(model, placed, batch, k, clean[k], clean[k].acts, clean[k].error + step)
         down = _metric_with(model, placed, batch, k, clean[k], clean[k].acts, clean[k].error - step)
-        assert float(effects[k].error[:, 3].sum()) == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9)
+        assert float(effects[k].error[:, 3].sum()) == pytest.approx((up - down) / (2 * eps), rel=1e-5,
+                                                                    abs=1e-9)
     assert checked >= 6
 
 
 def test_integrated_gradients_add_up_to_patching_the_whole_dictionary(setup):
     """IG's completeness: a dictionary's latent and error effects sum to the exact effect of patching all of
-    it to the corrupted run (the left Riemann sum's error shrinks like 1/steps; attribution patching is off)."""
+    it to the corrupted run (the left Riemann sum's error shrinks like 1/steps; attribution patching is
+    off)."""
     model, _, placed, problem = setup
     batch = problem.batches[1]
     _, _, _, ig = _node_effects(model, placed, batch, FeatureCircuitConfig(node_method="ig", ig_steps=100))
-    clean, corrupt, _, attrib = _node_effects(model, placed, batch, FeatureCircuitConfig(node_method="attrib"))
+    clean, corrupt, _, attrib = _node_effects(model, placed, batch,
+                                              FeatureCircuitConfig(node_method="attrib"))
     for k in range(len(placed)):
         exact = (_metric_with(model, placed, batch, k, clean[k], corrupt[k].acts, corrupt[k].error)
                  - _metric_with(model, placed, batch, k, clean[k], clean[k].acts, clean[k].error))
@@ -175,9 +181,12 @@ def test_edges_into_the_next_residual_dictionary_follow_the_chain_rule():
     so the edges out of an upstream node, summed over all downstream nodes (error included), equal its
     attribution-patching node effect."""
     model = tiny_model()
-    placed = sparse.place(model, {"r0": dictionary("0.resid_post", seed=1), "r1": dictionary("1.resid_post", seed=6)})
+    placed = sparse.place(model,
+                          {"r0": dictionary("0.resid_post", seed=1),
+                           "r1": dictionary("1.resid_post", seed=6)})
     batch = tiny_problem().batches[0]
-    clean, corrupt, grads, effects = _node_effects(model, placed, batch, FeatureCircuitConfig(node_method="attrib"))
+    clean, corrupt, grads, effects = _node_effects(model, placed, batch,
+                                                   FeatureCircuitConfig(node_method="attrib"))
     edges: sparse.EdgeSums = {}
     sparse.batch_edges(model, placed, batch, clean, corrupt, grads, effects, -1.0, edges)
     total = sum(w for (u, d, _), w in edges.items() if (u, d) == (0, 1))
@@ -192,7 +201,8 @@ def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(setup)
     full = sparse.everything(placed, True)
     m_model = sparse.ablated_metric(model, placed, problem, full, means)
     with torch.no_grad():
-        direct = torch.cat([b.metric(model(b.clean)[torch.arange(len(b.end)), b.end]) for b in problem.batches])
+        direct = torch.cat([b.metric(model(b.clean)[torch.arange(len(b.end)), b.end])
+                            for b in problem.batches])
     assert m_model == pytest.approx(float(direct.mean()), abs=1e-10)
     metrics = sparse.ablation_metrics(model, placed, problem, full)
     assert metrics["faithfulness"] == pytest.approx(1.0, abs=1e-9)

@@ -15,7 +15,8 @@ from saelab.feature_circuits.storage import UnknownGraphError, load_feature_grap
 def _same(a, b) -> None:
     """Equal graphs, NaN metrics equal to NaN."""
     assert a.nodes == b.nodes and a.edges == b.edges and a.params == b.params
-    assert (a.kind, a.model, a.dictionaries, a.task, a.prompt) == (b.kind, b.model, b.dictionaries, b.task, b.prompt)
+    assert (a.kind, a.model, a.dictionaries, a.task, a.prompt) == (b.kind, b.model, b.dictionaries, b.task,
+                                                                   b.prompt)
     assert a.metrics.keys() == b.metrics.keys()
     for key, value in a.metrics.items():
         assert (math.isnan(value) and math.isnan(b.metrics[key])) or value == b.metrics[key]
@@ -36,7 +37,8 @@ def test_save_then_load_gives_the_same_graph(tmp_path, kind, positions):
 def test_two_graphs_are_listed_newest_first_with_counts(tmp_path):
     store = ResultsStore(tmp_path / "s.duckdb").initialize()
     first = save_feature_graph(store, synthetic_graph(kind="feature_circuit"), graph_id="a-first")
-    second = save_feature_graph(store, synthetic_graph(latents_per_dict=2, seed=1), run_id="run-1", graph_id="b-2nd")
+    second = save_feature_graph(store, synthetic_graph(latents_per_dict=2, seed=1), run_id="run-1",
+                                graph_id="b-2nd")
     listed = q.list_feature_graphs(store)
     assert listed["graph_id"].tolist() == [second, first]  # newest first
     row = listed.set_index("graph_id").loc[second]

@@ -1,5 +1,5 @@
-"""saelab-docstring-siit: the docstring high-level causal model (checked against a hand computation on names), its
-held-out splits, and a re-check of a sample of the construction checks on the committed weights."""
+"""saelab-docstring-siit: the docstring high-level causal model (checked against a hand computation on names),
+its held-out splits, and a re-check of a sample of the construction checks on the committed weights."""
 
 import random
 
@@ -51,7 +51,8 @@ def _ids(tokenizer, names):
 
 def _spec(method, args, layout=PUBLISHED):
     descs = tuple(("price", "control")[: layout.desc_words] for _ in range(layout.n_matching - 1))
-    return DocSpec(layout, method, ("cost", "issue", "process")[: layout.method_desc_words], tuple(args), descs)
+    return DocSpec(layout, method, ("cost", "issue", "process")[: layout.method_desc_words], tuple(args),
+                   descs)
 
 
 def _by_hand(method, args, layout, prev_at_answer=None, last=None):
@@ -74,19 +75,24 @@ def test_rows_locate_the_answer_its_previous_argument_and_the_method(tokenizer):
     assert rows.def_tokens[0].tolist() == _ids(tokenizer, args)
     assert rows.prev_tokens[0, 1:].tolist() == _ids(tokenizer, args[:-1])
     assert tokenizer.decode(rows.prev_tokens[0, 0]) == "self"
-    assert rows.last_doc.tolist() == _ids(tokenizer, ["size"]) and rows.method.tolist() == _ids(tokenizer, ["old"])
-    assert rows.tokens[0, rows.last_doc_pos[0]] == rows.last_doc[0] and rows.last_doc_pos[0] > rows.answer_def[0]
+    assert rows.last_doc.tolist() == _ids(tokenizer, ["size"])
+    assert rows.method.tolist() == _ids(tokenizer, ["old"])
+    assert rows.tokens[0, rows.last_doc_pos[0]] == rows.last_doc[0]
+    assert rows.last_doc_pos[0] > rows.answer_def[0]
     targets = ENTRY.attention_targets(rows)
-    assert tokenizer.decode(rows.tokens[0, targets["PREV"][0]]) == " size" and targets["MOVER"][0] == rows.answer_def[0]
+    assert tokenizer.decode(rows.tokens[0, targets["PREV"][0]]) == " size"
+    assert targets["MOVER"][0] == rows.answer_def[0]
     assert rows.position("end").tolist() == [rows.tokens.shape[1] - 1]
 
 
-@pytest.mark.parametrize("layout", [PUBLISHED, DocstringSetting(0, 2, 0, 1, 2), DocstringSetting(3, 4, 2, 3, 4)])
+@pytest.mark.parametrize("layout",
+                         [PUBLISHED, DocstringSetting(0, 2, 0, 1, 2), DocstringSetting(3, 4, 2, 3, 4)])
 def test_high_level_outputs_match_a_hand_computation_on_names(tokenizer, layout):
     rng = random.Random(5)
     for _ in range(6):
         base = sample_spec(rng, TRAIN_SPLIT, layout)
-        for source in (permuted_spec(rng, TRAIN_SPLIT, base), sample_spec(rng, TRAIN_SPLIT, layout, base.def_args)):
+        for source in (permuted_spec(rng, TRAIN_SPLIT, base),
+                       sample_spec(rng, TRAIN_SPLIT, layout, base.def_args)):
             b, s = encode_specs(tokenizer, [base]), encode_specs(tokenizer, [source])
             i = layout.answer_index
             expected = {
@@ -96,7 +102,8 @@ def test_high_level_outputs_match_a_hand_computation_on_names(tokenizer, layout)
                 "MOVER": source.def_args[i],
             }
             for variable, name in expected.items():
-                assert high_level_output(b, s, variable).ids[0].tolist() == _ids(tokenizer, [name]) * 2, variable
+                output = high_level_output(b, s, variable).ids[0].tolist()
+                assert output == _ids(tokenizer, [name]) * 2, variable
     assert expected[None] == base.def_args[layout.answer_index]
     with pytest.raises(ValueError, match="unknown high-level variable"):
         high_level_output(b, s, "NAME")
@@ -107,7 +114,8 @@ def test_interventions_from_permuted_sources_move_the_answer_and_others_fall_bac
     moved = _spec("new", ("page", "names", "data", "size", "file", "read"))  # its last doc arg "size"
     b, s = encode_specs(tokenizer, [base]), encode_specs(tokenizer, [moved])
     assert high_level_output(b, s, "LAST").ids[0, 0] == _ids(tokenizer, ["read"])[0]  # the arg after "size"
-    assert high_level_output(b, s, "PREV").ids[0, 0] == _ids(tokenizer, ["old"])[0]  # PREV("file")=size ≠ read
+    # PREV("file")=size ≠ read
+    assert high_level_output(b, s, "PREV").ids[0, 0] == _ids(tokenizer, ["old"])[0]
     other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
     assert high_level_output(b, other, "LAST").ids[0, 0] == _ids(tokenizer, ["old"])[0]
 
@@ -121,10 +129,11 @@ def test_held_out_splits_are_disjoint_from_training_and_the_published_layout_is_
 
 def test_sources_share_the_base_layout_token_for_token(tokenizer):
     pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 64, 3, "iit")
-    assert torch.equal(pairs.base.end, pairs.source.end) and torch.equal(pairs.base.answer_def, pairs.source.answer_def)
+    assert torch.equal(pairs.base.end, pairs.source.end)
+    assert torch.equal(pairs.base.answer_def, pairs.source.answer_def)
 
 
-# --- the committed model --------------------------------------------------------------------------------------
+# --- the committed model ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -153,15 +162,16 @@ def test_circuit_file_has_the_shape_the_issue_asks(model, card):
 
 @needs_model
 def test_held_out_scores_reproduce_and_claimed_passes_hold(model, tokenizer, card):
-    """A fresh sample (other seeds) of the held-out layouts reproduces the card's numbers; every check the card
-    claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96 pairs)."""
+    """A fresh sample (other seeds) of the held-out layouts reproduces the card's numbers; every check the
+    card claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96 pairs)."""
     stored = card["split_scores"]["held_out_layouts"]
     pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_457, "iit")
     strict = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_458, "strict")
     high = ENTRY.high_level_output
     measured = {"task_top1": task_accuracy(model, pairs, high),
                 "strict_all_units": strict_accuracy(model, strict, ENTRY.alignment, high)}
-    measured |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in ENTRY.alignment}
+    measured |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high)
+                 for a in ENTRY.alignment}
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
         if stored[key] >= 0.95:
@@ -180,9 +190,9 @@ def test_interchange_fails_for_a_wrongly_aligned_head(model, tokenizer, card):
 
 @needs_model
 def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, card):
-    """On fresh task-generator prompts: accuracy near the card's, resample-ablation effects (relative to the gap)
-    match the stored ones, and where the card claims the circuit check passed every circuit head moves the
-    metric by > 20% of the gap."""
+    """On fresh task-generator prompts: accuracy near the card's, resample-ablation effects (relative to the
+    gap) match the stored ones, and where the card claims the circuit check passed every circuit head moves
+    the metric by > 20% of the gap."""
     task = get_task("docstring")
     data = task.generate(tokenizer, 64, seed=4242, vocabulary="tiny")
     accuracy = float(task.accuracy(model(data.clean_tokens), data).float().mean())
@@ -192,7 +202,8 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
     gap = clean - corrupted
     truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
     circuit = [Node(a.layer, "head", a.head) for a in ENTRY.alignment]
-    outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (ENTRY.alignment[1].head + 1) % model.cfg.n_heads)]
+    outside = [Node(0, "mlp"), Node(2, "mlp"),
+               Node(1, "head", (ENTRY.alignment[1].head + 1) % model.cfg.n_heads)]
     effects = node_effects(model, problem, "resample", circuit + outside)
     for node, value in effects.items():
         assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name

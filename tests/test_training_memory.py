@@ -22,7 +22,8 @@ def test_training_memory_is_bounded_by_the_buffer_not_the_store(tmp_path) -> Non
     assert (store.n_tokens, store.d, len(store.shard_sizes)) == (n_tokens, d, 8)
     store_mib = n_tokens * d * 4 / MIB  # 256 MiB, 32x the buffer
     env = {**os.environ, "PYTHONPATH": str(BENCH.parents[1])}
-    done = subprocess.run([sys.executable, str(BENCH), "--child", json.dumps([str(tmp_path), buffer_tokens, batch_size,
+    done = subprocess.run([sys.executable, str(BENCH), "--child",
+                           json.dumps([str(tmp_path), buffer_tokens, batch_size,
                                                                              512, 16])],
                           capture_output=True, text=True, env=env, timeout=540)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -32,4 +33,5 @@ def test_training_memory_is_bounded_by_the_buffer_not_the_store(tmp_path) -> Non
     bound = row["buffer_mib"] + look_ahead_mib + row["saes_mib"] + 128  # + torch's step temporaries
     assert bound < store_mib / 1.3  # a bound that holding the store would break
     assert row["training_growth_mib"] <= bound, row
-    assert row["peak_rss_mib"] <= row["buffer_mib"] + row["saes_mib"] + 1024, row  # the bound (no model)
+    # the bound (no model)
+    assert row["peak_rss_mib"] <= row["buffer_mib"] + row["saes_mib"] + 1024, row

@@ -1,6 +1,6 @@
 """What the Feature graphs page draws, as pure functions: pruning a `FeatureGraph` by edge weight and node
-effect, laying it out with layers left to right (input tokens at the left, logits at the right), the hover text
-of a node, and the feature-page URL parameters of a latent."""
+effect, laying it out with layers left to right (input tokens at the left, logits at the right), the hover
+text of a node, and the feature-page URL parameters of a latent."""
 
 import html
 import math
@@ -18,8 +18,8 @@ SITE_ORDER = {"resid_pre": 0, "attn_z": 1, "head_result": 1, "attn_out": 2, "res
 
 def prune(graph: FeatureGraph, min_edge_weight: float = 0.0, min_node_effect: float = 0.0) -> FeatureGraph:
     """The part of `graph` a reader asked for: latent and error nodes whose |effect| is at least
-    `min_node_effect`, edges whose |weight| is at least `min_edge_weight` between nodes kept, input tokens that
-    such an edge touches, and every logit. Metrics and params are those of the whole graph."""
+    `min_node_effect`, edges whose |weight| is at least `min_edge_weight` between nodes kept, input tokens
+    that such an edge touches, and every logit. Metrics and params are those of the whole graph."""
     if min_edge_weight < 0 or min_node_effect < 0:
         raise ValueError(f"thresholds are magnitudes and must be >= 0, got edge {min_edge_weight}, "
                          f"node {min_node_effect}")
@@ -32,7 +32,8 @@ def prune(graph: FeatureGraph, min_edge_weight: float = 0.0, min_node_effect: fl
     touched = {e.source for e in edges} | {e.target for e in edges}
     kept = inner | logits | (tokens & touched)
     edges = tuple(e for e in edges if e.source in kept and e.target in kept)
-    return FeatureGraph(graph.kind, graph.model, graph.dictionaries, tuple(n for n in graph.nodes if n.id in kept),
+    return FeatureGraph(graph.kind, graph.model, graph.dictionaries,
+                        tuple(n for n in graph.nodes if n.id in kept),
                         edges, graph.task, graph.prompt, graph.metrics, graph.params)
 
 
@@ -72,7 +73,8 @@ def layout(graph: FeatureGraph) -> Layout:
         members.setdefault(column, []).append(node)
     xy = {}
     for column, nodes in members.items():
-        ordered = sorted(nodes, key=lambda n: (-1 if n.position is None else n.position, -abs(n.effect), n.id))
+        ordered = sorted(nodes,
+                         key=lambda n: (-1 if n.position is None else n.position, -abs(n.effect), n.id))
         for rank, node in enumerate(ordered):
             xy[node.id] = (float(column), (rank + 0.5) / len(ordered))
     return Layout(xy, titles)
@@ -96,8 +98,8 @@ def node_name(node: FeatureNode) -> str:
 
 
 def hover_text(node: FeatureNode, top_tokens: Sequence[str] = (), n_tokens: int = 8) -> str:
-    """Plotly hover text (escaped HTML, `<br>` between lines): the node, its numbers, and for a latent the tokens
-    its stored top activating examples peak on (or that the dictionary has no dashboards)."""
+    """Plotly hover text (escaped HTML, `<br>` between lines): the node, its numbers, and for a latent the
+    tokens its stored top activating examples peak on (or that the dictionary has no dashboards)."""
     lines = [html.escape(node_name(node))]
     if node.kind in ("latent", "error"):
         lines.append(html.escape(f"{node.dictionary} ({node.site})"))

@@ -1,11 +1,12 @@
-"""Ablating or steering one latent of a dictionary (SAE or transcoder) on a prompt, and the top next-token logits
-before and after — the Feature graphs page's intervention.
+"""Ablating or steering one latent of a dictionary (SAE or transcoder) on a prompt, and the top next-token
+logits before and after — the Feature graphs page's intervention.
 
 The edit follows Marks et al. (2024): the activation at the dictionary's target site is written as
 x = Σ_i f_i W_dec[i] + b_dec + ε, and only latent i's term changes, f_i → scale · f_i, so the target becomes
 x + (scale − 1) · f_i · W_dec[i]; the error ε and every other latent stay as they were. scale 0 ablates,
 scale 2 doubles, a negative scale flips. For a transcoder f_i is read at its input site (e.g. 1.resid_mid) and
-the edit lands at its output site (1.mlp_out). Loads torch: import it from here, not from `saelab.app_support`.
+the edit lands at its output site (1.mlp_out). Loads torch: import it from here, not from
+`saelab.app_support`.
 """
 
 from dataclasses import dataclass
@@ -93,7 +94,8 @@ def edit_latent(model: HookedTransformer, sae: SAE, text: str, edit: LatentEdit,
     next-token logits at the last token of both runs."""
     source, target = _sites(model, sae)
     if edit.latent >= sae.cfg.d_sae:
-        raise SaelabError(f"latent {edit.latent} is out of range: the dictionary has latents 0..{sae.cfg.d_sae - 1}")
+        raise SaelabError(f"latent {edit.latent} is out of range: the dictionary has latents "
+                          f"0..{sae.cfg.d_sae - 1}")
     tokens = prompt_tokens(model, text)
     if edit.position is not None and edit.position >= tokens.shape[0]:
         raise SaelabError(f"position {edit.position} is out of range: the prompt has positions "
@@ -113,6 +115,7 @@ def edit_latent(model: HookedTransformer, sae: SAE, text: str, edit: LatentEdit,
         return target.kind.write_back(edited, model).reshape(tensor.shape)
 
     before = model(tokens[None])[0, -1]
-    after = model.run_with_hooks(tokens[None], fwd_hooks=[(source.hook_name, read), (target.hook_name, write)])[0, -1]
+    after = model.run_with_hooks(tokens[None],
+                                 fwd_hooks=[(source.hook_name, read), (target.hook_name, write)])[0, -1]
     return EditResult(list(model.to_str_tokens(tokens)), acts["f"].float(), _top(model, before, k),
                       _top(model, after, k), (after - before).float())

@@ -1,16 +1,18 @@
 """The high-level causal model of the docstring task that saelab-docstring-siit implements (SIIT).
 
-Shape of Heimersheim & Janiak's circuit (a previous-argument head at the signature, a head that brings the last
-documented argument to the final `:param`, argument movers that match the two), as three stages in three layers:
+Shape of Heimersheim & Janiak's circuit (a previous-argument head at the signature, a head that brings the
+last documented argument to the final `:param`, argument movers that match the two), as three stages in three
+layers:
 
-  PREV  at C_def (the answer's signature position): the signature argument before it (B; "self" for the first);
+  PREV  at C_def (the answer's signature position): the signature argument before it (B; "self" for the
+        first);
   LAST  at end: the last documented argument (B);
-  MOVER at end: the signature argument whose PREV equals LAST (C), read with PREV as key and LAST as query; when no
-        argument matches (an intervention broke the match), the method's name.
+  MOVER at end: the signature argument whose PREV equals LAST (C), read with PREV as key and LAST as query;
+        when no argument matches (an intervention broke the match), the method's name.
 
-Every variable is a token, so every intervention has one output: patching PREV or LAST from a prompt with other
-names makes the match fail (→ the method's name); from a prompt that permutes the base's own names it points
-MOVER at another argument; patching MOVER outputs the source's answer.
+Every variable is a token, so every intervention has one output: patching PREV or LAST from a prompt with
+other names makes the match fail (→ the method's name); from a prompt that permutes the base's own names it
+points MOVER at another argument; patching MOVER outputs the source's answer.
 """
 
 import random
@@ -95,7 +97,8 @@ class DocSpec(NamedTuple):
         s = self.layout
         doc = self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
         prompt = docstring_prompt(self.method, self.method_desc, self.def_args, doc, self.arg_descs, s)
-        start, slots = len(f"\ndef {self.method}(self"), {"last_doc": prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]}
+        last_doc = prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]
+        start, slots = len(f"\ndef {self.method}(self"), {"last_doc": last_doc}
         for i, arg in enumerate(self.def_args):
             start += 1  # the comma
             slots[f"def{i}"] = (start, start + len(arg) + 1)
@@ -111,10 +114,12 @@ def _spec(rng: random.Random, split: DocSplit, layout: DocstringSetting, names: 
     )
 
 
-def sample_spec(rng: random.Random, split: DocSplit, layout: DocstringSetting, avoid: Sequence[str] = ()) -> DocSpec:
+def sample_spec(rng: random.Random, split: DocSplit, layout: DocstringSetting,
+                avoid: Sequence[str] = ()) -> DocSpec:
     """A clean prompt of `layout` whose names avoid `avoid`."""
     pool = [v for v in split.variables if v not in set(avoid)]
-    return _spec(rng, split, layout, rng.sample(pool, 1 + layout.n_prefix + layout.n_matching + layout.n_suffix))
+    return _spec(rng, split, layout,
+                 rng.sample(pool, 1 + layout.n_prefix + layout.n_matching + layout.n_suffix))
 
 
 def permuted_spec(rng: random.Random, split: DocSplit, base: DocSpec) -> DocSpec:
@@ -139,7 +144,8 @@ class DocRows(NamedTuple):
     def_tokens: Int[Tensor, "n args"]
     """Token ids of the signature arguments in order (-1 past the last)."""
     prev_tokens: Int[Tensor, "n args"]
-    """The token before each signature argument's comma: the previous argument ("self" for the first; -1 past)."""
+    """The token before each signature argument's comma: the previous argument ("self" for the first; -1
+    past)."""
     method: Int[Tensor, " n"]
     """Token id of the method's name (MOVER's output when nothing matches)."""
     last_doc_pos: Int[Tensor, " n"]
@@ -185,8 +191,11 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
     )
 
 
-def mover_output(rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"]) -> Int[Tensor, " n"]:
-    """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`; the method if none does."""
+def mover_output(
+    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"]
+) -> Int[Tensor, " n"]:
+    """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`; the method if none
+    does."""
     prev = rows.prev_tokens.clone()
     prev[torch.arange(len(prev)), rows.answer_index] = prev_at_answer
     match = (prev == last[:, None]) & (rows.def_tokens >= 0)
@@ -199,7 +208,8 @@ VARIABLES = ("PREV", "LAST", "MOVER")
 
 
 def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
-    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no change)."""
+    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no
+    change)."""
     prev = base.prev_tokens.gather(1, base.answer_index[:, None])[:, 0]
     last = base.last_doc
     if variable == "PREV":
@@ -207,7 +217,8 @@ def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> T
     elif variable == "LAST":
         last = source.last_doc
     elif variable == "MOVER":
-        base, prev, last = source, source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0], source.last_doc
+        prev_at_answer = source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0]
+        base, prev, last = source, prev_at_answer, source.last_doc
     elif variable is not None:
         raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
     ids = mover_output(base, prev, last)
@@ -215,13 +226,16 @@ def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> T
 
 
 def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
-    """Where each aligned head attends on a clean prompt (from its named position): PREV → the previous argument,
-    LAST → the last documented argument, MOVER → the answer's signature position."""
+    """Where each aligned head attends on a clean prompt (from its named position): PREV → the previous
+    argument, LAST → the last documented argument, MOVER → the answer's signature position."""
     return {"PREV": rows.answer_def - 2, "LAST": rows.last_doc_pos, "MOVER": rows.answer_def}
 
 
-def pair_specs(rng: random.Random, split: DocSplit, group: str, permuted_share: float) -> tuple[DocSpec, DocSpec]:
-    """A base prompt and a same-layout source for one training row of `group` ("task", a variable, "strict-*").
+def pair_specs(
+    rng: random.Random, split: DocSplit, group: str, permuted_share: float
+) -> tuple[DocSpec, DocSpec]:
+    """A base prompt and a same-layout source for one training row of `group` ("task", a variable,
+    "strict-*").
 
     PREV and LAST sources permute the base's own names with `permuted_share` (so the match moves to another
     argument), else use other names (the match fails); every other group's source uses other names."""
@@ -237,13 +251,16 @@ def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) ->
     rng = random.Random(seed)
     share = 0.5 if purpose == "iit" else 0.0
     specs = [pair_specs(rng, split, "PREV" if purpose == "iit" else purpose, share) for _ in range(n)]
-    return PairSet(encode_specs(tokenizer, [b for b, _ in specs]), encode_specs(tokenizer, [s for _, s in specs]))
+    return PairSet(encode_specs(tokenizer, [b for b, _ in specs]),
+                   encode_specs(tokenizer, [s for _, s in specs]))
 
 
 ALIGNMENT = (
-    AlignedNode("PREV", 0, 1, "C_def", "the signature argument before the answer's (B): a previous-argument head"),
+    AlignedNode("PREV", 0, 1, "C_def",
+                "the signature argument before the answer's (B): a previous-argument head"),
     AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
-    AlignedNode("MOVER", 2, 0, "end", "the signature argument whose PREV equals LAST (the answer C); the method's "
+    AlignedNode("MOVER", 2, 0, "end",
+                "the signature argument whose PREV equals LAST (the answer C); the method's "
                 "name when none does"),
 )
 CIRCUIT_EDGES = (
@@ -274,7 +291,8 @@ def task_entry() -> SIITTask:
         pair_specs=pair_specs,
         sample_pairs=sample_pairs,
         train_split=train_split,
-        held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT, "held_out_descriptions": HELD_OUT_WORD_SPLIT},
+        held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT,
+                         "held_out_descriptions": HELD_OUT_WORD_SPLIT},
         summary="PREV at C_def (key) and LAST at END (query) -> MOVER at END",
         n_ctx=96,
         positional_embedding_type="rotary",

@@ -12,14 +12,17 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="the text to attribute (BOS is prepended)")
     parser.add_argument("--transcoders", required=True, metavar="IDS",
                         help="comma-separated sae ids (as stored) or directories of transcoders, one per MLP")
-    parser.add_argument("--model", default=None, help="model name or directory (default: the transcoders' model)")
+    parser.add_argument("--model", default=None,
+                        help="model name or directory (default: the transcoders' model)")
     parser.add_argument("--node-threshold", type=float, default=0.8,
                         help="keep the nodes holding this share of the influence on the logits (default 0.8)")
     parser.add_argument("--edge-threshold", type=float, default=0.98,
                         help="then the edges holding this share of the edge influence (default 0.98)")
-    parser.add_argument("--max-logits", type=int, default=10, help="at most this many logit nodes (default 10)")
+    parser.add_argument("--max-logits", type=int, default=10,
+                        help="at most this many logit nodes (default 10)")
     parser.add_argument("--logit-prob", type=float, default=0.95,
-                        help="logit nodes: the likeliest next tokens up to this probability mass (default 0.95)")
+                        help="logit nodes: the likeliest next tokens up to this probability mass "
+                             "(default 0.95)")
 
 
 @command("graph", "attribution graph of one prompt through transcoders, stored for the app", _arguments)
@@ -30,8 +33,8 @@ def run_graph_command(args: argparse.Namespace, workspace: Workspace) -> int:
     from saelab.workflows.feature_graphs import attribution_graph_in_workspace, model_of, resolve_dictionaries
 
     if not args.prompt.strip():
-        raise UsageError("saelab graph: --prompt is empty; give the text to attribute, e.g. --prompt \"The war lasted "
-                         "from 1732 to 17\"")
+        raise UsageError("saelab graph: --prompt is empty; give the text to attribute, e.g. "
+                         "--prompt \"The war lasted from 1732 to 17\"")
     specs = [s.strip() for s in args.transcoders.split(",") if s.strip()]
     if not specs:
         raise UsageError("saelab graph: --transcoders is empty; give sae ids or directories of transcoders")

@@ -1,21 +1,22 @@
 """Single latents against the high-level variables of a model whose circuit is known by construction.
 
-A by-construction model (saelab-ioi-siit, trained with SIIT) carries each high-level variable in one named head
-at one named prompt position (`saelab.circuits.siit.AlignedNode`). At that node's site (the layer's hook_z, or its
-residual stream after the layer) and position, each *unit* — an SAE latent, or a baseline's unit — is scored as a
-detector of each value of the variable: the unit predicts "value = v" when it exceeds a threshold. Protocol:
+A by-construction model (saelab-ioi-siit, trained with SIIT) carries each high-level variable in one named
+head at one named prompt position (`saelab.circuits.siit.AlignedNode`). At that node's site (the layer's
+hook_z, or its residual stream after the layer) and position, each *unit* — an SAE latent, or a baseline's
+unit — is scored as a detector of each value of the variable: the unit predicts "value = v" when it exceeds a
+threshold. Protocol:
 
-* the threshold of every (unit, value) is the one with the best F1 on a dev set of prompts; the unit for value v
-  is the one with the best dev F1 for v; precision, recall and F1 of that unit and threshold are measured on a
-  separate test set of prompts (never used to choose anything);
+* the threshold of every (unit, value) is the one with the best F1 on a dev set of prompts; the unit for value
+  v is the one with the best dev F1 for v; precision, recall and F1 of that unit and threshold are measured on
+  a separate test set of prompts (never used to choose anything);
 * a variable's score is the mean over its values (present in both sets) of that test F1 (macro F1);
 * baselines at the same site and position, with the same protocol: "neurons" (every raw dimension, both signs:
   x and −x) and "random" (as many random unit directions as the SAE has latents, x·r); "chance" is the
   predict-every-row classifier, F1 = 2p / (1 + p) for a value of prevalence p.
 
-Attributes (the variable's value as classes) for the IOI relay of `saelab.circuits.siit` on IOI prompts (no ABC
-prompts, where the value is a mixture): "name", the indirect object's token (every variable carries it), and
-"slot", which of the two name slots holds the indirect object.
+Attributes (the variable's value as classes) for the IOI relay of `saelab.circuits.siit` on IOI prompts (no
+ABC prompts, where the value is a mixture): "name", the indirect object's token (every variable carries it),
+and "slot", which of the two name slots holds the indirect object.
 """
 
 import random
@@ -112,9 +113,11 @@ class VariableScore(NamedTuple):
     """How many different units the values chose (1: one unit for all values)."""
 
 
-def chance_score(dev_code: Int[Tensor, " n_dev"], test_code: Int[Tensor, " n_test"], n_values: int) -> VariableScore:
+def chance_score(dev_code: Int[Tensor, " n_dev"], test_code: Int[Tensor, " n_test"],
+                 n_values: int) -> VariableScore:
     """The predict-every-row classifier's macro scores over the values present in both sets."""
-    present = (torch.bincount(dev_code, minlength=n_values) > 0) & (torch.bincount(test_code, minlength=n_values) > 0)
+    present = ((torch.bincount(dev_code, minlength=n_values) > 0)
+               & (torch.bincount(test_code, minlength=n_values) > 0))
     prevalence = torch.bincount(test_code, minlength=n_values).float()[present] / len(test_code)
     return VariableScore(float(chance_f1(test_code, n_values)[present].mean()), float(prevalence.mean()), 1.0,
                          int(present.sum()), 0)
@@ -182,15 +185,16 @@ class KnownVariablesConfig:
     random_seed: int = 0
     """Seed of the random directions."""
     baselines: bool = True
-    """Score the neurons, random and chance baselines beside the SAEs (False: the SAEs alone, e.g. a second set
-    of SAEs at sites already scored)."""
+    """Score the neurons, random and chance baselines beside the SAEs (False: the SAEs alone, e.g. a second
+    set of SAEs at sites already scored)."""
 
     def __post_init__(self) -> None:
         for name in ("n_dev", "n_test"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} {getattr(self, name)} must be at least 2")
         if self.dev_seed == self.test_seed:
-            raise ValueError(f"dev_seed and test_seed are both {self.dev_seed}; the splits must be different prompts")
+            raise ValueError(f"dev_seed and test_seed are both {self.dev_seed}; the splits must be "
+                             "different prompts")
 
 
 class KnownVariableRow(NamedTuple):
@@ -233,7 +237,8 @@ def known_variable_scores(model: HookedTransformer, alignment: Sequence[AlignedN
         for sae_id, (site, sae) in saes.items():
             if site.layer != node.layer:
                 continue
-            x_dev, x_test = node_activations(model, dev, site, node), node_activations(model, test, site, node)
+            x_dev = node_activations(model, dev, site, node)
+            x_test = node_activations(model, test, site, node)
             for attribute, (dev_code, test_code, n_values) in codes.items():
                 base = (node.variable, node.node, node.position, str(site), attribute)
                 for kind in ("sae", "neurons", "random") if cfg.baselines else ("sae",):
@@ -242,5 +247,6 @@ def known_variable_scores(model: HookedTransformer, alignment: Sequence[AlignedN
                         unit_scores(kind, x_test, sae, sae.cfg.d_sae, cfg.random_seed), test_code, n_values))
                     rows.append(KnownVariableRow(*base, kind, score, sae_id if kind == "sae" else ""))
                 if cfg.baselines:
-                    rows.append(KnownVariableRow(*base, "chance", chance_score(dev_code, test_code, n_values)))
+                    rows.append(KnownVariableRow(*base, "chance",
+                                                 chance_score(dev_code, test_code, n_values)))
     return rows

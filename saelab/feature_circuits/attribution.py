@@ -107,7 +107,8 @@ def transcoder_layers(model: HookedTransformer, transcoders: Sequence[SAE]) -> N
     its block and writing that block's mlp_out."""
     n_layers = model.cfg.n_layers
     if len(transcoders) != n_layers:
-        raise ValueError(f"got {len(transcoders)} transcoders; the replacement model needs one per MLP ({n_layers})")
+        raise ValueError(f"got {len(transcoders)} transcoders; the replacement model needs one per MLP "
+                         f"({n_layers})")
     for layer, sae in enumerate(transcoders):
         cfg = sae.cfg
         if not cfg.is_transcoder or HookSite.parse(cfg.target_site) != _mlp_out(layer):
@@ -130,7 +131,8 @@ def encoder_affine(sae: SAE) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor,
 
 @torch.no_grad()
 def replacement_state(
-    model: HookedTransformer, tokens: Int[Tensor, " pos"], transcoders: Sequence[SAE], zero_first_position: bool
+    model: HookedTransformer, tokens: Int[Tensor, " pos"], transcoders: Sequence[SAE],
+    zero_first_position: bool
 ) -> Replacement:
     """One clean forward pass: logits, transcoder inputs, activations and error vectors."""
     sites = [HookSite.parse(t.cfg.hook_site) for t in transcoders]
@@ -151,7 +153,8 @@ def replacement_state(
         acts.append(a)
         errors.append(error)
     mlp_out = torch.stack([cache[name][0] for name in outs])
-    return Replacement(tokens, logits[0], tuple(inputs), tuple(acts), torch.stack(errors), mlp_out, zero_first_position)
+    return Replacement(tokens, logits[0], tuple(inputs), tuple(acts), torch.stack(errors), mlp_out,
+                       zero_first_position)
 
 
 def _check_linear_activations(sae: SAE, x: Tensor, acts: Tensor) -> None:
@@ -161,8 +164,9 @@ def _check_linear_activations(sae: SAE, x: Tensor, acts: Tensor) -> None:
     pre = x @ W + b
     if not torch.allclose(acts[active], pre[active], rtol=1e-4, atol=1e-4 * float(pre.abs().max())):
         raise ValueError(
-            f"the {sae.cfg.architecture!r} dictionary at {sae.cfg.hook_site!r}: active latents' activations are not "
-            "their affine pre-activations; attribution graphs need topk, batchtopk, relu or jumprelu dictionaries"
+            f"the {sae.cfg.architecture!r} dictionary at {sae.cfg.hook_site!r}: active latents' activations "
+            "are not their affine pre-activations; attribution graphs need topk, batchtopk, relu or jumprelu "
+            "dictionaries"
         )
 
 
@@ -181,8 +185,9 @@ class _Frozen(NamedTuple):
 
 
 def mlp_constants(state: Replacement, transcoders: Sequence[SAE]) -> Float[Tensor, "n_layers pos d_model"]:
-    """Per layer, the constant part of the replacement MLP output: decode(acts) + error (b_dec included), and at
-    a position without nodes (position 0 when `zero_first_position`) the true output; the skip term stays live."""
+    """Per layer, the constant part of the replacement MLP output: decode(acts) + error (b_dec included), and
+    at a position without nodes (position 0 when `zero_first_position`) the true output; the skip term stays
+    live."""
     parts = []
     for layer, sae in enumerate(transcoders):
         constant = sae.decode(state.acts[layer]) + state.errors[layer]
@@ -287,7 +292,8 @@ class _Targets(NamedTuple):
 
 
 def active_latents(state: Replacement, transcoders: Sequence[SAE]) -> tuple[Tensor, Tensor]:
-    """(layer, position, latent) of every active latent, ordered by layer, position, latent; and activations."""
+    """(layer, position, latent) of every active latent, ordered by layer, position, latent; and
+    activations."""
     rows, values = [], []
     for layer, acts in enumerate(state.acts):
         pos, latent = acts.nonzero(as_tuple=True)
@@ -318,9 +324,10 @@ def demeaned_unembed(model: HookedTransformer, ids: Int[Tensor, " n"]) -> Float[
 
 
 def _backward_rows(frozen: _Frozen, targets: _Targets, sources: _Sources) -> Float[Tensor, "n n_sources"]:
-    """One backward pass of the batch-1 forward, vmapped over seeds: seed b holds target b's vector at its site
-    and position; the gradient at each source's site, contracted with what the source writes, is the direct
-    effect. Only the sites of this batch's targets are seeded, so the pass stops at their deepest layer."""
+    """One backward pass of the batch-1 forward, vmapped over seeds: seed b holds target b's vector at its
+    site and position; the gradient at each source's site, contracted with what the source writes, is the
+    direct effect. Only the sites of this batch's targets are seeded, so the pass stops at their deepest
+    layer."""
     n = len(targets.layers)
     all_outputs = (*frozen.inputs, frozen.final)
     seeded = targets.layers.unique().tolist()
@@ -366,7 +373,8 @@ def _latent_columns(
 
 
 def attribute(
-    model: HookedTransformer, tokens: Int[Tensor, " pos"], transcoders: Sequence[SAE], config: AttributionConfig
+    model: HookedTransformer, tokens: Int[Tensor, " pos"], transcoders: Sequence[SAE],
+    config: AttributionConfig
 ) -> Attribution:
     """The dense direct-effect matrix of the replacement model on one prompt (no pruning)."""
     transcoder_layers(model, transcoders)
@@ -390,7 +398,8 @@ def attribute(
 
 
 def _sources(
-    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], features: Tensor, activations: Tensor
+    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], features: Tensor,
+    activations: Tensor
 ) -> _Sources:
     positions, decoders = [], []
     for layer, sae in enumerate(transcoders):
@@ -402,7 +411,8 @@ def _sources(
 
 
 def _targets(
-    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], features: Tensor, logit_ids: Tensor
+    model: HookedTransformer, state: Replacement, transcoders: Sequence[SAE], features: Tensor,
+    logit_ids: Tensor
 ) -> _Targets:
     """Latents (seeded with their encoder column at their input site) then logits (seeded with the demeaned
     unembedding at the last position of ln_final's output)."""
@@ -441,7 +451,8 @@ def _threshold(scores: Tensor, fraction: float) -> Tensor:
     """The smallest score among the top scores holding `fraction` of the total."""
     ordered = scores.sort(descending=True).values
     cumulative = ordered.cumsum(0) / ordered.sum().clamp(min=1e-30)
-    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))), len(ordered) - 1)
+    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))),
+                len(ordered) - 1)
     return ordered[index]
 
 
@@ -453,8 +464,9 @@ def _logit_weights(graph: Attribution) -> Tensor:
 
 def prune(graph: Attribution, node_threshold: float, edge_threshold: float) -> Pruned:
     """circuit-tracer's `prune_graph`: keep the nodes holding `node_threshold` of the influence on the logits
-    (tokens and logits always), then the edges holding `edge_threshold` of the edge influence in that subgraph,
-    then drop latent/error nodes left without outgoing edges and latents left without incoming ones."""
+    (tokens and logits always), then the edges holding `edge_threshold` of the edge influence in that
+    subgraph, then drop latent/error nodes left without outgoing edges and latents left without incoming
+    ones."""
     n_features, n_pos = len(graph.features), len(graph.tokens)
     n_keep_always = len(graph.logit_tokens) + n_pos
     weights = _logit_weights(graph)
@@ -550,17 +562,20 @@ def _nodes(
     nodes = []
     for (layer, pos, latent), act in zip(graph.features.tolist(), graph.activations.tolist(), strict=True):
         site = saes[layer].cfg.target_site
-        nodes.append(FeatureNode(node_id("latent", site, latent, pos), "latent", layer, site, names[layer], latent,
-                                 pos, act))
+        nodes.append(FeatureNode(node_id("latent", site, latent, pos), "latent", layer, site, names[layer],
+                                 latent, pos, act))
     for layer in range(graph.n_layers):
         site = saes[layer].cfg.target_site
-        nodes += [FeatureNode(node_id("error", site, position=p), "error", layer, site, names[layer], position=p)
+        nodes += [FeatureNode(node_id("error", site, position=p), "error", layer, site, names[layer],
+                              position=p)
                   for p in range(len(graph.tokens))]
-    nodes += [FeatureNode(node_id("token", position=p), "token", None, index=t, position=p, label=_text(model, t))
+    nodes += [FeatureNode(node_id("token", position=p), "token", None, index=t, position=p,
+                          label=_text(model, t))
               for p, t in enumerate(graph.tokens.tolist())]
     nodes += [FeatureNode(node_id("logit", index=t), "logit", graph.n_layers, index=t, label=_text(model, t))
               for t in graph.logit_tokens.tolist()]
-    return [dataclasses.replace(n, effect=float(e)) for n, e in zip(nodes, node_influence.tolist(), strict=True)]
+    return [dataclasses.replace(n, effect=float(e))
+            for n, e in zip(nodes, node_influence.tolist(), strict=True)]
 
 
 def _text(model: HookedTransformer, token: int) -> str:

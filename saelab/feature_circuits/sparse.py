@@ -75,7 +75,8 @@ class FeatureCircuitConfig:
         if self.ig_steps < 1:
             raise ValueError(f"ig_steps must be ≥ 1, got {self.ig_steps}")
         if self.node_threshold < 0 or self.edge_threshold < 0:
-            raise ValueError(f"thresholds must be ≥ 0, got T_N={self.node_threshold}, T_E={self.edge_threshold}")
+            raise ValueError(f"thresholds must be ≥ 0, got T_N={self.node_threshold}, "
+                             f"T_E={self.edge_threshold}")
 
 
 class Placed(NamedTuple):
@@ -281,7 +282,8 @@ def _spliced_leaves(model, placed, batch: PromptBatch) -> tuple[list[State], lis
     return [live[i] for i in range(len(placed))], [leaves[i] for i in range(len(placed))]
 
 
-def _objectives(grads: Gradients, effects: PositionEffects, live: State, threshold: float, keep: "Keep | None"):
+def _objectives(grads: Gradients, effects: PositionEffects, live: State, threshold: float,
+                keep: "Keep | None"):
     """(node index, Σ_{prompt, pos} ∇_d m · d) for each downstream node with some per-position effect above
     the threshold; the gradient is zeroed where the effect is not (the authors' `features_by_submod`). With
     `keep`, only for the circuit's nodes (edges into other nodes never enter the circuit)."""
@@ -307,13 +309,14 @@ def batch_edges(model, placed, batch: PromptBatch, clean: list[State], corrupt: 
     for d in range(1, len(placed)):
         inputs = [t for u in range(d) for t in leaves[u]]
         wanted = None if keep is None else keep[d]
-        found = [(j, o) for j, o in _objectives(grads[d], effects[d], live[d], threshold, wanted) if o.requires_grad]
+        found = [(j, o) for j, o in _objectives(grads[d], effects[d], live[d], threshold, wanted)
+                 if o.requires_grad]
         for start in range(0, len(found), GRAD_CHUNK):
             chunk = found[start:start + GRAD_CHUNK]
             outputs = torch.stack([o for _, o in chunk])
             eye = torch.eye(len(chunk), dtype=outputs.dtype)
-            parts = torch.autograd.grad(outputs, inputs, grad_outputs=eye, retain_graph=True, allow_unused=True,
-                                        is_grads_batched=True)
+            parts = torch.autograd.grad(outputs, inputs, grad_outputs=eye, retain_graph=True,
+                                        allow_unused=True, is_grads_batched=True)
             for u in range(d):
                 weights = _edge_weights(parts[2 * u], parts[2 * u + 1], clean[u], corrupt[u], len(chunk))
                 for row, (j, _) in enumerate(chunk):
@@ -408,7 +411,8 @@ def corrupted_means(model, placed, problem: CircuitProblem) -> list[State]:
         valid = _valid(batch).to(states[0].acts.dtype)
         pos = batch.clean.shape[1]
         if sums is None:
-            sums = [State(s.acts.new_zeros(length, s.acts.shape[-1]), s.error.new_zeros(length, s.error.shape[-1]))
+            sums = [State(s.acts.new_zeros(length, s.acts.shape[-1]),
+                          s.error.new_zeros(length, s.error.shape[-1]))
                     for s in states]
         for total, s in zip(sums, states, strict=True):
             total.acts[:pos] += (s.acts * valid[..., None]).sum(0)

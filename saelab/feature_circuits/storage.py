@@ -29,10 +29,12 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
-def graph_rows(graph: FeatureGraph, graph_id: str, run_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def graph_rows(
+    graph: FeatureGraph, graph_id: str, run_id: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """The rows of `graph` by table name (the one builder of them)."""
-    head = {"graph_id": graph_id, "run_id": run_id, "kind": graph.kind, "model": graph.model, "task": graph.task,
-            "prompt": graph.prompt, "dictionaries": list(graph.dictionaries),
+    head = {"graph_id": graph_id, "run_id": run_id, "kind": graph.kind, "model": graph.model,
+            "task": graph.task, "prompt": graph.prompt, "dictionaries": list(graph.dictionaries),
             "metrics": {k: _finite_or_none(v) for k, v in graph.metrics.items()},
             "params": json.loads(json.dumps(graph.params, default=str))}
     nodes = [{"graph_id": graph_id, "ord": i, "node": n.id, "kind": n.kind, "layer": n.layer, "site": n.site,
@@ -67,7 +69,8 @@ def _json(value: Any, empty: Any) -> Any:
 
 
 def _node(row: dict[str, Any]) -> FeatureNode:
-    return FeatureNode(id=row["node"], kind=row["kind"], layer=_optional_int(row["layer"]), site=_text(row["site"]),
+    return FeatureNode(id=row["node"], kind=row["kind"], layer=_optional_int(row["layer"]),
+                       site=_text(row["site"]),
                        dictionary=_text(row["dictionary"]), index=_optional_int(row["idx"]),
                        position=_optional_int(row["position"]), activation=float(row["activation"]),
                        effect=float(row["effect"]), label=_text(row["label"]))
@@ -76,11 +79,12 @@ def _node(row: dict[str, Any]) -> FeatureNode:
 def load_feature_graph(store: ResultsStore, graph_id: str) -> FeatureGraph:
     """The graph stored as `graph_id`; UnknownGraphError naming it when there is none."""
     tables = set(store.tables())
-    head = store.select("feature_graphs", where={"graph_id": graph_id}) if "feature_graphs" in tables else None
+    head = (store.select("feature_graphs", where={"graph_id": graph_id}) if "feature_graphs" in tables
+            else None)
     if head is None or head.empty:
-        raise UnknownGraphError(f"no feature graph {graph_id!r} in {store.path}; list the stored graphs on the "
-                                "app's Feature graphs page or store one with `saelab circuits --features` or "
-                                "`saelab graph`")
+        raise UnknownGraphError(f"no feature graph {graph_id!r} in {store.path}; list the stored graphs on "
+                                "the app's Feature graphs page or store one with "
+                                "`saelab circuits --features` or `saelab graph`")
     row = head.iloc[0].to_dict()
     nodes = store.select("feature_graph_nodes", where={"graph_id": graph_id}, order_by=["ord"])
     edges = store.select("feature_graph_edges", where={"graph_id": graph_id}, order_by=["ord"])
@@ -88,5 +92,7 @@ def load_feature_graph(store: ResultsStore, graph_id: str) -> FeatureGraph:
     return FeatureGraph(
         kind=row["kind"], model=row["model"], dictionaries=tuple(_json(row["dictionaries"], [])),
         nodes=tuple(_node(n) for n in nodes.to_dict("records")),
-        edges=tuple(FeatureEdge(e["source"], e["target"], float(e["weight"])) for e in edges.to_dict("records")),
-        task=_text(row["task"]), prompt=_text(row["prompt"]), metrics=metrics, params=_json(row["params"], {}))
+        edges=tuple(FeatureEdge(e["source"], e["target"], float(e["weight"]))
+                    for e in edges.to_dict("records")),
+        task=_text(row["task"]), prompt=_text(row["prompt"]), metrics=metrics,
+        params=_json(row["params"], {}))

@@ -48,7 +48,9 @@ DEMO_SAES = (
 )
 
 
-def _context(rng: np.random.Generator, length: int, peak: float, center: int) -> tuple[list[str], list[float]]:
+def _context(
+    rng: np.random.Generator, length: int, peak: float, center: int
+) -> tuple[list[str], list[float]]:
     tokens = [VOCAB[i] for i in rng.integers(0, len(VOCAB), length)]
     distance = np.abs(np.arange(length) - center)
     acts = peak * np.exp(-distance / 1.5) * (rng.random(length) < 0.6)
@@ -72,7 +74,9 @@ def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.rando
         counts = np.round(1000 * density * np.exp(-((np.arange(20) - rng.uniform(8, 14)) / 4) ** 2))
         attribution = rng.dirichlet(np.full(n_heads, 0.5)).round(4).tolist() if n_heads else None
         rows.append({"sae_id": sae_id, "latent": latent, "density": density, "mean_act": 0.3 * max_act,
-                     "max_act": max_act, "histogram": {"edges": edges.round(5).tolist(), "counts": counts.tolist(), "scale": "log"},
+                     "max_act": max_act,
+                     "histogram": {"edges": edges.round(5).tolist(), "counts": counts.tolist(),
+                                   "scale": "log"},
                      "top_logits": _logits(rng, 8, 1.0), "bottom_logits": _logits(rng, 8, -1.0),
                      "head_attribution": attribution})
     return rows
@@ -99,8 +103,8 @@ def example_rows(
         for kind, rank, peak in kinds:
             center = int(rng.integers(length // 3, length - 2))
             tokens, acts = _context(rng, length, peak, center)
-            rows.append({"sae_id": sae_id, "latent": latent, "kind": kind, "rank": rank, "activation": acts[center],
-                         "tokens": tokens, "activations": acts, "center": center})
+            rows.append({"sae_id": sae_id, "latent": latent, "kind": kind, "rank": rank,
+                         "activation": acts[center], "tokens": tokens, "activations": acts, "center": center})
     return rows
 
 
@@ -114,8 +118,8 @@ def _save_sae_dirs(workspace: Workspace, d_sae: int) -> None:
 
 
 def _sae_rows(d_sae: int) -> list[dict]:
-    """Shaped like `saelab.workflows.storage.sae_row`'s, but written by hand: the rows stand for SAEs wider than
-    `d_sae` (a test's small d_sae keeps every k, which an SAEConfig of that width would refuse)."""
+    """Shaped like `saelab.workflows.storage.sae_row`'s, but written by hand: the rows stand for SAEs wider
+    than `d_sae` (a test's small d_sae keeps every k, which an SAEConfig of that width would refuse)."""
     return [{"sae_id": d.sae_id, "run_id": "train-demo", "model": DEMO_MODEL, "site": d.site,
              "architecture": d.architecture, "d_in": D_MODEL, "d_sae": d_sae, "k": d.k,
              "config": {"architecture": d.architecture, "k": d.k, "lr": 4e-4, "n_tokens": 2_000_000},
@@ -127,7 +131,8 @@ def _curves(rng: np.random.Generator) -> Iterator[dict]:
         for step in range(0, 1001, 50):
             t = step / 1000
             fvu = 0.08 + demo.quality + 0.6 * np.exp(-6 * t) + 0.004 * rng.standard_normal()
-            values = {"loss": fvu * 1.2, "fvu": fvu, "l0": demo.k * (1 + 3 * np.exp(-8 * t)) if demo.architecture
+            values = {"loss": fvu * 1.2, "fvu": fvu,
+                      "l0": demo.k * (1 + 3 * np.exp(-8 * t)) if demo.architecture
                       not in ("topk", "vq") else demo.k, "dead_fraction": 0.02 + 0.3 * t * np.exp(-4 * t)}
             for metric, value in values.items():
                 yield {"run_id": "train-demo", "sae_id": demo.sae_id, "step": step, "tokens": step * 2048,
@@ -138,8 +143,10 @@ def _eval_rows(rng: np.random.Generator) -> list[dict]:
     rows = []
     for demo in DEMO_SAES:
         fvu = 0.05 + demo.quality + 0.8 / (demo.k + 4) + 0.01 * rng.random()
-        core = {"fvu": fvu, "l0": float(demo.k), "mse": fvu * 0.9, "dead_fraction": 0.01 * rng.random(), "n_tokens": 65_536.0,
-                **{f"l0_p{p}": float(round(demo.k * f)) for p, f in ((10, 0.5), (50, 1.0), (90, 1.5), (99, 2.0))},
+        core = {"fvu": fvu, "l0": float(demo.k), "mse": fvu * 0.9, "dead_fraction": 0.01 * rng.random(),
+                "n_tokens": 65_536.0,
+                **{f"l0_p{p}": float(round(demo.k * f))
+                   for p, f in ((10, 0.5), (50, 1.0), (90, 1.5), (99, 2.0))},
                 "ce_loss_score": 1 - 1.5 * fvu, "kl_div": 0.3 * fvu}
         rows += [{"run_id": "eval-demo", "sae_id": demo.sae_id, "eval_kind": "core", "metric": m, "value": v}
                  for m, v in core.items()]
@@ -147,17 +154,18 @@ def _eval_rows(rng: np.random.Generator) -> list[dict]:
 
 
 SUPERVISED_LOCATION = "name_movers@END"
-"""The one location of the synthetic supervised-dictionary evaluation (named as `evals/supervised_table.py` names
-its locations)."""
+"""The one location of the synthetic supervised-dictionary evaluation (named as `evals/supervised_table.py`
+names its locations)."""
 
 
 def _supervised_rows() -> list[dict]:
     """`supervised_ioi` rows as the evaluation writes them (through `score_rows`, so the metric names are the
-    evaluation's own): the no-edit row, the supervised dictionary and two SAEs at one location; `gap` is how far
-    a dictionary falls short of the supervised one."""
+    evaluation's own): the no-edit row, the supervised dictionary and two SAEs at one location; `gap` is how
+    far a dictionary falls short of the supervised one."""
     from saelab.evals.supervised_ioi import DictionaryScores, EditScores, score_rows
 
-    dictionaries = (("no-edit", ("none",), None), (f"supervised:ioi:{SUPERVISED_LOCATION}", ("supervised",), 0.0),
+    dictionaries = (("no-edit", ("none",), None),
+                    (f"supervised:ioi:{SUPERVISED_LOCATION}", ("supervised",), 0.0),
                     (DEMO_SAES[0].sae_id, ("saelab", "makelov"), 0.15),
                     ("random-1.resid_post-topk-k8", ("saelab", "makelov"), 0.25))
     rows = []
@@ -165,12 +173,14 @@ def _supervised_rows() -> list[dict]:
         off = 0.6 if gap is None else gap  # the no-edit row: its prediction never follows the counterfactual
         approximation = (float("nan"),) * 5 if gap is None else (
             0.02 + gap, 0.4 + 2.8 * (0.92 - gap), 3.2 - 2.8 * (0.88 - gap), 0.92 - gap, 0.88 - gap)
-        control = {edit: EditScores(_per_attribute(0.95 - (1.5 + i) * off), _per_attribute(0.9 - (1.5 + i) * off),
+        control = {edit: EditScores(_per_attribute(0.95 - (1.5 + i) * off),
+                                    _per_attribute(0.9 - (1.5 + i) * off),
                                     _per_attribute(1.0 + 2 * off)) for i, edit in enumerate(edits)}
         interpretability = _interpretability(gap) if "saelab" in edits else None
-        scores = DictionaryScores(SUPERVISED_LOCATION, name, approximation[0], 3.2, 0.4, *approximation[1:], control,
-                                  {"IO": 180, "S": 150, "pos": 90}, 200, interpretability)
-        rows += [{**row, "run_id": "eval-demo", "value": round(row["value"], 4)} for row in score_rows(scores, None)]
+        scores = DictionaryScores(SUPERVISED_LOCATION, name, approximation[0], 3.2, 0.4, *approximation[1:],
+                                  control, {"IO": 180, "S": 150, "pos": 90}, 200, interpretability)
+        rows += [{**row, "run_id": "eval-demo", "value": round(row["value"], 4)}
+                 for row in score_rows(scores, None)]
     return rows
 
 
@@ -204,10 +214,13 @@ def _roc(scores: dict[Any, float], truth: set) -> tuple[float, dict]:
     return auc, {"fpr": fpr, "tpr": tpr}
 
 
-def _edge_scores(node_scores: dict[tuple[int, int], float], rng: np.random.Generator) -> dict[tuple[str, str], float]:
+def _edge_scores(
+    node_scores: dict[tuple[int, int], float], rng: np.random.Generator
+) -> dict[tuple[str, str], float]:
     edges = {(f"0.{a}", f"1.{b}.{c}"): float(rng.random()) * node_scores[(0, a)] * node_scores[(1, b)]
              for a in range(N_HEADS) for b in range(N_HEADS) for c in "qkv"}
-    edges.update({(f"1.{b}", "logits"): node_scores[(1, b)] * float(rng.uniform(0.5, 1)) for b in range(N_HEADS)})
+    edges.update({(f"1.{b}", "logits"): node_scores[(1, b)] * float(rng.uniform(0.5, 1))
+                  for b in range(N_HEADS)})
     return edges
 
 
@@ -222,10 +235,12 @@ def _method_rows(task: str, truth: set[tuple[int, int]], method: str, seconds: f
     """One synthetic circuit run: its row, node and edge scores and (not for the ground truth) evaluations."""
     run_id = f"{task}-{method}"
     heads = [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS)]
-    run = {"circuit_run_id": run_id, "run_id": "circuits-demo", "task": task, "model": DEMO_MODEL, "method": method,
-           "config": {"n_prompts": 20}, "seed": 0, "seconds": seconds, "peak_memory_mb": float(rng.uniform(50, 400))}
+    run = {"circuit_run_id": run_id, "run_id": "circuits-demo", "task": task, "model": DEMO_MODEL,
+           "method": method, "config": {"n_prompts": 20}, "seed": 0, "seconds": seconds,
+           "peak_memory_mb": float(rng.uniform(50, 400))}
     node_scores = {h: (float(h in truth) if method == "ground_truth" else
-                       separation * (h in truth) + 2.5 * (1 - separation) * float(rng.random())) for h in heads}
+                       separation * (h in truth) + 2.5 * (1 - separation) * float(rng.random()))
+                   for h in heads}
     edge_scores = _edge_scores(node_scores, rng)
     scores = [{"circuit_run_id": run_id, "level": "node", "node": f"{h[0]}.{h[1]}", "target": None,
                "score": round(v, 4)} for h, v in node_scores.items()]
@@ -255,7 +270,8 @@ def _circuit_rows(rng: np.random.Generator) -> dict[str, list[dict]]:
 
 def _small_tables() -> dict[str, list[dict]]:
     runs = [{"run_id": r, "kind": r.split("-")[0], "name": f"{r} ({DEMO_MODEL})",
-             "config": {"model": DEMO_MODEL, **({"tokens": 2_000_000, "batch_size": 4096} if r == "train-demo" else {})},
+             "config": {"model": DEMO_MODEL,
+                        **({"tokens": 2_000_000, "batch_size": 4096} if r == "train-demo" else {})},
              "status": "done", "message": "synthetic demo rows"}
             for r in ("cache-demo", "train-demo", "eval-demo", "circuits-demo")]
     prompts = [{"dataset_id": "ioi-demo", "task": "ioi", "seed": 0, "idx": i, "kind": kind, "prompt": text,
@@ -275,18 +291,20 @@ def _cached_site_rows(workspace: Workspace) -> list[dict]:
     from saelab.workflows.storage import cached_site_rows
 
     out_dir = workspace.activations_for(DEMO_MODEL)
-    sites = [SiteCacheResult(site, HookSite.parse(site).hook_name, store_paths(out_dir, site).manifest, 2_000_000,
-                             D_MODEL, "float32", shape) for site, shape in (("0.attn_z", (N_HEADS, D_MODEL // N_HEADS)),
-                                                                            ("1.resid_post", (D_MODEL,)))]
+    shapes = (("0.attn_z", (N_HEADS, D_MODEL // N_HEADS)), ("1.resid_post", (D_MODEL,)))
+    sites = [SiteCacheResult(site, HookSite.parse(site).hook_name, store_paths(out_dir, site).manifest,
+                             2_000_000, D_MODEL, "float32", shape) for site, shape in shapes]
     return cached_site_rows(workspace, "cache-demo", DEMO_MODEL, sites)
 
 
-def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0, sae_files: bool = True) -> Workspace:
+def build_demo_workspace(root: str | Path, d_sae: int = 64, seed: int = 0,
+                         sae_files: bool = True) -> Workspace:
     """Create a workspace at `root` holding synthetic rows in every table (and real SAE directories behind
     the `saes` rows unless `sae_files` is False). Returns it. Refuses a root that already has a store."""
     workspace = Workspace(Path(root).resolve()).create()
     if workspace.db_path.exists():
-        raise ValueError(f"{workspace.db_path} already exists; build the demo workspace in an empty directory")
+        raise ValueError(f"{workspace.db_path} already exists; build the demo workspace in an empty "
+                         "directory")
     store = ResultsStore(workspace.db_path).initialize()
     rng = np.random.default_rng(seed)
     tables = {**_small_tables(), "cached_sites": _cached_site_rows(workspace), "saes": _sae_rows(d_sae),

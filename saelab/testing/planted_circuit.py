@@ -111,7 +111,8 @@ def _distractor_heads(model: HookedTransformer, generator: torch.Generator, beta
     copier.W_Q[2, last, 0], copier.W_Q[2, _GATE, 0] = 0.0, beta
     # 0.2 attends to BOS before position 2 exists and to position 2 from there on (so it never reads the
     # letter at position 1); 0.3 attends from the last position to position 1, like the mover.
-    layer0.W_Q[2, _POS : _POS + N_CTX, 0], layer0.W_K[2, _POS, 0], layer0.W_K[2, _POS + 2, 0] = beta, 3 * beta, 6 * beta
+    layer0.W_Q[2, _POS : _POS + N_CTX, 0] = beta
+    layer0.W_K[2, _POS, 0], layer0.W_K[2, _POS + 2, 0] = 3 * beta, 6 * beta
     layer0.W_Q[3, last, 0], layer0.W_K[3, _POS + 1, 0] = beta, beta
     for head, width, start in ((2, _GATE - _JUNK, _JUNK), (3, D_MODEL - _IGNORED, _IGNORED)):
         for i, letter in enumerate(LETTERS):
@@ -135,7 +136,8 @@ def planted_tokens(n: int, seed: int = 0, distractors: bool = False
     return clean, corrupted, answers
 
 
-def planted_problem(n: int = 16, seed: int = 0, batch_size: int = 8, distractors: bool = False) -> CircuitProblem:
+def planted_problem(n: int = 16, seed: int = 0, batch_size: int = 8,
+                    distractors: bool = False) -> CircuitProblem:
     """Prompt batches for the planted model; metric = logit(A) − mean logit over the eight letters."""
     clean, corrupted, answers = planted_tokens(n, seed, distractors)
     batches = []

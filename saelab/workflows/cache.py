@@ -43,7 +43,8 @@ class CacheRequest:
     """Independent workers splitting the shards."""
 
     def __post_init__(self) -> None:  # the layout's own checks, before anything is loaded or written
-        CacheConfig(self.n_tokens, self.dtype, self.context_len, self.batch_size, self.shard_tokens, self.seed)
+        CacheConfig(self.n_tokens, self.dtype, self.context_len, self.batch_size, self.shard_tokens,
+                    self.seed)
 
 
 class CacheOutcome(NamedTuple):

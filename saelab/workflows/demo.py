@@ -1,5 +1,5 @@
-"""The whole loop on the bundled model, as `saelab demo` runs it: cache activations, train a sweep of SAEs in one
-pass, evaluate them (core metrics, dashboards), identify circuits, and record everything in the workspace.
+"""The whole loop on the bundled model, as `saelab demo` runs it: cache activations, train a sweep of SAEs in
+one pass, evaluate them (core metrics, dashboards), identify circuits, and record everything in the workspace.
 Re-running reuses what the workspace already holds. Returns what it did; printing is the CLI's."""
 
 import logging
@@ -111,9 +111,11 @@ def run_demo(workspace: Workspace, cfg: DemoConfig,
     run_id = store.start_run("demo", name=cfg.model, config={**asdict(cfg), "quick": cfg.quick})
     try:
         sites = demo_sites(model.cfg.n_layers)
-        steps.append(_timed("cache activations", lambda: _cache(workspace, cfg, model, sites, run_id), report))
+        steps.append(_timed("cache activations", lambda: _cache(workspace, cfg, model, sites, run_id),
+                            report))
         trained: dict = {}
-        steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained), report))
+        steps.append(_timed("train SAEs (one pass)", lambda: _train(workspace, cfg, sites, model, trained),
+                            report))
         saes: list[SAESummary] = []
         steps.append(_timed("evaluate SAEs", lambda: _evaluate(workspace, cfg, model, trained, saes), report))
         circuits: list[CircuitSummary] = []
@@ -141,12 +143,14 @@ def _cache(workspace: Workspace, cfg: DemoConfig, model, sites: list[str], run_i
     from saelab.activations import cache_activations
     from saelab.data.sources import bundled_source
 
-    result = cache_activations(cfg.model, sites, cfg.cache_tokens, out_dir=workspace.activations_for(cfg.model),
+    result = cache_activations(cfg.model, sites, cfg.cache_tokens,
+                               out_dir=workspace.activations_for(cfg.model),
                                source=bundled_source(), seed=cfg.seed, context_len=min(128, model.cfg.n_ctx),
                                model=model, progress=False)
     if result.tokens_written:
         ResultsStore(workspace.db_path).insert("cached_sites",
-                                               cached_site_rows(workspace, run_id, cfg.model, result.sites.values()))
+                                               cached_site_rows(workspace, run_id, cfg.model,
+                                                                result.sites.values()))
     reused = "" if result.tokens_written else " (reused)"
     return f"{', '.join(result.sites)}: {result.n_tokens:,} tokens{reused}"
 
@@ -163,7 +167,8 @@ def _train(workspace: Workspace, cfg: DemoConfig, sites: list[str], model, train
 
 def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes: list) -> str:
     store = ResultsStore(workspace.db_path)
-    for sae_id, path in trained.items():  # every SAE gets core metrics and dashboards (attn_z: head attribution)
+    # every SAE gets core metrics and dashboards (attn_z: head attribution)
+    for sae_id, path in trained.items():
         dashboards = True
         if missing_eval_outputs(store, sae_id, dashboards):  # done only when every output is stored
             run_eval(workspace, EvalRequest(sae_path=str(path), sae_id=sae_id, model=cfg.model,
@@ -172,7 +177,8 @@ def _evaluate(workspace: Workspace, cfg: DemoConfig, model, trained: dict, saes:
         rows = store.select("eval_metrics", where={"sae_id": sae_id, "eval_kind": "core"})
         values = dict(zip(rows["metric"], rows["value"], strict=True))
         sae_row = store.select("saes", where={"sae_id": sae_id}).iloc[0]
-        saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"], values.get("fvu", float("nan")),
+        saes.append(SAESummary(sae_id, sae_row["architecture"], sae_row["site"],
+                               values.get("fvu", float("nan")),
                                values.get("l0", float("nan")), values.get("ce_loss_score", float("nan"))))
     return f"{len(saes)} SAEs: core metrics and dashboards"
 

@@ -1,4 +1,5 @@
-"""`saelab eval` as a library call: load an SAE and its model, compute core metrics (and dashboards), store them."""
+"""`saelab eval` as a library call: load an SAE and its model, compute core metrics (and dashboards), store
+them."""
 
 import logging
 import time
@@ -71,7 +72,8 @@ def _load(request: EvalRequest, model=None):
 
 
 def stored_path(workspace: Workspace, path: Path) -> str:
-    """Workspace-relative when the path lies below the workspace (a symlinked folder included), else absolute."""
+    """Workspace-relative when the path lies below the workspace (a symlinked folder included), else
+    absolute."""
     try:
         return workspace.relative(path)
     except ValueError:
@@ -85,7 +87,8 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
 
     cfg = DashboardConfig(batch_size=request.batch_size, seed=request.seed)
     stage(f"dashboards: tokenizing {request.dashboard_tokens:,} tokens of the training corpus")
-    tokens = token_contexts(model.tokenizer, training_source(), request.dashboard_tokens, context_len, request.seed)
+    tokens = token_contexts(model.tokenizer, training_source(), request.dashboard_tokens, context_len,
+                            request.seed)
     stage(f"dashboards: {sae.cfg.d_sae:,} latents over {tokens.numel():,} tokens")
     dash = compute_dashboards(model, sae, tokens, cfg, progress=progress)
     stage("dashboards: building and storing rows")
@@ -102,9 +105,10 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
 
 def run_eval(workspace: Workspace, request: EvalRequest, model=None,
              stage: Callable[[str], None] = lambda text: None, progress: bool = False) -> EvalOutcome:
-    """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store. `model`:
-    the model the request names, already loaded (a caller that holds it passes it on instead of loading it).
-    `stage(text)` is called as each stage starts; `progress` shows a bar with ETA over each long pass."""
+    """Evaluate one SAE and record the run, the SAE (if new), its metrics and dashboards in the store.
+    `model`: the model the request names, already loaded (a caller that holds it passes it on instead of
+    loading it). `stage(text)` is called as each stage starts; `progress` shows a bar with ETA over each long
+    pass."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     stage(f"loading the SAE at {request.sae_path}" + (" and its model" if model is None else ""))
@@ -117,17 +121,20 @@ def run_eval(workspace: Workspace, request: EvalRequest, model=None,
     try:
         ensure_sae_row(store, sae, sae_id, stored_path(workspace, path), run_id)
         stage(f"core metrics: tokenizing {request.n_tokens:,} held-out tokens")
-        tokens = token_contexts(model.tokenizer, held_out_source(), request.n_tokens, context_len, request.seed)
+        tokens = token_contexts(model.tokenizer, held_out_source(), request.n_tokens, context_len,
+                                request.seed)
         seconds["load"] = time.perf_counter() - start
-        stage(f"core metrics on {tokens.numel():,} tokens (reconstruction, then CE/KL with the SAE spliced in)")
-        core = evaluate_core(model, sae, tokens, CoreEvalConfig(batch_size=request.batch_size), progress=progress)
+        stage(f"core metrics on {tokens.numel():,} tokens "
+              "(reconstruction, then CE/KL with the SAE spliced in)")
+        core = evaluate_core(model, sae, tokens, CoreEvalConfig(batch_size=request.batch_size),
+                             progress=progress)
         write_eval_metrics(store, core_metric_rows(core, sae_id, run_id))
         seconds["core"] = time.perf_counter() - start - seconds["load"]
         n_features = n_examples = 0
         if request.dashboards:
             begin = time.perf_counter()
-            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store, run_id, stage,
-                                                 progress)
+            n_features, n_examples = _dashboards(model, sae, request, context_len, sae_id, store, run_id,
+                                                 stage, progress)
             seconds["dashboards"] = time.perf_counter() - begin
     except Exception as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")

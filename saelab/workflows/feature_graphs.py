@@ -1,9 +1,9 @@
 """Feature graphs in a workspace: resolve the dictionaries a user names (stored sae_ids or SAE directories),
-build a sparse feature circuit of a task or an attribution graph of one prompt, and store it (with a `saes` row
-for every dictionary it used, so the app can link its latents and load them).
+build a sparse feature circuit of a task or an attribution graph of one prompt, and store it (with a `saes`
+row for every dictionary it used, so the app can link its latents and load them).
 
-Bad input is refused before the model loads: an unknown dictionary, a dictionary for another model, an SAE where
-a transcoder is needed, an empty prompt, an unknown task.
+Bad input is refused before the model loads: an unknown dictionary, a dictionary for another model, an SAE
+where a transcoder is needed, an empty prompt, an unknown task.
 """
 
 import dataclasses
@@ -22,7 +22,8 @@ class DictionaryError(SaelabError):
 
 
 class Dictionary(NamedTuple):
-    """A dictionary to build a graph over: its id in the store, its directory and the loaded SAE/transcoder."""
+    """A dictionary to build a graph over: its id in the store, its directory and the loaded
+    SAE/transcoder."""
 
     sae_id: str
     path: Path
@@ -50,13 +51,15 @@ def _directory_of(workspace: Workspace, spec: str) -> tuple[str, Path]:
     path = Path(spec).expanduser()
     if (path / "cfg.json").is_file():
         return path.resolve().name, path.resolve()
-    raise DictionaryError(f"unknown dictionary {spec!r}: it is neither an SAE id in {workspace.db_path} nor a "
-                          "directory holding a saved SAE (cfg.json); train one with `saelab train` or pass its "
-                          "directory")
+    raise DictionaryError(f"unknown dictionary {spec!r}: it is neither an SAE id in {workspace.db_path} "
+                          "nor a directory holding a saved SAE (cfg.json); train one with `saelab train` or "
+                          "pass its directory")
 
 
-def resolve_dictionaries(workspace: Workspace, specs: Sequence[str], transcoders: bool = False) -> list[Dictionary]:
-    """Load every dictionary in `specs` (ids or directories); with `transcoders`, each must be a transcoder."""
+def resolve_dictionaries(workspace: Workspace, specs: Sequence[str],
+                         transcoders: bool = False) -> list[Dictionary]:
+    """Load every dictionary in `specs` (ids or directories); with `transcoders`, each must be a
+    transcoder."""
     from saelab.sae import load_sae
 
     if not specs:
@@ -70,8 +73,9 @@ def resolve_dictionaries(workspace: Workspace, specs: Sequence[str], transcoders
             raise DictionaryError(f"dictionary {spec!r}: {exc}") from None
         if transcoders and not sae.cfg.is_transcoder:
             raise DictionaryError(
-                f"dictionary {spec!r} is not a transcoder (it reconstructs its own input {sae.cfg.hook_site!r}); "
-                "pass transcoders, e.g. trained with `saelab train --arch transcoder --sites L.resid_mid:L.mlp_out`")
+                f"dictionary {spec!r} is not a transcoder (it reconstructs its own input "
+                f"{sae.cfg.hook_site!r}); pass transcoders, e.g. trained with "
+                "`saelab train --arch transcoder --sites L.resid_mid:L.mlp_out`")
         found.append(Dictionary(sae_id, path, sae))
     ids = [d.sae_id for d in found]
     if len(set(ids)) != len(ids):
@@ -84,7 +88,8 @@ def model_of(dictionaries: Sequence[Dictionary], model: str | None) -> str:
     trained_on = {d.sae.cfg.model_name for d in dictionaries if d.sae.cfg.model_name}
     if model is None:
         if len(trained_on) != 1:
-            raise DictionaryError(f"the dictionaries name models {sorted(trained_on) or 'none'}; pass --model")
+            raise DictionaryError(f"the dictionaries name models {sorted(trained_on) or 'none'}; "
+                                  "pass --model")
         return trained_on.pop()
     other = sorted(trained_on - {model})
     if other:
@@ -124,7 +129,8 @@ def feature_circuit_in_workspace(workspace: Workspace, task: str, dictionaries: 
     task_spec = get_task(task)
     model = model if model is not None else load_model(model_name)
     dataset = task_spec.generate(model.tokenizer, n_prompts, seed, vocabulary=vocabulary)
-    problem = problem_from_task(task_spec, dataset, 16)  # as the circuit runner's task_problem, keeping the text
+    # as the circuit runner's task_problem, keeping the text
+    problem = problem_from_task(task_spec, dataset, 16)
     start = time.perf_counter()
     graph = feature_circuit(model, problem, {d.sae_id: d.sae for d in dictionaries}, config)
     seconds = time.perf_counter() - start
@@ -147,6 +153,8 @@ def attribution_graph_in_workspace(workspace: Workspace, prompt: str, transcoder
     start = time.perf_counter()
     graph = attribution_graph(model, tokens, {d.sae_id: d.sae for d in transcoders}, config)
     seconds = time.perf_counter() - start
-    graph = dataclasses.replace(graph, model=model_name, prompt=prompt, params={**graph.params, "seconds": seconds})
-    return GraphRun(_store(workspace, graph, transcoders, "attribution_graph", f"{prompt[:40]!r}/{model_name}"),
+    graph = dataclasses.replace(graph, model=model_name, prompt=prompt,
+                                params={**graph.params, "seconds": seconds})
+    return GraphRun(_store(workspace, graph, transcoders, "attribution_graph",
+                           f"{prompt[:40]!r}/{model_name}"),
                     graph, seconds)

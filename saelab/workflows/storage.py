@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 def sae_row(cfg: SAEConfig, sae_id: str, path: str, run_id: str | None) -> dict:
-    """The `saes` row of an SAE with config `cfg` stored at `path` (the one builder of that row: `saelab train`
-    and `saelab eval` both write it); k only for architectures that use it; output_site and d_out only for a
-    transcoder (`site` is the site it reads)."""
+    """The `saes` row of an SAE with config `cfg` stored at `path` (the one builder of that row:
+    `saelab train` and `saelab eval` both write it); k only for architectures that use it; output_site and
+    d_out only for a transcoder (`site` is the site it reads)."""
     return {"sae_id": sae_id, "run_id": run_id, "model": cfg.model_name, "site": cfg.hook_site,
             "architecture": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
             "k": cfg.k if get_architecture(cfg.architecture).uses_k else None,
