@@ -41,10 +41,8 @@ def run_cache(args: argparse.Namespace, workspace: Workspace) -> int:
         n_tokens = parse_token_count(args.tokens)
     except ValueError as exc:
         raise UsageError(f"saelab cache: --tokens: {exc}") from None
-    try:  # a transcoder's IN:OUT pair caches both of its sites
-        sites = ",".join(map(str, sites_of_pairs(parse_site_pairs(args.sites))))
-    except ValueError as exc:
-        raise UsageError(f"saelab cache: --sites: {exc}") from None
+    # a transcoder's IN:OUT pair caches both of its sites; a bad site or pair is a bad value (exit 1, as in train)
+    sites = ",".join(map(str, sites_of_pairs(parse_site_pairs(args.sites))))
     try:
         request = CacheRequest(model=args.model or get_default_model_name(), sites=sites,
                                n_tokens=n_tokens, dtype=args.dtype, source=args.source,
