@@ -22,19 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_caching import memory_status  # this process's peak/current RSS from /proc
+
 SITE = "0.resid_post"
 RESULTS = Path(__file__).parent / "results" / "bench_memory.json"
 MIB = 2**20
-
-
-def memory_status() -> dict[str, float]:
-    """This process's resident memory in MiB: peak (VmHWM), current, anonymous and file-backed."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields
 
 
 def child(store_dir: str, buffer_tokens: int, batch_size: int, width: int, k: int) -> dict:

@@ -66,6 +66,16 @@ def random_model():
 
 
 @pytest.fixture(scope="module")
+def random_tokens(random_model):
+    """Four 16-token contexts of random ids of saelab-random (never BOS or the last id), BOS first; seed 0."""
+    import torch
+
+    t = torch.randint(1, random_model.cfg.d_vocab - 1, (4, 16), generator=torch.Generator().manual_seed(0))
+    t[:, 0] = random_model.tokenizer.bos_token_id
+    return t
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """One torch intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): tiny
     tensors gain nothing from a second thread but hand-off costs, and spin on a busy machine."""

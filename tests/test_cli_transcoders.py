@@ -85,11 +85,8 @@ def test_cache_refuses_a_bad_pair_before_the_model_loads(tmp_path, capsys, monke
 
 
 @pytest.fixture(scope="module")
-def tokens(random_model):
-    generator = torch.Generator().manual_seed(0)
-    t = torch.randint(1, random_model.cfg.d_vocab - 1, (4, 16), generator=generator)
-    t[:, 0] = random_model.tokenizer.bos_token_id
-    return t
+def tokens(random_tokens):
+    return random_tokens
 
 
 def random_transcoder(model, skip: bool) -> SAE:

@@ -31,11 +31,8 @@ def zero_sae(d: int, site: str) -> SAE:
 
 
 @pytest.fixture(scope="module")
-def tokens(random_model):
-    generator = torch.Generator().manual_seed(0)
-    t = torch.randint(1, random_model.cfg.d_vocab - 1, (4, 16), generator=generator)
-    t[:, 0] = random_model.tokenizer.bos_token_id
-    return t
+def tokens(random_tokens):
+    return random_tokens
 
 
 CFG = CoreEvalConfig(batch_size=2)
