@@ -403,13 +403,9 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
 # ---------------------------------------------------------------- 3. kill -9 of `saelab cache`
 
 SHARD_TOKENS = 1024  # 16 shards of 16 contexts
-# `saelab cache` with small shards, so that a kill lands between shard commits: the real CLI entry point, with
-# only the shard size (not a command-line option) changed.
-SMALL_SHARDS = f"""
-import functools
-import saelab.activations as activations
-activations.cache_activations = functools.partial(activations.cache_activations, shard_tokens={SHARD_TOKENS})
-"""
+# `saelab cache` with small shards (`--shard-tokens`, in CACHE below), so that a kill lands between shard commits:
+# the real CLI entry point, nothing patched.
+SMALL_SHARDS = ""
 # ...and, for the run that is killed, a block before the manifest lists the last shard (so the kill comes
 # first).
 BLOCK_BEFORE_LAST_SHARD = SMALL_SHARDS + f"""
@@ -435,6 +431,8 @@ CACHE = [
     str(CONTEXT_LEN),
     "--batch-size",
     "8",
+    "--shard-tokens",
+    str(SHARD_TOKENS),
 ]
 
 
