@@ -1,5 +1,5 @@
-"""Data-parallel training on PyTorch's own engine: `torchrun` starts the processes, DistributedDataParallel
-averages the gradients (gloo on CPUs, NCCL on GPUs).
+"""Data-parallel training on PyTorch's own engine: `torchrun` starts the processes, an all-reduce after each
+backward averages the gradients (gloo on CPUs, NCCL on GPUs).
 
 Every rank iterates over the same sequence of *global* batches (the batch order is a pure function of the
 seed) and trains on its own disjoint slice of rows of each one, so N ranks with a per-rank batch of B/N
@@ -7,9 +7,15 @@ take the same steps as one process with batch B. What is not a gradient is kept 
 counts are summed over ranks, input scales averaged, resampled latents broadcast from rank 0, logged
 metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows.
 
+Not DistributedDataParallel: its C++ reducer keeps the process group alive after `destroy_process_group`
+(torch 2.13), so gloo's worker threads outlive the interpreter and a loaded machine aborts the process at
+exit ("terminate called without an active exception", 3 of 24 two-process runs under load). An SAE has a
+handful of parameters; one in-place all-reduce each costs what DDP's buckets did.
+
     torchrun --nproc-per-node 2 $(which saelab) train --model saelab-tiny --sites 2.resid_post ...
 """
 
+import atexit
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -53,10 +59,19 @@ def init_from_env(device: str | torch.device = "cpu") -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+        atexit.register(leave_process_group)
         logger.info(
             "rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend
         )
     return current_world()
+
+
+def leave_process_group() -> None:
+    """Destroy the process group (a no-op without one). Called at exit by `init_from_env`'s processes: a
+    gloo group left alive is torn down with its worker threads still joinable, and a loaded machine then
+    aborts the process ("terminate called without an active exception") after training succeeded."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_batch_size(batch_size: int, world: World) -> int:
@@ -89,19 +104,16 @@ class RankSlice:
         raise AttributeError(name)
 
 
-def wrap_module(module: torch.nn.Module, world: World) -> torch.nn.Module:
-    """The module DDP-wrapped when training is distributed (its gradients are then averaged), else itself."""
+def average_gradients_(module: torch.nn.Module, world: World) -> None:
+    """Replace each parameter's gradient by its mean over ranks, in place (a no-op with one process); a
+    parameter without a gradient counts as a zero one, so every rank reduces the same tensors."""
     if not world.distributed:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = module_device(module)
-    device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
+        return
+    for parameter in module.parameters():
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        parameter.grad.div_(world.size)
 
 
 def sum_over_ranks(tensor: Tensor, world: World) -> Tensor:

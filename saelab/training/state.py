@@ -22,8 +22,6 @@ class Member:
     optimizer: torch.optim.Adam
     tokens_since_fired: Tensor
     generator: torch.Generator
-    module: torch.nn.Module | None = None
-    """What the forward pass calls: the SAE itself, or its DistributedDataParallel wrapper."""
     work: Any = None
     """The SAE's forward workspace (`SAE.new_workspace`), overwritten every step instead of allocating its
     large temporaries afresh; None: the forward allocates them (architectures without one)."""

@@ -39,13 +39,13 @@ from saelab.training.distributed import (
     SINGLE_PROCESS,
     RankSlice,
     World,
+    average_gradients_,
     barrier,
     broadcast_module_and_optimizer_,
     current_world,
     local_batch_size,
     mean_over_ranks,
     sum_over_ranks,
-    wrap_module,
 )
 from saelab.training.normalization import estimate_input_mean, estimate_input_scale
 from saelab.training.schedule import lr_multiplier, sparsity_multiplier
@@ -91,7 +91,7 @@ def train_step(
     dead = dead_latents(member.tokens_since_fired, config.dead_window_tokens)
     auxk_window = config.auxk_window_tokens
     idle = dead if auxk_window is None else dead_latents(member.tokens_since_fired, auxk_window)
-    out = (member.module or sae)(x, idle, member.work)
+    out = sae(x, idle, member.work)
     coefficients = LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps))
     loss = sae.loss(x, out, coefficients, target=target)
     if not bool(torch.isfinite(loss.total)):
@@ -106,6 +106,7 @@ def train_step(
     # with a workspace the gradients stay allocated: autograd adds the workspace's weight gradients into them
     member.optimizer.zero_grad(set_to_none=member.work is None)
     loss.total.backward()
+    average_gradients_(sae, world)
     member.optimizer.step()
     sae.post_step_(out)
     fired = sum_over_ranks(latent_fire_counts(out, sae.cfg.d_sae), world)
@@ -403,7 +404,7 @@ def train_saes(
     saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     run = restore_checkpoint(saved, members, feed, ctx.signature) if saved is not None else RunState()
     for member in members.values():
-        member.module = wrap_module(member.sae, world)
+        broadcast_module_and_optimizer_(member.sae, member.optimizer, world)  # every rank starts from rank 0's
         member.work = member.sae.new_workspace(local_batch_size(config.batch_size, world))
     if run.input_scales is None:  # a fresh run (a resumed one restored both from its checkpoint)
         run.input_scales = estimate_input_scales(feed, saes, config, world)
