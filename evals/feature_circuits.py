@@ -67,7 +67,7 @@ def aligned_counts(model, placed, measured: sparse.Measured, keep, truth: dict, 
     total_effect = sum(split.effect.values())
     return {"circuit_latents": split.total, "latents_in_aligned_heads": split.aligned,
             "expected_if_spread_evenly_over_heads": split.even,
-            "expected_if_chosen_at_random": split.random,
+            "expected_if_chosen_at_random": split.random, "std_if_chosen_at_random": split.random_std,
             "expected_if_chosen_at_random_among_active": split.random_active,
             "aligned_heads": sorted(aligned), "latents_per_component": split.counts,
             "abs_effect_per_component": split.effect,

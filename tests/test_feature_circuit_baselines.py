@@ -146,5 +146,6 @@ def test_head_split_counts_latents_at_the_head_their_decoder_writes():
     assert (split.aligned, split.total) == (2, 5)
     assert split.even == pytest.approx(3 * 1 / 4)  # 3 head latents, 1 aligned head of 4
     assert split.random == pytest.approx(3 * 3 / 6)  # latents 0, 4, 5 of 6 sit in head 1; MLP latents never
+    assert split.random_std == pytest.approx((3 * 0.5 * 0.5 * (6 - 3) / (6 - 1)) ** 0.5)  # hypergeometric
     assert split.random_active == pytest.approx(3 * 3 / 4)  # active: 0, 1, 4, 5
     assert head_split(model, placed, keep, effects, {"1.1"}).random_active != split.random_active  # nan

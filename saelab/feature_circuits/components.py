@@ -115,6 +115,8 @@ class HeadSplit(NamedTuple):
     dictionaries cover."""
     random: float
     """Expected `aligned` if each dictionary's circuit latents were drawn uniformly from its latents."""
+    random_std: float
+    """The standard deviation of that random count (hypergeometric per dictionary, independent draws)."""
     random_active: float
     """The same, drawn from the latents with mean activation > 0 on the prompts (nan without activations)."""
 
@@ -128,7 +130,7 @@ def head_split(model: HookedTransformer, placed: Sequence[Placed], keep: Sequenc
     counts: Counter[str] = Counter()
     effect: Counter[str] = Counter()
     heads: set[str] = set()
-    in_heads, random, random_active = 0, 0.0, 0.0
+    in_heads, random, variance, random_active = 0, 0.0, 0.0, 0.0
     for i, (p, k) in enumerate(zip(placed, keep, strict=True)):
         tops = top_components(model, p)
         chosen = k.acts.nonzero().flatten().tolist()
@@ -136,7 +138,9 @@ def head_split(model: HookedTransformer, placed: Sequence[Placed], keep: Sequenc
             counts[tops[j]] += 1
             effect[tops[j]] += abs(float(effects[i][j]))
         is_aligned = torch.tensor([t in aligned for t in tops])
-        random += len(chosen) * float(is_aligned.float().mean())
+        n, share, width = len(chosen), float(is_aligned.float().mean()), len(tops)
+        random += n * share
+        variance += n * share * (1 - share) * (width - n) / max(width - 1, 1)
         if activation is not None:
             active = activation[i] > 0
             random_active += len(chosen) * float(is_aligned[active].float().mean()) if active.any() else 0.0
@@ -145,7 +149,7 @@ def head_split(model: HookedTransformer, placed: Sequence[Placed], keep: Sequenc
             in_heads += len(chosen)
     even = in_heads * len(heads & set(aligned)) / len(heads) if heads else 0.0
     return HeadSplit(dict(counts), dict(effect), sum(counts[a] for a in aligned), sum(counts.values()), even,
-                     random, random_active if activation is not None else float("nan"))
+                     random, variance ** 0.5, random_active if activation is not None else float("nan"))
 
 
 def run_feature_components(model: HookedTransformer, problem: CircuitProblem, config: FeatureComponentsConfig
