@@ -112,7 +112,7 @@ def test_circuit_with_baselines_scores_the_circuit_as_feature_circuit_does_and_b
     # the baselines see the circuit's size and the mean activations, nothing of its node scores
     hand = baseline_scores(model, placed, problem, CircuitSize.of(keep), found.effects.activation, 2, 3)
     for name, score in hand.items():
-        assert result.baselines[name] == pytest.approx(score, abs=1e-12), name
+        assert result.baselines[name]._asdict() == pytest.approx(score._asdict(), abs=1e-12), name
     by_effect = [e.abs() for e in (found.effects.aggregated(i)[0] for i in range(len(placed)))]
     scored_by_effect = baseline_scores(model, placed, problem, CircuitSize.of(keep), by_effect, 2, 3)
     assert scored_by_effect["top_activation"].faithfulness != pytest.approx(
