@@ -149,3 +149,21 @@ def test_head_split_counts_latents_at_the_head_their_decoder_writes():
     assert split.random_std == pytest.approx((3 * 0.5 * 0.5 * (6 - 3) / (6 - 1)) ** 0.5)  # hypergeometric
     assert split.random_active == pytest.approx(3 * 3 / 4)  # active: 0, 1, 4, 5
     assert head_split(model, placed, keep, effects, {"1.1"}).random_active != split.random_active  # nan
+
+
+def test_a_circuit_in_one_dictionary_has_no_edges_however_strong_the_weights_into_it(measured):
+    """Why two dictionaries can give 0 edges: edges join circuit nodes only, so with no upstream node above
+    T_N the strong weights into the downstream nodes are dropped; one upstream latent in the circuit brings
+    its edge."""
+    model, placed, _, found, _ = measured
+    config = FeatureCircuitConfig(node_method="attrib", node_threshold=0.01, edge_threshold=0.01)
+    weights = torch.zeros(placed[0].sae.cfg.d_sae + 1)
+    weights[3] = 5.0 * found.n_prompts  # latent 3 of the first dictionary → latent 0 of the second: mean 5
+    strong = found._replace(edges={(0, 1, 0): weights})
+    nothing_upstream = [Keep(torch.zeros(placed[0].sae.cfg.d_sae, dtype=torch.bool), False),
+                        Keep(torch.arange(placed[1].sae.cfg.d_sae) == 0, False),
+                        Keep(torch.zeros(placed[2].sae.cfg.d_sae, dtype=torch.bool), False)]
+    assert sparse.graph_of(model, placed, strong, nothing_upstream, config, "tiny", {}).edges == ()
+    with_upstream = [Keep(torch.arange(placed[0].sae.cfg.d_sae) == 3, False), *nothing_upstream[1:]]
+    edges = sparse.graph_of(model, placed, strong, with_upstream, config, "tiny", {}).edges
+    assert len(edges) == 1 and edges[0].weight == pytest.approx(5.0)
