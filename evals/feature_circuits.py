@@ -5,7 +5,9 @@
 For each task: node effects on the dev prompts (seed 0), a sweep of T_N with mean-ablation faithfulness and
 completeness; T_N = the largest grid value whose dev faithfulness is ≥ 0.9 (fewest nodes that still carry
 the task), T_E = T_N / 10 (the authors' default ratio, 0.1 / 0.01); then the circuit on the test prompts
-(seed 100) with those thresholds, reported. With an aligned ground truth (data/circuits/MODEL/TASK.json
+(seed 100) with those thresholds, reported (`--node-threshold T`: a fixed T_N, no dev sweep), beside
+same-size baselines (random latents, top mean activation, error terms only) scored by the same ablation code,
+and the circuit's latents and effects per dictionary. With an aligned ground truth (data/circuits/MODEL/TASK.json
 "alignment", e.g. saelab-ioi-siit) it also counts how many circuit latents sit in the aligned heads and how
 much of their |effect| comes from the aligned positions. `--bench` times one attribution-patching circuit
 (wall-clock and the process's CPU time: on a shared machine the wall clock mostly measures the others).
@@ -95,6 +97,17 @@ def position_fraction(model, placed, task, data, wanted) -> tuple[float, float]:
     return (at / total, even / total) if total else (float("nan"), float("nan"))
 
 
+def per_dictionary(placed, measured: sparse.Measured, keep) -> list[dict]:
+    """Per dictionary: circuit latents, whether its error term is in, its largest |latent effect| and its error
+    term's effect (why a circuit can sit in one dictionary and have no edge)."""
+    out = []
+    for i, (p, k) in enumerate(zip(placed, keep, strict=True)):
+        latent, error = measured.effects.aggregated(i)
+        out.append({"dictionary": p.name, "circuit_latents": int(k.acts.sum()), "error_in_circuit": k.error,
+                    "largest_abs_latent_effect": float(latent.abs().max()), "error_effect": float(error)})
+    return out
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -103,6 +116,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--saes", nargs="+", required=True, help="SAE directories")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--method", default="ig", choices=sparse.NODE_METHODS)
+    parser.add_argument("--node-threshold", type=float, default=None,
+                        help="a fixed T_N (T_E = T_N / 10) instead of the one chosen on the dev prompts")
     parser.add_argument("--draws", type=int, default=5, help="random baseline draws")
     parser.add_argument("--bench", action="store_true", help="only time one attribution-patching circuit")
     parser.add_argument("--threads", type=int, default=2)
@@ -128,17 +143,21 @@ def main(argv: list[str]) -> int:
         log.info("%.1f s wall, %.1f s CPU: %s", seconds, cpu, graph.metrics)
         return 0
     placed = sparse.place(model, dicts)
-    dev = problem(0)
-    measured = sparse.measure(model, placed, dev, sparse.FeatureCircuitConfig(node_method=args.method, edges=False))
-    rows = sweep(model, placed, dev, measured)
-    t_n = choose(rows)
+    rows: list[dict] = []
+    if args.node_threshold is None:
+        dev = problem(0)
+        fc = sparse.FeatureCircuitConfig(node_method=args.method, edges=False)
+        rows = sweep(model, placed, dev, sparse.measure(model, placed, dev, fc))
+    t_n = choose(rows) if args.node_threshold is None else args.node_threshold
     config = sparse.FeatureCircuitConfig(node_method=args.method, node_threshold=t_n, edge_threshold=t_n / 10)
     start = time.perf_counter()
     graph, measured, keep, baselines = circuit_with_baselines(model, placed, problem(100), config, args.draws)
     seconds = time.perf_counter() - start
     result = {"model": args.model, "task": args.task, "dictionaries": list(graph.dictionaries),
               "dev_sweep": rows, "node_threshold": t_n, "edge_threshold": t_n / 10, "test": graph.metrics,
-              "baselines": {name: score._asdict() for name, score in baselines.items()}, "seconds_test_with_baselines": seconds, "method": args.method,
+              "per_dictionary": per_dictionary(placed, measured, keep),
+              "baselines": {name: score._asdict() for name, score in baselines.items()},
+              "seconds_test_with_baselines": seconds, "method": args.method,
               "nodes": [[n.id, n.effect] for n in sorted(graph.nodes, key=lambda n: -abs(n.effect))[:30]]}
     truth_path = REPO / "data" / "circuits" / args.model / f"{args.task}.json"
     truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
