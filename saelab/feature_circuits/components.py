@@ -17,9 +17,11 @@ the method is ours, not their protocol:
   "frequency": mean over prompts of Σ share (how many circuit latents the component has, per prompt).
 """
 
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -29,7 +31,7 @@ from transformer_lens import HookedTransformer
 from saelab.circuits.graph import Graph, Node, head_node, mlp_node
 from saelab.circuits.problem import CircuitProblem
 from saelab.circuits.types import MethodOutput
-from saelab.feature_circuits.sparse import FeatureCircuitConfig, Placed, measure, place
+from saelab.feature_circuits.sparse import FeatureCircuitConfig, Keep, Placed, measure, place
 
 SCORES = ("strength", "frequency")
 _MLP_KINDS = ("mlp_out", "mlp_post")
@@ -85,6 +87,69 @@ def component_shares(model: HookedTransformer, p: Placed) -> tuple[list[Node], F
     if kind in _MLP_KINDS:
         return [mlp_node(layer)], torch.ones(W_dec.shape[0], 1)
     return [], torch.zeros(W_dec.shape[0], 0)
+
+
+def top_components(model: HookedTransformer, p: Placed) -> list[str]:
+    """Per latent of the dictionary, the name of the component with its largest share ("" if none: a
+    residual-stream dictionary)."""
+    nodes, shares = component_shares(model, p)
+    if not nodes:
+        return [""] * p.sae.cfg.d_sae
+    return [nodes[int(i)].name for i in shares.argmax(-1)]
+
+
+class HeadSplit(NamedTuple):
+    """Where a circuit's latents sit, each counted at the component of its largest share, beside what an
+    even spread or a random choice of the same latents would give."""
+
+    counts: dict[str, int]
+    """Component name ("0.2", "mlp1"; "" for none) → circuit latents whose largest share is there."""
+    effect: dict[str, float]
+    """Component name → Σ |aggregated effect| of those latents."""
+    aligned: int
+    """Circuit latents whose largest share is an aligned component."""
+    total: int
+    """Circuit latents (error terms are not latents)."""
+    even: float
+    """Expected `aligned` if the circuit's latents that sit in heads were spread evenly over the heads the
+    dictionaries cover."""
+    random: float
+    """Expected `aligned` if each dictionary's circuit latents were drawn uniformly from its latents."""
+    random_std: float
+    """The standard deviation of that random count (hypergeometric per dictionary, independent draws)."""
+    random_active: float
+    """The same, drawn from the latents with mean activation > 0 on the prompts (nan without activations)."""
+
+
+def head_split(model: HookedTransformer, placed: Sequence[Placed], keep: Sequence[Keep],
+               effects: Sequence[Tensor], aligned: Collection[str],
+               activation: Sequence[Tensor] | None = None) -> HeadSplit:
+    """How many of the circuit's latents (`keep`, one per dictionary) sit in the `aligned` components, e.g.
+    the heads a by-construction model's high-level variables live in. `effects` and `activation`: one
+    [d_sae] tensor per dictionary (aggregated node effects; mean activations on the prompts)."""
+    counts: Counter[str] = Counter()
+    effect: Counter[str] = Counter()
+    heads: set[str] = set()
+    in_heads, random, variance, random_active = 0, 0.0, 0.0, 0.0
+    for i, (p, k) in enumerate(zip(placed, keep, strict=True)):
+        tops = top_components(model, p)
+        chosen = k.acts.nonzero().flatten().tolist()
+        for j in chosen:
+            counts[tops[j]] += 1
+            effect[tops[j]] += abs(float(effects[i][j]))
+        is_aligned = torch.tensor([t in aligned for t in tops])
+        n, share, width = len(chosen), float(is_aligned.float().mean()), len(tops)
+        random += n * share
+        variance += n * share * (1 - share) * (width - n) / max(width - 1, 1)
+        if activation is not None:
+            active = activation[i] > 0
+            random_active += len(chosen) * float(is_aligned[active].float().mean()) if active.any() else 0.0
+        if p.write.kind.name in ("attn_z", "attn_out"):
+            heads.update(n.name for n in component_shares(model, p)[0])
+            in_heads += len(chosen)
+    even = in_heads * len(heads & set(aligned)) / len(heads) if heads else 0.0
+    return HeadSplit(dict(counts), dict(effect), sum(counts[a] for a in aligned), sum(counts.values()), even,
+                     random, variance ** 0.5, random_active if activation is not None else float("nan"))
 
 
 def run_feature_components(model: HookedTransformer, problem: CircuitProblem, config: FeatureComponentsConfig

@@ -442,11 +442,29 @@ def ablated_metric(model, placed, problem: CircuitProblem, keep: list[Keep], mea
     return total / n
 
 
-def ablation_metrics(model, placed, problem: CircuitProblem, keep: list[Keep]) -> dict[str, float]:
-    """m(M), m(∅), m(C), m(M \\ C) and the paper's faithfulness and completeness (see the module)."""
+class AblationReference(NamedTuple):
+    """What every circuit's faithfulness on one problem is measured against."""
+
+    means: list[State]
+    """Each dictionary's corrupted means per position (`corrupted_means`)."""
+    m_model: float
+    """m(M): the metric with every node kept."""
+    m_empty: float
+    """m(∅): the metric with every node mean-ablated."""
+
+
+def ablation_reference(model, placed, problem: CircuitProblem) -> AblationReference:
+    """The corrupted means, m(M) and m(∅), computed once for any number of circuits of one problem."""
     means = corrupted_means(model, placed, problem)
-    m_model = ablated_metric(model, placed, problem, everything(placed, True), means)
-    m_empty = ablated_metric(model, placed, problem, everything(placed, False), means)
+    return AblationReference(means, ablated_metric(model, placed, problem, everything(placed, True), means),
+                             ablated_metric(model, placed, problem, everything(placed, False), means))
+
+
+def ablation_metrics(model, placed, problem: CircuitProblem, keep: list[Keep],
+                     reference: AblationReference | None = None) -> dict[str, float]:
+    """m(M), m(∅), m(C), m(M \\ C) and the paper's faithfulness and completeness (see the module); pass
+    `reference` to score several circuits of one problem without recomputing its means, m(M) and m(∅)."""
+    means, m_model, m_empty = reference or ablation_reference(model, placed, problem)
     m_circuit = ablated_metric(model, placed, problem, keep, means)
     m_complement = ablated_metric(model, placed, problem, complement(keep), means)
     gap = m_model - m_empty
