@@ -25,9 +25,9 @@ import torch
 
 from saelab.evals.core import CoreEvalConfig, evaluate_core
 from saelab.evals.tokens import held_out_source, token_contexts, training_source
-from saelab.workflows.eval import EvalRequest, run_eval
 from saelab.models import load_model
 from saelab.sae import SAE, InitialState, SAEConfig
+from saelab.workflows.eval import EvalRequest, run_eval
 from saelab.workspace import Workspace
 
 COLUMNS = ("fvu", "l0", "dead_fraction", "ce_loss_score", "ce_recovered_mean", "kl_div", "ce_spliced", "ce_clean")
