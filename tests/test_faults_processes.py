@@ -403,8 +403,8 @@ def test_app_and_a_reader_run_while_train_writes(template, reference, tmp_path):
 # ---------------------------------------------------------------- 3. kill -9 of `saelab cache`
 
 SHARD_TOKENS = 1024  # 16 shards of 16 contexts
-# `saelab cache` with small shards (`--shard-tokens`, in CACHE below), so that a kill lands between shard commits:
-# the real CLI entry point, nothing patched.
+# `saelab cache` with small shards (`--shard-tokens`, in CACHE below), so that a kill lands between shard
+# commits: the real CLI entry point, nothing patched.
 SMALL_SHARDS = ""
 # ...and, for the run that is killed, a block before the manifest lists the last shard (so the kill comes
 # first).
