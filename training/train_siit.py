@@ -46,6 +46,7 @@ from saelab.circuits.siit import (
     siit_task,
     source_cache,
     strict_accuracy,
+    strict_accuracy_per_unit,
     target_loss,
     task_accuracy,
 )
@@ -273,6 +274,8 @@ def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[
     scores = {"task_top1": task_accuracy(model, pairs, high)}
     scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in entry.alignment}
     scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)
+    per_unit = strict_accuracy_per_unit(model, strict_pairs, entry.alignment, high)
+    scores |= {"strict_per_unit_mean": per_unit.mean, "strict_per_unit_worst": per_unit.worst}
     return {k: round(v, 4) for k, v in scores.items()}
 
 
@@ -294,6 +297,14 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def initial_weights(source: str) -> dict[str, torch.Tensor]:
+    """The weights a fresh run starts from: a run's checkpoint file, or a saved model directory (e.g. the
+    committed data/models/NAME), upcast to float32."""
+    if Path(source).is_dir():
+        return {k: v.float() for k, v in load_model(source).state_dict().items()}
+    return torch.load(source, weights_only=False)["model"]
+
+
 def train(cfg: SIITConfig) -> HookedTransformer:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -311,7 +322,7 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     elif cfg.init_from is not None:
-        model.load_state_dict(torch.load(cfg.init_from, weights_only=False)["model"])
+        model.load_state_dict(initial_weights(cfg.init_from))
         log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -512,7 +523,9 @@ def model_card(extra: dict, held_out_text: str) -> str:
         f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
-        "output is one token; strict = every non-aligned unit patched at once from a same-layout source)", "",
+        "output is one token; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
+        "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
+        "strict accuracy) and the lowest unit)", "",
     ]
     keys = list(next(iter(splits.values())))
     lines += ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -554,7 +567,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
     parser.add_argument("--init-from", type=Path, default=None,
-                        help="start from another run's checkpoint weights (fresh optimizer, step 0)")
+                        help="start from another run's checkpoint file or a saved model directory (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
