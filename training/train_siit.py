@@ -566,6 +566,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
+    parser.add_argument("--stage", action="append", default=[],
+                        help="an earlier training stage this model was initialised from (text for the card)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from another run's checkpoint file or a saved model directory (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
@@ -583,12 +585,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg, args = parse_args(argv)
-    command = "PYTHONPATH=. .venv/bin/python training/train_siit.py " + " ".join(argv)
+    shown = [a for i, a in enumerate(argv) if a != "--stage" and (i == 0 or argv[i - 1] != "--stage")]
+    command = "PYTHONPATH=. .venv/bin/python training/train_siit.py " + " ".join(shown)
     if args.finalize_only:
         state = torch.load(cfg.run_dir / "checkpoint.pt", weights_only=False)["state"]
     else:
         state = train(cfg)
-    finalize(cfg, state, command.strip())
+    finalize(cfg, state, command.strip(), tuple(args.stage))
 
 
 if __name__ == "__main__":
