@@ -15,8 +15,10 @@ from saelab.circuits.siit import (
     HELD_OUT_WORD_SPLIT,
     TRAIN_SPLIT,
     AlignedNode,
+    PairSet,
     Patch,
     Spec,
+    Target,
     encode_specs,
     high_level_output,
     interchange_accuracy,
@@ -25,6 +27,7 @@ from saelab.circuits.siit import (
     patch_unit,
     sample_pairs,
     strict_accuracy,
+    strict_accuracy_per_unit,
     task_accuracy,
 )
 from saelab.models import bundled_models, load_model, read_model_card
@@ -190,3 +193,48 @@ def test_strict_units_leave_the_aligned_positions_alone(random_model, tokenizer)
     assert not patch.z[0][0, rows.s2[0], 2] and patch.z[0][0, rows.end[0], 2]
     assert not patch.z[1][0, rows.end[0], 3] and patch.z[1][0, rows.s2[0], 3]
     assert patch.z[0][0, :, 0].all() and patch.mlp[1][0].all()
+
+
+def test_per_unit_strict_accuracy_patches_one_unit_at_a_time(random_model, tokenizer):
+    """InterpBench's strict accuracy (each non-aligned unit patched alone, mean over units) against an
+    independent computation with plain TransformerLens hooks on saelab-random (IOI prompt ids folded into its
+    vocabulary), whose clean top-1 is the target."""
+    alignment = [AlignedNode("DUP", 0, 2, "S2", "x"), AlignedNode("NAME", 1, 3, "end", "y")]
+    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, 24, 5)
+    vocab = random_model.cfg.d_vocab
+    base, source = (rows._replace(tokens=rows.tokens % vocab) for rows in pairs)
+    pairs = PairSet(base, source)
+    rows = torch.arange(len(base.end))
+    clean_top = random_model(base.tokens)[rows, base.end].argmax(-1)
+
+    def own_top1(b, s, variable):
+        return Target(clean_top[:, None].expand(-1, 2), torch.full((len(clean_top), 2), 0.5))
+
+    _, cache = random_model.run_with_cache(source.tokens)
+    by_hand = {}
+    for layer in range(random_model.cfg.n_layers):
+        for head in range(random_model.cfg.n_heads):
+            keep = next((a.position for a in alignment if (a.layer, a.head) == (layer, head)), None)
+
+            def hook(z, hook, head=head, keep=keep):
+                z = z.clone()
+                src = cache[hook.name]
+                mask = torch.ones(z.shape[:2], dtype=torch.bool)
+                if keep is not None:
+                    mask[rows, base.position(keep)] = False
+                z[..., head, :] = torch.where(mask[..., None], src[..., head, :], z[..., head, :])
+                return z
+
+            name = f"blocks.{layer}.attn.hook_z"
+            logits = random_model.run_with_hooks(base.tokens, fwd_hooks=[(name, hook)])[rows, base.end]
+            by_hand[f"{layer}.{head}"] = float((logits.argmax(-1) == clean_top).float().mean())
+        name = f"blocks.{layer}.hook_mlp_out"
+        swap = [(name, lambda x, hook: cache[hook.name])]
+        logits = random_model.run_with_hooks(base.tokens, fwd_hooks=swap)
+        by_hand[f"mlp{layer}"] = float((logits[rows, base.end].argmax(-1) == clean_top).float().mean())
+    measured = strict_accuracy_per_unit(random_model, pairs, alignment, own_top1)
+    assert min(by_hand.values()) < 1.0 < len(set(by_hand.values()))  # the units differ: a sharp comparison
+    assert measured.mean == pytest.approx(sum(by_hand.values()) / len(by_hand))
+    assert measured.worst == pytest.approx(min(by_hand.values()))
+    all_at_once = strict_accuracy(random_model, pairs, alignment, own_top1)
+    assert measured.mean != pytest.approx(all_at_once)

@@ -46,6 +46,7 @@ from saelab.circuits.siit import (
     siit_task,
     source_cache,
     strict_accuracy,
+    strict_accuracy_per_unit,
     target_loss,
     task_accuracy,
 )
@@ -87,7 +88,26 @@ DESIGN_HISTORY = {
         "478 to add the attention loss, at 881 and 1291 to change the time limit (47, then 56 min). The "
         "construction does not hold: layer-0 heads 0.0 and 0.2 carry much of the effect (resample-ablating them "
         "moves the metric by 0.63 and 0.53 of the gap), and the edge input->1.2.v carries almost none, so LAST "
-        "reads the last documented name through them; PREV and LAST interchange stay below 0.95."
+        "reads the last documented name through them; PREV and LAST interchange stay below 0.95. "
+        "Diagnosis (a later session): the strict loss is applied and is InterpBench's in kind. Every head, every "
+        "MLP and the aligned heads at their other positions are non-aligned units; each strict-one row patches "
+        "one randomly chosen unit (InterpBench's 'individual' sampling), with half the strict weight; the other "
+        "half goes to our strict-many rows (a random half of all units at once). The 0.0 above is our "
+        "strict_all_units (every unit at once); InterpBench's strict accuracy averages single-unit patches: "
+        "0.82 / 0.76 / 0.82 on the three splits, worst unit head 0.0 (0.17 / 0.16 / 0.20). No bug was found; "
+        "the cause is the mechanism the runs found: heads 0.0 and 0.2 write the name's identity at the name "
+        "positions, and 1.2 and 2.0 move that copy rather than the embedding. Patching head 0.0 alone at B_doc "
+        "(from a prompt with other names) leaves task top-1 at 0.41 (0.2: 0.58), at C_def at 0.46 (0.53), while "
+        "1.2's attention to B_doc stays 0.996-0.998; zeroing both heads' W_O drops task top-1 from 0.92 to 0.03 "
+        "(200 fresh prompts). Two continuations from these weights with a stronger strict term (lr 1e-3, "
+        "attention loss 1; run a: strict weight 3 plus our KL term 3; run b: strict 6, KL 6, IIT 3; 445 and 469 "
+        "steps in 26 min on a shared machine at load 9-14) did not remove it and lost interchange: run a "
+        "task accuracy 0.9475, largest non-circuit node 0.0 at 0.65 of the gap, all together 0.99, "
+        "PREV/LAST/MOVER interchange 0.46/0.52/0.89 on fresh prompts, InterpBench strict mean 0.87 (worst 0.22); "
+        "run b 0.92, 0.63, 0.97, 0.38/0.47/0.82, 0.83 (0.23). These weights were kept. What the diagnosis "
+        "suggests for a next design: the value paths of LAST and MOVER read the name from layer-0 heads, so "
+        "either align that layer-0 name copy as a stage of its own or give the stages a wider OV path (d_head 16 "
+        "here) and train from random initialisation with single-unit strict sampling from the start."
     ),
 }
 
@@ -273,6 +293,8 @@ def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[
     scores = {"task_top1": task_accuracy(model, pairs, high)}
     scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in entry.alignment}
     scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)
+    per_unit = strict_accuracy_per_unit(model, strict_pairs, entry.alignment, high)
+    scores |= {"strict_per_unit_mean": per_unit.mean, "strict_per_unit_worst": per_unit.worst}
     return {k: round(v, 4) for k, v in scores.items()}
 
 
@@ -294,6 +316,14 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def initial_weights(source: str) -> dict[str, torch.Tensor]:
+    """The weights a fresh run starts from: a run's checkpoint file, or a saved model directory (e.g. the
+    committed data/models/NAME), upcast to float32."""
+    if Path(source).is_dir():
+        return {k: v.float() for k, v in load_model(source).state_dict().items()}
+    return torch.load(source, weights_only=False)["model"]
+
+
 def train(cfg: SIITConfig) -> HookedTransformer:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -311,7 +341,7 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     elif cfg.init_from is not None:
-        model.load_state_dict(torch.load(cfg.init_from, weights_only=False)["model"])
+        model.load_state_dict(initial_weights(cfg.init_from))
         log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -512,7 +542,9 @@ def model_card(extra: dict, held_out_text: str) -> str:
         f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
-        "output is one token; strict = every non-aligned unit patched at once from a same-layout source)", "",
+        "output is one token; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
+        "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
+        "strict accuracy) and the lowest unit)", "",
     ]
     keys = list(next(iter(splits.values())))
     lines += ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -553,8 +585,10 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
+    parser.add_argument("--stage", action="append", default=[],
+                        help="an earlier training stage this model was initialised from (text for the card)")
     parser.add_argument("--init-from", type=Path, default=None,
-                        help="start from another run's checkpoint weights (fresh optimizer, step 0)")
+                        help="start from another run's checkpoint file or a saved model directory (fresh optimizer, step 0)")
     args = parser.parse_args(argv)
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
@@ -570,12 +604,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg, args = parse_args(argv)
-    command = "PYTHONPATH=. .venv/bin/python training/train_siit.py " + " ".join(argv)
+    shown = [a for i, a in enumerate(argv) if a != "--stage" and (i == 0 or argv[i - 1] != "--stage")]
+    command = "PYTHONPATH=. .venv/bin/python training/train_siit.py " + " ".join(shown)
     if args.finalize_only:
         state = torch.load(cfg.run_dir / "checkpoint.pt", weights_only=False)["state"]
     else:
         state = train(cfg)
-    finalize(cfg, state, command.strip())
+    finalize(cfg, state, command.strip(), tuple(args.stage))
 
 
 if __name__ == "__main__":

@@ -374,6 +374,38 @@ def strict_accuracy(
     return float(top1(logits, (high_level or high_level_output)(base, base, None)).float().mean())
 
 
+class PerUnitStrict(NamedTuple):
+    """Strict accuracy with one non-aligned unit patched at a time (InterpBench's protocol)."""
+
+    mean: float
+    """Mean over the units (InterpBench's val/strict_accuracy)."""
+    worst: float
+    """The lowest unit's accuracy."""
+    worst_unit: str
+    """That unit ("head 0.0", "mlp 1", "rest 1.2": an aligned head at its other positions)."""
+
+
+@torch.no_grad()
+def strict_accuracy_per_unit(
+    model: HookedTransformer, pairs: PairSet, alignment: Sequence[AlignedNode], high_level: HighLevel = None
+) -> PerUnitStrict:
+    """Strict accuracy as InterpBench measures it: each non-aligned unit patched from the source on its own, the
+    share of pairs whose top-1 output stays the high-level output, averaged over the units (and the worst)."""
+    base = pairs.base
+    target = (high_level or high_level_output)(base, base, None)
+    cache = source_cache(model, pairs.source.tokens)
+    scores = {}
+    for unit in non_aligned_units(model, alignment):
+        patch = Patch.empty(model, *base.tokens.shape)
+        for row in range(len(base.end)):
+            patch_unit(patch, row, unit, base, alignment)
+        kind, layer, head = unit
+        name = f"{kind} {layer}" if head is None else f"{kind} {layer}.{head}"
+        scores[name] = float(top1(patched_logits(model, base, cache, patch), target).float().mean())
+    worst = min(scores, key=scores.get)
+    return PerUnitStrict(sum(scores.values()) / len(scores), scores[worst], worst)
+
+
 def dataset_rows(data) -> IOIRows:
     """The `IOIRows` of an IOI `TaskDataset`'s clean prompts (for patching with its corrupted prompts)."""
     io, s1 = data.positions["IO"], data.positions["S1"]
