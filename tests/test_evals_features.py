@@ -208,9 +208,10 @@ def test_stored_quantiles_hold_every_firing_token_and_examples_lie_in_their_grou
 
 
 def test_a_document_repeating_the_peak_pattern_gives_one_top_context():
-    """A corpus of three documents (characters as tokens); the latent fires 2.0 on "x" in document 0, which
-    repeats it four times, and 1.0 on "x" in the other two. Its top three contexts come from three documents."""
-    texts = ["axbxcxdx", "qqxqq", "rrrxr", "zzzzzzzz"]  # the last fills the third context
+    """A corpus of documents (characters as tokens, 8 per context after BOS, one context per batch); the
+    latent fires 2.0 on "x" in document 0, which repeats it six times across two contexts (so two batches),
+    and 1.0 on "x" in the others. Its top three contexts come from three documents."""
+    texts = ["axbxcxdxexfx", "qqxqq", "rrrxr", "zzzzzzzz"]  # the last fills the fourth context
     packed = list(pack_contexts(texts, lambda chunk: [[ord(c) for c in t] for t in chunk], 0, 9))
     tokens = torch.tensor(np.stack([c.tokens for c in packed]), dtype=torch.long)
     documents = torch.tensor(np.stack([c.doc for c in packed]), dtype=torch.long)
