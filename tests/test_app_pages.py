@@ -512,7 +512,25 @@ def test_circuit_heads_link_to_the_attn_z_latents_written_through_them(monkeypat
     best = max(range(16), key=lambda i: q.get_feature(store, ATTN, i).head_attribution[2])  # by hand
     assert links[0].label.startswith(f"{ATTN} latent {best} ")
     at.selectbox(key="node_latents_head").select("1.0").run()  # no attn_z SAE at layer 1: say how to make one
-    assert any("--sites 1.attn_z" in t for t in _texts(at.caption))
+    _clean(at)
+    from saelab.testing.demo_workspace import DEMO_MODEL
+
+    command = f"saelab train --model {DEMO_MODEL} --sites 1.attn_z --workspace {demo.root}"
+    assert any(f"`{command}`" in t and "head 1.0" in t for t in _texts(at.info)), _texts(at.info)
+
+
+def test_circuit_head_whose_attn_z_sae_lacks_dashboards_names_the_eval_command(monkeypatch, tmp_path, demo):
+    import shutil
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo.root, workspace)
+    ResultsStore(workspace / "saelab.duckdb").replace_rows("features", {"sae_id": ATTN}, [])
+    at = _app(monkeypatch, workspace, "views/circuits.py")
+    at.selectbox(key="node_latents_head").select("0.2").run()
+    _clean(at)
+    command = f"saelab eval --sae {workspace / 'saes' / ATTN} --dashboards --workspace {workspace}"
+    assert any(f"`{command}`" in t and ATTN in t for t in _texts(at.info)), _texts(at.info)
+    assert not [link for link in at.get("page_link") if "through head" in link.proto.label]
 
 
 def test_researcher_labels_a_latent_and_finds_it_by_search(monkeypatch, tmp_path):
