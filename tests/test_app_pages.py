@@ -388,6 +388,8 @@ def test_dashboard_export_json_and_html(demo):
     assert len(data["activations"]) == len(examples)
     top = data["activations"][0]
     assert top["values"][top["maxValueTokenIndex"]] == top["maxValue"]  # the ranked token's own activation
+    assert data["quantiles"] == feature.quantiles and [a["document"] for a in data["activations"]] == [
+        e.document for e in examples]
     page = dashboard_html(sae, 5, feature, examples)
     assert page.startswith("<!doctype html>") and page.count("outline") == len(examples)  # each ranked token
 
