@@ -43,16 +43,16 @@ def load(model_name: str | None) -> tuple[HookedTransformer, str]:
 
 
 def token_set(model: HookedTransformer, n_tokens: int, context_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Held-out corpus tokens and their document ids for a real model, as `saelab eval --dashboards` passes them
+    """Training-corpus tokens and their document ids for a real model, as `saelab eval --dashboards` reads them
     (random ids and no documents for the stand-in, which has no tokenizer)."""
     if getattr(model, "tokenizer", None) is None:
         tokens = torch.randint(1, model.cfg.d_vocab, (-(-n_tokens // context_len), context_len),
                                generator=torch.Generator().manual_seed(0))
         tokens[:, 0] = 0
         return tokens, None
-    from saelab.evals.tokens import document_contexts, held_out_source
+    from saelab.evals.tokens import document_contexts, training_source
 
-    return document_contexts(model.tokenizer, held_out_source(), n_tokens, context_len)
+    return document_contexts(model.tokenizer, training_source(), n_tokens, context_len)
 
 
 class Clock:
