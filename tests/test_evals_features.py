@@ -150,7 +150,8 @@ def test_quantile_picks_are_ordered_groups():
 
 # ---------------------------------------------------------------- exact quantile groups
 
-QCFG = DashboardConfig(n_top=3, window=1, sample_size=8, n_quantiles=4, per_quantile=2, skip_bos=False)
+QCFG = DashboardConfig(n_top=3, window=1, sample_size=8, n_quantiles=4, per_quantile=2, skip_bos=False,
+                       quantile_bins_per_decade=8)
 # Latent 0's activations, over two batches. Bins (8 per decade, bin b = [10^(b/8 - 4), 10^((b+1)/8 - 4))):
 # 0.5 -> 29, 0.6 -> 30, 0.95 -> 31, 1.0 (a bin edge) -> 32, 1.2 -> 32, 2.0 -> 34, 3.0 -> 35. Counts below each
 # bin 0, 1, 2, 3, 6, 7 of 8, so bin b joins group floor(4 * below / 8) = 0, 0, 1, 1, 3, 3: group 2 is empty.
@@ -171,19 +172,19 @@ def test_quantile_groups_are_exact_on_a_hand_built_activation_set():
     latents[:, 0] = torch.tensor(HAND)
     latents[[1, 6], 1] = torch.tensor([7.0, 7.0])  # one bin: one group holds everything
     state = _hand_state(latents, batch=4)  # two batches: bin minima and maxima merge across them
-    groups = quantile_groups(state.histogram, state.bin_min, state.bin_max, QCFG.n_quantiles)
+    groups = quantile_groups(state.quantile_bins, QCFG.quantile_edges(), QCFG.n_quantiles)
     found = [(q, float(groups.low[0, q]), float(groups.high[0, q]), int(groups.count[0, q]))
              for q in range(4) if groups.count[0, q]]
     assert [(q, round(lo, 6), round(hi, 6), c) for q, lo, hi, c in found] == HAND_GROUPS
     assert groups.count[1].tolist() == [2, 0, 0, 0] and float(groups.high[1, 0]) == 7.0
-    assert histogram_bins(torch.tensor([1.0]), QCFG.histogram_edges()).item() == 32  # [1.0, 1.33)
+    assert histogram_bins(torch.tensor([1.0]), QCFG.quantile_edges()).item() == 32  # [1.0, 1.33)
 
 
 def test_stored_quantiles_hold_every_firing_token_and_examples_lie_in_their_group(random_model, dash, dense):
     strings = vocab_strings(random_model.tokenizer, random_model.cfg.d_vocab)
     rows = {r["latent"]: r for r in feature_rows(dash, "s", strings)}
     examples = example_rows(dash, "s", strings, CFG)
-    edges = CFG.histogram_edges()
+    edges = CFG.quantile_edges()
     for latent in range(dense.shape[0]):
         firing = dense[latent][dense[latent] > 0]
         if firing.numel() == 0:

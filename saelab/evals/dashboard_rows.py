@@ -114,7 +114,7 @@ def example_rows(
     tokens = dash.tokens.tolist()
     documents = None if dash.documents is None else dash.documents.flatten().tolist()
     top = (_rounded(dash.top.activation), dash.top.token_index.tolist(), _rounded(dash.top.window))
-    sample_bins = histogram_bins(dash.sample.activation.flatten(), dash.histogram_edges)
+    sample_bins = histogram_bins(dash.sample.activation.flatten(), dash.quantiles.edges)
     sample_groups = dash.quantiles.bin_group.gather(1, sample_bins.view(dash.sample.activation.shape))
     sample = (
         (dash.sample.score >= 0).tolist(),
