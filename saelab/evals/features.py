@@ -239,8 +239,11 @@ def best_per_document(
     latent: Int[Tensor, " m"], document: Int[Tensor, " m"], score: Float[Tensor, " m"]
 ) -> Int[Tensor, " kept"]:
     """The entries among m that score best within their (latent, document) pair (the first on ties)."""
-    _, pair = torch.unique(torch.stack([latent, document]), dim=1, return_inverse=True)
-    chosen, _ = segmented_top(pair, score, int(pair.max()) + 1 if pair.numel() else 0, 1)
+    if latent.numel() == 0:
+        return latent
+    document = document - document.min()
+    _, pair = torch.unique(latent * (int(document.max()) + 1) + document, return_inverse=True)
+    chosen, _ = segmented_top(pair, score, int(pair.max()) + 1, 1)
     return chosen
 
 
