@@ -42,16 +42,17 @@ def load(model_name: str | None) -> tuple[HookedTransformer, str]:
     return load_model(name), name
 
 
-def token_set(model: HookedTransformer, n_tokens: int, context_len: int) -> torch.Tensor:
-    """Held-out corpus tokens for a real model (random ids for the stand-in, which has no tokenizer)."""
+def token_set(model: HookedTransformer, n_tokens: int, context_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training-corpus tokens and their document ids for a real model, as `saelab eval --dashboards` reads them
+    (random ids and no documents for the stand-in, which has no tokenizer)."""
     if getattr(model, "tokenizer", None) is None:
         tokens = torch.randint(1, model.cfg.d_vocab, (-(-n_tokens // context_len), context_len),
                                generator=torch.Generator().manual_seed(0))
         tokens[:, 0] = 0
-        return tokens
-    from saelab.evals.tokens import held_out_source, token_contexts
+        return tokens, None
+    from saelab.evals.tokens import document_contexts, training_source
 
-    return token_contexts(model.tokenizer, held_out_source(), n_tokens, context_len)
+    return document_contexts(model.tokenizer, training_source(), n_tokens, context_len)
 
 
 class Clock:
@@ -86,7 +87,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, described = load(args.model)
-    tokens = token_set(model, parse_token_count(args.tokens), args.context_len)
+    tokens, documents = token_set(model, parse_token_count(args.tokens), args.context_len)
     n_tokens = tokens.numel()
     d_in = model.cfg.d_model
     sae = SAE(SAEConfig("topk", d_in, args.d_sae, k=args.k, hook_site=args.site))
@@ -95,12 +96,13 @@ def main() -> None:
     with Clock() as forward:
         run_forward(model, tokens, args.batch_size)
     with Clock() as stream:
-        dash = compute_dashboards(model, sae, tokens, cfg)
+        dash = compute_dashboards(model, sae, tokens, cfg, documents=documents)
     with Clock() as rows:
         strings = vocab_strings(getattr(model, "tokenizer", None), model.cfg.d_vocab)
         n_rows = len(feature_rows(dash, "bench", strings)) + len(example_rows(dash, "bench", strings, cfg))
     scale = TARGET_TOKENS / n_tokens
     result = {"model": described, "site": args.site, "d_sae": args.d_sae, "k": args.k, "tokens": n_tokens,
+              "documents": None if documents is None else int(documents.unique().numel()),
               "threads": torch.get_num_threads(), "rows": n_rows}
     for kind in ("wall", "cpu"):
         f, s_, r = getattr(forward, kind), getattr(stream, kind), getattr(rows, kind)

@@ -319,7 +319,46 @@ def test_dead_latent_says_it_never_fires_and_quantiles_show_ranges(monkeypatch, 
     at = _app(monkeypatch, demo.root, "views/features.py", sae=ATTN, latent="5")
     labels = [e.label for e in at.expander if e.label.startswith("quantile")]
     assert len(labels) == 4 and labels[0].startswith("quantile 4 of 4: activations ")
-    assert all("25% of its firing tokens" in label for label in labels), labels
+    assert all("25.0% of its firing tokens" in label for label in labels), labels
+
+
+HAND_QUANTILES = [{"index": 0, "low": 0.5, "high": 0.6, "count": 2}, {"index": 1, "low": 0.95, "high": 1.2, "count": 4},
+                  {"index": 3, "low": 2.0, "high": 3.0, "count": 2}]  # tests/test_evals_features.py's hand set
+
+
+def _example(kind: str, rank: int, activation: float, document: int | None) -> dict:
+    return {"sae_id": "y", "latent": 0, "kind": kind, "rank": rank, "activation": activation,
+            "tokens": [" a", f" w{rank}{kind}", " b"], "activations": [0.0, activation, 0.0], "center": 1,
+            "document": document}
+
+
+def test_quantile_groups_show_exact_ranges_and_shares_of_every_firing_token(monkeypatch, tmp_path):
+    store = _store_with(tmp_path, {"y": [{"sae_id": "y", "latent": 0, "density": 0.1, "max_act": 3.0,
+                                          "quantiles": HAND_QUANTILES}]})
+    store.insert("feature_examples", [_example("top", 0, 3.0, 4), _example("quantile_0", 0, 0.55, 1),
+                                      _example("quantile_1", 0, 1.0, 2)])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="0")
+    _clean(at)
+    labels = [e.label for e in at.expander if e.label.startswith("quantile")]
+    assert labels == ["quantile 3 of 3: activations 2–3 (2 tokens, 25.0% of its firing tokens, 2.500% of all tokens)",
+                      "quantile 2 of 3: activations 0.95–1.2 (4 tokens, 50.0% of its firing tokens, 5.000% of all "
+                      "tokens)",
+                      "quantile 1 of 3: activations 0.5–0.6 (2 tokens, 25.0% of its firing tokens, 2.500% of all "
+                      "tokens)"]
+    assert any("Quantile groups of all 8 firing tokens" in t for t in _texts(at.caption)), _texts(at.caption)
+    assert any("no sampled firing token fell in this group" in t for t in _texts(at.caption))
+    assert any("One context per document" in t for t in _texts(at.caption))
+
+
+def test_quantiles_of_a_store_without_them_say_what_they_are_read_from(monkeypatch, tmp_path):
+    store = _store_with(tmp_path, {"y": [{"sae_id": "y", "latent": 0, "density": 0.1, "max_act": 3.0}]})
+    store.insert("feature_examples", [_example("quantile_0", 0, 0.55, None), _example("quantile_1", 0, 1.0, None)])
+    at = _app(monkeypatch, tmp_path, "views/features.py", sae="y", latent="0")
+    _clean(at)
+    labels = [e.label for e in at.expander if e.label.startswith("quantile")]
+    assert labels[0] == "quantile 2 of 2: activations 1–1 (50.0% of its firing tokens, 5.000% of all tokens)"
+    assert any("Ranges are those of the contexts shown" in t and "saelab eval --sae" in t
+               for t in _texts(at.caption)), _texts(at.caption)
 
 
 def test_feature_dashboard_and_tables_download(monkeypatch, demo):
@@ -349,6 +388,8 @@ def test_dashboard_export_json_and_html(demo):
     assert len(data["activations"]) == len(examples)
     top = data["activations"][0]
     assert top["values"][top["maxValueTokenIndex"]] == top["maxValue"]  # the ranked token's own activation
+    assert data["quantiles"] == feature.quantiles and [a["document"] for a in data["activations"]] == [
+        e.document for e in examples]
     page = dashboard_html(sae, 5, feature, examples)
     assert page.startswith("<!doctype html>") and page.count("outline") == len(examples)  # each ranked token
 
@@ -473,7 +514,25 @@ def test_circuit_heads_link_to_the_attn_z_latents_written_through_them(monkeypat
     best = max(range(16), key=lambda i: q.get_feature(store, ATTN, i).head_attribution[2])  # by hand
     assert links[0].label.startswith(f"{ATTN} latent {best} ")
     at.selectbox(key="node_latents_head").select("1.0").run()  # no attn_z SAE at layer 1: say how to make one
-    assert any("--sites 1.attn_z" in t for t in _texts(at.caption))
+    _clean(at)
+    from saelab.testing.demo_workspace import DEMO_MODEL
+
+    command = f"saelab train --model {DEMO_MODEL} --sites 1.attn_z --workspace {demo.root}"
+    assert any(f"`{command}`" in t and "head 1.0" in t for t in _texts(at.info)), _texts(at.info)
+
+
+def test_circuit_head_whose_attn_z_sae_lacks_dashboards_names_the_eval_command(monkeypatch, tmp_path, demo):
+    import shutil
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo.root, workspace)
+    ResultsStore(workspace / "saelab.duckdb").replace_rows("features", {"sae_id": ATTN}, [])
+    at = _app(monkeypatch, workspace, "views/circuits.py")
+    at.selectbox(key="node_latents_head").select("0.2").run()
+    _clean(at)
+    command = f"saelab eval --sae {workspace / 'saes' / ATTN} --dashboards --workspace {workspace}"
+    assert any(f"`{command}`" in t and ATTN in t for t in _texts(at.info)), _texts(at.info)
+    assert not [link for link in at.get("page_link") if "through head" in link.proto.label]
 
 
 def test_researcher_labels_a_latent_and_finds_it_by_search(monkeypatch, tmp_path):

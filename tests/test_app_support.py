@@ -279,11 +279,31 @@ def test_distinct_contexts_drop_shifted_copies_of_the_same_text():
     assert distinct_contexts([shifted, first]) == [shifted]  # whichever is stronger is kept
 
 
-def test_quantile_groups_strongest_first_with_ranges_and_equal_shares():
-    groups = quantile_groups({"quantile_0": [0.1, 0.3], "quantile_2": [2.0, 1.5], "quantile_1": [0.9]})
+def test_distinct_contexts_keep_one_per_stored_document():
+    from saelab.db.queries import FeatureExample
+
+    def ex(act, document, tokens):
+        return FeatureExample("top", 0, act, tokens, [act] * len(tokens), 0, document)
+
+    a, b, c = ex(3.0, 7, [" a", " b"]), ex(2.0, 7, [" x", " y"]), ex(1.0, 9, [" a", " b"])
+    assert distinct_contexts([a, b, c]) == [a, c]  # by document: other text of document 7 goes, same text stays
+    assert distinct_contexts([a, b._replace(document=None), c]) == [a, b._replace(document=None)]  # by text
+
+
+def test_quantile_groups_from_examples_of_an_old_store_assume_equal_shares():
+    groups = quantile_groups(None, {"quantile_0": [0.1, 0.3], "quantile_2": [2.0, 1.5], "quantile_1": [0.9]})
     assert [g.index for g in groups] == [2, 1, 0]
     assert (groups[0].low, groups[0].high) == (1.5, 2.0) and (groups[2].low, groups[2].high) == (0.1, 0.3)
-    assert all(g.share_of_firing == pytest.approx(1 / 3) for g in groups)
+    assert all(g.share_of_firing == pytest.approx(1 / 3) and not g.exact for g in groups)
+
+
+def test_stored_quantile_groups_are_shown_as_stored_strongest_first():
+    stored = [{"index": 0, "low": 0.5, "high": 0.6, "count": 2}, {"index": 1, "low": 0.95, "high": 1.2, "count": 4},
+              {"index": 3, "low": 2.0, "high": 3.0, "count": 2}]
+    groups = quantile_groups(stored, {"quantile_0": [0.55]})  # the stored groups win over the examples
+    assert [(g.index, g.low, g.high, g.count, g.share_of_firing) for g in groups] == [
+        (3, 2.0, 3.0, 2, 0.25), (1, 0.95, 1.2, 4, 0.5), (0, 0.5, 0.6, 2, 0.25)]
+    assert all(g.exact for g in groups)
 
 
 def test_the_ranked_token_is_marked_strongly():

@@ -278,3 +278,34 @@ def test_migration_5_records_a_transcoders_output_site_and_keeps_old_sae_rows(tm
     assert rows.loc["tc", "site"] == "1.resid_mid"
     for sae_id in ("old", "sae"):  # an SAE (and a row written before transcoders) has no output site
         assert pd.isna(rows.loc[sae_id, "output_site"]) and pd.isna(rows.loc[sae_id, "d_out"])
+
+
+def test_migration_7_adds_documents_and_quantiles_and_keeps_dashboard_rows(tmp_path):
+    from saelab.db import queries as q
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:6]:  # a store written by schema version 6
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (6)")
+    con.execute("INSERT INTO features (sae_id, latent, density, max_act) VALUES ('s', 0, 0.1, 2.0), ('s', 1, 0.0, 0.0)")
+    con.execute("""INSERT INTO feature_examples VALUES ('s', 0, 'top', 0, 2.0, '["a", "b"]', '[0.0, 2.0]', 1),
+                   ('s', 0, 'quantile_0', 0, 0.5, '["c"]', '[0.5]', 0)""")
+    con.close()
+    store = ResultsStore(path)
+    old = q.feature_dashboard(store, "s", 0)  # the app reads the old store without migrating it
+    assert old.feature.quantiles is None and [e.document for e in old.examples] == [None, None]
+    assert store.schema_version() == 6
+    store.initialize()
+    assert store.schema_version() == SCHEMA_VERSION
+    assert len(store.select("features")) == 2 and len(store.select("feature_examples")) == 2  # nothing lost
+    assert q.feature_dashboard(store, "s", 0) == old
+    store.insert("features", [{"sae_id": "s", "latent": 2, "quantiles": [{"index": 0, "low": 1.0, "high": 1.5,
+                                                                          "count": 3}]}])
+    store.insert("feature_examples", [{"sae_id": "s", "latent": 2, "kind": "top", "rank": 0, "activation": 1.5,
+                                       "tokens": ["d"], "activations": [1.5], "center": 0, "document": 41}])
+    new = q.feature_dashboard(store, "s", 2)
+    assert new.feature.quantiles == [{"index": 0, "low": 1.0, "high": 1.5, "count": 3}]
+    assert new.examples[0].document == 41

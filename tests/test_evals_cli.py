@@ -1,5 +1,7 @@
 """`saelab eval`: metrics, SAE row and dashboards land in the store; bad input is one line."""
 
+import json
+
 import pytest
 
 from saelab.cli.main import main
@@ -43,6 +45,14 @@ def test_eval_stores_metrics_and_dashboards(tmp_path, small_sources, capsys):
     assert len(store.select("features", where={"sae_id": "topk-32"})) == 32
     examples = store.select("feature_examples", where={"sae_id": "topk-32"})
     assert len(examples) > 0 and set(examples["kind"]) >= {"top", "quantile_0"}
+    top = examples[examples["kind"] == "top"]
+    assert top["document"].notna().all()  # where each context comes from in the token source
+    assert not top.duplicated(["latent", "document"]).any()  # one context per document
+    features = store.select("features", where={"sae_id": "topk-32"})
+    n_dash = 16 * 32  # --dashboard-tokens 512 at --context-len 32
+    for density, quantiles in zip(features["density"], features["quantiles"], strict=True):
+        counted = sum(g["count"] for g in json.loads(quantiles)) if density > 0 else 0
+        assert counted == round(density * n_dash)  # every firing token, in one group each
     runs = store.runs()
     assert runs.iloc[-1]["status"] == "done" and runs.iloc[-1]["kind"] == "eval"
     # again without dashboards: metrics append, the SAE row is not duplicated

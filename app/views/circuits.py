@@ -72,19 +72,28 @@ def _graph(store, runs, task, model, method, grid, truth) -> None:
 
 def _node_latents(store, model: str, grid) -> None:
     """For a head of the graph, the latents of an attn_z SAE at its layer that write most through it (decoder
-    weight share by head), linked to their feature pages."""
+    weight share by head), linked to their feature pages; where there is none, the command that makes one."""
     st.markdown("**Latents behind a head** (attn_z SAEs: share of the decoder weight written through the head)")
     heads = [f"{layer}.{head}" for layer in range(grid.n_layers) for head in range(grid.n_heads)]
+    if not heads:
+        st.caption("this run scored no attention heads")
+        return
     node = st.selectbox("head", heads, key="node_latents_head")
     layer, head = parse_head_node(node)
-    saes = [row for row in q.sae_rows(store) if row.model == model and row.site == f"{layer}.attn_z"
-            and row.dashboards]
+    saes = [row for row in q.sae_rows(store) if row.model == model and row.site == f"{layer}.attn_z"]
     if not saes:
-        st.caption(f"No attn_z SAE with dashboards at layer {layer} of {model}: train one with `saelab train "
-                   f"--model {model} --sites {layer}.attn_z`, then compute its dashboards with `saelab eval "
-                   "--dashboards`.")
+        from saelab.cli.train import train_command
+
+        command = train_command(model, f"{layer}.attn_z", ui.context().workspace.root)
+        st.info(f"No attn_z SAE of {model} at layer {layer}, so head {node} has no latents to list. Train one "
+                f"with `{command}`; it ends by printing the `saelab eval … --dashboards` command that computes "
+                "its feature pages.")
         return
-    for sae in saes:
+    if not any(sae.dashboards for sae in saes):
+        st.info(f"The attn_z SAE {saes[0].sae_id!r} at layer {layer} has no feature pages yet: "
+                f"{ui.dashboards_hint(saes[0])}.")
+        return
+    for sae in (row for row in saes if row.dashboards):
         top = q.search_features(store, q.FeatureQuery(sae.sae_id, "head_attribution", head=head, limit=5)).rows
         for latent, share in zip(top["latent"], top["head_attribution"], strict=True):
             ui.feature_link(sae.sae_id, int(latent), f"{sae.sae_id} latent {latent} — {share[head]:.0%} "

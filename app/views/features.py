@@ -87,28 +87,52 @@ def _contexts(examples: list[q.FeatureExample], scale: float) -> str:
     return "".join(context_html(e.tokens, e.activations, scale, e.center) for e in examples)
 
 
-def _examples(examples: list[q.FeatureExample], scale: float, density: float | None) -> None:
+def _examples(sae: q.SaeRow, examples: list[q.FeatureExample], scale: float, feature: q.FeatureRow | None) -> None:
     top = [e for e in examples if e.kind == "top"]
     distinct = distinct_contexts(top)
     st.markdown("**Top activations**")
     if distinct:
+        by_document = all(e.document is not None for e in top)
         dropped = len(top) - len(distinct)
-        st.caption("The token each context was ranked by is boxed; hover a token for its activation."
-                   + (f" {dropped} shifted cop{'y' if dropped == 1 else 'ies'} of a context shown above "
-                      "left out." if dropped else ""))
+        st.caption("The token each context was ranked by is boxed; hover a token for its activation. "
+                   + ("One context per document: each document's strongest token." if by_document else
+                      "Shifted copies of a context shown above are left out (this store records no document "
+                      f"ids{f'; {dropped} left out' if dropped else ''})."))
         st.html(_contexts(distinct, scale))
     else:
         st.caption("no top examples stored")
+    _quantiles(sae, examples, scale, feature)
+
+
+def _quantiles(sae: q.SaeRow, examples: list[q.FeatureExample], scale: float, feature: q.FeatureRow | None) -> None:
     by_kind = {kind: [e for e in examples if e.kind == kind] for kind in {e.kind for e in examples} - {"top"}}
-    groups = quantile_groups({kind: [e.activation for e in group] for kind, group in by_kind.items()})
-    for group in groups:
-        share = f"{group.share_of_firing:.0%} of its firing tokens"
+    groups = quantile_groups(feature.quantiles if feature else None,
+                             {kind: [e.activation for e in group] for kind, group in by_kind.items()})
+    if not groups:
+        return
+    density = feature.density if feature else None
+    if groups[0].exact:
+        total = sum(g.count for g in groups)
+        st.caption(f"Quantile groups of all {total:,} firing tokens: consecutive histogram bins holding about "
+                   f"1/{len(groups)} each; a range is the lowest to highest activation in the group and a share "
+                   "counts every firing token. Contexts: sampled firing tokens that fall in the group.")
+    else:
+        st.caption("Ranges are those of the contexts shown, sampled from the firing tokens; shares assume equal "
+                   f"groups. Exact ranges and shares: {ui.dashboards_hint(sae)}.")
+    for position, group in enumerate(groups):
+        share = f"{group.share_of_firing:.1%} of its firing tokens"
+        if group.count is not None:
+            share = f"{group.count:,} tokens, {share}"
         if density:
             share += f", {group.share_of_firing * density:.3%} of all tokens"
-        label = (f"quantile {group.index + 1} of {len(groups)}: activations {group.low:.2f}–{group.high:.2f} "
+        label = (f"quantile {len(groups) - position} of {len(groups)}: activations {group.low:.3g}–{group.high:.3g} "
                  f"({share})")
         with st.expander(label, expanded=False):
-            st.html(_contexts(by_kind[f"quantile_{group.index}"], scale))
+            members = by_kind.get(f"quantile_{group.index}", [])
+            if members:
+                st.html(_contexts(members, scale))
+            else:
+                st.caption("no sampled firing token fell in this group")
 
 
 def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
@@ -141,7 +165,7 @@ def _dashboard(store, sae: q.SaeRow, latent: int) -> None:
     with right:
         scale = (feature.max_act if feature and feature.max_act else None) or max(
             (e.activation for e in examples), default=1.0)
-        _examples(examples, scale, feature.density if feature else None)
+        _examples(sae, examples, scale, feature)
 
 
 def _labels(store, sae: q.SaeRow, latent: int, examples: list[q.FeatureExample]) -> None:

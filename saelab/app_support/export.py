@@ -14,7 +14,7 @@ def dashboard_json(
     sae: SaeRow, latent: int, feature: FeatureRow | None, examples: list[FeatureExample]
 ) -> dict:
     """One latent's dashboard as a JSON-ready dict (Neuronpedia field names where they fit; saelab's own
-    fields, such as `sae_id` and `head_attribution`, beside them)."""
+    fields, such as `sae_id`, `head_attribution`, `quantiles` and each context's `document`, beside them)."""
     top, bottom = logit_entries(feature.top_logits if feature else None), logit_entries(
         feature.bottom_logits if feature else None)
     bars = histogram_bars(feature.histogram) if feature else None
@@ -29,8 +29,10 @@ def dashboard_json(
         "freq_hist_data_bar_values": [] if bars is None else bars.edges[:-1],
         "freq_hist_data_bar_heights": [] if bars is None else bars.counts,
         "head_attribution": feature.head_attribution if feature else None,
+        "quantiles": feature.quantiles if feature else None,
         "activations": [{"kind": e.kind, "rank": e.rank, "tokens": e.tokens, "values": e.activations,
-                         "maxValue": e.activation, "maxValueTokenIndex": e.center} for e in examples],
+                         "maxValue": e.activation, "maxValueTokenIndex": e.center, "document": e.document}
+                        for e in examples],
     }
 
 

@@ -141,8 +141,14 @@ def _shifted_copy(a: TokenContext, b: TokenContext, min_overlap: float = 0.5) ->
 
 
 def distinct_contexts(examples: Sequence[TokenContext]) -> list:
-    """The examples, strongest first as given, without shifted copies of a context already kept: one context
-    per stretch of text, as Neuronpedia and SAEDashboard show them (the store keeps no document ids)."""
+    """The examples, strongest first as given, one per document: by their document ids when every example
+    has one (dashboards store them since schema version 7), else without shifted copies of a context already
+    kept (the same text around another peak of the same document), as Neuronpedia and SAEDashboard show
+    them."""
+    documents = [getattr(example, "document", None) for example in examples]
+    if examples and None not in documents:
+        first = {document: i for i, document in reversed(list(enumerate(documents)))}
+        return [example for i, example in enumerate(examples) if first[documents[i]] == i]
     kept: list = []
     for example in examples:
         if not any(_shifted_copy(k, example) for k in kept):
@@ -154,19 +160,29 @@ class QuantileGroup(NamedTuple):
     """One quantile group of a latent's firing activations, as the dashboard labels it."""
 
     index: int
-    """0 = weakest group."""
+    """0 = weakest group (its examples are kind "quantile_{index}")."""
     low: float
-    """Smallest activation among the group's examples."""
+    """Smallest activation in the group (exact) or among its examples (`exact` False)."""
     high: float
-    """Largest activation among the group's examples."""
+    """Largest activation in the group (exact) or among its examples (`exact` False)."""
     share_of_firing: float
-    """Fraction of the latent's firing tokens in the group (equal-count groups: 1 / number of groups)."""
+    """Fraction of the latent's firing tokens in the group (`exact` False: 1 / number of groups, assumed)."""
+    count: int | None
+    """Firing tokens in the group (None when not exact)."""
+    exact: bool
+    """True: range, share and count are over every firing token of the dashboard's tokens (stored
+    quantiles); False: read from the examples shown (a store from before schema version 7)."""
 
 
-def quantile_groups(activations_by_kind: dict[str, list[float]]) -> list[QuantileGroup]:
-    """`{"quantile_0": [activations of its examples], ...}` as labelled groups, strongest first. The groups
-    split a uniform sample of the firing tokens into equal counts, so each holds 1/n of them."""
+def quantile_groups(stored: Any, activations_by_kind: dict[str, list[float]]) -> list[QuantileGroup]:
+    """A latent's quantile groups, strongest first: from its stored `quantiles` ([{"index", "low", "high",
+    "count"}], exact) when present, else from `{"quantile_0": [activations of its examples], ...}` (a uniform
+    sample of the firing tokens split into equal counts, so each is taken to hold 1/n of them)."""
+    if stored:
+        total = sum(int(g["count"]) for g in stored)
+        return [QuantileGroup(int(g["index"]), float(g["low"]), float(g["high"]), int(g["count"]) / total,
+                              int(g["count"]), True) for g in reversed(stored)]
     indices = sorted(int(kind.rsplit("_", 1)[1]) for kind in activations_by_kind)
     n = len(indices)
-    return [QuantileGroup(q, min(acts), max(acts), 1 / n)
+    return [QuantileGroup(q, min(acts), max(acts), 1 / n, None, False)
             for q in reversed(indices) if (acts := activations_by_kind[f"quantile_{q}"])]

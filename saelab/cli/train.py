@@ -2,11 +2,18 @@
 
 import argparse
 import itertools
+import shlex
 import tomllib
 from pathlib import Path
 
 from saelab.cli.main import UsageError, command
 from saelab.workspace import Workspace
+
+
+def train_command(model: str, sites: str, workspace_root: str | Path) -> str:
+    """The exact `saelab train` command line that trains an SAE (default architecture and width) of `model` at
+    `sites` into a workspace; it ends by printing the `saelab eval --dashboards` command for the new SAE."""
+    return shlex.join(["saelab", "train", "--model", model, "--sites", sites, "--workspace", str(workspace_root)])
 
 
 class _ArchitectureNames:

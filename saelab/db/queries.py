@@ -305,11 +305,14 @@ class FeatureRow(NamedTuple):
     top_logits: Any
     bottom_logits: Any
     head_attribution: Any
+    quantiles: Any = None
+    """[{"index", "low", "high", "count"}] over all firing tokens, weakest group first (None: a store from
+    before migration 7, or a latent that never fires)."""
 
 
 _FEATURE_SQL = "SELECT * FROM features WHERE sae_id = ? AND latent = ?"
-_EXAMPLES_SQL = ("SELECT kind, rank, activation, tokens, activations, center FROM feature_examples "
-                 "WHERE sae_id = ? AND latent = ? ORDER BY kind, rank")
+# every column, so a store from before migration 7 (no `document`) reads too
+_EXAMPLES_SQL = "SELECT * FROM feature_examples WHERE sae_id = ? AND latent = ? ORDER BY kind, rank"
 
 
 def get_feature(store: ResultsStore, sae_id: str, latent: int) -> FeatureRow | None:
@@ -323,7 +326,8 @@ def _feature_row(frame: pd.DataFrame) -> FeatureRow | None:
     row = frame.iloc[0].to_dict()
     number = {k: (None if pd.isna(row[k]) else float(row[k])) for k in ("density", "mean_act", "max_act")}
     return FeatureRow(row["sae_id"], int(row["latent"]), number["density"], number["mean_act"], number["max_act"],
-                      *(_loads(row[k]) for k in ("histogram", "top_logits", "bottom_logits", "head_attribution")))
+                      *(_loads(row.get(k)) for k in ("histogram", "top_logits", "bottom_logits", "head_attribution",
+                                                     "quantiles")))
 
 
 class FeatureExample(NamedTuple):
@@ -335,6 +339,8 @@ class FeatureExample(NamedTuple):
     tokens: list[str]
     activations: list[float]
     center: int | None
+    document: int | None = None
+    """The document of the token source the context comes from (None: not recorded)."""
 
 
 def feature_examples(store: ResultsStore, sae_id: str, latent: int) -> list[FeatureExample]:
@@ -343,9 +349,14 @@ def feature_examples(store: ResultsStore, sae_id: str, latent: int) -> list[Feat
 
 
 def _examples(frame: pd.DataFrame) -> list[FeatureExample]:
+    documents = frame["document"] if "document" in frame.columns else [None] * len(frame)
     return [FeatureExample(r.kind, int(r.rank), float(r.activation), _loads(r.tokens) or [],
-                           _loads(r.activations) or [], None if pd.isna(r.center) else int(r.center))
-            for r in frame.itertuples(index=False)]
+                           _loads(r.activations) or [], _integer(r.center), _integer(document))
+            for r, document in zip(frame.itertuples(index=False), documents, strict=True)]
+
+
+def _integer(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 class FeatureDashboard(NamedTuple):

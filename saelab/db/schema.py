@@ -99,6 +99,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             graph_id VARCHAR NOT NULL, ord INTEGER NOT NULL, source VARCHAR NOT NULL, target VARCHAR NOT NULL,
             weight DOUBLE, PRIMARY KEY (graph_id, ord))""",
     )),
+    Migration(7, "dashboards: the document of each example, and each latent's exact quantile groups", (
+        # NULL on rows written before: the app falls back to telling shifted copies apart by their text
+        "ALTER TABLE feature_examples ADD COLUMN document BIGINT",
+        # [{"index", "low", "high", "count"}] over all of the latent's firing tokens, weakest group first
+        "ALTER TABLE features ADD COLUMN quantiles JSON",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -2,6 +2,7 @@
 
 import logging
 from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,18 +31,34 @@ def training_source() -> TextSource:
     return bundled_source()
 
 
+class DocumentContexts(NamedTuple):
+    """Packed contexts and the document (index in the source's stream for the seed) of each token."""
+
+    tokens: Int[Tensor, "n_contexts context_len"]
+    documents: Int[Tensor, "n_contexts context_len"]
+
+
+def document_contexts(
+    tokenizer, source: TextSource, n_tokens: int, context_len: int, seed: int = 0
+) -> DocumentContexts:
+    """ceil(n_tokens / context_len) packed contexts (BOS first) of `source`, with their document ids; fewer if
+    the source runs out."""
+    if n_tokens < 1:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    n_contexts = -(-n_tokens // context_len)
+    contexts = list(islice(iter_contexts(source, tokenizer, context_len, seed), n_contexts))
+    if len(contexts) < n_contexts:
+        log.warning("the source holds only %d contexts of %d tokens, fewer than the %d tokens asked for",
+                    len(contexts), context_len, n_tokens)
+    return DocumentContexts(torch.from_numpy(np.stack([c.tokens for c in contexts])).long(),
+                            torch.from_numpy(np.stack([c.doc for c in contexts])).long())
+
+
 def token_contexts(
     tokenizer, source: TextSource, n_tokens: int, context_len: int, seed: int = 0
 ) -> Int[Tensor, "n_contexts context_len"]:
     """ceil(n_tokens / context_len) packed contexts (BOS first) of `source`; fewer if the source runs out."""
-    if n_tokens < 1:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
-    n_contexts = -(-n_tokens // context_len)
-    contexts = [c.tokens for c in islice(iter_contexts(source, tokenizer, context_len, seed), n_contexts)]
-    if len(contexts) < n_contexts:
-        log.warning("the source holds only %d contexts of %d tokens, fewer than the %d tokens asked for",
-                    len(contexts), context_len, n_tokens)
-    return torch.from_numpy(np.stack(contexts)).long()
+    return document_contexts(tokenizer, source, n_tokens, context_len, seed).tokens
 
 
 def batches(tokens: Int[Tensor, "n_contexts pos"], batch_size: int) -> list[Int[Tensor, "batch pos"]]:

@@ -64,6 +64,20 @@ def _logits(rng: np.random.Generator, n: int, sign: float) -> list[dict[str, Any
     return [{"token": VOCAB[i], "value": round(float(v), 4)} for i, v in zip(picks, values, strict=True)]
 
 
+def _quantiles(max_act: float, n_firing: int, n_quantiles: int = 4) -> list[dict] | None:
+    """Stored quantile groups that hold the contexts `example_rows` writes (group q peaks at
+    max_act (q + 0.5) / (n + 1)), the firing tokens split as evenly as integers allow."""
+    if max_act <= 0:
+        return None
+    n_firing = max(n_firing, n_quantiles)
+    size, extra = divmod(n_firing, n_quantiles)
+    step = max_act / (n_quantiles + 1)
+    highs = [step * (q + 0.75) for q in range(n_quantiles - 1)] + [max_act]
+    counts = [size + (q < extra) for q in range(n_quantiles)]
+    return [{"index": q, "low": round(step * (q + 0.25), 5), "high": round(highs[q], 5), "count": counts[q]}
+            for q in range(n_quantiles)]
+
+
 def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.random.Generator) -> list[dict]:
     """Dashboard statistics of `latents` (one `features` row each)."""
     rows = []
@@ -77,6 +91,7 @@ def feature_rows(sae_id: str, latents: range, n_heads: int | None, rng: np.rando
                      "max_act": max_act,
                      "histogram": {"edges": edges.round(5).tolist(), "counts": counts.tolist(),
                                    "scale": "log"},
+                     "quantiles": _quantiles(max_act, int(counts.sum())),
                      "top_logits": _logits(rng, 8, 1.0), "bottom_logits": _logits(rng, 8, -1.0),
                      "head_attribution": attribution})
     return rows
@@ -104,7 +119,8 @@ def example_rows(
             center = int(rng.integers(length // 3, length - 2))
             tokens, acts = _context(rng, length, peak, center)
             rows.append({"sae_id": sae_id, "latent": latent, "kind": kind, "rank": rank,
-                         "activation": acts[center], "tokens": tokens, "activations": acts, "center": center})
+                         "activation": acts[center], "tokens": tokens, "activations": acts, "center": center,
+                         "document": len(rows)})  # each context from its own document
     return rows
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from saelab.db import ResultsStore
 from saelab.evals.core import CoreEvalConfig, CoreMetrics, core_metric_rows, evaluate_core
-from saelab.evals.tokens import held_out_source, token_contexts, training_source
+from saelab.evals.tokens import document_contexts, held_out_source, token_contexts, training_source
 from saelab.workflows.storage import ensure_sae_row, write_dashboards, write_eval_metrics
 from saelab.workspace import Workspace
 
@@ -87,10 +87,10 @@ def _dashboards(model, sae, request: EvalRequest, context_len: int, sae_id: str,
 
     cfg = DashboardConfig(batch_size=request.batch_size, seed=request.seed)
     stage(f"dashboards: tokenizing {request.dashboard_tokens:,} tokens of the training corpus")
-    tokens = token_contexts(model.tokenizer, training_source(), request.dashboard_tokens, context_len,
-                            request.seed)
+    tokens, documents = document_contexts(model.tokenizer, training_source(), request.dashboard_tokens,
+                                          context_len, request.seed)
     stage(f"dashboards: {sae.cfg.d_sae:,} latents over {tokens.numel():,} tokens")
-    dash = compute_dashboards(model, sae, tokens, cfg, progress=progress)
+    dash = compute_dashboards(model, sae, tokens, cfg, progress=progress, documents=documents)
     stage("dashboards: building and storing rows")
     strings = vocab_strings(model.tokenizer, model.cfg.d_vocab)
     features, examples = feature_rows(dash, sae_id, strings), example_rows(dash, sae_id, strings, cfg)
