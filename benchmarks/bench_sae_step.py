@@ -42,7 +42,7 @@ def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     def step() -> None:
         out = sae(x, None, work)
         loss = sae.loss(x, out)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=False)  # as the trainer does with a workspace: .grad kept, never copied afresh
         loss.total.backward()
         opt.step()
         sae.post_step_(out)

@@ -24,6 +24,7 @@ Every part fits a power law, time ~ size^slope, by least squares on logarithms a
 """
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_dashboards import Clock, load, token_set
 from bench_sae_step import build_steps, time_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,23 +71,31 @@ def available_mib() -> float:
 # ---------------------------------------------------------------- part 1 and 2: one cell in its own process
 
 
-def run_cell(spec: dict) -> dict:
-    """Build each implementation of `spec` in turn, measuring its peak memory over build + one step, then time
-    them all in interleaved rounds. Runs inside the cell's own process."""
+def run_cells(spec: dict) -> list[dict]:
+    """For each k of `spec`: build each implementation in turn, measuring its peak memory over building it and
+    one step, then time them all in interleaved rounds. Runs inside the cells' own process (one per d_in and
+    width: starting a process that imports sparsify takes longer than a small cell)."""
     torch.set_num_threads(spec["threads"])
-    steps, peak_mib = {}, {}
-    for name in spec["names"]:
-        before = proc_status_kib("VmRSS")
-        reset_peak_rss()
-        built = build_steps(spec["d_in"], 0, spec["k"], spec["batch"], names=(name,), d_sae=spec["d_sae"])
-        if name not in built:
-            continue
-        built[name]()
-        peak_mib[name] = round((proc_status_kib("VmHWM") - before) / 1024, 1)
-        steps[name] = built[name]
     clock = time.process_time if spec["threads"] == 1 else time.perf_counter
-    seconds = time_rounds(steps, spec["rounds"], spec["warmup"], clock=clock)
-    return {**spec, "seconds": seconds, "peak_mib": peak_mib, "load": os.getloadavg()[0]}
+    for step in build_steps(16, 4, 4, 8, names=tuple(spec["names"])).values():
+        step()  # one-time costs (kernels, thread pools, lazy imports) out of the first measured implementation
+    cells = []
+    for k in spec["ks"]:
+        steps, peak_mib = {}, {}
+        for name in spec["names"]:
+            before = proc_status_kib("VmRSS")
+            reset_peak_rss()
+            built = build_steps(spec["d_in"], 0, k, spec["batch"], names=(name,), d_sae=spec["d_sae"])
+            if name not in built:
+                continue
+            built[name]()
+            peak_mib[name] = round((proc_status_kib("VmHWM") - before) / 1024, 1)
+            steps[name] = built[name]
+        seconds = time_rounds(steps, spec["rounds"], spec["warmup"], clock=clock)
+        cells.append({"k": k, "seconds": seconds, "peak_mib": peak_mib, "load": os.getloadavg()[0]})
+        del steps, built  # free this k's weights before the next k's are measured
+        gc.collect()
+    return cells
 
 
 def cell_in_subprocess(spec: dict, timeout_s: int = 1800) -> dict:
@@ -108,27 +116,31 @@ def process_groups(names: list[str], d_in: int, d_sae: int, budget_mib: float) -
     return [[name, "floor"] for name in names if name != "floor" and need[name] + need["floor"] <= budget_mib]
 
 
-def measure_cell(d_in: int, d_sae: int, k: int, names: list[str], args) -> dict:
-    """One cell: its implementations' seconds per step, their shares of the floor, and their peak memory."""
-    spec = {"d_in": d_in, "d_sae": d_sae, "k": k, "batch": args.batch, "rounds": args.rounds,
-            "warmup": args.warmup, "threads": args.threads}
+def measure_cells(d_in: int, d_sae: int, ks: list[int], names: list[str], args) -> list[dict]:
+    """Cells (d_in, d_sae, k) for each k: the implementations' seconds per step, their shares of the floor, and
+    their peak memory."""
+    spec = {"d_in": d_in, "d_sae": d_sae, "batch": args.batch, "rounds": args.rounds, "warmup": args.warmup,
+            "threads": args.threads}
     groups = process_groups(names, d_in, d_sae, available_mib() - args.headroom_mib)
-    cell = {**spec, "processes": len(groups), "share": {}, "seconds": {}, "peak_mib": {}, "load": []}
+    cells = [{**spec, "k": k, "processes": len(groups), "share": {}, "seconds": {}, "peak_mib": {}, "load": []}
+             for k in ks]
     for group in groups:
-        out = cell_in_subprocess({**spec, "names": group})
+        out = cell_in_subprocess({**spec, "ks": ks, "names": group})
         if "error" in out:
-            cell.setdefault("errors", []).append(f"{group}: {out['error']}")
+            for cell in cells:
+                cell.setdefault("errors", []).append(f"{group}: {out['error']}")
             continue
-        floor = out["seconds"]["floor"]
-        for name, seconds in out["seconds"].items():
-            if name != "floor":
-                cell["seconds"][name], cell["share"][name] = seconds, floor / seconds
-        cell["seconds"].setdefault("floor", floor)
-        cell["peak_mib"].update(out["peak_mib"])
-        cell["load"].append(round(out["load"], 2))
-    if not groups:
+        for cell, measured in zip(cells, out["cells"], strict=True):
+            floor = measured["seconds"]["floor"]
+            for name, seconds in measured["seconds"].items():
+                if name != "floor":
+                    cell["seconds"][name], cell["share"][name] = seconds, floor / seconds
+            cell["seconds"].setdefault("floor", floor)
+            cell["peak_mib"].update(measured["peak_mib"])
+            cell["load"].append(round(measured["load"], 2))
+    for cell in cells if not groups else []:
         cell["errors"] = [f"skipped: too large for the {available_mib():.0f} MiB available"]
-    return cell
+    return cells
 
 
 # ---------------------------------------------------------------- power laws
@@ -150,8 +162,7 @@ def step_grid(args) -> dict:
     cells = []
     for d_in in args.d_in:
         for width in args.width:
-            for k in args.k:
-                cell = measure_cell(d_in, width * d_in, k, ["saelab", "sparsify", "floor"], args)
+            for cell in measure_cells(d_in, width * d_in, args.k, ["saelab", "sparsify", "floor"], args):
                 cells.append({**cell, "width": width})
                 print(step_row(cells[-1]), flush=True)
     laws = {}
@@ -186,8 +197,8 @@ STEP_HEADER = ("| d_in | width (d_sae) | k | saelab tok/s | saelab / floor | spa
 
 
 def crossover(args) -> dict:
-    cells = [measure_cell(args.crossover_d_in, args.crossover_width * args.crossover_d_in, k,
-                          ["saelab", "dense torch", "floor"], args) for k in args.crossover_k]
+    cells = measure_cells(args.crossover_d_in, args.crossover_width * args.crossover_d_in, args.crossover_k,
+                          ["saelab", "dense torch", "floor"], args)
     for c in cells:
         print(crossover_row(c), flush=True)
     wins = [c["k"] for c in cells if c["seconds"].get("dense torch", np.inf) < c["seconds"].get("saelab", np.inf)]
@@ -212,6 +223,9 @@ CROSSOVER_HEADER = ("| k | saelab (sparse) ms/step | dense torch ms/step | floor
 
 
 def dashboards(args) -> dict:
+    # here, not at the top: bench_dashboards imports TransformerLens, slow to import in every cell's process
+    from bench_dashboards import Clock, load, token_set
+
     from saelab.evals.features import DashboardConfig, compute_dashboards
     from saelab.sae import SAE, SAEConfig
 
@@ -354,9 +368,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-in", type=int, nargs="+", default=[256, 768, 2048])
     p.add_argument("--width", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--k", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=0, help="untimed steps (each cell's memory step comes first)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every measurement")
     p.add_argument("--headroom-mib", type=float, default=4096, help="memory left free for other jobs")
     p.add_argument("--crossover-d-in", type=int, default=256)
@@ -369,7 +383,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpt2-layers", type=int, nargs="+", default=[1, 3, 6, 12])
     p.add_argument("--circuit-prompts", type=int, default=16, help="prompt pairs (sae_codes needs >= 10)")
     p.add_argument("--acdc-max-edges", type=int, default=3000, help="ACDC only on graphs this small")
-    p.add_argument("--out", type=Path, default=RESULTS / "bench_scaling.json", help="JSON; the .md goes beside it")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON, the .md beside it (default results/bench_scaling.json, _quick with --quick)")
     p.add_argument("--cell", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -377,13 +392,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.crossover_d_in, args.crossover_width, args.crossover_k = 32, 8, [4, 64]
         args.dash_d_sae, args.dash_tokens = [256, 512], [512, 1024]
         args.tiny_layers, args.gpt2_layers, args.circuit_prompts, args.acdc_max_edges = [1, 2], [], 10, 200
+    args.out = args.out or RESULTS / f"bench_scaling{'_quick' if args.quick else ''}.json"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.cell:
-        print(json.dumps(run_cell(json.loads(args.cell))))
+        print(json.dumps({"cells": run_cells(json.loads(args.cell))}))
         return 0
     report = {"load_start": [round(x, 2) for x in os.getloadavg()], "threads": args.threads, "batch": args.batch,
               "rounds": args.rounds, "warmup": args.warmup, "crossover_d_in": args.crossover_d_in,

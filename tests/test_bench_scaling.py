@@ -51,7 +51,8 @@ def test_quick_grid_writes_its_tables(tmp_path) -> None:
     for cell in cells:
         assert not cell.get("errors"), cell["errors"]
         assert {"saelab", "floor"} <= cell["seconds"].keys() and 0 < cell["share"]["saelab"]
-        assert cell["peak_mib"]["saelab"] > 0
+    # 128 x 32 weights: a few MiB at most, unless the whole process's RSS were counted (hundreds of MiB)
+    assert 0 <= cells[0]["peak_mib"]["saelab"] < 64
     assert [c["k"] for c in report["crossover"]["cells"]] == [4, 64]
     assert all("dense torch" in c["seconds"] for c in report["crossover"]["cells"])
     table = out.with_suffix(".md").read_text()
