@@ -335,9 +335,12 @@ def circuit_table(result: dict) -> str:
 
 def markdown(report: dict) -> str:
     clock = "CPU seconds (time.process_time)" if report["threads"] == 1 else "wall seconds"
-    out = [f"Load average at the start: {report['load_start']}; torch threads {report['threads']}; steps timed in "
-           f"{clock}; "
-           f"batch {report['batch']} rows; {report['rounds']} timed rounds after {report['warmup']} warm-up.\n"]
+    out = [f"Load average at the start: {report['load_start']}, at the end: {report.get('load_end')}; torch "
+           f"threads {report['threads']}; times in {clock}."]
+    if {"step", "crossover"} & report.keys():
+        out[0] += (f" Steps: batch {report['batch']} rows, {report['rounds']} timed rounds after "
+                   f"{report['warmup']} warm-up and each cell's memory step.")
+    out[0] += "\n"
     if "step" in report:
         out += ["### TopK step grid\n", STEP_HEADER, *map(step_row, report["step"]["cells"]),
                 "\nPower laws (seconds per step ~ d_in^a width^b k^c; peak memory likewise): "
