@@ -42,7 +42,7 @@ def saelab_step(d_in: int, d_sae: int, k: int, x: torch.Tensor) -> Step:
     def step() -> None:
         out = sae(x, None, work)
         loss = sae.loss(x, out)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=False)  # as the trainer does with a workspace: .grad kept, never copied afresh
         loss.total.backward()
         opt.step()
         sae.post_step_(out)
@@ -143,9 +143,13 @@ def build_steps(
     return steps
 
 
-def time_rounds(steps: dict[str, Step], rounds: int, warmup: int, device: str = "cpu") -> dict[str, float]:
+def time_rounds(
+    steps: dict[str, Step], rounds: int, warmup: int, device: str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
     """Median seconds per step of each implementation, timing them in interleaved rounds (on CUDA each step is
-    waited for before its clock stops)."""
+    waited for before its clock stops). `clock` may be time.process_time: with one torch thread, CPU seconds are
+    the wall time on an idle core, which a machine shared with other jobs cannot give."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for step in steps.values():
         for _ in range(warmup):
@@ -154,10 +158,10 @@ def time_rounds(steps: dict[str, Step], rounds: int, warmup: int, device: str = 
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start = clock()
             step()
             sync()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 

@@ -32,6 +32,7 @@ BENCHMARKS = [
       "--out", "benchmarks/results/bench_sae_quality_lr_sweep.json"]),
     ("Feature dashboards", "bench_dashboards.py", ["--quick"]),
     ("Circuit methods: time and AUC", "bench_circuits.py", ["--quick"]),
+    ("Scaling map (issue 18, item 4)", "bench_scaling.py", ["--quick"]),
     ("Web app latency", "bench_app.py", ["--quick"]),
 ]
 
