@@ -51,6 +51,8 @@ class Cell(NamedTuple):
     condition: str
     claimed: bool
     n: int
+    """Prompts scored: those of the `drawn` that fit the model's context (the SIIT models' n_ctx is 64)."""
+    drawn: int
     seed: int
     accuracy: float
     metric: float
@@ -69,23 +71,34 @@ def condition_vocabulary(task: str, condition: str) -> TaskVocabulary:
     }[condition]
 
 
-def dataset(tokenizer, task: str, condition: str, n: int, seed: int) -> TaskDataset:
+def dataset(tokenizer, task: str, condition: str, n: int, seed: int, n_ctx: int) -> TaskDataset | None:
+    """The condition's n prompts, less those longer than n_ctx tokens (BOS counted); None if none fit."""
     if condition in ("train", "heldout"):
-        return get_task(task).generate(tokenizer, n, seed, vocabulary="tiny", split=condition)
-    spec = get_task(task)
-    pairs = spec.sample_pairs(random.Random(seed), n, condition_vocabulary(task, condition), tokenizer,
-                              spec.default_corruption)
-    return build_dataset(task, spec.default_corruption, tokenizer, pairs)
+        data = get_task(task).generate(tokenizer, n, seed, vocabulary="tiny", split=condition)
+    else:
+        spec = get_task(task)
+        pairs = spec.sample_pairs(random.Random(seed), n, condition_vocabulary(task, condition), tokenizer,
+                                  spec.default_corruption)
+        data = build_dataset(task, spec.default_corruption, tokenizer, pairs)
+    fits = (data.positions["end"] < n_ctx).tolist()
+    if all(fits):
+        return data
+    kept = [pair for pair, fit in zip(data.pairs, fits, strict=True) if fit]
+    return build_dataset(task, data.corruption, tokenizer, kept) if kept else None
 
 
 @torch.no_grad()
 def score(model, name: str, task: str, condition: str, n: int, seed: int, chunk: int = 250) -> Cell:
-    data = dataset(model.tokenizer, task, condition, n, seed)
-    logits = torch.cat([model(data.clean_tokens[i:i + chunk]) for i in range(0, n, chunk)])
+    data = dataset(model.tokenizer, task, condition, n, seed, model.cfg.n_ctx)
+    claimed = task in claims(name)
+    if data is None:
+        nan = float("nan")
+        return Cell(name, task, condition, claimed, 0, n, seed, nan, nan, nan)
+    logits = torch.cat([model(data.clean_tokens[i:i + chunk]) for i in range(0, len(data), chunk)])
     metric = get_task(task).metric(logits, data)
     accuracy = get_task(task).accuracy(logits, data).float().mean().item()
-    claimed = task in claims(name)
-    return Cell(name, task, condition, claimed, n, seed, accuracy, metric.mean().item(), metric.std().item())
+    return Cell(name, task, condition, claimed, len(data), n, seed, accuracy, metric.mean().item(),
+                metric.std().item())
 
 
 def claims(name: str) -> tuple[str, ...]:
@@ -102,18 +115,22 @@ def model_directory(name: str) -> Path:
 
 
 def table(cells: list[Cell]) -> list[str]:
-    lines = ["| task | claimed | prompts | seed | train acc | train metric | heldout acc | heldout metric "
-             "| heldout layouts acc | heldout words acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | claimed | seed | train acc | train metric | heldout acc | heldout metric "
+             "| heldout layouts acc | heldout words acc |", "|---|---|---|---|---|---|---|---|---|"]
     by = {(c.task, c.condition): c for c in cells}
     for task in TASKS:
         row = [by[(task, cond)] for cond in CONDITIONS]
         lines.append(
-            f"| {task} | {'yes' if row[0].claimed else 'no'} | {row[0].n} each | {row[0].seed} "
-            f"| {row[0].accuracy:.3f} | {row[0].metric:.2f} ± {row[0].metric_std:.2f} "
-            f"| {row[1].accuracy:.3f} | {row[1].metric:.2f} ± {row[1].metric_std:.2f} "
-            f"| {row[2].accuracy:.3f} | {row[3].accuracy:.3f} |"
+            f"| {task} | {'yes' if row[0].claimed else 'no'} | {row[0].seed} "
+            f"| {row[0].accuracy:.3f} (n {_count(row[0])}) | {row[0].metric:.2f} ± {row[0].metric_std:.2f} "
+            f"| {row[1].accuracy:.3f} (n {_count(row[1])}) | {row[1].metric:.2f} ± {row[1].metric_std:.2f} "
+            f"| {row[2].accuracy:.3f} (n {_count(row[2])}) | {row[3].accuracy:.3f} (n {_count(row[3])}) |"
         )
     return lines
+
+
+def _count(cell: Cell) -> str:
+    return str(cell.n) if cell.n == cell.drawn else f"{cell.n} of {cell.drawn} that fit n_ctx"
 
 
 SPLIT_NOTE = (
