@@ -178,6 +178,8 @@ def main() -> int:
     command = "PYTHONPATH=. .venv/bin/python benchmarks/bench_heldout.py"
     if args.n != 1000 or args.seed != 777:
         command += f" --n {args.n} --seed {args.seed}"
+    if args.models != list(MODELS):
+        command += f" --models {' '.join(args.models)} --out {args.out}"
     results, markdown = {}, []
     for name in args.models:
         started = time.time()
