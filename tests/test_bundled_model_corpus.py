@@ -104,7 +104,7 @@ def test_train_config_rejects_bad_values():
 
 
 def test_broad_corpus_split_widens_only_the_docstring_texts():
-    """--corpus-split broad: the docstring texts draw the extra names; the other tasks' texts are unchanged."""
+    """--corpus-split broad: docstring texts draw the extra names; the other tasks' texts are unchanged."""
     from saelab.tasks import words
 
     module = _train_lm()
