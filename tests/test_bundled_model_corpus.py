@@ -99,6 +99,21 @@ def test_train_config_rejects_bad_values():
         module.TrainConfig(d_model=100, n_heads=8)
     with pytest.raises(ValueError, match="required task"):
         module.TrainConfig(required=("ioi", "nope"))
+    with pytest.raises(ValueError, match="never 'heldout'"):
+        module.TrainConfig(corpus_split="heldout")
+
+
+def test_broad_corpus_split_widens_only_the_docstring_texts():
+    """--corpus-split broad: docstring texts draw the extra names; the other tasks' texts are unchanged."""
+    from saelab.tasks import words
+
+    module = _train_lm()
+    assert module.generated_texts("ioi", 50, 3, "broad") == module.generated_texts("ioi", 50, 3)
+    broad = " ".join(module.generated_texts("docstring", 200, 3, "broad"))
+    train = " ".join(module.generated_texts("docstring", 200, 3))
+    extra = set(words.DOCSTRING_EXTRA_VARIABLES)
+    assert len(extra & set(broad.replace("(", " ").replace(",", " ").split())) > 50
+    assert not extra & set(train.replace("(", " ").replace(",", " ").split())
 
 
 def test_code_batches_are_a_function_of_seed_and_step():

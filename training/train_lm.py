@@ -94,6 +94,17 @@ class TrainConfig:
     threads: int = 1
     """torch threads. On 2 shared, oversubscribed cores one thread measured ~10x faster than two (OpenMP
     workers wait on each other when another process holds a core)."""
+    corpus_split: str = "train"
+    """The task split the generated texts come from: "train" (the bundled models' generators) or "broad"
+    (the wider docstring generator: more argument counts and words, still disjoint from "heldout")."""
+    init_from: str = ""
+    """A saved model (name or directory) whose weights start the run instead of a random initialisation
+    (continued training); empty for a fresh model."""
+    early_stop: bool = True
+    """Stop once the thresholds hold on the confirmation set; off, the run goes to max_steps / the time
+    limit (continued training starts from a model that already meets them)."""
+    out_dir: str = ""
+    """Where to ship the model; empty: data/models/NAME."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -105,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"required task {task!r} is not one of {sorted(THRESHOLDS)}")
         if max(self.code_len, self.gen_len) > self.n_ctx:
             raise ValueError(f"code_len {self.code_len} / gen_len {self.gen_len} exceed n_ctx {self.n_ctx}")
+        if self.corpus_split not in ("train", "broad"):
+            raise ValueError(f"corpus_split {self.corpus_split!r} must be 'train' or 'broad' (never 'heldout')")
 
     @property
     def run_dir(self) -> Path:
@@ -146,10 +159,10 @@ def code_batch(stream: np.ndarray, bos: int, cfg: TrainConfig, step: int) -> "Ba
     return Batch(tokens, torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool))
 
 
-def generated_texts(source: str, n: int, seed: int) -> list[str]:
+def generated_texts(source: str, n: int, seed: int, split: str = "train") -> list[str]:
     if source == "narrative":
         return corpus.narrative_texts(n, seed)
-    return get_task(source).corpus_texts(n, seed=seed, vocabulary="tiny")
+    return get_task(source).corpus_texts(n, seed=seed, vocabulary="tiny", split=split)
 
 
 class Batch(NamedTuple):
@@ -174,7 +187,8 @@ def generated_batches(tokenizer: Tokenizer, cfg: TrainConfig, step: int) -> tupl
     for index, (source, share) in enumerate(zip(GENERATED_SOURCES, cfg.shares, strict=True)):
         n = round(budget * share / MEAN_TOKENS[source])
         if n:
-            texts = generated_texts(source, n, seed=(cfg.seed * 1_000_003 + step) * 8 + index)
+            texts = generated_texts(source, n, seed=(cfg.seed * 1_000_003 + step) * 8 + index,
+                                    split=cfg.corpus_split)
             encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
             batch = pad_rows([[bos, *e.ids, bos][: cfg.gen_len] for e in encoded], bos)
             batches.append(batch)
@@ -332,7 +346,7 @@ def periodic_eval(model, streams: dict, cfg: TrainConfig, state: dict) -> dict:
     held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx, max_contexts=8)
     entry = {"step": step, "elapsed_s": round(state["elapsed_s"]), "loss_code": state["loss_code"],
              "loss_gen": state["loss_gen"], "held_out_loss_8ctx": held, "scores": scores}
-    if thresholds_met(scores, cfg.required):
+    if cfg.early_stop and thresholds_met(scores, cfg.required):
         confirm = task_scores(model, cfg.final_prompts, seed=CONFIRM_SEED + step)
         entry["confirm"] = confirm
         if thresholds_met(confirm, cfg.required):
@@ -348,6 +362,8 @@ def train(cfg: TrainConfig, tokenizer: Tokenizer, schedule: str) -> tuple[Hooked
     """Train (resuming from the run's checkpoint if there is one); returns the model, state and streams."""
     torch.set_num_threads(cfg.threads)
     model = build_model(cfg, tokenizer)
+    if cfg.init_from:
+        model.load_state_dict(load_model(cfg.init_from).state_dict())
     optimizer = make_optimizer(model, cfg)
     checkpoint = cfg.run_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint, model, optimizer) or new_state()
@@ -463,7 +479,7 @@ def ship(model: HookedTransformer, cfg: TrainConfig, state: dict, streams: dict,
     final = task_scores(model, cfg.final_prompts, seed=FINAL_SEED)
     held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx)
     card = model_card(cfg, state, final, held, commands, schedule)
-    out = data_dir() / "models" / cfg.name
+    out = Path(cfg.out_dir) if cfg.out_dir else data_dir() / "models" / cfg.name
     save_model(model, out, weights_dtype=torch.float16, extra=card)
     (out / "MODEL_CARD.md").write_text(card_markdown(card))
     reloaded = task_scores(load_model(str(out)), 200, seed=FINAL_SEED)
@@ -484,7 +500,7 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool or field.type == "bool":
-            parser.add_argument(flag, action="store_true", default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
         elif isinstance(field.default, tuple):
             element = float if field.default and isinstance(field.default[0], float) else str
             parser.add_argument(flag, type=lambda s, t=element: tuple(t(x) for x in s.split(",") if x),

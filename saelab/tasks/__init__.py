@@ -7,6 +7,11 @@ Example::
     data = task.generate(model.tokenizer, n=64, seed=0)  # canonical (GPT-2) word lists
     task.metric(model(data.clean_tokens), data)  # logit(IO) − logit(S) per prompt
     texts = task.corpus_texts(1000, seed=0, vocabulary="tiny")  # training text
+    held = task.generate(model.tokenizer, n=64, seed=0, vocabulary="tiny", split="heldout")
+
+Splits (data in each task module and words.py): "train" is what the bundled models were trained and stopped
+on, "broad" the wider training generator (docstring only; the same as "train" elsewhere), "heldout"
+layouts and words no training generator draws, for evaluation only (`corpus_texts` refuses it).
 """
 
 from saelab.tasks.base import PosNeg, Prompt, PromptPair, TaskDataset, TaskVocabulary

@@ -9,6 +9,10 @@ from torch import Tensor
 
 VocabularyKind = Literal["canonical", "tiny"]
 VOCABULARY_KINDS: tuple[str, ...] = ("canonical", "tiny")
+SPLITS: tuple[str, ...] = ("train", "broad", "heldout")
+"""Task splits: "train" (what the bundled models were trained and stopped on), "broad" (the wider training
+generator; the same as "train" except where a task widens it) and "heldout" (layouts and words no training
+generator ever draws: evaluation only)."""
 
 Span = tuple[int, int]
 
@@ -24,10 +28,17 @@ class TaskVocabulary:
     single_tokens: tuple[str, ...]
     """Strings exactly as they appear in prompts (with their leading space where they follow one) that a
     tokenizer must keep as single tokens for the task's prompts to be valid."""
+    split: str = "train"
+    """Which of `SPLITS` these lists belong to."""
+    layouts: tuple[Any, ...] = ()
+    """The prompt layouts `Task.generate` draws from, task-specific (IOI: template strings; greater-than:
+    (text before " XX", text between "YY" and the final " XX"); docstring: `DocstringSetting`s)."""
 
     def __post_init__(self) -> None:
         if self.kind not in VOCABULARY_KINDS:
             raise ValueError(f"vocabulary kind {self.kind!r} is not one of {VOCABULARY_KINDS}")
+        if self.split not in SPLITS:
+            raise ValueError(f"vocabulary split {self.split!r} is not one of {SPLITS}")
         for key, values in self.words.items():
             if len(set(values)) != len(values):
                 raise ValueError(f"vocabulary list {key!r} has duplicate words")
@@ -77,12 +88,14 @@ class TaskDataset:
     answer_ids: Int[Tensor, " batch"]
     """The correct next token at "end"."""
     wrong_ids: Int[Tensor, "batch n_wrong"]
-    """IOI: [S]; docstring: the other signature args; greater-than: none (n_wrong = 0)."""
+    """IOI: [S]; docstring: the other signature args; greater-than: none (n_wrong = 0). Rows shorter than
+    the longest (prompts of several layouts) repeat their last id, which changes no max over a row."""
     candidate_ids: Int[Tensor, "batch n_candidates"]
     """The tokens a metric ranges over: IOI [IO, S]; greater-than "00".."99" in order; docstring the
     signature args in order."""
     positions: dict[str, Int[Tensor, " batch"]]
-    """Named token positions (BOS counted): always "end", the last prompt token, where the answer is due."""
+    """Named token positions (BOS counted): always "end", the last prompt token, where the answer is due;
+    the slots every prompt of the batch has (prompts of several layouts may have others)."""
     attributes: dict[str, list]
     """Per-prompt attributes of the clean prompts (IOI: "IO", "S", "pos", "template"; greater-than "YY")."""
     pairs: tuple[PromptPair, ...] = field(repr=False)

@@ -104,9 +104,16 @@ def _answer_tensors(
     strings = [s for p in prompts for s in (p.answer, *p.wrong, *p.candidates)]
     ids = require_single_tokens(tokenizer, strings)
     answer = torch.tensor([ids[p.answer] for p in prompts], dtype=torch.long)
-    wrong = torch.tensor([[ids[s] for s in p.wrong] for p in prompts], dtype=torch.long)
-    candidates = torch.tensor([[ids[s] for s in p.candidates] for p in prompts], dtype=torch.long)
+    wrong = _repeat_last([[ids[s] for s in p.wrong] for p in prompts])
+    candidates = _repeat_last([[ids[s] for s in p.candidates] for p in prompts])
     return answer, wrong.reshape(len(prompts), -1), candidates.reshape(len(prompts), -1)
+
+
+def _repeat_last(rows: Sequence[list[int]]) -> torch.Tensor:
+    """Rows padded to the longest by repeating their last id: a repeated id changes no max over the row
+    (prompts of several layouts have different numbers of wrong answers and candidates)."""
+    length = max(len(row) for row in rows)
+    return torch.tensor([row + row[-1:] * (length - len(row)) for row in rows], dtype=torch.long)
 
 
 def build_dataset(
@@ -120,9 +127,8 @@ def build_dataset(
     corrupted = encode_prompts(tokenizer, [p.corrupted for p in pairs])
     for c, k, pair in zip(clean, corrupted, pairs, strict=True):
         _check_aligned(c, k, pair)
-    names = clean[0].positions.keys()
-    if any(e.positions.keys() != names for e in clean):
-        raise ValueError(f"task {task!r}: prompts name different slots; every prompt needs {sorted(names)}")
+    # Prompts of several layouts (a held-out split) can name different slots: keep those every prompt has.
+    names = [name for name in clean[0].positions if all(name in e.positions for e in clean)]
     length = max(len(e.ids) for e in clean)
     answer_ids, wrong_ids, candidate_ids = _answer_tensors(tokenizer, [p.clean for p in pairs])
     positions = {name: torch.tensor([e.positions[name] for e in clean], dtype=torch.long) for name in names}
@@ -141,3 +147,11 @@ def build_dataset(
         attributes={key: [p.clean.attributes[key] for p in pairs] for key in attribute_keys},
         pairs=tuple(pairs),
     )
+
+
+def choose_layout(rng, layouts: Sequence):
+    """The one layout, or a uniform draw when there are several (a single layout consumes no randomness, so
+    a split with one layout draws exactly the prompts it drew before layouts existed)."""
+    if not layouts:
+        raise ValueError("a split needs at least one layout to draw prompts from")
+    return layouts[0] if len(layouts) == 1 else rng.choice(layouts)

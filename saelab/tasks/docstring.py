@@ -11,7 +11,7 @@ from torch import Tensor
 
 from saelab.tasks import metrics, words
 from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
-from saelab.tasks.build import Piece, compose
+from saelab.tasks.build import Piece, choose_layout, compose
 from saelab.tasks.task import Task
 
 INDENT = "    "
@@ -45,6 +45,53 @@ class DocstringSetting:
 
 
 PUBLISHED = DocstringSetting()
+
+
+@dataclass(frozen=True)
+class CorpusRanges:
+    """The argument counts and description lengths a docstring training text draws from (uniformly, each
+    independently) when it is not in the published setting (half of them are)."""
+
+    n_prefix: tuple[int, ...]
+    n_matching: tuple[int, ...]
+    n_suffix: tuple[int, ...]
+    desc_words: tuple[int, ...]
+    method_desc_words: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("n_prefix", "n_matching", "n_suffix", "desc_words", "method_desc_words"):
+            if not getattr(self, name):
+                raise ValueError(f"CorpusRanges.{name} is empty; give at least one count")
+        DocstringSetting(max(self.n_prefix), max(self.n_matching), max(self.n_suffix))  # validates the counts
+
+    def draw(self, rng: random.Random) -> DocstringSetting:
+        return DocstringSetting(
+            n_prefix=rng.choice(self.n_prefix),
+            n_matching=rng.choice(self.n_matching),
+            n_suffix=rng.choice(self.n_suffix),
+            desc_words=rng.choice(self.desc_words),
+            method_desc_words=rng.choice(self.method_desc_words),
+        )
+
+
+CORPUS_RANGES: dict[str, CorpusRanges] = {
+    "train": CorpusRanges((0, 1, 2), (2, 3, 4), (0, 1, 2), (1, 2, 3), (2, 3, 4, 5)),
+    "broad": CorpusRanges((0, 1, 2, 3), (2, 3, 4, 6), (0, 1, 2, 4), (1, 2, 3), (2, 3, 4, 5)),
+}
+"""Training-text layouts by split: "train" made the bundled models; "broad" adds argument counts around the
+held-out ones (and more words, see `words.DOCSTRING_EXTRA_*`)."""
+HELDOUT_MATCHING = 5
+"""Documented-argument count (matching args) no training split draws: 4 `:param` lines before the answer."""
+HELDOUT_SUFFIX = 3
+"""Suffix-argument count no training split draws."""
+HELDOUT_LAYOUTS: tuple[DocstringSetting, ...] = tuple(
+    DocstringSetting(n_prefix=p, n_matching=m, n_suffix=s)
+    for p in (0, 1, 2)
+    for m in (2, 3, 4, HELDOUT_MATCHING)
+    for s in (0, 1, 2, HELDOUT_SUFFIX)
+    if m == HELDOUT_MATCHING or s == HELDOUT_SUFFIX
+)
+"""Evaluation-only layouts: each has the held-out matching count or the held-out suffix count (or both)."""
 
 
 def _slot(index: int, where: str, n_matching: int) -> str | None:
@@ -167,22 +214,15 @@ def sample_pairs(
 ) -> list[PromptPair]:
     pairs = []
     for _ in range(n):
-        draw = _draw(rng, vocab, PUBLISHED)
-        clean = _prompt(draw, "clean", "clean", PUBLISHED)
-        pairs.append(PromptPair(clean, _prompt(draw, *CORRUPTIONS[corruption], PUBLISHED)))
+        setting = choose_layout(rng, vocab.layouts)
+        draw = _draw(rng, vocab, setting)
+        clean = _prompt(draw, "clean", "clean", setting)
+        pairs.append(PromptPair(clean, _prompt(draw, *CORRUPTIONS[corruption], setting)))
     return pairs
 
 
-def _corpus_setting(rng: random.Random) -> DocstringSetting:
-    if rng.random() < 0.5:
-        return PUBLISHED
-    return DocstringSetting(
-        n_prefix=rng.randint(0, 2),
-        n_matching=rng.randint(2, 4),
-        n_suffix=rng.randint(0, 2),
-        desc_words=rng.randint(1, 3),
-        method_desc_words=rng.randint(2, 5),
-    )
+def _corpus_setting(rng: random.Random, ranges: CorpusRanges) -> DocstringSetting:
+    return PUBLISHED if rng.random() < 0.5 else ranges.draw(rng)
 
 
 def corpus_function(draw: _Draw, setting: DocstringSetting, return_arg: str) -> str:
@@ -200,9 +240,10 @@ def corpus_function(draw: _Draw, setting: DocstringSetting, return_arg: str) -> 
 
 def corpus(rng: random.Random, n: int, vocab: TaskVocabulary) -> list[str]:
     """Whole functions; half in the published setting, whose prompts are prefixes of these texts."""
+    ranges = CORPUS_RANGES[vocab.split]
     texts = []
     for _ in range(n):
-        setting = _corpus_setting(rng)
+        setting = _corpus_setting(rng, ranges)
         draw = _draw(rng, vocab, setting)
         nouns = vocab.words["descriptions"]
         extra = [rng.sample(nouns, setting.desc_words) for _ in range(setting.n_suffix + 1)]
@@ -229,18 +270,42 @@ def docstring_accuracy(
     )
 
 
-def _vocabulary(kind: str) -> TaskVocabulary:
-    variables = words.DOCSTRING_VARIABLES
+_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": (words.DOCSTRING_VARIABLES, words.DOCSTRING_NOUNS),
+    "broad": (
+        words.DOCSTRING_VARIABLES + words.DOCSTRING_EXTRA_VARIABLES,
+        words.DOCSTRING_NOUNS + words.DOCSTRING_EXTRA_NOUNS,
+    ),
+    "heldout": (words.DOCSTRING_HELDOUT_VARIABLES, words.DOCSTRING_HELDOUT_NOUNS),
+}
+"""Split → (argument names, description words)."""
+_LAYOUTS: dict[str, tuple[DocstringSetting, ...]] = {
+    "train": (PUBLISHED,),
+    "broad": (PUBLISHED,),
+    "heldout": HELDOUT_LAYOUTS,
+}
+"""Split → the layouts `Task.generate` draws evaluation prompts from."""
+
+
+def _vocabulary(kind: str, split: str) -> TaskVocabulary:
+    variables, descriptions = _WORDS[split]
     return TaskVocabulary(
         kind=kind,
-        words={"variables": variables, "descriptions": words.DOCSTRING_NOUNS},
+        words={"variables": variables, "descriptions": descriptions},
         single_tokens=tuple(f" {v}" for v in variables),
+        split=split,
+        layouts=_LAYOUTS[split],
     )
+
+
+def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
+    return {kind: _vocabulary(kind, split) for kind in ("canonical", "tiny")}
 
 
 DOCSTRING = Task(
     name="docstring",
-    vocabularies={"canonical": _vocabulary("canonical"), "tiny": _vocabulary("tiny")},
+    vocabularies=_vocabularies("train"),
+    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
     corruptions=tuple(CORRUPTIONS),
     sample_pairs=sample_pairs,
     corpus=corpus,

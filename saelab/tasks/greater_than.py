@@ -8,7 +8,7 @@ from torch import Tensor
 
 from saelab.tasks import metrics, words
 from saelab.tasks.base import Prompt, PromptPair, TaskDataset, TaskVocabulary
-from saelab.tasks.build import compose, tokenizer_name
+from saelab.tasks.build import choose_layout, compose, tokenizer_name
 from saelab.tasks.task import Task
 
 CENTURIES: tuple[int, ...] = tuple(range(11, 18))
@@ -27,6 +27,16 @@ CORPUS_TEMPLATES: tuple[str, ...] = (
     "The {noun} began in {start} and ended in {end}.",
     "The {noun} ran from the year {start} until the year {end}.",
 )
+
+GreaterThanLayout = tuple[str, str]
+"""(text before " XX" with a {noun} field, text between "YY" and the final " XX")."""
+TRAIN_LAYOUTS: tuple[GreaterThanLayout, ...] = (("The {noun} lasted from the year", " to the year"),)
+"""Hanna et al.'s evaluation prompt (the first of CORPUS_TEMPLATES)."""
+HELDOUT_LAYOUTS: tuple[GreaterThanLayout, ...] = (
+    ("The {noun} went on from the year", " through the year"),
+    ("The {noun} took place between the year", " and the year"),
+)
+"""Wordings no training text uses (evaluation only; Task.generate(split="heldout"))."""
 
 
 def valid_years(tokenizer) -> list[tuple[int, int]]:
@@ -47,13 +57,16 @@ def _splits(tokenizer, xx: int, yy: int) -> bool:
     return encode(f" {xx}{yy:02d}") == encode(f" {xx}") + encode(f"{yy:02d}")
 
 
-def greater_than_prompt(noun: str, xx: int, yy: int, answer_yy: int) -> Prompt:
+def greater_than_prompt(
+    noun: str, xx: int, yy: int, answer_yy: int, layout: GreaterThanLayout = TRAIN_LAYOUTS[0]
+) -> Prompt:
+    head, middle = layout
     text, slots = compose(
         [
-            (f"The {noun} lasted from the year", None),
+            (head.format(noun=noun), None),
             (f" {xx}", "XX"),
             (f"{yy:02d}", "YY"),
-            (f" to the year {xx}", None),
+            (f"{middle} {xx}", None),
         ]
     )
     return Prompt(
@@ -75,10 +88,11 @@ def sample_pairs(
         noun = rng.choice(vocab.words["nouns"])
         xx, yy = rng.choice(years)
         answer_yy = rng.randint(yy + 1, 99)
+        layout = choose_layout(rng, vocab.layouts)
         pairs.append(
             PromptPair(
-                greater_than_prompt(noun, xx, yy, answer_yy),
-                greater_than_prompt(noun, xx, CORRUPT_YY, answer_yy),
+                greater_than_prompt(noun, xx, yy, answer_yy, layout),
+                greater_than_prompt(noun, xx, CORRUPT_YY, answer_yy, layout),
             )
         )
     return pairs
@@ -116,17 +130,28 @@ def greater_than_accuracy(
     return metrics.year_argmax_later(end_logits, data.candidate_ids, _start_yy(data))
 
 
-def _vocabulary(kind: str) -> TaskVocabulary:
+def _vocabulary(kind: str, split: str) -> TaskVocabulary:
+    """Centuries and two-digit years are shared by every split (they are the task); nouns and wordings are
+    not."""
+    held = split == "heldout"
+    nouns = words.GREATER_THAN_HELDOUT_NOUNS if held else words.GREATER_THAN_NOUNS
     return TaskVocabulary(
         kind=kind,
-        words={"nouns": words.GREATER_THAN_NOUNS, "centuries": tuple(str(c) for c in CENTURIES)},
+        words={"nouns": nouns, "centuries": tuple(str(c) for c in CENTURIES)},
         single_tokens=tuple(f" {c}" for c in CENTURIES) + TWO_DIGITS,
+        split=split,
+        layouts=HELDOUT_LAYOUTS if held else TRAIN_LAYOUTS,
     )
+
+
+def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
+    return {kind: _vocabulary(kind, split) for kind in ("canonical", "tiny")}
 
 
 GREATER_THAN = Task(
     name="greater_than",
-    vocabularies={"canonical": _vocabulary("canonical"), "tiny": _vocabulary("tiny")},
+    vocabularies=_vocabularies("train"),
+    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
     corruptions=("01",),
     sample_pairs=sample_pairs,
     corpus=corpus,

@@ -40,6 +40,13 @@ TRAINING_TEMPLATES: tuple[str, ...] = (
     "Then, [B] and [A] talked for hours, and later [B] wrote a letter to",
     "When [B] and [A] left the [PLACE], [B] lent the [OBJECT] to",
 )
+# Held-out templates: no training generator uses them (evaluation only; Task.generate(split="heldout")).
+HELDOUT_TEMPLATES: tuple[str, ...] = (
+    "Earlier, [B] and [A] drove to the [PLACE]. [B] offered a [OBJECT] to",
+    "In the morning [B] and [A] stayed at the [PLACE], and [B] sold the [OBJECT] to",
+    "Since [B] and [A] were both at the [PLACE], [B] mailed a [OBJECT] to",
+    "After work, [B] and [A] went shopping near the [PLACE]. Then [B] gave the [OBJECT] to",
+)
 
 _PLACEHOLDER = re.compile(r"( ?\[(?:A|B|PLACE|OBJECT)\])")
 
@@ -68,9 +75,16 @@ def _pieces(template: str, first: str, io: str, s2: str, place: str, obj: str) -
     return pieces
 
 
-def ioi_prompt(template_index: int, order: str, names: tuple[str, str, str], place: str, obj: str) -> Prompt:
-    """A prompt from template `template_index` in `order` ("BAB" or "ABB") with names (S1, IO, S2)."""
-    template = BABA_TEMPLATES[template_index]
+def ioi_prompt(
+    template_index: int,
+    order: str,
+    names: tuple[str, str, str],
+    place: str,
+    obj: str,
+    templates: tuple[str, ...] = BABA_TEMPLATES,
+) -> Prompt:
+    """A prompt from `templates[template_index]` in `order` ("BAB" or "ABB") with names (S1, IO, S2)."""
+    template = templates[template_index]
     template = template if order == "BAB" else abba(template)
     s1, io, s2 = names
     text, slots = compose(_pieces(template, s1, io, s2, place, obj))
@@ -93,13 +107,14 @@ def ioi_prompt(template_index: int, order: str, names: tuple[str, str, str], pla
 
 
 def _sample_pair(rng: random.Random, vocab: TaskVocabulary) -> PromptPair:
-    template_index = rng.randrange(len(BABA_TEMPLATES))
+    templates = vocab.layouts
+    template_index = rng.randrange(len(templates))
     order = rng.choice(("ABB", "BAB"))
     io, s, c1, c2, c3 = rng.sample(vocab.words["names"], 5)
     place, obj = rng.choice(vocab.words["places"]), rng.choice(vocab.words["objects"])
-    clean = ioi_prompt(template_index, order, (s, io, s), place, obj)
+    clean = ioi_prompt(template_index, order, (s, io, s), place, obj, templates)
     # ABC: three fresh distinct names, so no name repeats and the indirect object is not inferable.
-    corrupted = ioi_prompt(template_index, order, (c1, c2, c3), place, obj)
+    corrupted = ioi_prompt(template_index, order, (c1, c2, c3), place, obj, templates)
     return PromptPair(clean, corrupted)
 
 
@@ -137,18 +152,32 @@ def ioi_accuracy(logits: Float[Tensor, "batch pos d_vocab"], data: TaskDataset) 
     )
 
 
-def _vocabulary(kind: str) -> TaskVocabulary:
+def _vocabulary(kind: str, split: str) -> TaskVocabulary:
+    """Names are shared by every split: the bundled tokenizer has no other name as one token (a held-out name
+    would need a new tokenizer); the held-out split has its own templates, places and objects."""
     names = words.IOI_NAMES
+    held = split == "heldout"
     return TaskVocabulary(
         kind=kind,
-        words={"names": names, "places": words.IOI_PLACES, "objects": words.IOI_OBJECTS},
+        words={
+            "names": names,
+            "places": words.IOI_HELDOUT_PLACES if held else words.IOI_PLACES,
+            "objects": words.IOI_HELDOUT_OBJECTS if held else words.IOI_OBJECTS,
+        },
         single_tokens=tuple(" " + name for name in names),
+        split=split,
+        layouts=HELDOUT_TEMPLATES if held else BABA_TEMPLATES,
     )
+
+
+def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
+    return {kind: _vocabulary(kind, split) for kind in ("canonical", "tiny")}
 
 
 IOI = Task(
     name="ioi",
-    vocabularies={"canonical": _vocabulary("canonical"), "tiny": _vocabulary("tiny")},
+    vocabularies=_vocabularies("train"),
+    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
     corruptions=("ABC",),
     sample_pairs=sample_pairs,
     corpus=corpus,

@@ -2,13 +2,13 @@
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jaxtyping import Bool, Float
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from saelab.tasks.base import VOCABULARY_KINDS, PosNeg, PromptPair, TaskDataset, TaskVocabulary
+from saelab.tasks.base import SPLITS, VOCABULARY_KINDS, PosNeg, PromptPair, TaskDataset, TaskVocabulary
 from saelab.tasks.build import build_dataset, require_single_tokens
 
 SamplePairs = Callable[
@@ -50,12 +50,21 @@ class Task:
     corpus: CorpusTexts | None = None
     """Training texts for the bundled language model; None for tasks no language model is trained on
     (the tracr programs, whose models are compiled)."""
+    splits: Mapping[str, Mapping[str, TaskVocabulary]] = field(default_factory=dict)
+    """The other splits' word lists and layouts: split ("broad", "heldout") → kind → vocabulary;
+    `vocabularies` is the "train" split."""
 
     def __post_init__(self) -> None:
-        if set(self.vocabularies) != set(VOCABULARY_KINDS):
-            raise ValueError(
-                f"task {self.name!r} needs vocabularies {VOCABULARY_KINDS}, got {list(self.vocabularies)}"
-            )
+        for split, vocabularies in {"train": self.vocabularies, **self.splits}.items():
+            if split not in SPLITS:
+                raise ValueError(f"task {self.name!r}: split {split!r} is not one of {SPLITS}")
+            if set(vocabularies) != set(VOCABULARY_KINDS):
+                raise ValueError(
+                    f"task {self.name!r} needs {split} vocabularies {VOCABULARY_KINDS}, "
+                    f"got {list(vocabularies)}"
+                )
+            if any(v.split != split for v in vocabularies.values()):
+                raise ValueError(f"task {self.name!r}: a vocabulary under split {split!r} names another one")
         if not self.corruptions:
             raise ValueError(f"task {self.name!r} needs at least one corruption")
 
@@ -63,27 +72,44 @@ class Task:
     def default_corruption(self) -> str:
         return self.corruptions[0]
 
-    def vocabulary(self, kind: str = "canonical") -> TaskVocabulary:
-        if kind not in self.vocabularies:
-            raise ValueError(f"vocabulary {kind!r} is not one of {sorted(self.vocabularies)}")
-        return self.vocabularies[kind]
+    def vocabulary(self, kind: str = "canonical", split: str = "train") -> TaskVocabulary:
+        """The word lists and layouts of `split` for a `kind` tokenizer."""
+        available = {"train": self.vocabularies, **self.splits}
+        if split not in available:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; it has {sorted(available)}")
+        if kind not in available[split]:
+            raise ValueError(f"vocabulary {kind!r} is not one of {sorted(available[split])}")
+        return available[split][kind]
 
-    def corpus_texts(self, n: int, seed: int, vocabulary: str = "tiny") -> list[str]:
-        """n complete texts (prompt + answer) for language-model training; deterministic per seed."""
+    def corpus_texts(self, n: int, seed: int, vocabulary: str = "tiny", split: str = "train") -> list[str]:
+        """n complete texts (prompt + answer) for language-model training; deterministic per seed.
+
+        `split` is "train" (the bundled models' generator) or "broad"; never "heldout".
+        """
         if self.corpus is None:
             raise ValueError(f"task {self.name!r} has no training texts: no language model is trained on it")
+        if split == "heldout":
+            raise ValueError(
+                f"task {self.name!r}: the heldout split is for evaluation only; train on 'train' or 'broad'"
+            )
         rng = random.Random(check_seed(seed))
-        return self.corpus(rng, check_count(n), self.vocabulary(vocabulary))
+        return self.corpus(rng, check_count(n), self.vocabulary(vocabulary, split))
 
     def _pairs(
-        self, tokenizer: PreTrainedTokenizerBase, n: int, seed: int, vocabulary: str, corruption: str | None
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        n: int,
+        seed: int,
+        vocabulary: str,
+        corruption: str | None,
+        split: str = "train",
     ) -> Sequence[PromptPair]:
         corruption = self.default_corruption if corruption is None else corruption
         if corruption not in self.corruptions:
             raise ValueError(
                 f"corruption {corruption!r} is not one of {list(self.corruptions)} for task {self.name!r}"
             )
-        vocab = self.vocabulary(vocabulary)
+        vocab = self.vocabulary(vocabulary, split)
         require_single_tokens(tokenizer, vocab.single_tokens)
         rng = random.Random(check_seed(seed))
         return self.sample_pairs(rng, check_count(n), vocab, tokenizer, corruption)
@@ -95,23 +121,30 @@ class Task:
         seed: int,
         vocabulary: str = "canonical",
         corruption: str | None = None,
+        split: str = "train",
     ) -> TaskDataset:
         """n clean/corrupted pairs tokenised by `tokenizer`; deterministic per seed.
 
         `vocabulary` picks the word lists ("canonical": GPT-2's published lists; "tiny": the bundled
         tokenizer's); every word a slot uses must be one token under `tokenizer` (ValueError otherwise).
-        `corruption` is one of `self.corruptions` (default: the first).
+        `corruption` is one of `self.corruptions` (default: the first). `split` is one of `SPLITS`:
+        "heldout" draws layouts and words no training generator ever draws.
         """
-        pairs = self._pairs(tokenizer, n, seed, vocabulary, corruption)
+        pairs = self._pairs(tokenizer, n, seed, vocabulary, corruption, split)
         return build_dataset(self.name, corruption or self.default_corruption, tokenizer, pairs)
 
     def positive_negative(
-        self, tokenizer: PreTrainedTokenizerBase, n: int, seed: int, vocabulary: str = "canonical"
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        n: int,
+        seed: int,
+        vocabulary: str = "canonical",
+        split: str = "train",
     ) -> PosNeg:
         """O'Neill & Bui's sets: positives are `generate(...)` with the default corruption; the negatives are
         the same pairs swapped, so `negative.clean_prompts == positive.corrupted_prompts` (same template, the
         answer not inferable) and the negatives' answers and attributes describe their own prompts."""
-        pairs = self._pairs(tokenizer, n, seed, vocabulary, None)
+        pairs = self._pairs(tokenizer, n, seed, vocabulary, None, split)
         swapped = [PromptPair(clean=p.corrupted, corrupted=p.clean) for p in pairs]
         corruption = self.default_corruption
         return PosNeg(

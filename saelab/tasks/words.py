@@ -99,3 +99,54 @@ DOCSTRING_NOUNS: tuple[str, ...] = _words(
     client help image oil sector attack direction seat
     """
 )
+
+# --- Held-out split: words no training generator draws from (evaluation only; see Task.generate(split=...)).
+# Every word is one token under both the bundled tokenizer and GPT-2's, with its leading space, and is in no
+# training word list above or below (tests/test_tasks_heldout.py checks both).
+IOI_HELDOUT_PLACES: tuple[str, ...] = _words("archive platform zone screen")
+IOI_HELDOUT_OBJECTS: tuple[str, ...] = _words("cookie turtle mailbox diary")
+GREATER_THAN_HELDOUT_NOUNS: tuple[str, ...] = _words(
+    """
+    release shutdown visit week recess dispatch transport compression optimization install
+    """
+)
+DOCSTRING_HELDOUT_VARIABLES: tuple[str, ...] = _words(
+    """
+    addr args buf callback chunk cmd delim delta digest dst encoding env flags fmt handler height loader
+    logger mask offset owner payload pid prefix proxy queue regex scheme selector seq sig sock src stream
+    suffix tail timeout timer whence widget width alias anchor angle button dialog font lock macro mock
+    socket thread tuple hash heap zero
+    """
+)
+DOCSTRING_HELDOUT_NOUNS: tuple[str, ...] = _words(
+    """
+    boundary category comparison configuration conversion distribution documentation family information
+    interpreter location memory permission reason reference selection sequence software structure syntax
+    system behavior browser failure implementation usage warning hour
+    """
+)
+
+# --- The broader docstring training generator (split "broad"): more argument names and description words,
+# still disjoint from the held-out lists above.
+DOCSTRING_EXTRA_VARIABLES: tuple[str, ...] = _words(
+    """
+    abs access active address algorithm arg audio auth binary bits block body bool buffer byte bytes
+    cache caller canvas cert char chars child children chunks column comment compiler component conn
+    connection counter custom day debug decimal delay descriptor dest dict digits dir domain email entry
+    enum err exc exponent ext extension factory flag float frame func generator handle headers helper hex
+    html ident indent init integer interface iterator keys keyword kind lang length level limit lines
+    link literal locale lookup loop mapping member memo meta month namespace numbers operator pad pair
+    params password patch pending pipe policy pos precision predicate protocol quote reader registry
+    remote repr rounding runtime script serial setup shell signal spec stack struct symbol template
+    threads util var view weekday wrapper writer
+    """
+)
+DOCSTRING_EXTRA_NOUNS: tuple[str, ...] = _words(
+    """
+    absolute actual additional appropriate arbitrary available common complete complex correct different
+    double empty entire equal exact explicit final full initial internal invalid large local lower
+    main negative normal numeric optional original partial positive possible previous public random raw
+    recent relative safe short similar simple single small special specific static strict temporary total
+    various
+    """
+)
