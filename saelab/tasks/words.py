@@ -104,7 +104,7 @@ DOCSTRING_NOUNS: tuple[str, ...] = _words(
 # Every word is one token under both the bundled tokenizer and GPT-2's, with its leading space, and is in no
 # training word list above or below (tests/test_tasks_heldout.py checks both).
 IOI_HELDOUT_PLACES: tuple[str, ...] = _words("archive platform zone screen")
-IOI_HELDOUT_OBJECTS: tuple[str, ...] = _words("cookie turtle mailbox diary")
+IOI_HELDOUT_OBJECTS: tuple[str, ...] = _words("cookie turtle mailbox package")
 GREATER_THAN_HELDOUT_NOUNS: tuple[str, ...] = _words(
     """
     release shutdown visit week recess dispatch transport compression optimization install
