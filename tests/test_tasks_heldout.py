@@ -89,8 +89,8 @@ def test_training_texts_never_contain_held_out_words_or_layouts(split):
                    .replace(re.escape("[PLACE]"), r"\w+").replace(re.escape("[OBJECT]"), r"\w+"))
         for t in HELDOUT_TEMPLATES + tuple(abba(t) for t in HELDOUT_TEMPLATES)
     ]
-    texts = [(task, text) for task in TASKS for text in get_task(task).corpus_texts(400, seed=11, split=split)]
-    texts += [("narrative", text) for text in corpus.narrative_texts(2000, seed=11)]  # fixed template words too
+    texts = [(t, text) for t in TASKS for text in get_task(t).corpus_texts(400, seed=11, split=split)]
+    texts += [("narrative", text) for text in corpus.narrative_texts(2000, seed=11)]  # template words too
     for task, text in texts:
         assert not set(re.findall(r"[A-Za-z]+", text)) & held, (task, text)
         assert not any(p.search(text) for p in template_patterns), text

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from saelab.sae import load_sae
+from saelab.sae import SAEConfig, load_sae
 from saelab.training.distributed import RankSlice, World, local_batch_size
+from saelab.training.trainer import _check_data_parallel
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -63,3 +64,13 @@ def test_rank_slices_are_disjoint_and_cover_the_global_batch() -> None:
 def test_a_global_batch_that_does_not_split_evenly_is_refused() -> None:
     with pytest.raises(ValueError, match="batch_size 10 does not split evenly over 3 processes"):
         local_batch_size(10, World(0, 3))
+
+
+def test_batchtopk_is_refused_under_data_parallelism_and_trains_in_one_process() -> None:
+    saes = {"b": SAEConfig(architecture="batchtopk", d_in=8, d_sae=16, k=2, hook_site="0.resid_post"),
+            "t": SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2, hook_site="0.resid_post")}
+    refusal = r"SAEs \['b'\] select latents over the whole batch, which 2 data-parallel processes"
+    with pytest.raises(ValueError, match=refusal):
+        _check_data_parallel(saes, World(1, 2))
+    _check_data_parallel(saes, World(0, 1))  # one process: allowed
+    _check_data_parallel({"t": saes["t"]}, World(0, 2))  # per-row selection splits over ranks

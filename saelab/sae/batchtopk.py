@@ -80,6 +80,7 @@ BATCHTOPK = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=True,
         uses_k=True,
+        selects_over_batch=True,
         default_lr=3e-3,
     )
 )

@@ -115,6 +115,11 @@ class Architecture:
     uses_l1: bool = False
     """Whether SAEConfig.l1_coefficient matters (an L1 sparsity penalty)."""
 
+    selects_over_batch: bool = False
+    """Whether a training step selects latents over the whole batch (BatchTopK's top k·B and the threshold it
+    tracks): data-parallel ranks would each select over their own slice and drift apart, so it trains in one
+    process."""
+
     saelens_name: str | None = None
     """SAELens' name of the same architecture ("standard", "topk", "jumprelu", "gated"), used to export and
     import SAELens files; None: SAELens has no equivalent. Several entries may share a name when

@@ -5,7 +5,9 @@ Every rank iterates over the same sequence of *global* batches (the batch order 
 seed) and trains on its own disjoint slice of rows of each one, so N ranks with a per-rank batch of B/N
 take the same steps as one process with batch B. What is not a gradient is kept identical by hand: dead-latent
 counts are summed over ranks, input scales averaged, resampled latents broadcast from rank 0, logged
-metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows.
+metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows. Architectures whose step selects
+over the whole batch (BatchTopK: `Architecture.selects_over_batch`) are refused: each rank would select over its
+own slice and their thresholds would drift apart.
 
 Not DistributedDataParallel: its reducer holds the works of the last gradient buckets until the interpreter
 is torn down, and gloo's worker threads then release their Python tensors during finalisation: on a loaded

@@ -26,6 +26,7 @@ from saelab.sae import (
     SAEPaths,
     fold_input_scale,
     fraction_of_variance_unexplained,
+    get_architecture,
     latent_fire_counts,
     mean_l0,
     sae_paths,
@@ -395,6 +396,7 @@ def train_saes(
     device = torch.device(device)
     world = current_world()
     local_batch_size(config.batch_size, world)
+    _check_data_parallel(saes, world)
     members = {sae_id: new_member(sae_id, cfg, config, device) for sae_id, cfg in saes.items()}
     feed = DataFeed(RankSlice(batches, world) if world.distributed else batches)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -416,6 +418,18 @@ def train_saes(
     if run.last_checkpoint_step != run.step:
         _save_checkpoint(ctx, run)
     return save_trained(members, run, Path(output_dir), config, world)
+
+
+def _check_data_parallel(saes: Mapping[str, SAEConfig], world: World) -> None:
+    """Refuse, under more than one process, architectures whose step selects over the whole batch."""
+    if not world.distributed:
+        return
+    batch_level = sorted(i for i, cfg in saes.items() if get_architecture(cfg.architecture).selects_over_batch)
+    if batch_level:
+        raise ValueError(
+            f"SAEs {batch_level} select latents over the whole batch, which {world.size} data-parallel processes "
+            "would each do over their own slice; train them in one process (without torchrun)"
+        )
 
 
 def save_checkpointed(
