@@ -5,9 +5,9 @@ Every rank iterates over the same sequence of *global* batches (the batch order 
 seed) and trains on its own disjoint slice of rows of each one, so N ranks with a per-rank batch of B/N
 take the same steps as one process with batch B. What is not a gradient is kept identical by hand: dead-latent
 counts are summed over ranks, input scales averaged, resampled latents broadcast from rank 0, logged
-metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows. Architectures whose step selects
-over the whole batch (BatchTopK: `Architecture.selects_over_batch`) are refused: each rank would select over its
-own slice and their thresholds would drift apart.
+metrics averaged. Rank 0 alone writes checkpoints, saved SAEs and metric rows. Architectures whose step
+selects over the whole batch (BatchTopK: `Architecture.selects_over_batch`) are refused: each rank would
+select over its own slice and their thresholds would drift apart.
 
 Not DistributedDataParallel: its reducer holds the works of the last gradient buckets until the interpreter
 is torn down, and gloo's worker threads then release their Python tensors during finalisation: on a loaded
@@ -105,11 +105,16 @@ class RankSlice:
 
 
 def average_gradients_(module: torch.nn.Module, world: World) -> None:
-    """Replace each parameter's gradient by its mean over ranks, in place (a no-op with one process); a
-    parameter without a gradient counts as a zero one, so every rank reduces the same tensors."""
+    """Replace each parameter's gradient by its mean over ranks, in place (a no-op with one process). A rank
+    without a gradient for a parameter another rank has counts as a zero one; a parameter no rank has a
+    gradient for keeps none, as it would in one process (so the optimiser skips it there too)."""
     if not world.distributed:
         return
-    for parameter in module.parameters():
+    parameters = list(module.parameters())
+    holders = sum_over_ranks(torch.tensor([float(p.grad is not None) for p in parameters]), world)
+    for parameter, count in zip(parameters, holders.tolist(), strict=True):
+        if count == 0:
+            continue
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
         dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
