@@ -15,7 +15,7 @@ same top-k machinery). With document ids, a batch's entries are first cut to the
 and a merge drops the weaker of two entries from one document, so the top list holds each document once.
 No Python loop runs over latents or tokens while streaming.
 
-Quantile groups are exact without keeping every activation: fine log-spaced bins (`quantile_bins_per_decade`;
+Quantile groups have exact ranges and counts (not exactly equal counts) without keeping every activation: fine log-spaced bins (`quantile_bins_per_decade`;
 exact counts) are grouped into `n_quantiles` runs of consecutive bins, bin b joining group ⌊n · (firing tokens in bins below b) / all
 firing tokens⌋, so each group starts where the cumulative share passes q/n and holds about 1/n of the
 activations (a bin is never split, so a bin holding more than 1/n leaves a group empty). Per-bin minima and
