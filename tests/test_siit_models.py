@@ -140,7 +140,7 @@ def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment,
     so) reproduces the card's numbers; every check the card claims passed (≥ 0.95) holds on the sample (≥ 0.9,
     96 pairs)."""
     scores = card["split_scores"]
-    stored = scores.get("held_out_places_objects") or scores["places_objects_trained_on"]
+    stored = scores.get("held_out_places_objects") or scores["held_out_places_objects_trained_on"]
     pairs = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_457)
     abc = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_458, abc_share=0.5)
     measured = {

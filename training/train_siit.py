@@ -480,7 +480,9 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
         "description": (f"SIIT {entry.task} model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
                         f"d_mlp {cfg.d_mlp}, saelab-tiny tokenizer; circuit known by construction"),
         "task": entry.task,
-        "trained_on": f"{entry.task} prompts from saelab's generator with SIIT losses (held-out splits excluded)",
+        "trained_on": f"{entry.task} prompts from saelab's generator with SIIT losses "
+                      + (f"(held-out splits {', '.join(cfg.trained_on)} trained on too)" if cfg.trained_on
+                         else "(held-out splits excluded)"),
         "high_level_model": entry.summary,
         "alignment": [a.to_json() for a in entry.alignment],
         "design_history": DESIGN_HISTORY[entry.task],
@@ -551,6 +553,10 @@ def model_card(extra: dict, held_out_text: str) -> str:
     lines += [f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |" for name, s in splits.items()]
     t = extra["training"]
     init = t["config"]["init_from"] or f"random (seed {t['config']['seed']})"
+    trained_on = [name for name, status in extra["held_out"].items() if status == "trained on"]
+    if trained_on:
+        held_out_text += (f" This run trained on {', '.join(trained_on)} anyway (rows labelled _trained_on): "
+                          "those scores are on fresh prompts of its training distribution.")
     lines += [
         "", held_out_text, "",
         "## Training", "", f"`{t['command']}`: {t['steps']} steps, {t['wall_time_s']} s on one CPU thread; "
