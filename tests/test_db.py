@@ -15,6 +15,17 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def store_at_version(path, version: int) -> duckdb.DuckDBPyConnection:
+    """A connection to a new store at `path` as schema version `version` wrote it (no later migration)."""
+    con = duckdb.connect(str(path))
+    for migration in MIGRATIONS[:version]:
+        for statement in migration.statements:
+            con.execute(statement)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute(f"INSERT INTO schema_version VALUES ({version})")
+    return con
+
+
 def test_schema_created_at_current_version(tmp_path):
     store = ResultsStore(tmp_path / "s.duckdb").initialize()
     assert store.schema_version() == SCHEMA_VERSION
@@ -196,12 +207,7 @@ def test_migration_3_keeps_one_metric_row_per_key_and_refuses_duplicates(tmp_pat
     """Two processes training one run once stored every metric row twice (issue 20): migrating keeps the first
     of each (run, SAE, step, metric), and the key then makes a duplicate impossible."""
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:2]:  # a store written by schema version 2
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute("INSERT INTO schema_version VALUES (2)")
+    con = store_at_version(path, 2)
     con.execute("INSERT INTO runs (run_id, kind, status) VALUES ('r', 'train', 'running')")
     for value in (0.1, 0.2):
         con.execute("INSERT INTO training_metrics VALUES ('r', 's', 10, 640, 'mse', ?), ('r', 's', 20, 1280, 'mse', 0.5)",
@@ -235,12 +241,7 @@ def test_transaction_stores_all_writes_or_none(tmp_path):
 
 def test_migration_4_adds_one_label_per_latent_and_keeps_rows(tmp_path):
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:3]:  # a store written by schema version 3
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute("INSERT INTO schema_version VALUES (3)")
+    con = store_at_version(path, 3)
     con.execute("INSERT INTO features (sae_id, latent, density) VALUES ('s', 3, 0.1)")
     con.close()
     store = ResultsStore(path)
@@ -261,12 +262,7 @@ def test_migration_5_records_a_transcoders_output_site_and_keeps_old_sae_rows(tm
     from saelab.workflows.storage import sae_row
 
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:4]:  # a store written by schema version 4
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute("INSERT INTO schema_version VALUES (4)")
+    con = store_at_version(path, 4)
     con.execute("INSERT INTO saes (sae_id, architecture, d_in, d_sae, path) VALUES ('old', 'topk', 8, 16, 'saes/old')")
     con.close()
     store = ResultsStore(path).initialize()
@@ -284,12 +280,7 @@ def test_migration_7_adds_documents_and_quantiles_and_keeps_dashboard_rows(tmp_p
     from saelab.db import queries as q
 
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:6]:  # a store written by schema version 6
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute("INSERT INTO schema_version VALUES (6)")
+    con = store_at_version(path, 6)
     con.execute("INSERT INTO features (sae_id, latent, density, max_act) VALUES ('s', 0, 0.1, 2.0), ('s', 1, 0.0, 0.0)")
     con.execute("""INSERT INTO feature_examples VALUES ('s', 0, 'top', 0, 2.0, '["a", "b"]', '[0.0, 2.0]', 1),
                    ('s', 0, 'quantile_0', 0, 0.5, '["c"]', '[0.5]', 0)""")
