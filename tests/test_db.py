@@ -9,21 +9,11 @@ import pytest
 
 from saelab.db import MIGRATIONS, SCHEMA_VERSION, ResultsStore
 from saelab.errors import StoreError
+from saelab.testing.stores import store_at_version
 
 
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def store_at_version(path, version: int) -> duckdb.DuckDBPyConnection:
-    """A connection to a new store at `path` as schema version `version` wrote it (no later migration)."""
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:version]:
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute(f"INSERT INTO schema_version VALUES ({version})")
-    return con
 
 
 def test_schema_created_at_current_version(tmp_path):

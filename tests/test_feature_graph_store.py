@@ -7,9 +7,10 @@ import duckdb
 import pytest
 from synthetic_graphs import synthetic_graph
 
-from saelab.db import MIGRATIONS, SCHEMA_VERSION, ResultsStore
+from saelab.db import SCHEMA_VERSION, ResultsStore
 from saelab.db import queries as q
 from saelab.feature_circuits.storage import UnknownGraphError, load_feature_graph, save_feature_graph
+from saelab.testing.stores import store_at_version
 
 
 def _same(a, b) -> None:
@@ -68,12 +69,7 @@ def test_a_graph_id_stored_twice_is_refused_and_the_first_kept(tmp_path):
 
 
 def _old_store(path, version: int):
-    con = duckdb.connect(str(path))
-    for migration in MIGRATIONS[:version]:
-        for statement in migration.statements:
-            con.execute(statement)
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    con.execute(f"INSERT INTO schema_version VALUES ({version})")
+    con = store_at_version(path, version)
     con.execute("INSERT INTO features (sae_id, latent, density) VALUES ('s', 3, 0.1)")
     con.execute("INSERT INTO feature_labels (sae_id, latent, label) VALUES ('s', 3, 'years')")
     con.close()
