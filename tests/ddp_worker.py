@@ -9,7 +9,7 @@ import torch
 
 from saelab.sae import SAEConfig
 from saelab.sae.synthetic import random_dictionary, sparse_feature_batch
-from saelab.training import TrainerConfig, train_saes
+from saelab.training import TrainerConfig, TrainingDivergedError, train_saes
 from saelab.training.distributed import current_world, init_from_env
 
 GLOBAL_BATCH, STEPS, D_IN = 64, 24, 16
@@ -23,7 +23,7 @@ def global_batches() -> list[dict[str, torch.Tensor]]:
             for _ in range(STEPS)]
 
 
-def main(out: Path) -> None:
+def main(out: Path, nan_from_step: int | None = None) -> None:
     torch.set_num_threads(1)
     world = init_from_env()
     saes = {
@@ -34,11 +34,21 @@ def main(out: Path) -> None:
     config = TrainerConfig(total_tokens=GLOBAL_BATCH * STEPS, batch_size=GLOBAL_BATCH, lr=3e-3,
                            log_every_steps=8, checkpoint_every_tokens=GLOBAL_BATCH * 10)
     rows = []
-    trained = train_saes(saes, global_batches(), config, out / "saes", out / "checkpoint",
+    batches = global_batches()
+    if nan_from_step is not None:  # NaN in the second half of the rows: rank 1's slice when there are two
+        for batch in batches[nan_from_step:]:
+            batch["1.resid_post"][GLOBAL_BATCH // 2:] = float("nan")
+        try:
+            train_saes(saes, batches, config, out / "saes", out / "checkpoint", progress=False)
+        except TrainingDivergedError as error:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"rank{world.rank}.json").write_text(json.dumps({"diverged": str(error)}))
+        return
+    trained = train_saes(saes, batches, config, out / "saes", out / "checkpoint",
                          metrics_sink=rows.extend, progress=False)
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"world": list(current_world()), "rows": rows, "trained": [t.sae_id for t in trained]}))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -17,7 +17,7 @@ from saelab.training.trainer import _check_data_parallel
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def run_worker(out: Path, processes: int) -> None:
+def run_worker(out: Path, processes: int, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     launcher = [
         sys.executable,
@@ -26,7 +26,7 @@ def run_worker(out: Path, processes: int) -> None:
         "--standalone",
         f"--nproc-per-node={processes}",
     ]
-    command = [*(launcher if processes > 1 else [sys.executable]), str(WORKER), str(out)]
+    command = [*(launcher if processes > 1 else [sys.executable]), str(WORKER), str(out), *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -52,6 +52,15 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         mse = [r["mse"] for r in one if r["sae_id"] == sae_id]
         assert mse[-1] < 0.8 * mse[0]
     assert (tmp_path / "two" / "checkpoint" / "trainer_state.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_loss_that_diverges_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    run_worker(tmp_path, 2, "20")  # NaN rows in rank 1's slice from step 21 on; it returns, or times out
+    messages = [json.loads((tmp_path / f"rank{r}.json").read_text())["diverged"] for r in (0, 1)]
+    for message in messages:
+        assert "SAE 'jumprelu' has loss" in message and "at step 21 on 1 of 2 ranks" in message, message
+    assert "nan" in messages[1] and "nan" not in messages[0].split(" at step")[0]  # rank 0's loss was fine
 
 
 def test_rank_slices_are_disjoint_and_cover_the_global_batch() -> None:

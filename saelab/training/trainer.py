@@ -95,9 +95,12 @@ def train_step(
     out = sae(x, idle, member.work)
     coefficients = LossCoefficients(sparsity_multiplier(step, config.sparsity_warmup_steps))
     loss = sae.loss(x, out, coefficients, target=target)
-    if not bool(torch.isfinite(loss.total)):
+    # every rank learns that one diverged (the others would wait in the next all-reduce until gloo's timeout)
+    diverged = int(sum_over_ranks(torch.tensor([float(not bool(torch.isfinite(loss.total)))]), world).item())
+    if diverged:
+        ranks = f" on {diverged} of {world.size} ranks" if world.distributed else ""
         raise TrainingDivergedError(
-            f"SAE {member.sae_id!r} has loss {float(loss.total.detach())} at step {step + 1}"
+            f"SAE {member.sae_id!r} has loss {float(loss.total.detach())} at step {step + 1}{ranks}"
         )
     lr = config.peak_lr(member.sae_id) * lr_multiplier(
         step, config.total_steps, config.lr_warmup_steps, config.lr_decay_steps
