@@ -275,9 +275,15 @@ def drop_repeated_documents(joined: ExampleBuffer, documents: Int[Tensor, " n_to
     order = joined.score.argsort(dim=1, descending=True, stable=True)
     score = joined.score.gather(1, order)
     document = documents[joined.token_index.gather(1, order)]
-    filled = score >= 0
-    same = (document[:, :, None] == document[:, None, :]) & filled[:, :, None] & filled[:, None, :]
-    repeated_sorted = (same.tril(diagonal=-1)).any(dim=2)  # [i, j<i]: an earlier, stronger entry shares i's doc
+    rank = torch.arange(document.shape[1], device=document.device).expand_as(document)
+    document = torch.where(score >= 0, document, -1 - rank)  # empty entries: distinct negative documents
+    # sorted by (document, score rank): an entry repeats its document when the one before it has the same one;
+    # O(entries) memory per row, where comparing every pair of entries took O(entries²)
+    by_document = (document * document.shape[1] + rank).argsort(dim=1)
+    grouped = document.gather(1, by_document)
+    repeat = torch.zeros_like(grouped, dtype=torch.bool)
+    repeat[:, 1:] = grouped[:, 1:] == grouped[:, :-1]
+    repeated_sorted = torch.zeros_like(repeat).scatter(1, by_document, repeat)
     repeated = torch.zeros_like(repeated_sorted).scatter(1, order, repeated_sorted)
     return joined._replace(score=joined.score.masked_fill(repeated, -1.0),
                            activation=joined.activation.masked_fill(repeated, 0.0))
