@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from saelab.cli.main import run_process
 from saelab.sae import SAEConfig
 from saelab.sae.synthetic import random_dictionary, sparse_feature_batch
 from saelab.training import TrainerConfig, TrainingDivergedError, train_saes
@@ -50,5 +51,6 @@ def main(out: Path, nan_from_step: int | None = None) -> None:
         {"world": list(current_world()), "rows": rows, "trained": [t.sae_id for t in trained]}))
 
 
-if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
+if __name__ == "__main__":  # ends as `saelab` does under torchrun: its exit path is the one tested
+    nan_from = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    sys.exit(run_process(lambda: main(Path(sys.argv[1]), nan_from) or 0))

@@ -8,6 +8,7 @@ import errno
 import logging
 import shutil
 import sys
+import traceback
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
@@ -69,6 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `saelab` command; its exit status."""
+    return run_process(lambda: _run(argv))
+
+
+def run_process(run: Callable[[], int]) -> int:
+    """`run()`'s exit status; a process of a `torchrun` group ends here instead, after a traceback if `run`
+    raised (`saelab.training.distributed.exit_process`: its interpreter's finalisation can abort)."""
+    try:
+        code = run()
+    except BaseException:
+        if not _joined_process_group():
+            raise
+        traceback.print_exc()
+        code = 1
+    if _joined_process_group():
+        from saelab.training.distributed import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _joined_process_group() -> bool:
+    """Whether this command joined a `torchrun` process group (asked without importing torch)."""
+    distributed = sys.modules.get("saelab.training.distributed")
+    return distributed is not None and distributed.current_world().distributed
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:

@@ -14,13 +14,20 @@ is torn down, and gloo's worker threads then release their Python tensors during
 machine a rank aborted at exit ("terminate called without an active exception") after training succeeded, in 3
 of 24 two-process runs (0 of 51 with the all-reduce below). An SAE has a handful of parameters; one in-place
 all-reduce each costs what DDP's buckets did.
+
+The same abort remained possible whenever a rank exits right after a collective (a rank stopping on a
+diverged loss did, once in a CI run): a gloo worker thread may drop the last reference to a communicated
+tensor after the caller's wait returned, and with torch 2.13 `destroy_process_group` does not join those
+threads once `torch._dynamo` is imported. So a process of a group ends through `exit_process`, which skips
+the interpreter's finalisation, where the abort happens.
 """
 
 import atexit
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -72,6 +79,18 @@ def leave_process_group() -> None:
     the interpreter is still whole (as PyTorch asks of every program that creates a group)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process of a process group with `code`: leave the group, flush logging and the standard
+    streams, then `os._exit`, skipping the interpreter's finalisation (other atexit handlers included),
+    where a gloo thread releasing a communicated tensor aborts the process (see the module's docstring).
+    Call it last, once every file this rank writes is closed."""
+    leave_process_group()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def local_batch_size(batch_size: int, world: World) -> int:
