@@ -246,3 +246,20 @@ def test_bad_transcoder_sets_are_refused(setup):
         attribute(model, tokens, transcoders[::-1], AttributionConfig())
     with pytest.raises(ValueError, match="node_threshold"):
         AttributionConfig(node_threshold=1.5)
+
+
+def test_a_dictionary_whose_activations_are_not_affine_is_refused(setup):
+    """A gated transcoder's active latents carry the magnitude path, not the gate's pre-activation that the
+    edges would sum to: attribution refuses it in one line instead of returning edges that do not add up."""
+    model, transcoders, tokens = setup
+    cfg = SAEConfig(architecture="gated", d_in=D_MODEL, d_sae=D_SAE, hook_site="0.resid_mid",
+                    output_site="0.mlp_out", dtype="float64", seed=3)
+    gated = SAE(cfg)
+    with torch.no_grad():
+        for name, value in gated.named_parameters():
+            if name.startswith("b_"):
+                value.fill_(0.5)  # most gates open, magnitudes positive
+            if name == "r_mag":
+                value.fill_(0.7)  # magnitude path scaled away from the gate's pre-activation
+    with pytest.raises(ValueError, match="'gated' dictionary at '0.resid_mid'.*need one of .*topk"):
+        attribute(model, tokens, [gated, transcoders[1]], AttributionConfig())

@@ -32,6 +32,7 @@ from transformer_lens import HookedTransformer
 from saelab.activations.sites import HookSite
 from saelab.feature_circuits.types import FeatureEdge, FeatureGraph, FeatureNode, node_id
 from saelab.sae.model import SAE
+from saelab.sae.registry import ARCHITECTURES, get_architecture
 
 
 @dataclass(frozen=True)
@@ -158,16 +159,19 @@ def replacement_state(
 
 
 def _check_linear_activations(sae: SAE, x: Tensor, acts: Tensor) -> None:
-    """A latent's edges sum to its pre-activation, so an active latent's activation must equal it."""
-    W, b = encoder_affine(sae)
-    active = acts != 0
-    pre = x @ W + b
-    if not torch.allclose(acts[active], pre[active], rtol=1e-4, atol=1e-4 * float(pre.abs().max())):
-        raise ValueError(
-            f"the {sae.cfg.architecture!r} dictionary at {sae.cfg.hook_site!r}: active latents' activations "
-            "are not their affine pre-activations; attribution graphs need topk, batchtopk, relu or jumprelu "
-            "dictionaries"
-        )
+    """A latent's edges sum to its pre-activation, so an active latent's activation must equal it: refused
+    by the architecture's registry entry (`Architecture.affine_when_active`), then checked on the prompt."""
+    if get_architecture(sae.cfg.architecture).affine_when_active:
+        W, b = encoder_affine(sae)
+        active = acts != 0
+        pre = x @ W + b
+        if torch.allclose(acts[active], pre[active], rtol=1e-4, atol=1e-4 * float(pre.abs().max())):
+            return
+    usable = [name for name in ARCHITECTURES if ARCHITECTURES[name].affine_when_active]
+    raise ValueError(
+        f"the {sae.cfg.architecture!r} dictionary at {sae.cfg.hook_site!r}: active latents' activations "
+        f"are not their affine pre-activations; attribution graphs need one of {', '.join(usable)}"
+    )
 
 
 class _Frozen(NamedTuple):

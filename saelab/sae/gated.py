@@ -67,5 +67,6 @@ GATED = register_architecture(
         unit_norm_decoder=True,
         uses_l1=True,
         saelens_name="gated",
+        affine_when_active=False,
     )
 )

@@ -109,6 +109,10 @@ class Architecture:
     transcoder: bool = True
     """Whether it can be a transcoder (target at another site than the input; encoder reads x, not x - b_dec)."""
 
+    affine_when_active: bool = True
+    """Whether an active latent's activation is its affine pre-activation x·W_enc + b_enc (what attribution
+    graphs need: a latent's incoming edges then sum to its activation); False where a separate path sets the
+    magnitude (gated's exp(r_mag) and b_mag) or the code is a discrete choice (VQ)."""
     uses_k: bool = False
     """Whether SAEConfig.k matters (and so must lie between 1 and d_sae)."""
 

@@ -104,6 +104,7 @@ VQ = register_architecture(
         apply_b_dec_to_input=True,
         unit_norm_decoder=False,
         transcoder=False,
+        affine_when_active=False,
         uses_k=True,
         resample_dead_=replace_dead_vq_codes_,
     )
