@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from saelab.cli import main
+from saelab.cli.main import run_process
 
 SUBCOMMANDS = ["demo", "models", "cache", "train", "eval", "circuits", "graph", "app"]
 
@@ -78,3 +79,37 @@ def test_circuits_list_methods_needs_no_task(capsys):
     assert "sae_codes" in out and "eap" in out
     assert main(["circuits"]) == 2
     assert "give --task" in capsys.readouterr().err
+
+
+class Ended(Exception):
+    """Stands in for os._exit in a process of a process group."""
+
+
+@pytest.mark.parametrize(("run", "code", "traceback_shown"), [
+    (lambda: 0, 0, False),
+    (lambda: 2, 2, False),
+    (lambda: sys.exit(3), 3, False),
+    (lambda: sys.exit(None), 0, False),
+    (lambda: 1 / 0, 1, True),
+])
+def test_a_process_of_a_process_group_ends_with_the_commands_status(monkeypatch, capsys, run, code,
+                                                                      traceback_shown):
+    import saelab.training.distributed as distributed
+
+    def end(status):
+        raise Ended(status)
+
+    monkeypatch.setattr(distributed, "current_world", lambda: distributed.World(1, 2))
+    monkeypatch.setattr(distributed, "exit_process", end)
+    with pytest.raises(Ended) as ended:
+        run_process(run)
+    assert ended.value.args == (code,)
+    assert ("ZeroDivisionError" in capsys.readouterr().err) is traceback_shown
+
+
+def test_outside_a_process_group_a_command_returns_or_raises_as_usual():
+    assert run_process(lambda: 4) == 4
+    with pytest.raises(ZeroDivisionError):
+        run_process(lambda: 1 / 0)
+    with pytest.raises(SystemExit):
+        run_process(lambda: sys.exit(3))

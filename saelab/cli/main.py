@@ -79,6 +79,10 @@ def run_process(run: Callable[[], int]) -> int:
     raised (`saelab.training.distributed.exit_process`: its interpreter's finalisation can abort)."""
     try:
         code = run()
+    except SystemExit as exc:
+        if not _joined_process_group():
+            raise
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BaseException:
         if not _joined_process_group():
             raise
