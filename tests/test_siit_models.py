@@ -25,9 +25,12 @@ from saelab.circuits.siit import (
     name_output,
     non_aligned_units,
     patch_unit,
+    patched_logits,
     sample_pairs,
+    siit_task,
     strict_accuracy,
     strict_accuracy_per_unit,
+    strict_logit_loss,
     task_accuracy,
 )
 from saelab.models import bundled_models, load_model, read_model_card
@@ -238,3 +241,65 @@ def test_per_unit_strict_accuracy_patches_one_unit_at_a_time(random_model, token
     assert measured.worst == pytest.approx(min(by_hand.values()))
     all_at_once = strict_accuracy(random_model, pairs, alignment, own_top1)
     assert measured.mean != pytest.approx(all_at_once)
+
+
+# --- the strict logit term (ours): sees the logit shifts the resample-ablation check measures ------------
+
+
+def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
+    """Hand values: with two candidates the term is (change of their logit difference)² / 4; a shift of every
+    logit, or of a token that is not a candidate, is no change. At a saturated prediction (IO 12 logits above
+    the rest) a 0.4-logit drop of IO changes KL by < 1e-4 but the term by 0.04."""
+    clean = torch.zeros(3, 6)
+    clean[:, 1] = 12.0
+    ids = torch.tensor([[1, 2]] * 3)
+    io_down = clean.clone()
+    io_down[:, 1] -= 0.4
+    kl = torch.nn.functional.kl_div(io_down.log_softmax(-1), clean.log_softmax(-1), log_target=True,
+                                    reduction="batchmean")
+    assert float(kl) < 1e-4
+    assert float(strict_logit_loss(io_down, clean, ids)) == pytest.approx(0.4**2 / 4, rel=1e-5)
+    assert float(strict_logit_loss(clean + 3.0, clean, ids)) == pytest.approx(0.0, abs=1e-9)
+    other = clean.clone()
+    other[:, 4] += 5.0
+    assert float(strict_logit_loss(other, clean, ids)) == pytest.approx(0.0, abs=1e-9)
+    three = torch.tensor([[1, 2, 3]] * 3)
+    moved = clean.clone()
+    moved[:, 2] += 0.3
+    delta = torch.tensor([0.0, 0.3, 0.0])
+    by_hand = float((delta - delta.mean()).pow(2).mean())
+    assert float(strict_logit_loss(moved, clean, three)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_ioi_candidates_are_the_metric_tokens(tokenizer):
+    """The IOI entry's candidates are IO and S (logit(IO) − logit(S) is the construction check's metric)."""
+    specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+             Spec(1, "BAB", ("Jessica", "Matthew", "Jessica"), "store", "ring")]
+    rows = encode_specs(tokenizer, specs)
+    ids = siit_task("ioi").candidates(rows)
+    expected = [{tokenizer.encode(" " + n)[-1] for n in spec.names[:2]} for spec in specs]
+    assert [set(r.tolist()) for r in ids] == expected
+
+
+def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
+    """`unchanged_output_loss` on a fresh model: shifting S's logit by 0.5 on the strict rows costs
+    weight · 0.5² / 4; the same shift on the task and interchange rows costs nothing; off by default."""
+    from training.train_siit import SIITConfig, build_model, step_batch, tokenizer, unchanged_output_loss
+
+    cfg = SIITConfig(batch=1, strict_logit_weight=2.0, threads=1)
+    model = build_model(cfg)
+    base, _, _, _, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]  # S (either name in ABC)
+    strict = torch.tensor([g.startswith("strict") for g in row_groups])
+    assert strict.sum() == 2
+    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / 4), (~strict, 0.0)):
+        logits = clean.clone()
+        logits[shifted_rows, s_ids[shifted_rows]] += 0.5
+        term = unchanged_output_loss(cfg, model, base, logits, row_groups)
+        assert float(term) == pytest.approx(expected, abs=1e-5)
+    off = SIITConfig(batch=1, threads=1)
+    assert float(unchanged_output_loss(off, model, base, clean + 1.0, row_groups)) == 0.0
+    with pytest.raises(ValueError, match="candidate"):
+        SIITConfig(task="docstring", strict_logit_weight=1.0)

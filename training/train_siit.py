@@ -47,6 +47,7 @@ from saelab.circuits.siit import (
     source_cache,
     strict_accuracy,
     strict_accuracy_per_unit,
+    strict_logit_loss,
     target_loss,
     task_accuracy,
 )
@@ -143,6 +144,9 @@ class SIITConfig:
     strict_kl_weight: float = 0.0
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
+    strict_logit_weight: float = 0.0
+    """Ours, not InterpBench's: on the strict rows also `strict_logit_loss` on the entry's candidate tokens
+    (IOI: IO and S), which sees a logit shift that a saturated cross-entropy or KL does not (0: off)."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -162,6 +166,11 @@ class SIITConfig:
             raise ValueError(f"source_share must be in [0, 1) (or -1), got {self.source_share}")
         if not 0 < self.stop_at <= 1:
             raise ValueError(f"stop_at must be in (0, 1], got {self.stop_at}")
+        if self.strict_logit_weight < 0:
+            raise ValueError(f"strict_logit_weight must be >= 0, got {self.strict_logit_weight}")
+        if self.strict_logit_weight and self.entry.candidates is None:
+            raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
+                             "candidate tokens (SIITTask.candidates); use 0")
         unknown = set(self.trained_on) - set(self.entry.held_out_splits)
         if unknown:
             raise ValueError(f"--train-on {sorted(unknown)}: not held-out splits of {self.task} "
@@ -254,6 +263,22 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
     return sum(terms) / len(terms)
 
 
+def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str]) -> torch.Tensor:
+    """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and the
+    strict logit term on the entry's candidate tokens, weighted by the config (0 when both are off)."""
+    if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
+        return torch.zeros(())
+    rows = torch.tensor([i for i, g in enumerate(row_groups) if g.startswith("strict")])
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
+    term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
+        logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
+    if cfg.strict_logit_weight:
+        ids = cfg.entry.candidates(base)[rows]
+        term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows], clean, ids)
+    return term
+
+
 def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     base, source, patch, target, row_groups = step_batch(cfg, model, tok, step)
     cache = source_cache(model, source.tokens)
@@ -265,13 +290,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     losses = target_loss(logits, target)
     by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg.entry)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
-    strict = (by_group["strict-one"] + by_group["strict-many"]) / 2
-    if cfg.strict_kl_weight:
-        rows = [i for i, g in enumerate(row_groups) if g.startswith("strict")]
-        with torch.no_grad():
-            clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
-        strict = strict + cfg.strict_kl_weight * torch.nn.functional.kl_div(
-            logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
+    strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
+        cfg, model, base, logits, row_groups)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     if cfg.attention_weight:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
@@ -581,6 +601,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
+    parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
@@ -600,7 +621,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
-                     strict_kl_weight=args.strict_kl_weight, attention_weight=args.attention_weight, source_share=args.source_share,
+                     strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
+                     attention_weight=args.attention_weight, source_share=args.source_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

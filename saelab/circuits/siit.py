@@ -209,6 +209,19 @@ def target_loss(logits: Float[Tensor, "n d_vocab"], target: Target) -> Float[Ten
     return -(logp.gather(1, target.ids) * target.weights).sum(dim=1)
 
 
+def strict_logit_loss(
+    patched: Float[Tensor, "n d_vocab"], clean: Float[Tensor, "n d_vocab"], ids: Int[Tensor, "n k"]
+) -> Float[Tensor, ""]:
+    """Ours, not InterpBench's: mean squared change of the candidate tokens' logits, each taken relative to the
+    candidates' mean (so a shift of every logit is no change). Unlike cross-entropy or KL it does not vanish when
+    the prediction is saturated: with two candidates it is (change of their logit difference)² / 4, the squared
+    change of the IOI metric logit(IO) − logit(S) that the construction check's resample ablation reads."""
+    patched, clean = patched.float().gather(1, ids), clean.float().gather(1, ids)
+    patched = patched - patched.mean(dim=1, keepdim=True)
+    clean = clean - clean.mean(dim=1, keepdim=True)
+    return (patched - clean).pow(2).mean()
+
+
 # --- patched forward passes ---------------------------------------------------------------------------------
 
 
@@ -456,6 +469,9 @@ class SIITTask:
     """The trained model's positions: "standard" (learned absolute) or "rotary"."""
     source_share: float = 0.25
     """Default `pair_specs` source share."""
+    candidates: Callable | None = None
+    """(rows) → [n, k] token ids whose logit differences the task's metric reads (IOI: the two slot names, IO
+    and S), for the trainer's optional strict logit term (None: the entry has none)."""
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
     trainer's optional attention loss (None: the entry has none)."""
@@ -505,6 +521,11 @@ def ioi_train_split(trained_on: frozenset[str] = frozenset()) -> IOISplit:
     return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
 
 
+def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
+    """The names at the two name slots: the metric is logit(IO) − logit(S)."""
+    return rows.slot_names
+
+
 def siit_task(task: str) -> SIITTask:
     """The SIIT entry of `task` ("ioi" or "docstring")."""
     if task == "ioi":
@@ -514,7 +535,7 @@ def siit_task(task: str) -> SIITTask:
             sample_pairs=ioi_sample_pairs, train_split=ioi_train_split,
             held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
-            summary="DUP at S2 -> S-INH at END -> NAME at END",
+            summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
         )
     if task == "docstring":
         from saelab.circuits.siit_docstring import task_entry
