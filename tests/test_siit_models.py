@@ -247,9 +247,10 @@ def test_per_unit_strict_accuracy_patches_one_unit_at_a_time(random_model, token
 
 
 def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
-    """Hand values: with two candidates the term is (change of their logit difference)² / 4; a shift of every
-    logit, or of a token that is not a candidate, is no change. At a saturated prediction (IO 12 logits above
-    the rest) a 0.4-logit drop of IO changes KL by < 1e-4 but the term by 0.04."""
+    """Hand values: with two candidates the term is mean(Δd²) / mean(d²), d their logit difference; a shift
+    of every logit, or of a token that is not a candidate, is no change; scaling every logit changes nothing.
+    At a saturated prediction (IO 12 logits above the rest) a 0.4-logit drop of IO changes KL by < 1e-4 but
+    the term by 0.4² / 12²."""
     clean = torch.zeros(3, 6)
     clean[:, 1] = 12.0
     ids = torch.tensor([[1, 2]] * 3)
@@ -258,7 +259,8 @@ def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
     kl = torch.nn.functional.kl_div(io_down.log_softmax(-1), clean.log_softmax(-1), log_target=True,
                                     reduction="batchmean")
     assert float(kl) < 1e-4
-    assert float(strict_logit_loss(io_down, clean, ids)) == pytest.approx(0.4**2 / 4, rel=1e-5)
+    assert float(strict_logit_loss(io_down, clean, ids)) == pytest.approx(0.4**2 / 12**2, rel=1e-5)
+    assert float(strict_logit_loss(2 * io_down, 2 * clean, ids)) == pytest.approx(0.4**2 / 12**2, rel=1e-5)
     assert float(strict_logit_loss(clean + 3.0, clean, ids)) == pytest.approx(0.0, abs=1e-9)
     other = clean.clone()
     other[:, 4] += 5.0
@@ -266,8 +268,8 @@ def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
     three = torch.tensor([[1, 2, 3]] * 3)
     moved = clean.clone()
     moved[:, 2] += 0.3
-    delta = torch.tensor([0.0, 0.3, 0.0])
-    by_hand = float((delta - delta.mean()).pow(2).mean())
+    delta, size = torch.tensor([0.0, 0.3, 0.0]), torch.tensor([8.0, -4.0, -4.0])  # clean 12, 0, 0 centred
+    by_hand = float((delta - delta.mean()).pow(2).mean() / size.pow(2).mean())
     assert float(strict_logit_loss(moved, clean, three)) == pytest.approx(by_hand, rel=1e-5)
 
 
@@ -283,7 +285,8 @@ def test_ioi_candidates_are_the_metric_tokens(tokenizer):
 
 def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
     """`unchanged_output_loss` on a fresh model: shifting S's logit by 0.5 on the strict rows costs
-    weight · 0.5² / 4; the same shift on the task and interchange rows costs nothing; off by default."""
+    weight · 0.5² / mean(d²) (d: their clean logit difference); the same shift on the task and interchange
+    rows costs nothing, and the term has a gradient through the unpatched run; off by default."""
     from training.train_siit import SIITConfig, build_model, step_batch, tokenizer, unchanged_output_loss
 
     cfg = SIITConfig(batch=1, strict_logit_weight=2.0, threads=1)
@@ -294,11 +297,13 @@ def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
     s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]  # S (either name in ABC)
     strict = torch.tensor([g.startswith("strict") for g in row_groups])
     assert strict.sum() == 2
-    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / 4), (~strict, 0.0)):
+    d = (clean.gather(1, base.slot_names) @ torch.tensor([1.0, -1.0]))[strict]  # logit differences
+    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / d.pow(2).mean()), (~strict, 0.0)):
         logits = clean.clone()
         logits[shifted_rows, s_ids[shifted_rows]] += 0.5
         term = unchanged_output_loss(cfg, model, base, logits, row_groups)
-        assert float(term) == pytest.approx(expected, abs=1e-5)
+        assert float(term) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+    assert term.requires_grad  # through the unpatched run too (logits here carry no graph)
     off = SIITConfig(batch=1, threads=1)
     assert float(unchanged_output_loss(off, model, base, clean + 1.0, row_groups)) == 0.0
     with pytest.raises(ValueError, match="candidate"):

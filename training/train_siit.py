@@ -269,10 +269,12 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
         return torch.zeros(())
     rows = torch.tensor([i for i, g in enumerate(row_groups) if g.startswith("strict")])
-    with torch.no_grad():
+    # The logit term differentiates the unpatched run too, so that scaling every logit leaves it unchanged; against
+    # a fixed unpatched run, the cheapest way to pull the patched run's logits toward it was to shrink them all.
+    with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
         clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
-        logits[rows].log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean")
+        logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:
         ids = cfg.entry.candidates(base)[rows]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows], clean, ids)
