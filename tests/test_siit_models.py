@@ -2,6 +2,7 @@
 construction checks on the committed weights (fresh seeds, held-out templates)."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -283,10 +284,11 @@ def test_ioi_candidates_are_the_metric_tokens(tokenizer):
     assert [set(r.tolist()) for r in ids] == expected
 
 
-def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
-    """`unchanged_output_loss` on a fresh model: shifting S's logit by 0.5 on the strict rows costs
-    weight · 0.5² / mean(d²) (d: their clean logit difference); the same shift on the task and interchange
-    rows costs nothing, and the term has a gradient through the unpatched run; off by default."""
+def test_trainer_applies_the_logit_term_to_the_strict_one_rows_only():
+    """`unchanged_output_loss` on a fresh model: shifting S's logit by 0.5 on the strict-one rows (one unit
+    patched, as the single-node check) costs weight · 0.5² / mean(d²) (d: their clean logit difference); the
+    same shift on every other row (task, interchange, strict-many) costs nothing, and the term has a gradient
+    through the unpatched run; off by default."""
     from training.train_siit import SIITConfig, build_model, step_batch, tokenizer, unchanged_output_loss
 
     cfg = SIITConfig(batch=1, strict_logit_weight=2.0, threads=1)
@@ -295,10 +297,11 @@ def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
     with torch.no_grad():
         clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
     s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]  # S (either name in ABC)
-    strict = torch.tensor([g.startswith("strict") for g in row_groups])
-    assert strict.sum() == 2
+    strict = torch.tensor([g == "strict-one" for g in row_groups])
+    many = torch.tensor([g == "strict-many" for g in row_groups])
+    assert strict.sum() == 1 and many.sum() == 1
     d = (clean.gather(1, base.slot_names) @ torch.tensor([1.0, -1.0]))[strict]  # logit differences
-    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / d.pow(2).mean()), (~strict, 0.0)):
+    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / d.pow(2).mean()), (~strict, 0.0), (many, 0.0)):
         logits = clean.clone()
         logits[shifted_rows, s_ids[shifted_rows]] += 0.5
         term = unchanged_output_loss(cfg, model, base, logits, row_groups)
@@ -308,3 +311,24 @@ def test_trainer_applies_the_logit_term_to_the_strict_rows_only():
     assert float(unchanged_output_loss(off, model, base, clean + 1.0, row_groups)) == 0.0
     with pytest.raises(ValueError, match="candidate"):
         SIITConfig(task="docstring", strict_logit_weight=1.0)
+
+
+def test_strict_sources_cover_the_checks_corruption():
+    """Half the strict rows' sources are the base's ABC corruption (saelab's IOI corruption, which the
+    construction check's resample ablation patches from: same template, order, place and object, three fresh
+    names); interchange and task rows draw none."""
+    from saelab.circuits.siit import ioi_pair_specs
+
+    rng = random.Random(0)
+
+    def is_corruption(base: Spec, source: Spec) -> bool:
+        layout = (base.template, base.order, base.place, base.obj)
+        same = layout == (source.template, source.order, source.place, source.obj)
+        return same and len(set(source.names)) == 3 and not set(source.names) & set(base.names)
+
+    draws = 400
+    share = {group: sum(is_corruption(*ioi_pair_specs(rng, TRAIN_SPLIT, group, 0.25)) for _ in range(draws))
+             / draws
+             for group in ("strict-one", "strict-many", "DUP", "task")}
+    assert 0.4 < share["strict-one"] < 0.6 and 0.4 < share["strict-many"] < 0.6
+    assert share["DUP"] < 0.05 and share["task"] < 0.05

@@ -145,7 +145,7 @@ class SIITConfig:
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
     strict_logit_weight: float = 0.0
-    """Ours, not InterpBench's: on the strict rows also `strict_logit_loss` on the entry's candidate tokens
+    """Ours, not InterpBench's: on the strict-one rows also `strict_logit_loss` on the entry's candidate tokens
     (IOI: IO and S), which sees a logit shift that a saturated cross-entropy or KL does not (0: off)."""
     eval_every: int = 200
     eval_prompts: int = 256
@@ -264,8 +264,9 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
 
 
 def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str]) -> torch.Tensor:
-    """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and the
-    strict logit term on the entry's candidate tokens, weighted by the config (0 when both are off)."""
+    """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
+    the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
+    both are off)."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
         return torch.zeros(())
     rows = torch.tensor([i for i, g in enumerate(row_groups) if g.startswith("strict")])
@@ -275,9 +276,10 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
         clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
-    if cfg.strict_logit_weight:
-        ids = cfg.entry.candidates(base)[rows]
-        term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows], clean, ids)
+    if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
+        one = torch.tensor([g == "strict-one" for i, g in enumerate(row_groups) if g.startswith("strict")])
+        ids = cfg.entry.candidates(base)[rows][one]
+        term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
     return term
 
 

@@ -499,11 +499,21 @@ IOI_CIRCUIT_EDGES = (
 )
 
 
+def abc_corruption(rng: random.Random, split: IOISplit, base: Spec) -> Spec:
+    """saelab's IOI corruption of `base` (`saelab.tasks.ioi`), the source of the construction check's resample
+    ablation: the same template, order, place and object with three fresh names, none of `base`'s."""
+    return base._replace(names=tuple(rng.sample([n for n in split.names if n not in base.names], 3)))
+
+
 def ioi_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
-    """A same-template (base, source) pair; task bases are ABC with `abc_share`, sources always may be."""
+    """A same-template (base, source) pair; task bases are ABC with `abc_share`, sources always may be. Strict
+    rows take half their sources from the base's ABC corruption (what the construction check patches from), the
+    other half as the rest."""
     template = rng.choice(split.templates)
     abc_base = group == "task" and rng.random() < abc_share
     base = sample_spec(rng, split, template, abc=abc_base)
+    if group.startswith("strict") and rng.random() < 0.5:
+        return base, abc_corruption(rng, split, base)
     return base, sample_spec(rng, split, template, abc=rng.random() < abc_share)
 
 
