@@ -6,7 +6,9 @@ Losses per step, each a cross-entropy at the answer position against the task's 
   IIT    : one aligned head patched at its named position from a same-layout source prompt; the target is the
            high-level output under the same intervention;
   strict : non-aligned units (other heads, MLPs, aligned heads at other positions) patched from a source, one at
-           a time or a random half at once; the target is the unchanged high-level output.
+           a time or a random half at once; the target is the unchanged high-level output. Ours beside it
+           (off by default): KL to the unpatched output (--strict-kl-weight) and, on the one-unit rows, the
+           scale-free change of the candidate tokens' logits (--strict-logit-weight; IOI: IO and S).
 The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
 runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
 writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
@@ -77,7 +79,8 @@ DESIGN_HISTORY = {
         "to their mean, over their clean squared size, i.e. mean(dd^2)/mean(d^2), with gradients through the "
         "unpatched run too) and takes half the strict sources from the base's ABC corruption; from the stage-3 "
         "weights, lr 3e-4, strict 3, KL 3, logit term 50, 5197 steps in 22 min (run as --name saelab-ioi-siit-logit, "
-        "then copied here and finalised under this name). Checks stage 3 -> 4: task "
+        "then copied here and finalised under this name; stages 1-3 ran before the strict sources changed, so their "
+        "commands rerun now draw half their strict sources from the ABC corruption). Checks stage 3 -> 4: task "
         "accuracy 0.9975 -> 1.0; largest single non-circuit node 0.0515 (2.0) -> 0.0168 (2.0); all together "
         "0.0622 -> 0.0078; smallest circuit node 0.7216 -> 0.6238; interchange per node on every split >= 0.99 "
         "-> >= 0.982 (S-INH, held-out templates); InterpBench per-unit strict mean >= 0.9967 -> >= 0.9997. Off the training "
