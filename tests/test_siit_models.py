@@ -2,6 +2,7 @@
 construction checks on the committed weights (fresh seeds, held-out templates)."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -25,9 +26,12 @@ from saelab.circuits.siit import (
     name_output,
     non_aligned_units,
     patch_unit,
+    patched_logits,
     sample_pairs,
+    siit_task,
     strict_accuracy,
     strict_accuracy_per_unit,
+    strict_logit_loss,
     task_accuracy,
 )
 from saelab.models import bundled_models, load_model, read_model_card
@@ -238,3 +242,93 @@ def test_per_unit_strict_accuracy_patches_one_unit_at_a_time(random_model, token
     assert measured.worst == pytest.approx(min(by_hand.values()))
     all_at_once = strict_accuracy(random_model, pairs, alignment, own_top1)
     assert measured.mean != pytest.approx(all_at_once)
+
+
+# --- the strict logit term (ours): sees the logit shifts the resample-ablation check measures ------------
+
+
+def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
+    """Hand values: with two candidates the term is mean(Δd²) / mean(d²), d their logit difference; a shift
+    of every logit, or of a token that is not a candidate, is no change; scaling every logit changes nothing.
+    At a saturated prediction (IO 12 logits above the rest) a 0.4-logit drop of IO changes KL by < 1e-4 but
+    the term by 0.4² / 12²."""
+    clean = torch.zeros(3, 6)
+    clean[:, 1] = 12.0
+    ids = torch.tensor([[1, 2]] * 3)
+    io_down = clean.clone()
+    io_down[:, 1] -= 0.4
+    kl = torch.nn.functional.kl_div(io_down.log_softmax(-1), clean.log_softmax(-1), log_target=True,
+                                    reduction="batchmean")
+    assert float(kl) < 1e-4
+    assert float(strict_logit_loss(io_down, clean, ids)) == pytest.approx(0.4**2 / 12**2, rel=1e-5)
+    assert float(strict_logit_loss(2 * io_down, 2 * clean, ids)) == pytest.approx(0.4**2 / 12**2, rel=1e-5)
+    assert float(strict_logit_loss(clean + 3.0, clean, ids)) == pytest.approx(0.0, abs=1e-9)
+    other = clean.clone()
+    other[:, 4] += 5.0
+    assert float(strict_logit_loss(other, clean, ids)) == pytest.approx(0.0, abs=1e-9)
+    three = torch.tensor([[1, 2, 3]] * 3)
+    moved = clean.clone()
+    moved[:, 2] += 0.3
+    delta, size = torch.tensor([0.0, 0.3, 0.0]), torch.tensor([8.0, -4.0, -4.0])  # clean 12, 0, 0 centred
+    by_hand = float((delta - delta.mean()).pow(2).mean() / size.pow(2).mean())
+    assert float(strict_logit_loss(moved, clean, three)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_ioi_candidates_are_the_metric_tokens(tokenizer):
+    """The IOI entry's candidates are IO and S (logit(IO) − logit(S) is the construction check's metric)."""
+    specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+             Spec(1, "BAB", ("Jessica", "Matthew", "Jessica"), "store", "ring")]
+    rows = encode_specs(tokenizer, specs)
+    ids = siit_task("ioi").candidates(rows)
+    expected = [{tokenizer.encode(" " + n)[-1] for n in spec.names[:2]} for spec in specs]
+    assert [set(r.tolist()) for r in ids] == expected
+
+
+def test_trainer_applies_the_logit_term_to_the_strict_one_rows_only():
+    """`unchanged_output_loss` on a fresh model: shifting S's logit by 0.5 on the strict-one rows (one unit
+    patched, as the single-node check) costs weight · 0.5² / mean(d²) (d: their clean logit difference); the
+    same shift on every other row (task, interchange, strict-many) costs nothing, and the term has a gradient
+    through the unpatched run; off by default."""
+    from training.train_siit import SIITConfig, build_model, step_batch, tokenizer, unchanged_output_loss
+
+    cfg = SIITConfig(batch=1, strict_logit_weight=2.0, threads=1)
+    model = build_model(cfg)
+    base, _, _, _, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]  # S (either name in ABC)
+    strict = torch.tensor([g == "strict-one" for g in row_groups])
+    many = torch.tensor([g == "strict-many" for g in row_groups])
+    assert strict.sum() == 1 and many.sum() == 1
+    d = (clean.gather(1, base.slot_names) @ torch.tensor([1.0, -1.0]))[strict]  # logit differences
+    for shifted_rows, expected in ((strict, 2.0 * 0.5**2 / d.pow(2).mean()), (~strict, 0.0), (many, 0.0)):
+        logits = clean.clone()
+        logits[shifted_rows, s_ids[shifted_rows]] += 0.5
+        term = unchanged_output_loss(cfg, model, base, logits, row_groups)
+        assert float(term) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+    assert term.requires_grad  # through the unpatched run too (logits here carry no graph)
+    off = SIITConfig(batch=1, threads=1)
+    assert float(unchanged_output_loss(off, model, base, clean + 1.0, row_groups)) == 0.0
+    with pytest.raises(ValueError, match="candidate"):
+        SIITConfig(task="docstring", strict_logit_weight=1.0)
+
+
+def test_strict_sources_cover_the_checks_corruption():
+    """Half the strict rows' sources are the base's ABC corruption (saelab's IOI corruption, which the
+    construction check's resample ablation patches from: same template, order, place and object, three fresh
+    names); interchange and task rows draw none."""
+    from saelab.circuits.siit import ioi_pair_specs
+
+    rng = random.Random(0)
+
+    def is_corruption(base: Spec, source: Spec) -> bool:
+        layout = (base.template, base.order, base.place, base.obj)
+        same = layout == (source.template, source.order, source.place, source.obj)
+        return same and len(set(source.names)) == 3 and not set(source.names) & set(base.names)
+
+    draws = 400
+    share = {group: sum(is_corruption(*ioi_pair_specs(rng, TRAIN_SPLIT, group, 0.25)) for _ in range(draws))
+             / draws
+             for group in ("strict-one", "strict-many", "DUP", "task")}
+    assert 0.4 < share["strict-one"] < 0.6 and 0.4 < share["strict-many"] < 0.6
+    assert share["DUP"] < 0.05 and share["task"] < 0.05

@@ -209,6 +209,21 @@ def target_loss(logits: Float[Tensor, "n d_vocab"], target: Target) -> Float[Ten
     return -(logp.gather(1, target.ids) * target.weights).sum(dim=1)
 
 
+def strict_logit_loss(
+    patched: Float[Tensor, "n d_vocab"], clean: Float[Tensor, "n d_vocab"], ids: Int[Tensor, "n k"]
+) -> Float[Tensor, ""]:
+    """Ours, not InterpBench's: the squared change of the candidate tokens' logits, each taken relative to the
+    candidates' mean (a shift of every logit is no change), over the clean ones' squared size, both averaged over
+    rows and candidates. With two candidates it is mean(Δd²) / mean(d²), d their logit difference: the IOI metric
+    logit(IO) − logit(S), which the construction check's resample ablation moves by a share of the gap. Unlike
+    cross-entropy or KL it does not vanish when the prediction is saturated; being scale-free, shrinking every
+    logit does not lower it (an absolute version did that: the clean metric fell from 9.3 to 2.9 in 400 steps)."""
+    patched, clean = patched.float().gather(1, ids), clean.float().gather(1, ids)
+    patched = patched - patched.mean(dim=1, keepdim=True)
+    clean = clean - clean.mean(dim=1, keepdim=True)
+    return (patched - clean).pow(2).mean() / clean.pow(2).mean().clamp(min=1e-6)
+
+
 # --- patched forward passes ---------------------------------------------------------------------------------
 
 
@@ -456,6 +471,9 @@ class SIITTask:
     """The trained model's positions: "standard" (learned absolute) or "rotary"."""
     source_share: float = 0.25
     """Default `pair_specs` source share."""
+    candidates: Callable | None = None
+    """(rows) → [n, k] token ids whose logit differences the task's metric reads (IOI: the two slot names, IO
+    and S), for the trainer's optional strict logit term (None: the entry has none)."""
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
     trainer's optional attention loss (None: the entry has none)."""
@@ -481,11 +499,21 @@ IOI_CIRCUIT_EDGES = (
 )
 
 
+def abc_corruption(rng: random.Random, split: IOISplit, base: Spec) -> Spec:
+    """saelab's IOI corruption of `base` (`saelab.tasks.ioi`), the source of the construction check's resample
+    ablation: the same template, order, place and object with three fresh names, none of `base`'s."""
+    return base._replace(names=tuple(rng.sample([n for n in split.names if n not in base.names], 3)))
+
+
 def ioi_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
-    """A same-template (base, source) pair; task bases are ABC with `abc_share`, sources always may be."""
+    """A same-template (base, source) pair; task bases are ABC with `abc_share`, sources always may be. Strict
+    rows take half their sources from the base's ABC corruption (what the construction check patches from), the
+    other half as the rest."""
     template = rng.choice(split.templates)
     abc_base = group == "task" and rng.random() < abc_share
     base = sample_spec(rng, split, template, abc=abc_base)
+    if group.startswith("strict") and rng.random() < 0.5:
+        return base, abc_corruption(rng, split, base)
     return base, sample_spec(rng, split, template, abc=rng.random() < abc_share)
 
 
@@ -505,6 +533,11 @@ def ioi_train_split(trained_on: frozenset[str] = frozenset()) -> IOISplit:
     return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
 
 
+def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
+    """The names at the two name slots: the metric is logit(IO) − logit(S)."""
+    return rows.slot_names
+
+
 def siit_task(task: str) -> SIITTask:
     """The SIIT entry of `task` ("ioi" or "docstring")."""
     if task == "ioi":
@@ -514,7 +547,7 @@ def siit_task(task: str) -> SIITTask:
             sample_pairs=ioi_sample_pairs, train_split=ioi_train_split,
             held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
-            summary="DUP at S2 -> S-INH at END -> NAME at END",
+            summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
         )
     if task == "docstring":
         from saelab.circuits.siit_docstring import task_entry
