@@ -10,7 +10,16 @@ from saelab.circuits.graph import Graph, Node
 from saelab.circuits.io import find_ground_truth
 from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
-from saelab.circuits.siit import AlignedNode, interchange_accuracy, siit_task, strict_accuracy, task_accuracy
+from saelab.circuits.siit import (
+    AlignedNode,
+    Patch,
+    interchange_accuracy,
+    non_aligned_units,
+    patch_unit,
+    siit_task,
+    strict_accuracy,
+    task_accuracy,
+)
 from saelab.circuits.siit_docstring import (
     HELD_OUT_LAYOUT_SPLIT,
     HELD_OUT_WORD_SPLIT,
@@ -230,3 +239,22 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
         assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
     if card["construction_checks"]["passed"]["each_circuit_node>0.20"]:
         assert all(abs(effects[n]) > 0.2 * gap for n in circuit)
+
+
+def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched_elsewhere(tokenizer,
+                                                                                          random_model):
+    """The five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it is
+    patched at every other position and at neither of those two."""
+    entry = siit_task("docstring-name-copy")
+    assert entry.variables == ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
+    assert {(a.node, a.position) for a in entry.alignment[:2]} == {("0.0", "B_doc"), ("0.0", "C_def")}
+    assert {"0.0->1.2.v", "0.0->2.0.v", "0.1->2.0.k", "1.2->2.0.q"} <= set(entry.circuit_edges)
+    assert "input->1.2.v" not in entry.circuit_edges and "input->1.2.v" in ENTRY.circuit_edges
+    model = random_model
+    rows = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
+    units = non_aligned_units(model, entry.alignment)
+    assert ("rest", 0, 0) in units and ("head", 0, 0) in non_aligned_units(model, ENTRY.alignment)
+    patch = Patch.empty(model, *rows.tokens.shape)
+    patch_unit(patch, 0, ("rest", 0, 0), rows, entry.alignment)
+    assert not patch.z[0][0, rows.last_doc_pos[0], 0] and not patch.z[0][0, rows.answer_def[0], 0]
+    assert int(patch.z[0][0, :, 0].sum()) == rows.tokens.shape[1] - 2

@@ -35,6 +35,7 @@ from saelab.circuits.ground_truth import edge_effects
 from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
+    SIIT_TASKS,
     Patch,
     SIITTask,
     Target,
@@ -117,7 +118,7 @@ class SIITConfig:
     """Model shape and training settings."""
 
     task: str = "ioi"
-    """The SIIT entry (`saelab.circuits.siit.siit_task`): "ioi" or "docstring"."""
+    """The SIIT entry (`saelab.circuits.siit.siit_task`): "ioi", "docstring" or "docstring-name-copy"."""
     name: str = ""
     """Output: data/models/NAME, data/circuits/NAME/TASK.json; checkpoints in runs/NAME ("": the entry's model)."""
     n_layers: int = 3
@@ -574,7 +575,7 @@ HELD_OUT_ALIASES = {"--all-templates": "held_out_templates", "--all-words": "hel
 
 def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default=SIITConfig.task, choices=("ioi", "docstring"))
+    parser.add_argument("--task", default=SIITConfig.task, choices=SIIT_TASKS)
     parser.add_argument("--name", default=SIITConfig.name)
     parser.add_argument("--seed", type=int, default=SIITConfig.seed)
     parser.add_argument("--n-layers", type=int, default=SIITConfig.n_layers)

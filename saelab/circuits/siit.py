@@ -505,8 +505,12 @@ def ioi_train_split(trained_on: frozenset[str] = frozenset()) -> IOISplit:
     return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
 
 
+SIIT_TASKS = ("ioi", "docstring", "docstring-name-copy")
+"""The SIIT entries: "docstring-name-copy" is the docstring design whose layer-0 name copies are stages."""
+
+
 def siit_task(task: str) -> SIITTask:
-    """The SIIT entry of `task` ("ioi" or "docstring")."""
+    """The SIIT entry of `task` (one of `SIIT_TASKS`)."""
     if task == "ioi":
         return SIITTask(
             task="ioi", model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
@@ -516,8 +520,8 @@ def siit_task(task: str) -> SIITTask:
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END",
         )
-    if task == "docstring":
+    if task in ("docstring", "docstring-name-copy"):
         from saelab.circuits.siit_docstring import task_entry
 
-        return task_entry()
-    raise ValueError(f"no SIIT entry for task {task!r}; expected 'ioi' or 'docstring'")
+        return task_entry(name_copy=task == "docstring-name-copy")
+    raise ValueError(f"no SIIT entry for task {task!r}; expected one of {SIIT_TASKS}")

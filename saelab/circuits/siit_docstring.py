@@ -281,22 +281,35 @@ def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) ->
 
 
 ALIGNMENT = (
-    AlignedNode("B_NAME", 0, 0, "B_doc",
-                "the last documented argument's name (B), copied at its own position"),
-    AlignedNode("C_NAME", 0, 0, "C_def", "the answer's name (C), copied at its own signature position"),
     AlignedNode("PREV", 0, 1, "C_def",
                 "the signature argument before the answer's (B): a previous-argument head"),
-    AlignedNode("LAST", 1, 2, "end", "B_NAME, brought to the final :param"),
+    AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
     AlignedNode("MOVER", 2, 0, "end",
                 "the signature argument whose PREV equals LAST (the answer C); the method's "
                 "name when none does"),
 )
+"""The shipped saelab-docstring-siit's alignment (three stages; B_NAME and C_NAME are not aligned, so head 0.0
+is non-aligned everywhere)."""
 CIRCUIT_EDGES = (
+    "input->0.1.q", "input->0.1.k", "input->0.1.v", "input->1.2.q", "input->1.2.k", "input->1.2.v",
+    "0.1->2.0.k", "1.2->2.0.q", "input->2.0.v", "2.0->logits",
+)
+"""The edges the three-stage model's data flow implies: PREV is MOVER's key, LAST its query."""
+NAME_COPY_ALIGNMENT = (
+    AlignedNode("B_NAME", 0, 0, "B_doc",
+                "the last documented argument's name (B), copied at its own position"),
+    AlignedNode("C_NAME", 0, 0, "C_def", "the answer's name (C), copied at its own signature position"),
+    ALIGNMENT[0],
+    AlignedNode("LAST", 1, 2, "end", "B_NAME, brought to the final :param"),
+    ALIGNMENT[2],
+)
+"""The five-stage design (`siit_task("docstring-name-copy")`): head 0.0's name copies are stages."""
+NAME_COPY_EDGES = (
     "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.1.q", "input->0.1.k", "input->0.1.v",
     "input->1.2.q", "input->1.2.k", "0.0->1.2.v", "0.1->2.0.k", "1.2->2.0.q", "0.0->2.0.v", "input->2.0.v",
     "2.0->logits",
 )
-"""The edges the high-level model's data flow implies: B_NAME is LAST's value, PREV MOVER's key, LAST its
+"""The edges the five-stage model's data flow implies: B_NAME is LAST's value, PREV MOVER's key, LAST its
 query, C_NAME its value at C_def (the embedding at the other arguments, where a permuted intervention points
 it)."""
 
@@ -311,12 +324,14 @@ def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
     return DocSplit(layouts, TRAIN_SPLIT.variables, descriptions)
 
 
-def task_entry() -> SIITTask:
+def task_entry(name_copy: bool = False) -> SIITTask:
+    """The docstring entry: the shipped three-stage design, or (`name_copy`) the five-stage one whose layer-0
+    name copies are stages (trained into the candidate saelab-docstring-siit-v3, not shipped)."""
     return SIITTask(
         task="docstring",
-        model="saelab-docstring-siit",
-        alignment=ALIGNMENT,
-        circuit_edges=CIRCUIT_EDGES,
+        model="saelab-docstring-siit-v3" if name_copy else "saelab-docstring-siit",
+        alignment=NAME_COPY_ALIGNMENT if name_copy else ALIGNMENT,
+        circuit_edges=NAME_COPY_EDGES if name_copy else CIRCUIT_EDGES,
         high_level_output=high_level_output,
         encode=encode_specs,
         pair_specs=pair_specs,
@@ -325,7 +340,8 @@ def task_entry() -> SIITTask:
         held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT,
                          "held_out_descriptions": HELD_OUT_WORD_SPLIT},
         summary=("B_NAME at B_doc -> LAST at END (query); PREV at C_def (key); C_NAME at C_def (value) "
-                 "-> MOVER at END"),
+                 "-> MOVER at END") if name_copy else
+                "PREV at C_def (key) and LAST at END (query) -> MOVER at END",
         n_ctx=96,
         positional_embedding_type="rotary",
         attention_targets=attention_targets,
