@@ -2,7 +2,9 @@
 
 Shape of Heimersheim & Janiak's circuit (layer-0 heads that copy a token's identity at its own position, a
 previous-argument head at the signature, a head that brings the last documented argument to the final
-`:param`, argument movers that match the two), as stages in three layers:
+`:param`, argument movers that match the two), as stages in three layers. The shipped saelab-docstring-siit
+aligns PREV, LAST and MOVER (`siit_task("docstring")`); the name-copy design
+(`siit_task("docstring-name-copy")`) aligns all five:
 
   B_NAME at B_doc (the last documented argument's name): that name, copied by a layer-0 head at its own
          position (the value LAST moves);
