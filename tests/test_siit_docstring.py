@@ -40,6 +40,9 @@ from saelab.tasks.docstring import PUBLISHED, DocstringSetting
 
 NAME = "saelab-docstring-siit"
 ENTRY = siit_task("docstring")
+"""The shipped design (five stages: head 0.0's name copies are B_NAME and C_NAME)."""
+THREE_STAGE = siit_task("docstring-three-stage")
+"""The design of the shipped model's first training stage."""
 
 
 def _available(name: str) -> bool:
@@ -243,17 +246,18 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
 
 def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched_elsewhere(tokenizer,
                                                                                           random_model):
-    """The five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it is
-    patched at every other position and at neither of those two."""
-    entry = siit_task("docstring-name-copy")
+    """The shipped five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it
+    is patched at every other position and at neither of those two (in the three-stage design, everywhere)."""
+    entry = ENTRY
     assert entry.variables == ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
     assert {(a.node, a.position) for a in entry.alignment[:2]} == {("0.0", "B_doc"), ("0.0", "C_def")}
     assert {"0.0->1.2.v", "0.0->2.0.v", "0.1->2.0.k", "1.2->2.0.q"} <= set(entry.circuit_edges)
-    assert "input->1.2.v" not in entry.circuit_edges and "input->1.2.v" in ENTRY.circuit_edges
+    assert "input->1.2.v" not in entry.circuit_edges and "input->1.2.v" in THREE_STAGE.circuit_edges
     model = random_model
     rows = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
     units = non_aligned_units(model, entry.alignment)
-    assert ("rest", 0, 0) in units and ("head", 0, 0) in non_aligned_units(model, ENTRY.alignment)
+    assert ("rest", 0, 0) in units and ("head", 0, 0) in non_aligned_units(model, THREE_STAGE.alignment)
+    assert THREE_STAGE.model != entry.model == "saelab-docstring-siit"  # a three-stage run keeps it
     patch = Patch.empty(model, *rows.tokens.shape)
     patch_unit(patch, 0, ("rest", 0, 0), rows, entry.alignment)
     assert not patch.z[0][0, rows.last_doc_pos[0], 0] and not patch.z[0][0, rows.answer_def[0], 0]

@@ -505,8 +505,9 @@ def ioi_train_split(trained_on: frozenset[str] = frozenset()) -> IOISplit:
     return IOISplit(templates, TRAIN_SPLIT.names, places, objects)
 
 
-SIIT_TASKS = ("ioi", "docstring", "docstring-name-copy")
-"""The SIIT entries: "docstring-name-copy" is the docstring design whose layer-0 name copies are stages."""
+SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage")
+"""The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
+the design of its first training stage."""
 
 
 def siit_task(task: str) -> SIITTask:
@@ -520,8 +521,8 @@ def siit_task(task: str) -> SIITTask:
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END",
         )
-    if task in ("docstring", "docstring-name-copy"):
+    if task in ("docstring", "docstring-three-stage"):
         from saelab.circuits.siit_docstring import task_entry
 
-        return task_entry(name_copy=task == "docstring-name-copy")
+        return task_entry(three_stage=task == "docstring-three-stage")
     raise ValueError(f"no SIIT entry for task {task!r}; expected one of {SIIT_TASKS}")

@@ -3,8 +3,8 @@
 Shape of Heimersheim & Janiak's circuit (layer-0 heads that copy a token's identity at its own position, a
 previous-argument head at the signature, a head that brings the last documented argument to the final
 `:param`, argument movers that match the two), as stages in three layers. The shipped saelab-docstring-siit
-aligns PREV, LAST and MOVER (`siit_task("docstring")`); the name-copy design
-(`siit_task("docstring-name-copy")`) aligns all five:
+aligns all five (`siit_task("docstring")`); its first training stage used the three-stage design
+(`siit_task("docstring-three-stage")`), which aligns PREV, LAST and MOVER only:
 
   B_NAME at B_doc (the last documented argument's name): that name, copied by a layer-0 head at its own
          position (the value LAST moves);
@@ -282,7 +282,7 @@ def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) ->
                    encode_specs(tokenizer, [s for _, s in specs]))
 
 
-ALIGNMENT = (
+THREE_STAGE_ALIGNMENT = (
     AlignedNode("PREV", 0, 1, "C_def",
                 "the signature argument before the answer's (B): a previous-argument head"),
     AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
@@ -290,23 +290,24 @@ ALIGNMENT = (
                 "the signature argument whose PREV equals LAST (the answer C); the method's "
                 "name when none does"),
 )
-"""The shipped saelab-docstring-siit's alignment (three stages; B_NAME and C_NAME are not aligned, so head 0.0
-is non-aligned everywhere)."""
-CIRCUIT_EDGES = (
+"""The three-stage design (`siit_task("docstring-three-stage")`, the shipped model's first training stage):
+B_NAME and C_NAME are not aligned, so head 0.0 is non-aligned everywhere."""
+THREE_STAGE_EDGES = (
     "input->0.1.q", "input->0.1.k", "input->0.1.v", "input->1.2.q", "input->1.2.k", "input->1.2.v",
     "0.1->2.0.k", "1.2->2.0.q", "input->2.0.v", "2.0->logits",
 )
 """The edges the three-stage model's data flow implies: PREV is MOVER's key, LAST its query."""
-NAME_COPY_ALIGNMENT = (
+ALIGNMENT = (
     AlignedNode("B_NAME", 0, 0, "B_doc",
                 "the last documented argument's name (B), copied at its own position"),
     AlignedNode("C_NAME", 0, 0, "C_def", "the answer's name (C), copied at its own signature position"),
-    ALIGNMENT[0],
+    THREE_STAGE_ALIGNMENT[0],
     AlignedNode("LAST", 1, 2, "end", "B_NAME, brought to the final :param"),
-    ALIGNMENT[2],
+    THREE_STAGE_ALIGNMENT[2],
 )
-"""The five-stage design (`siit_task("docstring-name-copy")`): head 0.0's name copies are stages."""
-NAME_COPY_EDGES = (
+"""The shipped saelab-docstring-siit's alignment (`siit_task("docstring")`, five stages): head 0.0's name
+copies are stages."""
+CIRCUIT_EDGES = (
     "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.1.q", "input->0.1.k", "input->0.1.v",
     "input->1.2.q", "input->1.2.k", "0.0->1.2.v", "0.1->2.0.k", "1.2->2.0.q", "0.0->2.0.v", "input->2.0.v",
     "2.0->logits",
@@ -326,14 +327,16 @@ def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
     return DocSplit(layouts, TRAIN_SPLIT.variables, descriptions)
 
 
-def task_entry(name_copy: bool = False) -> SIITTask:
-    """The docstring entry: the shipped three-stage design, or (`name_copy`) the five-stage one whose layer-0
-    name copies are stages (trained into the candidate saelab-docstring-siit-v3, not shipped)."""
+def task_entry(three_stage: bool = False) -> SIITTask:
+    """The docstring entry: the shipped five-stage design whose layer-0 name copies are stages, or
+    (`three_stage`) the design of the shipped model's first training stage (its default output name is not
+    the shipped model's, so a run of it does not overwrite the bundled weights)."""
+    name_copy = not three_stage
     return SIITTask(
         task="docstring",
-        model="saelab-docstring-siit-v3" if name_copy else "saelab-docstring-siit",
-        alignment=NAME_COPY_ALIGNMENT if name_copy else ALIGNMENT,
-        circuit_edges=NAME_COPY_EDGES if name_copy else CIRCUIT_EDGES,
+        model="saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage",
+        alignment=ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT,
+        circuit_edges=CIRCUIT_EDGES if name_copy else THREE_STAGE_EDGES,
         high_level_output=high_level_output,
         encode=encode_specs,
         pair_specs=pair_specs,
