@@ -140,8 +140,8 @@ def records_from_store(store: ResultsStore, seeds: set[int] | None = None) -> li
 GROUND_TRUTH_TEXT = (
     "Ground truths (data/circuits/MODEL/TASK.json), each column says which it has. **By construction** "
     "(saelab-ioi-siit: SIIT-trained so that three named heads implement a relay of the indirect object; "
-    "saelab-docstring-siit: SIIT-trained so that a previous-argument head (key) and a last-documented-argument "
-    "head (query) feed an argument mover, three heads in three layers; "
+    "saelab-docstring-siit: SIIT-trained so that a layer-0 name-copy head, a previous-argument head (key) and "
+    "a last-documented-argument head (query) feed an argument mover, four heads in three layers; "
     "tracr-*: compiled RASP programs, circuit read from the compiled weights): the circuit was put there; "
     "node metrics are over heads, so on the tracr models (4 and 2 heads, the rest of their circuits are MLPs) "
     "they take only a few values. **By patching** (the saelab-tiny columns, secondary): resample-ablation patching of the same model on 128 prompts "

@@ -10,7 +10,16 @@ from saelab.circuits.graph import Graph, Node
 from saelab.circuits.io import find_ground_truth
 from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
-from saelab.circuits.siit import AlignedNode, interchange_accuracy, siit_task, strict_accuracy, task_accuracy
+from saelab.circuits.siit import (
+    AlignedNode,
+    Patch,
+    interchange_accuracy,
+    non_aligned_units,
+    patch_unit,
+    siit_task,
+    strict_accuracy,
+    task_accuracy,
+)
 from saelab.circuits.siit_docstring import (
     HELD_OUT_LAYOUT_SPLIT,
     HELD_OUT_WORD_SPLIT,
@@ -18,6 +27,7 @@ from saelab.circuits.siit_docstring import (
     DocSpec,
     encode_specs,
     high_level_output,
+    mover_output,
     permuted_spec,
     sample_spec,
 )
@@ -30,6 +40,9 @@ from saelab.tasks.docstring import PUBLISHED, DocstringSetting
 
 NAME = "saelab-docstring-siit"
 ENTRY = siit_task("docstring")
+"""The shipped design (five stages: head 0.0's name copies are B_NAME and C_NAME)."""
+THREE_STAGE = siit_task("docstring-three-stage")
+"""The design of the shipped model's first training stage."""
 
 
 def _available(name: str) -> bool:
@@ -55,13 +68,16 @@ def _spec(method, args, layout=PUBLISHED):
                    descs)
 
 
-def _by_hand(method, args, layout, prev_at_answer=None, last=None):
-    """MOVER's output from names: the arg whose previous arg ("self" first) is `last`, else the method."""
+def _by_hand(method, args, layout, prev_at_answer=None, last=None, answer_name=None):
+    """MOVER's output from names: the arg whose previous arg ("self" first) is `last` (named `answer_name`
+    when it is the answer's), else the method."""
     answer = layout.answer_index
     last = args[answer - 1] if last is None else last
     prev = ["self", *args[:-1]]
     prev[answer] = prev[answer] if prev_at_answer is None else prev_at_answer
-    return next((a for a, p in zip(args, prev, strict=True) if p == last), method)
+    names = list(args)
+    names[answer] = names[answer] if answer_name is None else answer_name
+    return next((n for n, p in zip(names, prev, strict=True) if p == last), method)
 
 
 # --- the high-level model (no weights needed) ---------------------------------------------------------------
@@ -81,7 +97,9 @@ def test_rows_locate_the_answer_its_previous_argument_and_the_method(tokenizer):
     assert rows.last_doc_pos[0] > rows.answer_def[0]
     targets = ENTRY.attention_targets(rows)
     assert tokenizer.decode(rows.tokens[0, targets["PREV"][0]]) == " size"
-    assert targets["MOVER"][0] == rows.answer_def[0]
+    assert targets["MOVER"][0] == rows.answer_def[0] == targets["C_NAME"][0]
+    assert tokenizer.decode(rows.tokens[0, targets["B_NAME"][0]]) == " size"
+    assert targets["B_NAME"][0] == rows.position("B_doc")[0] == targets["LAST"][0]
     assert rows.position("end").tolist() == [rows.tokens.shape[1] - 1]
 
 
@@ -99,6 +117,8 @@ def test_high_level_outputs_match_a_hand_computation_on_names(tokenizer, layout)
                 None: _by_hand(base.method, base.def_args, layout),
                 "PREV": _by_hand(base.method, base.def_args, layout, prev_at_answer=source.def_args[i - 1]),
                 "LAST": _by_hand(base.method, base.def_args, layout, last=source.def_args[i - 1]),
+                "B_NAME": _by_hand(base.method, base.def_args, layout, last=source.def_args[i - 1]),
+                "C_NAME": _by_hand(base.method, base.def_args, layout, answer_name=source.def_args[i]),
                 "MOVER": source.def_args[i],
             }
             for variable, name in expected.items():
@@ -118,6 +138,19 @@ def test_interventions_from_permuted_sources_move_the_answer_and_others_fall_bac
     assert high_level_output(b, s, "PREV").ids[0, 0] == _ids(tokenizer, ["old"])[0]
     other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
     assert high_level_output(b, other, "LAST").ids[0, 0] == _ids(tokenizer, ["old"])[0]
+    assert high_level_output(b, other, "B_NAME").ids[0, 0] == _ids(tokenizer, ["old"])[0]
+    assert high_level_output(b, other, "C_NAME").ids[0, 0] == _ids(tokenizer, ["url"])[0]  # source's answer
+
+
+def test_c_name_names_the_answer_only_where_the_match_is_the_answer(tokenizer):
+    """C_NAME is the name at C_def: when LAST points the match at another argument, that argument's own name
+    is the output, whatever C_NAME says."""
+    b = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
+    page, names, file, url = _ids(tokenizer, ["page", "names", "file", "url"])
+    url_t = torch.tensor([url])
+    assert mover_output(b, b.prev_at_answer, b.last_doc, url_t).tolist() == [url]
+    assert mover_output(b, b.prev_at_answer, torch.tensor([page]), url_t).tolist() == [names]
+    assert mover_output(b, b.prev_at_answer, b.last_doc, b.answer).tolist() == [file]
 
 
 def test_held_out_splits_are_disjoint_from_training_and_the_published_layout_is_trained():
@@ -201,11 +234,31 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
     clean, corrupted = metric_means(model, problem)
     gap = clean - corrupted
     truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
-    circuit = [Node(a.layer, "head", a.head) for a in ENTRY.alignment]
-    outside = [Node(0, "mlp"), Node(2, "mlp"),
-               Node(1, "head", (ENTRY.alignment[1].head + 1) % model.cfg.n_heads)]
+    circuit = sorted({Node(a.layer, "head", a.head) for a in ENTRY.alignment})
+    last = next(a for a in ENTRY.alignment if a.variable == "LAST")
+    outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (last.head + 1) % model.cfg.n_heads)]
     effects = node_effects(model, problem, "resample", circuit + outside)
     for node, value in effects.items():
         assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
     if card["construction_checks"]["passed"]["each_circuit_node>0.20"]:
         assert all(abs(effects[n]) > 0.2 * gap for n in circuit)
+
+
+def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched_elsewhere(tokenizer,
+                                                                                          random_model):
+    """The shipped five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it
+    is patched at every other position and at neither of those two (in the three-stage design, everywhere)."""
+    entry = ENTRY
+    assert entry.variables == ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
+    assert {(a.node, a.position) for a in entry.alignment[:2]} == {("0.0", "B_doc"), ("0.0", "C_def")}
+    assert {"0.0->1.2.v", "0.0->2.0.v", "0.1->2.0.k", "1.2->2.0.q"} <= set(entry.circuit_edges)
+    assert "input->1.2.v" not in entry.circuit_edges and "input->1.2.v" in THREE_STAGE.circuit_edges
+    model = random_model
+    rows = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
+    units = non_aligned_units(model, entry.alignment)
+    assert ("rest", 0, 0) in units and ("head", 0, 0) in non_aligned_units(model, THREE_STAGE.alignment)
+    assert THREE_STAGE.model != entry.model == "saelab-docstring-siit"  # a three-stage run keeps it
+    patch = Patch.empty(model, *rows.tokens.shape)
+    patch_unit(patch, 0, ("rest", 0, 0), rows, entry.alignment)
+    assert not patch.z[0][0, rows.last_doc_pos[0], 0] and not patch.z[0][0, rows.answer_def[0], 0]
+    assert int(patch.z[0][0, :, 0].sum()) == rows.tokens.shape[1] - 2

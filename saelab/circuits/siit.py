@@ -538,8 +538,13 @@ def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
     return rows.slot_names
 
 
+SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage")
+"""The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
+the design of its first training stage."""
+
+
 def siit_task(task: str) -> SIITTask:
-    """The SIIT entry of `task` ("ioi" or "docstring")."""
+    """The SIIT entry of `task` (one of `SIIT_TASKS`)."""
     if task == "ioi":
         return SIITTask(
             task="ioi", model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
@@ -549,8 +554,8 @@ def siit_task(task: str) -> SIITTask:
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
         )
-    if task == "docstring":
+    if task in ("docstring", "docstring-three-stage"):
         from saelab.circuits.siit_docstring import task_entry
 
-        return task_entry()
-    raise ValueError(f"no SIIT entry for task {task!r}; expected 'ioi' or 'docstring'")
+        return task_entry(three_stage=task == "docstring-three-stage")
+    raise ValueError(f"no SIIT entry for task {task!r}; expected one of {SIIT_TASKS}")

@@ -1,18 +1,24 @@
 """The high-level causal model of the docstring task that saelab-docstring-siit implements (SIIT).
 
-Shape of Heimersheim & Janiak's circuit (a previous-argument head at the signature, a head that brings the
-last documented argument to the final `:param`, argument movers that match the two), as three stages in three
-layers:
+Shape of Heimersheim & Janiak's circuit (layer-0 heads that copy a token's identity at its own position, a
+previous-argument head at the signature, a head that brings the last documented argument to the final
+`:param`, argument movers that match the two), as stages in three layers. The shipped saelab-docstring-siit
+aligns all five (`siit_task("docstring")`); its first training stage used the three-stage design
+(`siit_task("docstring-three-stage")`), which aligns PREV, LAST and MOVER only:
 
-  PREV  at C_def (the answer's signature position): the signature argument before it (B; "self" for the
-        first);
-  LAST  at end: the last documented argument (B);
-  MOVER at end: the signature argument whose PREV equals LAST (C), read with PREV as key and LAST as query;
-        when no argument matches (an intervention broke the match), the method's name.
+  B_NAME at B_doc (the last documented argument's name): that name, copied by a layer-0 head at its own
+         position (the value LAST moves);
+  C_NAME at C_def (the answer's signature position): the answer's name, copied the same way (the value MOVER
+         moves when it matches C_def);
+  PREV   at C_def: the signature argument before it (B; "self" for the first);
+  LAST   at end: B_NAME, brought to the final :param;
+  MOVER  at end: the signature argument whose PREV equals LAST, read with PREV as key and LAST as query; its
+         name is C_NAME when that argument is the answer's; when no argument matches (an intervention broke
+         the match), the method's name.
 
-Every variable is a token, so every intervention has one output: patching PREV or LAST from a prompt with
-other names makes the match fail (→ the method's name); from a prompt that permutes the base's own names it
-points MOVER at another argument; patching MOVER outputs the source's answer.
+Every variable is a token, so every intervention has one output: patching PREV, LAST or B_NAME from a prompt
+with other names makes the match fail (→ the method's name); from a prompt that permutes the base's own names
+it points MOVER at another argument; patching C_NAME or MOVER outputs the source's answer.
 """
 
 import random
@@ -156,12 +162,24 @@ class DocRows(NamedTuple):
             return self.end
         if name == "C_def":
             return self.answer_def
-        raise ValueError(f"unknown docstring position {name!r}; expected 'C_def' or 'end'")
+        if name == "B_doc":
+            return self.last_doc_pos
+        raise ValueError(f"unknown docstring position {name!r}; expected 'C_def', 'B_doc' or 'end'")
 
     @property
     def last_doc(self) -> Int[Tensor, " n"]:
         """The last documented argument (the one before the answer in the signature)."""
         return self.def_tokens.gather(1, (self.answer_index - 1)[:, None])[:, 0]
+
+    @property
+    def answer(self) -> Int[Tensor, " n"]:
+        """The answer's name (the signature argument at C_def)."""
+        return self.def_tokens.gather(1, self.answer_index[:, None])[:, 0]
+
+    @property
+    def prev_at_answer(self) -> Int[Tensor, " n"]:
+        """PREV's value: the signature argument before the answer's."""
+        return self.prev_tokens.gather(1, self.answer_index[:, None])[:, 0]
 
 
 def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
@@ -192,43 +210,48 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
 
 
 def mover_output(
-    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"]
+    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
 ) -> Int[Tensor, " n"]:
-    """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`; the method if none
-    does."""
+    """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`, named as C_NAME says
+    (`answer`) when it is the answer's; the method if none matches."""
+    rows_index = torch.arange(len(last))
     prev = rows.prev_tokens.clone()
-    prev[torch.arange(len(prev)), rows.answer_index] = prev_at_answer
+    prev[rows_index, rows.answer_index] = prev_at_answer
+    names = rows.def_tokens.clone()
+    names[rows_index, rows.answer_index] = answer
     match = (prev == last[:, None]) & (rows.def_tokens >= 0)
     first = match.int().argmax(dim=1)
-    found = rows.def_tokens.gather(1, first[:, None])[:, 0]
+    found = names.gather(1, first[:, None])[:, 0]
     return torch.where(match.any(dim=1), found, rows.method)
 
 
-VARIABLES = ("PREV", "LAST", "MOVER")
+VARIABLES = ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
 
 
 def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
     """The high-level model's output on `base` with `variable` set to its value on `source` (None: no
-    change)."""
-    prev = base.prev_tokens.gather(1, base.answer_index[:, None])[:, 0]
-    last = base.last_doc
+    change). LAST is B_NAME moved, so setting either sets LAST."""
+    prev, last, answer = base.prev_at_answer, base.last_doc, base.answer
     if variable == "PREV":
-        prev = source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0]
-    elif variable == "LAST":
+        prev = source.prev_at_answer
+    elif variable in ("LAST", "B_NAME"):
         last = source.last_doc
+    elif variable == "C_NAME":
+        answer = source.answer
     elif variable == "MOVER":
-        prev_at_answer = source.prev_tokens.gather(1, source.answer_index[:, None])[:, 0]
-        base, prev, last = source, prev_at_answer, source.last_doc
+        base, prev, last, answer = source, source.prev_at_answer, source.last_doc, source.answer
     elif variable is not None:
         raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
-    ids = mover_output(base, prev, last)
+    ids = mover_output(base, prev, last, answer)
     return Target(ids[:, None].expand(-1, 2), torch.full((len(ids), 2), 0.5))
 
 
 def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
-    """Where each aligned head attends on a clean prompt (from its named position): PREV → the previous
-    argument, LAST → the last documented argument, MOVER → the answer's signature position."""
-    return {"PREV": rows.answer_def - 2, "LAST": rows.last_doc_pos, "MOVER": rows.answer_def}
+    """Where each aligned head attends on a clean prompt (from its named position): B_NAME and C_NAME → their
+    own position, PREV → the previous argument, LAST → the last documented argument, MOVER → the answer's
+    signature position."""
+    return {"B_NAME": rows.last_doc_pos, "C_NAME": rows.answer_def, "PREV": rows.answer_def - 2,
+            "LAST": rows.last_doc_pos, "MOVER": rows.answer_def}
 
 
 def pair_specs(
@@ -237,12 +260,16 @@ def pair_specs(
     """A base prompt and a same-layout source for one training row of `group` ("task", a variable,
     "strict-*").
 
-    PREV and LAST sources permute the base's own names with `permuted_share` (so the match moves to another
-    argument), else use other names (the match fails); every other group's source uses other names."""
+    PREV, LAST, B_NAME and C_NAME sources permute the base's own names with `permuted_share` (so the match
+    moves to another argument, or C_NAME names another argument), else use other names (the match fails);
+    every other group's source uses other names."""
     base = sample_spec(rng, split, rng.choice(split.layouts))
-    if group in ("PREV", "LAST") and rng.random() < permuted_share:
+    if group in _PERMUTED_GROUPS and rng.random() < permuted_share:
         return base, permuted_spec(rng, split, base)
     return base, sample_spec(rng, split, base.layout, avoid=(base.method, *base.def_args))
+
+
+_PERMUTED_GROUPS = ("PREV", "LAST", "B_NAME", "C_NAME")
 
 
 def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) -> PairSet:
@@ -255,7 +282,7 @@ def sample_pairs(tokenizer, split: DocSplit, n: int, seed: int, purpose: str) ->
                    encode_specs(tokenizer, [s for _, s in specs]))
 
 
-ALIGNMENT = (
+THREE_STAGE_ALIGNMENT = (
     AlignedNode("PREV", 0, 1, "C_def",
                 "the signature argument before the answer's (B): a previous-argument head"),
     AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
@@ -263,11 +290,31 @@ ALIGNMENT = (
                 "the signature argument whose PREV equals LAST (the answer C); the method's "
                 "name when none does"),
 )
-CIRCUIT_EDGES = (
+"""The three-stage design (`siit_task("docstring-three-stage")`, the shipped model's first training stage):
+B_NAME and C_NAME are not aligned, so head 0.0 is non-aligned everywhere."""
+THREE_STAGE_EDGES = (
     "input->0.1.q", "input->0.1.k", "input->0.1.v", "input->1.2.q", "input->1.2.k", "input->1.2.v",
     "0.1->2.0.k", "1.2->2.0.q", "input->2.0.v", "2.0->logits",
 )
-"""The edges the high-level model's data flow implies: PREV is MOVER's key, LAST its query."""
+"""The edges the three-stage model's data flow implies: PREV is MOVER's key, LAST its query."""
+ALIGNMENT = (
+    AlignedNode("B_NAME", 0, 0, "B_doc",
+                "the last documented argument's name (B), copied at its own position"),
+    AlignedNode("C_NAME", 0, 0, "C_def", "the answer's name (C), copied at its own signature position"),
+    THREE_STAGE_ALIGNMENT[0],
+    AlignedNode("LAST", 1, 2, "end", "B_NAME, brought to the final :param"),
+    THREE_STAGE_ALIGNMENT[2],
+)
+"""The shipped saelab-docstring-siit's alignment (`siit_task("docstring")`, five stages): head 0.0's name
+copies are stages."""
+CIRCUIT_EDGES = (
+    "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.1.q", "input->0.1.k", "input->0.1.v",
+    "input->1.2.q", "input->1.2.k", "0.0->1.2.v", "0.1->2.0.k", "1.2->2.0.q", "0.0->2.0.v", "input->2.0.v",
+    "2.0->logits",
+)
+"""The edges the five-stage model's data flow implies: B_NAME is LAST's value, PREV MOVER's key, LAST its
+query, C_NAME its value at C_def (the embedding at the other arguments, where a permuted intervention points
+it)."""
 
 
 def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
@@ -280,12 +327,16 @@ def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
     return DocSplit(layouts, TRAIN_SPLIT.variables, descriptions)
 
 
-def task_entry() -> SIITTask:
+def task_entry(three_stage: bool = False) -> SIITTask:
+    """The docstring entry: the shipped five-stage design whose layer-0 name copies are stages, or
+    (`three_stage`) the design of the shipped model's first training stage (its default output name is not
+    the shipped model's, so a run of it does not overwrite the bundled weights)."""
+    name_copy = not three_stage
     return SIITTask(
         task="docstring",
-        model="saelab-docstring-siit",
-        alignment=ALIGNMENT,
-        circuit_edges=CIRCUIT_EDGES,
+        model="saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage",
+        alignment=ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT,
+        circuit_edges=CIRCUIT_EDGES if name_copy else THREE_STAGE_EDGES,
         high_level_output=high_level_output,
         encode=encode_specs,
         pair_specs=pair_specs,
@@ -293,7 +344,9 @@ def task_entry() -> SIITTask:
         train_split=train_split,
         held_out_splits={"held_out_layouts": HELD_OUT_LAYOUT_SPLIT,
                          "held_out_descriptions": HELD_OUT_WORD_SPLIT},
-        summary="PREV at C_def (key) and LAST at END (query) -> MOVER at END",
+        summary=("B_NAME at B_doc -> LAST at END (query); PREV at C_def (key); C_NAME at C_def (value) "
+                 "-> MOVER at END") if name_copy else
+                "PREV at C_def (key) and LAST at END (query) -> MOVER at END",
         n_ctx=96,
         positional_embedding_type="rotary",
         attention_targets=attention_targets,
