@@ -58,7 +58,9 @@ def aligned_counts(model, placed, measured: sparse.Measured, keep, truth: dict, 
     how many sit in the heads the circuit file aligns (`truth["alignment"]`), beside an even spread and a
     random choice of as many latents per dictionary; of the aligned latents' |effect|, the fraction at the
     aligned position (per-prompt positions from the task data) beside an even spread over positions."""
-    aligned = {a["node"]: a["position"] for a in truth["alignment"]}
+    aligned: dict[str, tuple[str, ...]] = {}  # a head may carry two variables at two positions
+    for a in truth["alignment"]:
+        aligned[a["node"]] = (*aligned.get(a["node"], ()), a["position"])
     effects = [measured.effects.aggregated(i)[0] for i in range(len(placed))]
     split = head_split(model, placed, keep, effects, aligned, measured.effects.activation)
     wanted = []
@@ -78,8 +80,8 @@ def aligned_counts(model, placed, measured: sparse.Measured, keep, truth: dict, 
 
 
 def position_fraction(model, placed, task, data, wanted) -> tuple[float, float]:
-    """Σ|per-position attribution effect at the aligned position| / Σ|effect at all positions| over the
-    given (dictionary, latent, position name) triples, on the test prompts; and the same fraction if each
+    """Σ|per-position attribution effect at the aligned positions| / Σ|effect at all positions| over the
+    given (dictionary, latent, position names) triples, on the test prompts; and the same fraction if each
     prompt's |effect| were spread evenly over its positions."""
     problem = problem_from_task(task, data, len(data))
     batch = problem.batches[0]
@@ -89,10 +91,10 @@ def position_fraction(model, placed, task, data, wanted) -> tuple[float, float]:
                                          sparse.FeatureCircuitConfig(node_method="attrib"))
     at, even, total = 0.0, 0.0, 0.0
     rows = torch.arange(len(batch.end))
-    for i, j, position in wanted:
+    for i, j, positions in wanted:
         effect = sparse.position_effects(grads[i], clean[i], corrupt[i]).acts[..., j].abs()
-        at += float(effect[rows, data.positions[position]].sum())
-        even += float((effect.sum(1) / (batch.end + 1)).sum())
+        at += sum(float(effect[rows, data.positions[position]].sum()) for position in positions)
+        even += len(positions) * float((effect.sum(1) / (batch.end + 1)).sum())
         total += float(effect.sum())
     return (at / total, even / total) if total else (float("nan"), float("nan"))
 

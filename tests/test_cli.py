@@ -113,3 +113,16 @@ def test_outside_a_process_group_a_command_returns_or_raises_as_usual():
         run_process(lambda: 1 / 0)
     with pytest.raises(SystemExit):
         run_process(lambda: sys.exit(3))
+
+
+def test_a_message_given_to_sys_exit_in_a_process_group_is_printed(monkeypatch, capsys):
+    import saelab.training.distributed as distributed
+
+    def end(status):
+        raise Ended(status)
+
+    monkeypatch.setattr(distributed, "current_world", lambda: distributed.World(0, 2))
+    monkeypatch.setattr(distributed, "exit_process", end)
+    with pytest.raises(Ended) as ended:
+        run_process(lambda: sys.exit("saelab train: error: bad input"))
+    assert ended.value.args == (1,) and "bad input" in capsys.readouterr().err

@@ -272,6 +272,12 @@ def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
     delta, size = torch.tensor([0.0, 0.3, 0.0]), torch.tensor([8.0, -4.0, -4.0])  # clean 12, 0, 0 centred
     by_hand = float((delta - delta.mean()).pow(2).mean() / size.pow(2).mean())
     assert float(strict_logit_loss(moved, clean, three)) == pytest.approx(by_hand, rel=1e-5)
+    # rows of different clean size: one ratio of means over rows and candidates, not a mean of per-row ratios
+    two_rows, shifted = torch.zeros(2, 6), torch.zeros(2, 6)
+    two_rows[0, 1], two_rows[1, 1] = 12.0, 2.0
+    shifted[0, 1], shifted[1, 1] = 11.0, 1.0  # d falls by 1 on both rows
+    pair = torch.tensor([[1, 2]] * 2)
+    assert float(strict_logit_loss(shifted, two_rows, pair)) == pytest.approx(2 / (144 + 4), rel=1e-5)
 
 
 def test_ioi_candidates_are_the_metric_tokens(tokenizer):

@@ -82,6 +82,8 @@ def run_process(run: Callable[[], int]) -> int:
     except SystemExit as exc:
         if not _joined_process_group():
             raise
+        if exc.code is not None and not isinstance(exc.code, int):
+            sys.stderr.write(f"{exc.code}\n")  # sys.exit("message"), as the interpreter would print it
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BaseException:
         if not _joined_process_group():

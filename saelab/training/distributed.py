@@ -86,11 +86,13 @@ def exit_process(code: int) -> NoReturn:
     streams, then `os._exit`, skipping the interpreter's finalisation (other atexit handlers included),
     where a gloo thread releasing a communicated tensor aborts the process (see the module's docstring).
     Call it last, once every file this rank writes is closed."""
-    leave_process_group()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+    try:
+        leave_process_group()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    finally:  # a failing flush (a closed pipe) or group teardown must not send the process into finalisation
+        os._exit(code)
 
 
 def local_batch_size(batch_size: int, world: World) -> int:
