@@ -333,7 +333,7 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
-        one = torch.tensor([g == "strict-one" for i, g in enumerate(row_groups) if g.startswith("strict")])
+        one = torch.tensor([g == "strict-one" for g in row_groups if g.startswith("strict")])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
     return term

@@ -136,11 +136,8 @@ def circuit_with_baselines(model: HookedTransformer, placed: list[Placed], probl
                            ) -> CircuitWithBaselines:
     """`sparse.feature_circuit` of `problem` and the baselines of its size, all scored against one
     `ablation_reference`."""
-    measured = sparse.measure(model, placed, problem, config)
-    keep = sparse.circuit_nodes(measured.effects, config.node_threshold)
     reference = ablation_reference(model, placed, problem)
-    metrics = ablation_metrics(model, placed, problem, keep, reference)
-    graph = sparse.graph_of(model, placed, measured, keep, config, problem.name, metrics)
+    graph, measured, keep = sparse.placed_circuit(model, placed, problem, config, reference)
     scores = baseline_scores(model, placed, problem, CircuitSize.of(keep), measured.effects.activation, draws,
                              seed, reference)
     return CircuitWithBaselines(graph, measured, keep, scores)

@@ -517,8 +517,24 @@ def feature_circuit(model: HookedTransformer, problem: CircuitProblem, dictionar
     """The sparse feature circuit of `problem` (its clean/corrupted pairs and metric) over `dictionaries`
     ({sae_id: SAE or transcoder}), with its faithfulness and completeness in `metrics`."""
     config = config or FeatureCircuitConfig()
-    placed = place(model, dictionaries)
+    return placed_circuit(model, place(model, dictionaries), problem, config).graph
+
+
+class PlacedCircuit(NamedTuple):
+    """A feature circuit with what it was selected from."""
+
+    graph: FeatureGraph
+    measured: Measured
+    """The node (and edge) effects the circuit was selected from."""
+    keep: list[Keep]
+    """Its nodes, per dictionary."""
+
+
+def placed_circuit(model: HookedTransformer, placed: list[Placed], problem: CircuitProblem,
+                   config: FeatureCircuitConfig, reference: AblationReference | None = None) -> PlacedCircuit:
+    """`feature_circuit` over dictionaries already placed; `reference` as in `ablation_metrics`."""
     measured = measure(model, placed, problem, config)
     keep = circuit_nodes(measured.effects, config.node_threshold)
-    metrics = ablation_metrics(model, placed, problem, keep)
-    return graph_of(model, placed, measured, keep, config, problem.name, metrics)
+    metrics = ablation_metrics(model, placed, problem, keep, reference)
+    graph = graph_of(model, placed, measured, keep, config, problem.name, metrics)
+    return PlacedCircuit(graph, measured, keep)
