@@ -1,6 +1,7 @@
 """The bundled corpus (saelab.corpus) and the pure parts of training/train_lm.py."""
 
 import importlib.util
+import random
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,36 @@ def test_broad_corpus_split_widens_only_the_docstring_texts():
     extra = set(words.DOCSTRING_EXTRA_VARIABLES)
     assert len(extra & set(broad.replace("(", " ").replace(",", " ").split())) > 50
     assert not extra & set(train.replace("(", " ").replace(",", " ").split())
+
+
+def test_wide_corpus_split_draws_many_names_few_published_layouts_and_no_dev_counts():
+    """--corpus-split wide: far more docstring names than "broad"; a tenth in the published layout."""
+    from saelab.tasks.docstring import CORPUS_RANGES, PUBLISHED, _corpus_setting
+
+    module = _train_lm()
+    assert module.generated_texts("ioi", 50, 3, "wide") == module.generated_texts("ioi", 50, 3)
+    wide = " ".join(module.generated_texts("docstring", 300, 3, "wide"))
+    broad = " ".join(module.generated_texts("docstring", 300, 3, "broad"))
+
+    def names(text: str) -> set[str]:
+        return {line.split(":param ")[1].split(":")[0] for line in text.splitlines() if ":param " in line}
+
+    assert len(names(wide)) > 2 * len(names(broad)) and len(names(wide)) > 600
+    rng = random.Random(0)
+    published = sum(_corpus_setting(rng, CORPUS_RANGES["wide"]) == PUBLISHED for _ in range(4000)) / 4000
+    assert 0.08 < published < 0.15  # 0.1, plus the ranges' own draws of the published counts (1/240)
+    with pytest.raises(ValueError, match="published_share"):
+        CORPUS_RANGES["wide"].__class__((0,), (2,), (0,), (1,), (2,), published_share=1.5)
+
+
+def test_dev_accuracy_gates_the_early_stop_only_when_asked():
+    module = _train_lm()
+    dev = {"docstring": {"accuracy": 0.6, "metric": 1.0}}
+    assert module.dev_met(dev, module.TrainConfig())
+    assert not module.dev_met(dev, module.TrainConfig(dev_accuracy=0.85))
+    assert module.dev_met(dev, module.TrainConfig(dev_accuracy=0.6))
+    with pytest.raises(ValueError, match="dev_accuracy"):
+        module.TrainConfig(dev_accuracy=85)
 
 
 def test_code_batches_are_a_function_of_seed_and_step():

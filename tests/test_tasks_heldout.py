@@ -11,8 +11,18 @@ from saelab.models.io import model_files
 from saelab.models.registry import get_bundled
 from saelab.models.tokenizer import load_tokenizer
 from saelab.tasks import get_task, gpt2_tokenizer, words
+from saelab.tasks.base import TRAINING_SPLITS
 from saelab.tasks.build import build_dataset
-from saelab.tasks.docstring import CORPUS_RANGES, HELDOUT_LAYOUTS, HELDOUT_MATCHING, HELDOUT_SUFFIX, PUBLISHED
+from saelab.tasks.docstring import (
+    CORPUS_RANGES,
+    DEV_LAYOUTS,
+    DEV_MATCHING,
+    DEV_SUFFIX,
+    HELDOUT_LAYOUTS,
+    HELDOUT_MATCHING,
+    HELDOUT_SUFFIX,
+    PUBLISHED,
+)
 from saelab.tasks.greater_than import CORPUS_TEMPLATES
 from saelab.tasks.greater_than import HELDOUT_LAYOUTS as GT_HELDOUT
 from saelab.tasks.greater_than import TRAIN_LAYOUTS as GT_TRAIN
@@ -29,22 +39,23 @@ def bundled_tokenizer():
     return load_tokenizer(model_files(get_bundled("saelab-tiny").directory).tokenizer, name="saelab-tiny")
 
 
-def _held_out_words() -> set[str]:
+def _held_out_words(split: str = "heldout") -> set[str]:
     return {
         w
         for task in TASKS
-        for key, values in get_task(task).vocabulary("tiny", "heldout").words.items()
+        if split in get_task(task).splits
+        for key, values in get_task(task).vocabulary("tiny", split).words.items()
         if (task, key) not in SHARED
         for w in values
     }
 
 
 def _training_words() -> set[str]:
-    """Every word any training generator draws: the train and broad splits, the extras, the narratives."""
+    """Every word any training generator draws: the training splits, the extras, the narratives."""
     lists = [
         values
         for task in TASKS
-        for split in ("train", "broad")
+        for split in TRAINING_SPLITS
         for values in get_task(task).vocabulary("tiny", split).words.values()
     ]
     lists += [words.IOI_EXTRA_PLACES, words.IOI_EXTRA_OBJECTS, words.GREATER_THAN_EXTRA_NOUNS]
@@ -74,16 +85,27 @@ def test_held_out_layouts_are_disjoint_from_training_layouts():
     trained_matching = {m for r in CORPUS_RANGES.values() for m in r.n_matching} | {PUBLISHED.n_matching}
     trained_suffix = {s for r in CORPUS_RANGES.values() for s in r.n_suffix} | {PUBLISHED.n_suffix}
     assert HELDOUT_MATCHING not in trained_matching and HELDOUT_SUFFIX not in trained_suffix
+    wide = CORPUS_RANGES["wide"]
+    assert DEV_MATCHING not in wide.n_matching and DEV_SUFFIX not in wide.n_suffix
+    assert DEV_LAYOUTS and not set(DEV_LAYOUTS) & set(HELDOUT_LAYOUTS)
+    assert all(s.n_matching == DEV_MATCHING or s.n_suffix == DEV_SUFFIX for s in DEV_LAYOUTS)
     assert HELDOUT_LAYOUTS and all(
         s.n_matching == HELDOUT_MATCHING or s.n_suffix == HELDOUT_SUFFIX for s in HELDOUT_LAYOUTS
     )
     assert get_task("docstring").vocabulary("tiny", "train").layouts == (PUBLISHED,)
 
 
-@pytest.mark.parametrize("split", ["train", "broad"])
+def test_dev_words_are_disjoint_from_held_out_and_every_training_list():
+    dev = _held_out_words("dev")
+    assert len(dev) >= 60 and not dev & _held_out_words() and not dev & _training_words()
+
+
+@pytest.mark.parametrize("split", TRAINING_SPLITS)
 def test_training_texts_never_contain_held_out_words_or_layouts(split):
-    """Fails if a training generator leaks the held-out split (its words, templates, wordings or counts)."""
+    """Fails if a training generator leaks the held-out split (its words, templates, wordings or counts), or
+    a docstring training text the dev split's words (other texts may: "left" is in an IOI template)."""
     held = _held_out_words()
+    dev = _held_out_words("dev")
     template_patterns = [
         re.compile(re.escape(t).replace(re.escape("[A]"), r"\w+").replace(re.escape("[B]"), r"\w+")
                    .replace(re.escape("[PLACE]"), r"\w+").replace(re.escape("[OBJECT]"), r"\w+"))
@@ -93,17 +115,21 @@ def test_training_texts_never_contain_held_out_words_or_layouts(split):
     texts += [("narrative", text) for text in corpus.narrative_texts(2000, seed=11)]  # template words too
     for task, text in texts:
         assert not set(re.findall(r"[A-Za-z]+", text)) & held, (task, text)
+        assert task != "docstring" or not set(re.findall(r"[A-Za-z]+", text)) & dev, text
         assert not any(p.search(text) for p in template_patterns), text
         assert not any(middle + " " in text for _, middle in GT_HELDOUT), text
     rng = random.Random(0)
     for _ in range(3000):
         setting = CORPUS_RANGES[split].draw(rng)
         assert setting.n_matching != HELDOUT_MATCHING and setting.n_suffix != HELDOUT_SUFFIX
+        if split == "wide":
+            assert setting.n_matching != DEV_MATCHING and setting.n_suffix != DEV_SUFFIX
 
 
-def test_held_out_split_is_for_evaluation_only():
-    with pytest.raises(ValueError, match="heldout split is for evaluation only"):
-        get_task("docstring").corpus_texts(5, seed=0, split="heldout")
+@pytest.mark.parametrize("split", ["heldout", "dev"])
+def test_evaluation_splits_are_never_training_text(split):
+    with pytest.raises(ValueError, match=f"the {split} split is for evaluation only"):
+        get_task("docstring").corpus_texts(5, seed=0, split=split)
     with pytest.raises(ValueError, match="has no split 'dev'"):
         get_task("ioi").generate(gpt2_tokenizer(), 5, seed=0, split="dev")
 

@@ -35,6 +35,7 @@ from saelab.models import load_model, save_model
 from saelab.models.tokenizer import wrap_tokenizer
 from saelab.paths import data_dir
 from saelab.tasks import get_task
+from saelab.tasks.base import TRAINING_SPLITS
 
 log = logging.getLogger("train_lm")
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +96,12 @@ class TrainConfig:
     """torch threads. On 2 shared, oversubscribed cores one thread measured ~10x faster than two (OpenMP
     workers wait on each other when another process holds a core)."""
     corpus_split: str = "train"
-    """The task split the generated texts come from: "train" (the bundled models' generators) or "broad"
-    (the wider docstring generator: more argument counts and words, still disjoint from "heldout")."""
+    """The task split the generated texts come from: "train" (the bundled models' generators), "broad" (a
+    wider docstring generator: more argument counts and words) or "wide" (~1,400 argument names and counts
+    on both sides of the dev and held-out ones); all disjoint from "dev" and "heldout"."""
+    dev_accuracy: float = 0.0
+    """Docstring accuracy the dev split (unseen argument names and layouts) must also reach for the early
+    stop; 0: not required. The dev split is scored at every evaluation either way; "heldout" never is."""
     init_from: str = ""
     """A saved model (name or directory) whose weights start the run instead of a random initialisation
     (continued training); empty for a fresh model."""
@@ -116,8 +121,10 @@ class TrainConfig:
                 raise ValueError(f"required task {task!r} is not one of {sorted(THRESHOLDS)}")
         if max(self.code_len, self.gen_len) > self.n_ctx:
             raise ValueError(f"code_len {self.code_len} / gen_len {self.gen_len} exceed n_ctx {self.n_ctx}")
-        if self.corpus_split not in ("train", "broad"):
-            raise ValueError(f"corpus_split {self.corpus_split!r} must be 'train' or 'broad' (never 'heldout')")
+        if self.corpus_split not in TRAINING_SPLITS:
+            raise ValueError(f"corpus_split {self.corpus_split!r} must be one of {TRAINING_SPLITS} (never 'heldout')")
+        if not 0 <= self.dev_accuracy <= 1:
+            raise ValueError(f"dev_accuracy {self.dev_accuracy} must be in [0, 1]")
 
     @property
     def run_dir(self) -> Path:
@@ -243,12 +250,15 @@ def train_step(model: HookedTransformer, optimizer: torch.optim.Optimizer, batch
 # --- evaluation --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def task_scores(model: HookedTransformer, n: int, seed: int, chunk: int = 250) -> dict[str, dict[str, float]]:
-    """Mean accuracy and task metric of each task on `n` fresh prompts ("tiny" vocabulary)."""
+def task_scores(model: HookedTransformer, n: int, seed: int, chunk: int = 250,
+                split: str = "train") -> dict[str, dict[str, float]]:
+    """Mean accuracy and task metric of each task that has `split` on `n` fresh prompts ("tiny" vocabulary)."""
     scores = {}
     for name in THRESHOLDS:
         task = get_task(name)
-        data = task.generate(model.tokenizer, n=n, seed=seed, vocabulary="tiny")
+        if split != "train" and split not in task.splits:
+            continue
+        data = task.generate(model.tokenizer, n=n, seed=seed, vocabulary="tiny", split=split)
         logits = torch.cat([model(data.clean_tokens[i:i + chunk]) for i in range(0, n, chunk)])
         scores[name] = {"accuracy": task.accuracy(logits, data).float().mean().item(),
                         "metric": task.metric(logits, data).mean().item()}
@@ -257,6 +267,11 @@ def task_scores(model: HookedTransformer, n: int, seed: int, chunk: int = 250) -
 
 def thresholds_met(scores: dict[str, dict[str, float]], required: tuple[str, ...]) -> bool:
     return all(scores[t][k] >= v for t in required for k, v in THRESHOLDS[t].items())
+
+
+def dev_met(dev: dict[str, dict[str, float]], cfg: "TrainConfig") -> bool:
+    """Whether the dev split's docstring accuracy reaches `cfg.dev_accuracy` (always, when that is 0)."""
+    return cfg.dev_accuracy == 0 or dev["docstring"]["accuracy"] >= cfg.dev_accuracy
 
 
 @torch.no_grad()
@@ -343,18 +358,20 @@ def periodic_eval(model, streams: dict, cfg: TrainConfig, state: dict) -> dict:
     model.eval()
     step = state["step"]
     scores = task_scores(model, cfg.eval_prompts, seed=CHECK_SEED + step)
+    dev = task_scores(model, cfg.eval_prompts, seed=CHECK_SEED + step, split="dev")
     held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx, max_contexts=8)
     entry = {"step": step, "elapsed_s": round(state["elapsed_s"]), "loss_code": state["loss_code"],
-             "loss_gen": state["loss_gen"], "held_out_loss_8ctx": held, "scores": scores}
-    if cfg.early_stop and thresholds_met(scores, cfg.required):
+             "loss_gen": state["loss_gen"], "held_out_loss_8ctx": held, "scores": scores, "dev": dev}
+    if cfg.early_stop and thresholds_met(scores, cfg.required) and dev_met(dev, cfg):
         confirm = task_scores(model, cfg.final_prompts, seed=CONFIRM_SEED + step)
-        entry["confirm"] = confirm
-        if thresholds_met(confirm, cfg.required):
+        confirm_dev = task_scores(model, cfg.final_prompts, seed=CONFIRM_SEED + step, split="dev")
+        entry["confirm"], entry["confirm_dev"] = confirm, confirm_dev
+        if thresholds_met(confirm, cfg.required) and dev_met(confirm_dev, cfg):
             state["stop"] = f"thresholds met at step {step}"
     state["history"].append(entry)
-    log.info("step %d (%.0f s) loss code %.3f gen %.3f held-out %.3f | %s%s", step, state["elapsed_s"],
-             state["loss_code"], state["loss_gen"], held, format_scores(scores),
-             " | CONFIRMED" if state["stop"] else "")
+    log.info("step %d (%.0f s) loss code %.3f gen %.3f held-out %.3f | %s | dev doc acc %.3f%s", step,
+             state["elapsed_s"], state["loss_code"], state["loss_gen"], held, format_scores(scores),
+             dev["docstring"]["accuracy"], " | CONFIRMED" if state["stop"] else "")
     return scores
 
 
@@ -407,7 +424,8 @@ def token_shares(tokens: dict[str, int]) -> dict[str, float]:
     return {source: round(count / total, 4) for source, count in tokens.items()}
 
 
-def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, commands: list[str], schedule: str) -> dict:
+def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, commands: list[str], schedule: str,
+               dev: dict | None = None) -> dict:
     """The "saelab" section of config.json: what the model is, how it was trained and how well it does."""
     passed = {task: thresholds_met(final, (task,)) for task in THRESHOLDS}
     kind = "attention-only, " if cfg.attn_only else ""
@@ -428,7 +446,8 @@ def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, commands
         "final_train_loss": {"stdlib": round(state["loss_code"], 4), "generated": round(state["loss_gen"], 4)},
         "held_out_stdlib_loss": round(held, 4),
         "task_scores": {"n_prompts": cfg.final_prompts, "seed": FINAL_SEED, "vocabulary": "tiny",
-                        "scores": final, "thresholds": THRESHOLDS, "passed": passed},
+                        "scores": final, "thresholds": THRESHOLDS, "passed": passed,
+                        "dev": dev or {}, "dev_accuracy_required": cfg.dev_accuracy},
         "required_tasks": list(cfg.required),
         "lr_schedule": schedule,
         "config": dataclasses.asdict(cfg),
@@ -465,6 +484,10 @@ def card_markdown(card: dict) -> str:
         required = "" if task in card["required_tasks"] else " (not required)"
         lines.append(f"| {task} | {scores[task]['accuracy']:.3f} | {scores[task]['metric']:.3f} | {wanted} | "
                      f"{card['task_scores']['passed'][task]}{required} |")
+    for task, dev in card["task_scores"].get("dev", {}).items():
+        lines.append(f"| {task}, dev split (unseen names and layouts) | {dev['accuracy']:.3f} | {dev['metric']:.3f} | "
+                     f"accuracy ≥ {card['task_scores']['dev_accuracy_required']} | "
+                     f"{dev['accuracy'] >= card['task_scores']['dev_accuracy_required']} |")
     lines += ["", "Metrics: IOI logit(IO) − logit(S); greater-than Σp(YY' > YY) − Σp(YY' ≤ YY); docstring "
               "logit(answer) − max logit of the other arguments. Accuracy: IOI logit(IO) > logit(S); greater-than "
               "the top two-digit year is later; docstring top-1 among the signature's arguments.", ""]
@@ -477,8 +500,9 @@ def ship(model: HookedTransformer, cfg: TrainConfig, state: dict, streams: dict,
     round_to_float16_(model)
     model.eval()
     final = task_scores(model, cfg.final_prompts, seed=FINAL_SEED)
+    dev = task_scores(model, cfg.final_prompts, seed=FINAL_SEED, split="dev")
     held = held_out_loss(model, streams["held_out"], streams["bos"], cfg.n_ctx)
-    card = model_card(cfg, state, final, held, commands, schedule)
+    card = model_card(cfg, state, final, held, commands, schedule, dev)
     out = Path(cfg.out_dir) if cfg.out_dir else data_dir() / "models" / cfg.name
     save_model(model, out, weights_dtype=torch.float16, extra=card)
     (out / "MODEL_CARD.md").write_text(card_markdown(card))

@@ -10,8 +10,9 @@ Example::
     held = task.generate(model.tokenizer, n=64, seed=0, vocabulary="tiny", split="heldout")
 
 Splits (data in each task module and words.py): "train" is what the bundled models were trained and stopped
-on, "broad" the wider training generator (docstring only; the same as "train" elsewhere), "heldout"
-layouts and words no training generator draws, for evaluation only (`corpus_texts` refuses it).
+on, "broad" and "wide" wider training generators (docstring only; the same as "train" elsewhere), "dev"
+(docstring) unseen words and layouts to choose when to stop on, "heldout" layouts and words no training
+generator draws, never used while training; `corpus_texts` refuses "dev" and "heldout".
 """
 
 from saelab.tasks.base import PosNeg, Prompt, PromptPair, TaskDataset, TaskVocabulary

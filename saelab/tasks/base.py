@@ -9,10 +9,14 @@ from torch import Tensor
 
 VocabularyKind = Literal["canonical", "tiny"]
 VOCABULARY_KINDS: tuple[str, ...] = ("canonical", "tiny")
-SPLITS: tuple[str, ...] = ("train", "broad", "heldout")
-"""Task splits: "train" (what the bundled models were trained and stopped on), "broad" (the wider training
-generator; the same as "train" except where a task widens it) and "heldout" (layouts and words no training
-generator ever draws: evaluation only)."""
+TRAINING_SPLITS: tuple[str, ...] = ("train", "broad", "wide")
+"""Splits a training generator may draw from: "train" (what the bundled models were first trained and stopped
+on), "broad" and "wide" (wider training generators; the same as "train" except where a task widens them)."""
+EVALUATION_SPLITS: tuple[str, ...] = ("dev", "heldout")
+"""Evaluation-only splits (`Task.corpus_texts` refuses them): "dev" (unseen words and layouts to watch and
+choose when to stop on, where a task has them) and "heldout" (layouts and words no training generator ever
+draws, never used while training)."""
+SPLITS: tuple[str, ...] = TRAINING_SPLITS + EVALUATION_SPLITS
 
 Span = tuple[int, int]
 

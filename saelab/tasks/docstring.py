@@ -57,11 +57,15 @@ class CorpusRanges:
     n_suffix: tuple[int, ...]
     desc_words: tuple[int, ...]
     method_desc_words: tuple[int, ...]
+    published_share: float = 0.5
+    """Share of texts in the published setting instead (whose evaluation prompts are their prefixes)."""
 
     def __post_init__(self) -> None:
         for name in ("n_prefix", "n_matching", "n_suffix", "desc_words", "method_desc_words"):
             if not getattr(self, name):
                 raise ValueError(f"CorpusRanges.{name} is empty; give at least one count")
+        if not 0 <= self.published_share <= 1:
+            raise ValueError(f"CorpusRanges.published_share must be in [0, 1], got {self.published_share}")
         DocstringSetting(max(self.n_prefix), max(self.n_matching), max(self.n_suffix))  # validates the counts
 
     def draw(self, rng: random.Random) -> DocstringSetting:
@@ -77,21 +81,39 @@ class CorpusRanges:
 CORPUS_RANGES: dict[str, CorpusRanges] = {
     "train": CorpusRanges((0, 1, 2), (2, 3, 4), (0, 1, 2), (1, 2, 3), (2, 3, 4, 5)),
     "broad": CorpusRanges((0, 1, 2, 3), (2, 3, 4, 6), (0, 1, 2, 4), (1, 2, 3), (2, 3, 4, 5)),
+    "wide": CorpusRanges(
+        (0, 1, 2, 3), (2, 3, 4, 7), (0, 1, 2, 5), (1, 2, 3), (2, 3, 4, 5), published_share=0.1
+    ),
 }
 """Training-text layouts by split: "train" made the bundled models; "broad" adds argument counts around the
-held-out ones (and more words, see `words.DOCSTRING_EXTRA_*`)."""
+held-out ones (and more words, see `words.DOCSTRING_EXTRA_*`); "wide" draws counts on both sides of the dev
+and held-out ones, only a tenth of its texts in the published setting, and ~1,400 words
+(`words.DOCSTRING_WIDE_WORDS`)."""
 HELDOUT_MATCHING = 5
 """Documented-argument count (matching args) no training split draws: 4 `:param` lines before the answer."""
 HELDOUT_SUFFIX = 3
 """Suffix-argument count no training split draws."""
-HELDOUT_LAYOUTS: tuple[DocstringSetting, ...] = tuple(
-    DocstringSetting(n_prefix=p, n_matching=m, n_suffix=s)
-    for p in (0, 1, 2)
-    for m in (2, 3, 4, HELDOUT_MATCHING)
-    for s in (0, 1, 2, HELDOUT_SUFFIX)
-    if m == HELDOUT_MATCHING or s == HELDOUT_SUFFIX
-)
+DEV_MATCHING = 6
+"""Matching-argument count of the dev layouts; "wide" never draws it ("broad" does)."""
+DEV_SUFFIX = 4
+"""Suffix-argument count of the dev layouts; "wide" never draws it ("broad" does)."""
+
+
+def _off_generator_layouts(matching: int, suffix: int) -> tuple[DocstringSetting, ...]:
+    """Layouts with `matching` documented arguments or `suffix` suffix arguments (or both)."""
+    return tuple(
+        DocstringSetting(n_prefix=p, n_matching=m, n_suffix=s)
+        for p in (0, 1, 2)
+        for m in (2, 3, 4, matching)
+        for s in (0, 1, 2, suffix)
+        if m == matching or s == suffix
+    )
+
+
+HELDOUT_LAYOUTS = _off_generator_layouts(HELDOUT_MATCHING, HELDOUT_SUFFIX)
 """Evaluation-only layouts: each has the held-out matching count or the held-out suffix count (or both)."""
+DEV_LAYOUTS = _off_generator_layouts(DEV_MATCHING, DEV_SUFFIX)
+"""Layouts of the dev split, to watch while training on "wide" (which never draws their counts)."""
 
 
 def _slot(index: int, where: str, n_matching: int) -> str | None:
@@ -222,7 +244,7 @@ def sample_pairs(
 
 
 def _corpus_setting(rng: random.Random, ranges: CorpusRanges) -> DocstringSetting:
-    return PUBLISHED if rng.random() < 0.5 else ranges.draw(rng)
+    return PUBLISHED if rng.random() < ranges.published_share else ranges.draw(rng)
 
 
 def corpus_function(draw: _Draw, setting: DocstringSetting, return_arg: str) -> str:
@@ -276,12 +298,16 @@ _WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         words.DOCSTRING_VARIABLES + words.DOCSTRING_EXTRA_VARIABLES,
         words.DOCSTRING_NOUNS + words.DOCSTRING_EXTRA_NOUNS,
     ),
+    "wide": (words.DOCSTRING_WIDE_WORDS, words.DOCSTRING_WIDE_WORDS),
+    "dev": (words.DOCSTRING_DEV_VARIABLES, words.DOCSTRING_DEV_NOUNS),
     "heldout": (words.DOCSTRING_HELDOUT_VARIABLES, words.DOCSTRING_HELDOUT_NOUNS),
 }
 """Split → (argument names, description words)."""
 _LAYOUTS: dict[str, tuple[DocstringSetting, ...]] = {
     "train": (PUBLISHED,),
     "broad": (PUBLISHED,),
+    "wide": (PUBLISHED,),
+    "dev": DEV_LAYOUTS,
     "heldout": HELDOUT_LAYOUTS,
 }
 """Split → the layouts `Task.generate` draws evaluation prompts from."""
@@ -305,7 +331,7 @@ def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
 DOCSTRING = Task(
     name="docstring",
     vocabularies=_vocabularies("train"),
-    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
+    splits={split: _vocabularies(split) for split in ("broad", "wide", "dev", "heldout")},
     corruptions=tuple(CORRUPTIONS),
     sample_pairs=sample_pairs,
     corpus=corpus,

@@ -151,7 +151,7 @@ def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
 GREATER_THAN = Task(
     name="greater_than",
     vocabularies=_vocabularies("train"),
-    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
+    splits={split: _vocabularies(split) for split in ("broad", "wide", "heldout")},
     corruptions=("01",),
     sample_pairs=sample_pairs,
     corpus=corpus,

@@ -177,7 +177,7 @@ def _vocabularies(split: str) -> dict[str, TaskVocabulary]:
 IOI = Task(
     name="ioi",
     vocabularies=_vocabularies("train"),
-    splits={"broad": _vocabularies("broad"), "heldout": _vocabularies("heldout")},
+    splits={split: _vocabularies(split) for split in ("broad", "wide", "heldout")},
     corruptions=("ABC",),
     sample_pairs=sample_pairs,
     corpus=corpus,

@@ -8,7 +8,16 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from saelab.tasks.base import SPLITS, VOCABULARY_KINDS, PosNeg, PromptPair, TaskDataset, TaskVocabulary
+from saelab.tasks.base import (
+    EVALUATION_SPLITS,
+    SPLITS,
+    TRAINING_SPLITS,
+    VOCABULARY_KINDS,
+    PosNeg,
+    PromptPair,
+    TaskDataset,
+    TaskVocabulary,
+)
 from saelab.tasks.build import build_dataset, require_single_tokens
 
 SamplePairs = Callable[
@@ -51,8 +60,8 @@ class Task:
     """Training texts for the bundled language model; None for tasks no language model is trained on
     (the tracr programs, whose models are compiled)."""
     splits: Mapping[str, Mapping[str, TaskVocabulary]] = field(default_factory=dict)
-    """The other splits' word lists and layouts: split ("broad", "heldout") → kind → vocabulary;
-    `vocabularies` is the "train" split."""
+    """The other splits' word lists and layouts: split ("broad", "wide", "dev", "heldout") → kind →
+    vocabulary; `vocabularies` is the "train" split."""
 
     def __post_init__(self) -> None:
         for split, vocabularies in {"train": self.vocabularies, **self.splits}.items():
@@ -84,13 +93,14 @@ class Task:
     def corpus_texts(self, n: int, seed: int, vocabulary: str = "tiny", split: str = "train") -> list[str]:
         """n complete texts (prompt + answer) for language-model training; deterministic per seed.
 
-        `split` is "train" (the bundled models' generator) or "broad"; never "heldout".
+        `split` is one of `TRAINING_SPLITS`; never "dev" or "heldout".
         """
         if self.corpus is None:
             raise ValueError(f"task {self.name!r} has no training texts: no language model is trained on it")
-        if split == "heldout":
+        if split in EVALUATION_SPLITS:
             raise ValueError(
-                f"task {self.name!r}: the heldout split is for evaluation only; train on 'train' or 'broad'"
+                f"task {self.name!r}: the {split} split is for evaluation only; "
+                f"train on one of {TRAINING_SPLITS}"
             )
         rng = random.Random(check_seed(seed))
         return self.corpus(rng, check_count(n), self.vocabulary(vocabulary, split))
