@@ -21,31 +21,25 @@ Writes benchmarks/results/bench_known_variables.{json,md}.
 import argparse
 import json
 import logging
-import random
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from saelab.activations.collect import forward_sites
 from saelab.activations.sites import HookSite
 from saelab.circuits.io import ground_truth_path
-from saelab.circuits.siit import TRAIN_SPLIT, AlignedNode, encode_specs, sample_spec
+from saelab.circuits.siit import AlignedNode
 from saelab.evals.known_variables import KnownVariablesConfig, known_variable_scores, threshold_f1
 from saelab.models import load_model
 from saelab.sae import SAE, SAEConfig, load_sae
 from saelab.sae.synthetic import max_cosine_recovery, random_dictionary, sparse_feature_batch
-from saelab.training import train_saes
 from saelab.workflows.train import (
     SAESpec,
     TrainSpec,
-    build_sae_configs,
-    peak_lrs,
-    scheduled_trainer_config,
     train_in_workspace,
+    train_on_siit_ioi,
 )
 from saelab.workspace import Workspace
 
@@ -78,40 +72,9 @@ def train_on_corpus(model, spec: TrainSpec, root: Path) -> dict:
     return loaded(train_in_workspace(Workspace(root), spec, progress=False, model=model).paths)
 
 
-def ioi_batches(model, sites: list[HookSite], batch_size: int, seed: int) -> Iterator[dict]:
-    """Endless shuffled batches of the model's activations on its own training distribution: prompts of the SIIT
-    generator (half IOI, half ABC), every position from the first token after BOS to END."""
-    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
-    while True:
-        pending: dict[str, list] = {str(site): [] for site in sites}
-        rows = 0
-        while rows < 8 * batch_size:
-            prompts = encode_specs(model.tokenizer, [
-                sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
-                for _ in range(256)])
-            position = torch.arange(prompts.tokens.shape[1])[None]
-            keep = (position >= 1) & (position <= prompts.end[:, None])
-            with torch.no_grad():
-                acts = forward_sites(model, prompts.tokens, sites)
-            for site, act in acts.items():
-                pending[str(site)].append(act.reshape(*act.shape[:2], -1)[keep].float())
-            rows += int(keep.sum())
-        order = torch.randperm(rows, generator=generator)
-        data = {site: torch.cat(parts)[order] for site, parts in pending.items()}
-        for start in range(0, rows - batch_size + 1, batch_size):
-            yield {site: values[start:start + batch_size] for site, values in data.items()}
-
-
 def train_on_ioi(model, spec: TrainSpec, root: Path) -> dict:
-    """Ours: the same SAE configs and schedule, trained on `ioi_batches` instead of the corpus."""
-    configs = build_sae_configs(spec, model.cfg)
-    lrs = peak_lrs(spec)
-    trainer = scheduled_trainer_config(spec.tokens, spec.batch_size, lr=next(iter(lrs.values())),
-                                       sae_lrs=tuple(lrs.items()), seed=spec.seed, log_every_steps=10**9)
-    sites = sorted({HookSite.parse(c.hook_site).validate(model.cfg) for c in configs.values()}, key=str)
-    trained = train_saes(configs, ioi_batches(model, sites, spec.batch_size, spec.seed), trainer, root,
-                         progress=False)
-    return loaded({t.sae_id: t.paths.directory for t in trained})
+    """Ours: the same SAE configs and schedule, trained on the SIIT generator's prompts instead of the corpus."""
+    return loaded(train_on_siit_ioi(model, spec, root))
 
 
 def synthetic_scores(seed: int) -> dict:

@@ -322,3 +322,51 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
     resumed_step = int(checkpoint["step"]) if checkpoint is not None else 0
     store.delete_training_metrics_after(run_id, resumed_step)
     store.resume_run(run_id, f"resumed at step {resumed_step}")
+
+
+def siit_ioi_batches(model, sites, batch_size: int, seed: int):
+    """Endless shuffled batches ({site text: [batch_size, width]}) of `model`'s activations on the SIIT IOI
+    generator's prompts (saelab.circuits.siit, half IOI, half ABC), every position from the first token after
+    BOS to END: the distribution saelab-ioi-siit was trained on, which the bundled corpus is not."""
+    import random
+
+    import torch
+
+    from saelab.activations.collect import forward_sites
+    from saelab.circuits.siit import TRAIN_SPLIT, encode_specs, sample_spec
+
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    while True:
+        pending: dict[str, list] = {str(site): [] for site in sites}
+        rows = 0
+        while rows < 8 * batch_size:
+            prompts = encode_specs(model.tokenizer, [
+                sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
+                for _ in range(256)])
+            position = torch.arange(prompts.tokens.shape[1])[None]
+            keep = (position >= 1) & (position <= prompts.end[:, None])
+            with torch.no_grad():
+                acts = forward_sites(model, prompts.tokens, sites)
+            for site, act in acts.items():
+                pending[str(site)].append(act.reshape(*act.shape[:2], -1)[keep].float())
+            rows += int(keep.sum())
+        order = torch.randperm(rows, generator=generator)
+        data = {site: torch.cat(parts)[order] for site, parts in pending.items()}
+        for start in range(0, rows - batch_size + 1, batch_size):
+            yield {site: values[start:start + batch_size] for site, values in data.items()}
+
+
+def train_on_siit_ioi(model, spec: TrainSpec, root: Path) -> dict[str, Path]:
+    """`spec`'s SAEs with `saelab train`'s schedule, trained on `siit_ioi_batches` instead of the corpus (no
+    workspace, no store); returns sae_id -> the SAE's directory under `root`."""
+    from saelab.activations.sites import HookSite
+    from saelab.training import train_saes
+
+    configs = build_sae_configs(spec, model.cfg)
+    lrs = peak_lrs(spec)
+    trainer = scheduled_trainer_config(spec.tokens, spec.batch_size, lr=next(iter(lrs.values())),
+                                       sae_lrs=tuple(lrs.items()), seed=spec.seed, log_every_steps=10**9)
+    sites = sorted({HookSite.parse(c.hook_site).validate(model.cfg) for c in configs.values()}, key=str)
+    trained = train_saes(configs, siit_ioi_batches(model, sites, spec.batch_size, spec.seed), trainer, root,
+                         progress=False)
+    return {t.sae_id: t.paths.directory for t in trained}
