@@ -1,0 +1,60 @@
+"""SAE training data on saelab-ioi-siit's own distribution (`saelab.workflows.train.siit_ioi_batches`)."""
+
+import random
+
+import pytest
+import torch
+
+from saelab.activations.collect import forward_sites
+from saelab.activations.sites import HookSite
+from saelab.circuits.siit import TRAIN_SPLIT, encode_specs, sample_spec
+from saelab.models import bundled_models, load_model
+from saelab.workflows.train import SAESpec, TrainSpec, siit_ioi_batches, train_on_siit_ioi
+
+NAME = "saelab-ioi-siit"
+needs_siit = pytest.mark.skipif(
+    not any(m.name == NAME and m.available for m in bundled_models()), reason=f"{NAME} is not available"
+)
+
+
+@pytest.fixture(scope="module")
+def siit():
+    torch.set_num_threads(1)
+    return load_model(NAME)
+
+
+def _prompt_rows(model, site: HookSite, seed: int) -> torch.Tensor:
+    """The first 256 prompts' activations at every position 1..END, drawn as `siit_ioi_batches` draws them."""
+    rng = random.Random(seed)
+    specs = [sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
+             for _ in range(256)]
+    prompts = encode_specs(model.tokenizer, specs)
+    with torch.no_grad():
+        act = forward_sites(model, prompts.tokens, [site])[site]
+    act = act.reshape(*act.shape[:2], -1)
+    return torch.cat([act[i, 1 : int(prompts.end[i]) + 1] for i in range(len(prompts.end))])
+
+
+@needs_siit
+def test_batches_are_the_positions_after_bos_up_to_end(siit):
+    """Every row of a batch is one of the prompts' rows at positions 1..END: no BOS row, none past END
+    (padding or the answer)."""
+    site = HookSite(1, "attn_z")
+    batch = next(siit_ioi_batches(siit, [site], batch_size=64, seed=3))[str(site)]
+    wanted = _prompt_rows(siit, site, seed=3)
+    assert batch.shape == (64, siit.cfg.n_heads * siit.cfg.d_head)
+    distance = torch.cdist(batch, wanted, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    assert distance.max() < 1e-4
+    with torch.no_grad():
+        bos = forward_sites(siit, torch.full((1, 1), siit.tokenizer.bos_token_id), [site])
+    assert torch.cdist(batch, bos[site].reshape(1, -1)).min() > 1e-3
+
+
+@needs_siit
+def test_train_on_siit_ioi_writes_one_sae_per_spec_entry(siit, tmp_path):
+    spec = TrainSpec(model=NAME, saes=(SAESpec(site="0.attn_z", width=32, k=4),
+                                       SAESpec(site="2.mlp_out", width=32, k=4)),
+                     tokens=4096, batch_size=1024, checkpoint_every_tokens=None)
+    saes = train_on_siit_ioi(siit, spec, tmp_path)
+    assert sorted(p.name.split("-")[0] for p in saes.values()) == ["0.attn_z", "2.mlp_out"]
+    assert all((path / "cfg.json").exists() for path in saes.values())
