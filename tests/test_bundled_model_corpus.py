@@ -100,7 +100,7 @@ def test_train_config_rejects_bad_values():
         module.TrainConfig(d_model=100, n_heads=8)
     with pytest.raises(ValueError, match="required task"):
         module.TrainConfig(required=("ioi", "nope"))
-    with pytest.raises(ValueError, match="never 'heldout'"):
+    with pytest.raises(ValueError, match="never 'dev' or 'heldout'"):
         module.TrainConfig(corpus_split="heldout")
 
 
@@ -129,10 +129,13 @@ def test_wide_corpus_split_draws_many_names_few_published_layouts_and_no_dev_cou
     def names(text: str) -> set[str]:
         return {line.split(":param ")[1].split(":")[0] for line in text.splitlines() if ":param " in line}
 
-    assert len(names(wide)) > 2 * len(names(broad)) and len(names(wide)) > 600
+    assert len(names(wide)) > 2 * len(names(broad)) and len(names(wide)) > 500
+    descriptions = {w for line in wide.splitlines() if ":param " in line
+                    for w in line.split(": ", 1)[1].split()}
+    assert descriptions and not descriptions & names(wide)  # one pool, split in two: no name is a description
     rng = random.Random(0)
     published = sum(_corpus_setting(rng, CORPUS_RANGES["wide"]) == PUBLISHED for _ in range(4000)) / 4000
-    assert 0.08 < published < 0.15  # 0.1, plus the ranges' own draws of the published counts (1/240)
+    assert 0.08 < published < 0.15  # 0.1, plus the rare draw of the ranges that equals it
     with pytest.raises(ValueError, match="published_share"):
         CORPUS_RANGES["wide"].__class__((0,), (2,), (0,), (1,), (2,), published_share=1.5)
 
@@ -144,7 +147,32 @@ def test_dev_accuracy_gates_the_early_stop_only_when_asked():
     assert not module.dev_met(dev, module.TrainConfig(dev_accuracy=0.85))
     assert module.dev_met(dev, module.TrainConfig(dev_accuracy=0.6))
     with pytest.raises(ValueError, match="dev_accuracy"):
-        module.TrainConfig(dev_accuracy=85)
+        module.TrainConfig(dev_accuracy=85, corpus_split="wide")
+    with pytest.raises(ValueError, match="trains on the dev split's layouts"):
+        module.TrainConfig(dev_accuracy=0.85, corpus_split="broad")
+
+
+@pytest.mark.parametrize(("dev_accuracy", "dev_scores", "stops"), [
+    (0.0, (0.5, 0.5), True), (0.85, (0.5, 0.9), False), (0.85, (0.9, 0.5), False), (0.85, (0.9, 0.9), True),
+])
+def test_periodic_eval_stops_only_when_dev_also_passes(monkeypatch, dev_accuracy, dev_scores, stops):
+    """The early stop needs the train thresholds and, when asked, the dev split, on the periodic prompts and
+    on the confirmation prompts (dev_scores: periodic, confirmation)."""
+    module = _train_lm()
+    cfg = module.TrainConfig(corpus_split="wide", dev_accuracy=dev_accuracy)
+    passing = {"ioi": {"accuracy": 1.0, "metric": 5.0}, "greater_than": {"accuracy": 1.0, "metric": 0.9},
+               "docstring": {"accuracy": 1.0, "metric": 5.0}}
+
+    def scores(model, n, seed, chunk=250, split="train"):
+        dev = dev_scores[0] if n == cfg.eval_prompts else dev_scores[1]
+        return {"docstring": {"accuracy": dev, "metric": 0.0}} if split == "dev" else passing
+
+    monkeypatch.setattr(module, "task_scores", scores)
+    monkeypatch.setattr(module, "held_out_loss", lambda *args, **kwargs: 0.0)
+    state = module.new_state() | {"loss_code": 1.0, "loss_gen": 1.0}
+    module.periodic_eval(torch.nn.Identity(), {"held_out": None, "bos": 0}, cfg, state)
+    assert (state["stop"] is not None) == stops
+    assert state["history"][-1]["dev"]["docstring"]["accuracy"] == dev_scores[0]
 
 
 def test_code_batches_are_a_function_of_seed_and_step():

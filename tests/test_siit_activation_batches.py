@@ -40,11 +40,19 @@ def test_batches_are_the_positions_after_bos_up_to_end(siit):
     """Every row of a batch is one of the prompts' rows at positions 1..END: no BOS row, none past END
     (padding or the answer)."""
     site = HookSite(1, "attn_z")
-    batch = next(siit_ioi_batches(siit, [site], batch_size=64, seed=3))[str(site)]
     wanted = _prompt_rows(siit, site, seed=3)
+    stream = siit_ioi_batches(siit, [site], batch_size=64, seed=3)
+    batches = [next(stream)[str(site)] for _ in range(len(wanted) // 64)]  # one shuffled pass
+    batch = batches[0]
     assert batch.shape == (64, siit.cfg.n_heads * siit.cfg.d_head)
-    distance = torch.cdist(batch, wanted, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    rows = torch.cat(batches)
+    distance = torch.cdist(rows, wanted, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
     assert distance.max() < 1e-4
+
+    def distinct(x: torch.Tensor) -> int:  # rows repeat: position 1 sees only BOS and the first word
+        return len(torch.unique((x * 1e3).round(), dim=0))
+
+    assert distinct(rows) > distinct(wanted) - 64  # the pass uses every position 1..END, END and 1 included
     with torch.no_grad():
         bos = forward_sites(siit, torch.full((1, 1), siit.tokenizer.bos_token_id), [site])
     assert torch.cdist(batch, bos[site].reshape(1, -1)).min() > 1e-3

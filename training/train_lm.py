@@ -36,6 +36,7 @@ from saelab.models.tokenizer import wrap_tokenizer
 from saelab.paths import data_dir
 from saelab.tasks import get_task
 from saelab.tasks.base import TRAINING_SPLITS
+from saelab.tasks.docstring import draws_dev_layouts
 
 log = logging.getLogger("train_lm")
 REPO = Path(__file__).resolve().parents[1]
@@ -97,11 +98,13 @@ class TrainConfig:
     workers wait on each other when another process holds a core)."""
     corpus_split: str = "train"
     """The task split the generated texts come from: "train" (the bundled models' generators), "broad" (a
-    wider docstring generator: more argument counts and words) or "wide" (~1,400 argument names and counts
-    on both sides of the dev and held-out ones); all disjoint from "dev" and "heldout"."""
+    wider docstring generator: more argument counts and words) or "wide" (~1,400 words and counts on both
+    sides of the dev and held-out ones). All are disjoint from "heldout" and, but for "broad" (which draws
+    the dev layouts' 6 matching and 4 suffix arguments), from "dev"."""
     dev_accuracy: float = 0.0
     """Docstring accuracy the dev split (unseen argument names and layouts) must also reach for the early
-    stop; 0: not required. The dev split is scored at every evaluation either way; "heldout" never is."""
+    stop; 0: not required; refused with corpus_split "broad". The dev split is scored at every evaluation
+    either way; "heldout" never is."""
     init_from: str = ""
     """A saved model (name or directory) whose weights start the run instead of a random initialisation
     (continued training); empty for a fresh model."""
@@ -122,9 +125,13 @@ class TrainConfig:
         if max(self.code_len, self.gen_len) > self.n_ctx:
             raise ValueError(f"code_len {self.code_len} / gen_len {self.gen_len} exceed n_ctx {self.n_ctx}")
         if self.corpus_split not in TRAINING_SPLITS:
-            raise ValueError(f"corpus_split {self.corpus_split!r} must be one of {TRAINING_SPLITS} (never 'heldout')")
+            raise ValueError(f"corpus_split {self.corpus_split!r} must be one of {TRAINING_SPLITS} (never 'dev' "
+                             "or 'heldout')")
         if not 0 <= self.dev_accuracy <= 1:
             raise ValueError(f"dev_accuracy {self.dev_accuracy} must be in [0, 1]")
+        if self.dev_accuracy and draws_dev_layouts(self.corpus_split):
+            raise ValueError(f"dev_accuracy {self.dev_accuracy} cannot be used with corpus_split "
+                             f"{self.corpus_split!r}: it trains on the dev split's layouts; use 'wide' or 'train'")
 
     @property
     def run_dir(self) -> Path:
@@ -484,10 +491,11 @@ def card_markdown(card: dict) -> str:
         required = "" if task in card["required_tasks"] else " (not required)"
         lines.append(f"| {task} | {scores[task]['accuracy']:.3f} | {scores[task]['metric']:.3f} | {wanted} | "
                      f"{card['task_scores']['passed'][task]}{required} |")
+    required = card["task_scores"].get("dev_accuracy_required", 0)
     for task, dev in card["task_scores"].get("dev", {}).items():
-        lines.append(f"| {task}, dev split (unseen names and layouts) | {dev['accuracy']:.3f} | {dev['metric']:.3f} | "
-                     f"accuracy ≥ {card['task_scores']['dev_accuracy_required']} | "
-                     f"{dev['accuracy'] >= card['task_scores']['dev_accuracy_required']} |")
+        passed = f"{dev['accuracy'] >= required}" if required else "(not required)"
+        lines.append(f"| {task}, dev split (unseen names and layouts) | {dev['accuracy']:.3f} | "
+                     f"{dev['metric']:.3f} | accuracy ≥ {required} | {passed} |")
     lines += ["", "Metrics: IOI logit(IO) − logit(S); greater-than Σp(YY' > YY) − Σp(YY' ≤ YY); docstring "
               "logit(answer) − max logit of the other arguments. Accuracy: IOI logit(IO) > logit(S); greater-than "
               "the top two-digit year is later; docstring top-1 among the signature's arguments.", ""]

@@ -116,6 +116,12 @@ DEV_LAYOUTS = _off_generator_layouts(DEV_MATCHING, DEV_SUFFIX)
 """Layouts of the dev split, to watch while training on "wide" (which never draws their counts)."""
 
 
+def draws_dev_layouts(split: str) -> bool:
+    """Whether the training texts of `split` draw the dev layouts' counts ("broad" does)."""
+    ranges = CORPUS_RANGES[split]
+    return DEV_MATCHING in ranges.n_matching or DEV_SUFFIX in ranges.n_suffix
+
+
 def _slot(index: int, where: str, n_matching: int) -> str | None:
     """Slot names "A_def", "B_def", ... for the matching args (None outside them)."""
     return f"{string.ascii_uppercase[index]}_{where}" if 0 <= index < n_matching else None
@@ -298,11 +304,12 @@ _WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         words.DOCSTRING_VARIABLES + words.DOCSTRING_EXTRA_VARIABLES,
         words.DOCSTRING_NOUNS + words.DOCSTRING_EXTRA_NOUNS,
     ),
-    "wide": (words.DOCSTRING_WIDE_WORDS, words.DOCSTRING_WIDE_WORDS),
+    "wide": (words.DOCSTRING_WIDE_WORDS[0::2], words.DOCSTRING_WIDE_WORDS[1::2]),
     "dev": (words.DOCSTRING_DEV_VARIABLES, words.DOCSTRING_DEV_NOUNS),
     "heldout": (words.DOCSTRING_HELDOUT_VARIABLES, words.DOCSTRING_HELDOUT_NOUNS),
 }
-"""Split → (argument names, description words)."""
+"""Split → (argument names, description words); "wide" splits its pool in two, so no description word is
+also an argument name."""
 _LAYOUTS: dict[str, tuple[DocstringSetting, ...]] = {
     "train": (PUBLISHED,),
     "broad": (PUBLISHED,),

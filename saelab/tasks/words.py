@@ -151,15 +151,15 @@ DOCSTRING_EXTRA_NOUNS: tuple[str, ...] = _words(
     """
 )
 
-# --- The wide docstring training generator (split "wide") and its dev split. Argument names and
-# description words come from one pool: every lowercase word of 3+ letters that is one token (with its leading
-# space) under both the bundled tokenizer and GPT-2's, except Python keywords, args, cls, kwargs, param,
-# params, self, every held-out word above and the dev words below. With ~1,400 names a model cannot memorise
-# which name follows which; it has to copy. The dev words are the pool's words no other list draws (every
-# 16th from the 4th for names, every 32nd from the 12th for descriptions, in sorted order); no generated
-# training text contains them (standard-library source may, as it may contain the held-out words).
-# `split="dev"` measures unseen names while training, for choosing when to stop, without touching the
-# held-out split.
+# --- The wide docstring training generator (split "wide") and its dev split. One pool: every lowercase
+# 3+-letter word that is one token (leading space) under both the bundled tokenizer and GPT-2's, except
+# Python keywords, args, cls, kwargs, param, params, self, every held-out word above and the dev words
+# below; argument names are every other word of it, description words the rest (`docstring._WORDS`). With
+# ~700 names a model cannot memorise which name follows which; it has to copy. The dev words are the pool's
+# words no other list draws (every 16th from the 4th for names, every 32nd from the 12th for descriptions,
+# in sorted order); no generated docstring text contains them (other training texts may: "left" is in an IOI
+# template, and standard-library source may hold them, as it may hold the held-out words). `split="dev"`
+# measures unseen names while training, for choosing when to stop, without touching the held-out split.
 DOCSTRING_WIDE_WORDS: tuple[str, ...] = _words(
     """
     abduction about above abs absolute abstract access accord according account acquire act action active

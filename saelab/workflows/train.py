@@ -19,6 +19,12 @@ from saelab.workflows.storage import sae_row
 from saelab.workspace import Workspace
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from torch import Tensor
+    from transformer_lens import HookedTransformer
+
+    from saelab.activations.sites import HookSite
     from saelab.training import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -324,7 +330,8 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
     store.resume_run(run_id, f"resumed at step {resumed_step}")
 
 
-def siit_ioi_batches(model, sites, batch_size: int, seed: int):
+def siit_ioi_batches(model: "HookedTransformer", sites: "Sequence[HookSite]", batch_size: int,
+                     seed: int) -> "Iterator[dict[str, Tensor]]":
     """Endless shuffled batches ({site text: [batch_size, width]}) of `model`'s activations on the SIIT IOI
     generator's prompts (saelab.circuits.siit, half IOI, half ABC), every position from the first token after
     BOS to END: the distribution saelab-ioi-siit was trained on, which the bundled corpus is not."""
@@ -356,7 +363,7 @@ def siit_ioi_batches(model, sites, batch_size: int, seed: int):
             yield {site: values[start:start + batch_size] for site, values in data.items()}
 
 
-def train_on_siit_ioi(model, spec: TrainSpec, root: Path) -> dict[str, Path]:
+def train_on_siit_ioi(model: "HookedTransformer", spec: TrainSpec, root: Path) -> dict[str, Path]:
     """`spec`'s SAEs with `saelab train`'s schedule, trained on `siit_ioi_batches` instead of the corpus (no
     workspace, no store); returns sae_id -> the SAE's directory under `root`."""
     from saelab.activations.sites import HookSite
