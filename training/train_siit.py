@@ -197,6 +197,11 @@ class SIITConfig:
     attention_weight: float = 0.0
     """Ours, not InterpBench's: on the task rows also −log(attention of each aligned head, from its position, to
     the key position the high-level model says it reads) (`SIITTask.attention_targets`; 0: off)."""
+    iit_attention_weight: float = 0.0
+    """Ours, not InterpBench's: on the interchange rows also −log(attention of each downstream aligned head to
+    the key position the high-level model says it reads under that intervention)
+    (`SIITTask.intervened_attention_targets`; docstring: MOVER's matched argument, or the method's name when
+    nothing matches; 0: off)."""
     strict_kl_weight: float = 0.0
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
@@ -222,6 +227,9 @@ class SIITConfig:
             raise ValueError(f"source_share must be in [0, 1) (or -1), got {self.source_share}")
         if not 0 < self.stop_at <= 1:
             raise ValueError(f"stop_at must be in (0, 1], got {self.stop_at}")
+        if self.iit_attention_weight and self.entry.intervened_attention_targets is None:
+            raise ValueError(f"--iit-attention-weight {self.iit_attention_weight}: the {self.task} entry names no "
+                             "attention targets under interventions (SIITTask.intervened_attention_targets); use 0")
         if self.strict_logit_weight < 0:
             raise ValueError(f"strict_logit_weight must be >= 0, got {self.strict_logit_weight}")
         if self.strict_logit_weight and self.entry.candidates is None:
@@ -319,6 +327,29 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
     return sum(terms) / len(terms)
 
 
+def iit_attention_loss(entry: SIITTask, base, source, patterns: dict[int, torch.Tensor],
+                       row_groups: list[str]) -> torch.Tensor:
+    """Mean −log attention of each downstream aligned head to its key under the row's intervention, over the
+    interchange rows (one term per (row group, head) pair, averaged)."""
+    terms = []
+    for variable in entry.variables:
+        rows = torch.tensor([i for i, g in enumerate(row_groups) if g == variable])
+        if not len(rows):
+            continue
+        keys = entry.intervened_attention_targets(*(type(r)(*(_take(f, rows) for f in r)) for r in (base, source)),
+                                                  variable)
+        for node in entry.alignment:
+            if node.variable in keys:
+                query = base.position(node.position)[rows]
+                attention = patterns[node.layer][rows, node.head, query, keys[node.variable]]
+                terms.append(-(attention + 1e-6).log().mean())
+    return sum(terms) / len(terms) if terms else torch.zeros(())
+
+
+def _take(field, rows: torch.Tensor):
+    return field[rows] if isinstance(field, torch.Tensor) else tuple(field[i] for i in rows.tolist())
+
+
 def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str]) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
     the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
@@ -344,7 +375,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     cache = source_cache(model, source.tokens)
     patterns: dict[int, torch.Tensor] = {}
     hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda x, hook, layer=layer: patterns.__setitem__(layer, x))
-             for layer in {a.layer for a in cfg.entry.alignment}] if cfg.attention_weight else []
+             for layer in {a.layer for a in cfg.entry.alignment}] \
+        if cfg.attention_weight or cfg.iit_attention_weight else []
     with model.hooks(fwd_hooks=hooks):
         logits = patched_logits(model, base, cache, patch)
     losses = target_loss(logits, target)
@@ -355,6 +387,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     if cfg.attention_weight:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
+    if cfg.iit_attention_weight:
+        loss = loss + cfg.iit_attention_weight * iit_attention_loss(cfg.entry, base, source, patterns, row_groups)
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -664,6 +698,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
+    parser.add_argument("--iit-attention-weight", type=float, default=SIITConfig.iit_attention_weight)
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
     parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
     parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
@@ -682,7 +717,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
-                     attention_weight=args.attention_weight, source_share=args.source_share,
+                     attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
+                     source_share=args.source_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
