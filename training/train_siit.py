@@ -8,7 +8,10 @@ Losses per step, each a cross-entropy at the answer position against the task's 
   strict : non-aligned units (other heads, MLPs, aligned heads at other positions) patched from a source, one at
            a time or a random half at once; the target is the unchanged high-level output. Ours beside it
            (off by default): KL to the unpatched output (--strict-kl-weight) and, on the one-unit rows, the
-           scale-free change of the candidate tokens' logits (--strict-logit-weight; IOI: IO and S).
+           scale-free change of the candidate tokens' logits (--strict-logit-weight; IOI: IO and S;
+           docstring: the signature arguments). Ours too, off by default: on the interchange rows, the aligned
+           heads' attention to the key the high-level model says they read under that intervention
+           (--iit-attention-weight).
 The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
 runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
 writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
@@ -232,7 +235,8 @@ class SIITConfig:
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
     strict_logit_weight: float = 0.0
     """Ours, not InterpBench's: on the strict-one rows also `strict_logit_loss` on the entry's candidate tokens
-    (IOI: IO and S), which sees a logit shift that a saturated cross-entropy or KL does not (0: off)."""
+    (IOI: IO and S; docstring: the signature arguments), which sees a logit shift that a saturated
+    cross-entropy or KL does not (0: off)."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
