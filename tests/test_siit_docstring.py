@@ -16,6 +16,7 @@ from saelab.circuits.siit import (
     interchange_accuracy,
     non_aligned_units,
     patch_unit,
+    patched_logits,
     siit_task,
     strict_accuracy,
     task_accuracy,
@@ -25,9 +26,11 @@ from saelab.circuits.siit_docstring import (
     HELD_OUT_WORD_SPLIT,
     TRAIN_SPLIT,
     DocSpec,
+    corrupted_spec,
     encode_specs,
     high_level_output,
     mover_output,
+    pair_specs,
     permuted_spec,
     sample_spec,
 )
@@ -142,6 +145,65 @@ def test_interventions_from_permuted_sources_move_the_answer_and_others_fall_bac
     assert high_level_output(b, other, "C_NAME").ids[0, 0] == _ids(tokenizer, ["url"])[0]  # source's answer
 
 
+def test_movers_key_under_an_intervention_is_the_matched_argument_or_the_method(tokenizer):
+    """MOVER's attention target under an intervention: the position of the argument it outputs (LAST from a
+    permuted source: "read"; C_NAME keeps the answer's position, its name changes), the method's name where
+    nothing matches; none for MOVER itself."""
+    from saelab.circuits.siit_docstring import intervened_attention_targets
+
+    b = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
+    moved = encode_specs(tokenizer, [_spec("new", ("page", "names", "data", "size", "file", "read"))])
+    other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
+
+    def key(source, variable):
+        return tokenizer.decode(b.tokens[0, intervened_attention_targets(b, source, variable)["MOVER"][0]])
+
+    assert key(moved, "LAST") == key(moved, "B_NAME") == " read"
+    for variable in ("PREV", "LAST", "B_NAME"):
+        assert key(other, variable) == " old"  # the method's name (no match)
+    assert intervened_attention_targets(b, other, "C_NAME")["MOVER"].tolist() == b.answer_def.tolist()
+    assert intervened_attention_targets(b, other, "MOVER") == {}
+    assert ENTRY.intervened_attention_targets is intervened_attention_targets
+    assert THREE_STAGE.intervened_attention_targets is None and THREE_STAGE.candidates is None
+
+
+def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key():
+    """`iit_attention_loss`: MOVER's attention from END all on its intervened key on the interchange rows
+    costs ~0; all on the clean key (the answer's position) costs much more (-log 1e-6 on the rows where they
+    differ); 0.5 on the intervened key costs log 2; rows of other groups are not read."""
+    import math
+
+    from training.train_siit import SIITConfig, build_model, iit_attention_loss, step_batch
+    from training.train_siit import tokenizer as train_tokenizer
+
+    cfg = SIITConfig(task="docstring", batch=4, iit_attention_weight=1.0, threads=1)
+    base, source, _, _, row_groups = step_batch(cfg, build_model(cfg), train_tokenizer(), 0)
+    n, pos = base.tokens.shape
+    end = base.end
+    keys = torch.zeros(n, dtype=torch.long)
+    for variable in ("B_NAME", "C_NAME", "PREV", "LAST"):
+        rows = [i for i, g in enumerate(row_groups) if g == variable]
+        picked = [type(r)(*(f[rows] if isinstance(f, torch.Tensor) else f for f in r))
+                  for r in (base, source)]
+        keys[rows] = ENTRY.intervened_attention_targets(*picked, variable)["MOVER"]
+
+    def loss(where: torch.Tensor, share: float = 1.0) -> float:
+        pattern = torch.zeros(n, 4, pos, pos)
+        pattern[torch.arange(n), 0, end, where] = share
+        return float(iit_attention_loss(ENTRY, base, source, {2: pattern}, row_groups))
+
+    assert loss(keys) == pytest.approx(0.0, abs=1e-5)
+    assert loss(keys, 0.5) == pytest.approx(math.log(2), rel=1e-4)
+    iit_rows = torch.tensor([g in ("B_NAME", "C_NAME", "PREV", "LAST") for g in row_groups])
+    assert (keys[iit_rows] != base.answer_def[iit_rows]).any()
+    assert loss(base.answer_def) > 1.0
+    other = keys.clone()
+    other[~iit_rows] = 0  # rows of other groups: not read
+    assert loss(other) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="attention targets"):
+        SIITConfig(task="docstring-three-stage", iit_attention_weight=1.0)
+
+
 def test_c_name_names_the_answer_only_where_the_match_is_the_answer(tokenizer):
     """C_NAME is the name at C_def: when LAST points the match at another argument, that argument's own name
     is the output, whatever C_NAME says."""
@@ -164,6 +226,68 @@ def test_sources_share_the_base_layout_token_for_token(tokenizer):
     pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 64, 3, "iit")
     assert torch.equal(pairs.base.end, pairs.source.end)
     assert torch.equal(pairs.base.answer_def, pairs.source.answer_def)
+
+
+@pytest.mark.parametrize("layout",
+                         [PUBLISHED, DocstringSetting(0, 2, 0, 1, 2), DocstringSetting(3, 4, 2, 3, 4)])
+def test_corrupted_spec_is_the_tasks_random_random_corruption(layout):
+    """The strict rows' corruption source is saelab's own random_random corruption of the base (the text the
+    construction check's resample ablation patches from), built from the same names by the task's code."""
+    from saelab.tasks.docstring import CORRUPTIONS, _Draw, _prompt
+
+    rng = random.Random(1)
+    base = sample_spec(rng, TRAIN_SPLIT, layout)
+    source = corrupted_spec(rng, TRAIN_SPLIT, base)
+    p, m = layout.n_prefix, layout.n_matching
+    args, mid = list(base.def_args), list(source.def_args[p : p + m])
+    draw = _Draw(base.method, list(base.method_desc), [list(d) for d in base.arg_descs], args[:p],
+                 args[p : p + m], args[p + m :], [], "", mid, list(source.doc_args))
+    assert _prompt(draw, "clean", "clean", layout).text == base.prompt().text
+    assert _prompt(draw, *CORRUPTIONS["random_random"], layout).text == source.prompt().text
+    fresh = set(source.def_args[p : p + m]) | set(source.doc_args)
+    assert len(fresh) == 2 * m - 1 and not fresh & {base.method, *base.def_args}
+
+
+def test_half_the_training_strict_sources_are_the_corruption_and_evaluation_pairs_none(tokenizer):
+    """The trainer's strict groups draw about half their sources as the base's corruption (same method and
+    prefix, other matching names); interchange groups and the "strict" evaluation pairs draw none."""
+    def corrupted(group: str, n: int = 400) -> float:
+        rng = random.Random(2)
+        pairs = [pair_specs(rng, TRAIN_SPLIT, group, 0.5) for _ in range(n)]
+        return sum(s.method == b.method and s.doc_args is not None for b, s in pairs) / n
+
+    assert 0.4 < corrupted("strict-one") < 0.6 and 0.4 < corrupted("strict-many") < 0.6
+    assert corrupted("strict") == corrupted("PREV") == corrupted("MOVER") == corrupted("task") == 0.0
+
+
+def test_the_logit_term_reads_every_signature_argument_and_ignores_padding(tokenizer):
+    """The docstring candidates are the signature arguments (-1 past a shorter signature); on the trainer's
+    strict-one rows the term equals a hand computation over each row's own arguments (rows of different
+    signature lengths in one batch)."""
+    from training.train_siit import SIITConfig, build_model, step_batch, unchanged_output_loss
+    from training.train_siit import tokenizer as train_tokenizer
+
+    cfg = SIITConfig(task="docstring", batch=3, strict_logit_weight=1.0, threads=1)
+    model = build_model(cfg)
+    base, _, _, _, row_groups = step_batch(cfg, model, train_tokenizer(), 0)
+    ids = ENTRY.candidates(base)
+    assert torch.equal(ids, base.def_tokens)
+    one = [i for i, g in enumerate(row_groups) if g == "strict-one"]
+    assert len({int((ids[i] >= 0).sum()) for i in range(len(row_groups))}) > 1  # the batch is padded
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    logits = clean.clone()
+    answer = base.answer
+    logits[one, answer[one]] += 0.5  # the answer up by 0.5 on the strict-one rows
+    change = size = 0.0
+    for i in one:
+        k = int((ids[i] >= 0).sum())
+        c = clean[i, ids[i, :k]]
+        c = c - c.mean()
+        change += 0.5**2 * (1 - 1 / k) ** 2 + (k - 1) * (0.5 / k) ** 2
+        size += float(c.pow(2).sum())
+    term = unchanged_output_loss(cfg, model, base, logits, row_groups)
+    assert float(term) == pytest.approx(change / size, rel=1e-4)
 
 
 # --- the committed model ------------------------------------------------------------------------------

@@ -280,6 +280,24 @@ def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():
     assert float(strict_logit_loss(shifted, two_rows, pair)) == pytest.approx(2 / (144 + 4), rel=1e-5)
 
 
+def test_strict_logit_loss_ignores_padded_candidates():
+    """A negative id is padding: a row of two candidates padded to three gives the two-candidate value, and in
+    a batch with a three-candidate row the padded slot counts in neither the row's mean nor the averages (by
+    hand: row 0 logits 12, 0 → centred ±6, d falls by 1 → changes ±0.5; row 1 logits 3, 0, 0 → centred 2, -1,
+    -1, candidate 2 up by 0.3 → changes -0.1, -0.1, 0.2)."""
+    clean, patched = torch.zeros(2, 6), torch.zeros(2, 6)
+    clean[0, 1], patched[0, 1] = 12.0, 11.0
+    clean[1, 1], patched[1, 1] = 3.0, 3.0
+    patched[1, 3] = 0.3
+    padded = torch.tensor([[1, 2, -1], [1, 2, 3]])
+    two = torch.tensor([[1, 2]])
+    assert float(strict_logit_loss(patched[:1], clean[:1], padded[:1])) == pytest.approx(
+        float(strict_logit_loss(patched[:1], clean[:1], two)), rel=1e-6)
+    change = 2 * 0.5**2 + 0.1**2 + 0.1**2 + 0.2**2  # five real candidates
+    size = 2 * 6.0**2 + 2.0**2 + 1.0 + 1.0
+    assert float(strict_logit_loss(patched, clean, padded)) == pytest.approx(change / size, rel=1e-5)
+
+
 def test_ioi_candidates_are_the_metric_tokens(tokenizer):
     """The IOI entry's candidates are IO and S (logit(IO) − logit(S) is the construction check's metric)."""
     specs = [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
@@ -316,7 +334,7 @@ def test_trainer_applies_the_logit_term_to_the_strict_one_rows_only():
     off = SIITConfig(batch=1, threads=1)
     assert float(unchanged_output_loss(off, model, base, clean + 1.0, row_groups)) == 0.0
     with pytest.raises(ValueError, match="candidate"):
-        SIITConfig(task="docstring", strict_logit_weight=1.0)
+        SIITConfig(task="docstring-three-stage", strict_logit_weight=1.0)
 
 
 def test_strict_sources_cover_the_checks_corruption():

@@ -217,11 +217,18 @@ def strict_logit_loss(
     rows and candidates. With two candidates it is mean(Δd²) / mean(d²), d their logit difference: the IOI metric
     logit(IO) − logit(S), which the construction check's resample ablation moves by a share of the gap. Unlike
     cross-entropy or KL it does not vanish when the prediction is saturated; being scale-free, shrinking every
-    logit does not lower it (an absolute version did that: the clean metric fell from 9.3 to 2.9 in 400 steps)."""
-    patched, clean = patched.float().gather(1, ids), clean.float().gather(1, ids)
-    patched = patched - patched.mean(dim=1, keepdim=True)
-    clean = clean - clean.mean(dim=1, keepdim=True)
-    return (patched - clean).pow(2).mean() / clean.pow(2).mean().clamp(min=1e-6)
+    logit does not lower it (an absolute version did that: the clean metric fell from 9.3 to 2.9 in 400 steps).
+    A negative id is padding (rows with fewer candidates, e.g. docstring signatures of different lengths): it
+    takes no part in a row's mean nor in either average."""
+    valid = (ids >= 0).float()
+    safe = ids.clamp(min=0)
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    patched, clean = patched.float().gather(1, safe), clean.float().gather(1, safe)
+    patched = patched - (patched * valid).sum(dim=1, keepdim=True) / count
+    clean = clean - (clean * valid).sum(dim=1, keepdim=True) / count
+    change = ((patched - clean).pow(2) * valid).sum()
+    size = (clean.pow(2) * valid).sum()
+    return change / size.clamp(min=1e-6)
 
 
 # --- patched forward passes ---------------------------------------------------------------------------------
@@ -477,6 +484,9 @@ class SIITTask:
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
     trainer's optional attention loss (None: the entry has none)."""
+    intervened_attention_targets: Callable | None = None
+    """(base rows, source rows, variable) → {another variable: key position its head attends to when `variable`
+    is set from the source}, for the trainer's optional attention loss on the interchange rows (None: none)."""
 
     def __post_init__(self) -> None:
         if len({a.variable for a in self.alignment}) != len(self.alignment):

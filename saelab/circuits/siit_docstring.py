@@ -97,11 +97,13 @@ class DocSpec(NamedTuple):
     method_desc: tuple[str, ...]
     def_args: tuple[str, ...]
     arg_descs: tuple[tuple[str, ...], ...]
+    doc_args: tuple[str, ...] | None = None
+    """The documented arguments (None: the signature's matching ones but the last, as in a clean prompt)."""
 
     def prompt(self):
         """The prompt, with a slot at every signature argument ("def0", "def1", ...)."""
         s = self.layout
-        doc = self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
+        doc = self.doc_args or self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
         prompt = docstring_prompt(self.method, self.method_desc, self.def_args, doc, self.arg_descs, s)
         last_doc = prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]
         start, slots = len(f"\ndef {self.method}(self"), {"last_doc": last_doc}
@@ -137,6 +139,19 @@ def permuted_spec(rng: random.Random, split: DocSplit, base: DocSpec) -> DocSpec
     return _spec(rng, split, base.layout, [method, *args])
 
 
+def corrupted_spec(rng: random.Random, split: DocSplit, base: DocSpec) -> DocSpec:
+    """The base's random_random corruption (`saelab.tasks.docstring.CORRUPTIONS`), the source of the
+    construction check's resample ablation: the same layout, method, descriptions, prefix and suffix
+    arguments; new matching signature arguments and new documented ones, all distinct and none of the base's
+    names."""
+    s = base.layout
+    pool = [v for v in split.variables if v not in {base.method, *base.def_args}]
+    mid = rng.sample(pool, 2 * s.n_matching - 1)
+    prefix, suffix = base.def_args[: s.n_prefix], base.def_args[s.n_prefix + s.n_matching :]
+    return base._replace(def_args=(*prefix, *mid[: s.n_matching], *suffix),
+                         doc_args=tuple(mid[s.n_matching :]))
+
+
 class DocRows(NamedTuple):
     """Tokenised clean docstring prompts with the facts the high-level model reads."""
 
@@ -156,6 +171,8 @@ class DocRows(NamedTuple):
     """Token id of the method's name (MOVER's output when nothing matches)."""
     last_doc_pos: Int[Tensor, " n"]
     """Position of the last documented argument's name (B_doc)."""
+    def_pos: Int[Tensor, "n args"]
+    """Positions of the signature arguments in order (-1 past the last)."""
 
     def position(self, name: str) -> Int[Tensor, " n"]:
         if name == "end":
@@ -206,31 +223,51 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
         prev_tokens=prev_tokens,
         method=tokens[:, 3],
         last_doc_pos=torch.tensor([e.positions["last_doc"] for e in encoded]),
+        def_pos=where,
     )
 
 
-def mover_output(
+METHOD_POSITION = 3
+"""Where the method's name is (BOS, newline, "def", name): MOVER's key when no argument matches."""
+
+
+class Match(NamedTuple):
+    """MOVER's result: what it outputs and the key position it reads it from."""
+
+    ids: Int[Tensor, " n"]
+    key: Int[Tensor, " n"]
+
+
+def mover_match(
     rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
-) -> Int[Tensor, " n"]:
+) -> Match:
     """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`, named as C_NAME says
-    (`answer`) when it is the answer's; the method if none matches."""
+    (`answer`) when it is the answer's, and its signature position; the method and its position if none
+    matches."""
     rows_index = torch.arange(len(last))
     prev = rows.prev_tokens.clone()
     prev[rows_index, rows.answer_index] = prev_at_answer
     names = rows.def_tokens.clone()
     names[rows_index, rows.answer_index] = answer
     match = (prev == last[:, None]) & (rows.def_tokens >= 0)
-    first = match.int().argmax(dim=1)
-    found = names.gather(1, first[:, None])[:, 0]
-    return torch.where(match.any(dim=1), found, rows.method)
+    first = match.int().argmax(dim=1)[:, None]
+    found = match.any(dim=1)
+    return Match(torch.where(found, names.gather(1, first)[:, 0], rows.method),
+                 torch.where(found, rows.def_pos.gather(1, first)[:, 0], METHOD_POSITION))
+
+
+def mover_output(
+    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
+) -> Int[Tensor, " n"]:
+    """`mover_match`'s output token."""
+    return mover_match(rows, prev_at_answer, last, answer).ids
 
 
 VARIABLES = ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
 
 
-def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
-    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no
-    change). LAST is B_NAME moved, so setting either sets LAST."""
+def _intervened(base: DocRows, source: DocRows, variable: str | None):
+    """MOVER's inputs (rows, PREV, LAST, C_NAME) on `base` with `variable` set to its value on `source`."""
     prev, last, answer = base.prev_at_answer, base.last_doc, base.answer
     if variable == "PREV":
         prev = source.prev_at_answer
@@ -242,8 +279,24 @@ def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> T
         base, prev, last, answer = source, source.prev_at_answer, source.last_doc, source.answer
     elif variable is not None:
         raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
-    ids = mover_output(base, prev, last, answer)
+    return base, prev, last, answer
+
+
+def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
+    """The high-level model's output on `base` with `variable` set to its value on `source` (None: no
+    change). LAST is B_NAME moved, so setting either sets LAST."""
+    ids = mover_output(*_intervened(base, source, variable))
     return Target(ids[:, None].expand(-1, 2), torch.full((len(ids), 2), 0.5))
+
+
+def intervened_attention_targets(
+    base: DocRows, source: DocRows, variable: str
+) -> dict[str, Int[Tensor, " n"]]:
+    """Where MOVER attends on `base` with an upstream `variable` set from `source`: the matched argument's
+    signature position, or the method's name when nothing matches (none when MOVER itself is set)."""
+    if variable == "MOVER":
+        return {}
+    return {"MOVER": mover_match(*_intervened(base, source, variable)).key}
 
 
 def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
@@ -262,10 +315,14 @@ def pair_specs(
 
     PREV, LAST, B_NAME and C_NAME sources permute the base's own names with `permuted_share` (so the match
     moves to another argument, or C_NAME names another argument), else use other names (the match fails);
-    every other group's source uses other names."""
+    the trainer's strict rows ("strict-one", "strict-many") take half their sources from the base's
+    random_random corruption (what the construction check's resample ablation patches from); every other
+    source uses other names (so `sample_pairs`'s "strict" evaluation pairs are as before)."""
     base = sample_spec(rng, split, rng.choice(split.layouts))
     if group in _PERMUTED_GROUPS and rng.random() < permuted_share:
         return base, permuted_spec(rng, split, base)
+    if group in ("strict-one", "strict-many") and rng.random() < 0.5:
+        return base, corrupted_spec(rng, split, base)
     return base, sample_spec(rng, split, base.layout, avoid=(base.method, *base.def_args))
 
 
@@ -317,6 +374,11 @@ query, C_NAME its value at C_def (the embedding at the other arguments, where a 
 it)."""
 
 
+def candidates(rows: DocRows) -> Int[Tensor, "n args"]:
+    """The signature arguments (-1 past the last): the metric is logit(answer) − max logit of the others."""
+    return rows.def_tokens
+
+
 def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
     """The training split, plus the held-out splits named in `trained_on`."""
     layouts, descriptions = TRAIN_SPLIT.layouts, TRAIN_SPLIT.descriptions
@@ -350,5 +412,8 @@ def task_entry(three_stage: bool = False) -> SIITTask:
         n_ctx=96,
         positional_embedding_type="rotary",
         attention_targets=attention_targets,
+        # the three-stage entry keeps run 2's options
+        candidates=candidates if name_copy else None,
+        intervened_attention_targets=intervened_attention_targets if name_copy else None,
         source_share=0.5,
     )
