@@ -9,6 +9,12 @@ Losses per step, each a cross-entropy at the answer position against the task's 
            a time or a random half at once; the target is the unchanged high-level output. Ours beside it
            (off by default): KL to the unpatched output (--strict-kl-weight) and, on the one-unit rows, the
            scale-free change of the candidate tokens' logits (--strict-logit-weight; IOI: IO and S).
+  path-strict (ours, off by default; --path-strict-weight): for each stated head -> head value edge U -> V.v, U
+           patched at its aligned position from a source and V's value vectors frozen at the base's clean ones
+           at every position; the target is the unchanged output (cross-entropy, plus the KL and logit terms
+           above with their weights, the logit term on every such row). With V.v frozen, U's change can only
+           reach the output through paths the circuit does not state (U -> logits, U -> another head or an
+           MLP), which node interventions cannot tell from the stated chain.
 The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
 runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
 writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
@@ -38,14 +44,19 @@ from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
     SIIT_TASKS,
+    STATED_EDGE_MIN,
+    UNSTATED_PATH_MAX,
     Patch,
     SIITTask,
     Target,
+    edge_check,
+    frozen_values,
     interchange_accuracy,
     non_aligned_units,
     patch_unit,
     patched_end_logits,
     patched_logits,
+    path_edges,
     siit_task,
     source_cache,
     strict_accuracy,
@@ -203,6 +214,9 @@ class SIITConfig:
     strict_logit_weight: float = 0.0
     """Ours, not InterpBench's: on the strict-one rows also `strict_logit_loss` on the entry's candidate tokens
     (IOI: IO and S), which sees a logit shift that a saturated cross-entropy or KL does not (0: off)."""
+    path_strict_weight: float = 0.0
+    """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head value edge,
+    `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -224,6 +238,11 @@ class SIITConfig:
             raise ValueError(f"stop_at must be in (0, 1], got {self.stop_at}")
         if self.strict_logit_weight < 0:
             raise ValueError(f"strict_logit_weight must be >= 0, got {self.strict_logit_weight}")
+        if self.path_strict_weight < 0:
+            raise ValueError(f"path_strict_weight must be >= 0, got {self.path_strict_weight}")
+        if self.path_strict_weight and not path_edges(self.entry.alignment, self.entry.circuit_edges):
+            raise ValueError(f"--path-strict-weight {self.path_strict_weight}: the {self.task} circuit states no "
+                             "head -> head value edge between aligned heads; use 0")
         if self.strict_logit_weight and self.entry.candidates is None:
             raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
                              "candidate tokens (SIITTask.candidates); use 0")
@@ -276,23 +295,34 @@ def build_model(cfg: SIITConfig) -> HookedTransformer:
 # --- one training step --------------------------------------------------------------------------------------
 
 
-def groups(entry: SIITTask) -> tuple[str, ...]:
-    return ("task", *entry.variables, "strict-one", "strict-many")
+PATH_GROUP = "strict-path "
+"""Prefix of a path-strict group's name ("strict-path 0.2->1.1.v"): its sources are drawn as the strict rows'."""
+
+
+def groups(cfg: SIITConfig) -> tuple[str, ...]:
+    """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, and (with
+    --path-strict-weight) one per stated head -> head value edge."""
+    entry = cfg.entry
+    edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
+    return ("task", *entry.variables, "strict-one", "strict-many", *(PATH_GROUP + e.name for e in edges))
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     """Base and source rows for every loss group, the patch, the targets and each row's group."""
     entry, split = cfg.entry, cfg.train_split
     rng = random.Random(cfg.seed * 1_000_003 + step)
-    pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(entry) for _ in range(cfg.batch)]
+    pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(cfg) for _ in range(cfg.batch)]
     row_groups = [g for g, _, _ in pairs]
     base, source = entry.encode(tok, [b for _, b, _ in pairs]), entry.encode(tok, [s for _, _, s in pairs])
     patch = Patch.empty(model, *base.tokens.shape)
     units = non_aligned_units(model, entry.alignment)
+    edges = {PATH_GROUP + e.name: e for e in path_edges(entry.alignment, entry.circuit_edges)}
     for row, group in enumerate(row_groups):
         node = next((a for a in entry.alignment if a.variable == group), None)
         if node is not None:
             patch.aligned(torch.tensor([row]), node, base)
+        elif group in edges:
+            patch.path_strict(torch.tensor([row]), edges[group], base)
         elif group == "strict-one":
             patch_unit(patch, row, rng.choice(units), base, entry.alignment)
         elif group == "strict-many":
@@ -319,13 +349,15 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
     return sum(terms) / len(terms)
 
 
-def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str]) -> torch.Tensor:
+def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str],
+                          path: bool = False) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
     the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
-    both are off)."""
+    both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
         return torch.zeros(())
-    rows = torch.tensor([i for i, g in enumerate(row_groups) if g.startswith("strict")])
+    chosen = [g.startswith(PATH_GROUP) == path and g.startswith("strict") for g in row_groups]
+    rows = torch.tensor([i for i, keep in enumerate(chosen) if keep])
     # The logit term differentiates the unpatched run too, so that scaling every logit leaves it unchanged; against
     # a fixed unpatched run, the cheapest way to pull the patched run's logits toward it was to shrink them all.
     with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
@@ -333,26 +365,40 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
-        one = torch.tensor([g == "strict-one" for g in row_groups if g.startswith("strict")])
+        one = torch.tensor([path or g == "strict-one" for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
     return term
 
 
+def step_cache(cfg: SIITConfig, model, base, source) -> dict[str, torch.Tensor]:
+    """The source's heads' z and MLP outputs and, with --path-strict-weight, the base's clean value vectors
+    (what the path-strict rows' receiver heads are frozen at)."""
+    cache = source_cache(model, source.tokens)
+    if cfg.path_strict_weight:
+        cache |= frozen_values(model, base.tokens)
+    return cache
+
+
 def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     base, source, patch, target, row_groups = step_batch(cfg, model, tok, step)
-    cache = source_cache(model, source.tokens)
+    cache = step_cache(cfg, model, base, source)
     patterns: dict[int, torch.Tensor] = {}
     hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda x, hook, layer=layer: patterns.__setitem__(layer, x))
              for layer in {a.layer for a in cfg.entry.alignment}] if cfg.attention_weight else []
     with model.hooks(fwd_hooks=hooks):
         logits = patched_logits(model, base, cache, patch)
     losses = target_loss(logits, target)
-    by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg.entry)}
+    by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
         cfg, model, base, logits, row_groups)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
+    paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
+    if paths:
+        path = sum(by_group[g] for g in paths) / len(paths) + unchanged_output_loss(
+            cfg, model, base, logits, row_groups, path=True)
+        loss = loss + cfg.path_strict_weight * path
     if cfg.attention_weight:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
@@ -362,7 +408,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return {k: float(v.detach()) for k, v in {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict}.items()}
+    terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {})
+    return {k: float(v.detach()) for k, v in terms.items()}
 
 
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
@@ -506,6 +553,7 @@ def construction_checks(entry: SIITTask, model, tok, n: int = 400, seed: int = 7
         "all_non_circuit<0.10": checks["all_non_circuit_together_effect_over_gap"] < 0.10,
         "each_circuit_node>0.20": checks["min_circuit_effect_over_gap"] > 0.20,
     }
+    checks["edge_check"] = edge_check(model, problem, entry, gap).to_json()  # ours; not one of the issue's six
     return {"n_prompts": n, "seed": seed, **checks}, effects, problem, (clean, corrupted)
 
 
@@ -623,6 +671,7 @@ def model_card(extra: dict, held_out_text: str) -> str:
         f"{passed['interchange>=0.95_every_node_every_split']} |",
         f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
+        *edge_check_lines(checks),
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
         "output is one token; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
         "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
@@ -649,6 +698,29 @@ def model_card(extra: dict, held_out_text: str) -> str:
     return "\n".join(lines)
 
 
+def edge_check_lines(checks: dict) -> list[str]:
+    """The card's edge check section (ours), from the stored check ([] for a card written before it existed)."""
+    if "edge_check" not in checks:
+        return []
+    edges = checks["edge_check"]
+    verdict = {k: "PASS" if v else "FAIL" for k, v in edges["passed"].items()}
+    stated_name, unstated_name = edges["passed"]
+    lines = [
+        "## Edge check (ours, not InterpBench's; same prompts and corruption)", "",
+        "Path patching of single edges (`saelab.circuits.ground_truth.edge_effects`: the receiver alone reads the "
+        "sender's output on the corrupted prompt, everything downstream recomputed), effect / gap. Every edge the "
+        f"circuit states from a circuit head must exceed {STATED_EDGE_MIN:g} of the gap ({verdict[stated_name]}); "
+        f"every edge a circuit head sends that the circuit does not state must stay below {UNSTATED_PATH_MAX:g} "
+        f"({verdict[unstated_name]}). Our thresholds: SIIT's node checks cannot tell the stated chain from parallel "
+        "paths (both flip the top-1 when one head is patched).", "",
+        "| edge | stated | effect / gap |", "|---|---|---|",
+    ]
+    lines += [f"| {e} | yes | {v} |" for e, v in edges["stated_edge_effect_over_gap"].items()]
+    lines += [f"| {e} (largest unstated from {h}) | no | {v} |"
+              for h, (e, v) in edges["largest_unstated_path_over_gap"].items()]
+    return lines + [""]
+
+
 HELD_OUT_ALIASES = {"--all-templates": "held_out_templates", "--all-words": "held_out_places_objects"}
 
 
@@ -662,6 +734,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
     parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
+    parser.add_argument("--path-strict-weight", type=float, default=SIITConfig.path_strict_weight,
+                        help="ours: weight of the path-strict rows (stated head -> head value edges; 0: off)")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
@@ -682,6 +756,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
+                     path_strict_weight=args.path_strict_weight,
                      attention_weight=args.attention_weight, source_share=args.source_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
