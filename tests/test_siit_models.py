@@ -508,3 +508,22 @@ def test_path_strict_rows_get_the_logit_term_and_the_strict_rows_keep_theirs():
         logits[shifted, s_ids[shifted]] += 0.5
         term = unchanged_output_loss(cfg, model, base, logits, row_groups, path=path)
         assert float(term) == pytest.approx(float(expected), rel=1e-4, abs=1e-6), (path, shifted)
+
+
+def test_ioi_attention_loss_reads_the_stated_edges_keys(tokenizer):
+    """Ours: the IOI attention targets are S-INH (1.1 at END) -> S2 and NAME (2.3 at END) -> END (where 1.1
+    writes); DUP has none and is skipped. With hand-made patterns the loss is the mean of -log of exactly
+    those two entries on the task rows."""
+    from training.train_siit import attention_loss
+
+    entry = siit_task("ioi")
+    rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+                                    Spec(1, "BAB", ("Jessica", "Matthew", "Jessica"), "store", "ring")])
+    n, pos = rows.tokens.shape
+    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
+    r = torch.arange(n)
+    patterns[1][r, 1, rows.end, rows.s2] = 0.5
+    patterns[2][r, 3, rows.end, rows.end] = 0.25
+    loss = attention_loss(entry, rows, patterns, ["task", "task"])
+    expected = -(torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 2
+    assert float(loss) == pytest.approx(float(expected))

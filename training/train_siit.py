@@ -243,6 +243,9 @@ class SIITConfig:
         if self.path_strict_weight and not path_edges(self.entry.alignment, self.entry.circuit_edges):
             raise ValueError(f"--path-strict-weight {self.path_strict_weight}: the {self.task} circuit states no "
                              "head -> head value edge between aligned heads; use 0")
+        if self.attention_weight and self.entry.attention_targets is None:
+            raise ValueError(f"--attention-weight {self.attention_weight}: the {self.task} entry names no attention "
+                             "targets (SIITTask.attention_targets); use 0")
         if self.strict_logit_weight and self.entry.candidates is None:
             raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
                              "candidate tokens (SIITTask.candidates); use 0")
@@ -342,7 +345,7 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
     rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
     keys = entry.attention_targets(base)
     terms = []
-    for node in entry.alignment:
+    for node in (a for a in entry.alignment if a.variable in keys):
         query = base.position(node.position)[rows]
         attention = patterns[node.layer][rows, node.head, query, keys[node.variable][rows]]
         terms.append(-(attention + 1e-6).log().mean())

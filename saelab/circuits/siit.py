@@ -592,7 +592,7 @@ class SIITTask:
     and S), for the trainer's optional strict logit term (None: the entry has none)."""
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
-    trainer's optional attention loss (None: the entry has none)."""
+    trainer's optional attention loss (None: the entry has none; a variable left out has no attention target)."""
 
     def __post_init__(self) -> None:
         if len({a.variable for a in self.alignment}) != len(self.alignment):
@@ -654,6 +654,13 @@ def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
     return rows.slot_names
 
 
+def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
+    """Ours: where the stated edges say S-INH and NAME read (the trainer's optional attention loss): S-INH (1.1
+    at END) reads DUP from S2 (0.2 -> 1.1.v), NAME (2.3 at END) reads S-INH at END itself (1.1 -> 2.3.v). DUP's
+    key (the indirect object's slot) is not in the rows, so it has none."""
+    return {"S-INH": rows.s2, "NAME": rows.end}
+
+
 SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage")
 """The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
 the design of its first training stage."""
@@ -669,6 +676,7 @@ def siit_task(task: str) -> SIITTask:
             held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
+            attention_targets=ioi_attention_targets,
         )
     if task in ("docstring", "docstring-three-stage"):
         from saelab.circuits.siit_docstring import task_entry
