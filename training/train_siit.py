@@ -111,6 +111,12 @@ DESIGN_HISTORY = {
         "accuracy 0.885); the scale-free term on every strict row (weight 20, sources as before) moved between "
         "0.036 and 0.096 of the gap (mlp2 or head 2.0) over 2224 steps. Record: "
         "benchmarks/results/siit_ioi_strict_logit.md."
+        " Edge check (ours, a later session; in the card above): stage 4 fails it (1.1->2.3.v 0.022, 1.1->log"
+        "its 0.582, 0.2->2.3.v 0.446 of the gap). Continuations with our path-strict term (--path-strict-weig"
+        "ht: a stated edge's sender patched with its receiver's value vectors frozen at the base's, output un"
+        "changed) and an attention target (2.3 at END -> END) made 2.3 read 1.1 (1.1->2.3.v 0.629, 0.2->2.3.v"
+        " 0.030) but stopped 2.3 writing the answer (2.3->logits 0.048, its node effect 0.152, NAME interchan"
+        "ge ~0.25; mlp2 0.032), so they were not shipped. Record: benchmarks/results/siit_ioi_path_strict.md."
     ),
     "docstring": (
         "Designed from the IOI lesson (a stage must be something one head can compute from what it can attend "
