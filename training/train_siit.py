@@ -116,7 +116,9 @@ DESIGN_HISTORY = {
         "ht: a stated edge's sender patched with its receiver's value vectors frozen at the base's, output un"
         "changed) and an attention target (2.3 at END -> END) made 2.3 read 1.1 (1.1->2.3.v 0.629, 0.2->2.3.v"
         " 0.030) but stopped 2.3 writing the answer (2.3->logits 0.048, its node effect 0.152, NAME interchan"
-        "ge ~0.25; mlp2 0.032), so they were not shipped. Record: benchmarks/results/siit_ioi_path_strict.md."
+        "ge ~0.25; mlp2 0.032), so they were not shipped; a further run with IIT weight 3 reached 2.3 node 0.296, "
+        "2.3->logits 0.189, 1.1->2.3.v 0.735, 1.1->logits 0.221, NAME interchange 0.56-0.58, mlp1 0.0217, also not "
+        "shipped. Record: benchmarks/results/siit_ioi_path_strict.md."
     ),
     "docstring": (
         "Designed from the IOI lesson (a stage must be something one head can compute from what it can attend "
