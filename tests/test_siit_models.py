@@ -14,21 +14,28 @@ from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
     HELD_OUT_TEMPLATE_SPLIT,
     HELD_OUT_WORD_SPLIT,
+    IOI_ALIGNMENT,
+    IOI_CIRCUIT_EDGES,
     TRAIN_SPLIT,
     AlignedNode,
     PairSet,
     Patch,
     Spec,
     Target,
+    edge_check,
+    edge_check_from_effects,
     encode_specs,
+    frozen_values,
     high_level_output,
     interchange_accuracy,
     name_output,
     non_aligned_units,
     patch_unit,
     patched_logits,
+    path_edges,
     sample_pairs,
     siit_task,
+    source_cache,
     strict_accuracy,
     strict_accuracy_per_unit,
     strict_logit_loss,
@@ -356,3 +363,185 @@ def test_strict_sources_cover_the_checks_corruption():
              for group in ("strict-one", "strict-many", "DUP", "task")}
     assert 0.4 < share["strict-one"] < 0.6 and 0.4 < share["strict-many"] < 0.6
     assert share["DUP"] < 0.05 and share["task"] < 0.05
+
+
+# --- the path-strict term and the edge check (ours) -------------------------------------------------------
+
+
+def _path_pairs(model, tokenizer, n: int = 12, seed: int = 3) -> PairSet:
+    """IOI pairs folded into `model`'s vocabulary, the sources half ABC corruptions."""
+    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, n, seed, abc_share=0.5)
+    return PairSet(*(rows._replace(tokens=rows.tokens % model.cfg.d_vocab) for rows in pairs))
+
+
+def test_path_edges_are_the_stated_head_to_head_value_edges():
+    """IOI: 0.2 -> 1.1.v sent from S2 and 1.1 -> 2.3.v from END (not the q/k or logits edges); the docstring
+    entry's head 0.0 carries two variables, so its edges are refused, and so is the trainer flag."""
+    from training.train_siit import SIITConfig
+
+    edges = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)
+    assert [(e.name, e.sender.position) for e in edges] == [("0.2->1.1.v", "S2"), ("1.1->2.3.v", "end")]
+    assert [(e.layer, e.head) for e in edges] == [(1, 1), (2, 3)]
+    docstring = siit_task("docstring")
+    with pytest.raises(ValueError, match="0.0 carries 2 variables"):
+        path_edges(docstring.alignment, docstring.circuit_edges)
+    with pytest.raises(ValueError, match="0.0 carries 2 variables"):
+        SIITConfig(task="docstring", path_strict_weight=1.0)
+
+
+def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, tokenizer):
+    """The sender's z at its aligned position from the source, the receiver head's value vectors at every
+    position from the base's clean run, computed with plain TransformerLens hooks on saelab-random (edge
+    0.2 -> 1.1.v, layer 0 to layer 1): equal to `Patch.path_strict` + `patched_logits`. Fails if another head
+    is frozen, if the frozen values come from the source, or if the sender is patched at another position."""
+    base, source = _path_pairs(random_model, tokenizer)
+    rows = torch.arange(len(base.end))
+    edge = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)[0]
+    _, src = random_model.run_with_cache(source.tokens)
+    _, own = random_model.run_with_cache(base.tokens)
+
+    def z_hook(z, hook):
+        z = z.clone()
+        z[rows, base.s2, 2] = src[hook.name][rows, base.s2, 2]
+        return z
+
+    def v_hook(v, hook):
+        v = v.clone()
+        v[:, :, 1] = own[hook.name][:, :, 1]
+        return v
+
+    hooks = [("blocks.0.attn.hook_z", z_hook), ("blocks.1.attn.hook_v", v_hook)]
+    by_hand = random_model.run_with_hooks(base.tokens, fwd_hooks=hooks)[rows, base.end]
+    patch = Patch.empty(random_model, *base.tokens.shape)
+    patch.path_strict(rows, edge, base)
+    cache = source_cache(random_model, source.tokens) | frozen_values(random_model, base.tokens)
+    measured = patched_logits(random_model, base, cache, patch)
+    assert torch.allclose(measured, by_hand, atol=1e-5)
+    node_only = Patch.empty(random_model, *base.tokens.shape)
+    node_only.aligned(rows, edge.sender, base)
+    # the freeze matters on this model (else the comparison above could not tell a missing freeze)
+    assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
+
+
+def test_freezing_values_at_the_base_alone_changes_nothing(random_model, tokenizer):
+    """Freezing a head's value vectors at the base's own clean values is no intervention: the logits are the
+    clean ones exactly; frozen at the source's values they move (so the check can fail)."""
+    base, source = _path_pairs(random_model, tokenizer)
+    patch = Patch.empty(random_model, *base.tokens.shape)
+    patch.v[1][:, :, 1] = True
+    clean = patched_logits(random_model, base, {}, Patch.empty(random_model, *base.tokens.shape))
+    frozen = patched_logits(random_model, base, frozen_values(random_model, base.tokens), patch)
+    assert torch.allclose(frozen, clean, atol=1e-6)
+    assert (patched_logits(random_model, base, frozen_values(random_model, source.tokens), patch) - clean
+            ).abs().max() > 1e-3
+
+
+def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base():
+    """With --path-strict-weight each stated head -> head edge gets its own rows: the sender marked at its
+    aligned position only, the receiver head's values at every position, nothing else; the step's cache holds
+    the base's clean value vectors (not the source's); the rows' target is the base's own output; off by
+    default (no such rows, no values cached)."""
+    from training.train_siit import SIITConfig, build_model, groups, step_batch, step_cache, tokenizer
+
+    cfg = SIITConfig(batch=2, path_strict_weight=1.0, threads=1)
+    model = build_model(cfg)
+    base, source, patch, target, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    for edge in path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES):
+        for row in [i for i, g in enumerate(row_groups) if g == "strict-path " + edge.name]:
+            position = base.position(edge.sender.position)[row]
+            marked_z = [(layer, p, h) for layer, z in enumerate(patch.z)
+                        for p, h in z[row].nonzero().tolist()]
+            assert marked_z == [(edge.sender.layer, int(position), edge.sender.head)]
+            marked_v = {(layer, h) for layer, v in enumerate(patch.v) for _, h in v[row].nonzero().tolist()}
+            assert marked_v == {(edge.layer, edge.head)} and patch.v[edge.layer][row, :, edge.head].all()
+            assert not any(m[row].any() for m in patch.mlp)
+            own = high_level_output(base, source, None)
+            assert torch.equal(target.ids[row], own.ids[row])
+    assert sum(g.startswith("strict-path") for g in row_groups) == 4
+    cache = step_cache(cfg, model, base, source)
+    values = frozen_values(model, base.tokens)
+    assert all(torch.equal(cache[k], values[k]) for k in values)
+    off = SIITConfig(batch=2, threads=1)
+    assert not any(g.startswith("strict-path") for g in groups(off))
+    assert not any("hook_v" in k for k in step_cache(off, model, base, source))
+
+
+def test_edge_check_from_effects_shares_largest_and_thresholds():
+    """Effects over the gap; the largest unstated edge per head by |effect| (a negative one can be the
+    largest); stated edges must exceed 0.2 of the gap, unstated ones stay below 0.05; edges sent by nodes
+    outside the circuit are ignored."""
+    effects = {"0.2->1.1.v": -5.0, "0.2->2.3.v": -4.0, "0.2->logits": 1.0, "1.1->2.3.v": -2.5,
+               "1.1->logits": 0.3, "1.1->mlp2": -0.4, "2.3->logits": -6.0, "2.3->mlp2": 0.1,
+               "2.0->logits": -9.0, "input->0.2.q": -9.0}
+    stated = ("0.2->1.1.v", "1.1->2.3.v", "2.3->logits", "input->0.2.q")
+    check = edge_check_from_effects(effects, 10.0, ("0.2", "1.1", "2.3"), stated)
+    assert check.stated == {"0.2->1.1.v": -0.5, "1.1->2.3.v": -0.25, "2.3->logits": -0.6}
+    assert check.largest_unstated == {"0.2": ("0.2->2.3.v", -0.4), "1.1": ("1.1->mlp2", -0.04),
+                                      "2.3": ("2.3->mlp2", 0.01)}
+    assert check.passed == {"stated_edges>0.2": True, "unstated_paths<0.05": False}
+    fixed = {**effects, "0.2->2.3.v": 0.2, "0.2->logits": -0.3, "1.1->2.3.v": -1.9}
+    assert edge_check_from_effects(fixed, 10.0, ("0.2", "1.1", "2.3"), stated).passed == {
+        "stated_edges>0.2": False, "unstated_paths<0.05": True}
+    assert edge_check_from_effects(fixed, -10.0, ("0.2", "1.1", "2.3"), stated).stated["0.2->1.1.v"] == 0.5
+    with pytest.raises(ValueError, match="gap 0"):
+        edge_check_from_effects(effects, 0.0, ("0.2",), stated)
+
+
+@needs_siit
+def test_edge_check_sample_matches_the_circuit_file(siit, tokenizer, card):
+    """The stored edge check (ours) reproduces on fresh prompts within 0.1 of the gap, and its stored
+    verdicts follow from its stored numbers."""
+    stored = card["construction_checks"].get("edge_check")
+    if stored is None:
+        pytest.skip("this card predates the edge check")
+    task = get_task("ioi")
+    problem = problem_from_task(task, task.generate(tokenizer, 64, seed=4242, vocabulary="tiny"))
+    clean, corrupted = metric_means(siit, problem)
+    check = edge_check(siit, problem, siit_task("ioi"), clean - corrupted)
+    for name, value in stored["stated_edge_effect_over_gap"].items():
+        assert check.stated[name] == pytest.approx(value, abs=0.1), name
+    for head, (name, value) in stored["largest_unstated_path_over_gap"].items():
+        assert abs(check.largest_unstated[head][1]) == pytest.approx(abs(value), abs=0.1), (head, name)
+    assert stored["passed"]["stated_edges>0.2"] == all(
+        abs(v) > 0.2 for v in stored["stated_edge_effect_over_gap"].values())
+
+
+def test_path_strict_rows_get_the_logit_term_and_the_strict_rows_keep_theirs():
+    """`unchanged_output_loss(path=True)` puts the logit term on every path-strict row and on no other row;
+    without `path` the strict rows' terms ignore the path-strict rows (older runs' loss unchanged)."""
+    from training.train_siit import SIITConfig, build_model, step_batch, tokenizer, unchanged_output_loss
+
+    cfg = SIITConfig(batch=1, strict_logit_weight=2.0, path_strict_weight=1.0, threads=1)
+    model = build_model(cfg)
+    base, _, _, _, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
+    paths = torch.tensor([g.startswith("strict-path") for g in row_groups])
+    one = torch.tensor([g == "strict-one" for g in row_groups])
+    d = (clean.gather(1, base.slot_names) @ torch.tensor([1.0, -1.0]))
+    for shifted, path, expected in ((paths, True, 2.0 * 0.5**2 / d[paths].pow(2).mean()), (paths, False, 0.0),
+                                    (one, True, 0.0), (~paths, True, 0.0)):
+        logits = clean.clone()
+        logits[shifted, s_ids[shifted]] += 0.5
+        term = unchanged_output_loss(cfg, model, base, logits, row_groups, path=path)
+        assert float(term) == pytest.approx(float(expected), rel=1e-4, abs=1e-6), (path, shifted)
+
+
+def test_ioi_attention_loss_reads_the_stated_edges_keys(tokenizer):
+    """Ours: the IOI attention targets are S-INH (1.1 at END) -> S2 and NAME (2.3 at END) -> END (where 1.1
+    writes); DUP has none and is skipped. With hand-made patterns the loss is the mean of -log of exactly
+    those two entries on the task rows."""
+    from training.train_siit import attention_loss
+
+    entry = siit_task("ioi")
+    rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+                                    Spec(1, "BAB", ("Jessica", "Matthew", "Jessica"), "store", "ring")])
+    n, pos = rows.tokens.shape
+    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
+    r = torch.arange(n)
+    patterns[1][r, 1, rows.end, rows.s2] = 0.5
+    patterns[2][r, 3, rows.end, rows.end] = 0.25
+    loss = attention_loss(entry, rows, patterns, ["task", "task"])
+    expected = -(torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 2
+    assert float(loss) == pytest.approx(float(expected))

@@ -12,6 +12,12 @@ Losses per step, each a cross-entropy at the answer position against the task's 
            docstring: the signature arguments). Ours too, off by default: on the interchange rows, the aligned
            heads' attention to the key the high-level model says they read under that intervention
            (--iit-attention-weight).
+  path-strict (ours, off by default; --path-strict-weight): for each stated head -> head value edge U -> V.v, U
+           patched at its aligned position from a source and V's value vectors frozen at the base's clean ones
+           at every position; the target is the unchanged output (cross-entropy, plus the KL and logit terms
+           above with their weights, the logit term on every such row). With V.v frozen, U's change can only
+           reach the output through paths the circuit does not state (U -> logits, U -> another head or an
+           MLP), which node interventions cannot tell from the stated chain.
 The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
 runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
 writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
@@ -41,14 +47,19 @@ from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
     SIIT_TASKS,
+    STATED_EDGE_MIN,
+    UNSTATED_PATH_MAX,
     Patch,
     SIITTask,
     Target,
+    edge_check,
+    frozen_values,
     interchange_accuracy,
     non_aligned_units,
     patch_unit,
     patched_end_logits,
     patched_logits,
+    path_edges,
     siit_task,
     source_cache,
     strict_accuracy,
@@ -103,6 +114,14 @@ DESIGN_HISTORY = {
         "accuracy 0.885); the scale-free term on every strict row (weight 20, sources as before) moved between "
         "0.036 and 0.096 of the gap (mlp2 or head 2.0) over 2224 steps. Record: "
         "benchmarks/results/siit_ioi_strict_logit.md."
+        " Edge check (ours, a later session; in the card above): stage 4 fails it (1.1->2.3.v 0.022, 1.1->log"
+        "its 0.582, 0.2->2.3.v 0.446 of the gap). Continuations with our path-strict term (--path-strict-weig"
+        "ht: a stated edge's sender patched with its receiver's value vectors frozen at the base's, output un"
+        "changed) and an attention target (2.3 at END -> END) made 2.3 read 1.1 (1.1->2.3.v 0.629, 0.2->2.3.v"
+        " 0.030) but stopped 2.3 writing the answer (2.3->logits 0.048, its node effect 0.152, NAME interchan"
+        "ge ~0.25; mlp2 0.032), so they were not shipped; a further run with IIT weight 3 reached 2.3 node 0.296, "
+        "2.3->logits 0.189, 1.1->2.3.v 0.735, 1.1->logits 0.221, NAME interchange 0.56-0.58, mlp1 0.0217, also not "
+        "shipped. Record: benchmarks/results/siit_ioi_path_strict.md."
     ),
     "docstring": (
         "Designed from the IOI lesson (a stage must be something one head can compute from what it can attend "
@@ -237,6 +256,9 @@ class SIITConfig:
     """Ours, not InterpBench's: on the strict-one rows also `strict_logit_loss` on the entry's candidate tokens
     (IOI: IO and S; docstring: the signature arguments), which sees a logit shift that a saturated
     cross-entropy or KL does not (0: off)."""
+    path_strict_weight: float = 0.0
+    """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head value edge,
+    `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -261,6 +283,14 @@ class SIITConfig:
                              "attention targets under interventions (SIITTask.intervened_attention_targets); use 0")
         if self.strict_logit_weight < 0:
             raise ValueError(f"strict_logit_weight must be >= 0, got {self.strict_logit_weight}")
+        if self.path_strict_weight < 0:
+            raise ValueError(f"path_strict_weight must be >= 0, got {self.path_strict_weight}")
+        if self.path_strict_weight and not path_edges(self.entry.alignment, self.entry.circuit_edges):
+            raise ValueError(f"--path-strict-weight {self.path_strict_weight}: the {self.task} circuit states no "
+                             "head -> head value edge between aligned heads; use 0")
+        if self.attention_weight and self.entry.attention_targets is None:
+            raise ValueError(f"--attention-weight {self.attention_weight}: the {self.task} entry names no attention "
+                             "targets (SIITTask.attention_targets); use 0")
         if self.strict_logit_weight and self.entry.candidates is None:
             raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
                              "candidate tokens (SIITTask.candidates); use 0")
@@ -313,23 +343,35 @@ def build_model(cfg: SIITConfig) -> HookedTransformer:
 # --- one training step --------------------------------------------------------------------------------------
 
 
-def groups(entry: SIITTask) -> tuple[str, ...]:
-    return ("task", *entry.variables, "strict-one", "strict-many")
+PATH_GROUP = "strict-path "
+"""Prefix of a path-strict group's name ("strict-path 0.2->1.1.v"): its sources are drawn as the strict rows'."""
+
+
+def groups(cfg: SIITConfig) -> tuple[str, ...]:
+    """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, and (with
+    --path-strict-weight) one per stated head -> head value edge."""
+    entry = cfg.entry
+    edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
+    return ("task", *entry.variables, "strict-one", "strict-many", *(PATH_GROUP + e.name for e in edges))
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     """Base and source rows for every loss group, the patch, the targets and each row's group."""
     entry, split = cfg.entry, cfg.train_split
     rng = random.Random(cfg.seed * 1_000_003 + step)
-    pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(entry) for _ in range(cfg.batch)]
+    pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(cfg) for _ in range(cfg.batch)]
     row_groups = [g for g, _, _ in pairs]
     base, source = entry.encode(tok, [b for _, b, _ in pairs]), entry.encode(tok, [s for _, _, s in pairs])
     patch = Patch.empty(model, *base.tokens.shape)
     units = non_aligned_units(model, entry.alignment)
+    edges = {PATH_GROUP + e.name: e for e in path_edges(entry.alignment, entry.circuit_edges)} \
+        if cfg.path_strict_weight else {}
     for row, group in enumerate(row_groups):
         node = next((a for a in entry.alignment if a.variable == group), None)
         if node is not None:
             patch.aligned(torch.tensor([row]), node, base)
+        elif group in edges:
+            patch.path_strict(torch.tensor([row]), edges[group], base)
         elif group == "strict-one":
             patch_unit(patch, row, rng.choice(units), base, entry.alignment)
         elif group == "strict-many":
@@ -349,7 +391,7 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
     rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
     keys = entry.attention_targets(base)
     terms = []
-    for node in entry.alignment:
+    for node in (a for a in entry.alignment if a.variable in keys):
         query = base.position(node.position)[rows]
         attention = patterns[node.layer][rows, node.head, query, keys[node.variable][rows]]
         terms.append(-(attention + 1e-6).log().mean())
@@ -379,13 +421,15 @@ def _take(field, rows: torch.Tensor):
     return field[rows] if isinstance(field, torch.Tensor) else tuple(field[i] for i in rows.tolist())
 
 
-def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str]) -> torch.Tensor:
+def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str],
+                          path: bool = False) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
     the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
-    both are off)."""
+    both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
         return torch.zeros(())
-    rows = torch.tensor([i for i, g in enumerate(row_groups) if g.startswith("strict")])
+    chosen = [g.startswith(PATH_GROUP) == path and g.startswith("strict") for g in row_groups]
+    rows = torch.tensor([i for i, keep in enumerate(chosen) if keep])
     # The logit term differentiates the unpatched run too, so that scaling every logit leaves it unchanged; against
     # a fixed unpatched run, the cheapest way to pull the patched run's logits toward it was to shrink them all.
     with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
@@ -393,15 +437,24 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
-        one = torch.tensor([g == "strict-one" for g in row_groups if g.startswith("strict")])
+        one = torch.tensor([path or g == "strict-one" for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
     return term
 
 
+def step_cache(cfg: SIITConfig, model, base, source) -> dict[str, torch.Tensor]:
+    """The source's heads' z and MLP outputs and, with --path-strict-weight, the base's clean value vectors
+    (what the path-strict rows' receiver heads are frozen at)."""
+    cache = source_cache(model, source.tokens)
+    if cfg.path_strict_weight:
+        cache |= frozen_values(model, base.tokens)
+    return cache
+
+
 def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     base, source, patch, target, row_groups = step_batch(cfg, model, tok, step)
-    cache = source_cache(model, source.tokens)
+    cache = step_cache(cfg, model, base, source)
     patterns: dict[int, torch.Tensor] = {}
     hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda x, hook, layer=layer: patterns.__setitem__(layer, x))
              for layer in {a.layer for a in cfg.entry.alignment}] \
@@ -409,11 +462,16 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     with model.hooks(fwd_hooks=hooks):
         logits = patched_logits(model, base, cache, patch)
     losses = target_loss(logits, target)
-    by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg.entry)}
+    by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
         cfg, model, base, logits, row_groups)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
+    paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
+    if paths:
+        path = sum(by_group[g] for g in paths) / len(paths) + unchanged_output_loss(
+            cfg, model, base, logits, row_groups, path=True)
+        loss = loss + cfg.path_strict_weight * path
     if cfg.attention_weight:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
     if cfg.iit_attention_weight:
@@ -425,7 +483,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return {k: float(v.detach()) for k, v in {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict}.items()}
+    terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {})
+    return {k: float(v.detach()) for k, v in terms.items()}
 
 
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
@@ -569,6 +628,7 @@ def construction_checks(entry: SIITTask, model, tok, n: int = 400, seed: int = 7
         "all_non_circuit<0.10": checks["all_non_circuit_together_effect_over_gap"] < 0.10,
         "each_circuit_node>0.20": checks["min_circuit_effect_over_gap"] > 0.20,
     }
+    checks["edge_check"] = edge_check(model, problem, entry, gap).to_json()  # ours; not one of the issue's six
     return {"n_prompts": n, "seed": seed, **checks}, effects, problem, (clean, corrupted)
 
 
@@ -643,6 +703,38 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     (cfg.model_dir / "MODEL_CARD.md").write_text(model_card(extra, HELD_OUT_TEXT[entry.task]))
 
 
+def add_edge_check(cfg: SIITConfig) -> dict:
+    """Measure our edge check on a model finalised before it existed, on its construction checks' prompts, and
+    store it in its config, card and circuit file; every other stored number is kept as measured (the card's
+    sections after the generated part, such as bench_heldout's, are kept too)."""
+    torch.set_num_threads(cfg.threads)
+    entry = cfg.entry
+    model = load_model(str(cfg.model_dir))
+    config_path = cfg.model_dir / "config.json"
+    payload = json.loads(config_path.read_text())
+    extra = payload["saelab"]
+    checks = extra["construction_checks"]
+    task = get_task(entry.task)
+    problem = problem_from_task(task, task.generate(tokenizer(), checks["n_prompts"], seed=checks["seed"],
+                                                    vocabulary="tiny"))
+    clean, corrupted = metric_means(model, problem)
+    checks["edge_check"] = edge_check(model, problem, entry, clean - corrupted).to_json()
+    config_path.write_text(json.dumps(payload, indent=2))
+    card_path = cfg.model_dir / "MODEL_CARD.md"
+    kept = card_path.read_text().partition(CARD_APPENDIX)
+    appendix = "\n" + kept[1] + kept[2] if kept[1] else ""
+    card_path.write_text(model_card(extra, HELD_OUT_TEXT[entry.task]) + appendix)
+    circuit_path = data_dir() / "circuits" / cfg.model_name / f"{entry.task}.json"
+    circuit = json.loads(circuit_path.read_text())
+    circuit["construction_checks"]["edge_check"] = checks["edge_check"]
+    circuit_path.write_text(json.dumps(circuit, indent=1) + "\n")
+    return checks["edge_check"]
+
+
+CARD_APPENDIX = "<!-- heldout-split:begin -->"
+"""Where the parts of a card written by other scripts begin (benchmarks/bench_heldout.py's section)."""
+
+
 HELD_OUT_TEXT = {
     "ioi": "Held out: templates 3, 8, 14 (held_out_templates); places hospital/station and objects necklace/snack "
            "(held_out_places_objects). Names are not held out (an IOI-only model never trains an unseen name's "
@@ -686,6 +778,7 @@ def model_card(extra: dict, held_out_text: str) -> str:
         f"{passed['interchange>=0.95_every_node_every_split']} |",
         f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
+        *edge_check_lines(checks),
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
         "output is one token; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
         "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
@@ -712,6 +805,29 @@ def model_card(extra: dict, held_out_text: str) -> str:
     return "\n".join(lines)
 
 
+def edge_check_lines(checks: dict) -> list[str]:
+    """The card's edge check section (ours), from the stored check ([] for a card written before it existed)."""
+    if "edge_check" not in checks:
+        return []
+    edges = checks["edge_check"]
+    verdict = {k: "PASS" if v else "FAIL" for k, v in edges["passed"].items()}
+    stated_name, unstated_name = edges["passed"]
+    lines = [
+        "## Edge check (ours, not InterpBench's; same prompts and corruption)", "",
+        "Path patching of single edges (`saelab.circuits.ground_truth.edge_effects`: the receiver alone reads the "
+        "sender's output on the corrupted prompt, everything downstream recomputed), effect / gap. Every edge the "
+        f"circuit states from a circuit head must exceed {STATED_EDGE_MIN:g} of the gap ({verdict[stated_name]}); "
+        f"every edge a circuit head sends that the circuit does not state must stay below {UNSTATED_PATH_MAX:g} "
+        f"({verdict[unstated_name]}). Our thresholds: SIIT's node checks cannot tell the stated chain from parallel "
+        "paths (both flip the top-1 when one head is patched).", "",
+        "| edge | stated | effect / gap |", "|---|---|---|",
+    ]
+    lines += [f"| {e} | yes | {v} |" for e, v in edges["stated_edge_effect_over_gap"].items()]
+    lines += [f"| {e} (largest unstated from {h}) | no | {v} |"
+              for h, (e, v) in edges["largest_unstated_path_over_gap"].items()]
+    return lines + [""]
+
+
 HELD_OUT_ALIASES = {"--all-templates": "held_out_templates", "--all-words": "held_out_places_objects"}
 
 
@@ -725,6 +841,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
     parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
+    parser.add_argument("--path-strict-weight", type=float, default=SIITConfig.path_strict_weight,
+                        help="ours: weight of the path-strict rows (stated head -> head value edges; 0: off)")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--iit-attention-weight", type=float, default=SIITConfig.iit_attention_weight)
@@ -736,6 +854,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--batch", type=int, default=SIITConfig.batch)
     parser.add_argument("--eval-every", type=int, default=SIITConfig.eval_every)
     parser.add_argument("--finalize-only", action="store_true")
+    parser.add_argument("--edge-check-only", action="store_true",
+                        help="add our edge check to an already finalised model's config, card and circuit file")
     parser.add_argument("--stage", action="append", default=[],
                         help="an earlier training stage this model was initialised from (text for the card)")
     parser.add_argument("--init-from", type=Path, default=None,
@@ -747,7 +867,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
-                     source_share=args.source_share,
+                     path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
@@ -759,6 +879,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
     shown = [a for i, a in enumerate(argv) if a != "--stage" and (i == 0 or argv[i - 1] != "--stage")]
     command = "PYTHONPATH=. .venv/bin/python training/train_siit.py " + " ".join(shown)
+    if args.edge_check_only:
+        log.info("edge check: %s", add_edge_check(cfg))
+        return
     if args.finalize_only:
         state = torch.load(cfg.run_dir / "checkpoint.pt", weights_only=False)["state"]
     else:

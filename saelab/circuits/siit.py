@@ -28,8 +28,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from saelab.activations.sites import HookSite
+from saelab.activations.sites import HookSite, block_hook
 from saelab.circuits.forward import end_logits
+from saelab.circuits.graph import Graph
+from saelab.circuits.ground_truth import edge_effects
 from saelab.tasks import words
 from saelab.tasks.build import encode_prompts
 from saelab.tasks.ioi import BABA_TEMPLATES, ioi_prompt
@@ -236,10 +238,13 @@ def strict_logit_loss(
 
 @dataclass
 class Patch:
-    """Where a patched run takes activations from the source run: per layer, heads' z and MLP outputs."""
+    """Where a patched run takes activations from the cache: per layer, heads' z and MLP outputs (from the
+    source run, `source_cache`) and heads' value vectors (frozen at the values `frozen_values` cached, e.g. the
+    base's own clean run)."""
 
     z: list[Bool[Tensor, "n pos n_heads"]]
     mlp: list[Bool[Tensor, "n pos"]]
+    v: list[Bool[Tensor, "n pos n_heads"]]
 
     @classmethod
     def empty(cls, model: HookedTransformer, n: int, pos: int) -> "Patch":
@@ -247,11 +252,51 @@ class Patch:
         return cls(
             [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)],
             [torch.zeros(n, pos, dtype=torch.bool) for _ in range(cfg.n_layers)],
+            [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)],
         )
 
     def aligned(self, rows: Tensor, node: AlignedNode, base) -> None:
         """Patch `node`'s head at its position in `rows` (`base`: the task's rows, with `.position(name)`)."""
         self.z[node.layer][rows, base.position(node.position)[rows], node.head] = True
+
+    def path_strict(self, rows: Tensor, edge: "PathEdge", base) -> None:
+        """Ours, not InterpBench's: patch the edge's sender at its aligned position (from the source) and freeze
+        the receiver head's value vectors at every position (at the cached `frozen_values`: the base's clean
+        run). The stated edge sender -> receiver.v is then cut, so any change left in the output went through a
+        path the circuit does not state."""
+        self.aligned(rows, edge.sender, base)
+        self.v[edge.layer][rows, :, edge.head] = True
+
+
+class PathEdge(NamedTuple):
+    """A stated head -> head value edge of a circuit: the sender's aligned node and the receiving head."""
+
+    sender: AlignedNode
+    layer: int
+    head: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.sender.node}->{self.layer}.{self.head}.v"
+
+
+def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -> tuple[PathEdge, ...]:
+    """The stated edges "L.H->L.H.v" between aligned heads (the path-strict term's edges). A sender head that
+    carries two variables (two aligned positions) is refused: which position sends the edge is not stated."""
+    by_head: dict[str, list[AlignedNode]] = {}
+    for node in alignment:
+        by_head.setdefault(node.node, []).append(node)
+    edges = []
+    for name in circuit_edges:
+        sender, _, receiver = name.partition("->")
+        if sender not in by_head or not receiver.endswith(".v") or receiver[:-2] not in by_head:
+            continue
+        if len(by_head[sender]) != 1:
+            raise ValueError(f"edge {name}: head {sender} carries {len(by_head[sender])} variables; a path-strict "
+                             "row needs one aligned position per sender")
+        layer, head = (int(x) for x in receiver[:-2].split("."))
+        edges.append(PathEdge(by_head[sender][0], layer, head))
+    return tuple(edges)
 
 
 def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]) -> list[tuple[str, int, int | None]]:
@@ -289,6 +334,14 @@ def source_cache(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict
     return {name: cache[name] for name in names}
 
 
+@torch.no_grad()
+def frozen_values(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict[str, Tensor]:
+    """Every head's value vectors (hook_v) on `tokens`: what the heads a `Patch.v` marks are frozen at."""
+    names = {block_hook(layer, "attn.hook_v") for layer in range(model.cfg.n_layers)}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, stop_at_layer=model.cfg.n_layers)
+    return {name: cache[name] for name in names}
+
+
 def patched_logits(
     model: HookedTransformer, base, cache: dict[str, Tensor], patch: Patch
 ) -> Float[Tensor, "n d_vocab"]:
@@ -300,7 +353,11 @@ def patched_end_logits(
     model: HookedTransformer, tokens: Int[Tensor, "n pos"], end: Int[Tensor, " n"], cache: dict[str, Tensor],
     patch: Patch,
 ) -> Float[Tensor, "n d_vocab"]:
-    """End logits of `tokens` with the activations `patch` marks replaced by the source's (`cache`)."""
+    """End logits of `tokens` with the activations `patch` marks replaced by the cached ones (`cache`: heads' z
+    and MLP outputs from `source_cache`, value vectors from `frozen_values`)."""
+
+    def v_hook(x: Tensor, hook, layer: int) -> Tensor:
+        return torch.where(patch.v[layer][..., None], cache[hook.name], x)
 
     def z_hook(x: Tensor, hook, layer: int) -> Tensor:
         return torch.where(patch.z[layer][..., None], cache[hook.name], x)
@@ -312,6 +369,8 @@ def patched_end_logits(
     for layer in range(model.cfg.n_layers):
         if patch.z[layer].any():
             hooks.append((HookSite(layer, "attn_z").hook_name, lambda x, hook, layer=layer: z_hook(x, hook, layer)))
+        if patch.v[layer].any():
+            hooks.append((block_hook(layer, "attn.hook_v"), lambda x, hook, layer=layer: v_hook(x, hook, layer)))
         if patch.mlp[layer].any():
             hooks.append((HookSite(layer, "mlp_out").hook_name, lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
@@ -428,6 +487,63 @@ def strict_accuracy_per_unit(
     return PerUnitStrict(sum(scores.values()) / len(scores), scores[worst], worst)
 
 
+STATED_EDGE_MIN = 0.2
+"""Ours (not InterpBench's): every stated edge a circuit head sends (head -> head, head -> logits) must move the
+metric by more than this share of the clean-corrupted gap when path-patched alone."""
+UNSTATED_PATH_MAX = 0.05
+"""Ours: every edge a circuit head sends that the circuit does not state must move it by less than this share."""
+
+
+class EdgeCheck(NamedTuple):
+    """Ours: whether a model implements its circuit's stated edges, by single-edge path patching
+    (`saelab.circuits.ground_truth.edge_effects`: the receiver alone reads the sender's corrupted output)."""
+
+    stated: dict[str, float]
+    """Stated edge sent by a circuit head → its effect / gap (signed)."""
+    largest_unstated: dict[str, tuple[str, float]]
+    """Circuit head → its unstated outgoing edge of largest |effect|, and that effect / gap (signed)."""
+
+    @property
+    def passed(self) -> dict[str, bool]:
+        return {
+            f"stated_edges>{STATED_EDGE_MIN:g}": all(abs(v) > STATED_EDGE_MIN for v in self.stated.values()),
+            f"unstated_paths<{UNSTATED_PATH_MAX:g}": all(
+                abs(v) < UNSTATED_PATH_MAX for _, v in self.largest_unstated.values()),
+        }
+
+    def to_json(self) -> dict:
+        return {"stated_edge_effect_over_gap": {e: round(v, 4) for e, v in self.stated.items()},
+                "largest_unstated_path_over_gap": {h: [e, round(v, 4)] for h, (e, v) in self.largest_unstated.items()},
+                "passed": self.passed}
+
+
+def edge_check_from_effects(
+    effects: Mapping[str, float], gap: float, heads: Sequence[str], stated: Sequence[str]
+) -> EdgeCheck:
+    """`EdgeCheck` from path-patching effects (edge name → mean metric change) of every edge the circuit's heads
+    ("L.H") send; `stated`: the circuit's edge names."""
+    if gap == 0:
+        raise ValueError("edge check: the clean and corrupted metrics are equal (gap 0); no effect to compare")
+    sent = {h: {e: v / gap for e, v in effects.items() if e.partition("->")[0] == h} for h in heads}
+    stated_share = {e: v for h in heads for e, v in sent[h].items() if e in stated}
+    largest = {}
+    for h in heads:
+        unstated = {e: v for e, v in sent[h].items() if e not in stated}
+        if unstated:
+            edge = max(unstated, key=lambda e: abs(unstated[e]))
+            largest[h] = (edge, unstated[edge])
+    return EdgeCheck(stated_share, largest)
+
+
+def edge_check(model: HookedTransformer, problem, entry: "SIITTask", gap: float) -> EdgeCheck:
+    """`EdgeCheck` of `model` on `problem` (a `CircuitProblem`; its corrupted prompts are the path patches'
+    source): every edge sent by one of the entry's aligned heads, path-patched alone."""
+    heads = sorted({a.node for a in entry.alignment})
+    graph = Graph.from_config(model.cfg)
+    effects = edge_effects(model, problem, [e for e in graph.edges if e.sender.name in heads])
+    return edge_check_from_effects({e.name: v for e, v in effects.items()}, gap, heads, entry.circuit_edges)
+
+
 def dataset_rows(data) -> IOIRows:
     """The `IOIRows` of an IOI `TaskDataset`'s clean prompts (for patching with its corrupted prompts)."""
     io, s1 = data.positions["IO"], data.positions["S1"]
@@ -483,7 +599,7 @@ class SIITTask:
     and S), for the trainer's optional strict logit term (None: the entry has none)."""
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
-    trainer's optional attention loss (None: the entry has none)."""
+    trainer's optional attention loss (None: the entry has none; a variable left out has no attention target)."""
     intervened_attention_targets: Callable | None = None
     """(base rows, source rows, variable) → {another variable: key position its head attends to when `variable`
     is set from the source}, for the trainer's optional attention loss on the interchange rows (None: none)."""
@@ -548,6 +664,13 @@ def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
     return rows.slot_names
 
 
+def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
+    """Ours: where the stated edges say S-INH and NAME read (the trainer's optional attention loss): S-INH (1.1
+    at END) reads DUP from S2 (0.2 -> 1.1.v), NAME (2.3 at END) reads S-INH at END itself (1.1 -> 2.3.v). DUP's
+    key (the indirect object's slot) is not in the rows, so it has none."""
+    return {"S-INH": rows.s2, "NAME": rows.end}
+
+
 SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage")
 """The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
 the design of its first training stage."""
@@ -563,6 +686,7 @@ def siit_task(task: str) -> SIITTask:
             held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
+            attention_targets=ioi_attention_targets,
         )
     if task in ("docstring", "docstring-three-stage"):
         from saelab.circuits.siit_docstring import task_entry
