@@ -386,3 +386,24 @@ def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched
     patch_unit(patch, 0, ("rest", 0, 0), rows, entry.alignment)
     assert not patch.z[0][0, rows.last_doc_pos[0], 0] and not patch.z[0][0, rows.answer_def[0], 0]
     assert int(patch.z[0][0, :, 0].sum()) == rows.tokens.shape[1] - 2
+
+
+@pytest.mark.parametrize(("task", "option"),
+                         [("ioi", "path_strict_weight"), ("docstring", "iit_attention_weight")])
+def test_train_step_adds_each_optional_term_with_its_weight(task, option):
+    """One training step with one optional term on: it runs (the attention patterns are hooked for the IIT
+    attention term alone), and the loss is the weighted sum of the logged terms plus the unlogged term's
+    weighted value (path-strict: logged, so the sum is exact)."""
+    from training.train_siit import SIITConfig, build_model, train_step
+    from training.train_siit import tokenizer as train_tokenizer
+
+    torch.manual_seed(0)
+    cfg = SIITConfig(task=task, batch=2, threads=1, **{option: 0.5})
+    model = build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    terms = train_step(cfg, model, optimizer, train_tokenizer(), 0)
+    weighted = terms["task"] + cfg.iit_weight * terms["iit"] + cfg.strict_weight * terms["strict"]
+    if option == "path_strict_weight":
+        assert terms["loss"] == pytest.approx(weighted + 0.5 * terms["path"], rel=1e-5)
+    else:
+        assert terms["loss"] > weighted + 1e-3  # -log attention of a random model's head is far above 0

@@ -485,6 +485,13 @@ def test_edge_check_from_effects_shares_largest_and_thresholds():
     assert edge_check_from_effects(fixed, -10.0, ("0.2", "1.1", "2.3"), stated).stated["0.2->1.1.v"] == 0.5
     with pytest.raises(ValueError, match="gap 0"):
         edge_check_from_effects(effects, 0.0, ("0.2",), stated)
+    heads = ("0.2", "1.1", "2.3")
+    wrong_way = {**effects, "1.1->2.3.v": 2.5}  # patching the edge raises the metric: it does not carry it
+    assert not edge_check_from_effects(wrong_way, 10.0, heads, stated).passed["stated_edges>0.2"]
+    missing = {k: v for k, v in effects.items() if k != "1.1->2.3.v"}
+    message = r"no path-patching effect for the stated edge\(s\) \['1.1->2.3.v'\]"
+    with pytest.raises(ValueError, match=message):
+        edge_check_from_effects(missing, 10.0, heads, stated)
 
 
 @needs_siit

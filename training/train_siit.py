@@ -758,6 +758,7 @@ def model_card(extra: dict, held_out_text: str) -> str:
     lines += [f"- `{a['variable']}` → head {a['node']} at {a['position']}: {a['meaning']}" for a in extra["alignment"]]
     passed = checks["passed"]
     failing = [k for k, v in passed.items() if not v]
+    failing += [f"{k} (our edge check)" for k, v in checks.get("edge_check", {}).get("passed", {}).items() if not v]
     if failing:
         lines += ["", f"**Construction checks that fail: {', '.join(failing)}.** The circuit file states the "
                   "intended circuit; where a check fails, this model implements it only in part."]

@@ -488,8 +488,9 @@ def strict_accuracy_per_unit(
 
 
 STATED_EDGE_MIN = 0.2
-"""Ours (not InterpBench's): every stated edge a circuit head sends (head -> head, head -> logits) must move the
-metric by more than this share of the clean-corrupted gap when path-patched alone."""
+"""Ours (not InterpBench's): every stated edge a circuit head sends (head -> head, head -> logits) must lower the
+metric by more than this share of the clean-corrupted gap when path-patched alone (an edge that raises it does
+not carry the task, however large)."""
 UNSTATED_PATH_MAX = 0.05
 """Ours: every edge a circuit head sends that the circuit does not state must move it by less than this share."""
 
@@ -506,7 +507,7 @@ class EdgeCheck(NamedTuple):
     @property
     def passed(self) -> dict[str, bool]:
         return {
-            f"stated_edges>{STATED_EDGE_MIN:g}": all(abs(v) > STATED_EDGE_MIN for v in self.stated.values()),
+            f"stated_edges>{STATED_EDGE_MIN:g}": all(-v > STATED_EDGE_MIN for v in self.stated.values()),
             f"unstated_paths<{UNSTATED_PATH_MAX:g}": all(
                 abs(v) < UNSTATED_PATH_MAX for _, v in self.largest_unstated.values()),
         }
@@ -525,6 +526,10 @@ def edge_check_from_effects(
     if gap == 0:
         raise ValueError("edge check: the clean and corrupted metrics are equal (gap 0); no effect to compare")
     sent = {h: {e: v / gap for e, v in effects.items() if e.partition("->")[0] == h} for h in heads}
+    missing = [e for e in stated if e.partition("->")[0] in heads and e not in effects]
+    if missing:
+        raise ValueError(f"edge check: no path-patching effect for the stated edge(s) {missing}; the measured edges "
+                         "must use the circuit file's edge names")
     stated_share = {e: v for h in heads for e, v in sent[h].items() if e in stated}
     largest = {}
     for h in heads:
