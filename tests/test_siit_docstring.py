@@ -200,6 +200,10 @@ def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key()
     other = keys.clone()
     other[~iit_rows] = 0  # rows of other groups: not read
     assert loss(other) == pytest.approx(0.0, abs=1e-5)
+    pattern = torch.full((n, 4, pos, pos), 0.5, requires_grad=True)  # the term trains the pattern it reads
+    iit_attention_loss(ENTRY, base, source, {2: pattern}, row_groups).backward()
+    rows = torch.nonzero(iit_rows).flatten()
+    assert pattern.grad[rows, 0, end[rows], keys[rows]].lt(0).all()  # more attention on the key: lower loss
     with pytest.raises(ValueError, match="attention targets"):
         SIITConfig(task="docstring-three-stage", iit_attention_weight=1.0)
 

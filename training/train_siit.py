@@ -421,19 +421,25 @@ def _take(field, rows: torch.Tensor):
     return field[rows] if isinstance(field, torch.Tensor) else tuple(field[i] for i in rows.tolist())
 
 
+def unpatched_logits(cfg: SIITConfig, model, base) -> torch.Tensor:
+    """End logits of `base` with nothing patched, the reference of our strict terms. The logit term
+    differentiates this run too, so that scaling every logit leaves it unchanged; against a fixed unpatched
+    run, the cheapest way to pull the patched run's logits toward it was to shrink them all."""
+    with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
+        return patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+
+
 def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str],
-                          path: bool = False) -> torch.Tensor:
+                          path: bool = False, unpatched: torch.Tensor | None = None) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
     the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
-    both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them."""
+    both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them.
+    `unpatched`: `unpatched_logits` already computed this step (else computed here)."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
         return torch.zeros(())
     chosen = [g.startswith(PATH_GROUP) == path and g.startswith("strict") for g in row_groups]
     rows = torch.tensor([i for i, keep in enumerate(chosen) if keep])
-    # The logit term differentiates the unpatched run too, so that scaling every logit leaves it unchanged; against
-    # a fixed unpatched run, the cheapest way to pull the patched run's logits toward it was to shrink them all.
-    with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
-        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))[rows]
+    clean = (unpatched_logits(cfg, model, base) if unpatched is None else unpatched)[rows]
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
@@ -464,13 +470,14 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     losses = target_loss(logits, target)
     by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
-    strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
-        cfg, model, base, logits, row_groups)
-    loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
+    unpatched = unpatched_logits(cfg, model, base) if cfg.strict_kl_weight or cfg.strict_logit_weight else None
+    strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
+        cfg, model, base, logits, row_groups, unpatched=unpatched)
+    loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     if paths:
         path = sum(by_group[g] for g in paths) / len(paths) + unchanged_output_loss(
-            cfg, model, base, logits, row_groups, path=True)
+            cfg, model, base, logits, row_groups, path=True, unpatched=unpatched)
         loss = loss + cfg.path_strict_weight * path
     if cfg.attention_weight:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
