@@ -365,6 +365,33 @@ def test_strict_sources_cover_the_checks_corruption():
     assert share["DUP"] < 0.05 and share["task"] < 0.05
 
 
+
+def test_strict_focus_rows_patch_only_the_focus_units_and_bad_names_are_refused():
+    """--strict-focus (ours): with share 1 every strict-one row patches one of the named units and nothing else
+    (checked against the patch masks, over several steps); the strict-many rows are untouched; an aligned head
+    or a unit the model lacks is refused with its name."""
+    from training.train_siit import SIITConfig, build_model, step_batch, tokenizer
+
+    cfg = SIITConfig(task="docstring", batch=6, strict_focus=("mlp2", "0.2"), strict_focus_share=1.0, threads=1)
+    model = build_model(cfg)
+    seen = set()
+    for step in range(3):
+        _, _, patch, _, row_groups = step_batch(cfg, model, tokenizer(), step)
+        for row, group in enumerate(row_groups):
+            if group != "strict-one":
+                continue
+            mlps = {layer for layer in range(model.cfg.n_layers) if patch.mlp[layer][row].any()}
+            heads = {(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)
+                     if patch.z[layer][row, :, head].any()}
+            assert (mlps, heads) in (({2}, set()), (set(), {(0, 2)})), (mlps, heads)
+            seen.add("mlp2" if mlps else "0.2")
+        many = [row for row, group in enumerate(row_groups) if group == "strict-many"]
+        assert sum(int(patch.z[layer][many].any()) for layer in range(model.cfg.n_layers)) > 0
+    assert seen == {"mlp2", "0.2"}
+    for wrong in ("0.0", "mlp9", "5.1"):  # 0.0 is aligned (B_NAME, C_NAME); the model has 3 layers of 4 heads
+        with pytest.raises(ValueError, match=wrong.replace(".", r"\.")):
+            SIITConfig(task="docstring", strict_focus=(wrong,))
+
 # --- the path-strict term and the edge check (ours) -------------------------------------------------------
 
 

@@ -259,6 +259,11 @@ class SIITConfig:
     path_strict_weight: float = 0.0
     """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head value edge,
     `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
+    strict_focus: tuple[str, ...] = ()
+    """Ours, not InterpBench's: non-aligned heads and MLPs (node names, e.g. "mlp2", "0.2") that the strict-one
+    rows patch more often: a `strict_focus_share` of those rows patch one of them, the rest any unit as before
+    (empty: off, so earlier stages' commands reproduce). For the units the single-node check finds largest."""
+    strict_focus_share: float = 0.5
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -294,6 +299,13 @@ class SIITConfig:
         if self.strict_logit_weight and self.entry.candidates is None:
             raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
                              "candidate tokens (SIITTask.candidates); use 0")
+        if not 0 < self.strict_focus_share <= 1:
+            raise ValueError(f"strict_focus_share must be in (0, 1], got {self.strict_focus_share}")
+        allowed = focus_names(self.n_layers, self.n_heads, self.entry.alignment)
+        wrong = [name for name in self.strict_focus if name not in allowed]
+        if wrong:
+            raise ValueError(f"--strict-focus {','.join(wrong)}: not a non-aligned head or MLP of this model; "
+                             f"use node names among {sorted(allowed)}")
         unknown = set(self.trained_on) - set(self.entry.held_out_splits)
         if unknown:
             raise ValueError(f"--train-on {sorted(unknown)}: not held-out splits of {self.task} "
@@ -347,6 +359,19 @@ PATH_GROUP = "strict-path "
 """Prefix of a path-strict group's name ("strict-path 0.2->1.1.v"): its sources are drawn as the strict rows'."""
 
 
+def unit_name(unit: tuple[str, int, int | None]) -> str:
+    """A non-aligned unit's node name ("L.H" or "mlpL"; "L.H@rest" for an aligned head at its other positions)."""
+    kind, layer, head = unit
+    return f"mlp{layer}" if kind == "mlp" else f"{layer}.{head}" + ("@rest" if kind == "rest" else "")
+
+
+def focus_names(n_layers: int, n_heads: int, alignment) -> set[str]:
+    """The names `--strict-focus` accepts: every head no node is aligned to, and every MLP."""
+    aligned = {(a.layer, a.head) for a in alignment}
+    heads = {f"{layer}.{head}" for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in aligned}
+    return heads | {f"mlp{layer}" for layer in range(n_layers)}
+
+
 def groups(cfg: SIITConfig) -> tuple[str, ...]:
     """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, and (with
     --path-strict-weight) one per stated head -> head value edge."""
@@ -364,6 +389,7 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     base, source = entry.encode(tok, [b for _, b, _ in pairs]), entry.encode(tok, [s for _, _, s in pairs])
     patch = Patch.empty(model, *base.tokens.shape)
     units = non_aligned_units(model, entry.alignment)
+    focus = [u for u in units if unit_name(u) in cfg.strict_focus]
     edges = {PATH_GROUP + e.name: e for e in path_edges(entry.alignment, entry.circuit_edges)} \
         if cfg.path_strict_weight else {}
     for row, group in enumerate(row_groups):
@@ -373,7 +399,8 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
         elif group in edges:
             patch.path_strict(torch.tensor([row]), edges[group], base)
         elif group == "strict-one":
-            patch_unit(patch, row, rng.choice(units), base, entry.alignment)
+            pool = focus if focus and rng.random() < cfg.strict_focus_share else units
+            patch_unit(patch, row, rng.choice(pool), base, entry.alignment)
         elif group == "strict-many":
             for unit in units:
                 if rng.random() < 0.5:
@@ -854,6 +881,10 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--iit-attention-weight", type=float, default=SIITConfig.iit_attention_weight)
+    parser.add_argument("--strict-focus", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+                        help="ours: comma-separated non-aligned units (e.g. mlp2,mlp1) the strict-one rows patch "
+                             "more often")
+    parser.add_argument("--strict-focus-share", type=float, default=SIITConfig.strict_focus_share)
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
     parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
     parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
@@ -876,6 +907,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
+                     strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
