@@ -145,23 +145,30 @@ def test_interventions_from_permuted_sources_move_the_answer_and_others_fall_bac
     assert high_level_output(b, other, "C_NAME").ids[0, 0] == _ids(tokenizer, ["url"])[0]  # source's answer
 
 
-def test_movers_key_under_an_intervention_is_the_matched_argument_or_the_method(tokenizer):
-    """MOVER's attention target under an intervention: the position of the argument it outputs (LAST from a
-    permuted source: "read"; C_NAME keeps the answer's position, its name changes), the method's name where
-    nothing matches; none for MOVER itself."""
+def test_movers_keys_under_an_intervention_are_the_matched_argument_or_anything_but_the_arguments(tokenizer):
+    """MOVER's attention targets under an intervention: the position of the argument it outputs (LAST from a
+    permuted source: "read"; C_NAME keeps the answer's position, its name changes); where nothing matches,
+    every position up to the end except the signature's arguments (it moves none of them); none for MOVER
+    itself."""
     from saelab.circuits.siit_docstring import intervened_attention_targets
 
     b = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
     moved = encode_specs(tokenizer, [_spec("new", ("page", "names", "data", "size", "file", "read"))])
     other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
 
-    def key(source, variable):
-        return tokenizer.decode(b.tokens[0, intervened_attention_targets(b, source, variable)["MOVER"][0]])
+    def keys(source, variable):
+        mask = intervened_attention_targets(b, source, variable)["MOVER"][0]
+        return [tokenizer.decode(b.tokens[0, p]) for p in mask.nonzero()[:, 0].tolist()]
 
-    assert key(moved, "LAST") == key(moved, "B_NAME") == " read"
-    for variable in ("PREV", "LAST", "B_NAME"):
-        assert key(other, variable) == " old"  # the method's name (no match)
-    assert intervened_attention_targets(b, other, "C_NAME")["MOVER"].tolist() == b.answer_def.tolist()
+    assert keys(moved, "LAST") == keys(moved, "B_NAME") == [" read"]
+    def_positions = [p for p in b.def_pos[0].tolist() if p >= 0]
+    for variable in ("PREV", "LAST", "B_NAME"):  # no match: anything but a signature argument, up to the end
+        mask = intervened_attention_targets(b, other, variable)["MOVER"][0]
+        assert not mask[def_positions].any() and not mask[int(b.end[0]) + 1:].any()
+        assert int(mask.sum()) == int(b.end[0]) + 1 - len(def_positions) == len(keys(other, variable))
+        assert {" old", ",", "("} <= set(keys(other, variable))  # the method, the commas, "("
+    mask = intervened_attention_targets(b, other, "C_NAME")["MOVER"]
+    assert mask.sum().item() == 1 and mask[0, b.answer_def[0]]
     assert intervened_attention_targets(b, other, "MOVER") == {}
     assert ENTRY.intervened_attention_targets is intervened_attention_targets
     assert THREE_STAGE.intervened_attention_targets is None and THREE_STAGE.candidates is None
@@ -180,30 +187,37 @@ def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key()
     base, source, _, _, row_groups = step_batch(cfg, build_model(cfg), train_tokenizer(), 0)
     n, pos = base.tokens.shape
     end = base.end
-    keys = torch.zeros(n, dtype=torch.long)
+    masks = torch.zeros(n, pos, dtype=torch.bool)
     for variable in ("B_NAME", "C_NAME", "PREV", "LAST"):
         rows = [i for i, g in enumerate(row_groups) if g == variable]
         picked = [type(r)(*(f[rows] if isinstance(f, torch.Tensor) else f for f in r))
                   for r in (base, source)]
-        keys[rows] = ENTRY.intervened_attention_targets(*picked, variable)["MOVER"]
+        masks[rows] = ENTRY.intervened_attention_targets(*picked, variable)["MOVER"]
+    iit_rows = torch.tensor([g in ("B_NAME", "C_NAME", "PREV", "LAST") for g in row_groups])
+    fallback = iit_rows & (masks.sum(1) > 1)
+    assert fallback.any() and (iit_rows & (masks.sum(1) == 1)).any()
+    # one allowed key per row (the first), and a key MOVER may not read (the answer's position on fallback rows)
+    first = masks.int().argmax(1)
 
     def loss(where: torch.Tensor, share: float = 1.0) -> float:
         pattern = torch.zeros(n, 4, pos, pos)
         pattern[torch.arange(n), 0, end, where] = share
         return float(iit_attention_loss(ENTRY, base, source, {2: pattern}, row_groups))
 
-    assert loss(keys) == pytest.approx(0.0, abs=1e-5)
-    assert loss(keys, 0.5) == pytest.approx(math.log(2), rel=1e-4)
-    iit_rows = torch.tensor([g in ("B_NAME", "C_NAME", "PREV", "LAST") for g in row_groups])
-    assert (keys[iit_rows] != base.answer_def[iit_rows]).any()
+    assert loss(first) == pytest.approx(0.0, abs=1e-5)
+    assert loss(first, 0.5) == pytest.approx(math.log(2), rel=1e-4)
+    spread = torch.zeros(n, 4, pos, pos)  # spread over every allowed key: the mass is summed, costs ~0
+    spread[torch.arange(n), 0, end] = masks.float() / masks.sum(1, keepdim=True).clamp(min=1)
+    assert float(iit_attention_loss(ENTRY, base, source, {2: spread}, row_groups)) == pytest.approx(0.0, abs=1e-5)
+    assert not masks[fallback, base.answer_def[fallback]].any()  # no argument is allowed when nothing matches
     assert loss(base.answer_def) > 1.0
-    other = keys.clone()
+    other = first.clone()
     other[~iit_rows] = 0  # rows of other groups: not read
     assert loss(other) == pytest.approx(0.0, abs=1e-5)
     pattern = torch.full((n, 4, pos, pos), 0.5, requires_grad=True)  # the term trains the pattern it reads
     iit_attention_loss(ENTRY, base, source, {2: pattern}, row_groups).backward()
     rows = torch.nonzero(iit_rows).flatten()
-    assert pattern.grad[rows, 0, end[rows], keys[rows]].lt(0).all()  # more attention on the key: lower loss
+    assert pattern.grad[rows, 0, end[rows], first[rows]].lt(0).all()  # more attention on a key: lower loss
     with pytest.raises(ValueError, match="attention targets"):
         SIITConfig(task="docstring-three-stage", iit_attention_weight=1.0)
 
@@ -261,6 +275,7 @@ def test_half_the_training_strict_sources_are_the_corruption_and_evaluation_pair
         return sum(s.method == b.method and s.doc_args is not None for b, s in pairs) / n
 
     assert 0.4 < corrupted("strict-one") < 0.6 and 0.4 < corrupted("strict-many") < 0.6
+    assert 0.4 < corrupted("strict-all") < 0.6
     assert corrupted("strict") == corrupted("PREV") == corrupted("MOVER") == corrupted("task") == 0.0
 
 

@@ -392,6 +392,44 @@ def test_strict_focus_rows_patch_only_the_focus_units_and_bad_names_are_refused(
         with pytest.raises(ValueError, match=wrong.replace(".", r"\.")):
             SIITConfig(task="docstring", strict_focus=(wrong,))
 
+
+def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
+    """--strict-all (ours): a "strict-all" group (absent by default) whose rows patch every non-aligned unit
+    (aligned heads everywhere but their aligned position), as the all-together check does; the logit term
+    prices a shift on those rows as on the strict-one rows, and nothing on the strict-many rows."""
+    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer, unchanged_output_loss
+
+    assert "strict-all" not in groups(SIITConfig())
+    cfg = SIITConfig(batch=2, strict_all=True, strict_logit_weight=2.0, threads=1)
+    assert groups(cfg).count("strict-all") == 1
+    model = build_model(cfg)
+    base, _, patch, _, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    rows = [i for i, g in enumerate(row_groups) if g == "strict-all"]
+    assert len(rows) == 2
+    aligned = {(a.layer, a.head): a for a in cfg.entry.alignment}
+    for row in rows:
+        for layer in range(model.cfg.n_layers):
+            assert patch.mlp[layer][row].all()
+            for head in range(model.cfg.n_heads):
+                marked = patch.z[layer][row, :, head]
+                if (layer, head) in aligned:
+                    at = int(base.position(aligned[layer, head].position)[row])
+                    assert not marked[at] and int(marked.sum()) == len(marked) - 1
+                else:
+                    assert marked.all()
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
+
+    def shifted(group: str) -> float:
+        chosen = torch.tensor([g == group for g in row_groups])
+        logits = clean.clone()
+        logits[chosen, s_ids[chosen]] += 0.5
+        return float(unchanged_output_loss(cfg, model, base, logits, row_groups))
+
+    assert shifted("strict-all") > 1e-4 and shifted("strict-one") > 1e-4
+    assert shifted("strict-many") == pytest.approx(0.0, abs=1e-7)
+
 # --- the path-strict term and the edge check (ours) -------------------------------------------------------
 
 

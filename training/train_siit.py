@@ -247,8 +247,8 @@ class SIITConfig:
     iit_attention_weight: float = 0.0
     """Ours, not InterpBench's: on the interchange rows also −log(attention of each downstream aligned head to
     the key position the high-level model says it reads under that intervention)
-    (`SIITTask.intervened_attention_targets`; docstring: MOVER's matched argument, or the method's name when
-    nothing matches; 0: off)."""
+    (`SIITTask.intervened_attention_targets`; docstring: MOVER's matched argument, or, when nothing matches,
+    anything but the signature's arguments; 0: off)."""
     strict_kl_weight: float = 0.0
     """Ours, not InterpBench's: on the strict rows also KL(unpatched output ‖ patched output), so that patching a
     non-aligned unit moves the logits, not only the top-1 label (0: off)."""
@@ -264,6 +264,10 @@ class SIITConfig:
     rows patch more often: a `strict_focus_share` of those rows patch one of them, the rest any unit as before
     (empty: off, so earlier stages' commands reproduce). For the units the single-node check finds largest."""
     strict_focus_share: float = 0.5
+    strict_all: bool = False
+    """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
+    once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
+    with --strict-logit-weight the logit term covers them too). Off: earlier stages' commands reproduce."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -373,11 +377,12 @@ def focus_names(n_layers: int, n_heads: int, alignment) -> set[str]:
 
 
 def groups(cfg: SIITConfig) -> tuple[str, ...]:
-    """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, and (with
-    --path-strict-weight) one per stated head -> head value edge."""
+    """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, (with --strict-all)
+    strict-all, and (with --path-strict-weight) one per stated head -> head value edge."""
     entry = cfg.entry
     edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
-    return ("task", *entry.variables, "strict-one", "strict-many", *(PATH_GROUP + e.name for e in edges))
+    strict = ("strict-one", "strict-many") + (("strict-all",) if cfg.strict_all else ())
+    return ("task", *entry.variables, *strict, *(PATH_GROUP + e.name for e in edges))
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
@@ -405,6 +410,9 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
             for unit in units:
                 if rng.random() < 0.5:
                     patch_unit(patch, row, unit, base, entry.alignment)
+        elif group == "strict-all":
+            for unit in units:
+                patch_unit(patch, row, unit, base, entry.alignment)
     targets = [entry.high_level_output(base, source, v) for v in (None, *entry.variables)]
     index = torch.tensor([entry.variables.index(g) + 1 if g in entry.variables else 0 for g in row_groups])
     rows = torch.arange(len(row_groups))
@@ -427,8 +435,8 @@ def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row
 
 def iit_attention_loss(entry: SIITTask, base, source, patterns: dict[int, torch.Tensor],
                        row_groups: list[str]) -> torch.Tensor:
-    """Mean −log attention of each downstream aligned head to its key under the row's intervention, over the
-    interchange rows (one term per (row group, head) pair, averaged)."""
+    """Mean −log attention of each downstream aligned head to the keys it may read under the row's intervention
+    (summed over them), over the interchange rows (one term per (row group, head) pair, averaged)."""
     terms = []
     for variable in entry.variables:
         rows = torch.tensor([i for i, g in enumerate(row_groups) if g == variable])
@@ -439,7 +447,7 @@ def iit_attention_loss(entry: SIITTask, base, source, patterns: dict[int, torch.
         for node in entry.alignment:
             if node.variable in keys:
                 query = base.position(node.position)[rows]
-                attention = patterns[node.layer][rows, node.head, query, keys[node.variable]]
+                attention = (patterns[node.layer][rows, node.head, query] * keys[node.variable]).sum(-1)
                 terms.append(-(attention + 1e-6).log().mean())
     return sum(terms) / len(terms) if terms else torch.zeros(())
 
@@ -459,7 +467,7 @@ def unpatched_logits(cfg: SIITConfig, model, base) -> torch.Tensor:
 def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str],
                           path: bool = False, unpatched: torch.Tensor | None = None) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
-    the strict-one rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
+    the strict-one (and strict-all) rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
     both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them.
     `unpatched`: `unpatched_logits` already computed this step (else computed here)."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
@@ -470,7 +478,8 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
-        one = torch.tensor([path or g == "strict-one" for g, keep in zip(row_groups, chosen, strict=True) if keep])
+        one = torch.tensor([path or g in ("strict-one", "strict-all")
+                            for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
     return term
@@ -499,7 +508,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
     unpatched = unpatched_logits(cfg, model, base) if cfg.strict_kl_weight or cfg.strict_logit_weight else None
-    strict = (by_group["strict-one"] + by_group["strict-many"]) / 2 + unchanged_output_loss(
+    strict_groups = [g for g in groups(cfg) if g.startswith("strict") and not g.startswith(PATH_GROUP)]
+    strict = sum(by_group[g] for g in strict_groups) / len(strict_groups) + unchanged_output_loss(
         cfg, model, base, logits, row_groups, unpatched=unpatched)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     if paths:
@@ -885,6 +895,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="ours: comma-separated non-aligned units (e.g. mlp2,mlp1) the strict-one rows patch "
                              "more often")
     parser.add_argument("--strict-focus-share", type=float, default=SIITConfig.strict_focus_share)
+    parser.add_argument("--strict-all", action="store_true",
+                        help="ours: a strict group whose rows patch every non-aligned unit at once")
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
     parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
     parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
@@ -908,6 +920,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
+                     strict_all=args.strict_all,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

@@ -606,8 +606,9 @@ class SIITTask:
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
     trainer's optional attention loss (None: the entry has none; a variable left out has no attention target)."""
     intervened_attention_targets: Callable | None = None
-    """(base rows, source rows, variable) → {another variable: key position its head attends to when `variable`
-    is set from the source}, for the trainer's optional attention loss on the interchange rows (None: none)."""
+    """(base rows, source rows, variable) → {another variable: mask (n × pos) of the key positions its head may
+    attend to when `variable` is set from the source}, for the trainer's optional attention loss on the
+    interchange rows (None: none)."""
 
     def __post_init__(self) -> None:
         if len({a.variable for a in self.alignment}) != len(self.alignment):

@@ -28,7 +28,7 @@ from string import ascii_uppercase
 from typing import NamedTuple
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from saelab.circuits.siit import AlignedNode, PairSet, SIITTask, Target
@@ -227,12 +227,10 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
     )
 
 
-METHOD_POSITION = 3
-"""Where the method's name is (BOS, newline, "def", name): MOVER's key when no argument matches."""
 
 
 class Match(NamedTuple):
-    """MOVER's result: what it outputs and the key position it reads it from."""
+    """MOVER's result: what it outputs and the key position it reads it from (-1: no argument matched)."""
 
     ids: Int[Tensor, " n"]
     key: Int[Tensor, " n"]
@@ -242,8 +240,7 @@ def mover_match(
     rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
 ) -> Match:
     """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`, named as C_NAME says
-    (`answer`) when it is the answer's, and its signature position; the method and its position if none
-    matches."""
+    (`answer`) when it is the answer's, and its signature position; the method and -1 if none matches."""
     rows_index = torch.arange(len(last))
     prev = rows.prev_tokens.clone()
     prev[rows_index, rows.answer_index] = prev_at_answer
@@ -253,7 +250,7 @@ def mover_match(
     first = match.int().argmax(dim=1)[:, None]
     found = match.any(dim=1)
     return Match(torch.where(found, names.gather(1, first)[:, 0], rows.method),
-                 torch.where(found, rows.def_pos.gather(1, first)[:, 0], METHOD_POSITION))
+                 torch.where(found, rows.def_pos.gather(1, first)[:, 0], -1))
 
 
 def mover_output(
@@ -291,12 +288,20 @@ def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> T
 
 def intervened_attention_targets(
     base: DocRows, source: DocRows, variable: str
-) -> dict[str, Int[Tensor, " n"]]:
-    """Where MOVER attends on `base` with an upstream `variable` set from `source`: the matched argument's
-    signature position, or the method's name when nothing matches (none when MOVER itself is set)."""
+) -> dict[str, Bool[Tensor, "n pos"]]:
+    """The key positions MOVER may attend to on `base` with an upstream `variable` set from `source`: the
+    matched argument's signature position; when nothing matches, any position up to the end but the signature
+    arguments (it moves none of them; where it reads the method's name from is left to the model, whose run-4
+    MOVER read it from the signature's commas, "(" and "self"); none when MOVER itself is set."""
     if variable == "MOVER":
         return {}
-    return {"MOVER": mover_match(*_intervened(base, source, variable)).key}
+    key = mover_match(*_intervened(base, source, variable)).key
+    n, length = base.tokens.shape
+    positions = torch.arange(length)
+    matched = positions[None, :] == key[:, None]
+    arguments = (positions[None, None, :] == base.def_pos[:, :, None]).any(dim=1)
+    fallback = (positions[None, :] <= base.end[:, None]) & ~arguments
+    return {"MOVER": torch.where((key >= 0)[:, None], matched, fallback)}
 
 
 def attention_targets(rows: DocRows) -> dict[str, Int[Tensor, " n"]]:
@@ -315,13 +320,13 @@ def pair_specs(
 
     PREV, LAST, B_NAME and C_NAME sources permute the base's own names with `permuted_share` (so the match
     moves to another argument, or C_NAME names another argument), else use other names (the match fails);
-    the trainer's strict rows ("strict-one", "strict-many") take half their sources from the base's
+    the trainer's strict rows ("strict-one", "strict-many", "strict-all") take half their sources from the base's
     random_random corruption (what the construction check's resample ablation patches from); every other
     source uses other names (so `sample_pairs`'s "strict" evaluation pairs are as before)."""
     base = sample_spec(rng, split, rng.choice(split.layouts))
     if group in _PERMUTED_GROUPS and rng.random() < permuted_share:
         return base, permuted_spec(rng, split, base)
-    if group in ("strict-one", "strict-many") and rng.random() < 0.5:
+    if group in ("strict-one", "strict-many", "strict-all") and rng.random() < 0.5:
         return base, corrupted_spec(rng, split, base)
     return base, sample_spec(rng, split, base.layout, avoid=(base.method, *base.def_args))
 
