@@ -204,7 +204,7 @@ DESIGN_HISTORY = {
         "none matches), dropped because in 716 steps MOVER's attention to the method's name on fallback rows "
         "rose only from 0.015 to 0.06 and interchange did not move; then its run directory and weights were "
         "copied here and finalised under this name (the command above). Dev checks during the run (200 prompts, "
-        "seed 4242, effect / gap; run 3: mlp2 0.078, all non-circuit 0.174): step 661 0.045 / 0.128, 923 0.032 "
+        "seed 4242, effect / gap; run 3: mlp2 0.078, all non-circuit 0.174): step 661 0.045 / 0.128 (a first process without the IIT attention term, left running by mistake beside the resumed one; the shipped weights do not descend from it), 923 0.032 "
         "/ 0.097, 1596 0.029 / 0.106, 2015 0.024 / 0.109. Run 3 -> run 4 on the seed-777 checks: task accuracy "
         "0.9925 -> 1.0; largest non-circuit node mlp2 0.0731 -> 0.0295 (mlp1 0.0555 -> 0.0166, head 0.2 0.0173 "
         "-> 0.0165, mlp0 0.0140 -> 0.0141); all non-circuit together 0.1716 -> 0.1092; smallest circuit node "
