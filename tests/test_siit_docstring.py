@@ -174,6 +174,66 @@ def test_movers_keys_under_an_intervention_are_the_matched_argument_or_anything_
     assert THREE_STAGE.intervened_attention_targets is None and THREE_STAGE.candidates is None
 
 
+def test_near_miss_sources_rename_b_to_the_nearest_untaken_name_and_still_match_nothing(tokenizer):
+    """near_miss_spec (ours): on a B_NAME/LAST/PREV row whose source uses other names, the source's last
+    documented argument B becomes the first name of `nearest[a]` (a: one of the base's arguments) that neither
+    prompt uses; the rest of the source is unchanged, and the high-level output is still the method's name (no
+    match). Permuted sources and other groups are left alone."""
+    from saelab.circuits.siit_docstring import near_miss_spec
+
+    base = _spec("old", ("page", "names", "size", "read", "file", "data"))
+    source = _spec("key", ("user", "path", "item", "node", "url", "text"))
+    nearest = {a: ["user", "size", "mode", "line"] for a in base.def_args}  # user, size taken: "mode"
+    out = near_miss_spec(random.Random(0), TRAIN_SPLIT, "LAST", base, source, nearest)
+    b_index = PUBLISHED.n_prefix + PUBLISHED.n_matching - 2
+    assert out.def_args[b_index] == "mode" and source.def_args[b_index] == "node"
+    assert out._replace(def_args=source.def_args) == source
+    b, o = encode_specs(tokenizer, [base]), encode_specs(tokenizer, [out])
+    assert tokenizer.decode(o.tokens[0, o.last_doc_pos[0]]) == " mode"  # the documented B is renamed too
+    for variable in ("B_NAME", "LAST", "PREV"):
+        assert high_level_output(b, o, variable).ids[0, 0] == b.method[0]
+    permuted = _spec("new", ("page", "names", "data", "size", "file", "read"))
+    assert near_miss_spec(random.Random(0), TRAIN_SPLIT, "LAST", base, permuted, nearest) == permuted
+    for group in ("C_NAME", "MOVER", "task", "strict-one"):
+        assert near_miss_spec(random.Random(0), TRAIN_SPLIT, group, base, source, nearest) == source
+
+
+def test_trainer_near_miss_rows_use_the_models_nearest_names():
+    """--near-miss-share 1: every B_NAME/LAST/PREV row whose source shares no name with the base gets, as the
+    source's B, the nearest untaken name (by the model's own embeddings) to one of the base's arguments; off by
+    default; refused for an entry without near-miss sources."""
+    from training.train_siit import SIITConfig, build_model, nearest_names, step_batch
+    from training.train_siit import tokenizer as train_tokenizer
+
+    tok = train_tokenizer()
+    cfg = SIITConfig(task="docstring", batch=6, near_miss_share=1.0, threads=1)
+    model = build_model(cfg)
+    names = list(cfg.train_split.variables)
+    nearest = nearest_names(model, tok, names)
+    ids = dict(zip(names, _ids(tok, names), strict=True))
+    name_of = {i: n for n, i in ids.items()}
+    embedding = torch.nn.functional.normalize(model.W_E[torch.tensor(list(ids.values()))], dim=-1)
+    first = names[0]
+    cosines = embedding[1:] @ embedding[0]
+    assert nearest[first][0] == names[1 + int(cosines.argmax())]  # by decreasing cosine, itself excluded
+    base, source, _, _, row_groups = step_batch(cfg, model, tok, 0)
+    checked = 0
+    for row, group in enumerate(row_groups):
+        base_args = [name_of[int(t)] for t in base.def_tokens[row] if t >= 0]
+        source_args = [name_of[int(t)] for t in source.def_tokens[row] if t >= 0]
+        if group not in ("B_NAME", "LAST", "PREV") or set(base_args) & set(source_args):
+            continue
+        b_name = name_of[int(source.last_doc[row])]
+        taken = {*base_args, name_of[int(base.method[row])], *source_args, name_of[int(source.method[row])]}
+        taken.discard(b_name)  # B itself was untaken when it was chosen
+        picks = {next(n for n in nearest[a] if n not in taken) for a in base_args}
+        assert b_name in picks, (group, b_name, picks)
+        checked += 1
+    assert checked >= 3
+    with pytest.raises(ValueError, match="near-miss"):
+        SIITConfig(task="ioi", near_miss_share=0.5)
+
+
 def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key():
     """`iit_attention_loss`: MOVER's attention from END all on its intervened key on the interchange rows
     costs ~0; all on the clean key (the answer's position) costs much more (-log 1e-6 on the rows where they

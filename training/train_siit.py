@@ -264,6 +264,10 @@ class SIITConfig:
     rows patch more often: a `strict_focus_share` of those rows patch one of them, the rest any unit as before
     (empty: off, so earlier stages' commands reproduce). For the units the single-node check finds largest."""
     strict_focus_share: float = 0.5
+    near_miss_share: float = 0.0
+    """Ours, not InterpBench's: share of the interchange rows the entry's `near_miss` applies to (docstring:
+    B_NAME/LAST/PREV rows whose source uses other names) whose source gets a name near one of the base's in the
+    model's current input embedding (0: off)."""
     strict_all: bool = False
     """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
     once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
@@ -303,6 +307,11 @@ class SIITConfig:
         if self.strict_logit_weight and self.entry.candidates is None:
             raise ValueError(f"--strict-logit-weight {self.strict_logit_weight}: the {self.task} entry names no "
                              "candidate tokens (SIITTask.candidates); use 0")
+        if not 0 <= self.near_miss_share <= 1:
+            raise ValueError(f"near_miss_share must be in [0, 1], got {self.near_miss_share}")
+        if self.near_miss_share and self.entry.near_miss is None:
+            raise ValueError(f"--near-miss-share {self.near_miss_share}: the {self.task} entry has no near-miss "
+                             "sources (SIITTask.near_miss); use 0")
         if not 0 < self.strict_focus_share <= 1:
             raise ValueError(f"strict_focus_share must be in (0, 1], got {self.strict_focus_share}")
         allowed = focus_names(self.n_layers, self.n_heads, self.entry.alignment)
@@ -385,11 +394,25 @@ def groups(cfg: SIITConfig) -> tuple[str, ...]:
     return ("task", *entry.variables, *strict, *(PATH_GROUP + e.name for e in edges))
 
 
+def nearest_names(model: HookedTransformer, tok, names) -> dict[str, list[str]]:
+    """Each name → the other names by decreasing cosine of the model's input embeddings (one token each)."""
+    ids = torch.tensor([tok.encode(" " + n, add_special_tokens=False)[0] for n in names])
+    with torch.no_grad():
+        embedding = torch.nn.functional.normalize(model.W_E[ids], dim=-1)
+        similarity = (embedding @ embedding.T).fill_diagonal_(-2.0)
+    order = similarity.argsort(dim=1, descending=True)[:, :-1]
+    return {name: [names[j] for j in row.tolist()] for name, row in zip(names, order, strict=True)}
+
+
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
     """Base and source rows for every loss group, the patch, the targets and each row's group."""
     entry, split = cfg.entry, cfg.train_split
     rng = random.Random(cfg.seed * 1_000_003 + step)
     pairs = [(g, *entry.pair_specs(rng, split, g, cfg.share)) for g in groups(cfg) for _ in range(cfg.batch)]
+    if cfg.near_miss_share:
+        nearest = nearest_names(model, tok, list(split.variables))
+        pairs = [(g, b, entry.near_miss(rng, split, g, b, s, nearest) if rng.random() < cfg.near_miss_share else s)
+                 for g, b, s in pairs]
     row_groups = [g for g, _, _ in pairs]
     base, source = entry.encode(tok, [b for _, b, _ in pairs]), entry.encode(tok, [s for _, _, s in pairs])
     patch = Patch.empty(model, *base.tokens.shape)
@@ -895,6 +918,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="ours: comma-separated non-aligned units (e.g. mlp2,mlp1) the strict-one rows patch "
                              "more often")
     parser.add_argument("--strict-focus-share", type=float, default=SIITConfig.strict_focus_share)
+    parser.add_argument("--near-miss-share", type=float, default=SIITConfig.near_miss_share,
+                        help="ours: share of no-match interchange sources given a name near the base's")
     parser.add_argument("--strict-all", action="store_true",
                         help="ours: a strict group whose rows patch every non-aligned unit at once")
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
@@ -920,7 +945,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
-                     strict_all=args.strict_all,
+                     strict_all=args.strict_all, near_miss_share=args.near_miss_share,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

@@ -605,6 +605,10 @@ class SIITTask:
     attention_targets: Callable | None = None
     """(rows) → {variable: key position its head attends to from its named position on a clean prompt}, for the
     trainer's optional attention loss (None: the entry has none; a variable left out has no attention target)."""
+    near_miss: Callable | None = None
+    """(rng, split, group, base spec, source spec, nearest: name → the split's other names by decreasing
+    embedding cosine) → the source with a name swapped for one the model is likely to confuse with the base's,
+    or the source unchanged where `group` has none, for the trainer's optional near-miss sources (None: none)."""
     intervened_attention_targets: Callable | None = None
     """(base rows, source rows, variable) → {another variable: mask (n × pos) of the key positions its head may
     attend to when `variable` is set from the source}, for the trainer's optional attention loss on the

@@ -22,7 +22,7 @@ it points MOVER at another argument; patching C_NAME or MOVER outputs the source
 """
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from string import ascii_uppercase
 from typing import NamedTuple
@@ -150,6 +150,24 @@ def corrupted_spec(rng: random.Random, split: DocSplit, base: DocSpec) -> DocSpe
     prefix, suffix = base.def_args[: s.n_prefix], base.def_args[s.n_prefix + s.n_matching :]
     return base._replace(def_args=(*prefix, *mid[: s.n_matching], *suffix),
                          doc_args=tuple(mid[s.n_matching :]))
+
+
+def near_miss_spec(rng: random.Random, split: DocSplit, group: str, base: DocSpec, source: DocSpec,
+                   nearest: Mapping[str, Sequence[str]]) -> DocSpec:
+    """For B_NAME, LAST and PREV rows whose source uses other names (a no-match intervention): the source with
+    its last documented argument B (what B_NAME, LAST and PREV carry from it) renamed to the untaken name
+    nearest (`nearest`: the model's input-embedding cosine) to one of the base's arguments, so the intervention
+    still matches nothing but is the kind the mover mistakes for a match (run 4's misses matched an argument
+    whose name had embedding cosine 0.56 with the source's, 0.08 on average); other rows unchanged."""
+    if group not in ("B_NAME", "LAST", "PREV") or set(source.def_args) & set(base.def_args):
+        return source
+    s = source.layout
+    taken = {base.method, *base.def_args, source.method, *source.def_args}
+    target = rng.choice(base.def_args)
+    name = next(n for n in nearest[target] if n not in taken)
+    args = list(source.def_args)
+    args[s.n_prefix + s.n_matching - 2] = name
+    return source._replace(def_args=tuple(args))
 
 
 class DocRows(NamedTuple):
@@ -420,5 +438,6 @@ def task_entry(three_stage: bool = False) -> SIITTask:
         # the three-stage entry keeps run 2's options
         candidates=candidates if name_copy else None,
         intervened_attention_targets=intervened_attention_targets if name_copy else None,
+        near_miss=near_miss_spec if name_copy else None,
         source_share=0.5,
     )
