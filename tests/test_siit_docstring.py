@@ -200,8 +200,9 @@ def test_near_miss_sources_rename_b_to_the_nearest_untaken_name_and_still_match_
 
 def test_trainer_near_miss_rows_use_the_models_nearest_names():
     """--near-miss-share 1: every B_NAME/LAST/PREV row whose source shares no name with the base gets, as the
-    source's B, the nearest untaken name (by the model's own embeddings) to one of the base's arguments; off by
-    default; refused for an entry without near-miss sources."""
+    source's B, the nearest untaken name (by the model's own embeddings) to the base's B on PREV rows, to the
+    PREV of one of the base's arguments on LAST and B_NAME rows; off by default; refused for an entry without
+    near-miss sources."""
     from training.train_siit import SIITConfig, build_model, nearest_names, step_batch
     from training.train_siit import tokenizer as train_tokenizer
 
@@ -213,11 +214,10 @@ def test_trainer_near_miss_rows_use_the_models_nearest_names():
     ids = dict(zip(names, _ids(tok, names), strict=True))
     name_of = {i: n for n, i in ids.items()}
     embedding = torch.nn.functional.normalize(model.W_E[torch.tensor(list(ids.values()))], dim=-1)
-    first = names[0]
     cosines = embedding[1:] @ embedding[0]
-    assert nearest[first][0] == names[1 + int(cosines.argmax())]  # by decreasing cosine, itself excluded
+    assert nearest[names[0]][0] == names[1 + int(cosines.argmax())]  # by decreasing cosine, itself excluded
     base, source, _, _, row_groups = step_batch(cfg, model, tok, 0)
-    checked = 0
+    checked = set()
     for row, group in enumerate(row_groups):
         base_args = [name_of[int(t)] for t in base.def_tokens[row] if t >= 0]
         source_args = [name_of[int(t)] for t in source.def_tokens[row] if t >= 0]
@@ -226,12 +226,28 @@ def test_trainer_near_miss_rows_use_the_models_nearest_names():
         b_name = name_of[int(source.last_doc[row])]
         taken = {*base_args, name_of[int(base.method[row])], *source_args, name_of[int(source.method[row])]}
         taken.discard(b_name)  # B itself was untaken when it was chosen
-        picks = {next(n for n in nearest[a] if n not in taken) for a in base_args}
+        targets = [name_of[int(base.last_doc[row])]] if group == "PREV" else base_args[:-1]
+        picks = {next(n for n in nearest[a] if n not in taken) for a in targets}
         assert b_name in picks, (group, b_name, picks)
-        checked += 1
-    assert checked >= 3
+        checked.add(group)
+    assert checked == {"B_NAME", "LAST", "PREV"}
     with pytest.raises(ValueError, match="near-miss"):
         SIITConfig(task="ioi", near_miss_share=0.5)
+
+
+def test_the_no_match_mask_stops_at_each_rows_end_in_a_padded_batch(tokenizer):
+    """Rows of different lengths in one batch: a shorter row's no-match mask allows nothing past its END."""
+    from saelab.circuits.siit_docstring import intervened_attention_targets
+
+    four = DocstringSetting(n_prefix=2, n_matching=4, n_suffix=1)
+    names = ("page", "names", "size", "read", "file", "data")
+    others = ("user", "path", "item", "node", "url", "text")
+    b = encode_specs(tokenizer, [_spec("old", names), _spec("run", (*names, "mode"), four)])
+    other = encode_specs(tokenizer, [_spec("key", others), _spec("key", (*others, "line"), four)])
+    assert b.end[0] < b.end[1] < b.tokens.shape[1]
+    mask = intervened_attention_targets(b, other, "LAST")["MOVER"]
+    for row in range(2):
+        assert mask[row, : int(b.end[row]) + 1].any() and not mask[row, int(b.end[row]) + 1 :].any()
 
 
 def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key():
@@ -256,7 +272,7 @@ def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key()
     iit_rows = torch.tensor([g in ("B_NAME", "C_NAME", "PREV", "LAST") for g in row_groups])
     fallback = iit_rows & (masks.sum(1) > 1)
     assert fallback.any() and (iit_rows & (masks.sum(1) == 1)).any()
-    # one allowed key per row (the first), and a key MOVER may not read (the answer's position on fallback rows)
+    # one allowed key per row (the first); on fallback rows the answer's position is not allowed
     first = masks.int().argmax(1)
 
     def loss(where: torch.Tensor, share: float = 1.0) -> float:
@@ -268,7 +284,8 @@ def test_trainer_iit_attention_term_reads_movers_pattern_at_the_intervened_key()
     assert loss(first, 0.5) == pytest.approx(math.log(2), rel=1e-4)
     spread = torch.zeros(n, 4, pos, pos)  # spread over every allowed key: the mass is summed, costs ~0
     spread[torch.arange(n), 0, end] = masks.float() / masks.sum(1, keepdim=True).clamp(min=1)
-    assert float(iit_attention_loss(ENTRY, base, source, {2: spread}, row_groups)) == pytest.approx(0.0, abs=1e-5)
+    spread_loss = float(iit_attention_loss(ENTRY, base, source, {2: spread}, row_groups))
+    assert spread_loss == pytest.approx(0.0, abs=1e-5)
     assert not masks[fallback, base.answer_def[fallback]].any()  # no argument is allowed when nothing matches
     assert loss(base.answer_def) > 1.0
     other = first.clone()

@@ -367,37 +367,67 @@ def test_strict_sources_cover_the_checks_corruption():
 
 
 def test_strict_focus_rows_patch_only_the_focus_units_and_bad_names_are_refused():
-    """--strict-focus (ours): with share 1 every strict-one row patches one of the named units and nothing else
-    (checked against the patch masks, over several steps); the strict-many rows are untouched; an aligned head
-    or a unit the model lacks is refused with its name."""
-    from training.train_siit import SIITConfig, build_model, step_batch, tokenizer
+    """--strict-focus (ours): with share 1 every strict-one row patches one of the named units and nothing
+    else (checked against the patch masks, over several steps); with share 0.5 about half the rows (plus the
+    focus units' own share of the rest); the strict-many rows are untouched; an aligned head or a unit the model
+    lacks is refused with its name; the accepted names are `non_aligned_units` but the aligned heads' rest."""
+    from training.train_siit import SIITConfig, build_model, focus_names, step_batch, tokenizer, unit_name
 
-    cfg = SIITConfig(task="docstring", batch=6, strict_focus=("mlp2", "0.2"), strict_focus_share=1.0, threads=1)
+    def picked(cfg, steps: int) -> list[str]:
+        names = []
+        for step in range(steps):
+            _, _, patch, _, row_groups = step_batch(cfg, model, tokenizer(), step)
+            for row, group in enumerate(row_groups):
+                if group != "strict-one":
+                    continue
+                mlps = [layer for layer in range(model.cfg.n_layers) if patch.mlp[layer][row].any()]
+                heads = [(layer, head) for layer in range(model.cfg.n_layers)
+                         for head in range(model.cfg.n_heads) if patch.z[layer][row, :, head].any()]
+                assert len(mlps) + len(heads) == 1, (mlps, heads)
+                names.append(f"mlp{mlps[0]}" if mlps else "{}.{}".format(*heads[0]))
+            many = [row for row, group in enumerate(row_groups) if group == "strict-many"]
+            assert sum(int(patch.z[layer][many].any()) for layer in range(model.cfg.n_layers)) > 0
+        return names
+
+    focus = ("mlp2", "0.2")
+    cfg = SIITConfig(task="docstring", batch=6, strict_focus=focus, strict_focus_share=1.0, threads=1)
     model = build_model(cfg)
-    seen = set()
-    for step in range(3):
-        _, _, patch, _, row_groups = step_batch(cfg, model, tokenizer(), step)
-        for row, group in enumerate(row_groups):
-            if group != "strict-one":
-                continue
-            mlps = {layer for layer in range(model.cfg.n_layers) if patch.mlp[layer][row].any()}
-            heads = {(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)
-                     if patch.z[layer][row, :, head].any()}
-            assert (mlps, heads) in (({2}, set()), (set(), {(0, 2)})), (mlps, heads)
-            seen.add("mlp2" if mlps else "0.2")
-        many = [row for row, group in enumerate(row_groups) if group == "strict-many"]
-        assert sum(int(patch.z[layer][many].any()) for layer in range(model.cfg.n_layers)) > 0
-    assert seen == {"mlp2", "0.2"}
+    assert set(picked(cfg, 3)) == set(focus)
+    half = picked(SIITConfig(task="docstring", batch=24, strict_focus=focus, strict_focus_share=0.5), 4)
+    share = sum(n in focus for n in half) / len(half)  # expected 0.5 + 0.5 * 2/15 ≈ 0.57
+    assert 0.4 < share < 0.75 and len(set(half) - set(focus)) >= 5
+    units = non_aligned_units(model, cfg.entry.alignment)
+    assert focus_names(3, 4, cfg.entry.alignment) == {unit_name(u) for u in units if u[0] != "rest"}
     for wrong in ("0.0", "mlp9", "5.1"):  # 0.0 is aligned (B_NAME, C_NAME); the model has 3 layers of 4 heads
         with pytest.raises(ValueError, match=wrong.replace(".", r"\.")):
             SIITConfig(task="docstring", strict_focus=(wrong,))
+
+
+def test_strict_groups_are_the_strict_rows_the_loss_averages_and_never_the_path_rows():
+    """`strict_groups`: strict-one and strict-many, plus strict-all with --strict-all; the path-strict groups
+    (whose names also start with "strict") are not among them, so `train_step` does not average them into the
+    strict term."""
+    from training.train_siit import PATH_GROUP, SIITConfig, groups, strict_groups
+
+    assert strict_groups(SIITConfig()) == ("strict-one", "strict-many")
+    both = SIITConfig(strict_all=True, path_strict_weight=1.0)
+    assert strict_groups(both) == ("strict-one", "strict-many", "strict-all")
+    assert any(g.startswith(PATH_GROUP) for g in groups(both))
+    assert not any(g.startswith(PATH_GROUP) for g in strict_groups(both))
 
 
 def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
     """--strict-all (ours): a "strict-all" group (absent by default) whose rows patch every non-aligned unit
     (aligned heads everywhere but their aligned position), as the all-together check does; the logit term
     prices a shift on those rows as on the strict-one rows, and nothing on the strict-many rows."""
-    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer, unchanged_output_loss
+    from training.train_siit import (
+        SIITConfig,
+        build_model,
+        groups,
+        step_batch,
+        tokenizer,
+        unchanged_output_loss,
+    )
 
     assert "strict-all" not in groups(SIITConfig())
     cfg = SIITConfig(batch=2, strict_all=True, strict_logit_weight=2.0, threads=1)

@@ -41,13 +41,14 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from saelab.circuits.graph import Graph
+from saelab.circuits.graph import Graph, Node
 from saelab.circuits.ground_truth import edge_effects
 from saelab.circuits.patching import metric_means, node_effects
 from saelab.circuits.problem import problem_from_task
 from saelab.circuits.siit import (
     SIIT_TASKS,
     STATED_EDGE_MIN,
+    STRICT_GROUPS,
     UNSTATED_PATH_MAX,
     Patch,
     SIITTask,
@@ -393,16 +394,20 @@ PATH_GROUP = "strict-path "
 
 
 def unit_name(unit: tuple[str, int, int | None]) -> str:
-    """A non-aligned unit's node name ("L.H" or "mlpL"; "L.H@rest" for an aligned head at its other positions)."""
+    """A non-aligned unit's node name (`Graph` node names: "L.H", "mlpL"; "L.H@rest" for an aligned head at its
+    other positions)."""
     kind, layer, head = unit
-    return f"mlp{layer}" if kind == "mlp" else f"{layer}.{head}" + ("@rest" if kind == "rest" else "")
+    name = Node(layer, "mlp").name if kind == "mlp" else Node(layer, "head", head).name
+    return name + ("@rest" if kind == "rest" else "")
 
 
 def focus_names(n_layers: int, n_heads: int, alignment) -> set[str]:
-    """The names `--strict-focus` accepts: every head no node is aligned to, and every MLP."""
+    """The names `--strict-focus` accepts, before a model exists: `unit_name` of every non-aligned unit but the
+    aligned heads' other positions (a test holds the two to `non_aligned_units`)."""
     aligned = {(a.layer, a.head) for a in alignment}
-    heads = {f"{layer}.{head}" for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in aligned}
-    return heads | {f"mlp{layer}" for layer in range(n_layers)}
+    heads = [("head", layer, head) for layer in range(n_layers) for head in range(n_heads)
+             if (layer, head) not in aligned]
+    return {unit_name(u) for u in heads + [("mlp", layer, None) for layer in range(n_layers)]}
 
 
 def groups(cfg: SIITConfig) -> tuple[str, ...]:
@@ -410,8 +415,13 @@ def groups(cfg: SIITConfig) -> tuple[str, ...]:
     strict-all, and (with --path-strict-weight) one per stated head -> head value edge."""
     entry = cfg.entry
     edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
-    strict = ("strict-one", "strict-many") + (("strict-all",) if cfg.strict_all else ())
-    return ("task", *entry.variables, *strict, *(PATH_GROUP + e.name for e in edges))
+    return ("task", *entry.variables, *strict_groups(cfg), *(PATH_GROUP + e.name for e in edges))
+
+
+def strict_groups(cfg: SIITConfig) -> tuple[str, ...]:
+    """The strict groups of a step (`STRICT_GROUPS`; "strict-all" only with --strict-all); the path-strict
+    groups are not among them."""
+    return tuple(g for g in STRICT_GROUPS if g != "strict-all" or cfg.strict_all)
 
 
 def nearest_names(model: HookedTransformer, tok, names) -> dict[str, list[str]]:
@@ -520,7 +530,7 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     clean = (unpatched_logits(cfg, model, base) if unpatched is None else unpatched)[rows]
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
-    if cfg.strict_logit_weight:  # one unit patched at a time, as the single-node check measures
+    if cfg.strict_logit_weight:  # one unit or all at once, as the single-node and all-together checks patch
         one = torch.tensor([path or g in ("strict-one", "strict-all")
                             for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
@@ -551,8 +561,7 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
     unpatched = unpatched_logits(cfg, model, base) if cfg.strict_kl_weight or cfg.strict_logit_weight else None
-    strict_groups = [g for g in groups(cfg) if g.startswith("strict") and not g.startswith(PATH_GROUP)]
-    strict = sum(by_group[g] for g in strict_groups) / len(strict_groups) + unchanged_output_loss(
+    strict = sum(by_group[g] for g in strict_groups(cfg)) / len(strict_groups(cfg)) + unchanged_output_loss(
         cfg, model, base, logits, row_groups, unpatched=unpatched)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
     if paths:

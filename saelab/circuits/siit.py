@@ -299,6 +299,11 @@ def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -
     return tuple(edges)
 
 
+STRICT_GROUPS = ("strict-one", "strict-many", "strict-all")
+"""The trainer's strict row groups: one non-aligned unit patched, a random half of them, all of them (the last
+ours, with --strict-all)."""
+
+
 def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]) -> list[tuple[str, int, int | None]]:
     """Every non-aligned unit as (kind, layer, head): ("head", L, H), ("mlp", L, None), and ("rest", L, H) for
     an aligned head at every position but its aligned one."""
@@ -584,7 +589,7 @@ class SIITTask:
     """(tokenizer, specs) → the task's rows (tokens, end, `.position(name)`, the facts `high_level_output` reads)."""
     pair_specs: Callable
     """(rng, split, group, source_share) → (base spec, source spec) for one training row of `group`
-    ("task", a variable, "strict-one", "strict-many"); `source_share`: the share of the task's second kind of
+    ("task", a variable, one of `STRICT_GROUPS`); `source_share`: the share of the task's second kind of
     source (IOI: ABC prompts; docstring: the base's own names permuted)."""
     sample_pairs: Callable
     """(tokenizer, split, n, seed, purpose) → `PairSet` for "iit" (interchange and task accuracy) or "strict"."""

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from saelab.circuits.siit import AlignedNode, PairSet, SIITTask, Target
+from saelab.circuits.siit import STRICT_GROUPS, AlignedNode, PairSet, SIITTask, Target
 from saelab.tasks import words
 from saelab.tasks.build import encode_prompts
 from saelab.tasks.docstring import PUBLISHED, DocstringSetting, docstring_prompt
@@ -156,17 +156,21 @@ def near_miss_spec(rng: random.Random, split: DocSplit, group: str, base: DocSpe
                    nearest: Mapping[str, Sequence[str]]) -> DocSpec:
     """For B_NAME, LAST and PREV rows whose source uses other names (a no-match intervention): the source with
     its last documented argument B (what B_NAME, LAST and PREV carry from it) renamed to the untaken name
-    nearest (`nearest`: the model's input-embedding cosine) to one of the base's arguments, so the intervention
-    still matches nothing but is the kind the mover mistakes for a match (run 4's misses matched an argument
-    whose name had embedding cosine 0.56 with the source's, 0.08 on average); other rows unchanged."""
+    nearest (`nearest`: the model's input-embedding cosine) to a name a false match would need it to
+    resemble: for LAST and B_NAME, the PREV of one of the base's arguments (an argument followed by another;
+    MOVER's keys); for PREV, the base's B (LAST, the query it is compared with). The intervention still
+    matches nothing but is the kind the mover mistakes for a match (on run 4's misses MOVER attended to an
+    argument whose PREV had embedding cosine 0.56 with the source's name, 0.08 on average); other rows
+    unchanged."""
     if group not in ("B_NAME", "LAST", "PREV") or set(source.def_args) & set(base.def_args):
         return source
-    s = source.layout
+    s = base.layout
+    b = s.n_prefix + s.n_matching - 2
     taken = {base.method, *base.def_args, source.method, *source.def_args}
-    target = rng.choice(base.def_args)
+    target = base.def_args[b] if group == "PREV" else rng.choice(base.def_args[:-1])
     name = next(n for n in nearest[target] if n not in taken)
     args = list(source.def_args)
-    args[s.n_prefix + s.n_matching - 2] = name
+    args[b] = name
     return source._replace(def_args=tuple(args))
 
 
@@ -245,8 +249,6 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
     )
 
 
-
-
 class Match(NamedTuple):
     """MOVER's result: what it outputs and the key position it reads it from (-1: no argument matched)."""
 
@@ -310,7 +312,9 @@ def intervened_attention_targets(
     """The key positions MOVER may attend to on `base` with an upstream `variable` set from `source`: the
     matched argument's signature position; when nothing matches, any position up to the end but the signature
     arguments (it moves none of them; where it reads the method's name from is left to the model, whose run-4
-    MOVER read it from the signature's commas, "(" and "self"); none when MOVER itself is set."""
+    MOVER read it from the signature's commas, "(" and "self"). The no-match mask also allows BOS and the
+    docstring, documented names included, so it penalises attention to the signature's arguments only (what
+    run 6 trained with); none when MOVER itself is set."""
     if variable == "MOVER":
         return {}
     key = mover_match(*_intervened(base, source, variable)).key
@@ -338,13 +342,13 @@ def pair_specs(
 
     PREV, LAST, B_NAME and C_NAME sources permute the base's own names with `permuted_share` (so the match
     moves to another argument, or C_NAME names another argument), else use other names (the match fails);
-    the trainer's strict rows ("strict-one", "strict-many", "strict-all") take half their sources from the base's
+    the trainer's strict rows (`STRICT_GROUPS`) take half their sources from the base's
     random_random corruption (what the construction check's resample ablation patches from); every other
     source uses other names (so `sample_pairs`'s "strict" evaluation pairs are as before)."""
     base = sample_spec(rng, split, rng.choice(split.layouts))
     if group in _PERMUTED_GROUPS and rng.random() < permuted_share:
         return base, permuted_spec(rng, split, base)
-    if group in ("strict-one", "strict-many", "strict-all") and rng.random() < 0.5:
+    if group in STRICT_GROUPS and rng.random() < 0.5:
         return base, corrupted_spec(rng, split, base)
     return base, sample_spec(rng, split, base.layout, avoid=(base.method, *base.def_args))
 
