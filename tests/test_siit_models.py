@@ -369,8 +369,9 @@ def test_strict_sources_cover_the_checks_corruption():
 def test_strict_focus_rows_patch_only_the_focus_units_and_bad_names_are_refused():
     """--strict-focus (ours): with share 1 every strict-one row patches one of the named units and nothing
     else (checked against the patch masks, over several steps); with share 0.5 about half the rows (plus the
-    focus units' own share of the rest); the strict-many rows are untouched; an aligned head or a unit the model
-    lacks is refused with its name; the accepted names are `non_aligned_units` but the aligned heads' rest."""
+    focus units' own share of the rest); the strict-many rows are untouched; an aligned head or a unit the
+    model lacks is refused with its name; the accepted names are `non_aligned_units` but the aligned heads'
+    rest."""
     from training.train_siit import SIITConfig, build_model, focus_names, step_batch, tokenizer, unit_name
 
     def picked(cfg, steps: int) -> list[str]:
