@@ -66,6 +66,7 @@ from saelab.circuits.siit import (
     strict_accuracy,
     strict_accuracy_per_unit,
     strict_logit_loss,
+    subset_rows,
     target_loss,
     task_accuracy,
 )
@@ -495,21 +496,17 @@ def iit_attention_loss(entry: SIITTask, base, source, patterns: dict[int, torch.
     (summed over them), over the interchange rows (one term per (row group, head) pair, averaged)."""
     terms = []
     for variable in entry.variables:
-        rows = torch.tensor([i for i, g in enumerate(row_groups) if g == variable])
-        if not len(rows):
+        keep = torch.tensor([g == variable for g in row_groups])
+        if not keep.any():
             continue
-        keys = entry.intervened_attention_targets(*(type(r)(*(_take(f, rows) for f in r)) for r in (base, source)),
-                                                  variable)
+        keys = entry.intervened_attention_targets(subset_rows(base, keep), subset_rows(source, keep), variable)
+        rows = keep.nonzero()[:, 0]
         for node in entry.alignment:
             if node.variable in keys:
                 query = base.position(node.position)[rows]
                 attention = (patterns[node.layer][rows, node.head, query] * keys[node.variable]).sum(-1)
                 terms.append(-(attention + 1e-6).log().mean())
     return sum(terms) / len(terms) if terms else torch.zeros(())
-
-
-def _take(field, rows: torch.Tensor):
-    return field[rows] if isinstance(field, torch.Tensor) else tuple(field[i] for i in rows.tolist())
 
 
 def unpatched_logits(cfg: SIITConfig, model, base) -> torch.Tensor:

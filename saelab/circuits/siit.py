@@ -432,14 +432,19 @@ def interchange_accuracy(
     high_level = high_level or high_level_output
     ids = high_level(*pairs, node.variable).ids
     keep = ids[:, 0] == ids[:, 1]
-    base, source = (type(rows)(*(_rows(f, keep) for f in rows)) for rows in pairs)
+    base, source = (subset_rows(rows, keep) for rows in pairs)
     patch = Patch.empty(model, *base.tokens.shape)
     patch.aligned(torch.arange(len(base.end)), node, base)
     logits = patched_logits(model, base, source_cache(model, source.tokens), patch)
     return float(top1(logits, high_level(base, source, node.variable)).float().mean())
 
 
-def _rows(field, keep: Tensor):
+def subset_rows(rows, keep: Bool[Tensor, " n"]):
+    """A task's rows (a NamedTuple of per-row tensors and tuples) where `keep` is True."""
+    return type(rows)(*(_kept(field, keep) for field in rows))
+
+
+def _kept(field, keep: Tensor):
     if isinstance(field, Tensor):
         return field[keep]
     return tuple(v for v, k in zip(field, keep.tolist(), strict=True) if k)

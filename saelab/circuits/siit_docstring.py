@@ -318,8 +318,7 @@ def intervened_attention_targets(
     if variable == "MOVER":
         return {}
     key = mover_match(*_intervened(base, source, variable)).key
-    n, length = base.tokens.shape
-    positions = torch.arange(length)
+    positions = torch.arange(base.tokens.shape[1])
     matched = positions[None, :] == key[:, None]
     arguments = (positions[None, None, :] == base.def_pos[:, :, None]).any(dim=1)
     fallback = (positions[None, :] <= base.end[:, None]) & ~arguments
