@@ -184,3 +184,55 @@ def test_code_batches_are_a_function_of_seed_and_step():
         a.tokens, module.code_batch(stream, 0, cfg, 6).tokens
     )
     assert a.tokens.shape == (2, 8) and (a.tokens[:, 0] == 0).all() and a.mask.all()
+
+
+def test_repeat_texts_write_one_random_word_sequence_twice_from_the_pool():
+    """The repeat source (ours): each text is a word sequence then the same sequence again, words from the
+    pool only, lengths in range, a function of the seed; other sources' texts do not move when it is added."""
+    module = _train_lm()
+    pool = (" alpha", " beta", " gamma", " delta", " eps")
+    texts = module.repeat_texts(200, 5, pool, lengths=(3, 7))
+    assert texts == module.repeat_texts(200, 5, pool, lengths=(3, 7))
+    lengths = set()
+    for text in texts:
+        words_ = text.split()
+        half = len(words_) // 2
+        assert len(words_) % 2 == 0 and words_[:half] == words_[half:]
+        assert set(words_) <= {w.strip() for w in pool}
+        lengths.add(half)
+    assert lengths == set(range(3, 8))
+    assert module.generated_texts("repeat", 20, 9, pool=pool) == module.repeat_texts(20, 9, pool)
+
+
+def test_repeat_words_are_single_word_tokens_and_never_a_dev_or_held_out_word():
+    """No repeat text copies a dev or held-out split's word (those splits measure
+    copying off the generator)."""
+    from saelab.tasks import words
+
+    module = _train_lm()
+    tok = module.load_or_train_tokenizer(REPO / "data" / "models" / "saelab-tiny" / "tokenizer.json")
+    pool = module.repeat_words(tok)
+    assert len(pool) > 1500 and pool == tuple(sorted(pool))
+    assert all(len(tok.encode(w, add_special_tokens=False).ids) == 1 for w in pool[::50])
+    stripped = {w[1:] for w in pool}
+    for held_out in (words.DOCSTRING_HELDOUT_VARIABLES, words.DOCSTRING_DEV_VARIABLES,
+                     words.DOCSTRING_HELDOUT_NOUNS, words.IOI_HELDOUT_PLACES):
+        assert not stripped & set(held_out)
+    assert set(words.DOCSTRING_VARIABLES[:20]) <= stripped  # training names are in it
+
+
+def test_four_shares_mean_no_repeat_texts_and_old_checkpoints_resume(tmp_path):
+    """Commands from before the repeat source (four shares) train exactly as before: no repeat texts; a
+    checkpoint whose token counts lack "repeat" resumes."""
+    module = _train_lm()
+    cfg = module.TrainConfig(shares=(0.38, 0.17, 0.38, 0.07))
+    assert cfg.shares == (0.38, 0.17, 0.38, 0.07, 0.0)
+    with pytest.raises(ValueError, match="shares"):
+        module.TrainConfig(shares=(0.5, 0.5))
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    old = module.new_state()
+    del old["tokens"]["repeat"]
+    module.save_checkpoint(tmp_path / "checkpoint.pt", model, optimizer, old)
+    state = module.load_checkpoint(tmp_path / "checkpoint.pt", model, optimizer)
+    assert state["tokens"]["repeat"] == 0 and list(state["tokens"]) == ["stdlib", *module.GENERATED_SOURCES]

@@ -503,3 +503,37 @@ def test_train_step_adds_each_optional_term_with_its_weight(task, option):
         assert terms["loss"] == pytest.approx(weighted + 0.5 * terms["path"], rel=1e-5)
     else:
         assert terms["loss"] > weighted + 1e-3  # -log attention of a random model's head is far above 0
+
+
+def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embeddings_over_distinct_pairs():
+    """Ours (--name-spread-weight): three names whose centred embeddings have cosines 0.8, -1 and -0.8,
+    under a large shared offset that the centring removes: with margin 0.2 the loss is mean(0.6², 0, 0) = 0.12
+    (not centred, the offset makes every cosine ~1; the diagonal counted, or the margin added, it is larger).
+    The option is refused below 0 and for an entry without argument names, and adds its weighted term to a
+    step."""
+    from training.train_siit import SIITConfig, build_model, name_ids, name_spread_loss, train_step
+    from training.train_siit import tokenizer as train_tokenizer
+
+    cfg = SIITConfig(task="docstring", batch=2, threads=1)
+    model = build_model(cfg)
+    d = model.cfg.d_model
+    a, b = torch.zeros(d), torch.zeros(d)
+    a[0], a[1] = 1.0, -1.0
+    b[2], b[3] = 1.0, -1.0
+    ids = torch.tensor([5, 6, 7])
+    with torch.no_grad():
+        model.W_E[ids] = 3.0 + torch.stack([a, 0.8 * a + 0.6 * b, -a])
+    assert float(name_spread_loss(model, ids, 0.2)) == pytest.approx(0.36 / 3, rel=1e-5)
+    assert float(name_spread_loss(model, ids, 0.9)) == 0.0
+    with pytest.raises(ValueError, match="name_spread_weight"):
+        SIITConfig(task="docstring", name_spread_weight=-1.0)
+    with pytest.raises(ValueError, match="argument names"):
+        SIITConfig(task="ioi", name_spread_weight=1.0)
+    tok = train_tokenizer()
+    assert [tok.decode([int(i)]) for i in name_ids(tok, ["data", "name"])] == [" data", " name"]
+    torch.manual_seed(0)
+    on = SIITConfig(task="docstring", batch=2, threads=1, name_spread_weight=4.0)
+    model = build_model(on)
+    terms = train_step(on, model, torch.optim.SGD(model.parameters(), lr=0.0), tok, 0)
+    weighted = terms["task"] + on.iit_weight * terms["iit"] + on.strict_weight * terms["strict"]
+    assert terms["spread"] > 0 and terms["loss"] == pytest.approx(weighted + 4.0 * terms["spread"], rel=1e-5)

@@ -12,14 +12,17 @@ are logged every `eval_every` steps; the run stops once every threshold holds on
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import platform
+import random
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,15 +37,15 @@ from saelab import corpus
 from saelab.models import load_model, save_model
 from saelab.models.tokenizer import wrap_tokenizer
 from saelab.paths import data_dir
-from saelab.tasks import get_task
+from saelab.tasks import get_task, words
 from saelab.tasks.base import TRAINING_SPLITS
 from saelab.tasks.docstring import draws_dev_layouts
 
 log = logging.getLogger("train_lm")
 REPO = Path(__file__).resolve().parents[1]
 
-GENERATED_SOURCES = ("ioi", "greater_than", "docstring", "narrative")
-MEAN_TOKENS = {"ioi": 18.0, "greater_than": 14.0, "docstring": 57.0, "narrative": 34.0}
+GENERATED_SOURCES = ("ioi", "greater_than", "docstring", "narrative", "repeat")
+MEAN_TOKENS = {"ioi": 18.0, "greater_than": 14.0, "docstring": 57.0, "narrative": 34.0, "repeat": 32.0}
 """Measured mean tokens per text (BOS included), to size each step's generated texts."""
 THRESHOLDS: dict[str, dict[str, float]] = {
     "ioi": {"accuracy": 0.95, "metric": 3.0},
@@ -81,8 +84,9 @@ class TrainConfig:
     """Target tokens of generated texts per step (split by `shares`; one text per row)."""
     gen_len: int = 96
     """Longest generated row (BOS + text + BOS); longer texts are cut."""
-    shares: tuple[float, float, float, float] = (0.38, 0.17, 0.38, 0.07)
-    """Token shares of IOI, greater-than, docstring and narrative texts within the generated rows."""
+    shares: tuple[float, ...] = (0.38, 0.17, 0.38, 0.07, 0.0)
+    """Token shares of IOI, greater-than, docstring, narrative and repeat texts within the generated rows (four
+    values: no repeat texts, as before they existed)."""
     eval_every: int = 50
     eval_prompts: int = 200
     """Fresh prompts per task in the periodic evaluation."""
@@ -117,6 +121,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if len(self.shares) == len(GENERATED_SOURCES) - 1:  # commands from before the repeat texts
+            object.__setattr__(self, "shares", (*self.shares, 0.0))
         if len(self.shares) != len(GENERATED_SOURCES) or abs(sum(self.shares) - 1) > 1e-6 or min(self.shares) < 0:
             raise ValueError(f"shares {self.shares} must be {len(GENERATED_SOURCES)} fractions summing to 1")
         for task in self.required:
@@ -173,9 +179,42 @@ def code_batch(stream: np.ndarray, bos: int, cfg: TrainConfig, step: int) -> "Ba
     return Batch(tokens, torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool))
 
 
-def generated_texts(source: str, n: int, seed: int, split: str = "train") -> list[str]:
+REPEAT_EXCLUDED = frozenset(
+    words.DOCSTRING_DEV_VARIABLES + words.DOCSTRING_DEV_NOUNS + words.DOCSTRING_HELDOUT_VARIABLES
+    + words.DOCSTRING_HELDOUT_NOUNS + words.IOI_HELDOUT_PLACES + words.IOI_HELDOUT_OBJECTS
+    + words.GREATER_THAN_HELDOUT_NOUNS)
+"""Words no repeat text uses: every dev and held-out split's words, so that those splits' names are never
+copied in training."""
+
+
+@functools.cache
+def repeat_words(tokenizer: Tokenizer) -> tuple[str, ...]:
+    """The repeat texts' words: every vocabulary token that is a space and letters (one token each), but
+    `REPEAT_EXCLUDED`, sorted."""
+    vocab = tokenizer.get_vocab()
+    words_ = {tokenizer.decode([i]) for i in vocab.values()}
+    return tuple(sorted(w for w in words_ if len(w) > 1 and w[0] == " " and w[1:].isascii() and w[1:].isalpha()
+                        and w[1:] not in REPEAT_EXCLUDED))
+
+
+def repeat_texts(n: int, seed: int, pool: Sequence[str], lengths: tuple[int, int] = (6, 24)) -> list[str]:
+    """Ours: `n` texts of a random word sequence (uniform from `pool`, length uniform in `lengths`) written twice,
+    the classic data on which induction heads form (Olsson et al. 2022): every word of the pool becomes a
+    token to copy, so that copying is learned over the vocabulary, not per argument name."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        sequence = "".join(rng.choices(pool, k=rng.randint(*lengths)))
+        texts.append(sequence + sequence)
+    return texts
+
+
+def generated_texts(source: str, n: int, seed: int, split: str = "train",
+                    pool: Sequence[str] = ()) -> list[str]:
     if source == "narrative":
         return corpus.narrative_texts(n, seed)
+    if source == "repeat":
+        return repeat_texts(n, seed, pool)
     return get_task(source).corpus_texts(n, seed=seed, vocabulary="tiny", split=split)
 
 
@@ -202,7 +241,8 @@ def generated_batches(tokenizer: Tokenizer, cfg: TrainConfig, step: int) -> tupl
         n = round(budget * share / MEAN_TOKENS[source])
         if n:
             texts = generated_texts(source, n, seed=(cfg.seed * 1_000_003 + step) * 8 + index,
-                                    split=cfg.corpus_split)
+                                    split=cfg.corpus_split,
+                                    pool=repeat_words(tokenizer) if source == "repeat" else ())
             encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
             batch = pad_rows([[bos, *e.ids, bos][: cfg.gen_len] for e in encoded], bos)
             batches.append(batch)
@@ -315,7 +355,9 @@ def load_checkpoint(path: Path, model, optimizer) -> dict | None:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    return saved["state"] | {"stop": None}  # a resumed run stops by this invocation's limits, not the last one's
+    state = saved["state"] | {"stop": None}  # a resumed run stops by this invocation's limits, not the last one's
+    state["tokens"] = {"stdlib": 0} | dict.fromkeys(GENERATED_SOURCES, 0) | state["tokens"]  # checkpoints from before "repeat"
+    return state
 
 
 # --- the training loop -------------------------------------------------------------------------------------

@@ -293,6 +293,12 @@ class SIITConfig:
     """Ours, not InterpBench's: share of the interchange rows the entry's `near_miss` applies to (docstring:
     B_NAME/LAST/PREV rows whose source uses other names) whose source gets a name near one of the base's in the
     model's current input embedding (0: off)."""
+    name_spread_weight: float = 0.0
+    """Ours, not InterpBench's: weight of `name_spread_loss` over the training split's argument names (docstring:
+    `split.variables`), which pushes apart names whose input embeddings are close (0: off). For the false
+    matches the docstring interchange misses are made of (benchmarks/results/siit_docstring_run6.md)."""
+    name_spread_margin: float = 0.2
+    """Cosine above which a pair of names is penalised by `name_spread_loss`."""
     strict_all: bool = False
     """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
     once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
@@ -337,6 +343,13 @@ class SIITConfig:
         if self.near_miss_share and self.entry.near_miss is None:
             raise ValueError(f"--near-miss-share {self.near_miss_share}: the {self.task} entry has no near-miss "
                              "sources (SIITTask.near_miss); use 0")
+        if self.name_spread_weight < 0:
+            raise ValueError(f"name_spread_weight must be >= 0, got {self.name_spread_weight}")
+        if not -1 <= self.name_spread_margin < 1:
+            raise ValueError(f"name_spread_margin must be in [-1, 1), got {self.name_spread_margin}")
+        if self.name_spread_weight and not hasattr(self.train_split, "variables"):
+            raise ValueError(f"--name-spread-weight {self.name_spread_weight}: the {self.task} split names no "
+                             "argument names (split.variables); use 0")
         if not 0 < self.strict_focus_share <= 1:
             raise ValueError(f"strict_focus_share must be in (0, 1], got {self.strict_focus_share}")
         allowed = focus_names(self.n_layers, self.n_heads, self.entry.alignment)
@@ -430,12 +443,33 @@ def strict_groups(cfg: SIITConfig) -> tuple[str, ...]:
 
 def nearest_names(model: HookedTransformer, tok, names) -> dict[str, list[str]]:
     """Each name → the other names by decreasing cosine of the model's input embeddings (one token each)."""
-    ids = torch.tensor([tok.encode(" " + n, add_special_tokens=False)[0] for n in names])
+    ids = name_ids(tok, names)
     with torch.no_grad():
         embedding = torch.nn.functional.normalize(model.W_E[ids], dim=-1)
         similarity = (embedding @ embedding.T).fill_diagonal_(-2.0)
     order = similarity.argsort(dim=1, descending=True)[:, :-1]
     return {name: [names[j] for j in row.tolist()] for name, row in zip(names, order, strict=True)}
+
+
+def name_ids(tok, names) -> torch.Tensor:
+    """The token id of each name (one token each, with its leading space)."""
+    return torch.tensor([tok.encode(" " + n, add_special_tokens=False)[0] for n in names])
+
+
+def name_cosines(model: HookedTransformer, ids: torch.Tensor) -> torch.Tensor:
+    """Cosine between the input embeddings of every two tokens `ids`, each centred over d_model first (as the
+    first LayerNorm centres the residual stream); the diagonal is kept (1)."""
+    embedding = model.W_E[ids]
+    embedding = torch.nn.functional.normalize(embedding - embedding.mean(-1, keepdim=True), dim=-1)
+    return embedding @ embedding.T
+
+
+def name_spread_loss(model: HookedTransformer, ids: torch.Tensor, margin: float) -> torch.Tensor:
+    """Ours: mean over pairs of distinct names of relu(cos − margin)², `name_cosines` — zero once no two names'
+    embeddings are closer than `margin`."""
+    cosines = name_cosines(model, ids)
+    pairs = torch.triu(torch.ones_like(cosines, dtype=torch.bool), diagonal=1)
+    return torch.relu(cosines[pairs] - margin).square().mean()
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
@@ -572,6 +606,9 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
         loss = loss + cfg.attention_weight * attention_loss(cfg.entry, base, patterns, row_groups)
     if cfg.iit_attention_weight:
         loss = loss + cfg.iit_attention_weight * iit_attention_loss(cfg.entry, base, source, patterns, row_groups)
+    if cfg.name_spread_weight:
+        spread = name_spread_loss(model, name_ids(tok, cfg.train_split.variables), cfg.name_spread_margin)
+        loss = loss + cfg.name_spread_weight * spread
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -579,7 +616,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {})
+    terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {}) \
+        | ({"spread": spread} if cfg.name_spread_weight else {})
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
@@ -949,6 +987,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-focus-share", type=float, default=SIITConfig.strict_focus_share)
     parser.add_argument("--near-miss-share", type=float, default=SIITConfig.near_miss_share,
                         help="ours: share of no-match interchange sources given a name near the base's")
+    parser.add_argument("--name-spread-weight", type=float, default=SIITConfig.name_spread_weight,
+                        help="ours: weight of the penalty on argument names whose input embeddings are close")
+    parser.add_argument("--name-spread-margin", type=float, default=SIITConfig.name_spread_margin)
     parser.add_argument("--strict-all", action="store_true",
                         help="ours: a strict group whose rows patch every non-aligned unit at once")
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
@@ -975,6 +1016,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
                      strict_all=args.strict_all, near_miss_share=args.near_miss_share,
+                     name_spread_weight=args.name_spread_weight, name_spread_margin=args.name_spread_margin,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
