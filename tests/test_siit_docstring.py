@@ -537,3 +537,40 @@ def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embedding
     terms = train_step(on, model, torch.optim.SGD(model.parameters(), lr=0.0), tok, 0)
     weighted = terms["task"] + on.iit_weight * terms["iit"] + on.strict_weight * terms["strict"]
     assert terms["spread"] > 0 and terms["loss"] == pytest.approx(weighted + 4.0 * terms["spread"], rel=1e-5)
+
+
+def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trainable(tokenizer):
+    """Ours (--d-head with --init-from narrower weights): the widened model's logits equal the narrow one's
+    (the new query and output dimensions are zero, the old queries scaled for the larger attention scale —
+    without that scaling the logits move); the new keys and values are not zero, so gradients reach the new
+    query and output weights; rotary positions still cover the old dimensions only; narrowing is refused."""
+    from training.train_siit import SIITConfig, build_model, widen_heads
+
+    torch.manual_seed(0)
+    narrow = build_model(SIITConfig(task="docstring", threads=1))
+    wide = build_model(SIITConfig(task="docstring", threads=1, d_head=32))
+    weights = {k: v.clone() for k, v in narrow.state_dict().items()}
+    for layer in range(narrow.cfg.n_layers):  # a random model's queries are small: make attention matter
+        weights[f"blocks.{layer}.attn.W_Q"] *= 8
+    narrow.load_state_dict(weights)
+    wide.load_state_dict(widen_heads(weights, wide))
+    assert wide.cfg.rotary_dim == narrow.cfg.d_head == 16 and wide.cfg.d_head == 32
+    tokens = get_task("docstring").generate(tokenizer, 8, seed=1, vocabulary="tiny").clean_tokens
+    with torch.no_grad():
+        expected = narrow(tokens)
+        assert torch.allclose(wide(tokens), expected, atol=1e-4)
+    unscaled = widen_heads(weights, wide)
+    for layer in range(narrow.cfg.n_layers):
+        unscaled[f"blocks.{layer}.attn.W_Q"] = unscaled[f"blocks.{layer}.attn.W_Q"] / 2 ** 0.5
+    wide.load_state_dict(unscaled)
+    with torch.no_grad():
+        assert (wide(tokens) - expected).abs().max() > 1e-2
+    widened = widen_heads(weights, wide)
+    new_keys, new_values = widened["blocks.0.attn.W_K"][..., 16:], widened["blocks.0.attn.W_V"][..., 16:]
+    assert new_keys.std() > 0 and new_values.std() > 0
+    assert not widened["blocks.0.attn.W_Q"][..., 16:].any() and not widened["blocks.0.attn.W_O"][:, 16:].any()
+    assert widen_heads(weights, narrow) is weights
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_heads(widened, narrow)
+    with pytest.raises(ValueError, match="d_head 8"):
+        SIITConfig(task="docstring", d_head=8)

@@ -11,7 +11,9 @@ Losses per step, each a cross-entropy at the answer position against the task's 
            scale-free change of the candidate tokens' logits (--strict-logit-weight; IOI: IO and S;
            docstring: the signature arguments). Ours too, off by default: on the interchange rows, the aligned
            heads' attention to the key the high-level model says they read under that intervention
-           (--iit-attention-weight).
+           (--iit-attention-weight). And (docstring, off by default) a penalty on training names whose centred
+           input embeddings are closer than a margin (--name-spread-weight): the interchange misses were false
+           matches between such names.
   path-strict (ours, off by default; --path-strict-weight): for each stated head -> head value edge U -> V.v, U
            patched at its aligned position from a source and V's value vectors frozen at the base's clean ones
            at every position; the target is the unchanged output (cross-entropy, plus the KL and logit terms
@@ -253,6 +255,10 @@ class SIITConfig:
     d_model: int = 64
     n_heads: int = 4
     d_mlp: int = 128
+    d_head: int = 0
+    """0: d_model // n_heads. Wider (ours, docstring run 10): the heads get content dimensions that rotary
+    positions leave alone (rotary_dim stays d_model // n_heads), and `--init-from` weights with narrower heads
+    are widened without changing the model's function (`widen_heads`)."""
     n_ctx: int = 0
     """0: the entry's."""
     seed: int = 0
@@ -318,6 +324,9 @@ class SIITConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.d_head and self.d_head < self.d_model // self.n_heads:
+            raise ValueError(f"d_head {self.d_head} is below d_model / n_heads ({self.d_model // self.n_heads}); "
+                             "use 0 or a wider head")
         if not (0 <= self.source_share < 1 or self.source_share == -1):
             raise ValueError(f"source_share must be in [0, 1) (or -1), got {self.source_share}")
         if not 0 < self.stop_at <= 1:
@@ -394,7 +403,7 @@ def tokenizer():
 def build_model(cfg: SIITConfig) -> HookedTransformer:
     tok = tokenizer()
     hcfg = HookedTransformerConfig(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
+        n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head or cfg.d_model // cfg.n_heads,
         d_mlp=cfg.d_mlp, n_ctx=cfg.n_ctx or cfg.entry.n_ctx, d_vocab=len(tok), act_fn="gelu",
         normalization_type="LN", default_prepend_bos=True, seed=cfg.seed, model_name=cfg.model_name,
         positional_embedding_type=cfg.entry.positional_embedding_type,
@@ -660,6 +669,34 @@ def initial_weights(source: str) -> dict[str, torch.Tensor]:
     return torch.load(source, weights_only=False)["model"]
 
 
+def widen_heads(weights: dict[str, torch.Tensor], model: HookedTransformer, seed: int = 0,
+                std: float = 0.02) -> dict[str, torch.Tensor]:
+    """Ours: `weights` of narrower heads (d_head d) placed in `model`'s wider heads without changing what the
+    model computes: the new dimensions' queries and outputs are zero (W_Q, b_Q, W_O rows), their keys and values
+    small random (so that gradients reach the zero sides), and the old queries are scaled by
+    sqrt(new d_head) / sqrt(d), which undoes the wider heads' larger attention scale. Weights that already fit
+    are returned as they are."""
+    new, old = model.cfg.d_head, weights["blocks.0.attn.W_Q"].shape[-1]
+    if new == old:
+        return weights
+    if new < old or not model.cfg.use_attn_scale:
+        raise ValueError(f"cannot widen heads of d_head {old} to {new}; give a model with wider heads")
+    generator = torch.Generator().manual_seed(seed)
+    scale = (new / old) ** 0.5
+    out = dict(weights)
+    for layer in range(model.cfg.n_layers):
+        prefix = f"blocks.{layer}.attn."
+        for name in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V"):
+            value = weights[prefix + name]
+            extra = torch.zeros(*value.shape[:-1], new - old)
+            if name in ("W_K", "W_V"):
+                extra = std * torch.randn(extra.shape, generator=generator)
+            out[prefix + name] = torch.cat([value * (scale if name in ("W_Q", "b_Q") else 1.0), extra], dim=-1)
+        w_o = weights[prefix + "W_O"]
+        out[prefix + "W_O"] = torch.cat([w_o, torch.zeros(w_o.shape[0], new - old, w_o.shape[2])], dim=1)
+    return out
+
+
 def train(cfg: SIITConfig) -> HookedTransformer:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -677,7 +714,7 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     elif cfg.init_from is not None:
-        model.load_state_dict(initial_weights(cfg.init_from))
+        model.load_state_dict(widen_heads(initial_weights(cfg.init_from), model, seed=cfg.seed))
         log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -972,6 +1009,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name", default=SIITConfig.name)
     parser.add_argument("--seed", type=int, default=SIITConfig.seed)
     parser.add_argument("--n-layers", type=int, default=SIITConfig.n_layers)
+    parser.add_argument("--d-head", type=int, default=SIITConfig.d_head,
+                        help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
@@ -1009,7 +1048,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     args = parser.parse_args(argv)
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
-    cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, lr=args.lr,
+    cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, d_head=args.d_head,
+                     lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
