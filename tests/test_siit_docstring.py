@@ -544,7 +544,7 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
     (the new query and output dimensions are zero, the old queries scaled for the larger attention scale —
     without that scaling the logits move); the new keys and values are not zero, so gradients reach the new
     query and output weights; rotary positions still cover the old dimensions only; narrowing is refused."""
-    from training.train_siit import SIITConfig, build_model, widen_heads
+    from training.train_siit import SIITConfig, build_model, parse_args, widen_heads
 
     torch.manual_seed(0)
     narrow = build_model(SIITConfig(task="docstring", threads=1))
@@ -568,6 +568,9 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
     widened = widen_heads(weights, wide)
     new_keys, new_values = widened["blocks.0.attn.W_K"][..., 16:], widened["blocks.0.attn.W_V"][..., 16:]
     assert new_keys.std() > 0 and new_values.std() > 0
+    cfg, _ = parse_args(["--task", "docstring", "--d-head", "32", "--widen-std", "0.1"])
+    wider = widen_heads(weights, wide, std=cfg.widen_std)["blocks.0.attn.W_K"][..., 16:].std()
+    assert cfg.d_head == 32 and float(wider) == pytest.approx(0.1, rel=0.05)
     assert not widened["blocks.0.attn.W_Q"][..., 16:].any() and not widened["blocks.0.attn.W_O"][:, 16:].any()
     assert widen_heads(weights, narrow) is weights
     with pytest.raises(ValueError, match="cannot widen"):

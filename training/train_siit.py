@@ -259,6 +259,8 @@ class SIITConfig:
     """0: d_model // n_heads. Wider (ours, docstring run 10): the heads get content dimensions that rotary
     positions leave alone (rotary_dim stays d_model // n_heads), and `--init-from` weights with narrower heads
     are widened without changing the model's function (`widen_heads`)."""
+    widen_std: float = 0.02
+    """Standard deviation of the new key and value weights when `widen_heads` widens --init-from weights."""
     n_ctx: int = 0
     """0: the entry's."""
     seed: int = 0
@@ -714,7 +716,7 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     elif cfg.init_from is not None:
-        model.load_state_dict(widen_heads(initial_weights(cfg.init_from), model, seed=cfg.seed))
+        model.load_state_dict(widen_heads(initial_weights(cfg.init_from), model, seed=cfg.seed, std=cfg.widen_std))
         log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -1011,6 +1013,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--n-layers", type=int, default=SIITConfig.n_layers)
     parser.add_argument("--d-head", type=int, default=SIITConfig.d_head,
                         help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
+    parser.add_argument("--widen-std", type=float, default=SIITConfig.widen_std,
+                        help="ours: std of the new key and value weights when --init-from weights are widened")
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
@@ -1049,6 +1053,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, d_head=args.d_head,
+                     widen_std=args.widen_std,
                      lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
