@@ -39,7 +39,7 @@ from saelab.workflows.train import (
     SAESpec,
     TrainSpec,
     train_in_workspace,
-    train_on_siit_ioi,
+    train_on_siit,
 )
 from saelab.workspace import Workspace
 
@@ -74,7 +74,7 @@ def train_on_corpus(model, spec: TrainSpec, root: Path) -> dict:
 
 def train_on_ioi(model, spec: TrainSpec, root: Path) -> dict:
     """Ours: the same SAE configs and schedule, trained on the SIIT generator's prompts instead of the corpus."""
-    return loaded(train_on_siit_ioi(model, spec, root))
+    return loaded(train_on_siit(model, spec, root))
 
 
 def synthetic_scores(seed: int) -> dict:

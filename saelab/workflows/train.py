@@ -330,30 +330,41 @@ def _begin_run(store: ResultsStore, run_id: str, spec: TrainSpec, data_note: str
     store.resume_run(run_id, f"resumed at step {resumed_step}")
 
 
-def siit_ioi_batches(model: "HookedTransformer", sites: "Sequence[HookSite]", batch_size: int,
-                     seed: int) -> "Iterator[dict[str, Tensor]]":
-    """Endless shuffled batches ({site text: [batch_size, width]}) of `model`'s activations on the SIIT IOI
-    generator's prompts (saelab.circuits.siit, half IOI, half ABC), every position from the first token after
-    BOS to END: the distribution saelab-ioi-siit was trained on, which the bundled corpus is not."""
+def siit_batches(model: "HookedTransformer", sites: "Sequence[HookSite]", batch_size: int,
+                 seed: int, task: str = "ioi") -> "Iterator[dict[str, Tensor]]":
+    """Endless shuffled batches ({site text: [batch_size, width]}) of `model`'s activations on the prompts the
+    SIIT model of `task` was trained on, every position from the first token after BOS to END — a distribution
+    the bundled corpus is not. IOI: the SIIT IOI generator's prompts, half IOI, half ABC; another SIIT entry
+    (`saelab.circuits.siit.siit_task`, e.g. "docstring"): its task rows (`pair_specs` "task" bases) from its
+    training split."""
     import random
 
     import torch
 
     from saelab.activations.collect import forward_sites
-    from saelab.circuits.siit import TRAIN_SPLIT, encode_specs, sample_spec
+    from saelab.circuits.siit import TRAIN_SPLIT, encode_specs, sample_spec, siit_task
 
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    entry = None if task == "ioi" else siit_task(task)
+    split = None if entry is None else entry.train_split(frozenset())
+
+    def prompts():
+        if entry is None:
+            return encode_specs(model.tokenizer, [
+                sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
+                for _ in range(256)])
+        return entry.encode(model.tokenizer, [entry.pair_specs(rng, split, "task", entry.source_share)[0]
+                                              for _ in range(256)])
+
     while True:
         pending: dict[str, list] = {str(site): [] for site in sites}
         rows = 0
         while rows < 8 * batch_size:
-            prompts = encode_specs(model.tokenizer, [
-                sample_spec(rng, TRAIN_SPLIT, rng.choice(TRAIN_SPLIT.templates), abc=rng.random() < 0.5)
-                for _ in range(256)])
-            position = torch.arange(prompts.tokens.shape[1])[None]
-            keep = (position >= 1) & (position <= prompts.end[:, None])
+            drawn = prompts()
+            position = torch.arange(drawn.tokens.shape[1])[None]
+            keep = (position >= 1) & (position <= drawn.end[:, None])
             with torch.no_grad():
-                acts = forward_sites(model, prompts.tokens, sites)
+                acts = forward_sites(model, drawn.tokens, sites)
             for site, act in acts.items():
                 pending[str(site)].append(act.reshape(*act.shape[:2], -1)[keep].float())
             rows += int(keep.sum())
@@ -363,9 +374,9 @@ def siit_ioi_batches(model: "HookedTransformer", sites: "Sequence[HookSite]", ba
             yield {site: values[start:start + batch_size] for site, values in data.items()}
 
 
-def train_on_siit_ioi(model: "HookedTransformer", spec: TrainSpec, root: Path) -> dict[str, Path]:
-    """`spec`'s SAEs with `saelab train`'s schedule, trained on `siit_ioi_batches` instead of the corpus (no
-    workspace, no store); returns sae_id -> the SAE's directory under `root`."""
+def train_on_siit(model: "HookedTransformer", spec: TrainSpec, root: Path, task: str = "ioi") -> dict[str, Path]:
+    """`spec`'s SAEs with `saelab train`'s schedule, trained on `siit_batches` of `task` instead of the corpus
+    (no workspace, no store); returns sae_id -> the SAE's directory under `root`."""
     from saelab.activations.sites import HookSite
     from saelab.training import train_saes
 
@@ -374,6 +385,6 @@ def train_on_siit_ioi(model: "HookedTransformer", spec: TrainSpec, root: Path) -
     trainer = scheduled_trainer_config(spec.tokens, spec.batch_size, lr=next(iter(lrs.values())),
                                        sae_lrs=tuple(lrs.items()), seed=spec.seed, log_every_steps=10**9)
     sites = sorted({HookSite.parse(c.hook_site).validate(model.cfg) for c in configs.values()}, key=str)
-    trained = train_saes(configs, siit_ioi_batches(model, sites, spec.batch_size, spec.seed), trainer, root,
+    trained = train_saes(configs, siit_batches(model, sites, spec.batch_size, spec.seed, task), trainer, root,
                          progress=False)
     return {t.sae_id: t.paths.directory for t in trained}
