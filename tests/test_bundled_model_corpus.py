@@ -236,3 +236,12 @@ def test_four_shares_mean_no_repeat_texts_and_old_checkpoints_resume(tmp_path):
     module.save_checkpoint(tmp_path / "checkpoint.pt", model, optimizer, old)
     state = module.load_checkpoint(tmp_path / "checkpoint.pt", model, optimizer)
     assert state["tokens"]["repeat"] == 0 and list(state["tokens"]) == ["stdlib", *module.GENERATED_SOURCES]
+
+
+def test_the_all_repeat_pool_adds_exactly_the_excluded_words_and_bad_pools_are_refused():
+    module = _train_lm()
+    tok = module.load_or_train_tokenizer(REPO / "data" / "models" / "saelab-tiny" / "tokenizer.json")
+    default, every = set(module.repeat_words(tok)), set(module.repeat_words(tok, "all"))
+    assert default < every and {w[1:] for w in every - default} <= module.REPEAT_EXCLUDED
+    with pytest.raises(ValueError, match="repeat_pool"):
+        module.TrainConfig(repeat_pool="some")

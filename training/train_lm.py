@@ -87,6 +87,8 @@ class TrainConfig:
     shares: tuple[float, ...] = (0.38, 0.17, 0.38, 0.07, 0.0)
     """Token shares of IOI, greater-than, docstring, narrative and repeat texts within the generated rows (four
     values: no repeat texts, as before they existed)."""
+    repeat_pool: str = "no-held-out"
+    """The repeat texts' words (`repeat_words`): "no-held-out" (no dev or held-out split's word) or "all"."""
     eval_every: int = 50
     eval_prompts: int = 200
     """Fresh prompts per task in the periodic evaluation."""
@@ -125,6 +127,8 @@ class TrainConfig:
             object.__setattr__(self, "shares", (*self.shares, 0.0))
         if len(self.shares) != len(GENERATED_SOURCES) or abs(sum(self.shares) - 1) > 1e-6 or min(self.shares) < 0:
             raise ValueError(f"shares {self.shares} must be {len(GENERATED_SOURCES)} fractions summing to 1")
+        if self.repeat_pool not in REPEAT_POOLS:
+            raise ValueError(f"repeat_pool {self.repeat_pool!r} must be one of {REPEAT_POOLS}")
         for task in self.required:
             if task not in THRESHOLDS:
                 raise ValueError(f"required task {task!r} is not one of {sorted(THRESHOLDS)}")
@@ -185,16 +189,21 @@ REPEAT_EXCLUDED = frozenset(
     + words.GREATER_THAN_HELDOUT_NOUNS)
 """Words no repeat text uses: every dev and held-out split's words, so that those splits' names are never
 copied in training."""
+REPEAT_POOLS = ("no-held-out", "all")
 
 
 @functools.cache
-def repeat_words(tokenizer: Tokenizer) -> tuple[str, ...]:
-    """The repeat texts' words: every vocabulary token that is a space and letters (one token each), but
-    `REPEAT_EXCLUDED`, sorted."""
+def repeat_words(tokenizer: Tokenizer, pool: str = "no-held-out") -> tuple[str, ...]:
+    """The repeat texts' words: every vocabulary token that is a space and letters (one token each), sorted;
+    with pool "no-held-out" but `REPEAT_EXCLUDED`; with "all" every such token (the dev and held-out names
+    among them, as the standard-library text has them — but never in a task text)."""
+    if pool not in REPEAT_POOLS:
+        raise ValueError(f"repeat pool {pool!r} is not one of {REPEAT_POOLS}")
     vocab = tokenizer.get_vocab()
     words_ = {tokenizer.decode([i]) for i in vocab.values()}
+    excluded = REPEAT_EXCLUDED if pool == "no-held-out" else frozenset()
     return tuple(sorted(w for w in words_ if len(w) > 1 and w[0] == " " and w[1:].isascii() and w[1:].isalpha()
-                        and w[1:] not in REPEAT_EXCLUDED))
+                        and w[1:] not in excluded))
 
 
 def repeat_texts(n: int, seed: int, pool: Sequence[str], lengths: tuple[int, int] = (6, 24)) -> list[str]:
@@ -242,7 +251,7 @@ def generated_batches(tokenizer: Tokenizer, cfg: TrainConfig, step: int) -> tupl
         if n:
             texts = generated_texts(source, n, seed=(cfg.seed * 1_000_003 + step) * 8 + index,
                                     split=cfg.corpus_split,
-                                    pool=repeat_words(tokenizer) if source == "repeat" else ())
+                                    pool=repeat_words(tokenizer, cfg.repeat_pool) if source == "repeat" else ())
             encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
             batch = pad_rows([[bos, *e.ids, bos][: cfg.gen_len] for e in encoded], bos)
             batches.append(batch)
