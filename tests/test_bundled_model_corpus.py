@@ -216,8 +216,11 @@ def test_repeat_words_are_single_word_tokens_and_never_a_dev_or_held_out_word():
     assert all(len(tok.encode(w, add_special_tokens=False).ids) == 1 for w in pool[::50])
     stripped = {w[1:] for w in pool}
     for held_out in (words.DOCSTRING_HELDOUT_VARIABLES, words.DOCSTRING_DEV_VARIABLES,
-                     words.DOCSTRING_HELDOUT_NOUNS, words.IOI_HELDOUT_PLACES):
-        assert not stripped & set(held_out)
+                     words.DOCSTRING_DEV_NOUNS, words.DOCSTRING_HELDOUT_NOUNS, words.IOI_HELDOUT_PLACES,
+                     words.IOI_HELDOUT_OBJECTS, words.GREATER_THAN_HELDOUT_NOUNS):
+        one_token = {w for w in held_out if len(tok.encode(" " + w, add_special_tokens=False).ids) == 1}
+        assert not stripped & one_token
+        assert one_token <= {w[1:] for w in module.repeat_words(tok, "all")}  # the exclusion removes them
     assert set(words.DOCSTRING_VARIABLES[:20]) <= stripped  # training names are in it
 
 
@@ -239,9 +242,32 @@ def test_four_shares_mean_no_repeat_texts_and_old_checkpoints_resume(tmp_path):
 
 
 def test_the_all_repeat_pool_adds_exactly_the_excluded_words_and_bad_pools_are_refused():
+    """--repeat-pool all adds the excluded words only; it cannot gate on the dev split, whose names it
+    copies."""
     module = _train_lm()
     tok = module.load_or_train_tokenizer(REPO / "data" / "models" / "saelab-tiny" / "tokenizer.json")
     default, every = set(module.repeat_words(tok)), set(module.repeat_words(tok, "all"))
     assert default < every and {w[1:] for w in every - default} <= module.REPEAT_EXCLUDED
     with pytest.raises(ValueError, match="repeat_pool"):
         module.TrainConfig(repeat_pool="some")
+    with pytest.raises(ValueError, match="dev_accuracy 0.8 cannot be used with repeat_pool 'all'"):
+        module.TrainConfig(repeat_pool="all", dev_accuracy=0.8, shares=(0.2, 0.1, 0.4, 0.1, 0.2))
+    module.TrainConfig(repeat_pool="all", dev_accuracy=0.8)  # no repeat texts: the dev split stays unseen
+
+
+def test_four_shares_give_the_batches_of_the_four_sources_seeded_as_before():
+    """Adding the repeat source moved no other source's texts: with four shares each batch is the one the old
+    per-source seeds ((seed * 1_000_003 + step) * 8 + index, index 0-3) give, and no repeat batch is drawn."""
+    module = _train_lm()
+    tok = module.load_or_train_tokenizer(REPO / "data" / "models" / "saelab-tiny" / "tokenizer.json")
+    cfg = module.TrainConfig(shares=(0.38, 0.17, 0.38, 0.07), seed=2)
+    batches, counts = module.generated_batches(tok, cfg, step=5)
+    assert counts["repeat"] == 0 and len(batches) == 4
+    bos = tok.token_to_id("<|endoftext|>")
+    for index, (source, batch) in enumerate(zip(("ioi", "greater_than", "docstring", "narrative"), batches,
+                                                strict=True)):
+        n = round(cfg.gen_tokens * cfg.shares[index] / module.MEAN_TOKENS[source])
+        texts = module.generated_texts(source, n, seed=(2 * 1_000_003 + 5) * 8 + index)
+        encoded = tok.encode_batch(texts, add_special_tokens=False)
+        expected = module.pad_rows([[bos, *e.ids, bos][: cfg.gen_len] for e in encoded], bos)
+        assert torch.equal(batch.tokens, expected.tokens)

@@ -537,6 +537,10 @@ def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embedding
     terms = train_step(on, model, torch.optim.SGD(model.parameters(), lr=0.0), tok, 0)
     weighted = terms["task"] + on.iit_weight * terms["iit"] + on.strict_weight * terms["strict"]
     assert terms["spread"] > 0 and terms["loss"] == pytest.approx(weighted + 4.0 * terms["spread"], rel=1e-5)
+    ids = name_ids(tok, on.train_split.variables)
+    model.zero_grad()
+    name_spread_loss(model, ids, 0.2).backward()  # the penalty reaches the names' embeddings
+    assert model.W_E.grad[ids].abs().sum() > 0 and not model.W_E.grad[:ids.min()].any()
 
 
 def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trainable(tokenizer):
@@ -550,8 +554,12 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
     narrow = build_model(SIITConfig(task="docstring", threads=1))
     wide = build_model(SIITConfig(task="docstring", threads=1, d_head=32))
     weights = {k: v.clone() for k, v in narrow.state_dict().items()}
+    generator = torch.Generator().manual_seed(1)
     for layer in range(narrow.cfg.n_layers):  # a random model's queries are small: make attention matter
         weights[f"blocks.{layer}.attn.W_Q"] *= 8
+        for bias in ("b_Q", "b_K", "b_V"):  # zero in a fresh model; a trained one's are not
+            weights[f"blocks.{layer}.attn.{bias}"] = torch.randn(
+                weights[f"blocks.{layer}.attn.{bias}"].shape, generator=generator)
     narrow.load_state_dict(weights)
     wide.load_state_dict(widen_heads(weights, wide))
     assert wide.cfg.rotary_dim == narrow.cfg.d_head == 16 and wide.cfg.d_head == 32
@@ -572,6 +580,10 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
     wider = widen_heads(weights, wide, std=cfg.widen_std)["blocks.0.attn.W_K"][..., 16:].std()
     assert cfg.d_head == 32 and float(wider) == pytest.approx(0.1, rel=0.05)
     assert not widened["blocks.0.attn.W_Q"][..., 16:].any() and not widened["blocks.0.attn.W_O"][:, 16:].any()
+    for name in ("W_Q", "b_Q"):  # the queries carry the scale, the keys do not
+        scaled = weights[f"blocks.1.attn.{name}"] * 2 ** 0.5
+        assert torch.allclose(widened[f"blocks.1.attn.{name}"][..., :16], scaled)
+    assert torch.equal(widened["blocks.1.attn.W_K"][..., :16], weights["blocks.1.attn.W_K"])
     assert widen_heads(weights, narrow) is weights
     with pytest.raises(ValueError, match="cannot widen"):
         widen_heads(widened, narrow)

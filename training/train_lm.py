@@ -129,6 +129,9 @@ class TrainConfig:
             raise ValueError(f"shares {self.shares} must be {len(GENERATED_SOURCES)} fractions summing to 1")
         if self.repeat_pool not in REPEAT_POOLS:
             raise ValueError(f"repeat_pool {self.repeat_pool!r} must be one of {REPEAT_POOLS}")
+        if self.dev_accuracy and self.repeat_pool == "all" and self.shares[-1]:
+            raise ValueError(f"dev_accuracy {self.dev_accuracy} cannot be used with repeat_pool 'all': its repeat "
+                             "texts copy the dev split's names; use the default pool or dev_accuracy 0")
         for task in self.required:
             if task not in THRESHOLDS:
                 raise ValueError(f"required task {task!r} is not one of {sorted(THRESHOLDS)}")
@@ -187,8 +190,9 @@ REPEAT_EXCLUDED = frozenset(
     words.DOCSTRING_DEV_VARIABLES + words.DOCSTRING_DEV_NOUNS + words.DOCSTRING_HELDOUT_VARIABLES
     + words.DOCSTRING_HELDOUT_NOUNS + words.IOI_HELDOUT_PLACES + words.IOI_HELDOUT_OBJECTS
     + words.GREATER_THAN_HELDOUT_NOUNS)
-"""Words no repeat text uses: every dev and held-out split's words, so that those splits' names are never
-copied in training."""
+"""Words no repeat text uses with the default pool: every dev and held-out split's word list (docstring names and
+description words, IOI places and objects, greater-than nouns), so that those names are never copied in training.
+The held-out templates' and wordings' other words (e.g. " morning", " between") are not listed."""
 REPEAT_POOLS = ("no-held-out", "all")
 
 
@@ -493,7 +497,10 @@ def model_card(cfg: TrainConfig, state: dict, final: dict, held: float, commands
         "description": f"{kind}{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads of "
                        f"{cfg.d_model // cfg.n_heads}{mlp}, n_ctx {cfg.n_ctx}, own BPE tokenizer",
         "trained_on": "Python standard library source (CPython " + platform.python_version() + ") + IOI, "
-                      "greater-than and docstring texts + narratives (saelab.corpus)",
+                      "greater-than and docstring texts + narratives (saelab.corpus)"
+                      + (f" + repeat texts (random words written twice; pool {cfg.repeat_pool!r}"
+                         + (", dev and held-out names included" if cfg.repeat_pool == "all" else "") + ")"
+                         if cfg.shares[GENERATED_SOURCES.index("repeat")] else ""),
         "corpus": corpus.CORPUS_NAME,
         "token_shares": token_shares(state["tokens"]),
         "tokens_trained": sum(state["tokens"].values()),
