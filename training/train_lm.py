@@ -129,7 +129,7 @@ class TrainConfig:
             raise ValueError(f"shares {self.shares} must be {len(GENERATED_SOURCES)} fractions summing to 1")
         if self.repeat_pool not in REPEAT_POOLS:
             raise ValueError(f"repeat_pool {self.repeat_pool!r} must be one of {REPEAT_POOLS}")
-        if self.dev_accuracy and self.repeat_pool == "all" and self.shares[-1]:
+        if self.dev_accuracy and self.repeat_pool == "all" and self.shares[GENERATED_SOURCES.index("repeat")]:
             raise ValueError(f"dev_accuracy {self.dev_accuracy} cannot be used with repeat_pool 'all': its repeat "
                              "texts copy the dev split's names; use the default pool or dev_accuracy 0")
         for task in self.required:

@@ -31,6 +31,7 @@ with the construction checks measured on the saved model.
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -463,7 +464,13 @@ def nearest_names(model: HookedTransformer, tok, names) -> dict[str, list[str]]:
 
 
 def name_ids(tok, names) -> torch.Tensor:
-    """The token id of each name (one token each, with its leading space)."""
+    """The token id of each name (one token each, with its leading space); cached, as a training step with
+    --name-spread-weight or --near-miss-share asks for the same names every step."""
+    return _name_ids(tok, tuple(names))
+
+
+@functools.lru_cache(maxsize=8)
+def _name_ids(tok, names: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([tok.encode(" " + n, add_special_tokens=False)[0] for n in names])
 
 
