@@ -21,6 +21,7 @@ ap.add_argument("--lr", type=float, default=3e-3)
 ap.add_argument("--train-old", action="store_true", help="also train the old query/key dims")
 ap.add_argument("--out", default="")
 ap.add_argument("--seed", type=int, default=50_000)
+ap.add_argument("--new-std", type=float, default=0.02, help="std of the widened query/key dims' start")
 args = ap.parse_args()
 
 cfg, _ = parse_args(["--task", "docstring", "--name", "l2exp", "--d-head", str(args.d_head)])
@@ -125,8 +126,8 @@ for p in params:
 if args.d_head > old:  # new query dims start at zero: give them a small start
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        attn.W_Q[0, :, old:] = 0.02 * torch.randn(attn.W_Q[0, :, old:].shape, generator=g)
-        attn.W_K[0, :, old:] = 0.02 * torch.randn(attn.W_K[0, :, old:].shape, generator=g)
+        attn.W_Q[0, :, old:] = args.new_std * torch.randn(attn.W_Q[0, :, old:].shape, generator=g)
+        attn.W_K[0, :, old:] = args.new_std * torch.randn(attn.W_K[0, :, old:].shape, generator=g)
 opt = torch.optim.Adam(params, lr=args.lr)
 width = max(r[0].shape[1] for r in train_rows)
 resid = torch.cat([F.pad(r[0], (0, 0, 0, width - r[0].shape[1])) for r in train_rows])
