@@ -35,8 +35,7 @@ VARS = ("B_NAME", "C_NAME", "PREV", "LAST")
 nodes = {a.variable: a for a in entry.alignment}
 
 
-def resid_under(base, tokens_source, patch):
-    cache = source_cache(model, tokens_source) if tokens_source is not None else {}
+def resid_under(base, cache, patch):
     store = {}
 
     def z_hook(x, hook, layer):
@@ -63,14 +62,15 @@ def make_rows(seed, n):
     pairs = entry.sample_pairs(tok, cfg.train_split, n, seed, "iit")
     base, source = pairs
     idx = torch.arange(len(base.end))
+    cache = source_cache(model, source.tokens)  # once for the four variables
     for var in VARS:
         patch = Patch.empty(model, *base.tokens.shape)
         patch.aligned(idx, nodes[var], base)
         high = entry.high_level_output(base, source, var).ids[:, 0]
         nomatch = high == base.method
-        out.append((resid_under(base, source.tokens, patch), base.end, high, var, nomatch))
+        out.append((resid_under(base, cache, patch), base.end, high, var, nomatch))
     high = entry.high_level_output(base, base, None).ids[:, 0]
-    out.append((resid_under(base, None, Patch.empty(model, *base.tokens.shape)), base.end, high, "task",
+    out.append((resid_under(base, {}, Patch.empty(model, *base.tokens.shape)), base.end, high, "task",
                 torch.zeros_like(high, dtype=torch.bool)))
     sp = entry.sample_pairs(tok, cfg.train_split, n, seed + 1, "strict")
     sbase = sp.base
@@ -82,7 +82,7 @@ def make_rows(seed, n):
         for u in chosen:
             patch_unit(patch, row, u, sbase, entry.alignment)
     high = entry.high_level_output(sbase, sbase, None).ids[:, 0]
-    out.append((resid_under(sbase, sp.source.tokens, patch), sbase.end, high, "strict",
+    out.append((resid_under(sbase, source_cache(model, sp.source.tokens), patch), sbase.end, high, "strict",
                 torch.zeros_like(high, dtype=torch.bool)))
     return out
 
