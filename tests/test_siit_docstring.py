@@ -174,6 +174,31 @@ def test_movers_keys_under_an_intervention_are_the_matched_argument_or_anything_
     assert THREE_STAGE.intervened_attention_targets is None and THREE_STAGE.candidates is None
 
 
+def test_the_self_fallback_design_outputs_and_reads_self_when_nothing_matches(tokenizer):
+    """siit_task("docstring-self-fallback") (ours): where nothing matches, MOVER outputs the signature's
+    "self" and its one key is "self"'s position; where something matches, the shipped design's output and
+    key; its default model name is not the bundled model's."""
+    entry = siit_task("docstring-self-fallback")
+    b = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
+    moved = encode_specs(tokenizer, [_spec("new", ("page", "names", "data", "size", "file", "read"))])
+    other = encode_specs(tokenizer, [_spec("key", ("user", "path", "item", "node", "url", "text"))])
+    self_id = int(b.tokens[0, b.self_pos[0]])
+    assert tokenizer.decode([self_id]) == "self" and tokenizer.decode([b.tokens[0, b.self_pos[0] - 1]]) == "("
+    for variable in ("PREV", "LAST", "B_NAME"):
+        assert entry.high_level_output(b, other, variable).ids[0].tolist() == [self_id, self_id]
+        assert ENTRY.high_level_output(b, other, variable).ids[0].tolist() == [b.method[0].item()] * 2
+        mask = entry.intervened_attention_targets(b, other, variable)["MOVER"][0]
+        assert mask.nonzero()[:, 0].tolist() == [b.self_pos[0].item()]
+    for variable in ("LAST", "C_NAME", None):
+        ids = entry.high_level_output(b, moved, variable).ids
+        assert torch.equal(ids, ENTRY.high_level_output(b, moved, variable).ids)
+    assert torch.equal(entry.intervened_attention_targets(b, moved, "LAST")["MOVER"],
+                       ENTRY.intervened_attention_targets(b, moved, "LAST")["MOVER"])
+    assert entry.model != ENTRY.model and entry.alignment == ENTRY.alignment
+    with pytest.raises(ValueError, match="unknown MOVER fallback 'bos'"):
+        mover_output(b, b.prev_at_answer, torch.tensor([0]), b.answer, fallback="bos")
+
+
 def test_near_miss_sources_rename_b_to_the_nearest_untaken_name_and_still_match_nothing(tokenizer):
     """near_miss_spec (ours): on a B_NAME/LAST/PREV row whose source uses other names, the source's last
     documented argument B becomes the first name of `nearest[a]` (a: one of the base's arguments) that neither

@@ -249,7 +249,7 @@ class SIITConfig:
     """Model shape and training settings."""
 
     task: str = "ioi"
-    """The SIIT entry (`saelab.circuits.siit.siit_task`): "ioi", "docstring" or "docstring-three-stage"."""
+    """The SIIT entry (`saelab.circuits.siit.siit_task`): one of `SIIT_TASKS` ("ioi", "docstring", ...)."""
     name: str = ""
     """Output: data/models/NAME, data/circuits/NAME/TASK.json; checkpoints in runs/NAME ("": the entry's model)."""
     n_layers: int = 3

@@ -691,9 +691,10 @@ def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     return {"S-INH": rows.s2, "NAME": rows.end}
 
 
-SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage")
+SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage", "docstring-self-fallback")
 """The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
-the design of its first training stage."""
+the design of its first training stage, "docstring-self-fallback" (ours) the shipped design with "self" as
+MOVER's no-match output instead of the method's name."""
 
 
 def siit_task(task: str) -> SIITTask:
@@ -708,8 +709,9 @@ def siit_task(task: str) -> SIITTask:
             summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
             attention_targets=ioi_attention_targets,
         )
-    if task in ("docstring", "docstring-three-stage"):
+    if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry
 
-        return task_entry(three_stage=task == "docstring-three-stage")
+        return task_entry(three_stage=task == "docstring-three-stage",
+                          fallback="self" if task == "docstring-self-fallback" else "method")
     raise ValueError(f"no SIIT entry for task {task!r}; expected one of {SIIT_TASKS}")

@@ -24,6 +24,7 @@ it points MOVER at another argument; patching C_NAME or MOVER outputs the source
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from string import ascii_uppercase
 from typing import NamedTuple
 
@@ -106,7 +107,9 @@ class DocSpec(NamedTuple):
         doc = self.doc_args or self.def_args[s.n_prefix : s.n_prefix + s.n_matching - 1]
         prompt = docstring_prompt(self.method, self.method_desc, self.def_args, doc, self.arg_descs, s)
         last_doc = prompt.slots[f"{ascii_uppercase[s.n_matching - 2]}_doc"]
-        start, slots = len(f"\ndef {self.method}(self"), {"last_doc": last_doc}
+        start = len(f"\ndef {self.method}(")
+        slots = {"last_doc": last_doc, "self": (start, start + len("self"))}
+        start += len("self")
         for i, arg in enumerate(self.def_args):
             start += 1  # the comma
             slots[f"def{i}"] = (start, start + len(arg) + 1)
@@ -190,7 +193,10 @@ class DocRows(NamedTuple):
     """The token before each signature argument's comma: the previous argument ("self" for the first; -1
     past)."""
     method: Int[Tensor, " n"]
-    """Token id of the method's name (MOVER's output when nothing matches)."""
+    """Token id of the method's name (MOVER's output when nothing matches, in the shipped design)."""
+    self_pos: Int[Tensor, " n"]
+    """Position of the signature's "self" (MOVER's key and output when nothing matches, in the "self"
+    fallback design)."""
     last_doc_pos: Int[Tensor, " n"]
     """Position of the last documented argument's name (B_doc)."""
     def_pos: Int[Tensor, "n args"]
@@ -244,23 +250,33 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
         def_tokens=def_tokens,
         prev_tokens=prev_tokens,
         method=tokens[:, 3],
+        self_pos=torch.tensor([e.positions["self"] for e in encoded]),
         last_doc_pos=torch.tensor([e.positions["last_doc"] for e in encoded]),
         def_pos=where,
     )
 
 
+FALLBACKS = ("method", "self")
+"""MOVER's output when no argument matches: the method's name (the shipped design; its key is left to the
+model, -1), or (ours, `siit_task("docstring-self-fallback")`) the signature's "self", a token that is the same
+on every prompt, read from its own position — a fallback key whose score the query need not move."""
+
+
 class Match(NamedTuple):
-    """MOVER's result: what it outputs and the key position it reads it from (-1: no argument matched)."""
+    """MOVER's result: what it outputs and the key position it reads it from (-1: no argument matched and
+    the design leaves the key to the model)."""
 
     ids: Int[Tensor, " n"]
     key: Int[Tensor, " n"]
 
 
 def mover_match(
-    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
+    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"],
+    fallback: str = "method",
 ) -> Match:
     """The argument whose PREV (PREV at C_def set to `prev_at_answer`) equals `last`, named as C_NAME says
-    (`answer`) when it is the answer's, and its signature position; the method and -1 if none matches."""
+    (`answer`) when it is the answer's, and its signature position; if none matches, the method and -1
+    (`fallback` "method") or "self" and its position ("self")."""
     rows_index = torch.arange(len(last))
     prev = rows.prev_tokens.clone()
     prev[rows_index, rows.answer_index] = prev_at_answer
@@ -269,15 +285,23 @@ def mover_match(
     match = (prev == last[:, None]) & (rows.def_tokens >= 0)
     first = match.int().argmax(dim=1)[:, None]
     found = match.any(dim=1)
-    return Match(torch.where(found, names.gather(1, first)[:, 0], rows.method),
-                 torch.where(found, rows.def_pos.gather(1, first)[:, 0], -1))
+    if fallback == "method":
+        none_id, none_key = rows.method, torch.full_like(rows.method, -1)
+    elif fallback == "self":
+        none_key = rows.self_pos
+        none_id = rows.tokens.gather(1, none_key[:, None])[:, 0]
+    else:
+        raise ValueError(f"unknown MOVER fallback {fallback!r}; expected one of {FALLBACKS}")
+    return Match(torch.where(found, names.gather(1, first)[:, 0], none_id),
+                 torch.where(found, rows.def_pos.gather(1, first)[:, 0], none_key))
 
 
 def mover_output(
-    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"]
+    rows: DocRows, prev_at_answer: Int[Tensor, " n"], last: Int[Tensor, " n"], answer: Int[Tensor, " n"],
+    fallback: str = "method",
 ) -> Int[Tensor, " n"]:
     """`mover_match`'s output token."""
-    return mover_match(rows, prev_at_answer, last, answer).ids
+    return mover_match(rows, prev_at_answer, last, answer, fallback).ids
 
 
 VARIABLES = ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
@@ -299,25 +323,27 @@ def _intervened(base: DocRows, source: DocRows, variable: str | None):
     return base, prev, last, answer
 
 
-def high_level_output(base: DocRows, source: DocRows, variable: str | None) -> Target:
+def high_level_output(
+    base: DocRows, source: DocRows, variable: str | None, fallback: str = "method"
+) -> Target:
     """The high-level model's output on `base` with `variable` set to its value on `source` (None: no
     change). LAST is B_NAME moved, so setting either sets LAST."""
-    ids = mover_output(*_intervened(base, source, variable))
+    ids = mover_output(*_intervened(base, source, variable), fallback=fallback)
     return Target(ids[:, None].expand(-1, 2), torch.full((len(ids), 2), 0.5))
 
 
 def intervened_attention_targets(
-    base: DocRows, source: DocRows, variable: str
+    base: DocRows, source: DocRows, variable: str, fallback: str = "method"
 ) -> dict[str, Bool[Tensor, "n pos"]]:
     """The key positions MOVER may attend to on `base` with an upstream `variable` set from `source`: the
     matched argument's signature position; when nothing matches, any position up to the end but the signature
     arguments (it moves none of them; where it reads the method's name from is left to the model, whose run-4
     MOVER read it from the signature's commas, "(" and "self"). The no-match mask also allows BOS and the
     docstring, documented names included, so it penalises attention to the signature's arguments only (what
-    run 6 trained with); none when MOVER itself is set."""
+    run 6 trained with); with the "self" fallback, "self"'s position; none when MOVER itself is set."""
     if variable == "MOVER":
         return {}
-    key = mover_match(*_intervened(base, source, variable)).key
+    key = mover_match(*_intervened(base, source, variable), fallback=fallback).key
     positions = torch.arange(base.tokens.shape[1])
     matched = positions[None, :] == key[:, None]
     arguments = (positions[None, None, :] == base.def_pos[:, :, None]).any(dim=1)
@@ -415,17 +441,24 @@ def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
     return DocSplit(layouts, TRAIN_SPLIT.variables, descriptions)
 
 
-def task_entry(three_stage: bool = False) -> SIITTask:
+def task_entry(three_stage: bool = False, fallback: str = "method") -> SIITTask:
     """The docstring entry: the shipped five-stage design whose layer-0 name copies are stages, or
-    (`three_stage`) the design of the shipped model's first training stage (its default output name is not
-    the shipped model's, so a run of it does not overwrite the bundled weights)."""
+    (`three_stage`) the design of the shipped model's first training stage; `fallback` is MOVER's no-match
+    output (`FALLBACKS`). A design other than the shipped one has its own default output name, so a run of it
+    does not overwrite the bundled weights."""
     name_copy = not three_stage
+    model = "saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage"
+    output, attention = high_level_output, intervened_attention_targets
+    if fallback != "method":
+        model = f"{model}-{fallback}-fallback"
+        output = partial(high_level_output, fallback=fallback)
+        attention = partial(intervened_attention_targets, fallback=fallback)
     return SIITTask(
         task="docstring",
-        model="saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage",
+        model=model,
         alignment=ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT,
         circuit_edges=CIRCUIT_EDGES if name_copy else THREE_STAGE_EDGES,
-        high_level_output=high_level_output,
+        high_level_output=output,
         encode=encode_specs,
         pair_specs=pair_specs,
         sample_pairs=sample_pairs,
@@ -440,7 +473,7 @@ def task_entry(three_stage: bool = False) -> SIITTask:
         attention_targets=attention_targets,
         # the three-stage entry keeps run 2's options
         candidates=candidates if name_copy else None,
-        intervened_attention_targets=intervened_attention_targets if name_copy else None,
+        intervened_attention_targets=attention if name_copy else None,
         near_miss=near_miss_spec if name_copy else None,
         source_share=0.5,
     )
