@@ -22,6 +22,9 @@ ap.add_argument("--train-old", action="store_true", help="also train the old que
 ap.add_argument("--out", default="")
 ap.add_argument("--seed", type=int, default=50_000)
 ap.add_argument("--new-std", type=float, default=0.02, help="std of the widened query/key dims' start")
+ap.add_argument("--fallback", choices=("method", "self"), default="method",
+                help="the no-match output the rows ask for: the method's name (the shipped design) or 'self'")
+ap.add_argument("--train-ov", action="store_true", help="also train head 2.0's W_V, W_O, b_V")
 args = ap.parse_args()
 
 cfg, _ = parse_args(["--task", "docstring", "--name", "l2exp", "--d-head", str(args.d_head)])
@@ -68,6 +71,9 @@ def make_rows(seed, n):
         patch.aligned(idx, nodes[var], base)
         high = entry.high_level_output(base, source, var).ids[:, 0]
         nomatch = high == base.method
+        if args.fallback == "self":  # "self" sits at position 5 of every prompt
+            assert (base.tokens[:, 5] == base.tokens[0, 5]).all()
+            high = torch.where(nomatch, base.tokens[:, 5], high)
         out.append((resid_under(base, cache, patch), base.end, high, var, nomatch))
     high = entry.high_level_output(base, base, None).ids[:, 0]
     out.append((resid_under(base, {}, Patch.empty(model, *base.tokens.shape)), base.end, high, "task",
@@ -112,13 +118,13 @@ print(f"rows ready {time.time() - t0:.0f}s", flush=True)
 report(dev_rows, "dev before")
 attn = model.blocks[2].attn
 old = cfg.d_model // cfg.n_heads
-params = [attn.W_Q, attn.W_K, attn.b_Q, attn.b_K]
+params = [attn.W_Q, attn.W_K, attn.b_Q, attn.b_K] + ([attn.W_V, attn.W_O, attn.b_V] if args.train_ov else [])
 for p in params:
     p.requires_grad_(True)
 masks = []
 for p in params:
     m = torch.zeros_like(p)
-    if args.train_old:
+    if args.train_old or p is attn.W_V or p is attn.W_O or p is attn.b_V:
         m[0] = 1.0  # head 0, every dim
     else:
         m[0, ..., old:] = 1.0
