@@ -23,11 +23,13 @@ ap.add_argument("--out", default="")
 ap.add_argument("--seed", type=int, default=50_000)
 ap.add_argument("--new-std", type=float, default=0.02, help="std of the widened query/key dims' start")
 ap.add_argument("--fallback", choices=("method", "self"), default="method",
-                help="the no-match output the rows ask for: the method's name (the shipped design) or 'self'")
+                help="the no-match output the rows ask for: the method's name (the shipped design) or 'self' "
+                     "(siit_task('docstring-self-fallback'))")
 ap.add_argument("--train-ov", action="store_true", help="also train head 2.0's W_V, W_O, b_V")
 args = ap.parse_args()
 
-cfg, _ = parse_args(["--task", "docstring", "--name", "l2exp", "--d-head", str(args.d_head)])
+task = "docstring" if args.fallback == "method" else "docstring-self-fallback"
+cfg, _ = parse_args(["--task", task, "--name", "l2exp", "--d-head", str(args.d_head)])
 entry, tok = cfg.entry, tokenizer()
 model = build_model(cfg)
 model.load_state_dict(widen_heads(initial_weights(args.init), model, seed=0, std=0.0))
@@ -70,10 +72,7 @@ def make_rows(seed, n):
         patch = Patch.empty(model, *base.tokens.shape)
         patch.aligned(idx, nodes[var], base)
         high = entry.high_level_output(base, source, var).ids[:, 0]
-        nomatch = high == base.method
-        if args.fallback == "self":  # "self" sits at position 5 of every prompt
-            assert (base.tokens[:, 5] == base.tokens[0, 5]).all()
-            high = torch.where(nomatch, base.tokens[:, 5], high)
+        nomatch = ~(high[:, None] == base.def_tokens).any(-1)  # the output is a base argument or the fallback
         out.append((resid_under(base, cache, patch), base.end, high, var, nomatch))
     high = entry.high_level_output(base, base, None).ids[:, 0]
     out.append((resid_under(base, {}, Patch.empty(model, *base.tokens.shape)), base.end, high, "task",
