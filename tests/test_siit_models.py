@@ -117,6 +117,51 @@ def test_high_level_outputs_under_interventions(tokenizer):
     assert both.weights.sum().item() == pytest.approx(1.0)
 
 
+def test_inhibition_design_outputs_the_earlier_name_that_is_not_the_patched_subject(tokenizer):
+    """The inhibition design (ours): DUP / S-INH carry the subject, NAME the answer. Each case below fails on a
+    plausible bug: the relay's output (source's indirect object) for S-INH, the inhibited name output instead of
+    the other one, the base's subject read for the source's, NAME read from the base."""
+    entry = siit_task("ioi-inhibition")
+    out = entry.high_level_output
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0]
+           for n in ("Mary", "John", "Kevin", "Laura", "Sarah")}
+    base = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring")] * 4)
+    source = encode_specs(tokenizer, [
+        Spec(0, "BAB", ("John", "Laura", "John"), "store", "ring"),      # subject = the base's indirect object
+        Spec(0, "ABB", ("Mary", "Kevin", "Mary"), "store", "ring"),      # subject = the base's subject
+        Spec(0, "BAB", ("Kevin", "Laura", "Kevin"), "store", "ring"),    # subject = neither
+        Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring"),    # ABC: no subject
+    ])
+    assert out(base, source, None).ids[:, 0].tolist() == [tid["John"]] * 4
+    for variable in ("DUP", "S-INH"):
+        target = out(base, source, variable)
+        assert target.ids[:2].tolist() == [[tid["Mary"]] * 2, [tid["John"]] * 2]
+        for row in (2, 3):
+            assert sorted(target.ids[row].tolist()) == sorted([tid["Mary"], tid["John"]])
+            assert target.weights[row].tolist() == [0.5, 0.5]
+    assert out(base, source, "NAME").ids[:3, 0].tolist() == [tid["Laura"], tid["Kevin"], tid["Laura"]]
+    with pytest.raises(ValueError, match="unknown high-level variable"):
+        out(base, source, "S")
+    # The stated S-INH -> NAME edge is the name mover's query (Wang et al.), not its value.
+    assert "1.1->2.3.q" in entry.circuit_edges and "1.1->2.3.v" not in entry.circuit_edges
+    assert entry.model != NAME
+
+
+def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer):
+    entry = siit_task("ioi-inhibition")
+    rng = random.Random(0)
+    kinds = {"io": 0, "s": 0, "other": 0}
+    for _ in range(2000):
+        base, source = entry.pair_specs(rng, TRAIN_SPLIT, "S-INH", 0.25)
+        assert source.template == base.template and source.names[0] == source.names[2] != source.names[1]
+        kinds["io" if source.names[0] == base.names[1] else "s" if source.names[0] == base.names[0] else "other"] += 1
+    assert abs(kinds["io"] / 2000 - 0.5) < 0.04 and abs(kinds["s"] / 2000 - 0.25) < 0.04
+    pairs = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 200, 1, "iit")
+    single = entry.high_level_output(*pairs, "DUP").ids
+    # About three quarters of the interchange pairs have a one-token target (the others are both names at 1/2).
+    assert 0.65 < float((single[:, 0] == single[:, 1]).float().mean()) < 0.85
+
+
 def test_held_out_split_is_disjoint_from_training():
     assert not set(HELD_OUT_TEMPLATE_SPLIT.templates) & set(TRAIN_SPLIT.templates)
 

@@ -684,6 +684,90 @@ def ioi_candidates(rows: IOIRows) -> Int[Tensor, "n 2"]:
     return rows.slot_names
 
 
+# --- the inhibition design (ours, in Wang et al.'s shape): NAME reads the base's names, S-INH only says which to
+# skip. In the relay above every variable carries the answer, so node interventions cannot tell the stated chain
+# from parallel paths (benchmarks/results/siit_ioi_path_strict.md); here each stage computes something else.
+
+
+def subject_names(rows: IOIRows) -> Int[Tensor, " n"]:
+    """The name S2 repeats (the subject's token), -1 where it repeats neither (an ABC prompt)."""
+    named = rows.slot_names.gather(1, rows.dup.clamp(min=0)[:, None])[:, 0]
+    return torch.where(rows.dup >= 0, named, -1)
+
+
+def inhibited_output(rows: IOIRows, inhibited: Int[Tensor, " n"]) -> Target:
+    """The earlier name of `rows` that is not `inhibited` (a token id per row); both at ½ when it is neither."""
+    match = rows.slot_names == inhibited[:, None]
+    slot = torch.where(match[:, 0], 0, torch.where(match[:, 1], 1, -1))
+    return name_output(rows, slot)
+
+
+def inhibition_output(base: IOIRows, source: IOIRows, variable: str | None) -> Target:
+    """The inhibition design's output on `base` with `variable` set to its value on `source` (None: no change).
+
+    DUP and S-INH carry the subject's name, so setting either from `source` makes the output the base's earlier
+    name that is not the source's subject (the base's subject when the source's subject is the base's indirect
+    object; both earlier names at ½ when the source's subject is neither); NAME carries the answer, so setting it
+    makes the output the source's indirect object."""
+    if variable is None:
+        return inhibited_output(base, subject_names(base))
+    if variable in ("DUP", "S-INH"):
+        return inhibited_output(base, subject_names(source))
+    if variable == "NAME":
+        return inhibited_output(source, subject_names(source))
+    raise ValueError(f"unknown high-level variable {variable!r}; expected one of {VARIABLES}")
+
+
+IOI_INHIBITION_ALIGNMENT = (
+    AlignedNode("DUP", 0, 2, "S2", "the name at S2 when it repeats an earlier name (the subject); none on an ABC "
+                "prompt"),
+    AlignedNode("S-INH", 1, 1, "end", "DUP, moved from S2 to END: the name not to output"),
+    AlignedNode("NAME", 2, 3, "end", "the earlier name that is not S-INH, read from the prompt and written to the "
+                "output (the answer); both earlier names at 1/2 when S-INH is neither"),
+)
+IOI_INHIBITION_EDGES = (
+    "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q", "input->1.1.k",
+    "1.1->2.3.q", "input->2.3.k", "input->2.3.v", "2.3->logits",
+)
+"""As in Wang et al.: S-inhibition reaches the name mover through its query; the names it copies come from the
+prompt's tokens."""
+
+
+def inhibiting_source(rng: random.Random, split: IOISplit, base: Spec) -> Spec:
+    """A source of `base`'s template whose subject is the base's indirect object (½: the answer flips to the
+    base's subject), the base's subject (¼: no change) or another name (¼: neither earlier name is inhibited)."""
+    s, io = base.names[0], base.names[1]
+    draw = rng.random()
+    subject = io if draw < 0.5 else s if draw < 0.75 else rng.choice([n for n in split.names if n not in (s, io)])
+    other = rng.choice([n for n in split.names if n != subject])
+    return Spec(base.template, rng.choice(("ABB", "BAB")), (subject, other, subject),
+                rng.choice(split.places), rng.choice(split.objects))
+
+
+def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
+    """S-INH (1.1 at END) reads DUP at S2; NAME's key (the indirect object's slot) is not in the rows."""
+    return {"S-INH": rows.s2}
+
+
+def inhibition_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
+    """As `ioi_pair_specs`, except that DUP's and S-INH's sources name the base's names (`inhibiting_source`):
+    a random source's subject is almost never one of them, and the output would be both names at ½."""
+    if group not in ("DUP", "S-INH"):
+        return ioi_pair_specs(rng, split, group, abc_share)
+    base = sample_spec(rng, split, rng.choice(split.templates), abc=False)
+    return base, inhibiting_source(rng, split, base)
+
+
+def inhibition_sample_pairs(tokenizer, split: IOISplit, n: int, seed: int, purpose: str) -> PairSet:
+    """IOI bases with `inhibiting_source` sources ("iit") or half-ABC sources ("strict")."""
+    if purpose != "iit":
+        return ioi_sample_pairs(tokenizer, split, n, seed, purpose)
+    rng = random.Random(seed)
+    bases = [sample_spec(rng, split, rng.choice(split.templates), abc=False) for _ in range(n)]
+    sources = [inhibiting_source(rng, split, base) for base in bases]
+    return PairSet(encode_specs(tokenizer, bases), encode_specs(tokenizer, sources))
+
+
 def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     """Ours: where the stated edges say S-INH and NAME read (the trainer's optional attention loss): S-INH (1.1
     at END) reads DUP from S2 (0.2 -> 1.1.v), NAME (2.3 at END) reads S-INH at END itself (1.1 -> 2.3.v). DUP's
@@ -691,8 +775,9 @@ def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     return {"S-INH": rows.s2, "NAME": rows.end}
 
 
-SIIT_TASKS = ("ioi", "docstring", "docstring-three-stage", "docstring-self-fallback")
-"""The SIIT entries: "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
+SIIT_TASKS = ("ioi", "ioi-inhibition", "docstring", "docstring-three-stage", "docstring-self-fallback")
+"""The SIIT entries: "ioi" is the shipped IOI design (a relay of the answer), "ioi-inhibition" (ours) the
+inhibition design above; "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
 the design of its first training stage, "docstring-self-fallback" (ours) the shipped design with "self" as
 MOVER's no-match output instead of the method's name."""
 
@@ -708,6 +793,16 @@ def siit_task(task: str) -> SIITTask:
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
             attention_targets=ioi_attention_targets,
+        )
+    if task == "ioi-inhibition":
+        return SIITTask(
+            task="ioi", model="saelab-ioi-siit-inhibition", alignment=IOI_INHIBITION_ALIGNMENT,
+            circuit_edges=IOI_INHIBITION_EDGES, high_level_output=inhibition_output, encode=encode_specs,
+            pair_specs=inhibition_pair_specs, sample_pairs=inhibition_sample_pairs, train_split=ioi_train_split,
+            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
+                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
+            summary="DUP (the subject) at S2 -> S-INH at END -> NAME at END (the earlier name that is not S-INH)",
+            candidates=ioi_candidates, attention_targets=inhibition_attention_targets,
         )
     if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry
