@@ -118,16 +118,16 @@ def test_high_level_outputs_under_interventions(tokenizer):
 
 
 def test_inhibition_design_outputs_the_earlier_name_that_is_not_the_patched_subject(tokenizer):
-    """The inhibition design (ours): DUP / S-INH carry the subject, NAME the answer. Each case below fails on a
-    plausible bug: the relay's output (source's indirect object) for S-INH, the inhibited name output instead of
-    the other one, the base's subject read for the source's, NAME read from the base."""
+    """The inhibition design (ours): DUP / S-INH carry the subject, NAME the answer. Each case below fails
+    on a plausible bug: the relay's output (source's indirect object) for S-INH, the inhibited name output
+    instead of the other one, the base's subject read for the source's, NAME read from the base."""
     entry = siit_task("ioi-inhibition")
     out = entry.high_level_output
     tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0]
            for n in ("Mary", "John", "Kevin", "Laura", "Sarah")}
     base = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring")] * 4)
     source = encode_specs(tokenizer, [
-        Spec(0, "BAB", ("John", "Laura", "John"), "store", "ring"),      # subject = the base's indirect object
+        Spec(0, "BAB", ("John", "Laura", "John"), "store", "ring"),  # subject = the base's indirect object
         Spec(0, "ABB", ("Mary", "Kevin", "Mary"), "store", "ring"),      # subject = the base's subject
         Spec(0, "BAB", ("Kevin", "Laura", "Kevin"), "store", "ring"),    # subject = neither
         Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring"),    # ABC: no subject
@@ -154,7 +154,8 @@ def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer)
     for _ in range(2000):
         base, source = entry.pair_specs(rng, TRAIN_SPLIT, "S-INH", 0.25)
         assert source.template == base.template and source.names[0] == source.names[2] != source.names[1]
-        kinds["io" if source.names[0] == base.names[1] else "s" if source.names[0] == base.names[0] else "other"] += 1
+        subject = source.names[0]
+        kinds["io" if subject == base.names[1] else "s" if subject == base.names[0] else "other"] += 1
     assert abs(kinds["io"] / 2000 - 0.5) < 0.04 and abs(kinds["s"] / 2000 - 0.25) < 0.04
     pairs = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 200, 1, "iit")
     single = entry.high_level_output(*pairs, "DUP").ids
