@@ -159,7 +159,7 @@ def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer)
     assert abs(kinds["io"] / 2000 - 0.5) < 0.04 and abs(kinds["s"] / 2000 - 0.25) < 0.04
     pairs = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 200, 1, "iit")
     single = entry.high_level_output(*pairs, "DUP").ids
-    # About three quarters of the interchange pairs have a one-token target (the others are both names at 1/2).
+    # About three quarters of the interchange pairs have a one-token target (the rest: both names at 1/2).
     assert 0.65 < float((single[:, 0] == single[:, 1]).float().mean()) < 0.85
 
 
