@@ -516,14 +516,19 @@ def _path_pairs(model, tokenizer, n: int = 12, seed: int = 3) -> PairSet:
     return PairSet(*(rows._replace(tokens=rows.tokens % model.cfg.d_vocab) for rows in pairs))
 
 
-def test_path_edges_are_the_stated_head_to_head_value_edges():
-    """IOI: 0.2 -> 1.1.v sent from S2 and 1.1 -> 2.3.v from END (not the q/k or logits edges); the docstring
-    entry's head 0.0 carries two variables, so its edges are refused, and so is the trainer flag."""
+def test_path_edges_are_the_stated_head_to_head_edges():
+    """IOI: 0.2 -> 1.1.v sent from S2 and 1.1 -> 2.3.v from END (not the input or logits edges); the
+    inhibition design's second edge is the name mover's query; the docstring entry's head 0.0 carries two
+    variables, so its edges are refused, and so is the trainer flag."""
     from training.train_siit import SIITConfig
 
     edges = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)
     assert [(e.name, e.sender.position) for e in edges] == [("0.2->1.1.v", "S2"), ("1.1->2.3.v", "end")]
-    assert [(e.layer, e.head) for e in edges] == [(1, 1), (2, 3)]
+    assert [(e.layer, e.head, e.input) for e in edges] == [(1, 1, "v"), (2, 3, "v")]
+    inhibition = siit_task("ioi-inhibition")
+    edges = path_edges(inhibition.alignment, inhibition.circuit_edges)
+    assert [(e.name, e.layer, e.head, e.input) for e in edges] == [("0.2->1.1.v", 1, 1, "v"),
+                                                                    ("1.1->2.3.q", 2, 3, "q")]
     docstring = siit_task("docstring")
     with pytest.raises(ValueError, match="0.0 carries 2 variables"):
         path_edges(docstring.alignment, docstring.circuit_edges)
@@ -562,6 +567,40 @@ def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, to
     node_only = Patch.empty(random_model, *base.tokens.shape)
     node_only.aligned(rows, edge.sender, base)
     # the freeze matters on this model (else the comparison above could not tell a missing freeze)
+    assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
+
+
+def test_query_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, tokenizer):
+    """As above for a query edge (0.2 at END -> 1.1.q; END so that the query the logits read moves): the
+    receiver's queries at every position from the base's clean run. Fails if the values or keys are frozen
+    instead, or the queries come from the source."""
+    base, source = _path_pairs(random_model, tokenizer)
+    rows = torch.arange(len(base.end))
+    alignment = (AlignedNode("A", 0, 2, "end", "sender"), AlignedNode("B", 1, 1, "end", "receiver"))
+    (edge,) = path_edges(alignment, ("0.2->1.1.q",))
+    _, src = random_model.run_with_cache(source.tokens)
+    _, own = random_model.run_with_cache(base.tokens)
+
+    def z_hook(z, hook):
+        z = z.clone()
+        z[rows, base.end, 2] = src[hook.name][rows, base.end, 2]
+        return z
+
+    def q_hook(q, hook):
+        q = q.clone()
+        q[:, :, 1] = own[hook.name][:, :, 1]
+        return q
+
+    hooks = [("blocks.0.attn.hook_z", z_hook), ("blocks.1.attn.hook_q", q_hook)]
+    by_hand = random_model.run_with_hooks(base.tokens, fwd_hooks=hooks)[rows, base.end]
+    patch = Patch.empty(random_model, *base.tokens.shape)
+    patch.path_strict(rows, edge, base)
+    assert patch.q[1][:, :, 1].all() and not patch.v[1].any() and not patch.k[1].any()
+    cache = source_cache(random_model, source.tokens) | frozen_values(random_model, base.tokens)
+    measured = patched_logits(random_model, base, cache, patch)
+    assert torch.allclose(measured, by_hand, atol=1e-5)
+    node_only = Patch.empty(random_model, *base.tokens.shape)
+    node_only.aligned(rows, edge.sender, base)
     assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
 
 

@@ -14,12 +14,12 @@ Losses per step, each a cross-entropy at the answer position against the task's 
            (--iit-attention-weight). And (docstring, off by default) a penalty on training names whose centred
            input embeddings are closer than a margin (--name-spread-weight): the interchange misses were false
            matches between such names.
-  path-strict (ours, off by default; --path-strict-weight): for each stated head -> head value edge U -> V.v, U
-           patched at its aligned position from a source and V's value vectors frozen at the base's clean ones
-           at every position; the target is the unchanged output (cross-entropy, plus the KL and logit terms
-           above with their weights, the logit term on every such row). With V.v frozen, U's change can only
-           reach the output through paths the circuit does not state (U -> logits, U -> another head or an
-           MLP), which node interventions cannot tell from the stated chain.
+  path-strict (ours, off by default; --path-strict-weight): for each stated head -> head edge U -> V.v (.q, .k),
+           U patched at its aligned position from a source and V's value vectors (queries, keys) frozen at the
+           base's clean ones at every position; the target is the unchanged output (cross-entropy, plus the KL
+           and logit terms above with their weights, the logit term on every such row). With V.v frozen, U's
+           change can only reach the output through paths the circuit does not state (U -> logits, U -> another
+           head or an MLP), which node interventions cannot tell from the stated chain.
 The entry's held-out splits are never used in training or stopping (unless --train-on names them). Resumes from
 runs/NAME/checkpoint.pt; stops when every dev check is ≥ --stop-at twice in a row, or at the time limit. Then
 writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) and data/circuits/NAME/TASK.json
@@ -291,8 +291,8 @@ class SIITConfig:
     (IOI: IO and S; docstring: the signature arguments), which sees a logit shift that a saturated
     cross-entropy or KL does not (0: off)."""
     path_strict_weight: float = 0.0
-    """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head value edge,
-    `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
+    """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head edge, value,
+    query or key, `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
     strict_focus: tuple[str, ...] = ()
     """Ours, not InterpBench's: non-aligned heads and MLPs (node names, e.g. "mlp2", "0.2") that the strict-one
     rows patch more often: a `strict_focus_share` of those rows patch one of them, the rest any unit as before
@@ -343,7 +343,7 @@ class SIITConfig:
             raise ValueError(f"path_strict_weight must be >= 0, got {self.path_strict_weight}")
         if self.path_strict_weight and not path_edges(self.entry.alignment, self.entry.circuit_edges):
             raise ValueError(f"--path-strict-weight {self.path_strict_weight}: the {self.task} circuit states no "
-                             "head -> head value edge between aligned heads; use 0")
+                             "head -> head edge between aligned heads; use 0")
         if self.attention_weight and self.entry.attention_targets is None:
             raise ValueError(f"--attention-weight {self.attention_weight}: the {self.task} entry names no attention "
                              "targets (SIITTask.attention_targets); use 0")
@@ -441,7 +441,7 @@ def focus_names(n_layers: int, n_heads: int, alignment) -> set[str]:
 
 def groups(cfg: SIITConfig) -> tuple[str, ...]:
     """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, (with --strict-all)
-    strict-all, and (with --path-strict-weight) one per stated head -> head value edge."""
+    strict-all, and (with --path-strict-weight) one per stated head -> head edge."""
     entry = cfg.entry
     edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
     return ("task", *entry.variables, *strict_groups(cfg), *(PATH_GROUP + e.name for e in edges))
@@ -591,8 +591,8 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
 
 
 def step_cache(cfg: SIITConfig, model, base, source) -> dict[str, torch.Tensor]:
-    """The source's heads' z and MLP outputs and, with --path-strict-weight, the base's clean value vectors
-    (what the path-strict rows' receiver heads are frozen at)."""
+    """The source's heads' z and MLP outputs and, with --path-strict-weight, the base's clean value vectors,
+    queries and keys (what the path-strict rows' receiver heads are frozen at)."""
     cache = source_cache(model, source.tokens)
     if cfg.path_strict_weight:
         cache |= frozen_values(model, base.tokens)
@@ -1027,7 +1027,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
     parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
     parser.add_argument("--path-strict-weight", type=float, default=SIITConfig.path_strict_weight,
-                        help="ours: weight of the path-strict rows (stated head -> head value edges; 0: off)")
+                        help="ours: weight of the path-strict rows (stated head -> head edges; 0: off)")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--iit-attention-weight", type=float, default=SIITConfig.iit_attention_weight)

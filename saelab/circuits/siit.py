@@ -239,21 +239,24 @@ def strict_logit_loss(
 @dataclass
 class Patch:
     """Where a patched run takes activations from the cache: per layer, heads' z and MLP outputs (from the
-    source run, `source_cache`) and heads' value vectors (frozen at the values `frozen_values` cached, e.g. the
-    base's own clean run)."""
+    source run, `source_cache`) and heads' value vectors, queries and keys (frozen at the ones `frozen_values`
+    cached, e.g. the base's own clean run)."""
 
     z: list[Bool[Tensor, "n pos n_heads"]]
     mlp: list[Bool[Tensor, "n pos"]]
     v: list[Bool[Tensor, "n pos n_heads"]]
+    q: list[Bool[Tensor, "n pos n_heads"]]
+    k: list[Bool[Tensor, "n pos n_heads"]]
 
     @classmethod
     def empty(cls, model: HookedTransformer, n: int, pos: int) -> "Patch":
         cfg = model.cfg
-        return cls(
-            [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)],
-            [torch.zeros(n, pos, dtype=torch.bool) for _ in range(cfg.n_layers)],
-            [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)],
-        )
+
+        def heads() -> list[Tensor]:
+            return [torch.zeros(n, pos, cfg.n_heads, dtype=torch.bool) for _ in range(cfg.n_layers)]
+
+        return cls(heads(), [torch.zeros(n, pos, dtype=torch.bool) for _ in range(cfg.n_layers)], heads(), heads(),
+                   heads())
 
     def aligned(self, rows: Tensor, node: AlignedNode, base) -> None:
         """Patch `node`'s head at its position in `rows` (`base`: the task's rows, with `.position(name)`)."""
@@ -261,41 +264,43 @@ class Patch:
 
     def path_strict(self, rows: Tensor, edge: "PathEdge", base) -> None:
         """Ours, not InterpBench's: patch the edge's sender at its aligned position (from the source) and freeze
-        the receiver head's value vectors at every position (at the cached `frozen_values`: the base's clean
-        run). The stated edge sender -> receiver.v is then cut, so any change left in the output went through a
-        path the circuit does not state."""
+        the receiving input (value vectors, queries or keys) of the receiver head at every position (at the
+        cached `frozen_values`: the base's clean run). The stated edge sender -> receiver.v (.q, .k) is then cut,
+        so any change left in the output went through a path the circuit does not state."""
         self.aligned(rows, edge.sender, base)
-        self.v[edge.layer][rows, :, edge.head] = True
+        getattr(self, edge.input)[edge.layer][rows, :, edge.head] = True
 
 
 class PathEdge(NamedTuple):
-    """A stated head -> head value edge of a circuit: the sender's aligned node and the receiving head."""
+    """A stated head -> head edge of a circuit: the sender's aligned node, the receiving head and its input."""
 
     sender: AlignedNode
     layer: int
     head: int
+    input: str = "v"
+    """"v", "q" or "k": what of the receiver the sender writes into."""
 
     @property
     def name(self) -> str:
-        return f"{self.sender.node}->{self.layer}.{self.head}.v"
+        return f"{self.sender.node}->{self.layer}.{self.head}.{self.input}"
 
 
 def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -> tuple[PathEdge, ...]:
-    """The stated edges "L.H->L.H.v" between aligned heads (the path-strict term's edges). A sender head that
-    carries two variables (two aligned positions) is refused: which position sends the edge is not stated."""
+    """The stated edges "L.H->L.H.v" (.q, .k) between aligned heads (the path-strict term's edges). A sender head
+    that carries two variables (two aligned positions) is refused: which position sends the edge is not stated."""
     by_head: dict[str, list[AlignedNode]] = {}
     for node in alignment:
         by_head.setdefault(node.node, []).append(node)
     edges = []
     for name in circuit_edges:
         sender, _, receiver = name.partition("->")
-        if sender not in by_head or not receiver.endswith(".v") or receiver[:-2] not in by_head:
+        if sender not in by_head or receiver[-2:] not in (".v", ".q", ".k") or receiver[:-2] not in by_head:
             continue
         if len(by_head[sender]) != 1:
             raise ValueError(f"edge {name}: head {sender} carries {len(by_head[sender])} variables; a path-strict "
                              "row needs one aligned position per sender")
         layer, head = (int(x) for x in receiver[:-2].split("."))
-        edges.append(PathEdge(by_head[sender][0], layer, head))
+        edges.append(PathEdge(by_head[sender][0], layer, head, receiver[-1]))
     return tuple(edges)
 
 
@@ -341,8 +346,9 @@ def source_cache(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict
 
 @torch.no_grad()
 def frozen_values(model: HookedTransformer, tokens: Int[Tensor, "n pos"]) -> dict[str, Tensor]:
-    """Every head's value vectors (hook_v) on `tokens`: what the heads a `Patch.v` marks are frozen at."""
-    names = {block_hook(layer, "attn.hook_v") for layer in range(model.cfg.n_layers)}
+    """Every head's value vectors, queries and keys (hook_v, hook_q, hook_k) on `tokens`: what the heads
+    `Patch.v`, `Patch.q` and `Patch.k` mark are frozen at."""
+    names = {block_hook(layer, f"attn.hook_{x}") for layer in range(model.cfg.n_layers) for x in "vqk"}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, stop_at_layer=model.cfg.n_layers)
     return {name: cache[name] for name in names}
 
@@ -359,10 +365,10 @@ def patched_end_logits(
     patch: Patch,
 ) -> Float[Tensor, "n d_vocab"]:
     """End logits of `tokens` with the activations `patch` marks replaced by the cached ones (`cache`: heads' z
-    and MLP outputs from `source_cache`, value vectors from `frozen_values`)."""
+    and MLP outputs from `source_cache`, value vectors, queries and keys from `frozen_values`)."""
 
-    def v_hook(x: Tensor, hook, layer: int) -> Tensor:
-        return torch.where(patch.v[layer][..., None], cache[hook.name], x)
+    def frozen_hook(x: Tensor, hook, marks: Tensor) -> Tensor:
+        return torch.where(marks[..., None], cache[hook.name], x)
 
     def z_hook(x: Tensor, hook, layer: int) -> Tensor:
         return torch.where(patch.z[layer][..., None], cache[hook.name], x)
@@ -374,8 +380,10 @@ def patched_end_logits(
     for layer in range(model.cfg.n_layers):
         if patch.z[layer].any():
             hooks.append((HookSite(layer, "attn_z").hook_name, lambda x, hook, layer=layer: z_hook(x, hook, layer)))
-        if patch.v[layer].any():
-            hooks.append((block_hook(layer, "attn.hook_v"), lambda x, hook, layer=layer: v_hook(x, hook, layer)))
+        for part, marks in (("v", patch.v[layer]), ("q", patch.q[layer]), ("k", patch.k[layer])):
+            if marks.any():
+                hooks.append((block_hook(layer, f"attn.hook_{part}"),
+                              lambda x, hook, marks=marks: frozen_hook(x, hook, marks)))
         if patch.mlp[layer].any():
             hooks.append((HookSite(layer, "mlp_out").hook_name, lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
@@ -745,8 +753,11 @@ def inhibiting_source(rng: random.Random, split: IOISplit, base: Spec) -> Spec:
 
 
 def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
-    """S-INH (1.1 at END) reads DUP at S2; NAME's key (the indirect object's slot) is not in the rows."""
-    return {"S-INH": rows.s2}
+    """DUP (0.2 at S2) reads the name at S2 from S2 itself (ABC prompts too: a name that is neither earlier one
+    inhibits neither, as the high-level model says), S-INH (1.1 at END) reads DUP at S2; NAME's key (the indirect
+    object's slot) is not in the rows. Without DUP's target, from random weights head 0.2 learned to carry the
+    indirect object (the relay's shortcut) and DUP / S-INH interchange stayed at a coin flip."""
+    return {"DUP": rows.s2, "S-INH": rows.s2}
 
 
 def inhibition_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
