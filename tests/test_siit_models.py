@@ -48,13 +48,15 @@ from saelab.models.tokenizer import load_tokenizer
 from saelab.tasks import get_task
 
 NAME = "saelab-ioi-siit"
+DESIGNS = ("ioi",)
+"""The IOI SIIT entries whose bundled models are committed; the committed-model tests run on each."""
 
 
 def _available(name: str) -> bool:
     return any(m.name == name and m.available for m in bundled_models())
 
 
-needs_siit = pytest.mark.skipif(not _available(NAME), reason=f"{NAME} has not been trained yet")
+needs_siit = pytest.mark.usefixtures("entry")
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +65,23 @@ def tokenizer():
     return load_tokenizer(model_files(get_bundled(name).directory).tokenizer, name=name)
 
 
+@pytest.fixture(scope="module", params=DESIGNS)
+def entry(request):
+    entry = siit_task(request.param)
+    if not _available(entry.model):
+        pytest.skip(f"{entry.model} has not been trained yet")  # fails under CI=true (tests/conftest.py)
+    return entry
+
+
 @pytest.fixture(scope="module")
-def siit():
+def siit(entry):
     torch.set_num_threads(1)
-    return load_model(NAME)
+    return load_model(entry.model)
 
 
 @pytest.fixture(scope="module")
-def alignment(siit):
-    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+def alignment(siit, entry):
+    truth = find_ground_truth(entry.model, "ioi", Graph.from_config(siit.cfg))
     return [AlignedNode.from_json(a) for a in truth.meta["alignment"]]
 
 
@@ -172,9 +182,9 @@ def test_held_out_split_is_disjoint_from_training():
 
 
 @needs_siit
-def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignment):
-    assert NAME in {m.name for m in bundled_models()}
-    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignment, entry):
+    assert entry.model in {m.name for m in bundled_models()}
+    truth = find_ground_truth(entry.model, "ioi", Graph.from_config(siit.cfg))
     assert truth.meta["kind"] == "by construction"
     assert {a.node for a in alignment} == {n.name for n in truth.nodes}
     assert len({a.layer for a in alignment}) >= 3
@@ -182,29 +192,30 @@ def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignmen
     assert len(head_edges) >= 2
     n_heads = siit.cfg.n_layers * siit.cfg.n_heads
     assert len(truth.nodes) <= n_heads / 2 and not any(n.kind == "mlp" for n in truth.nodes)
-    card = read_model_card(get_bundled(NAME).directory)
+    card = read_model_card(get_bundled(entry.model).directory)
     assert card["construction_checks"] == json.loads(json.dumps(truth.meta["construction_checks"]))
 
 
 @pytest.fixture(scope="module")
-def card():
-    return read_model_card(get_bundled(NAME).directory)
+def card(entry):
+    return read_model_card(get_bundled(entry.model).directory)
 
 
 @needs_siit
-def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment, tokenizer, card):
+def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment, tokenizer, card, entry):
     """A fresh sample (other seeds) of the places/objects split (held out, or trained on where the card says
     so) reproduces the card's numbers; every check the card claims passed (≥ 0.95) holds on the sample (≥ 0.9,
     96 pairs)."""
     scores = card["split_scores"]
     stored = scores.get("held_out_places_objects") or scores["held_out_places_objects_trained_on"]
-    pairs = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_457)
-    abc = sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, seed=123_458, abc_share=0.5)
+    pairs = entry.sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, 123_457, "iit")
+    abc = entry.sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, 123_458, "strict")
+    high = entry.high_level_output
     measured = {
-        "task_top1": task_accuracy(siit, pairs),
-        "strict_all_units": strict_accuracy(siit, abc, alignment),
+        "task_top1": task_accuracy(siit, pairs, high),
+        "strict_all_units": strict_accuracy(siit, abc, alignment, high),
     }
-    measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, pairs, a) for a in alignment}
+    measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, pairs, a, high) for a in alignment}
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
         if stored[key] >= 0.95:
@@ -212,16 +223,16 @@ def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment,
 
 
 @needs_siit
-def test_interchange_fails_for_a_wrongly_aligned_head(siit, alignment, tokenizer):
+def test_interchange_fails_for_a_wrongly_aligned_head(siit, alignment, tokenizer, entry):
     """The interchange check can fail: the same check on a head outside the alignment is near chance."""
-    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, 64, seed=99)
+    pairs = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 64, 99, "iit")
     name = next(a for a in alignment if a.variable == "NAME")
     wrong = AlignedNode("NAME", name.layer, (name.head + 1) % siit.cfg.n_heads, "end", "a head outside")
-    assert interchange_accuracy(siit, pairs, wrong) < 0.2
+    assert interchange_accuracy(siit, pairs, wrong, entry.high_level_output) < 0.2
 
 
 @needs_siit
-def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, tokenizer, card):
+def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, tokenizer, card, entry):
     """Resample-ablation effects on fresh prompts match the stored ones (relative to the gap); where the card
     claims the circuit check passed, every circuit head moves the metric by > 20% of the gap."""
     task = get_task("ioi")
@@ -229,7 +240,7 @@ def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, toke
     problem = problem_from_task(task, data)
     clean, corrupted = metric_means(siit, problem)
     gap = clean - corrupted
-    truth = find_ground_truth(NAME, "ioi", Graph.from_config(siit.cfg))
+    truth = find_ground_truth(entry.model, "ioi", Graph.from_config(siit.cfg))
     circuit = [Node(a.layer, "head", a.head) for a in alignment]
     outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (alignment[1].head + 1) % siit.cfg.n_heads)]
     effects = node_effects(siit, problem, "resample", circuit + outside)
@@ -676,7 +687,7 @@ def test_edge_check_from_effects_shares_largest_and_thresholds():
 
 
 @needs_siit
-def test_edge_check_sample_matches_the_circuit_file(siit, tokenizer, card):
+def test_edge_check_sample_matches_the_circuit_file(siit, tokenizer, card, entry):
     """The stored edge check (ours) reproduces on fresh prompts within 0.1 of the gap, and its stored
     verdicts follow from its stored numbers."""
     stored = card["construction_checks"].get("edge_check")
@@ -685,7 +696,7 @@ def test_edge_check_sample_matches_the_circuit_file(siit, tokenizer, card):
     task = get_task("ioi")
     problem = problem_from_task(task, task.generate(tokenizer, 64, seed=4242, vocabulary="tiny"))
     clean, corrupted = metric_means(siit, problem)
-    check = edge_check(siit, problem, siit_task("ioi"), clean - corrupted)
+    check = edge_check(siit, problem, entry, clean - corrupted)
     for name, value in stored["stated_edge_effect_over_gap"].items():
         assert check.stated[name] == pytest.approx(value, abs=0.1), name
     for head, (name, value) in stored["largest_unstated_path_over_gap"].items():
