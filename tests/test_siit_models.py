@@ -143,6 +143,12 @@ def test_inhibition_design_outputs_the_earlier_name_that_is_not_the_patched_subj
         Spec(0, "BAB", ("Kevin", "Laura", "Sarah"), "store", "ring"),    # ABC: no subject
     ])
     assert out(base, source, None).ids[:, 0].tolist() == [tid["John"]] * 4
+    # NAME's attention target is the indirect object's position; none (-1) on an ABC prompt.
+    keys = entry.attention_targets(source)
+    assert keys["NAME"][3] == -1
+    assert torch.equal(keys["DUP"], source.s2) and torch.equal(keys["S-INH"], source.s2)
+    rows = torch.arange(3)
+    assert source.tokens[rows, keys["NAME"][:3]].tolist() == [tid["Laura"], tid["Kevin"], tid["Laura"]]
     for variable in ("DUP", "S-INH"):
         target = out(base, source, variable)
         assert target.ids[:2].tolist() == [[tid["Mary"]] * 2, [tid["John"]] * 2]
@@ -743,4 +749,24 @@ def test_ioi_attention_loss_reads_the_stated_edges_keys(tokenizer):
     patterns[2][r, 3, rows.end, rows.end] = 0.25
     loss = attention_loss(entry, rows, patterns, ["task", "task"])
     expected = -(torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 2
+    assert float(loss) == pytest.approx(float(expected))
+
+
+def test_attention_loss_leaves_out_rows_without_a_key(tokenizer):
+    """The inhibition design's NAME has no key on an ABC prompt (-1): that row is left out of NAME's mean (a
+    bug that read index -1 would take the last position's attention, 0.9 here)."""
+    from training.train_siit import attention_loss
+
+    entry = siit_task("ioi-inhibition")
+    rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
+                                    Spec(0, "ABB", ("Kevin", "Laura", "Sarah"), "store", "ring")])
+    n, pos = rows.tokens.shape
+    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
+    r = torch.arange(n)
+    patterns[0][r, 2, rows.s2, rows.s2] = 0.5
+    patterns[1][r, 1, rows.end, rows.s2] = 0.5
+    patterns[2][r, 3, rows.end, rows.io] = 0.25
+    patterns[2][r, 3, rows.end, pos - 1] = 0.9
+    loss = attention_loss(entry, rows, patterns, ["task", "task"])
+    expected = -(2 * torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 3
     assert float(loss) == pytest.approx(float(expected))

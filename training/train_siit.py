@@ -541,15 +541,19 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
 
 
 def attention_loss(entry: SIITTask, base, patterns: dict[int, torch.Tensor], row_groups: list[str]) -> torch.Tensor:
-    """Mean −log attention of each aligned head to its target key on the task rows (no patch)."""
-    rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
+    """Mean −log attention of each aligned head to its target key on the task rows (no patch); a target of -1
+    (no key on that row) leaves the row out of that head's mean."""
+    task_rows = torch.tensor([i for i, g in enumerate(row_groups) if g == "task"])
     keys = entry.attention_targets(base)
     terms = []
     for node in (a for a in entry.alignment if a.variable in keys):
+        rows = task_rows[keys[node.variable][task_rows] >= 0]
+        if len(rows) == 0:
+            continue
         query = base.position(node.position)[rows]
         attention = patterns[node.layer][rows, node.head, query, keys[node.variable][rows]]
         terms.append(-(attention + 1e-6).log().mean())
-    return sum(terms) / len(terms)
+    return sum(terms) / len(terms) if terms else torch.zeros(())
 
 
 def iit_attention_loss(entry: SIITTask, base, source, patterns: dict[int, torch.Tensor],

@@ -121,6 +121,9 @@ class IOIRows(NamedTuple):
     dup: Int[Tensor, " n"]
     """Which slot S2 repeats: 0 / 1 = the first / second slot's name; -1 = neither (ABC)."""
     templates: tuple[int, ...]
+    io: Int[Tensor, " n"]
+    """The indirect object's position (the earlier name S2 does not repeat; on an ABC prompt, the generator's IO
+    slot)."""
 
     def position(self, name: str) -> Int[Tensor, " n"]:
         if name not in POSITIONS:
@@ -170,6 +173,7 @@ def encode_specs(tokenizer, specs: Sequence[Spec]) -> IOIRows:
         slot_names=torch.stack([tokens[rows, torch.tensor(first)], tokens[rows, torch.tensor(second)]], dim=1),
         dup=torch.tensor([s.dup for s in specs]),
         templates=tuple(s.template for s in specs),
+        io=torch.tensor([e.positions["IO"] for e in encoded]),
     )
 
 
@@ -580,6 +584,7 @@ def dataset_rows(data) -> IOIRows:
         slot_names=torch.stack([tokens[rows, first], tokens[rows, second]], dim=1),
         dup=torch.tensor([1 if p == "ABB" else 0 for p in data.attributes["pos"]]),
         templates=tuple(data.attributes["template"]),
+        io=io,
     )
 
 
@@ -754,10 +759,12 @@ def inhibiting_source(rng: random.Random, split: IOISplit, base: Spec) -> Spec:
 
 def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     """DUP (0.2 at S2) reads the name at S2 from S2 itself (ABC prompts too: a name that is neither earlier one
-    inhibits neither, as the high-level model says), S-INH (1.1 at END) reads DUP at S2; NAME's key (the indirect
-    object's slot) is not in the rows. Without DUP's target, from random weights head 0.2 learned to carry the
-    indirect object (the relay's shortcut) and DUP / S-INH interchange stayed at a coin flip."""
-    return {"DUP": rows.s2, "S-INH": rows.s2}
+    inhibits neither, as the high-level model says), S-INH (1.1 at END) reads DUP at S2, NAME (2.3 at END) reads
+    the indirect object (none, -1, on an ABC prompt, where the output is both names at ½). Without DUP's target,
+    from random weights head 0.2 learned to carry the indirect object (the relay's shortcut) and DUP / S-INH
+    interchange stayed at a coin flip; without NAME's, head 2.3 spread 0.8 of its attention over non-name
+    tokens, whose values carry other heads' outputs (unstated edges into 2.3.v)."""
+    return {"DUP": rows.s2, "S-INH": rows.s2, "NAME": torch.where(rows.dup >= 0, rows.io, -1)}
 
 
 def inhibition_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
