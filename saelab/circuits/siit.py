@@ -12,7 +12,9 @@ moves its result to END, a stage that writes the answer), a relay of the indirec
 * NAME at END: S-INH, written to the output. The output is NAME.
 
 Patching any of the three from a source prompt therefore makes the output the source's value (the source's
-indirect object), whatever the base prompt says; patching anything else must change nothing.
+indirect object), whatever the base prompt says; patching anything else must change nothing. A second IOI design
+(ours, `siit_task("ioi-inhibition")`, below) gives the stages different values (the subject, then the answer
+read through the name mover's query); no model of it is bundled.
 Each variable is aligned to one attention head at one named position (`AlignedNode`); every other head, every
 MLP and the aligned heads at every other position are non-aligned: patching them must not change the output.
 """
@@ -762,8 +764,9 @@ def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     inhibits neither, as the high-level model says), S-INH (1.1 at END) reads DUP at S2, NAME (2.3 at END) reads
     the indirect object (none, -1, on an ABC prompt, where the output is both names at ½). Without DUP's target,
     from random weights head 0.2 learned to carry the indirect object (the relay's shortcut) and DUP / S-INH
-    interchange stayed at a coin flip; without NAME's, head 2.3 spread 0.8 of its attention over non-name
-    tokens, whose values carry other heads' outputs (unstated edges into 2.3.v)."""
+    interchange stayed at a coin flip. NAME's target came later: without it head 2.3 gave 0.8 of its attention to
+    non-name tokens; 1,700 fine-tuning steps with it moved its share on the indirect object from 0.19 to 0.24
+    (benchmarks/results/siit_ioi_inhibition.md)."""
     return {"DUP": rows.s2, "S-INH": rows.s2, "NAME": torch.where(rows.dup >= 0, rows.io, -1)}
 
 
