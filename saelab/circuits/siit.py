@@ -764,9 +764,9 @@ def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     inhibits neither, as the high-level model says), S-INH (1.1 at END) reads DUP at S2, NAME (2.3 at END) reads
     the indirect object (none, -1, on an ABC prompt, where the output is both names at ½). Without DUP's target,
     from random weights head 0.2 learned to carry the indirect object (the relay's shortcut) and DUP / S-INH
-    interchange stayed at a coin flip. NAME's target came later: without it head 2.3 gave 0.8 of its attention to
-    non-name tokens; 1,700 fine-tuning steps with it moved its share on the indirect object from 0.19 to 0.24
-    (benchmarks/results/siit_ioi_inhibition.md)."""
+    interchange stayed at a coin flip. NAME's target came later: without it head 2.3 gave about 0.8 of its
+    attention to non-name tokens; 1,700 fine-tuning steps with it moved its share on the indirect object from 0.21
+    to 0.24 (benchmarks/results/siit_ioi_inhibition.md)."""
     return {"DUP": rows.s2, "S-INH": rows.s2, "NAME": torch.where(rows.dup >= 0, rows.io, -1)}
 
 
