@@ -634,34 +634,43 @@ def test_freezing_values_at_the_base_alone_changes_nothing(random_model, tokeniz
             ).abs().max() > 1e-3
 
 
-def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base():
+@pytest.mark.parametrize("task", ["ioi", "ioi-inhibition"])
+def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(task):
     """With --path-strict-weight each stated head -> head edge gets its own rows: the sender marked at its
-    aligned position only, the receiver head's values at every position, nothing else; the step's cache holds
-    the base's clean value vectors (not the source's); the rows' target is the base's own output; off by
-    default (no such rows, no values cached)."""
+    aligned position only, the receiver head's stated input (values; the inhibition design's second edge: its
+    queries) at every position, nothing else; the step's cache holds the base's clean values, queries and keys
+    (not the source's); the rows' target is the base's own output; off by default (no such rows, nothing
+    frozen cached)."""
     from training.train_siit import SIITConfig, build_model, groups, step_batch, step_cache, tokenizer
 
-    cfg = SIITConfig(batch=2, path_strict_weight=1.0, threads=1)
+    cfg = SIITConfig(task=task, batch=2, path_strict_weight=1.0, threads=1)
+    entry = cfg.entry
     model = build_model(cfg)
     base, source, patch, target, row_groups = step_batch(cfg, model, tokenizer(), 0)
-    for edge in path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES):
+    edges = path_edges(entry.alignment, entry.circuit_edges)
+    assert [e.input for e in edges] == (["v", "v"] if task == "ioi" else ["v", "q"])
+    for edge in edges:
         for row in [i for i, g in enumerate(row_groups) if g == "strict-path " + edge.name]:
             position = base.position(edge.sender.position)[row]
             marked_z = [(layer, p, h) for layer, z in enumerate(patch.z)
                         for p, h in z[row].nonzero().tolist()]
             assert marked_z == [(edge.sender.layer, int(position), edge.sender.head)]
-            marked_v = {(layer, h) for layer, v in enumerate(patch.v) for _, h in v[row].nonzero().tolist()}
-            assert marked_v == {(edge.layer, edge.head)} and patch.v[edge.layer][row, :, edge.head].all()
+            for part in ("v", "q", "k"):
+                marks = getattr(patch, part)
+                marked = {(layer, h) for layer, m in enumerate(marks) for _, h in m[row].nonzero().tolist()}
+                assert marked == ({(edge.layer, edge.head)} if part == edge.input else set()), part
+            assert getattr(patch, edge.input)[edge.layer][row, :, edge.head].all()
             assert not any(m[row].any() for m in patch.mlp)
-            own = high_level_output(base, source, None)
+            own = entry.high_level_output(base, source, None)
             assert torch.equal(target.ids[row], own.ids[row])
     assert sum(g.startswith("strict-path") for g in row_groups) == 4
     cache = step_cache(cfg, model, base, source)
-    values = frozen_values(model, base.tokens)
-    assert all(torch.equal(cache[k], values[k]) for k in values)
-    off = SIITConfig(batch=2, threads=1)
+    frozen = frozen_values(model, base.tokens)
+    assert {k.rsplit("_", 1)[1] for k in frozen} == {"v", "q", "k"}
+    assert all(torch.equal(cache[k], frozen[k]) for k in frozen)
+    off = SIITConfig(task=task, batch=2, threads=1)
     assert not any(g.startswith("strict-path") for g in groups(off))
-    assert not any("hook_v" in k for k in step_cache(off, model, base, source))
+    assert not any(k.endswith(("hook_v", "hook_q", "hook_k")) for k in step_cache(off, model, base, source))
 
 
 def test_edge_check_from_effects_shares_largest_and_thresholds():
