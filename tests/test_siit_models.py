@@ -553,71 +553,43 @@ def test_path_edges_are_the_stated_head_to_head_edges():
         SIITConfig(task="docstring", path_strict_weight=1.0)
 
 
-def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, tokenizer):
-    """The sender's z at its aligned position from the source, the receiver head's value vectors at every
-    position from the base's clean run, computed with plain TransformerLens hooks on saelab-random (edge
-    0.2 -> 1.1.v, layer 0 to layer 1): equal to `Patch.path_strict` + `patched_logits`. Fails if another head
-    is frozen, if the frozen values come from the source, or if the sender is patched at another position."""
+@pytest.mark.parametrize("edge_name, position", [("0.2->1.1.v", "S2"), ("0.2->1.1.q", "end")])
+def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, tokenizer, edge_name, position):
+    """The sender's z at its aligned position from the source, the receiver head's value vectors (queries)
+    at every position from the base's clean run, computed with plain TransformerLens hooks on saelab-random
+    (layer 0 to layer 1; the query edge's sender at END, so that the query the logits read moves): equal to
+    `Patch.path_strict` + `patched_logits`. Fails if another head or another input is frozen, if the frozen
+    activations come from the source, or if the sender is patched at another position."""
     base, source = _path_pairs(random_model, tokenizer)
     rows = torch.arange(len(base.end))
-    edge = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)[0]
+    alignment = (AlignedNode("A", 0, 2, position, "sender"), AlignedNode("B", 1, 1, "end", "receiver"))
+    (edge,) = path_edges(alignment, (edge_name,))
+    at = base.position(position)
     _, src = random_model.run_with_cache(source.tokens)
     _, own = random_model.run_with_cache(base.tokens)
 
     def z_hook(z, hook):
         z = z.clone()
-        z[rows, base.s2, 2] = src[hook.name][rows, base.s2, 2]
+        z[rows, at, 2] = src[hook.name][rows, at, 2]
         return z
 
-    def v_hook(v, hook):
-        v = v.clone()
-        v[:, :, 1] = own[hook.name][:, :, 1]
-        return v
+    def freeze_hook(x, hook):
+        x = x.clone()
+        x[:, :, 1] = own[hook.name][:, :, 1]
+        return x
 
-    hooks = [("blocks.0.attn.hook_z", z_hook), ("blocks.1.attn.hook_v", v_hook)]
+    hooks = [("blocks.0.attn.hook_z", z_hook), (f"blocks.1.attn.hook_{edge.input}", freeze_hook)]
     by_hand = random_model.run_with_hooks(base.tokens, fwd_hooks=hooks)[rows, base.end]
     patch = Patch.empty(random_model, *base.tokens.shape)
     patch.path_strict(rows, edge, base)
+    for part in ("v", "q", "k"):
+        assert getattr(patch, part)[1][:, :, 1].all() == (part == edge.input), part
     cache = source_cache(random_model, source.tokens) | frozen_values(random_model, base.tokens)
     measured = patched_logits(random_model, base, cache, patch)
     assert torch.allclose(measured, by_hand, atol=1e-5)
     node_only = Patch.empty(random_model, *base.tokens.shape)
     node_only.aligned(rows, edge.sender, base)
     # the freeze matters on this model (else the comparison above could not tell a missing freeze)
-    assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
-
-
-def test_query_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, tokenizer):
-    """As above for a query edge (0.2 at END -> 1.1.q; END so that the query the logits read moves): the
-    receiver's queries at every position from the base's clean run. Fails if the values or keys are frozen
-    instead, or the queries come from the source."""
-    base, source = _path_pairs(random_model, tokenizer)
-    rows = torch.arange(len(base.end))
-    alignment = (AlignedNode("A", 0, 2, "end", "sender"), AlignedNode("B", 1, 1, "end", "receiver"))
-    (edge,) = path_edges(alignment, ("0.2->1.1.q",))
-    _, src = random_model.run_with_cache(source.tokens)
-    _, own = random_model.run_with_cache(base.tokens)
-
-    def z_hook(z, hook):
-        z = z.clone()
-        z[rows, base.end, 2] = src[hook.name][rows, base.end, 2]
-        return z
-
-    def q_hook(q, hook):
-        q = q.clone()
-        q[:, :, 1] = own[hook.name][:, :, 1]
-        return q
-
-    hooks = [("blocks.0.attn.hook_z", z_hook), ("blocks.1.attn.hook_q", q_hook)]
-    by_hand = random_model.run_with_hooks(base.tokens, fwd_hooks=hooks)[rows, base.end]
-    patch = Patch.empty(random_model, *base.tokens.shape)
-    patch.path_strict(rows, edge, base)
-    assert patch.q[1][:, :, 1].all() and not patch.v[1].any() and not patch.k[1].any()
-    cache = source_cache(random_model, source.tokens) | frozen_values(random_model, base.tokens)
-    measured = patched_logits(random_model, base, cache, patch)
-    assert torch.allclose(measured, by_hand, atol=1e-5)
-    node_only = Patch.empty(random_model, *base.tokens.shape)
-    node_only.aligned(rows, edge.sender, base)
     assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
 
 
