@@ -714,6 +714,16 @@ def test_path_strict_rows_get_the_logit_term_and_the_strict_rows_keep_theirs():
         assert float(term) == pytest.approx(float(expected), rel=1e-4, abs=1e-6), (path, shifted)
 
 
+def _patterns(rows, *marks) -> dict[int, torch.Tensor]:
+    """Attention patterns of three layers of four heads, 0.01 everywhere but at the marks (layer, head, query
+    positions, key positions, value), one per row."""
+    n, pos = rows.tokens.shape
+    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
+    for layer, head, query, key, value in marks:
+        patterns[layer][torch.arange(n), head, query, key] = value
+    return patterns
+
+
 def test_ioi_attention_loss_reads_the_stated_edges_keys(tokenizer):
     """Ours: the IOI attention targets are S-INH (1.1 at END) -> S2 and NAME (2.3 at END) -> END (where 1.1
     writes); DUP has none and is skipped. With hand-made patterns the loss is the mean of -log of exactly
@@ -723,11 +733,7 @@ def test_ioi_attention_loss_reads_the_stated_edges_keys(tokenizer):
     entry = siit_task("ioi")
     rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
                                     Spec(1, "BAB", ("Jessica", "Matthew", "Jessica"), "store", "ring")])
-    n, pos = rows.tokens.shape
-    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
-    r = torch.arange(n)
-    patterns[1][r, 1, rows.end, rows.s2] = 0.5
-    patterns[2][r, 3, rows.end, rows.end] = 0.25
+    patterns = _patterns(rows, (1, 1, rows.end, rows.s2, 0.5), (2, 3, rows.end, rows.end, 0.25))
     loss = attention_loss(entry, rows, patterns, ["task", "task"])
     expected = -(torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 2
     assert float(loss) == pytest.approx(float(expected))
@@ -741,13 +747,9 @@ def test_attention_loss_leaves_out_rows_without_a_key(tokenizer):
     entry = siit_task("ioi-inhibition")
     rows = encode_specs(tokenizer, [Spec(0, "ABB", ("Mary", "John", "Mary"), "store", "ring"),
                                     Spec(0, "ABB", ("Kevin", "Laura", "Sarah"), "store", "ring")])
-    n, pos = rows.tokens.shape
-    patterns = {layer: torch.full((n, 4, pos, pos), 0.01) for layer in range(3)}
-    r = torch.arange(n)
-    patterns[0][r, 2, rows.s2, rows.s2] = 0.5
-    patterns[1][r, 1, rows.end, rows.s2] = 0.5
-    patterns[2][r, 3, rows.end, rows.io] = 0.25
-    patterns[2][r, 3, rows.end, pos - 1] = 0.9
+    last = rows.tokens.shape[1] - 1
+    patterns = _patterns(rows, (0, 2, rows.s2, rows.s2, 0.5), (1, 1, rows.end, rows.s2, 0.5),
+                         (2, 3, rows.end, rows.io, 0.25), (2, 3, rows.end, last, 0.9))
     loss = attention_loss(entry, rows, patterns, ["task", "task"])
     expected = -(2 * torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 3
     assert float(loss) == pytest.approx(float(expected))

@@ -373,25 +373,16 @@ def patched_end_logits(
     """End logits of `tokens` with the activations `patch` marks replaced by the cached ones (`cache`: heads' z
     and MLP outputs from `source_cache`, value vectors, queries and keys from `frozen_values`)."""
 
-    def frozen_hook(x: Tensor, hook, marks: Tensor) -> Tensor:
+    def from_cache(x: Tensor, hook, marks: Tensor) -> Tensor:
         return torch.where(marks[..., None], cache[hook.name], x)
-
-    def z_hook(x: Tensor, hook, layer: int) -> Tensor:
-        return torch.where(patch.z[layer][..., None], cache[hook.name], x)
-
-    def mlp_hook(x: Tensor, hook, layer: int) -> Tensor:
-        return torch.where(patch.mlp[layer][..., None], cache[hook.name], x)
 
     hooks = []
     for layer in range(model.cfg.n_layers):
-        if patch.z[layer].any():
-            hooks.append((HookSite(layer, "attn_z").hook_name, lambda x, hook, layer=layer: z_hook(x, hook, layer)))
-        for part, marks in (("v", patch.v[layer]), ("q", patch.q[layer]), ("k", patch.k[layer])):
-            if marks.any():
-                hooks.append((block_hook(layer, f"attn.hook_{part}"),
-                              lambda x, hook, marks=marks: frozen_hook(x, hook, marks)))
-        if patch.mlp[layer].any():
-            hooks.append((HookSite(layer, "mlp_out").hook_name, lambda x, hook, layer=layer: mlp_hook(x, hook, layer)))
+        marked = ((HookSite(layer, "attn_z").hook_name, patch.z[layer]),
+                  *((block_hook(layer, f"attn.hook_{part}"), getattr(patch, part)[layer]) for part in "vqk"),
+                  (HookSite(layer, "mlp_out").hook_name, patch.mlp[layer]))
+        hooks += [(name, lambda x, hook, marks=marks: from_cache(x, hook, marks))
+                  for name, marks in marked if marks.any()]
     resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
     return end_logits(model, resid, end)
 
