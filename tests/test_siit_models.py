@@ -476,6 +476,7 @@ def test_strict_groups_are_the_strict_rows_the_loss_averages_and_never_the_path_
     assert strict_groups(SIITConfig()) == ("strict-one", "strict-many")
     both = SIITConfig(strict_all=True, path_strict_weight=1.0)
     assert strict_groups(both) == ("strict-one", "strict-many", "strict-all")
+    assert strict_groups(SIITConfig(strict_layer=True)) == ("strict-one", "strict-many", "strict-layer")
     assert any(g.startswith(PATH_GROUP) for g in groups(both))
     assert not any(g.startswith(PATH_GROUP) for g in strict_groups(both))
 
@@ -523,6 +524,44 @@ def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
 
     assert shifted("strict-all") > 1e-4 and shifted("strict-one") > 1e-4
     assert shifted("strict-many") == pytest.approx(0.0, abs=1e-7)
+
+
+def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the_logit_term():
+    """--strict-layer (ours): each "strict-layer" row patches every non-aligned unit of one layer (its MLP, its
+    non-aligned heads everywhere, its aligned heads everywhere but their aligned position) and nothing in any
+    other layer; over a batch more than one layer is drawn; the logit term prices a shift on these rows."""
+    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer, unchanged_output_loss
+
+    assert "strict-layer" not in groups(SIITConfig())
+    cfg = SIITConfig(batch=12, strict_layer=True, strict_logit_weight=2.0, threads=1)
+    model = build_model(cfg)
+    base, _, patch, _, row_groups = step_batch(cfg, model, tokenizer(), 0)
+    rows = [i for i, g in enumerate(row_groups) if g == "strict-layer"]
+    assert len(rows) == 12
+    aligned = {(a.layer, a.head): a for a in cfg.entry.alignment}
+    drawn = set()
+    for row in rows:
+        marked_layers = [layer for layer in range(model.cfg.n_layers)
+                         if patch.mlp[layer][row].any() or patch.z[layer][row].any()]
+        assert len(marked_layers) == 1
+        layer = marked_layers[0]
+        drawn.add(layer)
+        assert patch.mlp[layer][row].all()
+        for head in range(model.cfg.n_heads):
+            marked = patch.z[layer][row, :, head]
+            if (layer, head) in aligned:
+                at = int(base.position(aligned[layer, head].position)[row])
+                assert not marked[at] and int(marked.sum()) == len(marked) - 1
+            else:
+                assert marked.all()
+    assert len(drawn) > 1
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    chosen = torch.tensor([g == "strict-layer" for g in row_groups])
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
+    logits = clean.clone()
+    logits[chosen, s_ids[chosen]] += 0.5
+    assert float(unchanged_output_loss(cfg, model, base, logits, row_groups)) > 1e-4
 
 # --- the path-strict term and the edge check (ours) -------------------------------------------------------
 

@@ -326,6 +326,10 @@ class SIITConfig:
     """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
     once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
     with --strict-logit-weight the logit term covers them too). Off: earlier stages' commands reproduce."""
+    strict_layer: bool = False
+    """Ours, not InterpBench's: a strict group ("strict-layer") whose rows patch every non-aligned unit of one
+    randomly chosen layer at once, with the strict logit term: redundant copies within a layer (each alone
+    below the single-unit strict loss's notice) move these rows. Off: earlier stages' commands reproduce."""
     eval_every: int = 200
     eval_prompts: int = 256
     stop_at: float = 0.99
@@ -455,16 +459,17 @@ def focus_names(n_layers: int, n_heads: int, alignment) -> set[str]:
 
 def groups(cfg: SIITConfig) -> tuple[str, ...]:
     """The loss groups of a step: task, one per aligned variable, strict-one, strict-many, (with --strict-all)
-    strict-all, and (with --path-strict-weight) one per stated head -> head edge."""
+    strict-all, (with --strict-layer) strict-layer, and (with --path-strict-weight) one per stated head -> head edge."""
     entry = cfg.entry
     edges = path_edges(entry.alignment, entry.circuit_edges) if cfg.path_strict_weight else ()
     return ("task", *entry.variables, *strict_groups(cfg), *(PATH_GROUP + e.name for e in edges))
 
 
 def strict_groups(cfg: SIITConfig) -> tuple[str, ...]:
-    """The strict groups of a step (`STRICT_GROUPS`; "strict-all" only with --strict-all); the path-strict
-    groups are not among them."""
-    return tuple(g for g in STRICT_GROUPS if g != "strict-all" or cfg.strict_all)
+    """The strict groups of a step (`STRICT_GROUPS`; "strict-all" only with --strict-all, "strict-layer" only with
+    --strict-layer); the path-strict groups are not among them."""
+    chosen = {"strict-all": cfg.strict_all, "strict-layer": cfg.strict_layer}
+    return tuple(g for g in STRICT_GROUPS if chosen.get(g, True))
 
 
 def nearest_names(model: HookedTransformer, tok, names) -> dict[str, list[str]]:
@@ -536,6 +541,10 @@ def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
         elif group == "strict-all":
             for unit in units:
                 patch_unit(patch, row, unit, base, entry.alignment)
+        elif group == "strict-layer":
+            layer = rng.randrange(model.cfg.n_layers)
+            for unit in (u for u in units if u[1] == layer):
+                patch_unit(patch, row, unit, base, entry.alignment)
     targets = [entry.high_level_output(base, source, v) for v in (None, *entry.variables)]
     index = torch.tensor([entry.variables.index(g) + 1 if g in entry.variables else 0 for g in row_groups])
     rows = torch.arange(len(row_groups))
@@ -590,7 +599,7 @@ def unpatched_logits(cfg: SIITConfig, model, base) -> torch.Tensor:
 def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, row_groups: list[str],
                           path: bool = False, unpatched: torch.Tensor | None = None) -> torch.Tensor:
     """Our terms on the strict rows beside InterpBench's cross-entropy: KL(unpatched ‖ patched output) and, on
-    the strict-one (and strict-all) rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
+    the strict-one (strict-all, strict-layer) rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
     both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them.
     `unpatched`: `unpatched_logits` already computed this step (else computed here)."""
     if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
@@ -601,7 +610,7 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit or all at once, as the single-node and all-together checks patch
-        one = torch.tensor([path or g in ("strict-one", "strict-all")
+        one = torch.tensor([path or g in ("strict-one", "strict-all", "strict-layer")
                             for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
@@ -1060,6 +1069,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name-spread-margin", type=float, default=SIITConfig.name_spread_margin)
     parser.add_argument("--strict-all", action="store_true",
                         help="ours: a strict group whose rows patch every non-aligned unit at once")
+    parser.add_argument("--strict-layer", action="store_true",
+                        help="ours: a strict group whose rows patch every non-aligned unit of one random layer")
     parser.add_argument("--source-share", type=float, default=SIITConfig.source_share)
     parser.add_argument("--train-on", action="append", default=[], help="a held-out split to train on anyway")
     parser.add_argument("--all-templates", action="store_true", help="IOI: --train-on held_out_templates")
@@ -1085,7 +1096,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
-                     strict_all=args.strict_all, near_miss_share=args.near_miss_share,
+                     strict_all=args.strict_all, strict_layer=args.strict_layer, near_miss_share=args.near_miss_share,
                      name_spread_weight=args.name_spread_weight, name_spread_margin=args.name_spread_margin,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)

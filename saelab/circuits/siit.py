@@ -310,9 +310,9 @@ def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -
     return tuple(edges)
 
 
-STRICT_GROUPS = ("strict-one", "strict-many", "strict-all")
-"""The trainer's strict row groups: one non-aligned unit patched, a random half of them, all of them (the last
-ours, with --strict-all)."""
+STRICT_GROUPS = ("strict-one", "strict-many", "strict-all", "strict-layer")
+"""The trainer's strict row groups: one non-aligned unit patched, a random half of them, all of them, every one
+of a random layer's (the last two ours, with --strict-all and --strict-layer)."""
 
 
 def non_aligned_units(model: HookedTransformer, alignment: Sequence[AlignedNode]) -> list[tuple[str, int, int | None]]:
