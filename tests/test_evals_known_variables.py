@@ -111,7 +111,7 @@ def test_ioi_values_read_the_indirect_object() -> None:
     rows = IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]),
                    s2=torch.tensor([1, 1]),
                    slot_names=torch.tensor([[10, 11], [12, 13]]), dup=torch.tensor([1, 0]), templates=(0, 0),
-                   io=torch.tensor([0, 0]))
+                   io=torch.tensor([0, 0]), slots=torch.tensor([[0, 1], [0, 1]]))
     values = ioi_values(rows)  # dup 1: S2 repeats the second slot, so the IO is the first slot's name
     assert values["name"].tolist() == [10, 13] and values["slot"].tolist() == [0, 1]
     with pytest.raises(ValueError, match="ABC"):

@@ -163,6 +163,44 @@ def test_inhibition_design_outputs_the_earlier_name_that_is_not_the_patched_subj
     assert entry.model != NAME
 
 
+def test_copies_design_reads_the_names_from_the_patched_slot_copies(tokenizer):
+    """The copies design (ours): SLOT1 / SLOT2 (head 0.0 at each name slot) carry the name NAME reads there;
+    S-INH is untouched. Fails on: the wrong slot replaced, the source's subject read instead of the base's, the
+    output taken as the replaced name whatever the slot, positions off by one (the slots decode as the names)."""
+    entry = siit_task("ioi-copies")
+    out = entry.high_level_output
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("Mary", "John", "Kevin", "Laura")}
+    # ABB: slots (Mary = indirect object, John = subject); BAB: slots (John = subject, Mary).
+    base = encode_specs(tokenizer, [Spec(0, "ABB", ("John", "Mary", "John"), "store", "ring"),
+                                    Spec(0, "BAB", ("John", "Mary", "John"), "store", "ring")])
+    source = encode_specs(tokenizer, [Spec(0, "ABB", ("Laura", "Kevin", "Laura"), "store", "ring")] * 2)
+    assert base.tokens[torch.arange(2)[:, None], base.slots].tolist() == [[tid["Mary"], tid["John"]],
+                                                                          [tid["John"], tid["Mary"]]]
+    assert torch.equal(base.position("slot1"), base.slots[:, 0]) and torch.equal(base.position("slot2"),
+                                                                                  base.slots[:, 1])
+    assert out(base, source, None).ids[:, 0].tolist() == [tid["Mary"]] * 2
+    # The indirect object's slot replaced by Kevin: the answer is Kevin (slot 1 on ABB, slot 2 on BAB).
+    assert out(base, source, "SLOT1").ids[0].tolist() == [tid["Kevin"]] * 2
+    assert out(base, source, "SLOT2").ids[1].tolist() == [tid["Laura"]] * 2
+    # The subject's slot replaced: neither earlier name is the subject, both at 1/2.
+    for variable, row, new in (("SLOT2", 0, "Laura"), ("SLOT1", 1, "Kevin")):
+        target = out(base, source, variable)
+        assert sorted(target.ids[row].tolist()) == sorted([tid["Mary"], tid[new]])
+        assert target.weights[row].tolist() == [0.5, 0.5]
+    # The other variables are the inhibition design's.
+    inhibition = siit_task("ioi-inhibition").high_level_output
+    for variable in ("DUP", "S-INH", "NAME"):
+        assert torch.equal(out(base, source, variable).ids, inhibition(base, source, variable).ids)
+    keys = entry.attention_targets(base)
+    assert torch.equal(keys["SLOT1"], base.slots[:, 0]) and torch.equal(keys["SLOT2"], base.slots[:, 1])
+    assert {"0.0->2.3.k", "0.0->2.3.v", "1.1->2.3.q"} <= set(entry.circuit_edges)
+    rng = random.Random(0)
+    for _ in range(50):
+        spec_base, spec_source = entry.pair_specs(rng, TRAIN_SPLIT, "SLOT1", 0.25)
+        assert not set(spec_source.names) & set(spec_base.names)
+        assert (spec_source.template, spec_source.order) == (spec_base.template, spec_base.order)
+
+
 def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer):
     entry = siit_task("ioi-inhibition")
     rng = random.Random(0)

@@ -38,7 +38,7 @@ from saelab.tasks import words
 from saelab.tasks.build import encode_prompts
 from saelab.tasks.ioi import BABA_TEMPLATES, ioi_prompt
 
-POSITIONS = ("S2", "end")
+POSITIONS = ("S2", "end", "slot1", "slot2")
 """IOI's named positions (each task's rows name their own, `rows.position(name)`)."""
 
 
@@ -126,10 +126,14 @@ class IOIRows(NamedTuple):
     io: Int[Tensor, " n"]
     """The indirect object's position (the earlier name S2 does not repeat; on an ABC prompt, the generator's IO
     slot)."""
+    slots: Int[Tensor, "n 2"]
+    """The positions of the first and second name slots (where `slot_names` are)."""
 
     def position(self, name: str) -> Int[Tensor, " n"]:
         if name not in POSITIONS:
             raise ValueError(f"unknown IOI position {name!r}; expected one of {POSITIONS}")
+        if name.startswith("slot"):
+            return self.slots[:, int(name[-1]) - 1]
         return self.s2 if name == "S2" else self.end
 
 
@@ -165,17 +169,18 @@ def encode_specs(tokenizer, specs: Sequence[Spec]) -> IOIRows:
     length = max(len(e.ids) for e in encoded)
     pad = tokenizer.bos_token_id
     tokens = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in encoded], dtype=torch.long)
-    first = [min(e.positions["IO"], e.positions["S1"]) for e in encoded]
-    second = [max(e.positions["IO"], e.positions["S1"]) for e in encoded]
+    first = torch.tensor([min(e.positions["IO"], e.positions["S1"]) for e in encoded])
+    second = torch.tensor([max(e.positions["IO"], e.positions["S1"]) for e in encoded])
     rows = torch.arange(len(specs))
     return IOIRows(
         tokens=tokens,
         end=torch.tensor([e.positions["end"] for e in encoded]),
         s2=torch.tensor([e.positions["S2"] for e in encoded]),
-        slot_names=torch.stack([tokens[rows, torch.tensor(first)], tokens[rows, torch.tensor(second)]], dim=1),
+        slot_names=torch.stack([tokens[rows, first], tokens[rows, second]], dim=1),
         dup=torch.tensor([s.dup for s in specs]),
         templates=tuple(s.template for s in specs),
         io=torch.tensor([e.positions["IO"] for e in encoded]),
+        slots=torch.stack([first, second], dim=1),
     )
 
 
@@ -578,6 +583,7 @@ def dataset_rows(data) -> IOIRows:
         dup=torch.tensor([1 if p == "ABB" else 0 for p in data.attributes["pos"]]),
         templates=tuple(data.attributes["template"]),
         io=io,
+        slots=torch.stack([first, second], dim=1),
     )
 
 
@@ -780,6 +786,60 @@ def inhibition_sample_pairs(tokenizer, split: IOISplit, n: int, seed: int, purpo
     return PairSet(encode_specs(tokenizer, bases), encode_specs(tokenizer, sources))
 
 
+# --- the inhibition design with the name copies as stages (ours): in the inhibition design three layer-0 heads
+# copied the names at their slots, each redundant with the others, and NAME read those copies (all non-circuit
+# nodes together 0.53 of the gap; benchmarks/results/siit_ioi_inhibition.md). As the docstring design did with its
+# head 0.0, the copy is made a stage of its own, so that interchange makes one head's copy decisive.
+
+COPY_VARIABLES = {"SLOT1": 0, "SLOT2": 1}
+"""The copy variables and the name slot each copies."""
+
+
+def copies_output(base: IOIRows, source: IOIRows, variable: str | None) -> Target:
+    """The copies design's output on `base` with `variable` set to its value on `source` (None: no change).
+
+    SLOT1 / SLOT2 carry the name at the first / second name slot as NAME reads it (S-INH, read from S2, is
+    untouched), so setting one makes the output the earlier name that is not the base's subject among the base's
+    names with that slot's replaced by the source's (both at ½ when neither is the subject). The other variables
+    are the inhibition design's."""
+    if variable in COPY_VARIABLES:
+        names = base.slot_names.clone()
+        slot = COPY_VARIABLES[variable]
+        names[:, slot] = source.slot_names[:, slot]
+        return inhibited_output(base._replace(slot_names=names), subject_names(base))
+    return inhibition_output(base, source, variable)
+
+
+IOI_COPIES_ALIGNMENT = (
+    AlignedNode("SLOT1", 0, 0, "slot1", "the name at the first name slot, copied at its own position"),
+    AlignedNode("SLOT2", 0, 0, "slot2", "the name at the second name slot, copied at its own position"),
+    *IOI_INHIBITION_ALIGNMENT[:2],
+    AlignedNode("NAME", 2, 3, "end", "the earlier name that is not S-INH, read from SLOT1 and SLOT2 and written "
+                "to the output (the answer); both earlier names at 1/2 when S-INH is neither"),
+)
+IOI_COPIES_EDGES = (
+    "input->0.0.v", "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q",
+    "input->1.1.k", "1.1->2.3.q", "0.0->2.3.k", "0.0->2.3.v", "2.3->logits",
+)
+"""The inhibition design's edges, with the names NAME reads (its keys and values) coming from head 0.0's copies."""
+
+
+def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
+    """As `inhibition_pair_specs`; a copy variable's source is the base's ABC corruption (same layout, fresh names),
+    so the patched slot gets a name the base does not have: the answer flips to it when that slot is the indirect
+    object's, and both names are at ½ when it is the subject's. (The interchange checks' pairs are the inhibition
+    design's, whose sources name the base's names.)"""
+    if group not in COPY_VARIABLES:
+        return inhibition_pair_specs(rng, split, group, abc_share)
+    base = sample_spec(rng, split, rng.choice(split.templates), abc=False)
+    return base, abc_corruption(rng, split, base)
+
+
+def copies_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
+    """The inhibition design's targets, and each copy reads its own slot."""
+    return inhibition_attention_targets(rows) | {v: rows.slots[:, slot] for v, slot in COPY_VARIABLES.items()}
+
+
 def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     """Ours: where the stated edges say S-INH and NAME read (the trainer's optional attention loss): S-INH (1.1
     at END) reads DUP from S2 (0.2 -> 1.1.v), NAME (2.3 at END) reads S-INH at END itself (1.1 -> 2.3.v). DUP's
@@ -787,9 +847,10 @@ def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     return {"S-INH": rows.s2, "NAME": rows.end}
 
 
-SIIT_TASKS = ("ioi", "ioi-inhibition", "docstring", "docstring-three-stage", "docstring-self-fallback")
+SIIT_TASKS = ("ioi", "ioi-inhibition", "ioi-copies", "docstring", "docstring-three-stage", "docstring-self-fallback")
 """The SIIT entries: "ioi" is the shipped IOI design (a relay of the answer), "ioi-inhibition" (ours) the
-inhibition design above; "docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
+inhibition design above, "ioi-copies" (ours) the inhibition design with head 0.0's name copies as stages;
+"docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
 the design of its first training stage, "docstring-self-fallback" (ours) the shipped design with "self" as
 MOVER's no-match output instead of the method's name."""
 
@@ -815,6 +876,17 @@ def siit_task(task: str) -> SIITTask:
                              "held_out_places_objects": HELD_OUT_WORD_SPLIT},
             summary="DUP (the subject) at S2 -> S-INH at END -> NAME at END (the earlier name that is not S-INH)",
             candidates=ioi_candidates, attention_targets=inhibition_attention_targets,
+        )
+    if task == "ioi-copies":
+        return SIITTask(
+            task="ioi", model="saelab-ioi-siit-copies", alignment=IOI_COPIES_ALIGNMENT,
+            circuit_edges=IOI_COPIES_EDGES, high_level_output=copies_output, encode=encode_specs,
+            pair_specs=copies_pair_specs, sample_pairs=inhibition_sample_pairs, train_split=ioi_train_split,
+            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
+                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
+            summary="SLOT1, SLOT2 (the names, copied at their slots); DUP (the subject) at S2 -> S-INH at END -> "
+                    "NAME at END (the slot name that is not S-INH)",
+            candidates=ioi_candidates, attention_targets=copies_attention_targets,
         )
     if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry
