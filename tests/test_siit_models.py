@@ -164,12 +164,14 @@ def test_inhibition_design_outputs_the_earlier_name_that_is_not_the_patched_subj
 
 
 def test_copies_design_reads_the_names_from_the_patched_slot_copies(tokenizer):
-    """The copies design (ours): SLOT1 / SLOT2 (head 0.0 at each name slot) carry the name NAME reads there;
-    S-INH is untouched. Fails on: the wrong slot replaced, the source's subject read instead of the base's, the
-    output taken as the replaced name whatever the slot, positions off by one (the slots decode as the names)."""
+    """The copies design (ours): SLOT1 / SLOT2 (head 0.0 at each name slot) carry the name NAME reads
+    there; S-INH is untouched. Fails on: the wrong slot replaced, the source's subject read instead of the
+    base's, the output taken as the replaced name whatever the slot, positions off by one (the slots decode
+    as the names)."""
     entry = siit_task("ioi-copies")
     out = entry.high_level_output
-    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0] for n in ("Mary", "John", "Kevin", "Laura")}
+    tid = {n: tokenizer.encode(" " + n, add_special_tokens=False)[0]
+           for n in ("Mary", "John", "Kevin", "Laura")}
     # ABB: slots (Mary = indirect object, John = subject); BAB: slots (John = subject, Mary).
     base = encode_specs(tokenizer, [Spec(0, "ABB", ("John", "Mary", "John"), "store", "ring"),
                                     Spec(0, "BAB", ("John", "Mary", "John"), "store", "ring")])
@@ -565,10 +567,18 @@ def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
 
 
 def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the_logit_term():
-    """--strict-layer (ours): each "strict-layer" row patches every non-aligned unit of one layer (its MLP, its
-    non-aligned heads everywhere, its aligned heads everywhere but their aligned position) and nothing in any
-    other layer; over a batch more than one layer is drawn; the logit term prices a shift on these rows."""
-    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer, unchanged_output_loss
+    """--strict-layer (ours): each "strict-layer" row patches every non-aligned unit of one layer (its MLP,
+    its non-aligned heads everywhere, its aligned heads everywhere but their aligned position) and nothing in
+    any other layer; over a batch more than one layer is drawn; the logit term prices a shift on these
+    rows."""
+    from training.train_siit import (
+        SIITConfig,
+        build_model,
+        groups,
+        step_batch,
+        tokenizer,
+        unchanged_output_loss,
+    )
 
     assert "strict-layer" not in groups(SIITConfig())
     cfg = SIITConfig(batch=12, strict_layer=True, strict_logit_weight=2.0, threads=1)
@@ -612,22 +622,24 @@ def _path_pairs(model, tokenizer, n: int = 12, seed: int = 3) -> PairSet:
 
 def test_path_edges_are_the_stated_head_to_head_edges():
     """IOI: 0.2 -> 1.1.v sent from S2 and 1.1 -> 2.3.v from END (not the input or logits edges); the
-    inhibition design's second edge is the name mover's query; the docstring entry's head 0.0 carries two
-    variables, so its edges are refused, and so is the trainer flag."""
-    from training.train_siit import SIITConfig
-
+    inhibition design's second edge is the name mover's query; a head aligned at two positions (the copies
+    design's and the docstring entry's head 0.0) sends from both."""
     edges = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)
-    assert [(e.name, e.sender.position) for e in edges] == [("0.2->1.1.v", "S2"), ("1.1->2.3.v", "end")]
+    assert [(e.name, [n.position for n in e.senders]) for e in edges] == [("0.2->1.1.v", ["S2"]),
+                                                                          ("1.1->2.3.v", ["end"])]
     assert [(e.layer, e.head, e.input) for e in edges] == [(1, 1, "v"), (2, 3, "v")]
     inhibition = siit_task("ioi-inhibition")
     edges = path_edges(inhibition.alignment, inhibition.circuit_edges)
     assert [(e.name, e.layer, e.head, e.input) for e in edges] == [("0.2->1.1.v", 1, 1, "v"),
                                                                     ("1.1->2.3.q", 2, 3, "q")]
+    copies = siit_task("ioi-copies")
+    edges = path_edges(copies.alignment, copies.circuit_edges)
+    assert [(e.name, [n.position for n in e.senders]) for e in edges] == [
+        ("0.2->1.1.v", ["S2"]), ("1.1->2.3.q", ["end"]), ("0.0->2.3.k", ["slot1", "slot2"]),
+        ("0.0->2.3.v", ["slot1", "slot2"])]
     docstring = siit_task("docstring")
-    with pytest.raises(ValueError, match="0.0 carries 2 variables"):
-        path_edges(docstring.alignment, docstring.circuit_edges)
-    with pytest.raises(ValueError, match="0.0 carries 2 variables"):
-        SIITConfig(task="docstring", path_strict_weight=1.0)
+    assert [[n.variable for n in e.senders] for e in path_edges(docstring.alignment, docstring.circuit_edges)
+            if e.name.startswith("0.0")] == [["B_NAME", "C_NAME"]] * 2
 
 
 @pytest.mark.parametrize("edge_name, position", [("0.2->1.1.v", "S2"), ("0.2->1.1.q", "end")])
@@ -665,7 +677,7 @@ def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, to
     measured = patched_logits(random_model, base, cache, patch)
     assert torch.allclose(measured, by_hand, atol=1e-5)
     node_only = Patch.empty(random_model, *base.tokens.shape)
-    node_only.aligned(rows, edge.sender, base)
+    node_only.aligned(rows, edge.senders[0], base)
     # the freeze matters on this model (else the comparison above could not tell a missing freeze)
     assert (patched_logits(random_model, base, cache, node_only) - measured).abs().max() > 1e-3
 
@@ -683,13 +695,13 @@ def test_freezing_values_at_the_base_alone_changes_nothing(random_model, tokeniz
             ).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("task", ["ioi", "ioi-inhibition"])
+@pytest.mark.parametrize("task", ["ioi", "ioi-inhibition", "ioi-copies"])
 def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(task):
     """With --path-strict-weight each stated head -> head edge gets its own rows: the sender marked at its
-    aligned position only, the receiver head's stated input (values; the inhibition design's second edge: its
-    queries) at every position, nothing else; the step's cache holds the base's clean values, queries and keys
-    (not the source's); the rows' target is the base's own output; off by default (no such rows, nothing
-    frozen cached)."""
+    aligned positions only (the copies design's head 0.0: both name slots), the receiver head's stated input
+    (values; the inhibition design's second edge: its queries) at every position, nothing else; the step's
+    cache holds the base's clean values, queries and keys (not the source's); the rows' target is the base's
+    own output; off by default (no such rows, nothing frozen cached)."""
     from training.train_siit import SIITConfig, build_model, groups, step_batch, step_cache, tokenizer
 
     cfg = SIITConfig(task=task, batch=2, path_strict_weight=1.0, threads=1)
@@ -697,13 +709,14 @@ def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(
     model = build_model(cfg)
     base, source, patch, target, row_groups = step_batch(cfg, model, tokenizer(), 0)
     edges = path_edges(entry.alignment, entry.circuit_edges)
-    assert [e.input for e in edges] == (["v", "v"] if task == "ioi" else ["v", "q"])
+    assert [e.input for e in edges] == {"ioi": ["v", "v"], "ioi-inhibition": ["v", "q"],
+                                        "ioi-copies": ["v", "q", "k", "v"]}[task]
     for edge in edges:
         for row in [i for i, g in enumerate(row_groups) if g == "strict-path " + edge.name]:
-            position = base.position(edge.sender.position)[row]
             marked_z = [(layer, p, h) for layer, z in enumerate(patch.z)
                         for p, h in z[row].nonzero().tolist()]
-            assert marked_z == [(edge.sender.layer, int(position), edge.sender.head)]
+            senders = sorted((n.layer, int(base.position(n.position)[row]), n.head) for n in edge.senders)
+            assert marked_z == senders
             for part in ("v", "q", "k"):
                 marks = getattr(patch, part)
                 marked = {(layer, h) for layer, m in enumerate(marks) for _, h in m[row].nonzero().tolist()}
@@ -712,7 +725,7 @@ def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(
             assert not any(m[row].any() for m in patch.mlp)
             own = entry.high_level_output(base, source, None)
             assert torch.equal(target.ids[row], own.ids[row])
-    assert sum(g.startswith("strict-path") for g in row_groups) == 4
+    assert sum(g.startswith("strict-path") for g in row_groups) == 2 * len(edges)
     cache = step_cache(cfg, model, base, source)
     frozen = frozen_values(model, base.tokens)
     assert {k.rsplit("_", 1)[1] for k in frozen} == {"v", "q", "k"}

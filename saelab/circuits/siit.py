@@ -274,18 +274,20 @@ class Patch:
         self.z[node.layer][rows, base.position(node.position)[rows], node.head] = True
 
     def path_strict(self, rows: Tensor, edge: "PathEdge", base) -> None:
-        """Ours, not InterpBench's: patch the edge's sender at its aligned position (from the source) and freeze
+        """Ours, not InterpBench's: patch the edge's sender at its aligned positions (from the source) and freeze
         the receiving input (value vectors, queries or keys) of the receiver head at every position (at the
         cached `frozen_values`: the base's clean run). The stated edge sender -> receiver.v (.q, .k) is then cut,
         so any change left in the output went through a path the circuit does not state."""
-        self.aligned(rows, edge.sender, base)
+        for node in edge.senders:
+            self.aligned(rows, node, base)
         getattr(self, edge.input)[edge.layer][rows, :, edge.head] = True
 
 
 class PathEdge(NamedTuple):
-    """A stated head -> head edge of a circuit: the sender's aligned node, the receiving head and its input."""
+    """A stated head -> head edge of a circuit: the sending head's aligned nodes (one per position it is aligned
+    at), the receiving head and its input."""
 
-    sender: AlignedNode
+    senders: tuple[AlignedNode, ...]
     layer: int
     head: int
     input: str = "v"
@@ -293,12 +295,12 @@ class PathEdge(NamedTuple):
 
     @property
     def name(self) -> str:
-        return f"{self.sender.node}->{self.layer}.{self.head}.{self.input}"
+        return f"{self.senders[0].node}->{self.layer}.{self.head}.{self.input}"
 
 
 def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -> tuple[PathEdge, ...]:
     """The stated edges "L.H->L.H.v" (.q, .k) between aligned heads (the path-strict term's edges). A sender head
-    that carries two variables (two aligned positions) is refused: which position sends the edge is not stated."""
+    that carries several variables sends from all its aligned positions (a path-strict row patches every one)."""
     by_head: dict[str, list[AlignedNode]] = {}
     for node in alignment:
         by_head.setdefault(node.node, []).append(node)
@@ -307,11 +309,8 @@ def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -
         sender, _, receiver = name.partition("->")
         if sender not in by_head or receiver[-2:] not in (".v", ".q", ".k") or receiver[:-2] not in by_head:
             continue
-        if len(by_head[sender]) != 1:
-            raise ValueError(f"edge {name}: head {sender} carries {len(by_head[sender])} variables; a path-strict "
-                             "row needs one aligned position per sender")
         layer, head = (int(x) for x in receiver[:-2].split("."))
-        edges.append(PathEdge(by_head[sender][0], layer, head, receiver[-1]))
+        edges.append(PathEdge(tuple(by_head[sender]), layer, head, receiver[-1]))
     return tuple(edges)
 
 
