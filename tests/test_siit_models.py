@@ -623,23 +623,24 @@ def _path_pairs(model, tokenizer, n: int = 12, seed: int = 3) -> PairSet:
 def test_path_edges_are_the_stated_head_to_head_edges():
     """IOI: 0.2 -> 1.1.v sent from S2 and 1.1 -> 2.3.v from END (not the input or logits edges); the
     inhibition design's second edge is the name mover's query; a head aligned at two positions (the copies
-    design's and the docstring entry's head 0.0) sends from both."""
+    design's and the docstring entry's head 0.0) sends from both, and a head stated to write into two inputs
+    (the copies design's 0.0 into 2.3's keys and values) is one edge that cuts both."""
     edges = path_edges(IOI_ALIGNMENT, IOI_CIRCUIT_EDGES)
     assert [(e.name, [n.position for n in e.senders]) for e in edges] == [("0.2->1.1.v", ["S2"]),
                                                                           ("1.1->2.3.v", ["end"])]
-    assert [(e.layer, e.head, e.input) for e in edges] == [(1, 1, "v"), (2, 3, "v")]
+    assert [e.receivers for e in edges] == [((1, 1, "v"),), ((2, 3, "v"),)]
     inhibition = siit_task("ioi-inhibition")
     edges = path_edges(inhibition.alignment, inhibition.circuit_edges)
-    assert [(e.name, e.layer, e.head, e.input) for e in edges] == [("0.2->1.1.v", 1, 1, "v"),
-                                                                    ("1.1->2.3.q", 2, 3, "q")]
+    assert [(e.name, e.receivers) for e in edges] == [("0.2->1.1.v", ((1, 1, "v"),)),
+                                                       ("1.1->2.3.q", ((2, 3, "q"),))]
     copies = siit_task("ioi-copies")
     edges = path_edges(copies.alignment, copies.circuit_edges)
     assert [(e.name, [n.position for n in e.senders]) for e in edges] == [
-        ("0.2->1.1.v", ["S2"]), ("1.1->2.3.q", ["end"]), ("0.0->2.3.k", ["slot1", "slot2"]),
-        ("0.0->2.3.v", ["slot1", "slot2"])]
+        ("0.2->1.1.v", ["S2"]), ("1.1->2.3.q", ["end"]), ("0.0->2.3.k+2.3.v", ["slot1", "slot2"])]
+    assert edges[-1].receivers == ((2, 3, "k"), (2, 3, "v"))
     docstring = siit_task("docstring")
     assert [[n.variable for n in e.senders] for e in path_edges(docstring.alignment, docstring.circuit_edges)
-            if e.name.startswith("0.0")] == [["B_NAME", "C_NAME"]] * 2
+            if e.name.startswith("0.0")] == [["B_NAME", "C_NAME"]]
 
 
 @pytest.mark.parametrize("edge_name, position", [("0.2->1.1.v", "S2"), ("0.2->1.1.q", "end")])
@@ -667,12 +668,13 @@ def test_path_strict_patch_matches_plain_transformer_lens_hooks(random_model, to
         x[:, :, 1] = own[hook.name][:, :, 1]
         return x
 
-    hooks = [("blocks.0.attn.hook_z", z_hook), (f"blocks.1.attn.hook_{edge.input}", freeze_hook)]
+    ((_, _, part_in),) = edge.receivers
+    hooks = [("blocks.0.attn.hook_z", z_hook), (f"blocks.1.attn.hook_{part_in}", freeze_hook)]
     by_hand = random_model.run_with_hooks(base.tokens, fwd_hooks=hooks)[rows, base.end]
     patch = Patch.empty(random_model, *base.tokens.shape)
     patch.path_strict(rows, edge, base)
     for part in ("v", "q", "k"):
-        assert getattr(patch, part)[1][:, :, 1].all() == (part == edge.input), part
+        assert getattr(patch, part)[1][:, :, 1].all() == (part == part_in), part
     cache = source_cache(random_model, source.tokens) | frozen_values(random_model, base.tokens)
     measured = patched_logits(random_model, base, cache, patch)
     assert torch.allclose(measured, by_hand, atol=1e-5)
@@ -709,8 +711,9 @@ def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(
     model = build_model(cfg)
     base, source, patch, target, row_groups = step_batch(cfg, model, tokenizer(), 0)
     edges = path_edges(entry.alignment, entry.circuit_edges)
-    assert [e.input for e in edges] == {"ioi": ["v", "v"], "ioi-inhibition": ["v", "q"],
-                                        "ioi-copies": ["v", "q", "k", "v"]}[task]
+    assert [[p for _, _, p in e.receivers] for e in edges] == {
+        "ioi": [["v"], ["v"]], "ioi-inhibition": [["v"], ["q"]],
+        "ioi-copies": [["v"], ["q"], ["k", "v"]]}[task]
     for edge in edges:
         for row in [i for i, g in enumerate(row_groups) if g == "strict-path " + edge.name]:
             marked_z = [(layer, p, h) for layer, z in enumerate(patch.z)
@@ -720,8 +723,9 @@ def test_trainer_path_rows_patch_the_sender_and_freeze_the_receiver_at_the_base(
             for part in ("v", "q", "k"):
                 marks = getattr(patch, part)
                 marked = {(layer, h) for layer, m in enumerate(marks) for _, h in m[row].nonzero().tolist()}
-                assert marked == ({(edge.layer, edge.head)} if part == edge.input else set()), part
-            assert getattr(patch, edge.input)[edge.layer][row, :, edge.head].all()
+                assert marked == {(layer, head) for layer, head, p in edge.receivers if p == part}, part
+            for layer, head, part in edge.receivers:
+                assert getattr(patch, part)[layer][row, :, head].all()
             assert not any(m[row].any() for m in patch.mlp)
             own = entry.high_level_output(base, source, None)
             assert torch.equal(target.ids[row], own.ids[row])

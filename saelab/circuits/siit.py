@@ -280,37 +280,39 @@ class Patch:
         so any change left in the output went through a path the circuit does not state."""
         for node in edge.senders:
             self.aligned(rows, node, base)
-        getattr(self, edge.input)[edge.layer][rows, :, edge.head] = True
+        for layer, head, part in edge.receivers:
+            getattr(self, part)[layer][rows, :, head] = True
 
 
 class PathEdge(NamedTuple):
-    """A stated head -> head edge of a circuit: the sending head's aligned nodes (one per position it is aligned
-    at), the receiving head and its input."""
+    """The stated head -> head edges one aligned head sends: the sending head's aligned nodes (one per position it
+    is aligned at) and every (layer, head, input) it is stated to write into, so that a path-strict row cuts all
+    of the sender's stated paths at once (cutting one of two would leave a stated path open)."""
 
     senders: tuple[AlignedNode, ...]
-    layer: int
-    head: int
-    input: str = "v"
-    """"v", "q" or "k": what of the receiver the sender writes into."""
+    receivers: tuple[tuple[int, int, str], ...]
+    """(layer, head, "v" / "q" / "k") of each stated edge from the sender to an aligned head."""
 
     @property
     def name(self) -> str:
-        return f"{self.senders[0].node}->{self.layer}.{self.head}.{self.input}"
+        return f"{self.senders[0].node}->" + "+".join(f"{layer}.{head}.{part}" for layer, head, part in self.receivers)
 
 
 def path_edges(alignment: Sequence[AlignedNode], circuit_edges: Sequence[str]) -> tuple[PathEdge, ...]:
-    """The stated edges "L.H->L.H.v" (.q, .k) between aligned heads (the path-strict term's edges). A sender head
-    that carries several variables sends from all its aligned positions (a path-strict row patches every one)."""
+    """The stated edges "L.H->L.H.v" (.q, .k) between aligned heads (the path-strict term's edges), one
+    `PathEdge` per sending head, in the order the circuit first states them. A sender head that carries several
+    variables sends from all its aligned positions (a path-strict row patches every one)."""
     by_head: dict[str, list[AlignedNode]] = {}
     for node in alignment:
         by_head.setdefault(node.node, []).append(node)
-    edges = []
+    receivers: dict[str, list[tuple[int, int, str]]] = {}
     for name in circuit_edges:
         sender, _, receiver = name.partition("->")
         if sender not in by_head or receiver[-2:] not in (".v", ".q", ".k") or receiver[:-2] not in by_head:
             continue
         layer, head = (int(x) for x in receiver[:-2].split("."))
-        edges.append(PathEdge(tuple(by_head[sender]), layer, head, receiver[-1]))
+        receivers.setdefault(sender, []).append((layer, head, receiver[-1]))
+    edges = [PathEdge(tuple(by_head[sender]), tuple(parts)) for sender, parts in receivers.items()]
     return tuple(edges)
 
 
