@@ -39,7 +39,8 @@ from saelab.workspace import Workspace
 
 log = logging.getLogger("circuit_table")
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("docstring (SIIT)", "docstring", "saelab-docstring-siit"),
+COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("IOI (SIIT, copies design)", "ioi", "saelab-ioi-siit-copies"),
+           ("docstring (SIIT)", "docstring", "saelab-docstring-siit"),
            ("reverse (tracr)", "reverse", "tracr-reverse"),
            ("frac_prevs (tracr)", "frac_prevs", "tracr-frac-prevs"),
            ("IOI", "ioi", "saelab-tiny"), ("greater-than", "greater_than", "saelab-tiny"),
@@ -140,6 +141,10 @@ def records_from_store(store: ResultsStore, seeds: set[int] | None = None) -> li
 GROUND_TRUTH_TEXT = (
     "Ground truths (data/circuits/MODEL/TASK.json), each column says which it has. **By construction** "
     "(saelab-ioi-siit: SIIT-trained so that three named heads implement a relay of the indirect object; "
+    "saelab-ioi-siit-copies: SIIT-trained so that a name-copy head (at both name slots), a duplicate-token head, "
+    "an S-inhibition head (into the name mover's query) and a name mover implement IOI, four heads in three "
+    "layers, whose stated edges each carry > 0.9 of the gap (our edge check fails on one unstated edge, "
+    "1.1 -> logits at 0.063 against the 0.05 bound); "
     "saelab-docstring-siit: SIIT-trained so that a layer-0 name-copy head, a previous-argument head (key) and "
     "a last-documented-argument head (query) feed an argument mover, four heads in three layers; "
     "tracr-*: compiled RASP programs, circuit read from the compiled weights): the circuit was put there; "

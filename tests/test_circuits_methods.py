@@ -91,6 +91,9 @@ def test_ablating_a_nodes_out_edges_equals_patching_the_node(random_model, rando
         via_edges = patched_end_logits(random_model, graph, clean, corrupted.senders, graph.out_edges(node), batch.end)
         effect = float((batch.metric(via_edges) - batch.metric(clean.end_logits)).mean())
         assert effect == pytest.approx(node_effects(random_model, random_problem, nodes=[node])[node], abs=1e-5)
+        # A node named twice (a head aligned at two positions) is measured once, not summed.
+        twice = node_effects(random_model, random_problem, nodes=[node, node])[node]
+        assert twice == pytest.approx(effect, abs=1e-5)
 
 
 def test_starting_at_the_receiver_layer_changes_nothing(random_model, random_problem):

@@ -88,9 +88,10 @@ def node_effects(
     ablation: str = "resample",
     nodes: Iterable[Node] | None = None,
 ) -> dict[Node, float]:
-    """Signed mean effect on the metric of ablating each node's output (heads and MLPs by default)."""
+    """Signed mean effect on the metric of ablating each node's output (heads and MLPs by default; a node
+    named twice is measured once)."""
     graph = Graph.from_config(model.cfg)
-    nodes = list(graph.nodes if nodes is None else nodes)
+    nodes = list(dict.fromkeys(graph.nodes if nodes is None else nodes))
     totals = dict.fromkeys(nodes, 0.0)
     for batch in problem.batches:
         stream, clean_metric = _clean_stream(model, batch)
