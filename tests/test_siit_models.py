@@ -231,6 +231,8 @@ def test_held_out_split_is_disjoint_from_training():
 def test_registered_and_circuit_file_has_the_shape_the_issue_asks(siit, alignment, entry):
     assert entry.model in {m.name for m in bundled_models()}
     truth = find_ground_truth(entry.model, "ioi", Graph.from_config(siit.cfg))
+    # The committed circuit's edges are the entry's stated ones (an edge added to the entry later shows here).
+    assert {e.name for e in truth.edges} == set(entry.circuit_edges)
     assert truth.meta["kind"] == "by construction"
     assert {a.node for a in alignment} == {n.name for n in truth.nodes}
     assert len({a.layer for a in alignment}) >= 3
@@ -287,8 +289,9 @@ def test_resample_ablation_sample_matches_the_circuit_file(siit, alignment, toke
     clean, corrupted = metric_means(siit, problem)
     gap = clean - corrupted
     truth = find_ground_truth(entry.model, "ioi", Graph.from_config(siit.cfg))
-    circuit = [Node(a.layer, "head", a.head) for a in alignment]
-    outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (alignment[1].head + 1) % siit.cfg.n_heads)]
+    circuit = list(dict.fromkeys(Node(a.layer, "head", a.head) for a in alignment))
+    layer_1 = next(Node(1, "head", h) for h in range(siit.cfg.n_heads) if Node(1, "head", h) not in circuit)
+    outside = [Node(0, "mlp"), Node(2, "mlp"), layer_1]
     effects = node_effects(siit, problem, "resample", circuit + outside)
     for node, value in effects.items():
         assert value / gap == pytest.approx(truth.node_effects[node] / truth.gap, abs=0.2), node.name
@@ -569,8 +572,7 @@ def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
 def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the_logit_term():
     """--strict-layer (ours): each "strict-layer" row patches every non-aligned unit of one layer (its MLP,
     its non-aligned heads everywhere, its aligned heads everywhere but their aligned position) and nothing in
-    any other layer; over a batch more than one layer is drawn; the logit term prices a shift on these
-    rows."""
+    any other layer; over a batch every layer is drawn; the logit term prices a shift on these rows."""
     from training.train_siit import (
         SIITConfig,
         build_model,
@@ -602,7 +604,7 @@ def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the
                 assert not marked[at] and int(marked.sum()) == len(marked) - 1
             else:
                 assert marked.all()
-    assert len(drawn) > 1
+    assert drawn == set(range(model.cfg.n_layers))
     with torch.no_grad():
         clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
     chosen = torch.tensor([g == "strict-layer" for g in row_groups])

@@ -277,7 +277,8 @@ class Patch:
         """Ours, not InterpBench's: patch the edge's sender at its aligned positions (from the source) and freeze
         the receiving input (value vectors, queries or keys) of the receiver head at every position (at the
         cached `frozen_values`: the base's clean run). The stated edge sender -> receiver.v (.q, .k) is then cut,
-        so any change left in the output went through a path the circuit does not state."""
+        so any change left in the output went through a path the circuit does not state (but not through one that
+        ends in the frozen input, e.g. sender -> MLP -> receiver.v, which is cut too)."""
         for node in edge.senders:
             self.aligned(rows, node, base)
         for layer, head, part in edge.receivers:
@@ -801,8 +802,8 @@ def copies_output(base: IOIRows, source: IOIRows, variable: str | None) -> Targe
 
     SLOT1 / SLOT2 carry the name at the first / second name slot as NAME reads it (S-INH, read from S2, is
     untouched), so setting one makes the output the earlier name that is not the base's subject among the base's
-    names with that slot's replaced by the source's (both at ½ when neither is the subject). The other variables
-    are the inhibition design's."""
+    names with that slot's replaced by the source's (both at ½ when neither is the subject; when both slots then
+    hold the same name, that name). The other variables are the inhibition design's."""
     if variable in COPY_VARIABLES:
         names = base.slot_names.clone()
         slot = COPY_VARIABLES[variable]
@@ -829,7 +830,7 @@ def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share
     """As `inhibition_pair_specs`; a copy variable's source is the base's ABC corruption (same layout, fresh names),
     so the patched slot gets a name the base does not have: the answer flips to it when that slot is the indirect
     object's, and both names are at ½ when it is the subject's. (The interchange checks' pairs are the inhibition
-    design's, whose sources name the base's names.)"""
+    design's, whose source's subject, and by chance its other name, may be one of the base's names.)"""
     if group not in COPY_VARIABLES:
         return inhibition_pair_specs(rng, split, group, abc_share)
     base = sample_spec(rng, split, rng.choice(split.templates), abc=False)

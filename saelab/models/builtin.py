@@ -67,7 +67,7 @@ def register_builtin_models() -> None:
     register_model(BundledModel(
         name="saelab-ioi-siit-copies",
         description="3 layers, d_model 64, 4 heads, d_mlp 128, saelab-tiny tokenizer; IOI circuit known by "
-                    "construction, with S-inhibition and name copies as stages (ours; stated edges > 0.9 of the gap)",
+                    "construction, with S-inhibition and name copies as stages (ours; stated head edges >= 0.91 of the gap)",
         trained_on="IOI prompts (saelab's generator) with SIIT losses (training/train_siit.py --task ioi-copies; "
                    "see its model card)",
         directory=models_dir / "saelab-ioi-siit-copies",
