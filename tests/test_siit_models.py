@@ -524,18 +524,37 @@ def test_strict_groups_are_the_strict_rows_the_loss_averages_and_never_the_path_
     assert not any(g.startswith(PATH_GROUP) for g in strict_groups(both))
 
 
+def _assert_layer_patched(patch: Patch, base, row: int, layer: int, n_heads: int, aligned: dict) -> None:
+    """Every non-aligned unit of `layer` is marked on `row`: its MLP, its heads everywhere, its aligned heads
+    everywhere but their aligned position."""
+    assert patch.mlp[layer][row].all()
+    for head in range(n_heads):
+        marked = patch.z[layer][row, :, head]
+        if (layer, head) in aligned:
+            at = int(base.position(aligned[layer, head].position)[row])
+            assert not marked[at] and int(marked.sum()) == len(marked) - 1
+        else:
+            assert marked.all()
+
+
+def _shifted_loss(cfg, model, base, row_groups: list[str], group: str) -> float:
+    """Our strict terms when the rows of `group` shift the subject's logit by 0.5 and nothing else moves."""
+    from training.train_siit import unchanged_output_loss
+
+    with torch.no_grad():
+        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
+    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
+    chosen = torch.tensor([g == group for g in row_groups])
+    logits = clean.clone()
+    logits[chosen, s_ids[chosen]] += 0.5
+    return float(unchanged_output_loss(cfg, model, base, logits, row_groups))
+
+
 def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
     """--strict-all (ours): a "strict-all" group (absent by default) whose rows patch every non-aligned unit
     (aligned heads everywhere but their aligned position), as the all-together check does; the logit term
     prices a shift on those rows as on the strict-one rows, and nothing on the strict-many rows."""
-    from training.train_siit import (
-        SIITConfig,
-        build_model,
-        groups,
-        step_batch,
-        tokenizer,
-        unchanged_output_loss,
-    )
+    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer
 
     assert "strict-all" not in groups(SIITConfig())
     cfg = SIITConfig(batch=2, strict_all=True, strict_logit_weight=2.0, threads=1)
@@ -547,40 +566,17 @@ def test_strict_all_rows_patch_every_non_aligned_unit_and_get_the_logit_term():
     aligned = {(a.layer, a.head): a for a in cfg.entry.alignment}
     for row in rows:
         for layer in range(model.cfg.n_layers):
-            assert patch.mlp[layer][row].all()
-            for head in range(model.cfg.n_heads):
-                marked = patch.z[layer][row, :, head]
-                if (layer, head) in aligned:
-                    at = int(base.position(aligned[layer, head].position)[row])
-                    assert not marked[at] and int(marked.sum()) == len(marked) - 1
-                else:
-                    assert marked.all()
-    with torch.no_grad():
-        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
-    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
-
-    def shifted(group: str) -> float:
-        chosen = torch.tensor([g == group for g in row_groups])
-        logits = clean.clone()
-        logits[chosen, s_ids[chosen]] += 0.5
-        return float(unchanged_output_loss(cfg, model, base, logits, row_groups))
-
-    assert shifted("strict-all") > 1e-4 and shifted("strict-one") > 1e-4
-    assert shifted("strict-many") == pytest.approx(0.0, abs=1e-7)
+            _assert_layer_patched(patch, base, row, layer, model.cfg.n_heads, aligned)
+    assert _shifted_loss(cfg, model, base, row_groups, "strict-all") > 1e-4
+    assert _shifted_loss(cfg, model, base, row_groups, "strict-one") > 1e-4
+    assert _shifted_loss(cfg, model, base, row_groups, "strict-many") == pytest.approx(0.0, abs=1e-7)
 
 
 def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the_logit_term():
     """--strict-layer (ours): each "strict-layer" row patches every non-aligned unit of one layer (its MLP,
     its non-aligned heads everywhere, its aligned heads everywhere but their aligned position) and nothing in
     any other layer; over a batch every layer is drawn; the logit term prices a shift on these rows."""
-    from training.train_siit import (
-        SIITConfig,
-        build_model,
-        groups,
-        step_batch,
-        tokenizer,
-        unchanged_output_loss,
-    )
+    from training.train_siit import SIITConfig, build_model, groups, step_batch, tokenizer
 
     assert "strict-layer" not in groups(SIITConfig())
     cfg = SIITConfig(batch=12, strict_layer=True, strict_logit_weight=2.0, threads=1)
@@ -594,24 +590,10 @@ def test_strict_layer_rows_patch_every_non_aligned_unit_of_one_layer_and_get_the
         marked_layers = [layer for layer in range(model.cfg.n_layers)
                          if patch.mlp[layer][row].any() or patch.z[layer][row].any()]
         assert len(marked_layers) == 1
-        layer = marked_layers[0]
-        drawn.add(layer)
-        assert patch.mlp[layer][row].all()
-        for head in range(model.cfg.n_heads):
-            marked = patch.z[layer][row, :, head]
-            if (layer, head) in aligned:
-                at = int(base.position(aligned[layer, head].position)[row])
-                assert not marked[at] and int(marked.sum()) == len(marked) - 1
-            else:
-                assert marked.all()
+        drawn.add(marked_layers[0])
+        _assert_layer_patched(patch, base, row, marked_layers[0], model.cfg.n_heads, aligned)
     assert drawn == set(range(model.cfg.n_layers))
-    with torch.no_grad():
-        clean = patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
-    chosen = torch.tensor([g == "strict-layer" for g in row_groups])
-    s_ids = base.slot_names[torch.arange(len(row_groups)), base.dup.clamp(min=0)]
-    logits = clean.clone()
-    logits[chosen, s_ids[chosen]] += 0.5
-    assert float(unchanged_output_loss(cfg, model, base, logits, row_groups)) > 1e-4
+    assert _shifted_loss(cfg, model, base, row_groups, "strict-layer") > 1e-4
 
 # --- the path-strict term and the edge check (ours) -------------------------------------------------------
 

@@ -857,38 +857,36 @@ the design of its first training stage, "docstring-self-fallback" (ours) the shi
 MOVER's no-match output instead of the method's name."""
 
 
+def _ioi_entry(**design) -> SIITTask:
+    """An IOI design's entry: what every IOI design shares (task, prompts, splits, candidates) and `design`."""
+    return SIITTask(task="ioi", encode=encode_specs, train_split=ioi_train_split, candidates=ioi_candidates,
+                    held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
+                                     "held_out_places_objects": HELD_OUT_WORD_SPLIT}, **design)
+
+
 def siit_task(task: str) -> SIITTask:
     """The SIIT entry of `task` (one of `SIIT_TASKS`)."""
     if task == "ioi":
-        return SIITTask(
-            task="ioi", model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
-            high_level_output=high_level_output, encode=encode_specs, pair_specs=ioi_pair_specs,
-            sample_pairs=ioi_sample_pairs, train_split=ioi_train_split,
-            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
-                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
-            summary="DUP at S2 -> S-INH at END -> NAME at END", candidates=ioi_candidates,
-            attention_targets=ioi_attention_targets,
+        return _ioi_entry(
+            model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
+            high_level_output=high_level_output, pair_specs=ioi_pair_specs, sample_pairs=ioi_sample_pairs,
+            summary="DUP at S2 -> S-INH at END -> NAME at END", attention_targets=ioi_attention_targets,
         )
     if task == "ioi-inhibition":
-        return SIITTask(
-            task="ioi", model="saelab-ioi-siit-inhibition", alignment=IOI_INHIBITION_ALIGNMENT,
-            circuit_edges=IOI_INHIBITION_EDGES, high_level_output=inhibition_output, encode=encode_specs,
-            pair_specs=inhibition_pair_specs, sample_pairs=inhibition_sample_pairs, train_split=ioi_train_split,
-            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
-                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
+        return _ioi_entry(
+            model="saelab-ioi-siit-inhibition", alignment=IOI_INHIBITION_ALIGNMENT,
+            circuit_edges=IOI_INHIBITION_EDGES, high_level_output=inhibition_output,
+            pair_specs=inhibition_pair_specs, sample_pairs=inhibition_sample_pairs,
             summary="DUP (the subject) at S2 -> S-INH at END -> NAME at END (the earlier name that is not S-INH)",
-            candidates=ioi_candidates, attention_targets=inhibition_attention_targets,
+            attention_targets=inhibition_attention_targets,
         )
     if task == "ioi-copies":
-        return SIITTask(
-            task="ioi", model="saelab-ioi-siit-copies", alignment=IOI_COPIES_ALIGNMENT,
-            circuit_edges=IOI_COPIES_EDGES, high_level_output=copies_output, encode=encode_specs,
-            pair_specs=copies_pair_specs, sample_pairs=inhibition_sample_pairs, train_split=ioi_train_split,
-            held_out_splits={"held_out_templates": HELD_OUT_TEMPLATE_SPLIT,
-                             "held_out_places_objects": HELD_OUT_WORD_SPLIT},
+        return _ioi_entry(
+            model="saelab-ioi-siit-copies", alignment=IOI_COPIES_ALIGNMENT, circuit_edges=IOI_COPIES_EDGES,
+            high_level_output=copies_output, pair_specs=copies_pair_specs, sample_pairs=inhibition_sample_pairs,
             summary="SLOT1, SLOT2 (the names, copied at their slots); DUP (the subject) at S2 -> S-INH at END -> "
                     "NAME at END (the slot name that is not S-INH)",
-            candidates=ioi_candidates, attention_targets=copies_attention_targets,
+            attention_targets=copies_attention_targets,
         )
     if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry
