@@ -277,8 +277,8 @@ class Patch:
         """Ours, not InterpBench's: patch the edge's sender at its aligned positions (from the source) and freeze
         the receiving input (value vectors, queries or keys) of the receiver head at every position (at the
         cached `frozen_values`: the base's clean run). The stated edge sender -> receiver.v (.q, .k) is then cut,
-        so any change left in the output went through a path the circuit does not state (but not through one that
-        ends in the frozen input, e.g. sender -> MLP -> receiver.v, which is cut too)."""
+        so any change left in the output went through a path the circuit does not state. Unstated paths that end
+        in the frozen input (e.g. sender -> MLP -> receiver.v) are cut too, so these rows do not test them."""
         for node in edge.senders:
             self.aligned(rows, node, base)
         for layer, head, part in edge.receivers:
