@@ -833,3 +833,16 @@ def test_attention_loss_leaves_out_rows_without_a_key(tokenizer):
     loss = attention_loss(entry, rows, patterns, ["task", "task"])
     expected = -(2 * torch.tensor(0.5 + 1e-6).log() + torch.tensor(0.25 + 1e-6).log()) / 3
     assert float(loss) == pytest.approx(float(expected))
+
+
+def test_dataset_rows_slots_hold_the_slot_names(tokenizer):
+    """`siit.dataset_rows` (an IOI TaskDataset as IOIRows): the tokens at `slots` are `slot_names`, in prompt
+    order, and the indirect object sits at one of them (fails on swapped or shifted slots)."""
+    from saelab.circuits.siit import dataset_rows
+
+    data = get_task("ioi").generate(tokenizer, 16, seed=3, vocabulary="tiny")
+    rows = dataset_rows(data)
+    index = torch.arange(16)[:, None]
+    assert torch.equal(rows.tokens[index, rows.slots], rows.slot_names)
+    assert bool((rows.slots[:, 0] < rows.slots[:, 1]).all())
+    assert bool(((rows.slots == rows.io[:, None]).sum(1) == 1).all())
