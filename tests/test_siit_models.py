@@ -28,6 +28,7 @@ from saelab.circuits.siit import (
     frozen_values,
     high_level_output,
     interchange_accuracy,
+    interchange_pairs,
     name_output,
     non_aligned_units,
     patch_unit,
@@ -203,6 +204,27 @@ def test_copies_design_reads_the_names_from_the_patched_slot_copies(tokenizer):
         assert (spec_source.template, spec_source.order) == (spec_base.template, spec_base.order)
 
 
+def test_copies_slot_checks_use_fresh_name_sources_where_every_counted_pair_expects_a_change(tokenizer):
+    """The copies design's SLOT interchange checks draw the base's ABC corruption as the source: every counted
+    pair's target is the fresh name at the indirect object's slot (never the base's answer, which the inhibition
+    pairs' SLOT rows ask for about half the time); the other variables keep the shared "iit" pairs."""
+    entry = siit_task("ioi-copies")
+    pairs = interchange_pairs(entry, tokenizer, TRAIN_SPLIT, 200, 5)
+    shared = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 200, 5, "iit")
+    for variable in ("DUP", "S-INH", "NAME"):
+        assert torch.equal(pairs[variable].source.tokens, shared.source.tokens)
+    for variable, slot in (("SLOT1", 0), ("SLOT2", 1)):
+        base, source = pairs[variable]
+        answer = entry.high_level_output(base, base, None).ids[:, 0]
+        assert torch.equal(base.end, source.end) and torch.equal(base.slots, source.slots)
+        assert not (base.slot_names[:, :, None] == source.slot_names[:, None, :]).any()
+        target = entry.high_level_output(base, source, variable).ids
+        counted = target[:, 0] == target[:, 1]
+        assert 0.35 < float(counted.float().mean()) < 0.65
+        assert torch.equal(target[counted, 0], source.slot_names[counted, slot])
+        assert not (target[counted, 0] == answer[counted]).any()
+
+
 def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer):
     entry = siit_task("ioi-inhibition")
     rng = random.Random(0)
@@ -257,13 +279,15 @@ def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment,
     scores = card["split_scores"]
     stored = scores.get("held_out_places_objects") or scores["held_out_places_objects_trained_on"]
     pairs = entry.sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, 123_457, "iit")
+    checked = interchange_pairs(entry, tokenizer, HELD_OUT_WORD_SPLIT, 96, 123_457)
     abc = entry.sample_pairs(tokenizer, HELD_OUT_WORD_SPLIT, 96, 123_458, "strict")
     high = entry.high_level_output
     measured = {
         "task_top1": task_accuracy(siit, pairs, high),
         "strict_all_units": strict_accuracy(siit, abc, alignment, high),
     }
-    measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, pairs, a, high) for a in alignment}
+    measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, checked[a.variable], a, high)
+                 for a in alignment}
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
         if stored[key] >= 0.95:

@@ -59,6 +59,7 @@ from saelab.circuits.siit import (
     edge_check,
     frozen_values,
     interchange_accuracy,
+    interchange_pairs,
     non_aligned_units,
     patch_unit,
     patched_end_logits,
@@ -685,11 +686,12 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
 
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
     """Task top-1, per-node interchange and strict accuracy on `n` fresh pairs of `split`."""
-    pairs = entry.sample_pairs(tok, split, n, seed, "iit")
+    pairs = interchange_pairs(entry, tok, split, n, seed)
     strict_pairs = entry.sample_pairs(tok, split, n, seed + 1, "strict")
     high = entry.high_level_output
-    scores = {"task_top1": task_accuracy(model, pairs, high)}
-    scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high) for a in entry.alignment}
+    scores = {"task_top1": task_accuracy(model, entry.sample_pairs(tok, split, n, seed, "iit"), high)}
+    scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs[a.variable], a, high)
+               for a in entry.alignment}
     scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)
     per_unit = strict_accuracy_per_unit(model, strict_pairs, entry.alignment, high)
     scores |= {"strict_per_unit_mean": per_unit.mean, "strict_per_unit_worst": per_unit.worst}

@@ -434,6 +434,14 @@ def task_accuracy(model: HookedTransformer, pairs: PairSet, high_level: HighLeve
     return float(top1(logits, high_level(pairs.base, pairs.base, None)).float().mean())
 
 
+def interchange_pairs(entry: "SIITTask", tokenizer, split, n: int, seed: int) -> dict[str, PairSet]:
+    """Each aligned variable's interchange-check pairs: the entry's own (`check_pairs`) where it has them, else
+    the shared "iit" pairs of `sample_pairs`."""
+    shared = entry.sample_pairs(tokenizer, split, n, seed, "iit")
+    own = entry.check_pairs or (lambda *_: None)
+    return {v: own(tokenizer, split, n, seed, v) or shared for v in entry.variables}
+
+
 @torch.no_grad()
 def interchange_accuracy(
     model: HookedTransformer, pairs: PairSet, node: AlignedNode, high_level: HighLevel = None
@@ -637,6 +645,9 @@ class SIITTask:
     """(base rows, source rows, variable) → {another variable: mask (n × pos) of the key positions its head may
     attend to when `variable` is set from the source}, for the trainer's optional attention loss on the
     interchange rows (None: none)."""
+    check_pairs: Callable | None = None
+    """(tokenizer, split, n, seed, variable) → `PairSet` for that variable's interchange check, or None where
+    `sample_pairs`' "iit" pairs test it (None: they test every variable; see `interchange_pairs`)."""
 
     def __post_init__(self) -> None:
         if len({a.variable for a in self.alignment}) != len(self.alignment):
@@ -837,6 +848,19 @@ def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share
     return base, abc_corruption(rng, split, base)
 
 
+def copies_check_pairs(tokenizer, split: IOISplit, n: int, seed: int, variable: str) -> PairSet | None:
+    """A copy variable's interchange-check pairs: bases with their ABC corruption as sources (as in training), so
+    the patched slot gets a fresh name and every counted pair expects a change (the answer becomes that name when
+    the slot is the indirect object's; when it is the subject's the target is both names at ½ and the check
+    leaves the pair out). The inhibition design's pairs (the others') name the base's own names: about half of
+    their counted SLOT pairs expect no change. None for the other variables."""
+    if variable not in COPY_VARIABLES:
+        return None
+    rng = random.Random(seed)
+    bases, sources = zip(*(copies_pair_specs(rng, split, variable, 0.0) for _ in range(n)), strict=True)
+    return PairSet(encode_specs(tokenizer, list(bases)), encode_specs(tokenizer, list(sources)))
+
+
 def copies_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     """The inhibition design's targets, and each copy reads its own slot."""
     return inhibition_attention_targets(rows) | {v: rows.slots[:, slot] for v, slot in COPY_VARIABLES.items()}
@@ -886,7 +910,7 @@ def siit_task(task: str) -> SIITTask:
             high_level_output=copies_output, pair_specs=copies_pair_specs, sample_pairs=inhibition_sample_pairs,
             summary="SLOT1, SLOT2 (the names, copied at their slots); DUP (the subject) at S2 -> S-INH at END -> "
                     "NAME at END (the slot name that is not S-INH)",
-            attention_targets=copies_attention_targets,
+            attention_targets=copies_attention_targets, check_pairs=copies_check_pairs,
         )
     if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry
