@@ -3,9 +3,13 @@ high-level variable, beside raw-neuron, random-direction and chance baselines an
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py            # 2,097,152 tokens, seeds 0 1 2
     PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py --quick    # 262,144 tokens, seed 0, 1,000 prompts
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_known_variables.py --task ioi-copies   # saelab-ioi-siit-copies
 
 Ground truth: saelab-ioi-siit was trained with SIIT so that head 0.2 at S2 (DUP), head 1.1 at END (S-INH) and
-head 2.3 at END (NAME) carry the indirect object's identity (data/circuits/saelab-ioi-siit/ioi.json). SAEs: the
+head 2.3 at END (NAME) carry the indirect object's identity (data/circuits/saelab-ioi-siit/ioi.json); with
+--task ioi-copies, saelab-ioi-siit-copies, where head 0.0 at the two name slots (SLOT1, SLOT2) carries each slot's
+name, head 0.2 at S2 (DUP) and head 1.1 at END (S-INH) the subject, head 2.3 at END (NAME) the indirect object
+(each variable's values: `SIITTask.variable_values`). SAEs: the
 demo's two kinds (`saelab.demo.demo_sweep`: TopK, width 8 x d_model = 512, k 16) at the hook_z of each aligned
 layer and at the residual stream after it, trained as `saelab demo` trains them (`train_in_workspace`, lr 1e-3,
 batch 4096, activations of the bundled corpus streamed from the model with 64-token contexts, the model's n_ctx).
@@ -15,7 +19,7 @@ position after BOS up to END. Scoring: `saelab.evals.known_variables` (unit and 
 prompts, F1 on 2,000 other test prompts; IOI prompts of the SIIT generator, different seeds from training). Synthetic dictionary: the setting of tests/test_sae_recovery.py
 (64 true unit directions in d_in 32, 4 active on average, TopK d_sae 128 k 4, 600 steps) with its mean-max-cosine
 score, and the same F1 protocol on it ("feature active" as the class), for a number on the same scale.
-Writes benchmarks/results/bench_known_variables.{json,md}.
+Writes benchmarks/results/bench_known_variables.{json,md} (bench_known_variables_ioi-copies.* with --task).
 """
 
 import argparse
@@ -29,8 +33,7 @@ from pathlib import Path
 import torch
 
 from saelab.activations.sites import HookSite
-from saelab.circuits.io import ground_truth_path
-from saelab.circuits.siit import AlignedNode
+from saelab.circuits.siit import AlignedNode, siit_task
 from saelab.evals.known_variables import KnownVariablesConfig, known_variable_scores, threshold_f1
 from saelab.models import load_model
 from saelab.sae import SAE, SAEConfig, load_sae
@@ -43,22 +46,16 @@ from saelab.workflows.train import (
 )
 from saelab.workspace import Workspace
 
-MODEL = "saelab-ioi-siit"
 RESULTS = Path(__file__).parent / "results" / "bench_known_variables"
 
 
-def alignment() -> list[AlignedNode]:
-    circuit = json.loads(ground_truth_path(MODEL, "ioi").read_text())
-    return [AlignedNode.from_json(entry) for entry in circuit["alignment"]]
-
-
-def demo_kinds_spec(model, nodes: list[AlignedNode], tokens: int, seed: int) -> TrainSpec:
+def demo_kinds_spec(model, nodes: tuple[AlignedNode, ...], tokens: int, seed: int) -> TrainSpec:
     """The demo's TopK SAE (its width and k, lr, batch) at hook_z and resid_post of every aligned layer."""
     width = 8 * model.cfg.d_model
     layers = sorted({node.layer for node in nodes})
     specs = tuple(SAESpec(site=f"{layer}.{kind}", architecture="topk", width=width, k=16)
                   for layer in layers for kind in ("attn_z", "resid_post"))
-    return TrainSpec(model=MODEL, saes=specs, tokens=tokens, batch_size=4096, lr=1e-3, seed=seed,
+    return TrainSpec(model=model.cfg.model_name, saes=specs, tokens=tokens, batch_size=4096, lr=1e-3, seed=seed,
                      context_len=model.cfg.n_ctx, log_every_steps=50, checkpoint_every_tokens=None)
 
 
@@ -151,10 +148,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="training tokens per SAE (default: the demo's)")
     parser.add_argument("--tag", default="", help="suffix of the result files (e.g. one per seed run in parallel)")
     parser.add_argument("--merge", nargs="+", help="merge these result JSONs (one seed each) into the main files")
+    parser.add_argument("--task", default="ioi", choices=("ioi", "ioi-copies"),
+                        help="the IOI SIIT design (its bundled model): ioi = saelab-ioi-siit (default), ioi-copies")
     args = parser.parse_args()
     if args.merge:
         report = merge([json.loads(Path(name).read_text()) for name in args.merge])
-        write(report, "")
+        task = report.get("task", "ioi")
+        write(report, "" if task == "ioi" else f"_{task}")
         print(markdown(report))
         return
     logging.basicConfig(level=logging.WARNING)
@@ -162,11 +162,12 @@ def main() -> None:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     tokens = args.tokens or (262_144 if args.quick else 2_097_152)
     n_prompts = 1000 if args.quick else 2000
-    model, nodes = load_model(MODEL), alignment()
-    report = {"model": MODEL, "tokens": tokens, "seeds": seeds, "n_dev": n_prompts, "n_test": n_prompts,
+    entry = siit_task(args.task)
+    model, nodes = load_model(entry.model), entry.alignment
+    report = {"model": entry.model, "task": args.task, "tokens": tokens, "seeds": seeds, "n_dev": n_prompts, "n_test": n_prompts,
               "table": {}, "synthetic": [], "seconds": {}}
     report["seeds_done"] = []
-    suffix = ("_quick" if args.quick else "") + args.tag
+    suffix = ("" if args.task == "ioi" else f"_{args.task}") + ("_quick" if args.quick else "") + args.tag
     for seed in seeds:
         spec = demo_kinds_spec(model, nodes, tokens, seed)
         scoring = KnownVariablesConfig(n_prompts, n_prompts, random_seed=seed)
@@ -176,7 +177,7 @@ def main() -> None:
                 saes = train(model, spec, Path(root))
             trained = time.perf_counter()
             config = scoring if data == "corpus" else replace(scoring, baselines=False)
-            for row in known_variable_scores(model, nodes, saes, config):
+            for row in known_variable_scores(model, entry, saes, config):
                 key = f"{row.variable} ({row.node}@{row.position})|{row.site}|{row.attribute}"
                 column = f"sae:{data}" if row.units == "sae" else row.units
                 report["table"].setdefault(key, {}).setdefault(column, []).append(row.score._asdict())

@@ -10,7 +10,6 @@ from saelab.evals.known_variables import (
     as_codes,
     best_cuts,
     chance_f1,
-    ioi_values,
     macro_score,
     threshold_f1,
     unit_scores,
@@ -105,14 +104,54 @@ def test_units_and_codes() -> None:
         KnownVariablesConfig(dev_seed=1, test_seed=1)
 
 
-def test_ioi_values_read_the_indirect_object() -> None:
+def _rows():
     from saelab.circuits.siit import IOIRows
 
-    rows = IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]),
+    return IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]),
                    s2=torch.tensor([1, 1]),
                    slot_names=torch.tensor([[10, 11], [12, 13]]), dup=torch.tensor([1, 0]), templates=(0, 0),
                    io=torch.tensor([0, 0]), slots=torch.tensor([[0, 1], [0, 1]]))
-    values = ioi_values(rows)  # dup 1: S2 repeats the second slot, so the IO is the first slot's name
-    assert values["name"].tolist() == [10, 13] and values["slot"].tolist() == [0, 1]
-    with pytest.raises(ValueError, match="ABC"):
-        ioi_values(rows._replace(dup=torch.tensor([-1, 0])))
+
+
+def test_each_ioi_design_states_the_values_its_variables_carry() -> None:
+    """dup 1: S2 repeats the second slot (the subject is 11, the indirect object 10); dup 0: subject 12, IO 13."""
+    from saelab.circuits.siit import siit_task
+
+    rows = _rows()
+    relay = siit_task("ioi").variable_values(rows)
+    assert set(relay) == {"DUP", "S-INH", "NAME"}
+    for values in relay.values():  # the relay's variables all carry the indirect object
+        assert values["name"].tolist() == [10, 13] and values["slot"].tolist() == [0, 1]
+    copies = siit_task("ioi-copies").variable_values(rows)
+    assert set(copies) == {"SLOT1", "SLOT2", "DUP", "S-INH", "NAME"}
+    assert copies["SLOT1"]["name"].tolist() == [10, 12] and copies["SLOT2"]["name"].tolist() == [11, 13]
+    for variable in ("DUP", "S-INH"):  # the subject
+        assert copies[variable]["name"].tolist() == [11, 12] and copies[variable]["slot"].tolist() == [1, 0]
+    assert copies["NAME"]["name"].tolist() == [10, 13] and copies["NAME"]["slot"].tolist() == [0, 1]
+    inhibition = siit_task("ioi-inhibition").variable_values(rows)
+    assert {k: {a: v.tolist() for a, v in d.items()} for k, d in inhibition.items()} == {
+        k: {a: v.tolist() for a, v in copies[k].items()} for k in ("DUP", "S-INH", "NAME")}
+    for task in ("ioi", "ioi-copies"):
+        with pytest.raises(ValueError, match="ABC"):
+            siit_task(task).variable_values(rows._replace(dup=torch.tensor([-1, 0])))
+    assert siit_task("docstring").variable_values is None
+
+
+def test_node_activations_read_each_node_at_its_own_position() -> None:
+    """SLOT1 / SLOT2 at the name slots, DUP at S2, NAME at END: checked against TransformerLens' cache."""
+    from saelab.activations.sites import HookSite
+    from saelab.circuits.siit import siit_task
+    from saelab.evals.known_variables import ioi_prompts, node_activations
+    from saelab.models import load_model
+
+    entry = siit_task("ioi-copies")
+    model = load_model(entry.model)
+    rows = ioi_prompts(model.tokenizer, 6, seed=3)
+    for node in entry.alignment:
+        site = HookSite.parse(f"{node.layer}.attn_z")
+        _, cache = model.run_with_cache(rows.tokens, names_filter=f"blocks.{node.layer}.attn.hook_z")
+        z = cache[f"blocks.{node.layer}.attn.hook_z"].flatten(2)
+        at = {"slot1": rows.slots[:, 0], "slot2": rows.slots[:, 1], "S2": rows.s2, "end": rows.end}[node.position]
+        expected = z[torch.arange(len(at)), at]
+        torch.testing.assert_close(node_activations(model, rows, site, node), expected.float(), atol=1e-5, rtol=0)
+    assert not torch.equal(rows.slots[:, 0], rows.end) and not torch.equal(rows.slots[:, 0], rows.s2)

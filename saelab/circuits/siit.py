@@ -645,6 +645,10 @@ class SIITTask:
     """(base rows, source rows, variable) → {another variable: mask (n × pos) of the key positions its head may
     attend to when `variable` is set from the source}, for the trainer's optional attention loss on the
     interchange rows (None: none)."""
+    variable_values: Callable | None = None
+    """(rows of IOI prompts, no ABC ones) → {variable: {attribute: the value it carries, per row}}: what each
+    aligned variable holds on a clean prompt, as classes for feature recovery (`saelab.evals.known_variables`;
+    None: the entry has none)."""
     check_pairs: Callable | None = None
     """(tokenizer, split, n, seed, variable) → `PairSet` for that variable's interchange check, or None where
     `sample_pairs`' "iit" pairs test it (None: they test every variable; see `interchange_pairs`)."""
@@ -780,6 +784,12 @@ def inhibition_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     return {"DUP": rows.s2, "S-INH": rows.s2, "NAME": torch.where(rows.dup >= 0, rows.io, -1)}
 
 
+def inhibition_values(rows: IOIRows) -> dict[str, dict[str, Int[Tensor, " n"]]]:
+    """DUP and S-INH carry the subject (its name and slot), NAME the indirect object."""
+    io, subject = clean_slots(rows)
+    return {"DUP": _slot_value(rows, subject), "S-INH": _slot_value(rows, subject), "NAME": _slot_value(rows, io)}
+
+
 def inhibition_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
     """As `ioi_pair_specs`, except that DUP's and S-INH's sources name the base's names (`inhibiting_source`):
     a random source's subject is almost never one of them, and the output would be both names at ½."""
@@ -848,6 +858,13 @@ def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share
     return base, abc_corruption(rng, split, base)
 
 
+def copies_values(rows: IOIRows) -> dict[str, dict[str, Int[Tensor, " n"]]]:
+    """The inhibition design's values, and SLOT1 / SLOT2 the name at their slot (one value per slot, so no
+    "slot" attribute)."""
+    clean_slots(rows)
+    return inhibition_values(rows) | {v: {"name": rows.slot_names[:, slot]} for v, slot in COPY_VARIABLES.items()}
+
+
 def copies_check_pairs(tokenizer, split: IOISplit, n: int, seed: int, variable: str) -> PairSet | None:
     """A copy variable's interchange-check pairs: bases with their ABC corruption as sources (as in training), so
     the patched slot gets a fresh name and every counted pair expects a change (the answer becomes that name when
@@ -864,6 +881,25 @@ def copies_check_pairs(tokenizer, split: IOISplit, n: int, seed: int, variable: 
 def copies_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     """The inhibition design's targets, and each copy reads its own slot."""
     return inhibition_attention_targets(rows) | {v: rows.slots[:, slot] for v, slot in COPY_VARIABLES.items()}
+
+
+def clean_slots(rows: IOIRows) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"]]:
+    """(the indirect object's slot, the subject's slot) per row; ValueError on an ABC prompt, where the IOI
+    designs' variables carry no single value."""
+    if bool((rows.dup < 0).any()):
+        raise ValueError("ABC prompts carry no single value of the IOI designs' variables; use IOI prompts")
+    return 1 - rows.dup, rows.dup
+
+
+def _slot_value(rows: IOIRows, slot: Int[Tensor, " n"]) -> dict[str, Int[Tensor, " n"]]:
+    return {"name": rows.slot_names.gather(1, slot[:, None])[:, 0], "slot": slot}
+
+
+def relay_values(rows: IOIRows) -> dict[str, dict[str, Int[Tensor, " n"]]]:
+    """The relay's variables all carry the indirect object: "name" (its token id) and "slot" (0 / 1: the first /
+    second name)."""
+    io, _ = clean_slots(rows)
+    return {a.variable: _slot_value(rows, io) for a in IOI_ALIGNMENT}
 
 
 def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
@@ -895,6 +931,7 @@ def siit_task(task: str) -> SIITTask:
             model="saelab-ioi-siit", alignment=IOI_ALIGNMENT, circuit_edges=IOI_CIRCUIT_EDGES,
             high_level_output=high_level_output, pair_specs=ioi_pair_specs, sample_pairs=ioi_sample_pairs,
             summary="DUP at S2 -> S-INH at END -> NAME at END", attention_targets=ioi_attention_targets,
+            variable_values=relay_values,
         )
     if task == "ioi-inhibition":
         return _ioi_entry(
@@ -902,7 +939,7 @@ def siit_task(task: str) -> SIITTask:
             circuit_edges=IOI_INHIBITION_EDGES, high_level_output=inhibition_output,
             pair_specs=inhibition_pair_specs, sample_pairs=inhibition_sample_pairs,
             summary="DUP (the subject) at S2 -> S-INH at END -> NAME at END (the earlier name that is not S-INH)",
-            attention_targets=inhibition_attention_targets,
+            attention_targets=inhibition_attention_targets, variable_values=inhibition_values,
         )
     if task == "ioi-copies":
         return _ioi_entry(
@@ -911,6 +948,7 @@ def siit_task(task: str) -> SIITTask:
             summary="SLOT1, SLOT2 (the names, copied at their slots); DUP (the subject) at S2 -> S-INH at END -> "
                     "NAME at END (the slot name that is not S-INH)",
             attention_targets=copies_attention_targets, check_pairs=copies_check_pairs,
+            variable_values=copies_values,
         )
     if task.startswith("docstring") and task in SIIT_TASKS:
         from saelab.circuits.siit_docstring import task_entry

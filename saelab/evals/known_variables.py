@@ -14,13 +14,15 @@ threshold. Protocol:
   x and −x) and "random" (as many random unit directions as the SAE has latents, x·r); "chance" is the
   predict-every-row classifier, F1 = 2p / (1 + p) for a value of prevalence p.
 
-Attributes (the variable's value as classes) for the IOI relay of `saelab.circuits.siit` on IOI prompts (no
-ABC prompts, where the value is a mixture): "name", the indirect object's token (every variable carries it),
-and "slot", which of the two name slots holds the indirect object.
+Attributes (the variable's value as classes) come from the design's entry (`SIITTask.variable_values`), on IOI
+prompts (no ABC prompts, where the value is a mixture): in the relay (saelab-ioi-siit) every variable carries
+the indirect object ("name", its token; "slot", which of the two name slots holds it); in the copies design
+(saelab-ioi-siit-copies) SLOT1 / SLOT2 carry their slot's name, DUP and S-INH the subject, NAME the indirect
+object.
 """
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -32,7 +34,15 @@ from transformer_lens import HookedTransformer
 
 from saelab.activations.collect import forward_sites
 from saelab.activations.sites import HookSite
-from saelab.circuits.siit import TRAIN_SPLIT, AlignedNode, IOIRows, IOISplit, encode_specs, sample_spec
+from saelab.circuits.siit import (
+    TRAIN_SPLIT,
+    AlignedNode,
+    IOIRows,
+    IOISplit,
+    SIITTask,
+    encode_specs,
+    sample_spec,
+)
 from saelab.evals.supervised import f1_table
 from saelab.sae.functional import random_unit_rows
 
@@ -140,15 +150,6 @@ def ioi_prompts(tokenizer, n: int, seed: int, split: IOISplit = TRAIN_SPLIT) -> 
                                     for _ in range(n)])
 
 
-def ioi_values(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
-    """Each attribute's raw value per prompt: "name" (the indirect object's token id) and "slot" (0 / 1: the
-    indirect object is the first / second name)."""
-    if bool((rows.dup < 0).any()):
-        raise ValueError("ABC prompts carry no single value of the relay's variables; use IOI prompts")
-    slot = 1 - rows.dup
-    return {"name": rows.slot_names.gather(1, slot[:, None])[:, 0], "slot": slot}
-
-
 def as_codes(dev: Tensor, test: Tensor) -> tuple[Int[Tensor, " n_dev"], Int[Tensor, " n_test"], int]:
     """Raw values of both sets as class indices 0..n_values−1 over their union."""
     _, inverse = torch.unique(torch.cat([dev, test]), return_inverse=True)
@@ -158,8 +159,8 @@ def as_codes(dev: Tensor, test: Tensor) -> tuple[Int[Tensor, " n_dev"], Int[Tens
 @torch.no_grad()
 def node_activations(model: HookedTransformer, rows: IOIRows, site: HookSite,
                      node: AlignedNode, batch_size: int = 512) -> Float[Tensor, "n d"]:
-    """The site's activation at the node's position (S2 or end) of every prompt."""
-    position = rows.s2 if node.position == "S2" else rows.end
+    """The site's activation at the node's position (S2, end, slot1, slot2) of every prompt."""
+    position = rows.position(node.position)
     site = site.validate(model.cfg)
     out = []
     for first in range(0, len(position), batch_size):
@@ -223,17 +224,22 @@ def unit_scores(kind: str, x: Float[Tensor, "n d"], sae=None, n_random: int = 0,
     raise ValueError(f"unit kind {kind!r} is not one of sae, neurons, random")
 
 
-def known_variable_scores(model: HookedTransformer, alignment: Sequence[AlignedNode],
+def known_variable_scores(model: HookedTransformer, entry: SIITTask,
                           saes: Mapping[str, tuple[HookSite, object]], cfg: KnownVariablesConfig
                           ) -> list[KnownVariableRow]:
-    """Every aligned variable against every SAE (sae_id -> (site, SAE)) whose site is in the variable's layer,
-    beside the neurons, random and chance baselines at the same site."""
+    """Every aligned variable of the IOI design `entry` (`siit_task`) against every SAE (sae_id -> (site,
+    SAE)) whose site is in the variable's layer, beside the neurons, random and chance baselines at the same
+    site; each variable's attributes are the values the design says it carries (`entry.variable_values`)."""
+    if entry.variable_values is None:
+        raise ValueError(f"the SIIT entry of {entry.model} states no variable values; known-variable scores "
+                         "need an IOI design (siit_task('ioi'), 'ioi-inhibition', 'ioi-copies')")
     dev = ioi_prompts(model.tokenizer, cfg.n_dev, cfg.dev_seed)
     test = ioi_prompts(model.tokenizer, cfg.n_test, cfg.test_seed)
-    codes = {name: as_codes(d, t) for (name, d), t in zip(ioi_values(dev).items(), ioi_values(test).values(),
-                                                          strict=True)}
+    dev_values, test_values = entry.variable_values(dev), entry.variable_values(test)
     rows = []
-    for node in alignment:
+    for node in entry.alignment:
+        codes = {name: as_codes(values, test_values[node.variable][name])
+                 for name, values in dev_values[node.variable].items()}
         for sae_id, (site, sae) in saes.items():
             if site.layer != node.layer:
                 continue
