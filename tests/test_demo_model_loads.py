@@ -50,7 +50,8 @@ def test_quick_demo_loads_its_model_once_and_prints_no_device_moves(
     out = capsys.readouterr().out
     assert status == 0
     assert "recorded in" in out and "✓ circuits" in out  # every step ran
-    assert model_loads == ["saelab-random", "saelab-ioi-siit"]  # each once; the second for its known circuit
+    # each once; the SIIT models for their known circuits
+    assert model_loads == ["saelab-random", "saelab-ioi-siit", "saelab-ioi-siit-copies"]
     assert "Moving model to device" not in out
     assert "by construction" in out and "output_change" in out  # the by-construction column, with baselines
 

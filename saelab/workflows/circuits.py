@@ -9,7 +9,7 @@ from saelab.workspace import Workspace
 DEMO_METHODS = ("random", "layer_order", "output_change", "sae_codes", "eap", "patching")
 """The baselines first: every circuit table the demo prints shows them beside the methods."""
 DEMO_TASKS = ("ioi", "greater_than", "docstring")
-BY_CONSTRUCTION = (("ioi", "saelab-ioi-siit"),)
+BY_CONSTRUCTION = (("ioi", "saelab-ioi-siit"), ("ioi", "saelab-ioi-siit-copies"))
 """(task, bundled model) pairs whose circuits are known by construction; the demo's circuit step runs them too."""
 
 
