@@ -110,7 +110,7 @@ def _rows():
     return IOIRows(tokens=torch.zeros(2, 3, dtype=torch.long), end=torch.tensor([2, 2]),
                    s2=torch.tensor([1, 1]),
                    slot_names=torch.tensor([[10, 11], [12, 13]]), dup=torch.tensor([1, 0]), templates=(0, 0),
-                   io=torch.tensor([0, 0]), slots=torch.tensor([[0, 1], [0, 1]]))
+                   io=torch.tensor([0, 1]), slots=torch.tensor([[0, 1], [0, 1]]))
 
 
 def test_each_ioi_design_states_the_values_its_variables_carry() -> None:
@@ -155,3 +155,36 @@ def test_node_activations_read_each_node_at_its_own_position() -> None:
         expected = z[torch.arange(len(at)), at]
         torch.testing.assert_close(node_activations(model, rows, site, node), expected.float(), atol=1e-5, rtol=0)
     assert not torch.equal(rows.slots[:, 0], rows.end) and not torch.equal(rows.slots[:, 0], rows.s2)
+
+
+def test_known_variable_scores_score_each_variable_on_its_own_values_at_its_node() -> None:
+    """On the copies design (layer 0: SLOT1, SLOT2, DUP), each row's attributes are its variable's, and the chance
+    row's value counts are those of that variable's values (a bug that took every node's codes from one variable,
+    or the relay's, would change them); a planted "SAE" whose latents are the raw activations equals the neurons
+    baseline's positive half."""
+    from types import SimpleNamespace
+
+    from saelab.activations.sites import HookSite
+    from saelab.circuits.siit import siit_task
+    from saelab.evals.known_variables import chance_score, ioi_prompts, known_variable_scores
+    from saelab.models import load_model
+
+    entry = siit_task("ioi-copies")
+    model = load_model(entry.model)
+    site = HookSite.parse("0.attn_z")
+    identity = SimpleNamespace(encode=lambda x: x, cfg=SimpleNamespace(d_sae=model.cfg.n_heads * model.cfg.d_head),
+                               W_enc=torch.zeros(1))
+    cfg = KnownVariablesConfig(n_dev=60, n_test=60)
+    rows = known_variable_scores(model, entry, {"identity": (site, identity)}, cfg)
+    assert {(r.variable, r.attribute) for r in rows} == {("SLOT1", "name"), ("SLOT2", "name"), ("DUP", "name"),
+                                                         ("DUP", "slot")}
+    assert {r.position for r in rows if r.variable == "SLOT2"} == {"slot2"}
+    dev = entry.variable_values(ioi_prompts(model.tokenizer, 60, cfg.dev_seed))
+    test = entry.variable_values(ioi_prompts(model.tokenizer, 60, cfg.test_seed))
+    for variable, attribute in (("SLOT1", "name"), ("SLOT2", "name"), ("DUP", "name"), ("DUP", "slot")):
+        expected = chance_score(*as_codes(dev[variable][attribute], test[variable][attribute]))
+        (chance,) = [r.score for r in rows if (r.variable, r.attribute, r.units) == (variable, attribute, "chance")]
+        assert chance == pytest.approx(expected), (variable, attribute)
+    by_kind = {(r.variable, r.attribute, r.units): r.score.f1 for r in rows}
+    assert by_kind[("SLOT1", "name", "sae")] <= by_kind[("SLOT1", "name", "neurons")] + 1e-9
+    assert by_kind[("SLOT1", "name", "sae")] > by_kind[("SLOT1", "name", "chance")]

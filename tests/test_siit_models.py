@@ -20,6 +20,7 @@ from saelab.circuits.siit import (
     AlignedNode,
     PairSet,
     Patch,
+    PerUnitStrict,
     Spec,
     Target,
     edge_check,
@@ -223,6 +224,28 @@ def test_copies_slot_checks_use_fresh_name_sources_where_every_counted_pair_expe
         assert 0.35 < float(counted.float().mean()) < 0.65
         assert torch.equal(target[counted, 0], source.slot_names[counted, slot])
         assert not (target[counted, 0] == answer[counted]).any()
+
+
+def test_split_scores_checks_each_variable_on_its_own_pairs(tokenizer, monkeypatch):
+    """The trainer's scores (the card's per-split table and the dev stop rule) measure SLOT1 / SLOT2 on the copies
+    design's fresh-name pairs and the other variables, and task accuracy, on the shared "iit" pairs."""
+    import training.train_siit as trainer
+
+    entry = siit_task("ioi-copies")
+    seen = {}
+    monkeypatch.setattr(trainer, "interchange_accuracy",
+                        lambda model, pairs, node, high: seen.setdefault(node.variable, pairs) and 1.0)
+    monkeypatch.setattr(trainer, "task_accuracy", lambda model, pairs, high: seen.setdefault("task", pairs) and 1.0)
+    monkeypatch.setattr(trainer, "strict_accuracy", lambda *args: 1.0)
+    monkeypatch.setattr(trainer, "strict_accuracy_per_unit", lambda *args: PerUnitStrict(1.0, 1.0, "-"))
+    trainer.split_scores(entry, None, tokenizer, TRAIN_SPLIT, 7, 32)
+    shared = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 32, 7, "iit")
+    own = interchange_pairs(entry, tokenizer, TRAIN_SPLIT, 32, 7)
+    for key in ("task", "DUP", "S-INH", "NAME"):
+        assert torch.equal(seen[key].source.tokens, shared.source.tokens), key
+    for key in ("SLOT1", "SLOT2"):
+        assert torch.equal(seen[key].source.tokens, own[key].source.tokens), key
+        assert not torch.equal(seen[key].source.tokens, shared.source.tokens), key
 
 
 def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer):

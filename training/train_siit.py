@@ -685,11 +685,13 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
 
 
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
-    """Task top-1, per-node interchange and strict accuracy on `n` fresh pairs of `split`."""
-    pairs = interchange_pairs(entry, tok, split, n, seed)
+    """Task top-1, per-node interchange (each variable on its `interchange_pairs`) and strict accuracy on `n`
+    fresh pairs of `split`."""
+    shared = entry.sample_pairs(tok, split, n, seed, "iit")
+    pairs = interchange_pairs(entry, tok, split, n, seed, shared)
     strict_pairs = entry.sample_pairs(tok, split, n, seed + 1, "strict")
     high = entry.high_level_output
-    scores = {"task_top1": task_accuracy(model, entry.sample_pairs(tok, split, n, seed, "iit"), high)}
+    scores = {"task_top1": task_accuracy(model, shared, high)}
     scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs[a.variable], a, high)
                for a in entry.alignment}
     scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)

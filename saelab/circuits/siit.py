@@ -434,10 +434,11 @@ def task_accuracy(model: HookedTransformer, pairs: PairSet, high_level: HighLeve
     return float(top1(logits, high_level(pairs.base, pairs.base, None)).float().mean())
 
 
-def interchange_pairs(entry: "SIITTask", tokenizer, split, n: int, seed: int) -> dict[str, PairSet]:
+def interchange_pairs(entry: "SIITTask", tokenizer, split, n: int, seed: int,
+                      shared: PairSet | None = None) -> dict[str, PairSet]:
     """Each aligned variable's interchange-check pairs: the entry's own (`check_pairs`) where it has them, else
-    the shared "iit" pairs of `sample_pairs`."""
-    shared = entry.sample_pairs(tokenizer, split, n, seed, "iit")
+    the shared "iit" pairs of `sample_pairs` (`shared`, when the caller has drawn them already)."""
+    shared = shared or entry.sample_pairs(tokenizer, split, n, seed, "iit")
     own = entry.check_pairs or (lambda *_: None)
     return {v: own(tokenizer, split, n, seed, v) or shared for v in entry.variables}
 
@@ -850,8 +851,8 @@ IOI_COPIES_EDGES = (
 def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
     """As `inhibition_pair_specs`; a copy variable's source is the base's ABC corruption (same layout, fresh names),
     so the patched slot gets a name the base does not have: the answer flips to it when that slot is the indirect
-    object's, and both names are at ½ when it is the subject's. (The interchange checks' pairs are the inhibition
-    design's, whose source's subject, and by chance its other name, may be one of the base's names.)"""
+    object's, and both names are at ½ when it is the subject's. The SLOT interchange checks draw the same pairs
+    (`copies_check_pairs`)."""
     if group not in COPY_VARIABLES:
         return inhibition_pair_specs(rng, split, group, abc_share)
     base = sample_spec(rng, split, rng.choice(split.templates), abc=False)
