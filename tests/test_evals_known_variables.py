@@ -114,7 +114,7 @@ def _rows():
 
 
 def test_each_ioi_design_states_the_values_its_variables_carry() -> None:
-    """dup 1: S2 repeats the second slot (the subject is 11, the indirect object 10); dup 0: subject 12, IO 13."""
+    """dup 1: S2 repeats the second slot (subject 11, indirect object 10); dup 0: subject 12, IO 13."""
     from saelab.circuits.siit import siit_task
 
     rows = _rows()
@@ -151,17 +151,19 @@ def test_node_activations_read_each_node_at_its_own_position() -> None:
         site = HookSite.parse(f"{node.layer}.attn_z")
         _, cache = model.run_with_cache(rows.tokens, names_filter=f"blocks.{node.layer}.attn.hook_z")
         z = cache[f"blocks.{node.layer}.attn.hook_z"].flatten(2)
-        at = {"slot1": rows.slots[:, 0], "slot2": rows.slots[:, 1], "S2": rows.s2, "end": rows.end}[node.position]
+        at = {"slot1": rows.slots[:, 0], "slot2": rows.slots[:, 1], "S2": rows.s2,
+              "end": rows.end}[node.position]
         expected = z[torch.arange(len(at)), at]
-        torch.testing.assert_close(node_activations(model, rows, site, node), expected.float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(node_activations(model, rows, site, node), expected.float(), atol=1e-5,
+                                   rtol=0)
     assert not torch.equal(rows.slots[:, 0], rows.end) and not torch.equal(rows.slots[:, 0], rows.s2)
 
 
 def test_known_variable_scores_score_each_variable_on_its_own_values_at_its_node() -> None:
-    """On the copies design (layer 0: SLOT1, SLOT2, DUP), each row's attributes are its variable's, and the chance
-    row's value counts are those of that variable's values (a bug that took every node's codes from one variable,
-    or the relay's, would change them); a planted "SAE" whose latents are the raw activations equals the neurons
-    baseline's positive half."""
+    """On the copies design (layer 0: SLOT1, SLOT2, DUP), each row's attributes are its variable's, and the
+    chance row's value counts are those of that variable's values (a bug that took every node's codes from one
+    variable, or the relay's, would change them); a planted "SAE" whose latents are the raw activations scores
+    no higher than the neurons baseline (which has them and their negatives)."""
     from types import SimpleNamespace
 
     from saelab.activations.sites import HookSite
@@ -172,18 +174,19 @@ def test_known_variable_scores_score_each_variable_on_its_own_values_at_its_node
     entry = siit_task("ioi-copies")
     model = load_model(entry.model)
     site = HookSite.parse("0.attn_z")
-    identity = SimpleNamespace(encode=lambda x: x, cfg=SimpleNamespace(d_sae=model.cfg.n_heads * model.cfg.d_head),
-                               W_enc=torch.zeros(1))
+    width = model.cfg.n_heads * model.cfg.d_head
+    identity = SimpleNamespace(encode=lambda x: x, cfg=SimpleNamespace(d_sae=width), W_enc=torch.zeros(1))
     cfg = KnownVariablesConfig(n_dev=60, n_test=60)
     rows = known_variable_scores(model, entry, {"identity": (site, identity)}, cfg)
-    assert {(r.variable, r.attribute) for r in rows} == {("SLOT1", "name"), ("SLOT2", "name"), ("DUP", "name"),
-                                                         ("DUP", "slot")}
+    assert {(r.variable, r.attribute) for r in rows} == {("SLOT1", "name"), ("SLOT2", "name"),
+                                                         ("DUP", "name"), ("DUP", "slot")}
     assert {r.position for r in rows if r.variable == "SLOT2"} == {"slot2"}
     dev = entry.variable_values(ioi_prompts(model.tokenizer, 60, cfg.dev_seed))
     test = entry.variable_values(ioi_prompts(model.tokenizer, 60, cfg.test_seed))
     for variable, attribute in (("SLOT1", "name"), ("SLOT2", "name"), ("DUP", "name"), ("DUP", "slot")):
         expected = chance_score(*as_codes(dev[variable][attribute], test[variable][attribute]))
-        (chance,) = [r.score for r in rows if (r.variable, r.attribute, r.units) == (variable, attribute, "chance")]
+        (chance,) = [r.score for r in rows
+                     if (r.variable, r.attribute, r.units) == (variable, attribute, "chance")]
         assert chance == pytest.approx(expected), (variable, attribute)
     by_kind = {(r.variable, r.attribute, r.units): r.score.f1 for r in rows}
     assert by_kind[("SLOT1", "name", "sae")] <= by_kind[("SLOT1", "name", "neurons")] + 1e-9

@@ -207,8 +207,8 @@ def test_copies_design_reads_the_names_from_the_patched_slot_copies(tokenizer):
 
 def test_copies_slot_checks_use_fresh_name_sources_where_every_counted_pair_expects_a_change(tokenizer):
     """The copies design's SLOT interchange checks draw the base's ABC corruption as the source: every counted
-    pair's target is the fresh name at the indirect object's slot (never the base's answer, which the inhibition
-    pairs' SLOT rows ask for about half the time); the other variables keep the shared "iit" pairs."""
+    pair's target is the fresh name at the indirect object's slot (never the base's answer, which the
+    inhibition pairs' SLOT rows ask for about half the time); the other variables keep the shared pairs."""
     entry = siit_task("ioi-copies")
     pairs = interchange_pairs(entry, tokenizer, TRAIN_SPLIT, 200, 5)
     shared = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 200, 5, "iit")
@@ -227,15 +227,16 @@ def test_copies_slot_checks_use_fresh_name_sources_where_every_counted_pair_expe
 
 
 def test_split_scores_checks_each_variable_on_its_own_pairs(tokenizer, monkeypatch):
-    """The trainer's scores (the card's per-split table and the dev stop rule) measure SLOT1 / SLOT2 on the copies
-    design's fresh-name pairs and the other variables, and task accuracy, on the shared "iit" pairs."""
+    """The trainer's scores (the card's per-split table and the dev stop rule) measure SLOT1 / SLOT2 on the
+    copies design's fresh-name pairs and the other variables, and task accuracy, on the shared "iit" pairs."""
     import training.train_siit as trainer
 
     entry = siit_task("ioi-copies")
     seen = {}
     monkeypatch.setattr(trainer, "interchange_accuracy",
                         lambda model, pairs, node, high: seen.setdefault(node.variable, pairs) and 1.0)
-    monkeypatch.setattr(trainer, "task_accuracy", lambda model, pairs, high: seen.setdefault("task", pairs) and 1.0)
+    monkeypatch.setattr(trainer, "task_accuracy",
+                        lambda model, pairs, high: seen.setdefault("task", pairs) and 1.0)
     monkeypatch.setattr(trainer, "strict_accuracy", lambda *args: 1.0)
     monkeypatch.setattr(trainer, "strict_accuracy_per_unit", lambda *args: PerUnitStrict(1.0, 1.0, "-"))
     trainer.split_scores(entry, None, tokenizer, TRAIN_SPLIT, 7, 32)
