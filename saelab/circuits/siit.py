@@ -842,10 +842,13 @@ IOI_COPIES_ALIGNMENT = (
                 "to the output (the answer); both earlier names at 1/2 when S-INH is neither"),
 )
 IOI_COPIES_EDGES = (
-    "input->0.0.v", "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q",
+    "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q",
     "input->1.1.k", "1.1->2.3.q", "0.0->2.3.k", "0.0->2.3.v", "2.3->logits",
 )
-"""The inhibition design's edges, with the names NAME reads (its keys and values) coming from head 0.0's copies."""
+"""The inhibition design's edges, with the names NAME reads (its keys and values) coming from head 0.0's copies;
+like every layer-0 aligned head (0.2 here, 0.0 and 0.1 in the docstring design), 0.0 reads its query, key and value
+from the input (its query and key were left out until 2026-12-01, when path patching showed them carrying 0.10-0.11
+of the gap)."""
 
 
 def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share: float) -> tuple[Spec, Spec]:
