@@ -272,3 +272,34 @@ def test_component_shares_map_latents_to_heads_and_mlps(setup):
     assert int(shares[0].argmax()) == 2
     nodes, shares = component_shares(model, placed[0])  # residual stream: no component
     assert nodes == [] and shares.shape[1] == 0
+
+
+def test_output_head_shares_weigh_each_heads_block_by_what_its_W_O_writes(setup):
+    """head_share="output" (ours): ‖d_h W_O^h‖ normalised over heads, by hand; a head whose W_O writes nothing
+    gets no share however large its block of the decoder."""
+    from saelab.feature_circuits.components import FeatureComponentsConfig, component_shares
+
+    model, _, _, _ = setup
+    z = dictionary("1.attn_z", d_sae=3, seed=9)
+    placed = sparse.place(model, {"z": z})[0]
+    W_O = model.blocks[1].attn.W_O.detach()
+    _, shares = component_shares(model, placed, "output")
+    blocks = z.W_dec.detach().reshape(3, model.cfg.n_heads, model.cfg.d_head)
+    written = torch.stack([(blocks[:, h] @ W_O[h]).norm(dim=-1) for h in range(model.cfg.n_heads)], dim=-1)
+    expected = (written / written.sum(-1, keepdim=True)).float()
+    torch.testing.assert_close(shares, expected, rtol=1e-5, atol=1e-6)
+    _, decoder = component_shares(model, placed)
+    assert not torch.allclose(shares, decoder)
+    with torch.no_grad():
+        saved = model.blocks[1].attn.W_O[3].clone()
+        model.blocks[1].attn.W_O[3].zero_()
+    try:
+        _, shares = component_shares(model, placed, "output")
+        assert torch.all(shares[:, 3] == 0) and torch.all(decoder[:, 3] > 0)
+    finally:
+        with torch.no_grad():
+            model.blocks[1].attn.W_O[3] = saved
+    from jaxtyping import TypeCheckError
+
+    with pytest.raises((ValueError, TypeCheckError), match="head_share"):  # pytest runs the type checker
+        FeatureComponentsConfig(head_share="both")

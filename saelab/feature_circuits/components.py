@@ -9,7 +9,9 @@ the method is ours, not their protocol:
 - node effects of every latent on each prompt (summed over positions; attribution patching by default);
   a latent is in a prompt's circuit if |its effect| > T_N;
 - each latent is shared among components: an attn_z latent among the heads by each head's share of the
-  decoder norm (Kissane et al.'s weight-based head attribution); an attn_out latent among the heads by the
+  decoder norm (Kissane et al.'s weight-based head attribution; with `head_share="output"`, ours, by the norm
+  of what each head's block of the decoder writes to the residual stream, ‖d_h W_O^h‖, so a head whose z is
+  large but whose W_O is small gets a small share); an attn_out latent among the heads by the
   norm of its decoder direction projected onto each head's output space (the row space of W_O^h; ours); an
   mlp_out / mlp_post latent, or a transcoder's that writes an MLP's output, belongs to that MLP; residual-
   stream latents belong to no component and are left out, as are error terms;
@@ -34,6 +36,7 @@ from saelab.circuits.types import MethodOutput
 from saelab.feature_circuits.sparse import FeatureCircuitConfig, Keep, Placed, measure, place
 
 SCORES = ("strength", "frequency")
+HEAD_SHARES = ("decoder", "output")
 _MLP_KINDS = ("mlp_out", "mlp_post")
 
 
@@ -50,12 +53,17 @@ class FeatureComponentsConfig:
     """Per-prompt T_N: a latent is in a prompt's circuit if |its effect summed over positions| exceeds it."""
     score: Literal["strength", "frequency"] = "strength"
     """Which of the two scores is the node score (the other is an extra score)."""
+    head_share: Literal["decoder", "output"] = "decoder"
+    """How an attn_z latent is shared among the heads: "decoder" (Kissane et al.: each head's share of the
+    decoder norm in z space) or "output" (ours: of ‖d_h W_O^h‖, what the head's block writes)."""
     seed: int = 0
     """Unused (nothing is random); the runner sets it."""
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"score {self.score!r} is not one of {SCORES}")
+        if self.head_share not in HEAD_SHARES:
+            raise ValueError(f"head_share {self.head_share!r} is not one of {HEAD_SHARES}")
         if self.node_threshold < 0:
             raise ValueError(f"node_threshold must be ≥ 0, got {self.node_threshold}")
         FeatureCircuitConfig(node_method=self.node_method, ig_steps=self.ig_steps)
@@ -73,13 +81,19 @@ def _head_space_shares(W_dec: Float[Tensor, "d_sae d_model"], W_O: Float[Tensor,
     return torch.where(total > 0, norms_ / total.clamp_min(1e-300), 1.0 / W_O.shape[0]).float()
 
 
-def component_shares(model: HookedTransformer, p: Placed) -> tuple[list[Node], Float[Tensor, "d_sae n"]]:
+def component_shares(model: HookedTransformer, p: Placed, head_share: str = "decoder"
+                     ) -> tuple[list[Node], Float[Tensor, "d_sae n"]]:
     """The components a dictionary's latents belong to and each latent's share of each (see the module)."""
-    from saelab.evals.attention import head_attribution
+    from saelab.evals.attention import head_attribution, head_blocks
 
     layer, kind = p.write.layer, p.write.kind.name
     W_dec = p.sae.W_dec.detach()
     heads = [head_node(layer, h) for h in range(model.cfg.n_heads)]
+    if kind == "attn_z" and head_share == "output":
+        written = torch.einsum("shd,hdm->shm", head_blocks(W_dec.double(), model.cfg.n_heads),
+                               model.blocks[layer].attn.W_O.detach().double()).norm(dim=-1)
+        total = written.sum(-1, keepdim=True)
+        return heads, torch.where(total > 0, written / total.clamp_min(1e-300), 1.0 / len(heads)).float()
     if kind == "attn_z":
         return heads, head_attribution(W_dec, model.cfg.n_heads)
     if kind == "attn_out":
@@ -166,7 +180,7 @@ def run_feature_components(model: HookedTransformer, problem: CircuitProblem, co
     graph = Graph.from_config(model.cfg)
     scores = {name: dict.fromkeys(graph.nodes, 0.0) for name in SCORES}
     for i, p in enumerate(placed):
-        nodes, shares = component_shares(model, p)
+        nodes, shares = component_shares(model, p, config.head_share)
         per_prompt = effects.latent[i].float()  # [n_prompts, d_sae]
         selected = (per_prompt.abs() > config.node_threshold).float()
         strength = ((selected * per_prompt.abs()) @ shares).mean(0)
