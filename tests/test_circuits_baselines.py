@@ -187,3 +187,27 @@ def test_acdc_objective_is_kl_of_clean_from_pruned(random_model, random_problem)
     got = _objective(random_model, graph, cached, ablate, 0, "kl")
     assert got == pytest.approx(float(expected), rel=1e-6)
     assert got != pytest.approx(float(reverse), rel=5e-3)  # the two directions differ by ~1% here
+
+
+def test_weight_norm_by_hand_reads_only_the_weights(distractor):
+    """‖W_V^h W_O^h‖_F per head and ‖W_in‖_F·‖W_out‖_F per MLP (computed with numpy here), the same on any
+    prompts; an edge scores the product of its ends over the largest node score (input and logits: 1)."""
+    import numpy as np
+
+    model, problem, _ = distractor
+    graph = Graph.from_config(model.cfg)
+    scores = run_method("weight_norm", model, problem)
+    for node in graph.nodes:
+        if node.kind == "head":
+            ov = model.W_V[node.layer, node.head].detach().numpy() @ model.W_O[node.layer, node.head].detach().numpy()
+            expected = np.linalg.norm(ov)
+        else:
+            mlp = model.blocks[node.layer].mlp
+            expected = np.linalg.norm(mlp.W_in.detach().numpy()) * np.linalg.norm(mlp.W_out.detach().numpy())
+        assert scores.node_scores[node] == pytest.approx(float(expected), rel=1e-5), node.name
+    top = max(scores.node_scores.values())
+    for edge in list(graph.edges)[:40]:
+        ends = [scores.node_scores.get(n, top) / top for n in (edge.sender, edge.receiver.node)]
+        assert scores.edge_scores[edge] == pytest.approx(ends[0] * ends[1]), edge.name
+    other = make_problem("other", [problem.batches[0]._replace(clean=problem.batches[0].corrupted)])
+    assert run_method("weight_norm", model, other).node_scores == scores.node_scores

@@ -8,6 +8,11 @@
   prompts and positions (up to the answer position) of ‖out_clean − out_corrupted‖₂, where out is a head's
   z·W_O or an MLP's output. Edge score = product of its endpoints' node scores divided by the largest node
   score (the input and the logits count as 1): an edge ranks high when both ends move.
+- `weight_norm` (ours): the weights alone, no prompt: a head's ‖W_V^h W_O^h‖_F (the size of what its OV
+  circuit can write), an MLP's ‖W_in‖_F · ‖W_out‖_F; edges as `output_change`'s, the product of the ends over
+  the largest node score. A model trained so that only some units matter (SIIT's strict loss, with weight
+  decay) can leave those units' weights larger than the rest; this baseline shows how much of a circuit that
+  alone gives away.
 """
 
 from dataclasses import dataclass
@@ -39,6 +44,11 @@ class LayerOrderConfig:
 @dataclass(frozen=True)
 class OutputChangeConfig:
     """The output-change baseline has no settings (the distance and positions are fixed, see the module)."""
+
+
+@dataclass(frozen=True)
+class WeightNormConfig:
+    """The weight-norm baseline has no settings."""
 
 
 def run_random(model: HookedTransformer, problem: CircuitProblem, config: RandomConfig) -> MethodOutput:
@@ -83,10 +93,29 @@ def run_output_change(model: HookedTransformer, problem: CircuitProblem, config:
     graph = Graph.from_config(model.cfg)
     distances = output_distances(model, problem)
     nodes = {n: float(distances[graph.sender_index[n]]) for n in graph.nodes}
+    return MethodOutput(nodes, _end_product_edges(graph, nodes))
+
+
+def _end_product_edges(graph: Graph, nodes: dict[Node, float]) -> dict:
+    """Edge score = product of its ends' node scores over the largest node score (input and logits: 1)."""
     top = max(max(nodes.values()), 1e-12)
 
     def end(node: Node) -> float:
         return nodes[node] / top if node in nodes else 1.0
 
-    edges = {e: end(e.sender) * end(e.receiver.node) for e in graph.edges}
-    return MethodOutput(nodes, edges)
+    return {e: end(e.sender) * end(e.receiver.node) for e in graph.edges}
+
+
+@torch.no_grad()
+def run_weight_norm(model: HookedTransformer, problem: CircuitProblem, config: WeightNormConfig
+                    ) -> MethodOutput:
+    graph = Graph.from_config(model.cfg)
+    nodes = {}
+    for node in graph.nodes:
+        if node.kind == "head":
+            ov = model.W_V[node.layer, node.head].float() @ model.W_O[node.layer, node.head].float()
+            nodes[node] = float(ov.norm())
+        else:
+            mlp = model.blocks[node.layer].mlp
+            nodes[node] = float(mlp.W_in.float().norm() * mlp.W_out.float().norm())
+    return MethodOutput(nodes, _end_product_edges(graph, nodes))

@@ -6,9 +6,11 @@ from saelab.circuits.baselines import (
     LayerOrderConfig,
     OutputChangeConfig,
     RandomConfig,
+    WeightNormConfig,
     run_layer_order,
     run_output_change,
     run_random,
+    run_weight_norm,
 )
 from saelab.circuits.eap import EAPConfig, EAPIGConfig, run_eap, run_eap_ig
 from saelab.circuits.patching import PatchingConfig, run_patching
@@ -103,6 +105,9 @@ BUILTIN_METHODS = (
     CircuitMethod("output_change", run_output_change, OutputChangeConfig,
                   "baseline: mean ‖clean − corrupted output‖ per node, no SAE (edges: product of ends)",
                   "all", kind="baseline"),
+    CircuitMethod("weight_norm", run_weight_norm, WeightNormConfig,
+                  "baseline (ours): the weights alone, ‖W_V W_O‖ per head, ‖W_in‖·‖W_out‖ per MLP (edges: product "
+                  "of ends)", "all", kind="baseline"),
 )
 
 

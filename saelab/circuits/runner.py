@@ -24,8 +24,8 @@ from saelab.circuits.registry import get_method, run_method
 from saelab.circuits.types import CircuitScores
 
 log = logging.getLogger(__name__)
-DEFAULT_METHODS = ("random", "layer_order", "output_change", "sae_codes", "sae_codes_saelab", "eap", "eap_ig",
-                   "patching", "acdc")
+DEFAULT_METHODS = ("random", "layer_order", "output_change", "weight_norm", "sae_codes", "sae_codes_saelab",
+                   "eap", "eap_ig", "patching", "acdc")
 SPLITS = {"dev": 0, "test": 100}
 """Split name → its first prompt seed; a split holds the 100 seeds from there."""
 

@@ -6,7 +6,7 @@ from typing import NamedTuple
 from saelab.db import ResultsStore
 from saelab.workspace import Workspace
 
-DEMO_METHODS = ("random", "layer_order", "output_change", "sae_codes", "eap", "patching")
+DEMO_METHODS = ("random", "layer_order", "output_change", "weight_norm", "sae_codes", "eap", "patching")
 """The baselines first: every circuit table the demo prints shows them beside the methods."""
 DEMO_TASKS = ("ioi", "greater_than", "docstring")
 BY_CONSTRUCTION = (("ioi", "saelab-ioi-siit"), ("ioi", "saelab-ioi-siit-copies"))
