@@ -196,18 +196,34 @@ def test_weight_norm_by_hand_reads_only_the_weights(distractor):
 
     model, problem, _ = distractor
     graph = Graph.from_config(model.cfg)
-    scores = run_method("weight_norm", model, problem)
+    saved = {name: p.detach().clone() for name, p in model.named_parameters() if ".mlp." in name}
+    generator = torch.Generator().manual_seed(0)
+    expected = {}
+    with torch.no_grad():  # the planted model's MLPs are zero: give them weights of different sizes
+        for i, (name, p) in enumerate(model.named_parameters()):
+            if name in saved:
+                p.copy_((1 + i % 3) * torch.randn(p.shape, generator=generator))
+    try:
+        scores = run_method("weight_norm", model, problem)
+        other = make_problem("other", [problem.batches[0]._replace(clean=problem.batches[0].corrupted)])
+        assert run_method("weight_norm", model, other).node_scores == scores.node_scores
+        for node in graph.nodes:
+            if node.kind == "head":
+                ov = (model.W_V[node.layer, node.head].detach().numpy()
+                      @ model.W_O[node.layer, node.head].detach().numpy())
+                expected[node] = np.linalg.norm(ov)
+            else:
+                mlp = model.blocks[node.layer].mlp
+                expected[node] = np.linalg.norm(mlp.W_in.detach().numpy()) * np.linalg.norm(mlp.W_out.detach().numpy())
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in saved:
+                    p.copy_(saved[name])
+    assert len({round(expected[n], 3) for n in graph.nodes if n.kind == "mlp"}) > 1
     for node in graph.nodes:
-        if node.kind == "head":
-            ov = model.W_V[node.layer, node.head].detach().numpy() @ model.W_O[node.layer, node.head].detach().numpy()
-            expected = np.linalg.norm(ov)
-        else:
-            mlp = model.blocks[node.layer].mlp
-            expected = np.linalg.norm(mlp.W_in.detach().numpy()) * np.linalg.norm(mlp.W_out.detach().numpy())
-        assert scores.node_scores[node] == pytest.approx(float(expected), rel=1e-5), node.name
+        assert scores.node_scores[node] == pytest.approx(float(expected[node]), rel=1e-5), node.name
     top = max(scores.node_scores.values())
     for edge in list(graph.edges)[:40]:
         ends = [scores.node_scores.get(n, top) / top for n in (edge.sender, edge.receiver.node)]
         assert scores.edge_scores[edge] == pytest.approx(ends[0] * ends[1]), edge.name
-    other = make_problem("other", [problem.batches[0]._replace(clean=problem.batches[0].corrupted)])
-    assert run_method("weight_norm", model, other).node_scores == scores.node_scores

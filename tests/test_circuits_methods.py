@@ -72,6 +72,22 @@ def test_every_method_recovers_the_planted_circuit(planted, method, tmp_path):
     assert scores.seconds > 0 and scores.peak_memory_mb >= 0
 
 
+@pytest.mark.parametrize("head_share", ["decoder", "output"])
+def test_feature_components_share_latents_as_configured(planted, tmp_path, monkeypatch, head_share):
+    """The method hands its head_share to the latent → head shares, and still recovers the planted circuit."""
+    import saelab.feature_circuits.components as components
+    from saelab.feature_circuits.components import FeatureComponentsConfig
+
+    model, problem, truth = planted
+    seen, real = [], components.component_shares
+    monkeypatch.setattr(components, "component_shares",
+                        lambda model, p, share="decoder": seen.append(share) or real(model, p, share))
+    config = FeatureComponentsConfig(dictionaries=identity_attn_z_dictionaries(model, tmp_path), head_share=head_share)
+    scores = run_method("feature_circuit_components", model, problem, config)
+    assert seen and set(seen) == {head_share}
+    assert evaluate_scores(scores, truth, Graph.from_config(model.cfg), node_scope="all").values["node_auc"] == 1.0
+
+
 def test_patched_run_without_ablation_is_the_clean_run_and_full_ablation_the_corrupted(random_model, random_problem):
     graph = Graph.from_config(random_model.cfg)
     batch = random_problem.batches[0]

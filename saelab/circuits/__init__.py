@@ -8,7 +8,7 @@
 Nodes are heads "L.H" and MLPs "mlpL"; edges run from senders (input, heads, MLPs) to receivers (head q/k/v
 inputs, MLP inputs, logits) as in ACDC and EAP. Methods: sae_codes (O'Neill & Bui's protocol),
 sae_codes_saelab (+ _topk, _vq: our variants), patching (+ _mean), eap, eap_ig, acdc; baselines: random,
-layer_order, output_change.
+layer_order, output_change, weight_norm.
 """
 
 from saelab.circuits.acdc import ACDCConfig

@@ -9,10 +9,12 @@
   z·W_O or an MLP's output. Edge score = product of its endpoints' node scores divided by the largest node
   score (the input and the logits count as 1): an edge ranks high when both ends move.
 - `weight_norm` (ours): the weights alone, no prompt: a head's ‖W_V^h W_O^h‖_F (the size of what its OV
-  circuit can write), an MLP's ‖W_in‖_F · ‖W_out‖_F; edges as `output_change`'s, the product of the ends over
-  the largest node score. A model trained so that only some units matter (SIIT's strict loss, with weight
-  decay) can leave those units' weights larger than the rest; this baseline shows how much of a circuit that
-  alone gives away.
+  circuit can write), an MLP's ‖W_in‖_F · ‖W_out‖_F (· ‖W_gate‖_F when gated); LayerNorm weights are not
+  folded in, and heads and MLPs are on different scales (node metrics over heads compare heads only); edges as
+  `output_change`'s, the product of the ends over the largest node score. A model trained so that only some
+  units matter can leave those units' weights larger than the rest (the SIIT models' circuit heads grew 3-4x
+  from their initial norm while the other heads stayed near it); this baseline shows how much of a circuit
+  that alone gives away.
 """
 
 from dataclasses import dataclass
@@ -113,9 +115,15 @@ def run_weight_norm(model: HookedTransformer, problem: CircuitProblem, config: W
     nodes = {}
     for node in graph.nodes:
         if node.kind == "head":
-            ov = model.W_V[node.layer, node.head].float() @ model.W_O[node.layer, node.head].float()
-            nodes[node] = float(ov.norm())
-        else:
-            mlp = model.blocks[node.layer].mlp
-            nodes[node] = float(mlp.W_in.float().norm() * mlp.W_out.float().norm())
+            attn = model.blocks[node.layer].attn
+            nodes[node] = float((attn.W_V[node.head].float() @ attn.W_O[node.head].float()).norm())
+            continue
+        mlp = model.blocks[node.layer].mlp
+        if not (hasattr(mlp, "W_in") and hasattr(mlp, "W_out")):
+            raise ValueError(f"weight_norm: the MLP of layer {node.layer} ({type(mlp).__name__}) has no "
+                             "W_in / W_out (a mixture of experts?); use another baseline for this model")
+        size = mlp.W_in.float().norm() * mlp.W_out.float().norm()
+        if hasattr(mlp, "W_gate"):
+            size = size * mlp.W_gate.float().norm()
+        nodes[node] = float(size)
     return MethodOutput(nodes, _end_product_edges(graph, nodes))

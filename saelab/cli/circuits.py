@@ -11,8 +11,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         "required unless --list-methods")
     parser.add_argument("--model", default=None, help="model name or directory (default saelab-tiny; with "
                         "--features, the model the dictionaries were trained on)")
-    parser.add_argument("--methods", default="random,layer_order,output_change,sae_codes,sae_codes_saelab,eap,"
-                        "eap_ig,patching,acdc", help="comma-separated circuit methods (see --list-methods)")
+    parser.add_argument("--methods", default=None, help="comma-separated circuit methods (see --list-methods; "
+                        "default: the circuit table's, saelab.circuits.runner.DEFAULT_METHODS)")
     parser.add_argument("--seeds", type=int, default=1, help="number of prompt seeds of the split (default 1)")
     parser.add_argument("--split", default="test", choices=("dev", "test"),
                         help="prompt seeds: test 100.. (default; report these) or dev 0.. (choose settings on these)")
@@ -41,9 +41,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     features.add_argument("--no-edges", action="store_true", help="nodes only")
 
 
-def _methods(text: str) -> tuple[str, ...]:
+def _methods(text: str | None) -> tuple[str, ...]:
     from saelab.circuits import list_methods
+    from saelab.circuits.runner import DEFAULT_METHODS
 
+    if text is None:
+        return DEFAULT_METHODS
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in names if m not in list_methods()]
     if not names or unknown:

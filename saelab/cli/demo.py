@@ -51,7 +51,8 @@ def run_demo_command(args: argparse.Namespace, workspace: Workspace) -> int:
     console.print(saes)
     if result.circuits:
         circuits = Table("task", "model", "ground truth", "method", "node AUC", "seconds",
-                         title="circuit identification (baselines: random, layer_order, output_change)")
+                         title="circuit identification (baselines: random, layer_order, output_change, "
+                               "weight_norm)")
         for row in result.circuits:
             circuits.add_row(row.task, row.model, row.ground_truth or "none", row.method,
                              _fmt(row.node_auc, "{:.3f}"), f"{row.seconds:.1f}")
