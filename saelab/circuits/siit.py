@@ -438,7 +438,8 @@ def interchange_pairs(entry: "SIITTask", tokenizer, split, n: int, seed: int,
                       shared: PairSet | None = None) -> dict[str, PairSet]:
     """Each aligned variable's interchange-check pairs: the entry's own (`check_pairs`) where it has them, else
     the shared "iit" pairs of `sample_pairs` (`shared`, when the caller has drawn them already)."""
-    shared = shared or entry.sample_pairs(tokenizer, split, n, seed, "iit")
+    if shared is None:
+        shared = entry.sample_pairs(tokenizer, split, n, seed, "iit")
     own = entry.check_pairs or (lambda *_: None)
     return {v: own(tokenizer, split, n, seed, v) or shared for v in entry.variables}
 
@@ -842,8 +843,8 @@ IOI_COPIES_ALIGNMENT = (
                 "to the output (the answer); both earlier names at 1/2 when S-INH is neither"),
 )
 IOI_COPIES_EDGES = (
-    "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.2.q", "input->0.2.k", "input->0.2.v", "0.2->1.1.v", "input->1.1.q",
-    "input->1.1.k", "1.1->2.3.q", "0.0->2.3.k", "0.0->2.3.v", "2.3->logits",
+    "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.2.q", "input->0.2.k", "input->0.2.v",
+    "0.2->1.1.v", "input->1.1.q", "input->1.1.k", "1.1->2.3.q", "0.0->2.3.k", "0.0->2.3.v", "2.3->logits",
 )
 """The inhibition design's edges, with the names NAME reads (its keys and values) coming from head 0.0's copies;
 like every layer-0 aligned head (0.2 here, 0.0 and 0.1 in the docstring design), 0.0 reads its query, key and value
@@ -865,7 +866,6 @@ def copies_pair_specs(rng: random.Random, split: IOISplit, group: str, abc_share
 def copies_values(rows: IOIRows) -> dict[str, dict[str, Int[Tensor, " n"]]]:
     """The inhibition design's values, and SLOT1 / SLOT2 the name at their slot (one value per slot, so no
     "slot" attribute)."""
-    clean_slots(rows)
     return inhibition_values(rows) | {v: {"name": rows.slot_names[:, slot]} for v, slot in COPY_VARIABLES.items()}
 
 

@@ -69,6 +69,12 @@ class FeatureComponentsConfig:
         FeatureCircuitConfig(node_method=self.node_method, ig_steps=self.ig_steps)
 
 
+def _normalised(norms: Float[Tensor, "d_sae n_heads"]) -> Float[Tensor, "d_sae n_heads"]:
+    """Each row over its sum (uniform where the row is all zero)."""
+    total = norms.sum(-1, keepdim=True)
+    return torch.where(total > 0, norms / total.clamp_min(1e-300), 1.0 / norms.shape[-1]).float()
+
+
 def _head_space_shares(W_dec: Float[Tensor, "d_sae d_model"], W_O: Float[Tensor, "n_heads d_head d_model"]
                        ) -> Float[Tensor, "d_sae n_heads"]:
     """‖decoder row projected onto head h's output space‖, normalised over heads (uniform if all zero)."""
@@ -76,9 +82,7 @@ def _head_space_shares(W_dec: Float[Tensor, "d_sae d_model"], W_O: Float[Tensor,
     for h in range(W_O.shape[0]):
         basis, _ = torch.linalg.qr(W_O[h].double().T)  # [d_model, d_head], orthonormal columns
         norms.append((W_dec.double() @ basis).norm(dim=-1))
-    norms_ = torch.stack(norms, dim=-1)
-    total = norms_.sum(-1, keepdim=True)
-    return torch.where(total > 0, norms_ / total.clamp_min(1e-300), 1.0 / W_O.shape[0]).float()
+    return _normalised(torch.stack(norms, dim=-1))
 
 
 def component_shares(model: HookedTransformer, p: Placed, head_share: str = "decoder"
@@ -92,8 +96,7 @@ def component_shares(model: HookedTransformer, p: Placed, head_share: str = "dec
     if kind == "attn_z" and head_share == "output":
         written = torch.einsum("shd,hdm->shm", head_blocks(W_dec.double(), model.cfg.n_heads),
                                model.blocks[layer].attn.W_O.detach().double()).norm(dim=-1)
-        total = written.sum(-1, keepdim=True)
-        return heads, torch.where(total > 0, written / total.clamp_min(1e-300), 1.0 / len(heads)).float()
+        return heads, _normalised(written)
     if kind == "attn_z":
         return heads, head_attribution(W_dec, model.cfg.n_heads)
     if kind == "attn_out":
