@@ -299,6 +299,11 @@ def test_output_head_shares_weigh_each_heads_block_by_what_its_W_O_writes(setup)
     finally:
         with torch.no_grad():
             model.blocks[1].attn.W_O[3] = saved
+    with torch.no_grad():
+        z.W_dec[0].zero_()  # a latent that writes nothing: uniform shares, not a division by zero
+    for share in ("output", "decoder"):
+        _, zeroed = component_shares(model, sparse.place(model, {"z": z})[0], share)
+        assert torch.equal(zeroed[0], torch.full((model.cfg.n_heads,), 1 / model.cfg.n_heads)), share
     from jaxtyping import TypeCheckError
 
     with pytest.raises((ValueError, TypeCheckError), match="head_share"):  # pytest runs the type checker
