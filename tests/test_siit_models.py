@@ -2,6 +2,7 @@
 construction checks on the committed weights (fresh seeds, held-out templates)."""
 
 import json
+import math
 import random
 
 import pytest
@@ -29,6 +30,7 @@ from saelab.circuits.siit import (
     frozen_values,
     high_level_output,
     interchange_accuracy,
+    interchange_accuracy_two,
     interchange_pairs,
     name_output,
     non_aligned_units,
@@ -235,11 +237,16 @@ def test_split_scores_checks_each_variable_on_its_own_pairs(tokenizer, monkeypat
     seen = {}
     monkeypatch.setattr(trainer, "interchange_accuracy",
                         lambda model, pairs, node, high: seen.setdefault(node.variable, pairs) and 1.0)
+    monkeypatch.setattr(trainer, "interchange_accuracy_two",
+                        lambda model, pairs, node, high: 0.5 if pairs is seen[node.variable] else math.nan)
     monkeypatch.setattr(trainer, "task_accuracy",
                         lambda model, pairs, high: seen.setdefault("task", pairs) and 1.0)
     monkeypatch.setattr(trainer, "strict_accuracy", lambda *args: 1.0)
     monkeypatch.setattr(trainer, "strict_accuracy_per_unit", lambda *args: PerUnitStrict(1.0, 1.0, "-"))
-    trainer.split_scores(entry, None, tokenizer, TRAIN_SPLIT, 7, 32)
+    scores = trainer.split_scores(entry, None, tokenizer, TRAIN_SPLIT, 7, 32)
+    # the two-token check runs on each variable's own pairs; one without tie targets (NaN) gets no column
+    assert {k: v for k, v in scores.items() if k.startswith(trainer.TWO_TOKEN)} == {
+        f"{trainer.TWO_TOKEN}{v}": 0.5 for v in entry.variables}
     shared = entry.sample_pairs(tokenizer, TRAIN_SPLIT, 32, 7, "iit")
     own = interchange_pairs(entry, tokenizer, TRAIN_SPLIT, 32, 7)
     for key in ("task", "DUP", "S-INH", "NAME"):
@@ -247,6 +254,34 @@ def test_split_scores_checks_each_variable_on_its_own_pairs(tokenizer, monkeypat
     for key in ("SLOT1", "SLOT2"):
         assert torch.equal(seen[key].source.tokens, own[key].source.tokens), key
         assert not torch.equal(seen[key].source.tokens, shared.source.tokens), key
+
+
+def test_two_token_interchange_counts_a_tie_only_when_both_names_are_the_top_two(tokenizer, random_model,
+                                                                                  monkeypatch):
+    """`interchange_accuracy_two` scores only the pairs whose high-level output is two tokens at ½ (never the
+    one-token ones), and counts one only when those two are the patched model's two top tokens, in either
+    order: one name first with a third token second, or a third token first, is a miss."""
+    import saelab.circuits.siit as siit_module
+
+    pairs = sample_pairs(tokenizer, TRAIN_SPLIT, 6, 3)
+    a, b, c = 1, 2, 3
+    ids = torch.tensor([[a, b], [a, a], [a, b], [a, b], [b, b], [a, b]])
+
+    def high(base, source, variable):  # all six rows, or the four tie rows the check keeps
+        return Target(ids if len(base.end) == 6 else ids[[0, 2, 3, 5]], torch.full((len(base.end), 2), 0.5))
+
+    logits = torch.zeros(4, random_model.cfg.d_vocab_out)
+    for row, order in enumerate([(a, b, c), (b, a, c), (a, c, b), (c, a, b)]):  # hit, hit, miss, miss
+        logits[row, list(order)] = torch.tensor([3.0, 2.0, 1.0])
+    monkeypatch.setattr(siit_module, "source_cache", lambda model, tokens: {})
+    monkeypatch.setattr(siit_module, "patched_logits", lambda model, base, *_: logits[: len(base.end)])
+    node = AlignedNode("NAME", 0, 0, "end", "a head of the small random model")
+    assert interchange_accuracy_two(random_model, pairs, node, high) == 0.5
+
+    def no_ties(base, source, variable):
+        return Target(torch.full((len(base.end), 2), a), torch.ones(len(base.end), 2))
+
+    assert math.isnan(interchange_accuracy_two(random_model, pairs, node, no_ties))  # no tie pairs to score
 
 
 def test_inhibition_sources_name_the_bases_names_in_the_stated_shares(tokenizer):
@@ -312,6 +347,9 @@ def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment,
     }
     measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, checked[a.variable], a, high)
                  for a in alignment}
+    ties = interchange_pairs(entry, tokenizer, HELD_OUT_WORD_SPLIT, 256, 123_457)  # about half are tie pairs
+    measured |= {f"interchange_two_{a.variable}": interchange_accuracy_two(siit, ties[a.variable], a, high)
+                 for a in alignment if f"interchange_two_{a.variable}" in stored}  # ours: tie targets
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
         if stored[key] >= 0.95:

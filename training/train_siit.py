@@ -59,6 +59,7 @@ from saelab.circuits.siit import (
     edge_check,
     frozen_values,
     interchange_accuracy,
+    interchange_accuracy_two,
     interchange_pairs,
     non_aligned_units,
     patch_unit,
@@ -294,6 +295,11 @@ class SIITConfig:
     are widened without changing the model's function (`widen_heads`)."""
     widen_std: float = 0.02
     """Standard deviation of the new key and value weights when `widen_heads` widens --init-from weights."""
+    qk_norm: bool = False
+    """Ours (docstring, 2026-12-01): RMS-normalise every head's query and key (TransformerLens `use_qk_norm`, one
+    learned scale per layer), so that an attention score depends on the directions of query and key, not on
+    how strongly the query's input carries a name. `--init-from` weights without it get the scales that keep
+    the scores' average size (`add_qk_norm`)."""
     n_ctx: int = 0
     """0: the entry's."""
     seed: int = 0
@@ -447,6 +453,7 @@ def build_model(cfg: SIITConfig) -> HookedTransformer:
         normalization_type="LN", default_prepend_bos=True, seed=cfg.seed, model_name=cfg.model_name,
         positional_embedding_type=cfg.entry.positional_embedding_type,
         rotary_dim=cfg.d_model // cfg.n_heads if cfg.entry.positional_embedding_type == "rotary" else None,
+        use_qk_norm=cfg.qk_norm,
     )
     return HookedTransformer(hcfg, tokenizer=tok, move_to_device=False)
 
@@ -684,9 +691,14 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
+TWO_TOKEN = "interchange_two_"
+"""Prefix of `split_scores`' two-token interchange columns (ours, `interchange_accuracy_two`)."""
+
+
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
-    """Task top-1, per-node interchange (each variable on its `interchange_pairs`) and strict accuracy on `n`
-    fresh pairs of `split`."""
+    """Task top-1, per-node interchange (each variable on its `interchange_pairs`; the top-1 check on one-token
+    high-level outputs, and ours on two-token ones where a variable has them) and strict accuracy on `n` fresh
+    pairs of `split`."""
     shared = entry.sample_pairs(tok, split, n, seed, "iit")
     pairs = interchange_pairs(entry, tok, split, n, seed, shared)
     strict_pairs = entry.sample_pairs(tok, split, n, seed + 1, "strict")
@@ -694,6 +706,9 @@ def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[
     scores = {"task_top1": task_accuracy(model, shared, high)}
     scores |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs[a.variable], a, high)
                for a in entry.alignment}
+    two = {f"{TWO_TOKEN}{a.variable}": interchange_accuracy_two(model, pairs[a.variable], a, high)
+           for a in entry.alignment}
+    scores |= {k: v for k, v in two.items() if v == v}  # only variables with tie (½-½) targets on these pairs
     scores["strict_all_units"] = strict_accuracy(model, strict_pairs, entry.alignment, high)
     per_unit = strict_accuracy_per_unit(model, strict_pairs, entry.alignment, high)
     scores |= {"strict_per_unit_mean": per_unit.mean, "strict_per_unit_worst": per_unit.worst}
@@ -754,6 +769,27 @@ def widen_heads(weights: dict[str, torch.Tensor], model: HookedTransformer, seed
     return out
 
 
+@torch.no_grad()
+def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok, cfg: SIITConfig,
+                n: int = 128) -> dict[str, torch.Tensor]:
+    """Ours: `weights` of a model without query/key norms placed in `model`, which has them; each layer's query
+    and key scales are set to the mean RMS (over heads, positions and `n` task prompts) of that layer's raw
+    queries and keys, so an average score keeps its size (a head whose queries are larger or smaller than its
+    layer's average does not; training recovers it). Weights that already have the norms are returned as they
+    are."""
+    if not model.cfg.use_qk_norm or "blocks.0.attn.q_norm.w" in weights:
+        return weights
+    model.load_state_dict(weights, strict=False)
+    tokens = cfg.entry.sample_pairs(tok, cfg.train_split, n, cfg.seed, "iit").base.tokens
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("hook_q", "hook_k")))
+    out = dict(weights)
+    for layer in range(model.cfg.n_layers):
+        for kind in ("q", "k"):
+            rms = cache[f"blocks.{layer}.attn.hook_{kind}"].pow(2).mean(-1).sqrt().mean()
+            out[f"blocks.{layer}.attn.{kind}_norm.w"] = torch.full((model.cfg.d_head,), rms.item())
+    return out
+
+
 def train(cfg: SIITConfig) -> HookedTransformer:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -771,7 +807,8 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             state["stopped"] = None  # resumed with a longer time limit
         log.info("resumed from %s at step %d", checkpoint, state["step"])
     elif cfg.init_from is not None:
-        model.load_state_dict(widen_heads(initial_weights(cfg.init_from), model, seed=cfg.seed, std=cfg.widen_std))
+        weights = widen_heads(initial_weights(cfg.init_from), model, seed=cfg.seed, std=cfg.widen_std)
+        model.load_state_dict(add_qk_norm(weights, model, tok, cfg))
         log.info("initialised from %s", cfg.init_from)
     model.train()
     started, last_save = time.time() - state["elapsed_s"], time.time()
@@ -902,8 +939,12 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     for i, (name, split) in enumerate(entry.held_out_splits.items()):
         label = f"{name}_trained_on" if name in cfg.trained_on else name
         splits[label] = split_scores(entry, model, tok, split, 30_000 + 10_000 * i, 500)
-    iit_ok = all(v >= 0.95 for s in splits.values() for k, v in s.items() if k.startswith("interchange"))
-    checks["passed"]["interchange>=0.95_every_node_every_split"] = iit_ok
+    one = [v for s in splits.values() for k, v in s.items() if k.startswith("interchange_")
+           and not k.startswith(TWO_TOKEN)]
+    two = [v for s in splits.values() for k, v in s.items() if k.startswith(TWO_TOKEN)]
+    checks["passed"]["interchange>=0.95_every_node_every_split"] = all(v >= 0.95 for v in one)
+    if two:
+        checks["passed"]["interchange_two>=0.95_every_node_every_split"] = all(v >= 0.95 for v in two)
     checks["passed"]["task_top1>=0.95_every_split"] = all(s["task_top1"] >= 0.95 for s in splits.values())
     write_ground_truth(cfg, model, effects, problem, means, checks)
     extra = {
@@ -928,7 +969,7 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     }
     # Re-save from the loaded (float16-rounded) model so the weights are exactly the ones checked.
     save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra=extra)
-    (cfg.model_dir / "MODEL_CARD.md").write_text(model_card(extra, HELD_OUT_TEXT[entry.task]))
+    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]))
 
 
 def add_edge_check(cfg: SIITConfig) -> dict:
@@ -948,10 +989,7 @@ def add_edge_check(cfg: SIITConfig) -> dict:
     clean, corrupted = metric_means(model, problem)
     checks["edge_check"] = edge_check(model, problem, entry, clean - corrupted).to_json()
     config_path.write_text(json.dumps(payload, indent=2))
-    card_path = cfg.model_dir / "MODEL_CARD.md"
-    kept = card_path.read_text().partition(CARD_APPENDIX)
-    appendix = "\n" + kept[1] + kept[2] if kept[1] else ""
-    card_path.write_text(model_card(extra, HELD_OUT_TEXT[entry.task]) + appendix)
+    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]))
     circuit_path = data_dir() / "circuits" / cfg.model_name / f"{entry.task}.json"
     circuit = json.loads(circuit_path.read_text())
     circuit["construction_checks"]["edge_check"] = checks["edge_check"]
@@ -961,6 +999,12 @@ def add_edge_check(cfg: SIITConfig) -> dict:
 
 CARD_APPENDIX = "<!-- heldout-split:begin -->"
 """Where the parts of a card written by other scripts begin (benchmarks/bench_heldout.py's section)."""
+
+
+def write_card(path: Path, text: str) -> None:
+    """Write a model card's generated part, keeping the parts other scripts wrote after `CARD_APPENDIX`."""
+    kept = path.read_text().partition(CARD_APPENDIX) if path.exists() else ("", "", "")
+    path.write_text(text + ("\n" + kept[1] + kept[2] if kept[1] else ""))
 
 
 HELD_OUT_TEXT = {
@@ -1005,11 +1049,15 @@ def model_card(extra: dict, held_out_text: str) -> str:
         f"{passed['each_circuit_node>0.20']} |",
         f"| interchange accuracy ≥ 0.95, every node, every split | see below | "
         f"{passed['interchange>=0.95_every_node_every_split']} |",
+        *([f"| two-token interchange (ours) ≥ 0.95, every node with tie targets, every split | see below | "
+           f"{passed['interchange_two>=0.95_every_node_every_split']} |"]
+          if "interchange_two>=0.95_every_node_every_split" in passed else []),
         f"| task top-1 ≥ 0.95 on every split | see below | {passed['task_top1>=0.95_every_split']} |",
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
         *edge_check_lines(checks),
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
-        "output is one token; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
+        "output is one token; interchange_two_X (ours) = over the pairs whose high-level output is two names at ½ "
+        "each, the share where those two are the patched model's two top tokens; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
         "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
         "strict accuracy) and the lowest unit)", "",
     ]
@@ -1068,6 +1116,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--n-layers", type=int, default=SIITConfig.n_layers)
     parser.add_argument("--d-head", type=int, default=SIITConfig.d_head,
                         help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
+    parser.add_argument("--qk-norm", action="store_true",
+                        help="ours: RMS-normalised queries and keys (see SIITConfig.qk_norm)")
     parser.add_argument("--widen-std", type=float, default=SIITConfig.widen_std,
                         help="ours: std of the new key and value weights when --init-from weights are widened")
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
@@ -1110,7 +1160,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, d_head=args.d_head,
-                     widen_std=args.widen_std,
+                     widen_std=args.widen_std, qk_norm=args.qk_norm,
                      lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,

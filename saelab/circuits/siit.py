@@ -451,14 +451,37 @@ def interchange_accuracy(
     """Share of pairs where patching `node` from the source gives the high-level model's output under the same
     intervention (top-1 over the whole vocabulary), over the pairs where that output is one token (IOI: not an
     ABC source)."""
+    logits, target = _interchange_logits(model, pairs, node, high_level, one_token=True)
+    return float(top1(logits, target).float().mean())
+
+
+@torch.no_grad()
+def interchange_accuracy_two(
+    model: HookedTransformer, pairs: PairSet, node: AlignedNode, high_level: HighLevel = None
+) -> float:
+    """Ours, beside `interchange_accuracy`: over the pairs whose high-level output is two tokens at ½ each (which
+    the top-1 check leaves out), the share where the patched model's two top tokens over the whole vocabulary are
+    those two, in either order; NaN when there is no such pair."""
+    logits, target = _interchange_logits(model, pairs, node, high_level, one_token=False)
+    if not len(logits):
+        return float("nan")
+    top = logits.topk(2, dim=-1).indices.sort(dim=-1).values
+    return float((top == target.ids.sort(dim=-1).values).all(dim=-1).float().mean())
+
+
+def _interchange_logits(model, pairs: PairSet, node: AlignedNode, high_level: HighLevel | None, one_token: bool):
+    """The patched logits and high-level targets of the pairs whose high-level output is one token
+    (`one_token`) or two."""
     high_level = high_level or high_level_output
     ids = high_level(*pairs, node.variable).ids
-    keep = ids[:, 0] == ids[:, 1]
+    keep = (ids[:, 0] == ids[:, 1]) == one_token
     base, source = (subset_rows(rows, keep) for rows in pairs)
+    if not len(base.end):
+        return torch.empty(0, model.cfg.d_vocab_out), high_level(base, source, node.variable)
     patch = Patch.empty(model, *base.tokens.shape)
     patch.aligned(torch.arange(len(base.end)), node, base)
-    logits = patched_logits(model, base, source_cache(model, source.tokens), patch)
-    return float(top1(logits, high_level(base, source, node.variable)).float().mean())
+    return patched_logits(model, base, source_cache(model, source.tokens), patch), \
+        high_level(base, source, node.variable)
 
 
 def subset_rows(rows, keep: Bool[Tensor, " n"]):
