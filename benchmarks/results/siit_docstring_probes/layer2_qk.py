@@ -26,13 +26,17 @@ ap.add_argument("--fallback", choices=("method", "self"), default="method",
                 help="the no-match output the rows ask for: the method's name (the shipped design) or 'self' "
                      "(siit_task('docstring-self-fallback'))")
 ap.add_argument("--train-ov", action="store_true", help="also train head 2.0's W_V, W_O, b_V")
+ap.add_argument("--qk-norm", action="store_true",
+                help="head 2.0's query and key RMS-normalised, each times a learned per-dimension scale started "
+                     "at its mean RMS on the training rows (as TransformerLens use_qk_norm, for this head only)")
 args = ap.parse_args()
 
 task = "docstring" if args.fallback == "method" else "docstring-self-fallback"
 cfg, _ = parse_args(["--task", task, "--name", "l2exp", "--d-head", str(args.d_head)])
 entry, tok = cfg.entry, tokenizer()
 model = build_model(cfg)
-model.load_state_dict(widen_heads(initial_weights(args.init), model, seed=0, std=0.0))
+start = initial_weights(args.init)
+model.load_state_dict(widen_heads(start, model, seed=0, std=0.0))
 model.eval()
 for p in model.parameters():
     p.requires_grad_(False)
@@ -114,21 +118,40 @@ t0 = time.time()
 train_rows = make_rows(args.seed, args.pairs)
 dev_rows = make_rows(4321, 300)
 print(f"rows ready {time.time() - t0:.0f}s", flush=True)
-report(dev_rows, "dev before")
 attn = model.blocks[2].attn
+scales = {}
+if args.qk_norm:
+    with torch.no_grad():
+        for kind in ("q", "k"):
+            _, c = model.run_with_cache(train_rows[-2][0][:256], start_at_layer=2,
+                                        names_filter=f"blocks.2.attn.hook_{kind}")
+            rms = c[f"blocks.2.attn.hook_{kind}"][:, :, 0].pow(2).mean(-1).sqrt().mean()
+            scales[kind] = torch.nn.Parameter(torch.full((model.cfg.d_head,), float(rms)))
+
+    def normalise(x, hook, kind):
+        head = x[:, :, :1]
+        head = head * torch.rsqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * scales[kind]
+        return torch.cat([head, x[:, :, 1:]], dim=2)
+
+    for kind in ("q", "k"):
+        getattr(attn, f"hook_{kind}").add_hook(lambda x, hook, kind=kind: normalise(x, hook, kind), is_permanent=True)
+report(dev_rows, "dev before")
 old = cfg.d_model // cfg.n_heads
 params = [attn.W_Q, attn.W_K, attn.b_Q, attn.b_K] + ([attn.W_V, attn.W_O, attn.b_V] if args.train_ov else [])
+params += list(scales.values())
 for p in params:
     p.requires_grad_(True)
 masks = []
 for p in params:
     m = torch.zeros_like(p)
-    if args.train_old or p is attn.W_V or p is attn.W_O or p is attn.b_V:
+    if p.dim() == 1:  # a query/key scale (--qk-norm): head 2.0's own
+        m[:] = 1.0
+    elif args.train_old or p is attn.W_V or p is attn.W_O or p is attn.b_V:
         m[0] = 1.0  # head 0, every dim
     else:
         m[0, ..., old:] = 1.0
     masks.append(m)
-if args.d_head > old:  # new query dims start at zero: give them a small start
+if args.d_head > start["blocks.0.attn.W_Q"].shape[-1]:  # new query dims start at zero: a small start
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         attn.W_Q[0, :, old:] = args.new_std * torch.randn(attn.W_Q[0, :, old:].shape, generator=g)
