@@ -568,6 +568,38 @@ def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embedding
     assert model.W_E.grad[ids].abs().sum() > 0 and not model.W_E.grad[:ids.min()].any()
 
 
+def test_add_qk_norm_scales_each_layers_queries_and_keys_to_their_mean_rms(tokenizer):
+    """Ours (--qk-norm with --init-from weights without query/key norms): each layer's query and key scales are
+    that layer's mean per-vector RMS of the raw queries / keys (measured here on the same prompts, independently),
+    so the normalised vectors keep their average size; weights that have the norms, or a model without them, are
+    left alone."""
+    from training.train_siit import SIITConfig, add_qk_norm, build_model, parse_args, tokenizer as siit_tokenizer
+
+    torch.manual_seed(0)
+    cfg = SIITConfig(task="docstring", threads=1, qk_norm=True)
+    plain, normed = build_model(SIITConfig(task="docstring", threads=1)), build_model(cfg)
+    weights = {k: v.clone() for k, v in plain.state_dict().items()}
+    for layer in range(plain.cfg.n_layers):  # keys and queries of different sizes in each layer
+        weights[f"blocks.{layer}.attn.W_Q"] *= 3 + layer
+        weights[f"blocks.{layer}.attn.W_K"] *= 0.5
+    plain.load_state_dict(weights)
+    converted = add_qk_norm(weights, normed, siit_tokenizer(), cfg, n=32)
+    tokens = cfg.entry.sample_pairs(siit_tokenizer(), cfg.train_split, 32, cfg.seed, "iit").base.tokens
+    _, cache = plain.run_with_cache(tokens)
+    d_head = plain.cfg.d_head
+    for layer in range(plain.cfg.n_layers):
+        for kind in ("q", "k"):
+            raw = cache[f"blocks.{layer}.attn.hook_{kind}"]
+            rms = (torch.linalg.vector_norm(raw, dim=-1) / d_head ** 0.5).mean()
+            scale = converted[f"blocks.{layer}.attn.{kind}_norm.w"]
+            assert scale.shape == (d_head,) and torch.allclose(scale, rms.expand(d_head), rtol=1e-4), (layer, kind)
+        assert converted[f"blocks.{layer}.attn.q_norm.w"][0] > 4 * converted[f"blocks.{layer}.attn.k_norm.w"][0]
+    normed.load_state_dict(converted)
+    assert normed.cfg.use_qk_norm and parse_args(["--task", "docstring", "--qk-norm"])[0].qk_norm
+    assert add_qk_norm(converted, normed, siit_tokenizer(), cfg) is converted
+    assert add_qk_norm(weights, plain, siit_tokenizer(), cfg) is weights
+
+
 def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trainable(tokenizer):
     """Ours (--d-head with --init-from narrower weights): the widened model's logits equal the narrow one's
     (the new query and output dimensions are zero, the old queries scaled for the larger attention scale —

@@ -774,14 +774,18 @@ def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok,
                 n: int = 128) -> dict[str, torch.Tensor]:
     """Ours: `weights` of a model without query/key norms placed in `model`, which has them; each layer's query
     and key scales are set to the mean RMS (over heads, positions and `n` task prompts) of that layer's raw
-    queries and keys, so an average score keeps its size (a head whose queries are larger or smaller than its
+    queries and keys in the model the weights come from, so an average score keeps its size (a head whose queries are larger or smaller than its
     layer's average does not; training recovers it). Weights that already have the norms are returned as they
     are."""
     if not model.cfg.use_qk_norm or "blocks.0.attn.q_norm.w" in weights:
         return weights
     model.load_state_dict(weights, strict=False)
     tokens = cfg.entry.sample_pairs(tok, cfg.train_split, n, cfg.seed, "iit").base.tokens
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("hook_q", "hook_k")))
+    model.cfg.use_qk_norm = False  # measured on the model the weights come from (read at each forward)
+    try:
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("hook_q", "hook_k")))
+    finally:
+        model.cfg.use_qk_norm = True
     out = dict(weights)
     for layer in range(model.cfg.n_layers):
         for kind in ("q", "k"):
