@@ -573,7 +573,8 @@ def test_add_qk_norm_scales_each_layers_queries_and_keys_to_their_mean_rms(token
     that layer's mean per-vector RMS of the raw queries / keys (measured here on the same prompts, independently),
     so the normalised vectors keep their average size; weights that have the norms, or a model without them, are
     left alone."""
-    from training.train_siit import SIITConfig, add_qk_norm, build_model, parse_args, tokenizer as siit_tokenizer
+    from training.train_siit import SIITConfig, add_qk_norm, build_model, parse_args
+    from training.train_siit import tokenizer as siit_tokenizer
 
     torch.manual_seed(0)
     cfg = SIITConfig(task="docstring", threads=1, qk_norm=True)
