@@ -569,10 +569,10 @@ def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embedding
 
 
 def test_add_qk_norm_scales_each_layers_queries_and_keys_to_their_mean_rms(tokenizer):
-    """Ours (--qk-norm with --init-from weights without query/key norms): each layer's query and key scales are
-    that layer's mean per-vector RMS of the raw queries / keys (measured here on the same prompts, independently),
-    so the normalised vectors keep their average size; weights that have the norms, or a model without them, are
-    left alone."""
+    """Ours (--qk-norm with --init-from weights without query/key norms): each layer's query and key scales
+    are that layer's mean per-vector RMS of the raw queries / keys (measured here on the same prompts,
+    independently), so the normalised vectors keep their average size; weights that have the norms, or a model
+    without them, are left alone."""
     from training.train_siit import SIITConfig, add_qk_norm, build_model, parse_args
     from training.train_siit import tokenizer as siit_tokenizer
 
@@ -593,8 +593,10 @@ def test_add_qk_norm_scales_each_layers_queries_and_keys_to_their_mean_rms(token
             raw = cache[f"blocks.{layer}.attn.hook_{kind}"]
             rms = (torch.linalg.vector_norm(raw, dim=-1) / d_head ** 0.5).mean()
             scale = converted[f"blocks.{layer}.attn.{kind}_norm.w"]
-            assert scale.shape == (d_head,) and torch.allclose(scale, rms.expand(d_head), rtol=1e-4), (layer, kind)
-        assert converted[f"blocks.{layer}.attn.q_norm.w"][0] > 4 * converted[f"blocks.{layer}.attn.k_norm.w"][0]
+            assert scale.shape == (d_head,), (layer, kind)
+            assert torch.allclose(scale, rms.expand(d_head), rtol=1e-4), (layer, kind)
+        q_scale, k_scale = (converted[f"blocks.{layer}.attn.{kind}_norm.w"][0] for kind in ("q", "k"))
+        assert q_scale > 4 * k_scale
     normed.load_state_dict(converted)
     assert normed.cfg.use_qk_norm and parse_args(["--task", "docstring", "--qk-norm"])[0].qk_norm
     assert add_qk_norm(converted, normed, siit_tokenizer(), cfg) is converted
