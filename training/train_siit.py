@@ -774,9 +774,9 @@ def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok,
                 n: int = 128) -> dict[str, torch.Tensor]:
     """Ours: `weights` of a model without query/key norms placed in `model`, which has them; each layer's query
     and key scales are set to the mean RMS (over heads, positions and `n` task prompts) of that layer's raw
-    queries and keys in the model the weights come from, so an average score keeps its size (a head whose queries are larger or smaller than its
-    layer's average does not; training recovers it). Weights that already have the norms are returned as they
-    are."""
+    queries and keys in the model the weights come from, so an average score keeps its size (a head whose
+    queries are larger or smaller than its layer's average does not; training recovers it). Weights that already
+    have the norms are returned as they are."""
     if not model.cfg.use_qk_norm or "blocks.0.attn.q_norm.w" in weights:
         return weights
     model.load_state_dict(weights, strict=False)
@@ -1061,8 +1061,8 @@ def model_card(extra: dict, held_out_text: str) -> str:
         *edge_check_lines(checks),
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
         "output is one token; interchange_two_X (ours) = over the pairs whose high-level output is two names at ½ "
-        "each, the share where those two are the patched model's two top tokens; strict_all_units (ours) = every non-aligned unit patched at once from a same-layout "
-        "source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
+        "each, the share where those two are the patched model's two top tokens; strict_all_units (ours) = every "
+        "non-aligned unit patched at once from a same-layout source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
         "strict accuracy) and the lowest unit)", "",
     ]
     keys = list(next(iter(splits.values())))
