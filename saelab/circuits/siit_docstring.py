@@ -257,6 +257,8 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
 
 
 FALLBACKS = ("method", "self")
+FALLBACK_TEXT = {"method": "the method's name", "self": "the signature's 'self'"}
+"""Each fallback's output in words (MOVER's meaning in the alignment)."""
 """MOVER's output when no argument matches: the method's name (the shipped design; its key is left to the
 model, -1), or (ours, `siit_task("docstring-self-fallback")`) the signature's "self", a token that is the same
 on every prompt, read from its own position — a fallback key whose score the query need not move."""
@@ -396,8 +398,8 @@ THREE_STAGE_ALIGNMENT = (
                 "the signature argument before the answer's (B): a previous-argument head"),
     AlignedNode("LAST", 1, 2, "end", "the last documented argument (B), brought to the final :param"),
     AlignedNode("MOVER", 2, 0, "end",
-                "the signature argument whose PREV equals LAST (the answer C); the method's "
-                "name when none does"),
+                f"the signature argument whose PREV equals LAST (the answer C); {FALLBACK_TEXT['method']} "
+                "when none does"),
 )
 """The three-stage design (`siit_task("docstring-three-stage")`, the shipped model's first training stage):
 B_NAME and C_NAME are not aligned, so head 0.0 is non-aligned everywhere."""
@@ -449,14 +451,17 @@ def task_entry(three_stage: bool = False, fallback: str = "method") -> SIITTask:
     name_copy = not three_stage
     model = "saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage"
     output, attention = high_level_output, intervened_attention_targets
+    alignment = ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT
     if fallback != "method":
         model = f"{model}-{fallback}-fallback"
         output = partial(high_level_output, fallback=fallback)
         attention = partial(intervened_attention_targets, fallback=fallback)
+        said = FALLBACK_TEXT["method"], FALLBACK_TEXT[fallback]
+        alignment = tuple(replace(a, meaning=a.meaning.replace(*said)) for a in alignment)
     return SIITTask(
         task="docstring",
         model=model,
-        alignment=ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT,
+        alignment=alignment,
         circuit_edges=CIRCUIT_EDGES if name_copy else THREE_STAGE_EDGES,
         high_level_output=output,
         encode=encode_specs,
