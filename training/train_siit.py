@@ -296,8 +296,8 @@ class SIITConfig:
     widen_std: float = 0.02
     """Standard deviation of the new key and value weights when `widen_heads` widens --init-from weights."""
     qk_norm: bool = False
-    """Ours (docstring, 2026-12-01): RMS-normalise every head's query and key (TransformerLens `use_qk_norm`, one
-    learned scale per layer), so that an attention score depends on the directions of query and key, not on
+    """Ours (docstring, 2026-12-01): RMS-normalise every head's query and key (TransformerLens `use_qk_norm`: one
+    learned per-dimension scale vector per layer, shared by its heads), so that an attention score depends on the directions of query and key, not on
     how strongly the query's input carries a name. `--init-from` weights without it get the scales that keep
     the scores' average size (`add_qk_norm`)."""
     n_ctx: int = 0
@@ -695,6 +695,13 @@ TWO_TOKEN = "interchange_two_"
 """Prefix of `split_scores`' two-token interchange columns (ours, `interchange_accuracy_two`)."""
 
 
+def stop_score(scores: dict[str, float]) -> float:
+    """What the dev stop rule compares with `stop_at`: the lowest of the task, interchange and strict scores,
+    without our two-token columns (added after the shipped models' recipes; their stop points stay as
+    recorded)."""
+    return min(v for k, v in scores.items() if not k.startswith(TWO_TOKEN))
+
+
 def split_scores(entry: SIITTask, model, tok, split, seed: int, n: int) -> dict[str, float]:
     """Task top-1, per-node interchange (each variable on its `interchange_pairs`; the top-1 check on one-token
     high-level outputs, and ours on two-token ones where a variable has them) and strict accuracy on `n` fresh
@@ -773,13 +780,17 @@ def widen_heads(weights: dict[str, torch.Tensor], model: HookedTransformer, seed
 def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok, cfg: SIITConfig,
                 n: int = 128) -> dict[str, torch.Tensor]:
     """Ours: `weights` of a model without query/key norms placed in `model`, which has them; each layer's query
-    and key scales are set to the mean RMS (over heads, positions and `n` task prompts) of that layer's raw
-    queries and keys in the model the weights come from, so an average score keeps its size (a head whose
-    queries are larger or smaller than its layer's average does not; training recovers it). Weights that already
-    have the norms are returned as they are."""
+    and key scales are set to the mean RMS (over heads, positions, padding included, and `n` task prompts) of
+    that layer's raw queries and keys in the model the weights come from, so an average score keeps its size (a
+    head whose queries are larger or smaller than its layer's average does not; training recovers it). Weights
+    that already have the norms are returned as they are."""
     if not model.cfg.use_qk_norm or "blocks.0.attn.q_norm.w" in weights:
         return weights
-    model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    norms = {f"blocks.{layer}.attn.{kind}_norm.w" for layer in range(model.cfg.n_layers) for kind in "qk"}
+    if unexpected or set(missing) != norms:
+        raise ValueError(f"add_qk_norm: weights do not fit the model beyond the query/key norms (missing "
+                         f"{sorted(set(missing) - norms)}, unexpected {unexpected})")
     tokens = cfg.entry.sample_pairs(tok, cfg.train_split, n, cfg.seed, "iit").base.tokens
     model.cfg.use_qk_norm = False  # measured on the model the weights come from (read at each forward)
     try:
@@ -826,7 +837,7 @@ def train(cfg: SIITConfig) -> HookedTransformer:
                                      **scores})
             log.info("step %d %.0fs %s %s", state["step"], state["elapsed_s"],
                      {k: round(v, 3) for k, v in losses.items()}, {k: round(v, 3) for k, v in scores.items()})
-            state["passes"] = state["passes"] + 1 if min(scores.values()) >= cfg.stop_at else 0
+            state["passes"] = state["passes"] + 1 if stop_score(scores) >= cfg.stop_at else 0
             if state["passes"] >= 2:
                 state["stopped"] = f"dev checks >= {cfg.stop_at} twice at step {state['step']}"
         if state["stopped"] is None and state["elapsed_s"] > cfg.time_limit_min * 60:
@@ -931,9 +942,12 @@ def write_ground_truth(cfg: SIITConfig, model, effects, problem, means, checks) 
     return path
 
 
-def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...] = ()) -> None:
+def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...] = (),
+             weights_unchanged: bool = False) -> None:
     """Measure the construction checks on the saved model and write its card, config section and circuit file;
-    `stages` are earlier training stages (command and held-out scores) the run was initialised from."""
+    `stages` are earlier training stages (command and held-out scores) the run was initialised from. The card's
+    sections written by other scripts (bench_heldout's) are kept only when `weights_unchanged` (--finalize-only):
+    after training they would describe the old weights."""
     torch.set_num_threads(cfg.threads)
     entry, tok = cfg.entry, tokenizer()
     model = load_model(str(cfg.model_dir))
@@ -973,7 +987,7 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
     }
     # Re-save from the loaded (float16-rounded) model so the weights are exactly the ones checked.
     save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra=extra)
-    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]))
+    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]), keep=weights_unchanged)
 
 
 def add_edge_check(cfg: SIITConfig) -> dict:
@@ -993,7 +1007,7 @@ def add_edge_check(cfg: SIITConfig) -> dict:
     clean, corrupted = metric_means(model, problem)
     checks["edge_check"] = edge_check(model, problem, entry, clean - corrupted).to_json()
     config_path.write_text(json.dumps(payload, indent=2))
-    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]))
+    write_card(cfg.model_dir / "MODEL_CARD.md", model_card(extra, HELD_OUT_TEXT[entry.task]), keep=True)
     circuit_path = data_dir() / "circuits" / cfg.model_name / f"{entry.task}.json"
     circuit = json.loads(circuit_path.read_text())
     circuit["construction_checks"]["edge_check"] = checks["edge_check"]
@@ -1005,9 +1019,10 @@ CARD_APPENDIX = "<!-- heldout-split:begin -->"
 """Where the parts of a card written by other scripts begin (benchmarks/bench_heldout.py's section)."""
 
 
-def write_card(path: Path, text: str) -> None:
-    """Write a model card's generated part, keeping the parts other scripts wrote after `CARD_APPENDIX`."""
-    kept = path.read_text().partition(CARD_APPENDIX) if path.exists() else ("", "", "")
+def write_card(path: Path, text: str, keep: bool) -> None:
+    """Write a model card's generated part; with `keep`, the parts other scripts wrote after `CARD_APPENDIX`
+    stay (only right when the weights they measured are unchanged)."""
+    kept = path.read_text().partition(CARD_APPENDIX) if keep and path.exists() else ("", "", "")
     path.write_text(text + ("\n" + kept[1] + kept[2] if kept[1] else ""))
 
 
@@ -1060,14 +1075,16 @@ def model_card(extra: dict, held_out_text: str) -> str:
         "", f"Clean metric {checks['metric_clean']}, corrupted {checks['metric_corrupted']}.", "",
         *edge_check_lines(checks),
         "## Per split (500 pairs each; top-1 over the whole vocabulary; interchange over the pairs whose high-level "
-        "output is one token; interchange_two_X (ours) = over the pairs whose high-level output is two names at ½ "
-        "each, the share where those two are the patched model's two top tokens; strict_all_units (ours) = every "
-        "non-aligned unit patched at once from a same-layout source; strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
+        "output is one token; " + ("interchange_two_X (ours) = over the pairs whose high-level output is two names "
+                                   "at ½ each, the share where those two are the patched model's two top tokens; "
+                                   if any(k.startswith(TWO_TOKEN) for s in splits.values() for k in s) else "")
+        + "strict_all_units (ours) = every non-aligned unit patched at once from a same-layout source; "
+        "strict_per_unit_mean / _worst = one unit patched at a time, the mean over units (InterpBench's "
         "strict accuracy) and the lowest unit)", "",
     ]
-    keys = list(next(iter(splits.values())))
+    keys = list(dict.fromkeys(k for s in splits.values() for k in s))  # a split may lack a two-token column
     lines += ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    lines += [f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |" for name, s in splits.items()]
+    lines += [f"| {name} | " + " | ".join(str(s.get(k, "—")) for k in keys) + " |" for name, s in splits.items()]
     t = extra["training"]
     init = t["config"]["init_from"] or f"random (seed {t['config']['seed']})"
     trained_on = [name for name, status in extra["held_out"].items() if status == "trained on"]
@@ -1191,7 +1208,7 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.load(cfg.run_dir / "checkpoint.pt", weights_only=False)["state"]
     else:
         state = train(cfg)
-    finalize(cfg, state, command.strip(), tuple(args.stage))
+    finalize(cfg, state, command.strip(), tuple(args.stage), weights_unchanged=args.finalize_only)
 
 
 if __name__ == "__main__":

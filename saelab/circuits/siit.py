@@ -459,8 +459,8 @@ def interchange_accuracy(
 def interchange_accuracy_two(
     model: HookedTransformer, pairs: PairSet, node: AlignedNode, high_level: HighLevel = None
 ) -> float:
-    """Ours, beside `interchange_accuracy`: over the pairs whose high-level output is two tokens at ½ each (which
-    the top-1 check leaves out), the share where the patched model's two top tokens over the whole vocabulary are
+    """Ours, beside `interchange_accuracy`: over the pairs whose high-level output is two distinct tokens (the
+    IOI designs give them ½ each; the top-1 check leaves these pairs out), the share where the patched model's two top tokens over the whole vocabulary are
     those two, in either order; NaN when there is no such pair."""
     logits, target = _interchange_logits(model, pairs, node, high_level, one_token=False)
     if not len(logits):

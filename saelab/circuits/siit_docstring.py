@@ -257,11 +257,11 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
 
 
 FALLBACKS = ("method", "self")
-FALLBACK_TEXT = {"method": "the method's name", "self": "the signature's 'self'"}
-"""Each fallback's output in words (MOVER's meaning in the alignment)."""
 """MOVER's output when no argument matches: the method's name (the shipped design; its key is left to the
 model, -1), or (ours, `siit_task("docstring-self-fallback")`) the signature's "self", a token that is the same
 on every prompt, read from its own position — a fallback key whose score the query need not move."""
+FALLBACK_TEXT = {"method": "the method's name", "self": "the signature's 'self'"}
+"""Each fallback's output in words (MOVER's meaning in the alignment)."""
 
 
 class Match(NamedTuple):

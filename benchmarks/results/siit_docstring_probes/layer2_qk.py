@@ -151,11 +151,12 @@ for p in params:
     else:
         m[0, ..., old:] = 1.0
     masks.append(m)
-if args.d_head > start["blocks.0.attn.W_Q"].shape[-1]:  # new query dims start at zero: a small start
+width = start["blocks.0.attn.W_Q"].shape[-1]
+if args.d_head > width:  # new query dims start at zero: give them (not already trained ones) a small start
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        attn.W_Q[0, :, old:] = args.new_std * torch.randn(attn.W_Q[0, :, old:].shape, generator=g)
-        attn.W_K[0, :, old:] = args.new_std * torch.randn(attn.W_K[0, :, old:].shape, generator=g)
+        attn.W_Q[0, :, width:] = args.new_std * torch.randn(attn.W_Q[0, :, width:].shape, generator=g)
+        attn.W_K[0, :, width:] = args.new_std * torch.randn(attn.W_K[0, :, width:].shape, generator=g)
 opt = torch.optim.Adam(params, lr=args.lr)
 width = max(r[0].shape[1] for r in train_rows)
 resid = torch.cat([F.pad(r[0], (0, 0, 0, width - r[0].shape[1])) for r in train_rows])
@@ -175,5 +176,5 @@ for step in range(1, args.steps + 1):
         report(dev_rows, f"dev step {step}")
 report(train_rows, "train")
 if args.out:
-    torch.save({"model": model.state_dict()}, args.out)
+    torch.save({"model": model.state_dict(), "qk_scales": {k: v.detach() for k, v in scales.items()}}, args.out)
     print("saved", args.out)
