@@ -290,7 +290,8 @@ def test_two_token_interchange_counts_a_tie_only_when_both_names_are_the_top_two
 def test_copies_card_regenerates_from_its_config_and_keeps_other_scripts_sections_only_when_asked(tmp_path):
     """The committed copies card's generated part is `model_card` of its config (so a re-finalise on the same
     weights rewrites it byte for byte); a split without a two-token column shows "—" instead of failing;
-    `write_card` keeps bench_heldout's appendix only with `keep` (after training it would describe old weights)."""
+    `write_card` keeps bench_heldout's appendix only with `keep` (after training it would describe old
+    weights)."""
     import copy
 
     import training.train_siit as trainer
@@ -379,7 +380,8 @@ def test_held_out_word_scores_reproduce_and_claimed_passes_hold(siit, alignment,
     }
     measured |= {f"interchange_{a.variable}": interchange_accuracy(siit, checked[a.variable], a, high)
                  for a in alignment}
-    ties = interchange_pairs(entry, tokenizer, HELD_OUT_WORD_SPLIT, 256, 123_457)  # ~½ of SLOT pairs tie, ~¼ of DUP's
+    # ~½ of the SLOT pairs are ties, ~¼ of DUP's and S-INH's
+    ties = interchange_pairs(entry, tokenizer, HELD_OUT_WORD_SPLIT, 256, 123_457)
     measured |= {f"interchange_two_{a.variable}": interchange_accuracy_two(siit, ties[a.variable], a, high)
                  for a in alignment if f"interchange_two_{a.variable}" in stored}  # ours: tie targets
     for key, value in measured.items():
