@@ -655,3 +655,32 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
         widen_heads(widened, narrow)
     with pytest.raises(ValueError, match="d_head 8"):
         SIITConfig(task="docstring", d_head=8)
+
+
+def test_keep_qk_holds_the_named_heads_query_and_key_through_training_and_nothing_else(tmp_path, monkeypatch):
+    """Ours (--keep-qk): a real training run (one step at a large learning rate, so AdamW's step and weight
+    decay move every trained parameter) leaves head 2.0's W_Q, W_K, b_Q, b_K exactly at their initial values,
+    while head 2.1's query and head 2.0's value still train (a restore of the wrong head, of weights without
+    biases, or none at all fails); an unknown head is refused in one line."""
+    import training.train_siit as train_siit
+    from training.train_siit import SIITConfig, build_model, parse_args, train
+
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    (models / "saelab-tiny").symlink_to(train_siit.data_dir() / "models" / "saelab-tiny")
+    monkeypatch.setattr(train_siit, "ROOT", tmp_path)
+    monkeypatch.setattr(train_siit, "data_dir", lambda: tmp_path / "data")
+    cfg = SIITConfig(task="docstring", name="kept", batch=2, threads=1, lr=50.0, warmup_steps=1,
+                     eval_every=1000, time_limit_min=1e-6, keep_qk=("2.0",))
+    torch.manual_seed(cfg.seed)
+    start = build_model(cfg).state_dict()
+    train(cfg)
+    trained = train_siit.load_model(str(models / "kept")).state_dict()
+    for kind in ("W_Q", "W_K", "b_Q", "b_K"):
+        name = f"blocks.2.attn.{kind}"
+        assert torch.equal(trained[name][0], start[name][0].half().float()), kind
+    for name, head in (("blocks.2.attn.W_Q", 1), ("blocks.2.attn.W_V", 0)):
+        assert not torch.allclose(trained[name][head], start[name][head], atol=1e-2), name
+    assert parse_args(["--task", "docstring", "--keep-qk", "2.0,1.3"])[0].keep_qk == ("2.0", "1.3")
+    with pytest.raises(ValueError, match="--keep-qk 3.0: not a head"):
+        SIITConfig(task="docstring", keep_qk=("3.0",))

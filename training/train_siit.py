@@ -365,6 +365,10 @@ class SIITConfig:
     """Held-out splits of the entry this run trains on anyway (then they are reported as trained on)."""
     init_from: str | None = None
     """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
+    keep_qk: tuple[str, ...] = ()
+    """Ours (docstring, 2026-12-01): heads ("layer.head") whose query and key weights and biases stay as they
+    start (`KeptQK`; neither gradient nor weight decay moves them), so a polish aimed at other units cannot
+    undo a refit of those heads' matching. Empty: every parameter trains."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -411,6 +415,11 @@ class SIITConfig:
         if wrong:
             raise ValueError(f"--strict-focus {','.join(wrong)}: not a non-aligned head or MLP of this model; "
                              f"use node names among {sorted(allowed)}")
+        heads = {f"{layer}.{head}" for layer in range(self.n_layers) for head in range(self.n_heads)}
+        wrong = [name for name in self.keep_qk if name not in heads]
+        if wrong:
+            raise ValueError(f"--keep-qk {','.join(wrong)}: not a head of this model; use layer.head names "
+                             f"among {sorted(heads)}")
         unknown = set(self.trained_on) - set(self.entry.held_out_splits)
         if unknown:
             raise ValueError(f"--train-on {sorted(unknown)}: not held-out splits of {self.task} "
@@ -805,6 +814,27 @@ def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok,
     return out
 
 
+class KeptQK:
+    """Ours: the query/key weights and biases of some heads, held at their values when made; `restore()` after
+    each optimizer step puts them back (AdamW's weight decay moves a parameter even where its gradient is 0)."""
+
+    KINDS = ("W_Q", "W_K", "b_Q", "b_K")
+
+    def __init__(self, model: HookedTransformer, heads: tuple[str, ...]):
+        self.slices = []
+        for name in heads:
+            layer, head = (int(x) for x in name.split("."))
+            attn = model.blocks[layer].attn
+            for kind in self.KINDS:
+                param = getattr(attn, kind)
+                self.slices.append((param, head, param.detach()[head].clone()))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for param, head, value in self.slices:
+            param[head] = value
+
+
 def train(cfg: SIITConfig) -> HookedTransformer:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -826,9 +856,11 @@ def train(cfg: SIITConfig) -> HookedTransformer:
         model.load_state_dict(add_qk_norm(weights, model, tok, cfg))
         log.info("initialised from %s", cfg.init_from)
     model.train()
+    kept = KeptQK(model, cfg.keep_qk)  # on a resumed run, the checkpoint's (already kept) values
     started, last_save = time.time() - state["elapsed_s"], time.time()
     while state["stopped"] is None:
         losses = train_step(cfg, model, optimizer, tok, state["step"])
+        kept.restore()
         state["step"] += 1
         state["elapsed_s"] = time.time() - started
         if state["step"] % cfg.eval_every == 0:
@@ -1139,6 +1171,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
     parser.add_argument("--qk-norm", action="store_true",
                         help="ours: RMS-normalised queries and keys (see SIITConfig.qk_norm)")
+    parser.add_argument("--keep-qk", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+                        help="ours: comma-separated heads (layer.head) whose query/key weights and biases do not "
+                             "train")
     parser.add_argument("--widen-std", type=float, default=SIITConfig.widen_std,
                         help="ours: std of the new key and value weights when --init-from weights are widened")
     parser.add_argument("--lr", type=float, default=SIITConfig.lr)
@@ -1181,7 +1216,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, d_head=args.d_head,
-                     widen_std=args.widen_std, qk_norm=args.qk_norm,
+                     widen_std=args.widen_std, qk_norm=args.qk_norm, keep_qk=args.keep_qk,
                      lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
