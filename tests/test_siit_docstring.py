@@ -536,6 +536,26 @@ def test_train_step_adds_each_optional_term_with_its_weight(task, option):
         assert terms["loss"] > weighted + 1e-3  # -log attention of a random model's head is far above 0
 
 
+def test_strict_shift_term_enters_the_strict_loss_with_its_weight():
+    """Ours (--strict-shift-weight): the same step (same rows, learning rate 0) logs a strict loss larger by
+    exactly weight × the term (linear in the weight: twice the weight, twice the excess); a negative weight is
+    refused."""
+    from training.train_siit import SIITConfig, build_model, train_step
+    from training.train_siit import tokenizer as train_tokenizer
+
+    strict = {}
+    for weight in (0.0, 100.0, 200.0):
+        torch.manual_seed(0)
+        cfg = SIITConfig(task="docstring", batch=4, threads=1, strict_all=True, strict_shift_weight=weight)
+        model = build_model(cfg)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        strict[weight] = train_step(cfg, model, optimizer, train_tokenizer(), 0)["strict"]
+    assert strict[100.0] > strict[0.0] + 1e-6
+    assert strict[200.0] - strict[0.0] == pytest.approx(2 * (strict[100.0] - strict[0.0]), rel=1e-3)
+    with pytest.raises(ValueError, match="strict_shift_weight must be >= 0"):
+        SIITConfig(task="docstring", strict_shift_weight=-1.0)
+
+
 def test_name_spread_loss_is_the_mean_squared_excess_cosine_of_centred_embeddings_over_distinct_pairs():
     """Ours (--name-spread-weight): three names whose centred embeddings have cosines 0.8, -1 and -0.8,
     under a large shared offset that the centring removes: with margin 0.2 the loss is mean(0.6², 0, 0) = 0.12

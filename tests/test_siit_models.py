@@ -43,6 +43,7 @@ from saelab.circuits.siit import (
     strict_accuracy,
     strict_accuracy_per_unit,
     strict_logit_loss,
+    strict_shift_loss,
     task_accuracy,
 )
 from saelab.models import bundled_models, load_model, read_model_card
@@ -478,6 +479,29 @@ def test_per_unit_strict_accuracy_patches_one_unit_at_a_time(random_model, token
 
 
 # --- the strict logit term (ours): sees the logit shifts the resample-ablation check measures ------------
+
+
+def test_strict_shift_loss_is_the_squared_mean_signed_change_of_the_metric_margin():
+    """Hand values (ours, --strict-shift-weight): margin = logit(clean top candidate) − max over the other
+    candidates. Row 1: clean (5, 1, 2) -> 3, patched (4.5, 1, 2.2) -> 2.3 (−0.7); row 2: clean (1, 3) and a
+    padded third candidate -> 2 (the padding token's logit 9 is ignored), patched (1, 3.4) -> 2.4 (+0.4).
+    Row 3: clean (2, 1.5) -> 0.5, patched (1, 1.5) -> −0.5 (−1.0; measured from the clean top, which the patch
+    displaced). Loss = mean(−0.7, 0.4, −1.0)² / mean(3², 2², 0.5²). A mean of squares, the patched top,
+    the mean of the other candidates, or counting the padding all give other values; a shift of every logit is
+    no change."""
+    clean, patched = torch.zeros(3, 10), torch.zeros(3, 10)
+    ids = torch.tensor([[1, 2, 3], [6, 5, -1], [7, 8, -1]])  # row 2: tokens 6 and 5, then padding
+    clean[0, [1, 2, 3]] = torch.tensor([5.0, 1.0, 2.0])
+    patched[0, [1, 2, 3]] = torch.tensor([4.5, 1.0, 2.2])
+    clean[1, [6, 5]] = torch.tensor([1.0, 3.0])
+    patched[1, [6, 5]] = torch.tensor([1.0, 3.4])
+    clean[1, 0] = patched[1, 0] = 9.0  # the token a clamped padding id would read
+    clean[2, [7, 8]] = torch.tensor([2.0, 1.5])  # row 3: the patch flips the top; margin 0.5 -> -0.5
+    patched[2, [7, 8]] = torch.tensor([1.0, 1.5])
+    expected = ((-0.7 + 0.4 - 1.0) / 3) ** 2 / ((9 + 4 + 0.25) / 3)
+    assert float(strict_shift_loss(patched, clean, ids)) == pytest.approx(expected, rel=1e-5)
+    assert float(strict_shift_loss(clean + 2.0, clean, ids)) == pytest.approx(0.0, abs=1e-9)
+    assert float(strict_shift_loss(clean, clean, ids)) == 0.0
 
 
 def test_strict_logit_loss_sees_a_saturated_shift_that_kl_does_not():

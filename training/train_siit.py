@@ -71,6 +71,7 @@ from saelab.circuits.siit import (
     strict_accuracy,
     strict_accuracy_per_unit,
     strict_logit_loss,
+    strict_shift_loss,
     subset_rows,
     target_loss,
     task_accuracy,
@@ -328,6 +329,11 @@ class SIITConfig:
     """Ours, not InterpBench's: on the strict-one rows also `strict_logit_loss` on the entry's candidate tokens
     (IOI: IO and S; docstring: the signature arguments), which sees a logit shift that a saturated
     cross-entropy or KL does not (0: off)."""
+    strict_shift_weight: float = 0.0
+    """Ours (docstring, 2026-12-01): on the strict-one rows, and apart on the strict-all rows, also
+    `strict_shift_loss` (the squared mean signed change of the metric's margin), which the single-node and
+    all-together checks measure; with --strict-focus naming one unit at share 1 the strict-one mean is that
+    unit's. Needs the entry's candidate tokens (0: off)."""
     path_strict_weight: float = 0.0
     """Ours, not InterpBench's: weight of the path-strict rows (one group per stated head -> head edge, value,
     query or key, `saelab.circuits.siit.path_edges`; 0: off, so earlier stages' commands reproduce)."""
@@ -385,6 +391,11 @@ class SIITConfig:
                              "attention targets under interventions (SIITTask.intervened_attention_targets); use 0")
         if self.strict_logit_weight < 0:
             raise ValueError(f"strict_logit_weight must be >= 0, got {self.strict_logit_weight}")
+        if self.strict_shift_weight < 0:
+            raise ValueError(f"strict_shift_weight must be >= 0, got {self.strict_shift_weight}")
+        if self.strict_shift_weight and self.entry.candidates is None:
+            raise ValueError(f"--strict-shift-weight {self.strict_shift_weight}: the {self.task} entry names no "
+                             "candidate tokens (SIITTask.candidates); use 0")
         if self.path_strict_weight < 0:
             raise ValueError(f"path_strict_weight must be >= 0, got {self.path_strict_weight}")
         if self.path_strict_weight and not path_edges(self.entry.alignment, self.entry.circuit_edges):
@@ -626,7 +637,8 @@ def unpatched_logits(cfg: SIITConfig, model, base) -> torch.Tensor:
     """End logits of `base` with nothing patched, the reference of our strict terms. The logit term
     differentiates this run too, so that scaling every logit leaves it unchanged; against a fixed unpatched
     run, the cheapest way to pull the patched run's logits toward it was to shrink them all."""
-    with torch.set_grad_enabled(bool(cfg.strict_logit_weight) and torch.is_grad_enabled()):
+    with torch.set_grad_enabled(bool(cfg.strict_logit_weight or cfg.strict_shift_weight)
+                                and torch.is_grad_enabled()):
         return patched_logits(model, base, {}, Patch.empty(model, *base.tokens.shape))
 
 
@@ -636,7 +648,7 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     the strict-one (strict-all, strict-layer) rows, the strict logit term on the entry's candidate tokens, weighted by the config (0 when
     both are off). `path`: the same terms on the path-strict rows instead, the logit term on every one of them.
     `unpatched`: `unpatched_logits` already computed this step (else computed here)."""
-    if not (cfg.strict_kl_weight or cfg.strict_logit_weight):
+    if not (cfg.strict_kl_weight or cfg.strict_logit_weight or cfg.strict_shift_weight):
         return torch.zeros(())
     chosen = [g.startswith(PATH_GROUP) == path and g.startswith("strict") for g in row_groups]
     rows = torch.tensor([i for i, keep in enumerate(chosen) if keep])
@@ -648,6 +660,13 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
                             for g, keep in zip(row_groups, chosen, strict=True) if keep])
         ids = cfg.entry.candidates(base)[rows][one]
         term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
+    if cfg.strict_shift_weight and not path:
+        kept = [g for g, keep in zip(row_groups, chosen, strict=True) if keep]
+        for group in ("strict-one", "strict-all"):
+            mine = torch.tensor([g == group for g in kept])
+            if mine.any():
+                ids = cfg.entry.candidates(base)[rows][mine]
+                term = term + cfg.strict_shift_weight * strict_shift_loss(logits[rows][mine], clean[mine], ids)
     return term
 
 
@@ -673,7 +692,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     by_group = {g: losses[[i for i, x in enumerate(row_groups) if x == g]].mean() for g in groups(cfg)}
     iit = sum(by_group[v] for v in cfg.entry.variables) / len(cfg.entry.variables)
     paths = [g for g in groups(cfg) if g.startswith(PATH_GROUP)]
-    unpatched = unpatched_logits(cfg, model, base) if cfg.strict_kl_weight or cfg.strict_logit_weight else None
+    unpatched = unpatched_logits(cfg, model, base) \
+        if cfg.strict_kl_weight or cfg.strict_logit_weight or cfg.strict_shift_weight else None
     strict = sum(by_group[g] for g in strict_groups(cfg)) / len(strict_groups(cfg)) + unchanged_output_loss(
         cfg, model, base, logits, row_groups, unpatched=unpatched)
     loss = by_group["task"] + cfg.iit_weight * iit + cfg.strict_weight * strict
@@ -1180,6 +1200,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--strict-weight", type=float, default=SIITConfig.strict_weight)
     parser.add_argument("--strict-kl-weight", type=float, default=SIITConfig.strict_kl_weight)
     parser.add_argument("--strict-logit-weight", type=float, default=SIITConfig.strict_logit_weight)
+    parser.add_argument("--strict-shift-weight", type=float, default=SIITConfig.strict_shift_weight,
+                        help="ours: weight of the squared mean signed metric change on the strict rows")
     parser.add_argument("--path-strict-weight", type=float, default=SIITConfig.path_strict_weight,
                         help="ours: weight of the path-strict rows (stated head -> head edges; 0: off)")
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
@@ -1220,6 +1242,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
+                     strict_shift_weight=args.strict_shift_weight,
                      attention_weight=args.attention_weight, iit_attention_weight=args.iit_attention_weight,
                      path_strict_weight=args.path_strict_weight, source_share=args.source_share,
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,

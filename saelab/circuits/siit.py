@@ -244,6 +244,28 @@ def strict_logit_loss(
     return change / size.clamp(min=1e-6)
 
 
+def strict_shift_loss(
+    patched: Float[Tensor, "n d_vocab"], clean: Float[Tensor, "n d_vocab"], ids: Int[Tensor, "n k"]
+) -> Float[Tensor, ""]:
+    """Ours, not InterpBench's: the squared mean (over rows) of the signed change of the task metric's margin,
+    over the clean margins' mean square. The margin is logit(top) − the largest logit of the other candidates,
+    top being the clean run's top candidate (the answer, where the model is right: the IOI and docstring
+    metric, logit(answer) − max over the wrong ones). The construction check's single-node effect is this mean
+    change over the gap; `strict_logit_loss`, a mean of squares, sees a small shift shared by every row only as
+    its square on each row, this term sees it whole. Padding (negative ids) as in `strict_logit_loss`."""
+    valid = ids >= 0
+    safe = ids.clamp(min=0)
+    patched, clean = patched.float().gather(1, safe), clean.float().gather(1, safe)
+    top = clean.masked_fill(~valid, float("-inf")).argmax(dim=1, keepdim=True)
+    others = valid & (torch.arange(ids.shape[1], device=ids.device)[None, :] != top)
+
+    def margin(logits: Tensor) -> Tensor:
+        return logits.gather(1, top)[:, 0] - logits.masked_fill(~others, float("-inf")).max(dim=1).values
+
+    before = margin(clean)
+    return (margin(patched) - before).mean().pow(2) / before.pow(2).mean().clamp(min=1e-6)
+
+
 # --- patched forward passes ---------------------------------------------------------------------------------
 
 
