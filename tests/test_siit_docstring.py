@@ -1,6 +1,7 @@
 """saelab-docstring-siit: the docstring high-level causal model (checked against a hand computation on names),
 its held-out splits, and a re-check of a sample of the construction checks on the committed weights."""
 
+import dataclasses
 import random
 
 import pytest
@@ -677,11 +678,13 @@ def test_widen_heads_keeps_the_models_outputs_and_leaves_the_new_dimensions_trai
         SIITConfig(task="docstring", d_head=8)
 
 
-def test_keep_qk_holds_the_named_heads_query_and_key_through_training_and_nothing_else(tmp_path, monkeypatch):
+def test_keep_qk_and_train_only_hold_what_they_name_through_real_training(tmp_path, monkeypatch):
     """Ours (--keep-qk): a real training run (one step at a large learning rate, so AdamW's step and weight
     decay move every trained parameter) leaves head 2.0's W_Q, W_K, b_Q, b_K exactly at their initial values,
     while head 2.1's query and head 2.0's value still train (a restore of the wrong head, of weights without
-    biases, or none at all fails); an unknown head is refused in one line."""
+    biases, or none at all fails); an unknown head is refused in one line. --train-only: a run from those
+    weights moves mlp2's parameters and nothing else; a prefix that names no parameter, or no --init-from, is
+    refused."""
     import training.train_siit as train_siit
     from training.train_siit import SIITConfig, build_model, parse_args, train
 
@@ -702,5 +705,18 @@ def test_keep_qk_holds_the_named_heads_query_and_key_through_training_and_nothin
     for name, head in (("blocks.2.attn.W_Q", 1), ("blocks.2.attn.W_V", 0)):
         assert not torch.allclose(trained[name][head], start[name][head], atol=1e-2), name
     assert parse_args(["--task", "docstring", "--keep-qk", "2.0,1.3"])[0].keep_qk == ("2.0", "1.3")
+    # --train-only: the same run from those weights, mlp2 alone trains; every other parameter is unchanged
+    only = dataclasses.replace(cfg, name="only", keep_qk=(), train_only=("blocks.2.mlp",),
+                               init_from=str(models / "kept"))
+    train(only)
+    again = train_siit.load_model(str(models / "only")).state_dict()
+    moved = {name for name in again if not torch.equal(again[name], trained[name])}
+    assert moved and all(name.startswith("blocks.2.mlp.") for name in moved), moved
+    argv = ["--task", "docstring", "--init-from", "x", "--train-only", "blocks.2.mlp,unembed"]
+    assert parse_args(argv)[0].train_only == ("blocks.2.mlp", "unembed")
+    with pytest.raises(ValueError, match="give --init-from"):
+        SIITConfig(task="docstring", train_only=("blocks.2.mlp",))
+    with pytest.raises(ValueError, match="--train-only blocks.9: no parameter"):
+        train(dataclasses.replace(only, name="bad", train_only=("blocks.9",)))
     with pytest.raises(ValueError, match="--keep-qk 3.0: not a head"):
         SIITConfig(task="docstring", keep_qk=("3.0",))

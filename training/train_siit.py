@@ -371,6 +371,10 @@ class SIITConfig:
     """Held-out splits of the entry this run trains on anyway (then they are reported as trained on)."""
     init_from: str | None = None
     """A checkpoint whose weights a fresh run starts from (None: random initialisation, seed `seed`)."""
+    train_only: tuple[str, ...] = ()
+    """Ours (docstring, 2026-12-01): parameter-name prefixes (e.g. "blocks.2.mlp") of the only parameters that
+    train; every other parameter keeps its --init-from value (no gradient, so AdamW neither steps nor decays
+    it). Empty: every parameter trains."""
     keep_qk: tuple[str, ...] = ()
     """Ours (docstring, 2026-12-01): heads ("layer.head") whose query and key weights and biases stay as they
     start (`KeptQK`; neither gradient nor weight decay moves them), so a polish aimed at other units cannot
@@ -426,6 +430,9 @@ class SIITConfig:
         if wrong:
             raise ValueError(f"--strict-focus {','.join(wrong)}: not a non-aligned head or MLP of this model; "
                              f"use node names among {sorted(allowed)}")
+        if self.train_only and self.init_from is None:
+            raise ValueError(f"--train-only {','.join(self.train_only)}: the other parameters would stay at their "
+                             "random initialisation; give --init-from")
         heads = {f"{layer}.{head}" for layer in range(self.n_layers) for head in range(self.n_heads)}
         wrong = [name for name in self.keep_qk if name not in heads]
         if wrong:
@@ -860,6 +867,14 @@ def train(cfg: SIITConfig) -> HookedTransformer:
     torch.manual_seed(cfg.seed)
     tok = tokenizer()
     model = build_model(cfg)
+    if cfg.train_only:
+        names = [name for name, _ in model.named_parameters()]
+        unknown = [p for p in cfg.train_only if not any(name.startswith(p) for name in names)]
+        if unknown:
+            raise ValueError(f"--train-only {','.join(unknown)}: no parameter name starts with it; use prefixes "
+                             "of the model's parameter names, e.g. blocks.2.mlp")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(cfg.train_only))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     checkpoint = cfg.run_dir / "checkpoint.pt"
     state = {"step": 0, "elapsed_s": 0.0, "passes": 0, "history": [], "stopped": None}
@@ -1191,6 +1206,8 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
     parser.add_argument("--qk-norm", action="store_true",
                         help="ours: RMS-normalised queries and keys (see SIITConfig.qk_norm)")
+    parser.add_argument("--train-only", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+                        help="ours: comma-separated parameter-name prefixes (e.g. blocks.2.mlp); only these train")
     parser.add_argument("--keep-qk", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
                         help="ours: comma-separated heads (layer.head) whose query/key weights and biases do not "
                              "train")
@@ -1238,7 +1255,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     trained_on = list(args.train_on)
     trained_on += [split for flag, split in HELD_OUT_ALIASES.items() if getattr(args, flag[2:].replace("-", "_"))]
     cfg = SIITConfig(task=args.task, name=args.name, seed=args.seed, n_layers=args.n_layers, d_head=args.d_head,
-                     widen_std=args.widen_std, qk_norm=args.qk_norm, keep_qk=args.keep_qk,
+                     widen_std=args.widen_std, qk_norm=args.qk_norm, keep_qk=args.keep_qk, train_only=args.train_only,
                      lr=args.lr,
                      iit_weight=args.iit_weight, strict_weight=args.strict_weight,
                      strict_kl_weight=args.strict_kl_weight, strict_logit_weight=args.strict_logit_weight,
