@@ -2,6 +2,7 @@
 its held-out splits, and a re-check of a sample of the construction checks on the committed weights."""
 
 import dataclasses
+import json
 import random
 
 import pytest
@@ -44,7 +45,22 @@ from saelab.tasks.docstring import PUBLISHED, DocstringSetting
 
 NAME = "saelab-docstring-siit"
 ENTRY = siit_task("docstring")
-"""The shipped design (five stages: head 0.0's name copies are B_NAME and C_NAME)."""
+"""The five-stage design (head 0.0's name copies are B_NAME and C_NAME); MOVER falls back to the method."""
+
+
+def _shipped_design() -> str:
+    """The SIIT entry the bundled model was finalised with (its config's training task; "docstring" before
+    the config recorded one)."""
+    directory = get_bundled(NAME).directory
+    if not (directory / "config.json").exists():
+        return "docstring"
+    config = json.loads((directory / "config.json").read_text()).get("saelab", {})
+    return config.get("training", {}).get("config", {}).get("task", "docstring")
+
+
+SHIPPED = siit_task(_shipped_design())
+"""The bundled model's design (today the self-fallback one: MOVER outputs 'self' when nothing matches); the
+checks on the bundled weights use it, the design tests `ENTRY`."""
 THREE_STAGE = siit_task("docstring-three-stage")
 """The design of the shipped model's first training stage."""
 
@@ -196,7 +212,8 @@ def test_the_self_fallback_design_outputs_and_reads_self_when_nothing_matches(to
         assert torch.equal(ids, ENTRY.high_level_output(b, moved, variable).ids)
     assert torch.equal(entry.intervened_attention_targets(b, moved, "LAST")["MOVER"],
                        ENTRY.intervened_attention_targets(b, moved, "LAST")["MOVER"])
-    assert entry.model != ENTRY.model
+    assert entry.model == "saelab-docstring-siit" != ENTRY.model  # the bundled model's design owns its name
+    assert ENTRY.model == "saelab-docstring-siit-method-fallback"  # a run of the old design keeps it
     nodes = [(a.variable, a.layer, a.head, a.position) for a in entry.alignment]
     assert nodes == [(a.variable, a.layer, a.head, a.position) for a in ENTRY.alignment]
     assert entry.alignment[:-1] == ENTRY.alignment[:-1]  # only MOVER's meaning names its fallback
@@ -437,7 +454,8 @@ def test_circuit_file_has_the_shape_the_issue_asks(model, card):
     truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
     assert truth.meta["kind"] == "by construction"
     alignment = [AlignedNode.from_json(a) for a in truth.meta["alignment"]]
-    assert alignment == list(ENTRY.alignment) and {a.node for a in alignment} == {n.name for n in truth.nodes}
+    assert alignment == list(SHIPPED.alignment) and SHIPPED.model == NAME  # its design's entry names it
+    assert {a.node for a in alignment} == {n.name for n in truth.nodes}
     assert len({a.layer for a in alignment}) >= 3
     head_edges = [e for e in truth.edges if e.sender.kind == "head" and e.receiver.node.kind == "head"]
     assert len(head_edges) >= 2
@@ -450,13 +468,13 @@ def test_held_out_scores_reproduce_and_claimed_passes_hold(model, tokenizer, car
     """A fresh sample (other seeds) of the held-out layouts reproduces the card's numbers; every check the
     card claims passed (≥ 0.95) holds on the sample (≥ 0.9, 96 pairs)."""
     stored = card["split_scores"]["held_out_layouts"]
-    pairs = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_457, "iit")
-    strict = ENTRY.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_458, "strict")
-    high = ENTRY.high_level_output
+    pairs = SHIPPED.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_457, "iit")
+    strict = SHIPPED.sample_pairs(tokenizer, HELD_OUT_LAYOUT_SPLIT, 96, 123_458, "strict")
+    high = SHIPPED.high_level_output
     measured = {"task_top1": task_accuracy(model, pairs, high),
-                "strict_all_units": strict_accuracy(model, strict, ENTRY.alignment, high)}
+                "strict_all_units": strict_accuracy(model, strict, SHIPPED.alignment, high)}
     measured |= {f"interchange_{a.variable}": interchange_accuracy(model, pairs, a, high)
-                 for a in ENTRY.alignment}
+                 for a in SHIPPED.alignment}
     for key, value in measured.items():
         assert value == pytest.approx(stored[key], abs=0.15), key
         if stored[key] >= 0.95:
@@ -465,12 +483,12 @@ def test_held_out_scores_reproduce_and_claimed_passes_hold(model, tokenizer, car
 
 @needs_model
 def test_interchange_fails_for_a_wrongly_aligned_head(model, tokenizer, card):
-    pairs = ENTRY.sample_pairs(tokenizer, TRAIN_SPLIT, 64, 99, "iit")
-    mover = ENTRY.alignment[-1]
+    pairs = SHIPPED.sample_pairs(tokenizer, TRAIN_SPLIT, 64, 99, "iit")
+    mover = SHIPPED.alignment[-1]
     wrong = AlignedNode("MOVER", mover.layer, (mover.head + 1) % model.cfg.n_heads, "end", "a head outside")
-    assert interchange_accuracy(model, pairs, wrong, ENTRY.high_level_output) < 0.2
+    assert interchange_accuracy(model, pairs, wrong, SHIPPED.high_level_output) < 0.2
     if card["split_scores"]["train_distribution_fresh"]["interchange_MOVER"] >= 0.95:
-        assert interchange_accuracy(model, pairs, mover, ENTRY.high_level_output) >= 0.9
+        assert interchange_accuracy(model, pairs, mover, SHIPPED.high_level_output) >= 0.9
 
 
 @needs_model
@@ -486,8 +504,8 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
     clean, corrupted = metric_means(model, problem)
     gap = clean - corrupted
     truth = find_ground_truth(NAME, "docstring", Graph.from_config(model.cfg))
-    circuit = sorted({Node(a.layer, "head", a.head) for a in ENTRY.alignment})
-    last = next(a for a in ENTRY.alignment if a.variable == "LAST")
+    circuit = sorted({Node(a.layer, "head", a.head) for a in SHIPPED.alignment})
+    last = next(a for a in SHIPPED.alignment if a.variable == "LAST")
     outside = [Node(0, "mlp"), Node(2, "mlp"), Node(1, "head", (last.head + 1) % model.cfg.n_heads)]
     effects = node_effects(model, problem, "resample", circuit + outside)
     for node, value in effects.items():
@@ -498,7 +516,7 @@ def test_resample_ablation_sample_matches_the_circuit_file(model, tokenizer, car
 
 def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched_elsewhere(tokenizer,
                                                                                           random_model):
-    """The shipped five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it
+    """The five-stage entry: head 0.0 carries B_NAME at B_doc and C_NAME at C_def; as a strict unit it
     is patched at every other position and at neither of those two (in the three-stage design, everywhere)."""
     entry = ENTRY
     assert entry.variables == ("B_NAME", "C_NAME", "PREV", "LAST", "MOVER")
@@ -509,7 +527,7 @@ def test_name_copy_design_aligns_head_0_0_at_two_positions_and_leaves_it_patched
     rows = encode_specs(tokenizer, [_spec("old", ("page", "names", "size", "read", "file", "data"))])
     units = non_aligned_units(model, entry.alignment)
     assert ("rest", 0, 0) in units and ("head", 0, 0) in non_aligned_units(model, THREE_STAGE.alignment)
-    assert THREE_STAGE.model != entry.model == "saelab-docstring-siit"  # a three-stage run keeps it
+    assert THREE_STAGE.model not in (entry.model, SHIPPED.model)  # a three-stage run keeps them
     patch = Patch.empty(model, *rows.tokens.shape)
     patch_unit(patch, 0, ("rest", 0, 0), rows, entry.alignment)
     assert not patch.z[0][0, rows.last_doc_pos[0], 0] and not patch.z[0][0, rows.answer_def[0], 0]

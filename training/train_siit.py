@@ -278,6 +278,28 @@ DESIGN_HISTORY = {
 }
 
 
+DESIGN_HISTORY["docstring-self-fallback"] = DESIGN_HISTORY["docstring"] + (
+    " The self-fallback design (2026-12-01; today's shipped saelab-docstring-siit, `--task "
+    "docstring-self-fallback`): the same alignment, circuit and edges, but when an intervention leaves no "
+    "argument matching, MOVER outputs the signature's 'self' (one token at one position on every prompt) instead "
+    "of the method's name; clean prompts always match, so the task and its metric are unchanged. Its weights "
+    "came in three steps from run 6, each chosen on dev pairs and prompts (trainer pairs seed 10,000; "
+    "construction checks on 200 prompts, seed 4242), never on this card's seed-777 checks: (1) run 6's flags "
+    "with this design and heads widened to d_head 32 (16 non-rotary dimensions; `--d-head 32 --widen-std 0.1`), "
+    "2,621 steps at lr 5e-4 (weights: benchmarks/results/siit_docstring_selfwide_weights); (2) head 2.0's W_Q, "
+    "W_K, b_Q, b_K alone refit on frozen upstream for 750 steps (benchmarks/results/siit_docstring_probes/"
+    "layer2_qk.py --train-old; dev interchange 0.92-0.93 -> 0.97; weights: benchmarks/results/"
+    "siit_docstring_l2refit_weights), which left mlp2 at 0.0186 of the gap on dev (0.0212 on seed 777); "
+    "(3) mlp2's output shrunk toward its mean at END, mlp2(x) -> 0.6 mlp2(x) + 0.4 mean (a weight edit, ours; "
+    "benchmarks/results/siit_docstring_probes/shrink_mlp2.py): dev mlp2 0.0186 -> 0.0111, all non-circuit "
+    "0.0129 -> 0.0054, dev interchange unchanged (0.961-0.997), clean metric 7.19 -> 7.14. Three SIIT polishes "
+    "of step (2)'s weights tried first did not do it: with head 2.0's query/key held (--keep-qk 2.0) dev "
+    "interchange fell to 0.91-0.92 within 230 steps; mlp2 alone trained (--train-only blocks.2.mlp) with our "
+    "--strict-shift-weight lost task accuracy (top-1 0.97-0.99 at step 100). Record: "
+    "benchmarks/results/siit_docstring_self_fallback.md."
+)
+
+
 @dataclass(frozen=True)
 class SIITConfig:
     """Model shape and training settings."""

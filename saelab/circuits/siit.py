@@ -961,9 +961,10 @@ def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
 SIIT_TASKS = ("ioi", "ioi-inhibition", "ioi-copies", "docstring", "docstring-three-stage", "docstring-self-fallback")
 """The SIIT entries: "ioi" is the shipped IOI design (a relay of the answer), "ioi-inhibition" (ours) the
 inhibition design above, "ioi-copies" (ours) the inhibition design with head 0.0's name copies as stages;
-"docstring" is the shipped design (layer-0 name copies are stages), "docstring-three-stage"
-the design of its first training stage, "docstring-self-fallback" (ours) the shipped design with "self" as
-MOVER's no-match output instead of the method's name."""
+"docstring" is the five-stage design (layer-0 name copies are stages; runs 1-6 of the bundled model),
+"docstring-three-stage" the design of its first training stage, "docstring-self-fallback" (ours; the bundled
+saelab-docstring-siit's since 2026-12-01) the five-stage design with "self" as MOVER's no-match output instead
+of the method's name."""
 
 
 def _ioi_entry(**design) -> SIITTask:

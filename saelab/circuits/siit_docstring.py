@@ -2,9 +2,11 @@
 
 Shape of Heimersheim & Janiak's circuit (layer-0 heads that copy a token's identity at its own position, a
 previous-argument head at the signature, a head that brings the last documented argument to the final
-`:param`, argument movers that match the two), as stages in three layers. The shipped saelab-docstring-siit
-aligns all five (`siit_task("docstring")`); its first training stage used the three-stage design
-(`siit_task("docstring-three-stage")`), which aligns PREV, LAST and MOVER only:
+`:param`, argument movers that match the two), as stages in three layers. The five-stage designs align
+all five (`siit_task("docstring")`, MOVER's no-match output the method's name, and the bundled
+saelab-docstring-siit's `siit_task("docstring-self-fallback")`, that output the signature's "self"); the first
+training stage used the three-stage design (`siit_task("docstring-three-stage")`), which aligns PREV, LAST and
+MOVER only:
 
   B_NAME at B_doc (the last documented argument's name): that name, copied by a layer-0 head at its own
          position (the value LAST moves);
@@ -14,11 +16,11 @@ aligns all five (`siit_task("docstring")`); its first training stage used the th
   LAST   at end: B_NAME, brought to the final :param;
   MOVER  at end: the signature argument whose PREV equals LAST, read with PREV as key and LAST as query; its
          name is C_NAME when that argument is the answer's; when no argument matches (an intervention broke
-         the match), the method's name.
+         the match), the method's name (the self-fallback design: the signature's "self").
 
 Every variable is a token, so every intervention has one output: patching PREV, LAST or B_NAME from a prompt
-with other names makes the match fail (→ the method's name); from a prompt that permutes the base's own names
-it points MOVER at another argument; patching C_NAME or MOVER outputs the source's answer.
+with other names makes the match fail (→ the method's name, or "self"); from a prompt that permutes the base's
+own names it points MOVER at another argument; patching C_NAME or MOVER outputs the source's answer.
 """
 
 import random
@@ -193,10 +195,11 @@ class DocRows(NamedTuple):
     """The token before each signature argument's comma: the previous argument ("self" for the first; -1
     past)."""
     method: Int[Tensor, " n"]
-    """Token id of the method's name (MOVER's output when nothing matches, in the shipped design)."""
+    """Token id of the method's name (MOVER's output when nothing matches, in the "method" fallback
+    design)."""
     self_pos: Int[Tensor, " n"]
     """Position of the signature's "self" (MOVER's key and output when nothing matches, in the "self"
-    fallback design)."""
+    fallback design, the shipped one)."""
     last_doc_pos: Int[Tensor, " n"]
     """Position of the last documented argument's name (B_doc)."""
     def_pos: Int[Tensor, "n args"]
@@ -257,9 +260,13 @@ def encode_specs(tokenizer, specs: Sequence[DocSpec]) -> DocRows:
 
 
 FALLBACKS = ("method", "self")
-"""MOVER's output when no argument matches: the method's name (the shipped design; its key is left to the
-model, -1), or (ours, `siit_task("docstring-self-fallback")`) the signature's "self", a token that is the same
-on every prompt, read from its own position — a fallback key whose score the query need not move."""
+"""MOVER's output when no argument matches: the method's name (runs 1-6; its key is left to the model, -1), or
+(ours, `siit_task("docstring-self-fallback")`, the shipped model's since 2026-12-01) the signature's "self", a
+token that is the same on every prompt, read from its own position — a fallback key whose score the query need
+not move."""
+SHIPPED_FALLBACK = "self"
+"""The fallback of the bundled saelab-docstring-siit: the five-stage entry with it is named after the
+model."""
 FALLBACK_TEXT = {"method": "the method's name", "self": "the signature's 'self'"}
 """Each fallback's output in words (MOVER's meaning in the alignment)."""
 
@@ -401,7 +408,7 @@ THREE_STAGE_ALIGNMENT = (
                 f"the signature argument whose PREV equals LAST (the answer C); {FALLBACK_TEXT['method']} "
                 "when none does"),
 )
-"""The three-stage design (`siit_task("docstring-three-stage")`, the shipped model's first training stage):
+"""The three-stage design (`siit_task("docstring-three-stage")`, the bundled model's first training stage):
 B_NAME and C_NAME are not aligned, so head 0.0 is non-aligned everywhere."""
 THREE_STAGE_EDGES = (
     "input->0.1.q", "input->0.1.k", "input->0.1.v", "input->1.2.q", "input->1.2.k", "input->1.2.v",
@@ -416,8 +423,8 @@ ALIGNMENT = (
     AlignedNode("LAST", 1, 2, "end", "B_NAME, brought to the final :param"),
     THREE_STAGE_ALIGNMENT[2],
 )
-"""The shipped saelab-docstring-siit's alignment (`siit_task("docstring")`, five stages): head 0.0's name
-copies are stages."""
+"""The five-stage alignment (`siit_task("docstring")`; the shipped "docstring-self-fallback" entry states
+MOVER's other fallback in its meaning): head 0.0's name copies are stages."""
 CIRCUIT_EDGES = (
     "input->0.0.q", "input->0.0.k", "input->0.0.v", "input->0.1.q", "input->0.1.k", "input->0.1.v",
     "input->1.2.q", "input->1.2.k", "0.0->1.2.v", "0.1->2.0.k", "1.2->2.0.q", "0.0->2.0.v", "input->2.0.v",
@@ -444,16 +451,19 @@ def train_split(trained_on: frozenset[str] = frozenset()) -> DocSplit:
 
 
 def task_entry(three_stage: bool = False, fallback: str = "method") -> SIITTask:
-    """The docstring entry: the shipped five-stage design whose layer-0 name copies are stages, or
-    (`three_stage`) the design of the shipped model's first training stage; `fallback` is MOVER's no-match
-    output (`FALLBACKS`). A design other than the shipped one has its own default output name, so a run of it
-    does not overwrite the bundled weights."""
+    """The docstring entry: the five-stage design whose layer-0 name copies are stages, or (`three_stage`)
+    the design of the bundled model's first training stage; `fallback` is MOVER's no-match output
+    (`FALLBACKS`). Only the bundled model's design (five stages, `SHIPPED_FALLBACK`) is named
+    saelab-docstring-siit; every other has its own default output name, so a run of it does not overwrite the
+    bundled weights."""
     name_copy = not three_stage
     model = "saelab-docstring-siit" if name_copy else "saelab-docstring-siit-three-stage"
+    if fallback != SHIPPED_FALLBACK:
+        model = f"{model}-{fallback}-fallback" if name_copy else model
     output, attention = high_level_output, intervened_attention_targets
     alignment = ALIGNMENT if name_copy else THREE_STAGE_ALIGNMENT
     if fallback != "method":
-        model = f"{model}-{fallback}-fallback"
+        model = model if name_copy else f"{model}-{fallback}-fallback"
         output = partial(high_level_output, fallback=fallback)
         attention = partial(intervened_attention_targets, fallback=fallback)
         said = FALLBACK_TEXT["method"], FALLBACK_TEXT[fallback]
