@@ -1,5 +1,5 @@
-"""TopK SAEs of a SIIT model (saelab-ioi-siit, or with --task docstring saelab-docstring-siit) trained on its own
-training distribution, for the feature-circuit and component-score rows of BENCHMARKS.md.
+"""TopK SAEs of a SIIT model (saelab-ioi-siit, or with --task docstring-self-fallback saelab-docstring-siit)
+trained on its own training distribution, for the feature-circuit and component-score rows of BENCHMARKS.md.
 
     PYTHONPATH=. python evals/siit_dictionaries.py --out WS/siit_saes [--task ioi] [--sites 0.attn_z,...]
         [--width 256 --k 8 --tokens 200000 --seed 0]
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory the SAEs are written under")
-    parser.add_argument("--task", default="ioi", help="the SIIT entry whose prompts the SAEs see (ioi, docstring)")
+    parser.add_argument("--task", default="ioi", help="the SIIT entry whose prompts the SAEs see and whose model they read by default "
+                             "(ioi; docstring-self-fallback: saelab-docstring-siit)")
     parser.add_argument("--model", default=None,
                         help="the entry's model (default), or a directory of other weights of it")
     parser.add_argument("--sites", default="0.attn_z,1.attn_z,2.attn_z,0.mlp_out,1.mlp_out,2.mlp_out")

@@ -556,12 +556,26 @@ def test_train_step_adds_each_optional_term_with_its_weight(task, option):
 
 
 def test_strict_shift_term_enters_the_strict_loss_with_its_weight():
-    """Ours (--strict-shift-weight): the same step (same rows, learning rate 0) logs a strict loss larger by
-    exactly weight × the term (linear in the weight: twice the weight, twice the excess); a negative weight is
-    refused."""
-    from training.train_siit import SIITConfig, build_model, train_step
+    """Ours (--strict-shift-weight): the strict rows' extra term is weight × (`strict_shift_loss` over the
+    strict-one rows + over the strict-all rows, each group alone; not pooled, not on other rows); the same
+    step (same rows, learning rate 0) logs a strict loss larger by that, linear in the weight; a negative
+    weight is refused."""
+    from saelab.circuits.siit import strict_shift_loss
+    from training.train_siit import SIITConfig, build_model, step_batch, train_step, unchanged_output_loss
     from training.train_siit import tokenizer as train_tokenizer
 
+    torch.manual_seed(0)  # the term itself: strict-one and strict-all rows each alone, nothing else
+    cfg = SIITConfig(task="docstring", batch=4, threads=1, strict_all=True, strict_shift_weight=3.0)
+    model = build_model(cfg)
+    base, _, _, _, row_groups = step_batch(cfg, model, train_tokenizer(), 0)
+    logits, unpatched = torch.randn(len(row_groups), model.cfg.d_vocab), torch.randn(len(row_groups),
+                                                                                     model.cfg.d_vocab)
+    ids = cfg.entry.candidates(base)
+    expected = sum(3.0 * float(strict_shift_loss(logits[rows], unpatched[rows], ids[rows]))
+                   for rows in ([i for i, g in enumerate(row_groups) if g == group]
+                                for group in ("strict-one", "strict-all")))
+    term = unchanged_output_loss(cfg, model, base, logits, row_groups, unpatched=unpatched)
+    assert float(term) == pytest.approx(expected, rel=1e-5) and expected > 0
     strict = {}
     for weight in (0.0, 100.0, 200.0):
         torch.manual_seed(0)
@@ -723,6 +737,11 @@ def test_keep_qk_and_train_only_hold_what_they_name_through_real_training(tmp_pa
     for name, head in (("blocks.2.attn.W_Q", 1), ("blocks.2.attn.W_V", 0)):
         assert not torch.allclose(trained[name][head], start[name][head], atol=1e-2), name
     assert parse_args(["--task", "docstring", "--keep-qk", "2.0,1.3"])[0].keep_qk == ("2.0", "1.3")
+    model = build_model(cfg)  # the kept slices' gradients are zero before clipping sees them
+    train_siit.KeptQK(model, ("2.0",))
+    model(torch.randint(0, 50, (2, 8))).logsumexp(-1).sum().backward()
+    grad = model.blocks[2].attn.W_Q.grad
+    assert not grad[0].any() and grad[1].any() and not model.blocks[2].attn.b_K.grad[0].any()
     # --train-only: the same run from those weights, mlp2 alone trains; every other parameter is unchanged
     only = dataclasses.replace(cfg, name="only", keep_qk=(), train_only=("blocks.2.mlp",),
                                init_from=str(models / "kept"))

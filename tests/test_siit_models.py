@@ -500,6 +500,10 @@ def test_strict_shift_loss_is_the_squared_mean_signed_change_of_the_metric_margi
     patched[2, [7, 8]] = torch.tensor([1.0, 1.5])
     expected = ((-0.7 + 0.4 - 1.0) / 3) ** 2 / ((9 + 4 + 0.25) / 3)
     assert float(strict_shift_loss(patched, clean, ids)) == pytest.approx(expected, rel=1e-5)
+    one = torch.zeros(1, 10)  # a row with one candidate has no margin: left out, not a NaN
+    with_one = torch.cat([ids, torch.tensor([[4, -1, -1]])])
+    loss = strict_shift_loss(torch.cat([patched, one + 1.0]), torch.cat([clean, one]), with_one)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(strict_shift_loss(clean + 2.0, clean, ids)) == pytest.approx(0.0, abs=1e-9)
     assert float(strict_shift_loss(clean, clean, ids)) == 0.0
 

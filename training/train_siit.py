@@ -1,5 +1,6 @@
 """Train a model with strict interchange intervention training (SIIT; Gupta et al. 2024, InterpBench) on a task's
-high-level causal model (`saelab.circuits.siit.siit_task`: IOI → saelab-ioi-siit, docstring → saelab-docstring-siit).
+high-level causal model (`saelab.circuits.siit.siit_task`: IOI → saelab-ioi-siit, docstring-self-fallback →
+saelab-docstring-siit; every other entry has its own default output name).
 
 Losses per step, each a cross-entropy at the answer position against the task's high-level model:
   task   : no intervention;
@@ -26,7 +27,7 @@ writes data/models/NAME (float16 weights, config saelab section, MODEL_CARD.md) 
 with the construction checks measured on the saved model.
 
   PYTHONPATH=. .venv/bin/python training/train_siit.py --task ioi          # train (or resume), then finalise
-  PYTHONPATH=. .venv/bin/python training/train_siit.py --task docstring --finalize-only
+  PYTHONPATH=. .venv/bin/python training/train_siit.py --task docstring-self-fallback --d-head 32 --finalize-only
 """
 
 import argparse
@@ -204,7 +205,7 @@ DESIGN_HISTORY = {
         "suggests for a next design: the value paths of LAST and MOVER read the name from layer-0 heads, so "
         "either align that layer-0 name copy as a stage of its own or give the stages a wider OV path (d_head 16 "
         "here) and train from random initialisation with single-unit strict sampling from the start. "
-        "Run 3 (a later session; the shipped saelab-docstring-siit) made head 0.0's name copies stages of "
+        "Run 3 (a later session; then the shipped saelab-docstring-siit) made head 0.0's name copies stages of "
         "their own (today's `--task docstring`; the design of runs 1-2 is `--task docstring-three-stage`): "
         "B_NAME = head 0.0 at B_doc, LAST's value; C_NAME = head 0.0 at C_def, MOVER's value when it matches "
         "the answer; circuit 0.0, 0.1, 1.2, 2.0 with edges 0.0->1.2.v and 0.0->2.0.v. It fine-tuned run 2's "
@@ -226,7 +227,7 @@ DESIGN_HISTORY = {
         "plateaued at about 0.8-0.85 from step 700 on, most misses on the rows whose high-level output is the "
         "method's name (no match), the fallback the mover must learn; a next run would redesign that fallback "
         "or train this design from random initialisation. "
-        "Run 4 (a later session; the shipped saelab-docstring-siit) keeps run 3's design and fine-tunes its weights "
+        "Run 4 (a later session; then the shipped saelab-docstring-siit) keeps run 3's design and fine-tunes its weights "
         "with the IOI stage-4 lesson: half the strict rows' sources are now the base's own random_random "
         "corruption (corrupted_spec; before, every strict source had other names, method and prefix included, "
         "so the no-match state the corruption puts mlp1 and mlp2 in was never a strict source), and our scale-free "
@@ -250,7 +251,7 @@ DESIGN_HISTORY = {
         "0.9461 -> 0.9543; interchange min over nodes and splits 0.81 -> 0.848 (PREV/LAST/B_NAME 0.85-0.89, "
         "still the fallback rows); task top-1 on every split min 0.926 -> 0.96 (held-out layouts), which now "
         "passes. 3 of 6 construction checks pass (run 3: 2), and the three that fail are each closer to their "
-        "bound. Record: benchmarks/results/siit_docstring_run4.md. Run 6 (a later session; the shipped "
+        "bound. Record: benchmarks/results/siit_docstring_run4.md. Run 6 (a later session; then the shipped "
         "saelab-docstring-siit) keeps the design and fine-tunes run 4's weights with three terms of ours aimed at "
         "the failing checks: --strict-focus mlp2,mlp1,0.2,mlp0 (half the strict-one rows patch one of the four "
         "units the single-node check found largest; before, about 1.6 rows a step patched mlp2), --strict-all (a "
@@ -284,15 +285,20 @@ DESIGN_HISTORY["docstring-self-fallback"] = DESIGN_HISTORY["docstring"] + (
     "argument matching, MOVER outputs the signature's 'self' (one token at one position on every prompt) instead "
     "of the method's name; clean prompts always match, so the task and its metric are unchanged. Its weights "
     "came in three steps from run 6, each chosen on dev pairs and prompts (trainer pairs seed 10,000; "
-    "construction checks on 200 prompts, seed 4242), never on this card's seed-777 checks: (1) run 6's flags "
+    "construction checks on 200 prompts, seed 4242); step (2)'s seed-777 card had been measured (mlp2 failing "
+    "there) before step (3) was tried, so seed 777 is not fresh for the single-node check: (1) run 6's flags "
     "with this design and heads widened to d_head 32 (16 non-rotary dimensions; `--d-head 32 --widen-std 0.1`), "
     "2,621 steps at lr 5e-4 (weights: benchmarks/results/siit_docstring_selfwide_weights); (2) head 2.0's W_Q, "
     "W_K, b_Q, b_K alone refit on frozen upstream for 750 steps (benchmarks/results/siit_docstring_probes/"
     "layer2_qk.py --train-old; dev interchange 0.92-0.93 -> 0.97; weights: benchmarks/results/"
     "siit_docstring_l2refit_weights), which left mlp2 at 0.0186 of the gap on dev (0.0212 on seed 777); "
     "(3) mlp2's output shrunk toward its mean at END, mlp2(x) -> 0.6 mlp2(x) + 0.4 mean (a weight edit, ours; "
-    "benchmarks/results/siit_docstring_probes/shrink_mlp2.py): dev mlp2 0.0186 -> 0.0111, all non-circuit "
-    "0.0129 -> 0.0054, dev interchange unchanged (0.961-0.997), clean metric 7.19 -> 7.14. Three SIIT polishes "
+    "benchmarks/results/siit_docstring_probes/shrink_mlp2.py): mlp2 is the last unit, so its resample-ablation "
+    "effect scales by about alpha by construction (dev 0.0186 -> 0.0111; seed 777 0.0212 -> 0.0126); all "
+    "non-circuit 0.0129 -> 0.0054, dev interchange B_NAME / PREV / LAST within 0.004, MOVER 0.966 -> 0.961, "
+    "clean metric 7.19 -> 7.14. Interchange is scored against this design's high-level model ('self' on "
+    "no-match rows), not run 6's, and MOVER lost against run 6 (card: 1.0 / 0.988 / 0.994 -> 0.96 / 0.906 / "
+    "0.946 on train / held-out layouts / descriptions). Three SIIT polishes "
     "of step (2)'s weights tried first did not do it: with head 2.0's query/key held (--keep-qk 2.0) dev "
     "interchange fell to 0.91-0.92 within 230 steps; mlp2 alone trained (--train-only blocks.2.mlp) with our "
     "--strict-shift-weight lost task accuracy (top-1 0.97-0.99 at step 100). Record: "
@@ -864,7 +870,8 @@ def add_qk_norm(weights: dict[str, torch.Tensor], model: HookedTransformer, tok,
 
 
 class KeptQK:
-    """Ours: the query/key weights and biases of some heads, held at their values when made; `restore()` after
+    """Ours: the query/key weights and biases of some heads, held at their values when made: their gradient
+    slices are zeroed as they are computed (so gradient clipping does not count them), and `restore()` after
     each optimizer step puts them back (AdamW's weight decay moves a parameter even where its gradient is 0)."""
 
     KINDS = ("W_Q", "W_K", "b_Q", "b_K")
@@ -877,6 +884,13 @@ class KeptQK:
             for kind in self.KINDS:
                 param = getattr(attn, kind)
                 self.slices.append((param, head, param.detach()[head].clone()))
+                param.register_hook(functools.partial(self._without, head=head))
+
+    @staticmethod
+    def _without(grad: torch.Tensor, head: int) -> torch.Tensor:
+        grad = grad.clone()
+        grad[head] = 0
+        return grad
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -1061,7 +1075,9 @@ def finalize(cfg: SIITConfig, state: dict, command: str, stages: tuple[str, ...]
         "task": entry.task,
         "trained_on": f"{entry.task} prompts from saelab's generator with SIIT losses "
                       + (f"(held-out splits {', '.join(cfg.trained_on)} trained on too)" if cfg.trained_on
-                         else "(held-out splits excluded)"),
+                         else "(held-out splits excluded)")
+                      + ("; its last step was not SIIT training (see training.stopped)"
+                         if (state["stopped"] or "").startswith("not a trainer run") else ""),
         "high_level_model": entry.summary,
         "alignment": [a.to_json() for a in entry.alignment],
         "design_history": DESIGN_HISTORY.get(cfg.task, DESIGN_HISTORY[entry.task]),
@@ -1136,6 +1152,10 @@ def model_card(extra: dict, held_out_text: str) -> str:
         "positions and nothing else matters:", "",
     ]
     lines += [f"- `{a['variable']}` → head {a['node']} at {a['position']}: {a['meaning']}" for a in extra["alignment"]]
+    stopped = extra["training"]["stopped"] or ""
+    if stopped.startswith("not a trainer run"):
+        lines += ["", f"**Its last step was not SIIT training:** {stopped[len('not a trainer run: '):]}. The stages it "
+                  "started from are listed below."]
     passed = checks["passed"]
     failing = [k for k, v in passed.items() if not v]
     failing += [f"{k} (our edge check)" for k, v in checks.get("edge_check", {}).get("passed", {}).items() if not v]

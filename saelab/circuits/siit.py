@@ -252,7 +252,13 @@ def strict_shift_loss(
     top being the clean run's top candidate (the answer, where the model is right: the IOI and docstring
     metric, logit(answer) − max over the wrong ones). The construction check's single-node effect is this mean
     change over the gap; `strict_logit_loss`, a mean of squares, sees a small shift shared by every row only as
-    its square on each row, this term sees it whole. Padding (negative ids) as in `strict_logit_loss`."""
+    its square on each row, this term sees it whole. Padding (negative ids) as in `strict_logit_loss`; rows with
+    fewer than two candidates have no margin and are left out. Like `strict_logit_loss` it differentiates the
+    clean run too (the caller's `clean`)."""
+    rows = (ids >= 0).sum(dim=1) >= 2
+    patched, clean, ids = patched[rows], clean[rows], ids[rows]
+    if not len(ids):
+        return patched.sum() * 0.0
     valid = ids >= 0
     safe = ids.clamp(min=0)
     patched, clean = patched.float().gather(1, safe), clean.float().gather(1, safe)

@@ -77,6 +77,7 @@ def register_builtin_models() -> None:
         description="3 layers, d_model 64, 4 heads, d_mlp 128, saelab-tiny tokenizer; docstring circuit known by "
                     "construction",
         trained_on="docstring prompts (saelab's prompt builder, held-out layouts and words excluded) with SIIT "
-                   "losses (training/train_siit.py --task docstring-self-fallback; see its model card)",
+                   "losses (training/train_siit.py --task docstring-self-fallback), then a refit of head 2.0's query/key "
+                   "and a weight edit of mlp2 (see its model card)",
         directory=models_dir / "saelab-docstring-siit",
     ))

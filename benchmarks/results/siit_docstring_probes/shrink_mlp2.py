@@ -9,9 +9,13 @@ prompts, seed 4242; interchange on 1,000 pairs, seed 10,000); the card's seed-77
 
     PYTHONPATH=. python benchmarks/results/siit_docstring_probes/shrink_mlp2.py --alpha 0.6
     PYTHONPATH=. python training/train_siit.py --task docstring-self-fallback --name saelab-docstring-siit \
-        --d-head 32 --finalize-only --stage ...
+        --d-head 32 --init-from benchmarks/results/siit_docstring_l2refit_weights --finalize-only --stage ...
 
-writes data/models/NAME (float16, as the trainer saves) and runs/NAME/checkpoint.pt (the state finalize reads).
+(the exact finalize command and its --stage texts are in the model card's Training and stages sections; then
+benchmarks/bench_heldout.py --models NAME writes the card's held-out section). Writes data/models/NAME (float16,
+as the trainer saves; the default NAME is the bundled model, which it overwrites) and runs/NAME/checkpoint.pt (the
+state finalize reads; finalize reads the weights from data/models/NAME). The mean is taken on two threads before
+the float16 rounding, so another thread count or machine may differ in the last bit of b_out.
 """
 import argparse
 
@@ -39,6 +43,7 @@ with torch.no_grad():
     mlp = model.blocks[2].mlp
     mlp.b_out += (1 - args.alpha) * hidden @ mlp.W_out
     mlp.W_out *= args.alpha
+(cfg.model_dir / "MODEL_CARD.md").unlink(missing_ok=True)  # it describes other weights; finalize writes a new one
 save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra={"name": cfg.model_name})
 state = {"step": 0, "elapsed_s": 0.0, "passes": 0, "history": [],
          "stopped": f"not a trainer run: {args.init}'s weights with mlp2's output shrunk toward its mean at END "
