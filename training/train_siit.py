@@ -300,7 +300,7 @@ DESIGN_HISTORY["docstring-self-fallback"] = DESIGN_HISTORY["docstring"] + (
     "no-match rows), not run 6's, and MOVER lost against run 6 (card: 1.0 / 0.988 / 0.994 -> 0.96 / 0.906 / "
     "0.946 on train / held-out layouts / descriptions). Three SIIT polishes "
     "of step (2)'s weights tried first did not do it: with head 2.0's query/key held (--keep-qk 2.0) dev "
-    "interchange fell to 0.91-0.92 within 230 steps; mlp2 alone trained (--train-only blocks.2.mlp) with our "
+    "interchange fell to 0.90-0.93 within 230-400 steps; mlp2 alone trained (--train-only blocks.2.mlp) with our "
     "--strict-shift-weight lost task accuracy (top-1 0.97-0.99 at step 100). Record: "
     "benchmarks/results/siit_docstring_self_fallback.md."
 )
@@ -884,7 +884,8 @@ class KeptQK:
             for kind in self.KINDS:
                 param = getattr(attn, kind)
                 self.slices.append((param, head, param.detach()[head].clone()))
-                param.register_hook(functools.partial(self._without, head=head))
+                if param.requires_grad:  # (with --train-only it may not train at all)
+                    param.register_hook(functools.partial(self._without, head=head))
 
     @staticmethod
     def _without(grad: torch.Tensor, head: int) -> torch.Tensor:
