@@ -4,6 +4,7 @@ its held-out splits, and a re-check of a sample of the construction checks on th
 import dataclasses
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -757,3 +758,28 @@ def test_keep_qk_and_train_only_hold_what_they_name_through_real_training(tmp_pa
         train(dataclasses.replace(only, name="bad", train_only=("blocks.9",)))
     with pytest.raises(ValueError, match="--keep-qk 3.0: not a head"):
         SIITConfig(task="docstring", keep_qk=("3.0",))
+
+
+@needs_model
+def test_the_shipped_mlp2_edit_scales_its_output_about_its_mean_at_end(model, tokenizer):
+    """The bundled weights' last step (benchmarks/results/siit_docstring_probes/shrink_mlp2.py):
+    mlp2(x) -> 0.6 mlp2(x) + 0.4 E[mlp2 at END] against the refit weights it started from, checked
+    independently of the script: W_out is 0.6 × the old one, every other weight is unchanged, and on the
+    script's prompts mlp2's mean output at END is the old one (a b_out shift of 0.6 instead of 0.4, none, or
+    the mean taken over every position each move it past the bound; checked by hand)."""
+    old = load_model(str(Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+                         / "siit_docstring_l2refit_weights"))
+    new_state, old_state = model.state_dict(), old.state_dict()
+    assert torch.allclose(new_state["blocks.2.mlp.W_out"], 0.6 * old_state["blocks.2.mlp.W_out"],
+                          atol=1e-3)
+    edited = {"blocks.2.mlp.W_out", "blocks.2.mlp.b_out"}
+    assert all(torch.equal(new_state[k], old_state[k])
+               for k in new_state if k not in edited and k in old_state)
+    rows = SHIPPED.sample_pairs(tokenizer, SHIPPED.train_split(), 2000, 55_555, "task").base
+    ends = torch.arange(len(rows.end)), rows.end
+    means = []
+    for weights in (old, model):
+        _, cache = weights.run_with_cache(rows.tokens, names_filter="blocks.2.hook_mlp_out")
+        means.append(cache["blocks.2.hook_mlp_out"][ends].mean(0))
+    gap = (means[0] - means[1]).abs().max()
+    assert gap < 0.02 * means[0].abs().max(), gap
