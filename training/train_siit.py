@@ -688,20 +688,20 @@ def unchanged_output_loss(cfg: SIITConfig, model, base, logits: torch.Tensor, ro
     chosen = [g.startswith(PATH_GROUP) == path and g.startswith("strict") for g in row_groups]
     rows = torch.tensor([i for i, keep in enumerate(chosen) if keep])
     clean = (unpatched_logits(cfg, model, base) if unpatched is None else unpatched)[rows]
+    candidates = cfg.entry.candidates(base)[rows] if cfg.strict_logit_weight or cfg.strict_shift_weight else None
     term = cfg.strict_kl_weight * torch.nn.functional.kl_div(
         logits[rows].log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="batchmean")
     if cfg.strict_logit_weight:  # one unit or all at once, as the single-node and all-together checks patch
         one = torch.tensor([path or g in ("strict-one", "strict-all", "strict-layer")
                             for g, keep in zip(row_groups, chosen, strict=True) if keep])
-        ids = cfg.entry.candidates(base)[rows][one]
-        term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], ids)
+        term = term + cfg.strict_logit_weight * strict_logit_loss(logits[rows][one], clean[one], candidates[one])
     if cfg.strict_shift_weight and not path:
         kept = [g for g, keep in zip(row_groups, chosen, strict=True) if keep]
         for group in ("strict-one", "strict-all"):
             mine = torch.tensor([g == group for g in kept])
             if mine.any():
-                ids = cfg.entry.candidates(base)[rows][mine]
-                term = term + cfg.strict_shift_weight * strict_shift_loss(logits[rows][mine], clean[mine], ids)
+                term = term + cfg.strict_shift_weight * strict_shift_loss(logits[rows][mine], clean[mine],
+                                                                          candidates[mine])
     return term
 
 
@@ -1239,6 +1239,11 @@ def edge_check_lines(checks: dict) -> list[str]:
 HELD_OUT_ALIASES = {"--all-templates": "held_out_templates", "--all-words": "held_out_places_objects"}
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """An option's comma-separated items, empty ones dropped ("mlp2,mlp1," -> ("mlp2", "mlp1"))."""
+    return tuple(item for item in text.split(",") if item)
+
+
 def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default=SIITConfig.task, choices=SIIT_TASKS)
@@ -1249,9 +1254,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                         help="ours: wider heads than d_model / n_heads (the extra dimensions are not rotary)")
     parser.add_argument("--qk-norm", action="store_true",
                         help="ours: RMS-normalised queries and keys (see SIITConfig.qk_norm)")
-    parser.add_argument("--train-only", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+    parser.add_argument("--train-only", type=comma_list, default=(),
                         help="ours: comma-separated parameter-name prefixes (e.g. blocks.2.mlp); only these train")
-    parser.add_argument("--keep-qk", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+    parser.add_argument("--keep-qk", type=comma_list, default=(),
                         help="ours: comma-separated heads (layer.head) whose query/key weights and biases do not "
                              "train")
     parser.add_argument("--widen-std", type=float, default=SIITConfig.widen_std,
@@ -1267,7 +1272,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--iit-weight", type=float, default=SIITConfig.iit_weight)
     parser.add_argument("--attention-weight", type=float, default=SIITConfig.attention_weight)
     parser.add_argument("--iit-attention-weight", type=float, default=SIITConfig.iit_attention_weight)
-    parser.add_argument("--strict-focus", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+    parser.add_argument("--strict-focus", type=comma_list, default=(),
                         help="ours: comma-separated non-aligned units (e.g. mlp2,mlp1) the strict-one rows patch "
                              "more often")
     parser.add_argument("--strict-focus-share", type=float, default=SIITConfig.strict_focus_share)

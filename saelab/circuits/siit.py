@@ -222,6 +222,15 @@ def target_loss(logits: Float[Tensor, "n d_vocab"], target: Target) -> Float[Ten
     return -(logp.gather(1, target.ids) * target.weights).sum(dim=1)
 
 
+def candidate_logits(
+    patched: Float[Tensor, "n d_vocab"], clean: Float[Tensor, "n d_vocab"], ids: Int[Tensor, "n k"]
+) -> tuple[Float[Tensor, "n k"], Float[Tensor, "n k"], Bool[Tensor, "n k"]]:
+    """Both runs' logits of each row's candidate tokens (float32) and which are real: a negative id is padding
+    (its logit is the token 0's, to be masked by the caller)."""
+    safe = ids.clamp(min=0)
+    return patched.float().gather(1, safe), clean.float().gather(1, safe), ids >= 0
+
+
 def strict_logit_loss(
     patched: Float[Tensor, "n d_vocab"], clean: Float[Tensor, "n d_vocab"], ids: Int[Tensor, "n k"]
 ) -> Float[Tensor, ""]:
@@ -233,10 +242,9 @@ def strict_logit_loss(
     logit does not lower it (an absolute version did that: the clean metric fell from 9.3 to 2.9 in 400 steps).
     A negative id is padding (rows with fewer candidates, e.g. docstring signatures of different lengths): it
     takes no part in a row's mean nor in either average."""
-    valid = (ids >= 0).float()
-    safe = ids.clamp(min=0)
+    patched, clean, valid = candidate_logits(patched, clean, ids)
+    valid = valid.float()
     count = valid.sum(dim=1, keepdim=True).clamp(min=1)
-    patched, clean = patched.float().gather(1, safe), clean.float().gather(1, safe)
     patched = patched - (patched * valid).sum(dim=1, keepdim=True) / count
     clean = clean - (clean * valid).sum(dim=1, keepdim=True) / count
     change = ((patched - clean).pow(2) * valid).sum()
@@ -259,9 +267,7 @@ def strict_shift_loss(
     patched, clean, ids = patched[rows], clean[rows], ids[rows]
     if not len(ids):
         return patched.sum() * 0.0
-    valid = ids >= 0
-    safe = ids.clamp(min=0)
-    patched, clean = patched.float().gather(1, safe), clean.float().gather(1, safe)
+    patched, clean, valid = candidate_logits(patched, clean, ids)
     top = clean.masked_fill(~valid, float("-inf")).argmax(dim=1, keepdim=True)
     others = valid & (torch.arange(ids.shape[1], device=ids.device)[None, :] != top)
 
