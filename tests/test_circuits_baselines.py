@@ -227,3 +227,44 @@ def test_weight_norm_by_hand_reads_only_the_weights(distractor):
     for edge in list(graph.edges)[:40]:
         ends = [scores.node_scores.get(n, top) / top for n in (edge.sender, edge.receiver.node)]
         assert scores.edge_scores[edge] == pytest.approx(ends[0] * ends[1]), edge.name
+
+
+def test_visible_ov_norms_equal_transformer_lens_folded_and_centred_weights_and_ignore_what_no_reader_sees(
+        random_problem):
+    """Ours (`ov_norms(visible=True)`, weight_norm's `visible`): on saelab-random with uneven LayerNorm weights
+    and a mean-direction component added to every head's W_O and W_V input rows, the visible norms equal the raw
+    ‖W_V W_O‖_F of the same weights after TransformerLens's fold_ln + center_writing_weights (an independent
+    computation); those added components change the raw norms but neither the visible norms nor the model's
+    logits (every reader's LayerNorm removes them). A model without LayerNorm is refused."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from saelab.circuits.baselines import WeightNormConfig, ov_norms, run_weight_norm
+    from saelab.models import load_model
+
+    model = load_model("saelab-random")
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 12), generator=generator)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ln1.w.copy_(0.5 + torch.rand(block.ln1.w.shape, generator=generator))
+        before = model(tokens)
+        visible_before = ov_norms(model, visible=True).clone()
+        raw_before = ov_norms(model).clone()
+        for block in model.blocks:
+            block.attn.W_O += torch.randn(*block.attn.W_O.shape[:2], 1, generator=generator)  # the mean direction
+            block.attn.W_V += torch.randn(block.attn.W_V.shape[0], 1, block.attn.W_V.shape[2],
+                                          generator=generator) / block.ln1.w[None, :, None]
+        after = model(tokens)
+        visible = ov_norms(model, visible=True)
+        assert torch.allclose(after, before, atol=1e-4)
+        assert (ov_norms(model) - raw_before).abs().max() > 1.0
+        assert torch.allclose(visible, visible_before, rtol=1e-4)
+        scores = run_weight_norm(model, random_problem, WeightNormConfig(visible=True)).node_scores
+        assert scores[head_node(1, 2)] == pytest.approx(float(visible[1, 2]), rel=1e-6)
+        model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=False,
+                               refactor_factored_attn_matrices=False)
+        assert torch.allclose(ov_norms(model), visible, rtol=1e-4)
+    bare = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=8,
+                                                     d_vocab=10, attn_only=True, normalization_type=None))
+    with pytest.raises(ValueError, match="normalization_type is None"):
+        ov_norms(bare, visible=True)

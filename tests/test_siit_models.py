@@ -994,3 +994,44 @@ def test_dataset_rows_slots_hold_the_slot_names(tokenizer):
     assert torch.equal(rows.tokens[index, rows.slots], rows.slot_names)
     assert bool((rows.slots[:, 0] < rows.slots[:, 1]).all())
     assert bool(((rows.slots == rows.io[:, None]).sum(1) == 1).all())
+
+
+def test_head_norm_spread_is_the_variance_of_log_visible_ov_norms_and_enters_a_step_with_its_weight():
+    """Ours (--head-norm-weight): the variance (n - 1) over every head of log `ov_norms(visible=True)`, by
+    hand with numpy; scale-free (every head's W_O times 3 leaves it alone; a variance of the norms themselves
+    would grow 9-fold) and 0 when every head has the same norm; refused below 0; a
+    step's loss adds weight x it (its gradient reaches the heads' W_V and W_O)."""
+    import numpy as np
+
+    from saelab.circuits.baselines import ov_norms
+    from training.train_siit import SIITConfig, build_model, head_norm_spread, train_step
+    from training.train_siit import tokenizer as siit_tokenizer
+
+    cfg = SIITConfig(task="ioi", batch=2, threads=1, head_norm_weight=2.0)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for layer, block in enumerate(model.blocks):
+            block.attn.W_O *= torch.tensor([1.0, 2.0, 0.5, 4.0])[:, None, None] * (1 + layer)
+    norms = ov_norms(model, visible=True).detach().numpy()
+    expected = np.var(np.log(norms.ravel()), ddof=1)
+    assert float(head_norm_spread(model)) == pytest.approx(expected, rel=1e-5) and expected > 0.1
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.W_O *= 3.0
+    assert float(head_norm_spread(model)) == pytest.approx(expected, rel=1e-4)
+    with torch.no_grad():
+        for layer, block in enumerate(model.blocks):
+            block.attn.W_O /= torch.from_numpy(norms[layer] * 3.0).float()[:, None, None]
+    assert float(head_norm_spread(model)) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="head_norm_weight"):
+        SIITConfig(task="ioi", head_norm_weight=-1.0)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    terms = train_step(cfg, model, torch.optim.SGD(model.parameters(), lr=0.0), siit_tokenizer(), 0)
+    weighted = terms["task"] + cfg.iit_weight * terms["iit"] + cfg.strict_weight * terms["strict"]
+    assert terms["head_norm_spread"] > 0
+    assert terms["loss"] == pytest.approx(weighted + 2.0 * terms["head_norm_spread"], rel=1e-5)
+    model.zero_grad()
+    head_norm_spread(model).backward()
+    assert model.blocks[1].attn.W_V.grad.abs().sum() > 0 and model.blocks[2].attn.W_O.grad.abs().sum() > 0

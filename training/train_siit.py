@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from saelab.circuits.baselines import ov_norms
 from saelab.circuits.graph import Graph, Node
 from saelab.circuits.ground_truth import edge_effects
 from saelab.circuits.patching import metric_means, node_effects
@@ -380,6 +381,10 @@ class SIITConfig:
     matches the docstring interchange misses are made of (benchmarks/results/siit_docstring_run6.md)."""
     name_spread_margin: float = 0.2
     """Cosine above which a pair of names is penalised by `name_spread_loss`."""
+    head_norm_weight: float = 0.0
+    """Ours, not InterpBench's: weight of `head_norm_spread` (the variance over heads of log visible OV norm),
+    which evens out the heads' OV norms so that a weight-only ranking (`weight_norm`) cannot tell the circuit
+    heads from the rest (0: off)."""
     strict_all: bool = False
     """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
     once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
@@ -444,6 +449,8 @@ class SIITConfig:
         if self.near_miss_share and self.entry.near_miss is None:
             raise ValueError(f"--near-miss-share {self.near_miss_share}: the {self.task} entry has no near-miss "
                              "sources (SIITTask.near_miss); use 0")
+        if self.head_norm_weight < 0:
+            raise ValueError(f"head_norm_weight must be >= 0, got {self.head_norm_weight}")
         if self.name_spread_weight < 0:
             raise ValueError(f"name_spread_weight must be >= 0, got {self.name_spread_weight}")
         if not -1 <= self.name_spread_margin < 1:
@@ -587,6 +594,13 @@ def name_spread_loss(model: HookedTransformer, ids: torch.Tensor, margin: float)
     cosines = name_cosines(model, ids)
     pairs = torch.triu(torch.ones_like(cosines, dtype=torch.bool), diagonal=1)
     return torch.relu(cosines[pairs] - margin).square().mean()
+
+
+def head_norm_spread(model: HookedTransformer) -> torch.Tensor:
+    """Ours: the variance over every head of log ‖OV‖ (`ov_norms(model, visible=True)`: LayerNorm folded, mean
+    directions projected out, so a norm cannot hide in directions no reader sees); 0 when all heads' OV maps
+    have the same norm, whatever it is."""
+    return ov_norms(model, visible=True).log().flatten().var()
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
@@ -743,6 +757,9 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     if cfg.name_spread_weight:
         spread = name_spread_loss(model, name_ids(tok, cfg.train_split.variables), cfg.name_spread_margin)
         loss = loss + cfg.name_spread_weight * spread
+    if cfg.head_norm_weight:
+        norm_spread = head_norm_spread(model)
+        loss = loss + cfg.head_norm_weight * norm_spread
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -751,7 +768,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {}) \
-        | ({"spread": spread} if cfg.name_spread_weight else {})
+        | ({"spread": spread} if cfg.name_spread_weight else {}) \
+        | ({"head_norm_spread": norm_spread} if cfg.head_norm_weight else {})
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
@@ -1281,6 +1299,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name-spread-weight", type=float, default=SIITConfig.name_spread_weight,
                         help="ours: weight of the penalty on argument names whose input embeddings are close")
     parser.add_argument("--name-spread-margin", type=float, default=SIITConfig.name_spread_margin)
+    parser.add_argument("--head-norm-weight", type=float, default=SIITConfig.head_norm_weight,
+                        help="ours: weight of the variance over heads of log visible OV norm (evens out the "
+                             "heads' weight norms)")
     parser.add_argument("--strict-all", action="store_true",
                         help="ours: a strict group whose rows patch every non-aligned unit at once")
     parser.add_argument("--strict-layer", action="store_true",
@@ -1313,6 +1334,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
                      strict_all=args.strict_all, strict_layer=args.strict_layer, near_miss_share=args.near_miss_share,
                      name_spread_weight=args.name_spread_weight, name_spread_margin=args.name_spread_margin,
+                     head_norm_weight=args.head_norm_weight,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

@@ -11,10 +11,11 @@
 - `weight_norm` (ours): the weights alone, no prompt: a head's ‖W_V^h W_O^h‖_F (the size of what its OV
   circuit can write), an MLP's ‖W_in‖_F · ‖W_out‖_F (· ‖W_gate‖_F when gated); LayerNorm weights are not
   folded in, and heads and MLPs are on different scales (node metrics over heads compare heads only); edges as
-  `output_change`'s, the product of the ends over the largest node score. A model trained so that only some
-  units matter can leave those units' weights larger than the rest (the SIIT models' circuit heads grew 3-4x
-  from their initial norm while the other heads stayed near it); this baseline shows how much of a circuit
-  that alone gives away.
+  `output_change`'s, the product of the ends over the largest node score. With `visible` (ours) a head's
+  score is the norm of what remains after LayerNorm folding and centring (`ov_norms`). A model trained so that
+  only some units matter can leave those units' weights larger than the rest (the SIIT models' circuit heads
+  grew 3-4x from their initial norm while the other heads stayed near it); this baseline shows how much of a
+  circuit that alone gives away.
 """
 
 from dataclasses import dataclass
@@ -50,7 +51,11 @@ class OutputChangeConfig:
 
 @dataclass(frozen=True)
 class WeightNormConfig:
-    """The weight-norm baseline has no settings."""
+    """Settings of the weight-norm baseline."""
+
+    visible: bool = False
+    """Ours: score heads by `ov_norms(model, visible=True)` (the OV map's part that can change anything)
+    instead of the raw ‖W_V^h W_O^h‖_F. MLPs are scored as always."""
 
 
 def run_random(model: HookedTransformer, problem: CircuitProblem, config: RandomConfig) -> MethodOutput:
@@ -108,15 +113,38 @@ def _end_product_edges(graph: Graph, nodes: dict[Node, float]) -> dict:
     return {e: end(e.sender) * end(e.receiver.node) for e in graph.edges}
 
 
+def ov_norms(model: HookedTransformer, visible: bool = False) -> Float[Tensor, "n_layers n_heads"]:
+    """Per head ‖W_V^h W_O^h‖_F (differentiable). `visible` (ours): the norm of the map the head applies to
+    its LayerNorm's centred, normalised input, with the LayerNorm weight folded into W_V and the mean
+    direction projected out on both sides (a centred input has no mean component, and every reader's
+    LayerNorm removes the mean the head writes): what TransformerLens's fold_ln and center_writing_weights
+    leave, the part of the OV circuit that can change anything downstream. Only for models with LayerNorm
+    ("LN" or "LNPre")."""
+    norms = []
+    for block in model.blocks:
+        ov = block.attn.W_V.float() @ block.attn.W_O.float()  # [n_heads, d_model in, d_model out]
+        if visible:
+            kind = model.cfg.normalization_type
+            if kind not in ("LN", "LNPre"):
+                raise ValueError(f"ov_norms(visible=True) needs LayerNorm before attention; this model's "
+                                 f"normalization_type is {kind!r}: use the raw norms")
+            if kind == "LN":
+                ov = block.ln1.w.float()[None, :, None] * ov
+            ov = ov - ov.mean(dim=1, keepdim=True)
+            ov = ov - ov.mean(dim=2, keepdim=True)
+        norms.append(ov.flatten(1).norm(dim=1))
+    return torch.stack(norms)
+
+
 @torch.no_grad()
 def run_weight_norm(model: HookedTransformer, problem: CircuitProblem, config: WeightNormConfig
                     ) -> MethodOutput:
     graph = Graph.from_config(model.cfg)
+    heads = ov_norms(model, visible=config.visible)
     nodes = {}
     for node in graph.nodes:
         if node.kind == "head":
-            attn = model.blocks[node.layer].attn
-            nodes[node] = float((attn.W_V[node.head].float() @ attn.W_O[node.head].float()).norm())
+            nodes[node] = float(heads[node.layer, node.head])
             continue
         mlp = model.blocks[node.layer].mlp
         if not (hasattr(mlp, "W_in") and hasattr(mlp, "W_out")):
