@@ -1035,3 +1035,30 @@ def test_head_norm_spread_is_the_variance_of_log_visible_ov_norms_and_enters_a_s
     model.zero_grad()
     head_norm_spread(model).backward()
     assert model.blocks[1].attn.W_V.grad.abs().sum() > 0 and model.blocks[2].attn.W_O.grad.abs().sum() > 0
+
+
+def test_balance_value_output_evens_the_heads_w_o_norms_without_changing_what_the_model_computes(tokenizer):
+    """Ours (--balance-vo): after it every head's ‖W_O‖_F is the geometric mean of the heads' norms before, the
+    OV products (W_V W_O) and the logits are unchanged (b_V scaled with W_V: leaving it out changes the logits),
+    and a second call changes nothing."""
+    from training.train_siit import SIITConfig, balance_value_output, build_model
+
+    torch.manual_seed(0)
+    model = build_model(SIITConfig(task="ioi", threads=1))
+    with torch.no_grad():
+        for layer, block in enumerate(model.blocks):
+            block.attn.W_O *= torch.tensor([1.0, 3.0, 0.5, 2.0])[:, None, None] * (1 + layer)
+            block.attn.b_V.normal_()
+    tokens = torch.tensor(tokenizer.encode(" When Mary and John went to the store, John gave a drink to"))[None]
+    with torch.no_grad():
+        before = model(tokens)
+        norms = torch.stack([b.attn.W_O.flatten(1).norm(dim=1) for b in model.blocks])
+        ov = torch.stack([b.attn.W_V @ b.attn.W_O for b in model.blocks])
+        balance_value_output(model)
+        after = torch.stack([b.attn.W_O.flatten(1).norm(dim=1) for b in model.blocks])
+        assert torch.allclose(after, norms.log().mean().exp().expand_as(after), rtol=1e-5)
+        assert torch.allclose(torch.stack([b.attn.W_V @ b.attn.W_O for b in model.blocks]), ov, atol=1e-5)
+        assert torch.allclose(model(tokens), before, atol=1e-4)
+        weights = [p.clone() for p in model.parameters()]
+        balance_value_output(model)
+        assert all(torch.allclose(p, q, rtol=1e-5) for p, q in zip(model.parameters(), weights, strict=True))

@@ -381,6 +381,8 @@ class SIITConfig:
     matches the docstring interchange misses are made of (benchmarks/results/siit_docstring_run6.md)."""
     name_spread_margin: float = 0.2
     """Cosine above which a pair of names is penalised by `name_spread_loss`."""
+    balance_vo: bool = False
+    """Ours: `balance_value_output` on the weights before they are saved (function-preserving)."""
     head_norm_weight: float = 0.0
     """Ours, not InterpBench's: weight of `head_norm_spread` (the variance over heads of log visible OV norm),
     which evens out the heads' OV norms so that a weight-only ranking (`weight_norm`) cannot tell the circuit
@@ -601,6 +603,21 @@ def head_norm_spread(model: HookedTransformer) -> torch.Tensor:
     directions projected out, so a norm cannot hide in directions no reader sees); 0 when all heads' OV maps
     have the same norm, whatever it is."""
     return ov_norms(model, visible=True).log().flatten().var()
+
+
+@torch.no_grad()
+def balance_value_output(model: HookedTransformer) -> None:
+    """Ours, function-preserving: per head, W_V and b_V times c and W_O over c, c chosen so that every head's
+    ‖W_O‖_F becomes the geometric mean over heads. A head's output z·W_O is unchanged (z is linear in W_V and
+    b_V for a given attention pattern), so are its OV product and everything the model computes; only the split
+    of the OV norm between the two matrices moves, so that neither matrix's norm alone ranks the heads."""
+    norms = torch.stack([block.attn.W_O.float().flatten(1).norm(dim=1) for block in model.blocks])
+    target = norms.log().mean().exp()
+    for block, own in zip(model.blocks, norms, strict=True):
+        c = (own / target).to(block.attn.W_O.dtype)
+        block.attn.W_V.mul_(c[:, None, None])
+        block.attn.b_V.mul_(c[:, None])
+        block.attn.W_O.div_(c[:, None, None])
 
 
 def step_batch(cfg: SIITConfig, model: HookedTransformer, tok, step: int):
@@ -969,6 +986,8 @@ def train(cfg: SIITConfig) -> HookedTransformer:
             last_save = time.time()
     log.info("stopped: %s", state["stopped"])
     model.eval()
+    if cfg.balance_vo:
+        balance_value_output(model)
     save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra={"name": cfg.model_name})
     return state
 
@@ -1299,6 +1318,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name-spread-weight", type=float, default=SIITConfig.name_spread_weight,
                         help="ours: weight of the penalty on argument names whose input embeddings are close")
     parser.add_argument("--name-spread-margin", type=float, default=SIITConfig.name_spread_margin)
+    parser.add_argument("--balance-vo", action="store_true",
+                        help="ours: before saving, rescale each head's W_V, b_V and W_O (function-preserving) so "
+                             "that every head's W_O has the same norm")
     parser.add_argument("--head-norm-weight", type=float, default=SIITConfig.head_norm_weight,
                         help="ours: weight of the variance over heads of log visible OV norm (evens out the "
                              "heads' weight norms)")
@@ -1334,7 +1356,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      strict_focus=args.strict_focus, strict_focus_share=args.strict_focus_share,
                      strict_all=args.strict_all, strict_layer=args.strict_layer, near_miss_share=args.near_miss_share,
                      name_spread_weight=args.name_spread_weight, name_spread_margin=args.name_spread_margin,
-                     head_norm_weight=args.head_norm_weight,
+                     head_norm_weight=args.head_norm_weight, balance_vo=args.balance_vo,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args
@@ -1351,6 +1373,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.finalize_only:
         state = torch.load(cfg.run_dir / "checkpoint.pt", weights_only=False)["state"]
+        if cfg.balance_vo:  # function-preserving: the card's other sections stay true
+            model = load_model(str(cfg.model_dir))
+            balance_value_output(model)
+            save_model(model, cfg.model_dir, weights_dtype=torch.float16, extra={"name": cfg.model_name})
     else:
         state = train(cfg)
     finalize(cfg, state, command.strip(), tuple(args.stage), weights_unchanged=args.finalize_only)
