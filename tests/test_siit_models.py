@@ -1038,9 +1038,9 @@ def test_head_norm_spread_is_the_variance_of_log_visible_ov_norms_and_enters_a_s
 
 
 def test_balance_value_output_evens_the_heads_w_o_norms_without_changing_what_the_model_computes(tokenizer):
-    """Ours (--balance-vo): after it every head's ‖W_O‖_F is the geometric mean of the heads' norms before, the
-    OV products (W_V W_O) and the logits are unchanged (b_V scaled with W_V: leaving it out changes the logits),
-    and a second call changes nothing."""
+    """Ours (--balance-vo): after it every head's ‖W_O‖_F is the geometric mean of the heads' norms before,
+    the OV products (W_V W_O) and the logits are unchanged (b_V scaled with W_V: leaving it out changes the
+    logits), and a second call changes nothing."""
     from training.train_siit import SIITConfig, balance_value_output, build_model
 
     torch.manual_seed(0)
@@ -1049,7 +1049,8 @@ def test_balance_value_output_evens_the_heads_w_o_norms_without_changing_what_th
         for layer, block in enumerate(model.blocks):
             block.attn.W_O *= torch.tensor([1.0, 3.0, 0.5, 2.0])[:, None, None] * (1 + layer)
             block.attn.b_V.normal_()
-    tokens = torch.tensor(tokenizer.encode(" When Mary and John went to the store, John gave a drink to"))[None]
+    text = " When Mary and John went to the store, John gave a drink to"
+    tokens = torch.tensor(tokenizer.encode(text))[None]
     with torch.no_grad():
         before = model(tokens)
         norms = torch.stack([b.attn.W_O.flatten(1).norm(dim=1) for b in model.blocks])
@@ -1062,3 +1063,34 @@ def test_balance_value_output_evens_the_heads_w_o_norms_without_changing_what_th
         weights = [p.clone() for p in model.parameters()]
         balance_value_output(model)
         assert all(torch.allclose(p, q, rtol=1e-5) for p, q in zip(model.parameters(), weights, strict=True))
+
+
+def test_even_head_norms_sets_every_heads_visible_ov_norm_to_the_geometric_mean_after_each_step(tokenizer):
+    """Ours (--even-head-norms): after `even_head_norms` every head's visible OV norm is the geometric mean of
+    the norms before (not their arithmetic mean, which differs by more than 1% here), each head's OV map keeps
+    its direction (only W_O is scaled), and a training step with the option ends with equal norms."""
+    from saelab.circuits.baselines import ov_norms
+    from training.train_siit import SIITConfig, build_model, even_head_norms, train_step
+    from training.train_siit import tokenizer as siit_tokenizer
+
+    torch.manual_seed(0)
+    cfg = SIITConfig(task="ioi", batch=2, threads=1, even_head_norms=True)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for layer, block in enumerate(model.blocks):
+            block.attn.W_O *= torch.tensor([1.0, 3.0, 0.5, 2.0])[:, None, None] * (1 + 2 * layer)
+        before = ov_norms(model, visible=True)
+        ov = torch.stack([b.attn.W_V @ b.attn.W_O for b in model.blocks])
+        even_head_norms(model)
+        after = ov_norms(model, visible=True)
+        assert torch.allclose(after, before.log().mean().exp().expand_as(after), rtol=1e-5)
+        assert not torch.allclose(after, before.mean().expand_as(after), rtol=1e-2)
+        scaled = torch.stack([b.attn.W_V @ b.attn.W_O for b in model.blocks])
+        cosine = torch.nn.functional.cosine_similarity(scaled.flatten(2), ov.flatten(2), dim=-1)
+        assert torch.allclose(cosine, torch.ones_like(cosine), atol=1e-5)
+        for block in model.blocks:
+            block.attn.W_O *= torch.tensor([1.0, 3.0, 0.5, 2.0])[:, None, None]
+    train_step(cfg, model, torch.optim.SGD(model.parameters(), lr=1e-2), siit_tokenizer(), 0)
+    with torch.no_grad():
+        norms = ov_norms(model, visible=True)
+    assert torch.allclose(norms, norms.mean().expand_as(norms), rtol=1e-5)

@@ -381,6 +381,9 @@ class SIITConfig:
     matches the docstring interchange misses are made of (benchmarks/results/siit_docstring_run6.md)."""
     name_spread_margin: float = 0.2
     """Cosine above which a pair of names is penalised by `name_spread_loss`."""
+    even_head_norms: bool = False
+    """Ours: after every optimizer step, `even_head_norms` (each head's W_O rescaled so that every head's
+    visible OV norm is the geometric mean over heads): a constraint, where --head-norm-weight is a penalty."""
     balance_vo: bool = False
     """Ours: `balance_value_output` on the weights before they are saved (function-preserving)."""
     head_norm_weight: float = 0.0
@@ -606,6 +609,17 @@ def head_norm_spread(model: HookedTransformer) -> torch.Tensor:
 
 
 @torch.no_grad()
+def even_head_norms(model: HookedTransformer) -> None:
+    """Ours: each head's W_O scaled so that its visible OV norm (`ov_norms(model, visible=True)`) becomes the
+    geometric mean over every head's; W_O's scale passes straight through the folding and centring, so afterwards
+    the heads' visible OV norms are equal and a weight-norm ranking of them is a tie."""
+    norms = ov_norms(model, visible=True)
+    target = norms.log().mean().exp()
+    for block, own in zip(model.blocks, norms, strict=True):
+        block.attn.W_O.mul_((target / own).to(block.attn.W_O.dtype)[:, None, None])
+
+
+@torch.no_grad()
 def balance_value_output(model: HookedTransformer) -> None:
     """Ours, function-preserving: per head, W_V and b_V times c and W_O over c, c chosen so that every head's
     ‖W_O‖_F becomes the geometric mean over heads. A head's output z·W_O is unchanged (z is linear in W_V and
@@ -784,6 +798,8 @@ def train_step(cfg, model, optimizer, tok, step) -> dict[str, float]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
+    if cfg.even_head_norms:
+        even_head_norms(model)
     terms = {"loss": loss, "task": by_group["task"], "iit": iit, "strict": strict} | ({"path": path} if paths else {}) \
         | ({"spread": spread} if cfg.name_spread_weight else {}) \
         | ({"head_norm_spread": norm_spread} if cfg.head_norm_weight else {})
@@ -1318,6 +1334,9 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
     parser.add_argument("--name-spread-weight", type=float, default=SIITConfig.name_spread_weight,
                         help="ours: weight of the penalty on argument names whose input embeddings are close")
     parser.add_argument("--name-spread-margin", type=float, default=SIITConfig.name_spread_margin)
+    parser.add_argument("--even-head-norms", action="store_true",
+                        help="ours: after every step, rescale each head's W_O so that all heads' visible OV norms "
+                             "are equal")
     parser.add_argument("--balance-vo", action="store_true",
                         help="ours: before saving, rescale each head's W_V, b_V and W_O (function-preserving) so "
                              "that every head's W_O has the same norm")
@@ -1357,6 +1376,7 @@ def parse_args(argv: list[str]) -> tuple[SIITConfig, argparse.Namespace]:
                      strict_all=args.strict_all, strict_layer=args.strict_layer, near_miss_share=args.near_miss_share,
                      name_spread_weight=args.name_spread_weight, name_spread_margin=args.name_spread_margin,
                      head_norm_weight=args.head_norm_weight, balance_vo=args.balance_vo,
+                     even_head_norms=args.even_head_norms,
                      trained_on=tuple(trained_on), init_from=None if args.init_from is None else str(args.init_from),
                      time_limit_min=args.time_limit_min, batch=args.batch, eval_every=args.eval_every)
     return cfg, args

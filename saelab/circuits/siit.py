@@ -19,6 +19,7 @@ Each variable is aligned to one attention head at one named position (`AlignedNo
 MLP and the aligned heads at every other position are non-aligned: patching them must not change the output.
 """
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -970,13 +971,15 @@ def ioi_attention_targets(rows: IOIRows) -> dict[str, Int[Tensor, " n"]]:
     return {"S-INH": rows.s2, "NAME": rows.end}
 
 
-SIIT_TASKS = ("ioi", "ioi-inhibition", "ioi-copies", "docstring", "docstring-three-stage", "docstring-self-fallback")
+SIIT_TASKS = ("ioi", "ioi-inhibition", "ioi-copies", "ioi-even-norms", "docstring", "docstring-three-stage",
+              "docstring-self-fallback")
 """The SIIT entries: "ioi" is the shipped IOI design (a relay of the answer), "ioi-inhibition" (ours) the
 inhibition design above, "ioi-copies" (ours) the inhibition design with head 0.0's name copies as stages;
 "docstring" is the five-stage design (layer-0 name copies are stages; runs 1-6 of the bundled model),
 "docstring-three-stage" the design of its first training stage, "docstring-self-fallback" (ours; the bundled
 saelab-docstring-siit's since 2026-12-01) the five-stage design with "self" as MOVER's no-match output instead
-of the method's name."""
+of the method's name; "ioi-even-norms" (ours) is the "ioi" design trained on with the heads' OV norms evened
+out (`--head-norm-weight`), so that the weights alone do not rank the circuit heads first."""
 
 
 def _ioi_entry(**design) -> SIITTask:
@@ -995,6 +998,8 @@ def siit_task(task: str) -> SIITTask:
             summary="DUP at S2 -> S-INH at END -> NAME at END", attention_targets=ioi_attention_targets,
             variable_values=relay_values,
         )
+    if task == "ioi-even-norms":
+        return dataclasses.replace(siit_task("ioi"), model="saelab-ioi-siit-even-norms")
     if task == "ioi-inhibition":
         return _ioi_entry(
             model="saelab-ioi-siit-inhibition", alignment=IOI_INHIBITION_ALIGNMENT,
