@@ -30,13 +30,15 @@ from saelab.tasks.base import TaskDataset, TaskVocabulary
 from saelab.tasks.build import build_dataset
 
 RESULTS = Path(__file__).parent / "results" / "bench_heldout"
-MODELS = ("saelab-tiny", "saelab-tiny-attn", "saelab-ioi-siit", "saelab-ioi-siit-copies", "saelab-docstring-siit")
+MODELS = ("saelab-tiny", "saelab-tiny-attn", "saelab-ioi-siit", "saelab-ioi-siit-copies", "saelab-ioi-siit-even-norms",
+          "saelab-docstring-siit")
 TASKS = ("ioi", "greater_than", "docstring")
 CLAIMS = {
     "saelab-tiny": TASKS,
     "saelab-tiny-attn": ("docstring",),
     "saelab-ioi-siit": ("ioi",),
     "saelab-ioi-siit-copies": ("ioi",),
+    "saelab-ioi-siit-even-norms": ("ioi",),
     "saelab-docstring-siit": ("docstring",),
 }
 """The tasks each model's training required (train_lm's --required; the SIIT models' one task)."""

@@ -40,6 +40,7 @@ from saelab.workspace import Workspace
 log = logging.getLogger("circuit_table")
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = (("IOI (SIIT)", "ioi", "saelab-ioi-siit"), ("IOI (SIIT, copies design)", "ioi", "saelab-ioi-siit-copies"),
+           ("IOI (SIIT, even head norms)", "ioi", "saelab-ioi-siit-even-norms"),
            ("docstring (SIIT)", "docstring", "saelab-docstring-siit"),
            ("reverse (tracr)", "reverse", "tracr-reverse"),
            ("frac_prevs (tracr)", "frac_prevs", "tracr-frac-prevs"),
@@ -146,6 +147,9 @@ GROUND_TRUTH_TEXT = (
     "layers, whose stated edges sent by circuit heads each carry >= 0.91 of the gap (our edge check fails on "
     "1.1 -> logits at 0.063 against the 0.05 bound; stated input -> q/k edges of the position-attending heads "
     "0.2 and 1.1 carry ~0, unstated input -> 0.0.q/k ~0.1); "
+    "saelab-ioi-siit-even-norms: saelab-ioi-siit's circuit, trained on with every head's OV norm (LayerNorm "
+    "folded, mean directions projected out) held equal, so that the weights alone do not rank its circuit heads; "
+    "the heads' W_O norms evened out too (function-preserving); "
     "saelab-docstring-siit: SIIT-trained so that a layer-0 name-copy head, a previous-argument head (key) and "
     "a last-documented-argument head (query) feed an argument mover, four heads in three layers; "
     "tracr-*: compiled RASP programs, circuit read from the compiled weights): the circuit was put there; "

@@ -53,7 +53,7 @@ from saelab.models.tokenizer import load_tokenizer
 from saelab.tasks import get_task
 
 NAME = "saelab-ioi-siit"
-DESIGNS = ("ioi", "ioi-copies")
+DESIGNS = ("ioi", "ioi-copies", "ioi-even-norms")
 """The IOI SIIT entries whose bundled models are committed; the committed-model tests run on each."""
 
 
@@ -1094,3 +1094,24 @@ def test_even_head_norms_sets_every_heads_visible_ov_norm_to_the_geometric_mean_
     with torch.no_grad():
         norms = ov_norms(model, visible=True)
     assert torch.allclose(norms, norms.mean().expand_as(norms), rtol=1e-5)
+
+
+def test_even_norms_model_gives_weight_norm_no_ranking_of_its_heads():
+    """saelab-ioi-siit-even-norms (ours): every head's visible OV norm and W_O norm are equal up to the
+    float16 rounding of the shipped weights (max/min < 1.01; saelab-ioi-siit's spreads are 7.7x and 4.5x), the
+    raw OV norms that `weight_norm` reads spread far less than saelab-ioi-siit's, and it shares
+    saelab-ioi-siit's circuit file's nodes and edges."""
+    from saelab.circuits.baselines import ov_norms
+
+    model, shipped = load_model("saelab-ioi-siit-even-norms"), load_model(NAME)
+    with torch.no_grad():
+        visible, raw = ov_norms(model, visible=True), ov_norms(model)
+        w_o = torch.stack([b.attn.W_O.flatten(1).norm(dim=1) for b in model.blocks])
+        before = ov_norms(shipped, visible=True)
+    assert float(visible.max() / visible.min()) < 1.01 and float(w_o.max() / w_o.min()) < 1.01
+    assert float(before.max() / before.min()) > 5
+    assert float(raw.max() / raw.min()) < 0.5 * float(ov_norms(shipped).max() / ov_norms(shipped).min())
+    graph = Graph.from_config(model.cfg)
+    mine = find_ground_truth("saelab-ioi-siit-even-norms", "ioi", graph)
+    theirs = find_ground_truth(NAME, "ioi", graph)
+    assert set(mine.nodes) == set(theirs.nodes) and set(mine.edges) == set(theirs.edges)

@@ -280,6 +280,32 @@ DESIGN_HISTORY = {
 }
 
 
+DESIGN_HISTORY["ioi-even-norms"] = (
+    "Ours (2026-12-01): saelab-ioi-siit's design, alignment and circuit, its weights trained on so that the "
+    "heads' OV norms (what `weight_norm` reads) do not rank the circuit heads first. On saelab-ioi-siit the circuit heads' OV maps are the largest "
+    "(visible norms 16.0 / 22.2 / 27.8 for 0.2 / 1.1 / 2.3, every other head 3.6-11.9; the variance over heads of "
+    "log norm 0.395, saelab-tiny's 0.060), so `weight_norm` scores node AUC 1.000 there. Four continuations "
+    "from its stage-4 weights, each chosen on dev checks (200 prompts, seed 4242; 500 pairs, seed 10,000): "
+    "(1) `--head-norm-weight 10` (a penalty on that variance), 1,291 steps: variance 0.085; (2) weight 30 at lr "
+    "1e-3, to step 866: variance 0.0056, but the circuit heads were still the largest of their layers (AUC "
+    "1.000) and dev single non-circuit 0.044 (2.0), NAME interchange 0.884; (3) `--even-head-norms` (a "
+    "constraint: after every step each head's W_O rescaled so every visible OV norm is the geometric mean) with "
+    "IIT weight 3, to step 641: interchange >= 0.974, single non-circuit 0.040 (2.0), all together 0.050; (4) "
+    "the same with `--strict-shift-weight 20 --strict-focus 2.0,2.1,2.2`, to step 421 (these weights): dev "
+    "single non-circuit 0.0248 (0.3), all together 0.0168, smallest circuit node 0.613, interchange >= 0.988. "
+    "Continuing (4) to step 993, or from it at lr 1e-4 with either focus, kept the largest single non-circuit "
+    "node at 0.025-0.047 on dev: with every head's OV map as large as the circuit heads', the strict losses did "
+    "not bring any one non-circuit head below 0.02 of the gap in this budget. Tried and not kept: a jump start "
+    "(every non-circuit head's W_O scaled up to the circuit heads' mean norm, then repaired: NAME interchange "
+    "0.054 after 353 steps). Saved with `--balance-vo` (function-preserving: each head's W_V, b_V and W_O "
+    "rescaled so that every W_O has the same norm; saelab-ioi-siit's circuit heads had the largest W_O too). "
+    "Node AUC of weight statistics over the 12 heads, saelab-ioi-siit -> these weights: raw OV norm (weight_norm's "
+    "score) 1.000 -> 0.741 (each layer's circuit head is still its largest by the raw norm, through the "
+    "LayerNorm weights); visible OV norm and W_O norm 1.000 -> equal for every head; but W_V's norm alone "
+    "0.926 -> 0.963 (the OV spread moved into W_V): hidden from the OV norm, not from every weight statistic. "
+    "Record: benchmarks/results/siit_ioi_even_norms.md. The history of saelab-ioi-siit, whose stage 4 these "
+    "weights start from: " + DESIGN_HISTORY["ioi"]
+)
 DESIGN_HISTORY["docstring-self-fallback"] = DESIGN_HISTORY["docstring"] + (
     " The self-fallback design (2026-12-01; today's shipped saelab-docstring-siit, `--task "
     "docstring-self-fallback`): the same alignment, circuit and edges, but when an intervention leaves no "
