@@ -301,8 +301,12 @@ DESIGN_HISTORY["ioi-even-norms"] = (
     "rescaled so that every W_O has the same norm; saelab-ioi-siit's circuit heads had the largest W_O too). "
     "Node AUC of weight statistics over the 12 heads, saelab-ioi-siit -> these weights: raw OV norm (weight_norm's "
     "score) 1.000 -> 0.741 (each layer's circuit head is still its largest by the raw norm, through the "
-    "LayerNorm weights); visible OV norm and W_O norm 1.000 -> equal for every head; but W_V's norm alone "
-    "0.926 -> 0.963 (the OV spread moved into W_V): hidden from the OV norm, not from every weight statistic. "
+    "LayerNorm weights); visible OV norm and W_O norm 1.000 -> equal for every head (a ranking of their "
+    "float16-rounded ties: 0.333 and 0.889); but W_V's norm alone 0.926 -> 0.963 and b_V's 0.407 -> 0.741 (the "
+    "OV spread moved into W_V and b_V): weight_norm is weakened, not defeated, and other weight statistics still "
+    "rank the circuit heads. The last stage ran as `--name saelab-ioi-siit-eqnorm-G` (flags as in the Training "
+    "line, without --balance-vo) and was stopped by hand after step 993; its step-421 checkpoint became this "
+    "model's run state and weights. "
     "Record: benchmarks/results/siit_ioi_even_norms.md. The history of saelab-ioi-siit, whose stage 4 these "
     "weights start from: " + DESIGN_HISTORY["ioi"]
 )

@@ -54,7 +54,7 @@ class WeightNormConfig:
     """Settings of the weight-norm baseline."""
 
     visible: bool = False
-    """Ours: score heads by `ov_norms(model, visible=True)` (the OV map's part that can change anything)
+    """Ours: score heads by `ov_norms(model, visible=True)` (the OV map without what LayerNorms remove)
     instead of the raw ‖W_V^h W_O^h‖_F. MLPs are scored as always."""
 
 
@@ -118,8 +118,8 @@ def ov_norms(model: HookedTransformer, visible: bool = False) -> Float[Tensor, "
     its LayerNorm's centred, normalised input, with the LayerNorm weight folded into W_V and the mean
     direction projected out on both sides (a centred input has no mean component, and every reader's
     LayerNorm removes the mean the head writes): what TransformerLens's fold_ln and center_writing_weights
-    leave, the part of the OV circuit that can change anything downstream. Only for models with LayerNorm
-    ("LN" or "LNPre")."""
+    leave, i.e. what no LayerNorm removes (it still counts directions that no downstream weight reads, and
+    ignores the readers' own LayerNorm weights). Only for models with LayerNorm ("LN" or "LNPre")."""
     norms = []
     for block in model.blocks:
         ov = block.attn.W_V.float() @ block.attn.W_O.float()  # [n_heads, d_model in, d_model out]

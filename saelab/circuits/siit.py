@@ -978,8 +978,9 @@ inhibition design above, "ioi-copies" (ours) the inhibition design with head 0.0
 "docstring" is the five-stage design (layer-0 name copies are stages; runs 1-6 of the bundled model),
 "docstring-three-stage" the design of its first training stage, "docstring-self-fallback" (ours; the bundled
 saelab-docstring-siit's since 2026-12-01) the five-stage design with "self" as MOVER's no-match output instead
-of the method's name; "ioi-even-norms" (ours) is the "ioi" design trained on with the heads' OV norms evened
-out (`--head-norm-weight`), so that the weights alone do not rank the circuit heads first."""
+of the method's name; "ioi-even-norms" (ours) is the "ioi" design trained on with the heads' OV norms held
+equal (`--even-head-norms`, after a `--head-norm-weight` penalty), so that the heads' OV norms do not rank the
+circuit heads first."""
 
 
 def _ioi_entry(**design) -> SIITTask:
