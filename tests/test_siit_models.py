@@ -557,6 +557,12 @@ def test_strict_logit_loss_ignores_padded_candidates():
     change = 2 * 0.5**2 + 0.1**2 + 0.1**2 + 0.2**2  # five real candidates
     size = 2 * 6.0**2 + 2.0**2 + 1.0 + 1.0
     assert float(strict_logit_loss(patched, clean, padded)) == pytest.approx(change / size, rel=1e-5)
+    shifted = torch.tensor([[0, 1, 2, -1]])  # token 0 is a real candidate: only a negative id is padding
+    clean[0, 0], patched[0, 0] = 3.0, 3.0
+    centred = torch.tensor([3.0, 12.0, 0.0]) - 5.0
+    moved = torch.tensor([3.0, 11.0, 0.0]) - 14.0 / 3
+    expected = float((moved - centred).pow(2).sum() / centred.pow(2).sum())
+    assert float(strict_logit_loss(patched[:1], clean[:1], shifted)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_ioi_candidates_are_the_metric_tokens(tokenizer):

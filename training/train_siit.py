@@ -418,8 +418,8 @@ class SIITConfig:
     """Ours: `balance_value_output` on the weights before they are saved (function-preserving)."""
     head_norm_weight: float = 0.0
     """Ours, not InterpBench's: weight of `head_norm_spread` (the variance over heads of log visible OV norm),
-    which evens out the heads' OV norms so that a weight-only ranking (`weight_norm`) cannot tell the circuit
-    heads from the rest (0: off)."""
+    which evens out the heads' OV norms so that `weight_norm`'s ranking tells the circuit heads from the rest
+    less well (0: off)."""
     strict_all: bool = False
     """Ours, not InterpBench's: a third strict group ("strict-all") whose rows patch every non-aligned unit at
     once, as the all-together construction check and strict_all_units do (sources as the other strict rows';
@@ -633,9 +633,14 @@ def name_spread_loss(model: HookedTransformer, ids: torch.Tensor, margin: float)
 
 def head_norm_spread(model: HookedTransformer) -> torch.Tensor:
     """Ours: the variance over every head of log ‖OV‖ (`ov_norms(model, visible=True)`: LayerNorm folded, mean
-    directions projected out, so a norm cannot hide in directions no reader sees); 0 when all heads' OV maps
+    directions projected out, so a norm cannot hide in what a LayerNorm removes); 0 when all heads' OV maps
     have the same norm, whatever it is."""
     return ov_norms(model, visible=True).log().flatten().var()
+
+
+def to_geometric_mean(norms: torch.Tensor) -> torch.Tensor:
+    """Per entry, the factor that takes it to the geometric mean of all of `norms`."""
+    return norms.log().mean().exp() / norms
 
 
 @torch.no_grad()
@@ -643,10 +648,8 @@ def even_head_norms(model: HookedTransformer) -> None:
     """Ours: each head's W_O scaled so that its visible OV norm (`ov_norms(model, visible=True)`) becomes the
     geometric mean over every head's; W_O's scale passes straight through the folding and centring, so afterwards
     the heads' visible OV norms are equal and a weight-norm ranking of them is a tie."""
-    norms = ov_norms(model, visible=True)
-    target = norms.log().mean().exp()
-    for block, own in zip(model.blocks, norms, strict=True):
-        block.attn.W_O.mul_((target / own).to(block.attn.W_O.dtype)[:, None, None])
+    for block, factor in zip(model.blocks, to_geometric_mean(ov_norms(model, visible=True)), strict=True):
+        block.attn.W_O.mul_(factor.to(block.attn.W_O.dtype)[:, None, None])
 
 
 @torch.no_grad()
@@ -656,9 +659,8 @@ def balance_value_output(model: HookedTransformer) -> None:
     b_V for a given attention pattern), so are its OV product and everything the model computes; only the split
     of the OV norm between the two matrices moves, so that neither matrix's norm alone ranks the heads."""
     norms = torch.stack([block.attn.W_O.float().flatten(1).norm(dim=1) for block in model.blocks])
-    target = norms.log().mean().exp()
-    for block, own in zip(model.blocks, norms, strict=True):
-        c = (own / target).to(block.attn.W_O.dtype)
+    for block, factor in zip(model.blocks, to_geometric_mean(norms), strict=True):
+        c = (1 / factor).to(block.attn.W_O.dtype)
         block.attn.W_V.mul_(c[:, None, None])
         block.attn.b_V.mul_(c[:, None])
         block.attn.W_O.div_(c[:, None, None])
